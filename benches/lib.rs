@@ -1,0 +1,1 @@
+//! Benchmarks: `cargo bench -p lyss-benches`; the gateway load benchmark is `scripts/bench-gateway.sh`.

@@ -1,0 +1,160 @@
+//! Configuration structs. Plain serde types with their defaults; no file or environment I/O
+//! here (that is [`crate::setup`]). Secrets never appear in `Debug` output.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration: defaults → `lyss.toml` → `LYSS_*` environment → flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the server listens on. Default `127.0.0.1:8080`. Env `LYSS_BIND`.
+    pub bind: SocketAddr,
+    /// Where the SQLite file and the admin token live. Default: the user's data directory
+    /// (`~/.local/share/lyss` on Linux). Env `LYSS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// The governance store. Default `sqlite://<data_dir>/lyss.db`. Env `LYSS_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// The admin token. Default: generated on first start and kept in `<data_dir>/admin_token`
+    /// (mode 0600). Env `LYSS_ADMIN_TOKEN`.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<Secret>,
+    /// Largest accepted request body in bytes. Default 32 MiB: chat clients resend the whole
+    /// history, with images as base64. Env `LYSS_BODY_LIMIT`.
+    pub body_limit: usize,
+    /// Origins allowed by CORS. Default `["*"]` (any origin, never with credentials).
+    pub cors_origins: Vec<String>,
+    /// Log format: `text` (default) or `json`. Env `LYSS_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// How long a verified key is trusted before it is read from the store again, in
+    /// milliseconds. Default 500: revocation reaches every replica within a second.
+    pub key_cache_ms: u64,
+    /// Upstream providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Public models and where they go.
+    pub models: Vec<ModelConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: None,
+            database_url: None,
+            admin_token: None,
+            body_limit: 32 * 1024 * 1024,
+            cors_origins: vec!["*".into()],
+            log_format: LogFormat::Text,
+            key_cache_ms: 500,
+            providers: Vec::new(),
+            models: Vec::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API: OpenAI, Ollama, vLLM, Groq, DeepSeek, OpenRouter, Together …
+    #[default]
+    Openai,
+}
+
+/// One upstream provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name models refer to.
+    pub name: String,
+    /// Wire protocol. Default `openai`.
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Environment variable holding the API key. Optional (local servers need none).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The API key itself. Prefer `api_key_env`; a key in a file is a secret at rest.
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Seconds to wait for the upstream to connect. Default 10.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds a whole non-streaming request (or a stream's first byte) may take. Default 600.
+    #[serde(default = "default_request_timeout")]
+    pub timeout_secs: u64,
+    /// Ask the provider for its model list at start-up and serve each under its own name
+    /// (used for `OLLAMA_BASE_URL`). Default false.
+    #[serde(default)]
+    pub discover_models: bool,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_request_timeout() -> u64 {
+    600
+}
+
+/// One public model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Public name clients ask for.
+    pub name: String,
+    /// Provider name (from `[[providers]]`).
+    pub provider: String,
+    /// Model name upstream. Default: `name`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Other public names for the same model (LobeChat's default is `gpt-5-mini`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// USD per 1M input tokens. Default: the built-in price table, else 0.
+    #[serde(default)]
+    pub input_per_mtok: Option<f64>,
+    /// USD per 1M output tokens. Default: the built-in price table, else 0.
+    #[serde(default)]
+    pub output_per_mtok: Option<f64>,
+    /// USD per 1M cached input tokens. Default: the built-in price table, else the input price.
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<f64>,
+    /// Largest completion the model can produce. Optional.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
+/// A secret string: compared and used, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}

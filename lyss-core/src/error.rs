@@ -1,0 +1,117 @@
+//! One error type for the whole library, by meaning. It carries no HTTP types: the server maps
+//! each variant to exactly one status in one place (`lyss_server::error`).
+
+use std::time::Duration;
+
+/// Result alias used across lyss-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No key, a malformed key, an unknown key, a revoked or an expired key.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (for example an admin route without the token).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The model does not exist, or the caller's allow-lists do not include it. Both look the
+    /// same to the caller so that model names of other tenants do not leak.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// The request itself is wrong; `param` names the offending field when known.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// The request body is larger than the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A named thing (workspace, user, key) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A thing with that name already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A rate limit refused the request; retry after the given delay.
+    #[error("rate limit reached for {scope}; retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited { scope: String, retry_after: Duration },
+    /// A budget cannot admit the request.
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// The upstream provider answered with an error status.
+    #[error("upstream {provider} answered {status}: {message}")]
+    Upstream {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+    /// The upstream provider could not be reached or its answer could not be understood.
+    #[error("upstream {provider} failed: {message}")]
+    UpstreamUnavailable { provider: String, message: String },
+    /// The upstream provider did not answer in time.
+    #[error("upstream {provider} timed out")]
+    UpstreamTimeout { provider: String },
+    /// A backend lyss depends on (database, cache) is unavailable. Quotas fail closed on this.
+    #[error("{backend} is unavailable: {message}")]
+    Unavailable { backend: &'static str, message: String },
+    /// Configuration is invalid; the message names the key and how to fix it.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An [`Error::InvalidRequest`] without a parameter name.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// An [`Error::InvalidRequest`] naming the offending parameter.
+    pub fn invalid_param(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Error::NotFound("row".into()),
+            e @ (sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed) => Error::Unavailable {
+                backend: "database",
+                message: e.to_string(),
+            },
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(db.message().to_string())
+            }
+            // Disk full, read-only file, locked database: the store cannot take writes now.
+            sqlx::Error::Database(db) => Error::Unavailable {
+                backend: "database",
+                message: db.message().to_string(),
+            },
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Error::Unavailable {
+            backend: "database",
+            message: format!("migration failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! # lyss-core
+//!
+//! A cost-first LLM gateway as a library: virtual keys and allow-lists, a usage ledger, and an
+//! OpenAI-compatible request pipeline in front of upstream providers. `lyss-server` (HTTP) and
+//! `lyss` (admin CLI) are thin apps over this crate; a Rust program can embed it the same way.
+//!
+//! ## The seams
+//! | trait | contract | backends here |
+//! |---|---|---|
+//! | [`Policy`] | keys → principal, allow-lists, durable ledger | [`SqlitePolicy`] |
+//! | [`Provider`] | one upstream API in OpenAI's shapes | [`OpenAiProvider`] (any OpenAI-compatible API) |
+//!
+//! [`Lyss`] composes them into the one request path ([`pipeline`]); [`setup`] builds it from
+//! [`Config`]. Each trait has a conformance suite in [`testing`] that every backend runs.
+//!
+//! ```no_run
+//! # async fn demo() -> lyss_core::Result<()> {
+//! use std::sync::Arc;
+//! use lyss_core::{Lyss, SqlitePolicy};
+//! let policy = Arc::new(SqlitePolicy::connect("sqlite://lyss.db").await?);
+//! let lyss = Lyss::builder(policy).build();
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod models;
+pub mod openai;
+pub mod pipeline;
+pub mod policy;
+pub mod provider;
+pub mod setup;
+pub mod testing;
+pub mod tokens;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use models::{Model, ModelRegistry, Price};
+pub use pipeline::{Call, ChatBody, ChatReply, ChatStream, Lyss};
+pub use policy::{Policy, Principal, SqlitePolicy};
+pub use provider::{OpenAiProvider, Provider};

@@ -1,0 +1,230 @@
+//! The model registry: public model names (and aliases) → provider, upstream name and price.
+//!
+//! Money is kept in integer nano-dollars (1e-9 USD) so that sums in the ledger and, later,
+//! budget arithmetic are exact. A price of 1 USD per 1M tokens is 1,000 nano-USD per token.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::openai::Usage;
+use crate::provider::Provider;
+
+/// Nano-dollars (1e-9 USD).
+pub type NanoUsd = i64;
+
+/// Converts nano-dollars to dollars for display.
+pub fn nano_to_usd(n: NanoUsd) -> f64 {
+    n as f64 / 1e9
+}
+
+/// Prices of one model, in nano-USD per token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    pub input: NanoUsd,
+    pub output: NanoUsd,
+    pub cached_input: NanoUsd,
+}
+
+impl Price {
+    /// Builds a price from USD per 1M tokens.
+    pub fn per_mtok(input: f64, output: f64, cached_input: f64) -> Self {
+        let conv = |usd_per_mtok: f64| (usd_per_mtok * 1000.0).round() as NanoUsd;
+        Self {
+            input: conv(input),
+            output: conv(output),
+            cached_input: conv(cached_input),
+        }
+    }
+
+    /// USD per 1M tokens (input, output, cached input), for display.
+    pub fn as_per_mtok(&self) -> (f64, f64, f64) {
+        let back = |n: NanoUsd| n as f64 / 1000.0;
+        (back(self.input), back(self.output), back(self.cached_input))
+    }
+
+    /// The cost of a request with this usage. Cached prompt tokens are billed at the cached price.
+    pub fn cost(&self, usage: &Usage) -> NanoUsd {
+        let cached = usage.cached_tokens().min(usage.prompt_tokens);
+        let fresh = usage.prompt_tokens - cached;
+        let t = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        t(fresh)
+            .saturating_mul(self.input)
+            .saturating_add(t(cached).saturating_mul(self.cached_input))
+            .saturating_add(t(usage.completion_tokens).saturating_mul(self.output))
+    }
+}
+
+/// Built-in list prices (USD per 1M tokens: input, output, cached input) for common models.
+/// Config overrides any of them per model.
+const BUILTIN_PRICES: &[(&str, f64, f64, f64)] = &[
+    ("gpt-5", 1.25, 10.0, 0.125),
+    ("gpt-5-mini", 0.25, 2.0, 0.025),
+    ("gpt-5-nano", 0.05, 0.40, 0.005),
+    ("gpt-4.1", 2.0, 8.0, 0.50),
+    ("gpt-4.1-mini", 0.40, 1.60, 0.10),
+    ("gpt-4.1-nano", 0.10, 0.40, 0.025),
+    ("gpt-4o", 2.50, 10.0, 1.25),
+    ("gpt-4o-mini", 0.15, 0.60, 0.075),
+    ("o3", 2.0, 8.0, 0.50),
+    ("o3-mini", 1.10, 4.40, 0.55),
+    ("o4-mini", 1.10, 4.40, 0.275),
+    ("text-embedding-3-small", 0.02, 0.0, 0.02),
+    ("text-embedding-3-large", 0.13, 0.0, 0.13),
+    ("claude-opus-4-1", 15.0, 75.0, 1.50),
+    ("claude-sonnet-4-5", 3.0, 15.0, 0.30),
+    ("claude-sonnet-4", 3.0, 15.0, 0.30),
+    ("claude-haiku-4-5", 1.0, 5.0, 0.10),
+    ("claude-3-5-haiku", 0.80, 4.0, 0.08),
+];
+
+/// The built-in price of an upstream model, if lyss knows it. Dated snapshots
+/// (`gpt-4o-mini-2024-07-18`) match their base name.
+pub fn builtin_price(upstream: &str) -> Option<Price> {
+    BUILTIN_PRICES
+        .iter()
+        .filter(|(name, ..)| {
+            upstream == *name
+                || upstream
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('-') && rest[1..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .max_by_key(|(name, ..)| name.len())
+        .map(|&(_, i, o, c)| Price::per_mtok(i, o, c))
+}
+
+/// One routable public model.
+pub struct Model {
+    /// Canonical public name.
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub provider: Arc<dyn Provider>,
+    /// Model name sent upstream.
+    pub upstream: String,
+    pub price: Price,
+    pub max_output_tokens: Option<u32>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("provider", &self.provider.name())
+            .field("upstream", &self.upstream)
+            .field("price", &self.price)
+            .finish()
+    }
+}
+
+/// Public name or alias → model.
+#[derive(Debug, Default, Clone)]
+pub struct ModelRegistry {
+    by_name: HashMap<String, Arc<Model>>,
+    /// Canonical models in name order, for listing.
+    ordered: BTreeMap<String, Arc<Model>>,
+}
+
+impl ModelRegistry {
+    /// Builds the registry from config, resolving provider names with `providers`.
+    pub fn from_config(
+        models: &[ModelConfig],
+        providers: &HashMap<String, Arc<dyn Provider>>,
+    ) -> Result<Self> {
+        let mut reg = Self::default();
+        for m in models {
+            let provider = providers.get(&m.provider).ok_or_else(|| {
+                Error::Config(format!(
+                    "models.{}.provider: no provider named `{}` (known: {})",
+                    m.name,
+                    m.provider,
+                    providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            let upstream = m.upstream.clone().unwrap_or_else(|| m.name.clone());
+            let builtin = builtin_price(&upstream).unwrap_or_default();
+            let (bi, bo, bc) = builtin.as_per_mtok();
+            let input = m.input_per_mtok.unwrap_or(bi);
+            let price = Price::per_mtok(
+                input,
+                m.output_per_mtok.unwrap_or(bo),
+                m.cached_input_per_mtok
+                    .unwrap_or(if m.input_per_mtok.is_some() { input } else { bc }),
+            );
+            reg.insert(Model {
+                name: m.name.clone(),
+                aliases: m.aliases.clone(),
+                provider: provider.clone(),
+                upstream,
+                price,
+                max_output_tokens: m.max_output_tokens,
+            })?;
+        }
+        Ok(reg)
+    }
+
+    /// Adds a model; a name or alias that is already taken is a configuration error.
+    pub fn insert(&mut self, model: Model) -> Result<()> {
+        let model = Arc::new(model);
+        for n in std::iter::once(&model.name).chain(&model.aliases) {
+            if self.by_name.insert(n.clone(), model.clone()).is_some() {
+                return Err(Error::Config(format!(
+                    "models: the name `{n}` is used twice"
+                )));
+            }
+        }
+        self.ordered.insert(model.name.clone(), model);
+        Ok(())
+    }
+
+    /// Whether a public name or alias is taken.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The model a public name or alias refers to.
+    pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
+        self.by_name.get(name)
+    }
+
+    /// Canonical models in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.ordered.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ordered.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::PromptTokensDetails;
+
+    #[test]
+    fn builtin_prices_match_snapshots_but_not_other_models() {
+        let p = builtin_price("gpt-4o-mini-2024-07-18").unwrap();
+        assert_eq!(p, Price::per_mtok(0.15, 0.60, 0.075));
+        assert_eq!(builtin_price("gpt-4o").unwrap().input, 2500);
+        assert!(builtin_price("gpt-4o-minister").is_none());
+        assert!(builtin_price("llama3.2").is_none());
+    }
+
+    #[test]
+    fn cost_bills_cached_tokens_at_cached_price() {
+        let p = Price::per_mtok(1.0, 2.0, 0.5);
+        let u = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 10,
+            total_tokens: 1010,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: Some(400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // 600 × 1000 + 400 × 500 + 10 × 2000 nano-USD
+        assert_eq!(p.cost(&u), 600_000 + 200_000 + 20_000);
+    }
+}

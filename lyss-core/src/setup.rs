@@ -1,0 +1,375 @@
+//! Turning configuration into a running pipeline: load and layer the config (defaults →
+//! `lyss.toml` → `LYSS_*` → flags), find the data directory, open the stores, build providers
+//! and the model registry. Both binaries start here; a Rust app may too, or compose
+//! [`crate::Lyss`] by hand.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+
+use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secret};
+use crate::error::{Error, Result};
+use crate::models::{Model, ModelRegistry, builtin_price};
+use crate::pipeline::Lyss;
+use crate::policy::{Policy, SqlitePolicy, keys};
+use crate::provider::{OpenAiProvider, Provider};
+
+/// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE` / `LYSS_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir DIR` / `LYSS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url URL` / `LYSS_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--bind ADDR` / `LYSS_BIND` (server only).
+    pub bind: Option<SocketAddr>,
+}
+
+/// Top-level keys that `LYSS_<KEY>` environment variables may set.
+const ENV_KEYS: &[&str] = &[
+    "bind",
+    "data_dir",
+    "database_url",
+    "admin_token",
+    "body_limit",
+    "log_format",
+    "key_cache_ms",
+];
+
+/// OpenAI models offered when only `OPENAI_API_KEY` is set.
+const OPENAI_ENV_MODELS: &[&str] = &[
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "o4-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+];
+
+/// Loads the layered configuration. An explicitly named file that does not exist is an error;
+/// without one, `./lyss.toml` is read if present.
+pub fn load_config(flags: &Overrides) -> Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    let file = flags
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("LYSS_CONFIG").map(PathBuf::from));
+    match file {
+        Some(path) if !path.exists() => {
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        Some(path) => fig = fig.merge(Toml::file_exact(path)),
+        None if Path::new("lyss.toml").exists() => fig = fig.merge(Toml::file_exact("lyss.toml")),
+        None => {}
+    }
+    fig = fig.merge(Env::prefixed("LYSS_").only(ENV_KEYS));
+    if let Some(d) = &flags.data_dir {
+        fig = fig.merge(Serialized::default("data_dir", d));
+    }
+    if let Some(u) = &flags.database_url {
+        fig = fig.merge(Serialized::default("database_url", u));
+    }
+    if let Some(b) = &flags.bind {
+        fig = fig.merge(Serialized::default("bind", b));
+    }
+    let mut config: Config = fig.extract().map_err(|e| Error::Config(e.to_string()))?;
+    add_env_providers(&mut config, |k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Providers from the environment with no file: `OPENAI_API_KEY` (+ `OPENAI_BASE_URL`) and
+/// `OLLAMA_BASE_URL`. A provider of the same name in the file wins.
+fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
+    let has = |c: &Config, name: &str| c.providers.iter().any(|p| p.name == name);
+    if env("OPENAI_API_KEY").is_some() && !has(config, "openai") {
+        config.providers.push(ProviderConfig {
+            name: "openai".into(),
+            kind: ProviderKind::Openai,
+            base_url: env("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            api_key: None,
+            connect_timeout_secs: 10,
+            timeout_secs: 600,
+            discover_models: false,
+        });
+        for name in OPENAI_ENV_MODELS {
+            let taken = config
+                .models
+                .iter()
+                .any(|m| m.name == *name || m.aliases.iter().any(|a| a == name));
+            if !taken {
+                config.models.push(ModelConfig {
+                    name: (*name).into(),
+                    provider: "openai".into(),
+                    upstream: None,
+                    aliases: Vec::new(),
+                    input_per_mtok: None,
+                    output_per_mtok: None,
+                    cached_input_per_mtok: None,
+                    max_output_tokens: None,
+                });
+            }
+        }
+    }
+    if let Some(base) = env("OLLAMA_BASE_URL")
+        && !has(config, "ollama")
+    {
+        let base = base.trim_end_matches('/');
+        let base_url = if base.ends_with("/v1") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1")
+        };
+        config.providers.push(ProviderConfig {
+            name: "ollama".into(),
+            kind: ProviderKind::Openai,
+            base_url,
+            api_key_env: None,
+            api_key: None,
+            connect_timeout_secs: 10,
+            timeout_secs: 600,
+            discover_models: true,
+        });
+    }
+}
+
+fn validate(config: &Config) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        if !seen.insert(p.name.as_str()) {
+            return Err(Error::Config(format!(
+                "providers[{i}].name: `{}` is used twice",
+                p.name
+            )));
+        }
+        let url = reqwest::Url::parse(&p.base_url).map_err(|e| {
+            Error::Config(format!("providers[{i}].base_url `{}`: {e}", p.base_url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "providers[{i}].base_url must be http or https"
+            )));
+        }
+    }
+    if config.body_limit < 1024 {
+        return Err(Error::Config("body_limit must be at least 1024 bytes".into()));
+    }
+    Ok(())
+}
+
+/// The data directory: configured, else the user's data directory + `lyss`.
+pub fn data_dir(config: &Config) -> PathBuf {
+    config.data_dir.clone().unwrap_or_else(|| {
+        dirs::data_dir()
+            .map(|d| d.join("lyss"))
+            .unwrap_or_else(|| PathBuf::from(".lyss"))
+    })
+}
+
+/// The governance store's URL: configured, else the SQLite file in the data directory.
+pub fn database_url(config: &Config) -> String {
+    config.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", data_dir(config).join("lyss.db").display())
+    })
+}
+
+/// Opens the policy store named by the config, creating the data directory if needed.
+pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
+    let url = database_url(config);
+    if url.starts_with("sqlite:") {
+        if config.database_url.is_none() {
+            let dir = data_dir(config);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::Config(format!("data_dir {}: cannot create: {e}", dir.display()))
+            })?;
+        }
+        return Ok(Arc::new(SqlitePolicy::connect(&url).await?));
+    }
+    Err(Error::Config(format!(
+        "database_url: unsupported scheme in `{}` (supported: sqlite://)",
+        url.split("://").next().unwrap_or_default()
+    )))
+}
+
+/// Builds the providers of the config by name.
+pub fn build_providers(config: &Config) -> Result<HashMap<String, Arc<dyn Provider>>> {
+    config
+        .providers
+        .iter()
+        .map(|p| {
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::Openai => Arc::new(OpenAiProvider::from_config(p)?),
+            };
+            Ok((p.name.clone(), provider))
+        })
+        .collect()
+}
+
+/// Builds the model registry: configured models, then models discovered from providers with
+/// `discover_models` (best effort: an unreachable provider is logged and skipped).
+pub async fn build_models(
+    config: &Config,
+    providers: &HashMap<String, Arc<dyn Provider>>,
+) -> Result<ModelRegistry> {
+    let mut registry = ModelRegistry::from_config(&config.models, providers)?;
+    for p in config.providers.iter().filter(|p| p.discover_models) {
+        let Some(provider) = providers.get(&p.name) else {
+            continue;
+        };
+        match tokio::time::timeout(Duration::from_secs(5), provider.list_models()).await {
+            Ok(Ok(ids)) => {
+                for id in ids {
+                    if registry.contains(&id) {
+                        continue;
+                    }
+                    registry.insert(Model {
+                        name: id.clone(),
+                        aliases: Vec::new(),
+                        provider: provider.clone(),
+                        price: builtin_price(&id).unwrap_or_default(),
+                        upstream: id,
+                        max_output_tokens: None,
+                    })?;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(provider = %p.name, error = %e, "model discovery failed"),
+            Err(_) => tracing::warn!(provider = %p.name, "model discovery timed out"),
+        }
+    }
+    Ok(registry)
+}
+
+/// Builds the whole pipeline from a config.
+pub async fn build(config: &Config) -> Result<Lyss> {
+    let providers = build_providers(config)?;
+    let models = build_models(config, &providers).await?;
+    let policy = open_policy(config).await?;
+    Ok(Lyss::builder(policy)
+        .models(models)
+        .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
+        .build())
+}
+
+/// Where the admin token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    Config,
+    /// Read from this file.
+    File(PathBuf),
+    /// Generated now and saved to this file.
+    Generated(PathBuf),
+}
+
+/// The admin token: from config, else `<data_dir>/admin_token`, else generated and saved there
+/// with mode 0600.
+pub fn admin_token(config: &Config) -> Result<(Secret, AdminTokenSource)> {
+    if let Some(t) = &config.admin_token {
+        return Ok((t.clone(), AdminTokenSource::Config));
+    }
+    let path = data_dir(config).join("admin_token");
+    let io = |e: std::io::Error| Error::Config(format!("admin token {}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            return Ok((Secret::new(t.trim()), AdminTokenSource::File(path)));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let token = format!("lyss-admin-{}", keys::random_token(40));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    write_private(&path, &token).map_err(io)?;
+    Ok((Secret::new(token), AdminTokenSource::Generated(path)))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{contents}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_env_adds_a_provider_and_its_models() {
+        let mut c = Config::default();
+        add_env_providers(&mut c, |k| match k {
+            "OPENAI_API_KEY" => Some("sk-x".into()),
+            "OLLAMA_BASE_URL" => Some("http://127.0.0.1:11434".into()),
+            _ => None,
+        });
+        assert_eq!(c.providers[0].base_url, "https://api.openai.com/v1");
+        assert!(c.models.iter().any(|m| m.name == "gpt-5-mini"));
+        assert_eq!(c.providers[1].base_url, "http://127.0.0.1:11434/v1");
+        assert!(c.providers[1].discover_models);
+    }
+
+    #[test]
+    fn issue_example_file_parses() {
+        let toml = r#"
+            [[providers]]
+            name = "local"
+            kind = "openai"
+            base_url = "http://127.0.0.1:9000/v1"
+            api_key_env = "LOCAL_API_KEY"
+
+            [[models]]
+            name = "gpt-4o-mini"
+            provider = "local"
+            upstream = "gpt-4o-mini"
+            aliases = ["gpt-5-mini"]
+            input_per_mtok = 0.15
+            output_per_mtok = 0.60
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap();
+        assert_eq!(c.models[0].aliases, vec!["gpt-5-mini"]);
+        assert_eq!(c.providers[0].api_key_env.as_deref(), Some("LOCAL_API_KEY"));
+        validate(&c).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("bnid = \"x\""))
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bnid"), "{err}");
+    }
+}

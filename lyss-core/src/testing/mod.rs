@@ -1,0 +1,11 @@
+//! Conformance suites: the behaviour every backend of a seam must have, written once.
+//!
+//! A backend's test file applies the suite's macro with a factory that returns a fresh,
+//! empty store, which generates one `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! lyss_core::policy_conformance!(async { std::sync::Arc::new(
+//!     lyss_core::SqlitePolicy::connect("sqlite::memory:").await.unwrap()) });
+//! ```
+
+pub mod policy;

@@ -1,0 +1,78 @@
+//! Token counting with the model family's real tokenizer (`tiktoken-rs`), for when an upstream
+//! does not report usage: tokens that flowed are never recorded as zero.
+
+use std::sync::OnceLock;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::openai::Message;
+
+fn o200k() -> Option<&'static CoreBPE> {
+    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+}
+
+fn cl100k() -> Option<&'static CoreBPE> {
+    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
+}
+
+/// The encoding for an upstream model: `o200k_base` for the GPT-4o/4.1/5 and o-series
+/// families, `cl100k_base` (the closest public approximation) for everything else.
+fn bpe_for(model: &str) -> Option<&'static CoreBPE> {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    let o200k_family = m.starts_with("gpt-4o")
+        || m.starts_with("gpt-4.1")
+        || m.starts_with("gpt-4.5")
+        || m.starts_with("gpt-5")
+        || m.starts_with("chatgpt-4o")
+        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if o200k_family { o200k() } else { cl100k() }
+}
+
+/// Tokens in a piece of text. Falls back to one token per four bytes if no tokenizer loads.
+pub fn count_text(model: &str, text: &str) -> u64 {
+    match bpe_for(model) {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => text.len().div_ceil(4) as u64,
+    }
+}
+
+/// Prompt tokens of a message list, counted the way OpenAI documents for chat models:
+/// each message costs its content plus 3 framing tokens (4 with a name), and the reply is
+/// primed with 3 more.
+pub fn count_messages(model: &str, messages: &[Message]) -> u64 {
+    let per_message: u64 = messages
+        .iter()
+        .map(|m| {
+            let content = m.content.as_ref().map(|c| c.text()).unwrap_or_default();
+            let tools = m
+                .tool_calls
+                .as_ref()
+                .and_then(|t| serde_json::to_string(t).ok())
+                .unwrap_or_default();
+            3 + u64::from(m.name.is_some()) + count_text(model, &content) + count_text(model, &tools)
+        })
+        .sum();
+    per_message + 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::Role;
+
+    #[test]
+    fn counts_with_the_model_family_encoding() {
+        // "hello world" is two tokens in both encodings.
+        assert_eq!(count_text("gpt-4o-mini", "hello world"), 2);
+        assert_eq!(count_text("llama3", "hello world"), 2);
+        assert!(count_text("gpt-4o", &"word ".repeat(100)) >= 100);
+    }
+
+    #[test]
+    fn message_framing_is_counted() {
+        let msgs = vec![Message::text(Role::User, "hello world")];
+        assert_eq!(count_messages("gpt-4o", &msgs), 3 + 2 + 3);
+    }
+}

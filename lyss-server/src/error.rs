@@ -1,0 +1,95 @@
+//! The one place where a [`lyss_core::Error`] becomes an HTTP status and an OpenAI-shaped body
+//! `{"error":{"message","type","param","code"}}`. 5xx bodies stay generic; details go to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lyss_core::Error;
+use serde_json::json;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+/// Status, OpenAI error type and code of an error; `None` message means "use a generic one".
+pub fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
+    use StatusCode as S;
+    match e {
+        Error::Unauthenticated(_) => (S::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key")),
+        Error::PermissionDenied(_) => (S::FORBIDDEN, "permission_error", Some("permission_denied")),
+        Error::ModelNotFound(_) => (S::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
+        Error::InvalidRequest { .. } => (S::BAD_REQUEST, "invalid_request_error", None),
+        Error::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large")),
+        Error::NotFound(_) => (S::NOT_FOUND, "invalid_request_error", Some("not_found")),
+        Error::Conflict(_) => (S::CONFLICT, "invalid_request_error", Some("conflict")),
+        Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded")),
+        Error::BudgetExceeded(_) => (S::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota")),
+        // The upstream refused the request itself: the caller can fix it, so say why.
+        Error::Upstream { status: 400 | 404 | 422, .. } => (S::BAD_REQUEST, "invalid_request_error", Some("upstream_rejected")),
+        Error::Upstream { status: 413, .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large")),
+        Error::Upstream { status: 429, .. } => (S::TOO_MANY_REQUESTS, "requests", Some("upstream_rate_limited")),
+        Error::Upstream { .. } | Error::UpstreamUnavailable { .. } => (S::BAD_GATEWAY, "api_error", Some("upstream_error")),
+        Error::UpstreamTimeout { .. } => (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout")),
+        Error::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "api_error", Some("service_unavailable")),
+        Error::Config(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "api_error", Some("internal_error")),
+    }
+}
+
+/// The message the client sees: the error's own text for 4xx, a generic sentence for 5xx.
+pub fn public_message(e: &Error, status: StatusCode) -> String {
+    if !status.is_server_error() {
+        return match e {
+            Error::Upstream { message, .. } => format!("upstream rejected the request: {message}"),
+            other => other.to_string(),
+        };
+    }
+    match e {
+        Error::UpstreamTimeout { .. } => "The upstream provider did not answer in time.".into(),
+        Error::Upstream { .. } | Error::UpstreamUnavailable { .. } => {
+            "The upstream provider failed to answer.".into()
+        }
+        Error::Unavailable { .. } => {
+            "The service is temporarily unavailable; the request was refused.".into()
+        }
+        _ => "The server had an error while processing your request.".into(),
+    }
+}
+
+/// The OpenAI error body of an error.
+pub fn body(e: &Error) -> (StatusCode, serde_json::Value) {
+    let (status, kind, code) = classify(e);
+    let param = match e {
+        Error::InvalidRequest { param, .. } => param.clone(),
+        Error::ModelNotFound(_) => Some("model".into()),
+        _ => None,
+    };
+    let message = public_message(e, status);
+    (
+        status,
+        json!({"error": {"message": message, "type": kind, "param": param, "code": code}}),
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = body(&self.0);
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        } else {
+            tracing::debug!(error = %self.0, status = status.as_u16(), "request refused");
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Error::RateLimited { retry_after, .. } = &self.0 {
+            let secs = retry_after.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

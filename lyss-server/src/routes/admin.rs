@@ -1,0 +1,160 @@
+//! `/admin/…`: what `lyss` does, over HTTP, behind the admin token.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use lyss_core::Error;
+use lyss_core::policy::{
+    CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, User, Workspace,
+};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use super::bearer;
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Refuses admin routes without the admin token (constant-time comparison).
+pub async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = bearer(req.headers()).as_bytes();
+    let ok: bool = given.ct_eq(state.admin_token.expose().as_bytes()).into();
+    if !ok {
+        return Err(Error::Unauthenticated("A valid admin token is required.".into()).into());
+    }
+    Ok(next.run(req).await)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let raw = raw.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit: state.body_limit,
+            }
+        } else {
+            Error::invalid(r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&raw).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")).into())
+}
+
+#[derive(Deserialize)]
+pub struct NewWorkspace {
+    name: String,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+pub async fn list_workspaces(State(s): State<AppState>) -> Result<Json<Vec<Workspace>>, ApiError> {
+    Ok(Json(s.lyss.policy().list_workspaces().await?))
+}
+
+pub async fn create_workspace(
+    State(s): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Workspace>, ApiError> {
+    let w: NewWorkspace = parse(&s, raw)?;
+    Ok(Json(s.lyss.policy().create_workspace(&w.name, &w.models).await?))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    name: String,
+    workspace: String,
+}
+
+#[derive(Deserialize)]
+pub struct UserFilter {
+    workspace: Option<String>,
+}
+
+pub async fn list_users(
+    State(s): State<AppState>,
+    Query(f): Query<UserFilter>,
+) -> Result<Json<Vec<User>>, ApiError> {
+    Ok(Json(s.lyss.policy().list_users(f.workspace.as_deref()).await?))
+}
+
+pub async fn create_user(
+    State(s): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<User>, ApiError> {
+    let u: NewUser = parse(&s, raw)?;
+    Ok(Json(s.lyss.policy().create_user(&u.name, &u.workspace).await?))
+}
+
+#[derive(Deserialize)]
+pub struct KeyFilter {
+    user: Option<String>,
+}
+
+pub async fn list_keys(
+    State(s): State<AppState>,
+    Query(f): Query<KeyFilter>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    Ok(Json(s.lyss.policy().list_keys(f.user.as_deref()).await?))
+}
+
+pub async fn create_key(
+    State(s): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<CreatedKey>, ApiError> {
+    let k: NewKey = parse(&s, raw)?;
+    Ok(Json(s.lyss.policy().create_key(&k).await?))
+}
+
+pub async fn revoke_key(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.lyss.policy().revoke_key(&id).await?))
+}
+
+pub async fn ledger(
+    State(s): State<AppState>,
+    Query(q): Query<LedgerQuery>,
+) -> Result<Json<Vec<LedgerEntry>>, ApiError> {
+    Ok(Json(s.lyss.policy().ledger(&q).await?))
+}
+
+/// A configured model as the admin sees it.
+#[derive(Serialize)]
+pub struct ModelInfo {
+    name: String,
+    aliases: Vec<String>,
+    provider: String,
+    upstream: String,
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+    cached_input_per_mtok: f64,
+}
+
+pub async fn models(State(s): State<AppState>) -> Json<Vec<ModelInfo>> {
+    Json(
+        s.lyss
+            .models()
+            .iter()
+            .map(|m| {
+                let (i, o, c) = m.price.as_per_mtok();
+                ModelInfo {
+                    name: m.name.clone(),
+                    aliases: m.aliases.clone(),
+                    provider: m.provider.name().to_owned(),
+                    upstream: m.upstream.clone(),
+                    input_per_mtok: i,
+                    output_per_mtok: o,
+                    cached_input_per_mtok: c,
+                }
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,67 @@
+//! HTTP routes: each turns a request into a pipeline call and the result into a response.
+
+pub mod admin;
+pub mod chat;
+pub mod embeddings;
+pub mod health;
+pub mod models;
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use lyss_core::{Call, Error};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The bearer token of a request (empty if none).
+pub fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// The call context: key and request id (set by the request-id layer).
+pub fn call(headers: &HeaderMap) -> Call {
+    Call {
+        api_key: bearer(headers).to_owned(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// Parses a JSON body. A body that is too large is 413; malformed JSON is 400 — but only
+/// after the key checks out, so that unauthenticated callers learn nothing but 401.
+pub async fn json_body<T: DeserializeOwned>(
+    state: &AppState,
+    call: &Call,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(Error::PayloadTooLarge {
+                limit: state.body_limit,
+            }
+            .into());
+        }
+        Err(r) => return Err(Error::invalid(r.body_text()).into()),
+    };
+    match serde_json::from_slice(&body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            state.lyss.authenticate(&call.api_key).await?;
+            Err(Error::invalid(format!("We could not parse the JSON body of your request: {e}")).into())
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! HTTP behaviour through the real router, against a wiremock upstream in OpenAI's wire format.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN, TestApp, completion, sse, sse_data};
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(e["type"], kind, "{body}");
+    assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
+    assert!(e.get("param").is_some(), "{body}");
+}
+
+async fn mock_completion(app: &TestApp, model: &str) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", "Bearer sk-upstream-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(model, "Hello!")))
+        .mount(&app.upstream)
+        .await;
+}
+
+async fn mock_stream(app: &TestApp, body: String) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(body),
+        )
+        .mount(&app.upstream)
+        .await;
+}
+
+#[tokio::test]
+async fn chat_relays_upstream_answer_and_records_the_ledger() {
+    let app = TestApp::new().await;
+    mock_completion(&app, "up-mini").await;
+    let request = json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+        ],
+        "temperature": 0.3,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "some_new_field": {"x": [1, 2]}
+    });
+    let resp = app.post("/v1/chat/completions").json(&request).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-request-id").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, completion("up-mini", "Hello!"));
+
+    // Upstream saw the upstream model name and every other field untouched.
+    let sent = &app.upstream_bodies().await[0];
+    let mut expected = request.clone();
+    expected["model"] = json!("up-mini");
+    assert_eq!(sent, &expected);
+
+    let ledger = app.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    let row = &ledger[0];
+    assert_eq!((row.model.as_str(), row.upstream_model.as_str()), ("gpt-4o-mini", "up-mini"));
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (1117, 46));
+    // 1117 × 1 USD/M + 46 × 2 USD/M, in nano-USD.
+    assert_eq!(row.cost_nusd, 1117 * 1000 + 46 * 2000);
+    assert_eq!(row.status, 200);
+    assert!(!row.stream);
+}
+
+#[tokio::test]
+async fn an_alias_reaches_the_same_upstream_model() {
+    let app = TestApp::new().await;
+    mock_completion(&app, "up-mini").await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.upstream_bodies().await[0]["model"], "up-mini");
+    assert_eq!(app.ledger().await[0].model, "gpt-5-mini");
+}
+
+#[tokio::test]
+async fn stream_relays_chunks_and_the_usage_chunk_when_asked() {
+    let app = TestApp::new().await;
+    mock_stream(&app, sse("up-mini", &["Hel", "lo"], true)).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true,
+                      "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 12);
+    assert_eq!(chunks.last().unwrap()["choices"], json!([]));
+
+    let sent = &app.upstream_bodies().await[0];
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let row = &app.ledger().await[0];
+    assert!(row.stream);
+    assert_eq!((row.prompt_tokens, row.completion_tokens, row.status), (9, 12, 200));
+}
+
+#[tokio::test]
+async fn stream_hides_the_usage_chunk_the_client_did_not_ask_for_but_bills_it() {
+    let app = TestApp::new().await;
+    mock_stream(&app, sse("up-mini", &["Hi"], true)).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    for d in &data[..data.len() - 1] {
+        let v: Value = serde_json::from_str(d).unwrap();
+        assert!(v.get("usage").is_none_or(Value::is_null), "usage leaked: {d}");
+        assert_ne!(v["choices"], json!([]));
+    }
+    // Lyss asked upstream for usage anyway, and billed it.
+    assert_eq!(app.upstream_bodies().await[0]["stream_options"]["include_usage"], true);
+    assert_eq!(app.ledger().await[0].completion_tokens, 12);
+}
+
+#[tokio::test]
+async fn a_stream_without_upstream_usage_is_counted_not_recorded_as_zero() {
+    let app = TestApp::new().await;
+    mock_stream(&app, sse("up-mini", &["hello", " world"], false)).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "hello world"}]}))
+        .send()
+        .await
+        .unwrap();
+    resp.text().await.unwrap();
+    let row = &app.ledger().await[0];
+    assert_eq!(row.completion_tokens, 2);
+    assert!(row.prompt_tokens >= 2);
+    assert!(row.cost_nusd > 0);
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_an_error_event_and_no_done() {
+    let app = TestApp::new().await;
+    let full = sse("up-mini", &["Hel", "lo"], true);
+    // Keep the role chunk and one content chunk only: no finish_reason, no [DONE].
+    let cut: String = full.split("\n\n").take(2).map(|c| format!("{c}\n\n")).collect();
+    mock_stream(&app, cut).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(&resp.text().await.unwrap());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+    let row = &app.ledger().await[0];
+    assert_eq!(row.status, 502);
+    assert!(row.completion_tokens > 0, "tokens that flowed must be billed");
+}
+
+#[tokio::test]
+async fn bad_missing_and_revoked_keys_get_401_invalid_api_key() {
+    let app = TestApp::new().await;
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    for auth in [
+        None,
+        Some("lyss-sk-abcdefghijkl-0123456789abcdef0123456789abcdef"),
+        Some("sk-not-ours"),
+    ] {
+        let mut rb = app
+            .client
+            .post(format!("{}/v1/chat/completions", app.base))
+            .json(&chat);
+        if let Some(a) = auth {
+            rb = rb.bearer_auth(a);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", Some("invalid_api_key"));
+    }
+    // Revocation reaches the running server within a second (the key cache lives 500 ms).
+    mock_completion(&app, "up-mini").await;
+    assert_eq!(app.post("/v1/chat/completions").json(&chat).send().await.unwrap().status(), 200);
+    let id = app.key.split('-').nth(2).unwrap();
+    app.state.lyss.policy().revoke_key(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let resp = app.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(app.get("/v1/models").send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn models_outside_the_allow_list_or_unknown_are_model_not_found() {
+    let app = TestApp::new().await;
+    mock_completion(&app, "up-big").await;
+    for model in ["gpt-4o", "no-such-model"] {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        let body: Value = resp.json().await.unwrap();
+        assert_openai_error(&body, "invalid_request_error", Some("model_not_found"));
+        assert_eq!(body["error"]["param"], "model");
+    }
+    assert!(app.upstream_bodies().await.is_empty(), "nothing may reach upstream");
+}
+
+#[tokio::test]
+async fn a_key_may_narrow_but_not_widen_its_workspace_models() {
+    let app = TestApp::new().await;
+    mock_completion(&app, "up-mini").await;
+    let policy = app.state.lyss.policy();
+    let narrow = policy
+        .create_key(&lyss_core::policy::NewKey {
+            user: "ann".into(),
+            models: Some(vec!["text-embedding-3-small".into(), "gpt-4o".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .key;
+    let ids = |v: Value| -> Vec<String> {
+        v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let listed = app.client.get(format!("{}/v1/models", app.base)).bearer_auth(&narrow).send().await.unwrap();
+    assert_eq!(ids(listed.json().await.unwrap()), vec!["text-embedding-3-small"]);
+    let resp = app
+        .client
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(&narrow)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn models_lists_exactly_the_allowed_models_and_their_aliases() {
+    let app = TestApp::new().await;
+    let resp = app.get("/v1/models").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    let mut ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["gpt-4o-mini", "gpt-5-mini", "text-embedding-3-small"]);
+    let first = &body["data"][0];
+    assert_eq!(first["object"], "model");
+    assert!(first["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(first["owned_by"], "up");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_but_only_for_a_valid_key() {
+    let app = TestApp::new().await;
+    let resp = app.post("/v1/chat/completions").body("{not json").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", None);
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["param"], "messages");
+    let resp = app
+        .client
+        .post(format!("{}/v1/chat/completions", app.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_in_openai_shape() {
+    let app = TestApp::with(|c| c.body_limit = 64 * 1024).await;
+    let big = "x".repeat(100 * 1024);
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", Some("request_too_large"));
+}
+
+#[tokio::test]
+async fn the_default_body_limit_takes_a_long_conversation_with_images() {
+    let app = TestApp::new().await;
+    mock_completion(&app, "up-mini").await;
+    // ~3 MiB: a long history plus a base64 screenshot.
+    let image = format!("data:image/png;base64,{}", "A".repeat(3 * 1024 * 1024));
+    let mut messages: Vec<Value> = (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": "word ".repeat(100)}))
+        .collect();
+    messages.push(json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]}));
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_clean_openai_errors() {
+    let app = TestApp::new().await;
+    let cases: Vec<(ResponseTemplate, u16, &str)> = vec![
+        (ResponseTemplate::new(500).set_body_string("boom"), 502, "upstream_error"),
+        (ResponseTemplate::new(503).set_body_json(json!({"error": {"message": "overloaded"}})), 502, "upstream_error"),
+        (ResponseTemplate::new(200).set_body_string("{\"id\": tru"), 502, "upstream_error"),
+        (ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "slow down"}})), 429, "upstream_rate_limited"),
+        (ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "bad temperature", "type": "invalid_request_error"}})), 400, "upstream_rejected"),
+    ];
+    for (template, status, code) in cases {
+        app.upstream.reset().await;
+        Mock::given(method("POST")).respond_with(template).mount(&app.upstream).await;
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        if status == 400 {
+            assert!(body["error"]["message"].as_str().unwrap().contains("bad temperature"));
+        }
+        if status >= 500 {
+            // 5xx bodies stay generic: nothing of the upstream's answer leaks.
+            assert!(!body.to_string().contains("boom") && !body.to_string().contains("overloaded"));
+        }
+    }
+    let errors: Vec<u16> = app.ledger().await.iter().map(|r| r.status).collect();
+    assert_eq!(errors.len(), 5, "failed requests are in the ledger too");
+}
+
+#[tokio::test]
+async fn a_hung_upstream_is_504_and_a_dead_one_502() {
+    let app = TestApp::with(|c| c.providers[0].timeout_secs = 1).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&app.upstream)
+        .await;
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = app.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_openai_error(&resp.json().await.unwrap(), "api_error", Some("upstream_timeout"));
+
+    let dead = TestApp::with(|c| c.providers[0].base_url = "http://127.0.0.1:9/v1".into()).await;
+    let resp = dead.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_openai_error(&resp.json().await.unwrap(), "api_error", Some("upstream_error"));
+}
+
+#[tokio::test]
+async fn upstream_stream_errors_before_the_first_byte_are_http_statuses() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.upstream)
+        .await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+}
+
+#[tokio::test]
+async fn embeddings_come_as_floats_or_base64() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0, 0.25]}],
+            "model": "up-embed",
+            "usage": {"prompt_tokens": 5, "total_tokens": 5}
+        })))
+        .mount(&app.upstream)
+        .await;
+    let resp = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "text-embedding-3-small", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"], json!([0.5, -1.0, 0.25]));
+
+    let resp = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "base64"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let b64 = body["data"][0]["embedding"].as_str().unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(floats, vec![0.5, -1.0, 0.25]);
+    // Upstream is always asked for floats.
+    let sent = app.upstream_bodies().await;
+    assert!(sent[1].get("encoding_format").is_none());
+    assert_eq!(sent[1]["model"], "up-embed");
+    let ledger = app.ledger().await;
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger[0].endpoint, "embeddings");
+    assert_eq!(ledger[0].prompt_tokens, 5);
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_browser_sdk_headers() {
+    let app = TestApp::new().await;
+    let resp = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/chat/completions", app.base))
+        .header("origin", "http://localhost:3210")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type,x-stainless-os,x-stainless-lang")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    for want in ["authorization", "content-type", "x-stainless-os"] {
+        assert!(allowed.contains(want), "{allowed}");
+    }
+    assert!(h.get("access-control-allow-credentials").is_none());
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_and_client_ids_kept() {
+    let app = TestApp::new().await;
+    let resp = app.get("/v1/models").header("x-request-id", "my-trace-1").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "my-trace-1");
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_admin_token() {
+    let app = TestApp::new().await;
+    let url = format!("{}/admin/workspaces", app.base);
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 401);
+    // A user key is not an admin token.
+    assert_eq!(app.client.get(&url).bearer_auth(&app.key).send().await.unwrap().status(), 401);
+    let resp = app.client.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()[0]["name"], "team");
+
+    let created: Value = app
+        .client
+        .post(format!("{}/admin/keys", app.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"user": "ann", "name": "ci"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(app.client.get(format!("{}/v1/models", app.base)).bearer_auth(key).send().await.unwrap().status(), 200);
+    let revoked = app
+        .client
+        .post(format!("{}/admin/keys/{}/revoke", app.base, created["id"].as_str().unwrap()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let dup = app
+        .client
+        .post(format!("{}/admin/workspaces", app.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::new().await;
+    assert_eq!(app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().status(), 200);
+    assert_eq!(app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status(), 200);
+    let resp = app.client.get(format!("{}/nope", app.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.json::<Value>().await.unwrap()["error"].is_object());
+}
