@@ -68,7 +68,15 @@ fn row(k: &KeyInfo) -> Vec<String> {
     ]
 }
 
-const HEADER: &[&str] = &["id", "name", "user", "workspace", "models", "expires", "status"];
+const HEADER: &[&str] = &[
+    "id",
+    "name",
+    "user",
+    "workspace",
+    "models",
+    "expires",
+    "status",
+];
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
     let policy = ctx.policy().await?;

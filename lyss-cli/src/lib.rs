@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use lyss_core::Policy;
 use lyss_core::config::Config;
 use lyss_core::setup::{self, Overrides};
-use lyss_core::Policy;
 
 /// Lyss admin CLI: workspaces, users, keys and models — no email anywhere.
 #[derive(Debug, Parser)]

@@ -45,12 +45,22 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 })
                 .collect();
             if rows.is_empty() && !ctx.json {
-                eprintln!("no models configured: set OPENAI_API_KEY or OLLAMA_BASE_URL, or add [[models]] to lyss.toml");
+                eprintln!(
+                    "no models configured: set OPENAI_API_KEY or OLLAMA_BASE_URL, or add [[models]] to lyss.toml"
+                );
             }
             print(
                 ctx.json,
                 &rows,
-                &["name", "aliases", "provider", "upstream", "in $/1M", "out $/1M", "cached $/1M"],
+                &[
+                    "name",
+                    "aliases",
+                    "provider",
+                    "upstream",
+                    "in $/1M",
+                    "out $/1M",
+                    "cached $/1M",
+                ],
                 || {
                     rows.iter()
                         .map(|r| {

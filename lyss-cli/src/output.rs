@@ -17,7 +17,9 @@ pub fn print<T: Serialize>(
         return Ok(());
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.to_vec());
     for r in rows() {
         table.add_row(r);
     }

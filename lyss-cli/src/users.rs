@@ -33,18 +33,23 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::List { workspace } => {
             let all = policy.list_users(workspace.as_deref()).await?;
-            print(ctx.json, &all, &["id", "name", "workspace", "created"], || {
-                all.iter()
-                    .map(|u| {
-                        vec![
-                            u.id.clone(),
-                            u.name.clone(),
-                            u.workspace.clone(),
-                            when(Some(u.created_at)),
-                        ]
-                    })
-                    .collect()
-            })
+            print(
+                ctx.json,
+                &all,
+                &["id", "name", "workspace", "created"],
+                || {
+                    all.iter()
+                        .map(|u| {
+                            vec![
+                                u.id.clone(),
+                                u.name.clone(),
+                                u.workspace.clone(),
+                                when(Some(u.created_at)),
+                            ]
+                        })
+                        .collect()
+                },
+            )
         }
     }
 }

@@ -24,7 +24,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Create { name, models } => {
             let models = list(&models);
             if models.is_empty() {
-                eprintln!("note: no models allowed yet (deny by default); pass --models a,b or --models '*'");
+                eprintln!(
+                    "note: no models allowed yet (deny by default); pass --models a,b or --models '*'"
+                );
             }
             let ws = policy.create_workspace(&name, &models).await?;
             print(ctx.json, &ws, &["id", "name", "models"], || {

@@ -36,7 +36,10 @@ pub enum Error {
     Conflict(String),
     /// A rate limit refused the request; retry after the given delay.
     #[error("rate limit reached for {scope}; retry after {} s", retry_after.as_secs().max(1))]
-    RateLimited { scope: String, retry_after: Duration },
+    RateLimited {
+        scope: String,
+        retry_after: Duration,
+    },
     /// A budget cannot admit the request.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -55,7 +58,10 @@ pub enum Error {
     UpstreamTimeout { provider: String },
     /// A backend lyss depends on (database, cache) is unavailable. Quotas fail closed on this.
     #[error("{backend} is unavailable: {message}")]
-    Unavailable { backend: &'static str, message: String },
+    Unavailable {
+        backend: &'static str,
+        message: String,
+    },
     /// Configuration is invalid; the message names the key and how to fix it.
     #[error("configuration: {0}")]
     Config(String),

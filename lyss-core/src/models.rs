@@ -86,9 +86,9 @@ pub fn builtin_price(upstream: &str) -> Option<Price> {
         .iter()
         .filter(|(name, ..)| {
             upstream == *name
-                || upstream
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('-') && rest[1..].starts_with(|c: char| c.is_ascii_digit()))
+                || upstream.strip_prefix(name).is_some_and(|rest| {
+                    rest.starts_with('-') && rest[1..].starts_with(|c: char| c.is_ascii_digit())
+                })
         })
         .max_by_key(|(name, ..)| name.len())
         .map(|&(_, i, o, c)| Price::per_mtok(i, o, c))
@@ -149,7 +149,11 @@ impl ModelRegistry {
                 input,
                 m.output_per_mtok.unwrap_or(bo),
                 m.cached_input_per_mtok
-                    .unwrap_or(if m.input_per_mtok.is_some() { input } else { bc }),
+                    .unwrap_or(if m.input_per_mtok.is_some() {
+                        input
+                    } else {
+                        bc
+                    }),
             );
             reg.insert(Model {
                 name: m.name.clone(),

@@ -484,7 +484,10 @@ mod tests {
         assert!(parsed.wants_stream_usage());
         assert_eq!(parsed.messages[0].role, Role::Developer);
         assert_eq!(parsed.messages[4].role, Role::Tool);
-        assert_eq!(parsed.messages[2].content.as_ref().unwrap().text(), "what is this?");
+        assert_eq!(
+            parsed.messages[2].content.as_ref().unwrap().text(),
+            "what is this?"
+        );
         let back = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back, body);
     }

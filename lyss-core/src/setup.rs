@@ -88,7 +88,9 @@ pub fn load_config(flags: &Overrides) -> Result<Config> {
         fig = fig.merge(Serialized::default("bind", b));
     }
     let mut config: Config = fig.extract().map_err(|e| Error::Config(e.to_string()))?;
-    add_env_providers(&mut config, |k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    add_env_providers(&mut config, |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    });
     validate(&config)?;
     Ok(config)
 }
@@ -158,9 +160,8 @@ fn validate(config: &Config) -> Result<()> {
                 p.name
             )));
         }
-        let url = reqwest::Url::parse(&p.base_url).map_err(|e| {
-            Error::Config(format!("providers[{i}].base_url `{}`: {e}", p.base_url))
-        })?;
+        let url = reqwest::Url::parse(&p.base_url)
+            .map_err(|e| Error::Config(format!("providers[{i}].base_url `{}`: {e}", p.base_url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::Config(format!(
                 "providers[{i}].base_url must be http or https"
@@ -168,7 +169,9 @@ fn validate(config: &Config) -> Result<()> {
         }
     }
     if config.body_limit < 1024 {
-        return Err(Error::Config("body_limit must be at least 1024 bytes".into()));
+        return Err(Error::Config(
+            "body_limit must be at least 1024 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -184,9 +187,10 @@ pub fn data_dir(config: &Config) -> PathBuf {
 
 /// The governance store's URL: configured, else the SQLite file in the data directory.
 pub fn database_url(config: &Config) -> String {
-    config.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", data_dir(config).join("lyss.db").display())
-    })
+    config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir(config).join("lyss.db").display()))
 }
 
 /// Opens the policy store named by the config, creating the data directory if needed.

@@ -51,7 +51,9 @@ pub fn count_messages(model: &str, messages: &[Message]) -> u64 {
                 .as_ref()
                 .and_then(|t| serde_json::to_string(t).ok())
                 .unwrap_or_default();
-            3 + u64::from(m.name.is_some()) + count_text(model, &content) + count_text(model, &tools)
+            3 + u64::from(m.name.is_some())
+                + count_text(model, &content)
+                + count_text(model, &tools)
         })
         .sum();
     per_message + 3

@@ -20,23 +20,70 @@ impl From<Error> for ApiError {
 pub fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
     use StatusCode as S;
     match e {
-        Error::Unauthenticated(_) => (S::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key")),
+        Error::Unauthenticated(_) => (
+            S::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
         Error::PermissionDenied(_) => (S::FORBIDDEN, "permission_error", Some("permission_denied")),
-        Error::ModelNotFound(_) => (S::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
+        Error::ModelNotFound(_) => (
+            S::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
         Error::InvalidRequest { .. } => (S::BAD_REQUEST, "invalid_request_error", None),
-        Error::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large")),
+        Error::PayloadTooLarge { .. } => (
+            S::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+        ),
         Error::NotFound(_) => (S::NOT_FOUND, "invalid_request_error", Some("not_found")),
         Error::Conflict(_) => (S::CONFLICT, "invalid_request_error", Some("conflict")),
-        Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded")),
-        Error::BudgetExceeded(_) => (S::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota")),
+        Error::RateLimited { .. } => (
+            S::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
+        Error::BudgetExceeded(_) => (
+            S::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        ),
         // The upstream refused the request itself: the caller can fix it, so say why.
-        Error::Upstream { status: 400 | 404 | 422, .. } => (S::BAD_REQUEST, "invalid_request_error", Some("upstream_rejected")),
-        Error::Upstream { status: 413, .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_too_large")),
-        Error::Upstream { status: 429, .. } => (S::TOO_MANY_REQUESTS, "requests", Some("upstream_rate_limited")),
-        Error::Upstream { .. } | Error::UpstreamUnavailable { .. } => (S::BAD_GATEWAY, "api_error", Some("upstream_error")),
-        Error::UpstreamTimeout { .. } => (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout")),
-        Error::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "api_error", Some("service_unavailable")),
-        Error::Config(_) | Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "api_error", Some("internal_error")),
+        Error::Upstream {
+            status: 400 | 404 | 422,
+            ..
+        } => (
+            S::BAD_REQUEST,
+            "invalid_request_error",
+            Some("upstream_rejected"),
+        ),
+        Error::Upstream { status: 413, .. } => (
+            S::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+        ),
+        Error::Upstream { status: 429, .. } => (
+            S::TOO_MANY_REQUESTS,
+            "requests",
+            Some("upstream_rate_limited"),
+        ),
+        Error::Upstream { .. } | Error::UpstreamUnavailable { .. } => {
+            (S::BAD_GATEWAY, "api_error", Some("upstream_error"))
+        }
+        Error::UpstreamTimeout { .. } => {
+            (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout"))
+        }
+        Error::Unavailable { .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("service_unavailable"),
+        ),
+        Error::Config(_) | Error::Internal(_) => (
+            S::INTERNAL_SERVER_ERROR,
+            "api_error",
+            Some("internal_error"),
+        ),
     }
 }
 

@@ -17,16 +17,20 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method};
 use axum::routing::{get, post};
+use lyss_core::Lyss;
 use lyss_core::config::{Config, LogFormat, Secret};
 use lyss_core::setup::{self, AdminTokenSource, Overrides};
-use lyss_core::Lyss;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 /// `lyss-server` command-line flags.
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "lyss-server", version, about = "Lyss: a self-hosted, cost-first, OpenAI-compatible LLM gateway")]
+#[command(
+    name = "lyss-server",
+    version,
+    about = "Lyss: a self-hosted, cost-first, OpenAI-compatible LLM gateway"
+)]
 pub struct Args {
     /// Configuration file (TOML). Default: ./lyss.toml if present.
     #[arg(long, env = "LYSS_CONFIG")]
@@ -125,7 +129,10 @@ fn cors(origins: &[String]) -> CorsLayer {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -151,7 +158,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set --bind or LYSS_BIND)", config.bind))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e} (set --bind or LYSS_BIND)",
+                config.bind
+            )
+        })?;
     tracing::info!(addr = %listener.local_addr()?, "lyss-server listening");
     axum::serve(listener, router(state, &config.cors_origins))
         .with_graceful_shutdown(shutdown_signal())

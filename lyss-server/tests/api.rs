@@ -12,7 +12,10 @@ use wiremock::{Mock, ResponseTemplate};
 
 fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert_eq!(e["type"], kind, "{body}");
     assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
     assert!(e.get("param").is_some(), "{body}");
@@ -56,7 +59,12 @@ async fn chat_relays_upstream_answer_and_records_the_ledger() {
         "response_format": {"type": "json_object"},
         "some_new_field": {"x": [1, 2]}
     });
-    let resp = app.post("/v1/chat/completions").json(&request).send().await.unwrap();
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("x-request-id").is_some());
     let body: Value = resp.json().await.unwrap();
@@ -71,7 +79,10 @@ async fn chat_relays_upstream_answer_and_records_the_ledger() {
     let ledger = app.ledger().await;
     assert_eq!(ledger.len(), 1);
     let row = &ledger[0];
-    assert_eq!((row.model.as_str(), row.upstream_model.as_str()), ("gpt-4o-mini", "up-mini"));
+    assert_eq!(
+        (row.model.as_str(), row.upstream_model.as_str()),
+        ("gpt-4o-mini", "up-mini")
+    );
     assert_eq!((row.prompt_tokens, row.completion_tokens), (1117, 46));
     // 1117 × 1 USD/M + 46 × 2 USD/M, in nano-USD.
     assert_eq!(row.cost_nusd, 1117 * 1000 + 46 * 2000);
@@ -107,7 +118,12 @@ async fn stream_relays_chunks_and_the_usage_chunk_when_asked() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let data = sse_data(&resp.text().await.unwrap());
     assert_eq!(data.last().unwrap(), "[DONE]");
     let chunks: Vec<Value> = data[..data.len() - 1]
@@ -127,7 +143,10 @@ async fn stream_relays_chunks_and_the_usage_chunk_when_asked() {
     assert_eq!(sent["stream_options"]["include_usage"], true);
     let row = &app.ledger().await[0];
     assert!(row.stream);
-    assert_eq!((row.prompt_tokens, row.completion_tokens, row.status), (9, 12, 200));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens, row.status),
+        (9, 12, 200)
+    );
 }
 
 #[tokio::test]
@@ -145,11 +164,17 @@ async fn stream_hides_the_usage_chunk_the_client_did_not_ask_for_but_bills_it() 
     assert_eq!(data.last().unwrap(), "[DONE]");
     for d in &data[..data.len() - 1] {
         let v: Value = serde_json::from_str(d).unwrap();
-        assert!(v.get("usage").is_none_or(Value::is_null), "usage leaked: {d}");
+        assert!(
+            v.get("usage").is_none_or(Value::is_null),
+            "usage leaked: {d}"
+        );
         assert_ne!(v["choices"], json!([]));
     }
     // Lyss asked upstream for usage anyway, and billed it.
-    assert_eq!(app.upstream_bodies().await[0]["stream_options"]["include_usage"], true);
+    assert_eq!(
+        app.upstream_bodies().await[0]["stream_options"]["include_usage"],
+        true
+    );
     assert_eq!(app.ledger().await[0].completion_tokens, 12);
 }
 
@@ -176,7 +201,11 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_and_no_done() {
     let app = TestApp::new().await;
     let full = sse("up-mini", &["Hel", "lo"], true);
     // Keep the role chunk and one content chunk only: no finish_reason, no [DONE].
-    let cut: String = full.split("\n\n").take(2).map(|c| format!("{c}\n\n")).collect();
+    let cut: String = full
+        .split("\n\n")
+        .take(2)
+        .map(|c| format!("{c}\n\n"))
+        .collect();
     mock_stream(&app, cut).await;
     let resp = app
         .post("/v1/chat/completions")
@@ -192,7 +221,10 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_and_no_done() {
     assert!(!data.iter().any(|d| d == "[DONE]"));
     let row = &app.ledger().await[0];
     assert_eq!(row.status, 502);
-    assert!(row.completion_tokens > 0, "tokens that flowed must be billed");
+    assert!(
+        row.completion_tokens > 0,
+        "tokens that flowed must be billed"
+    );
 }
 
 #[tokio::test]
@@ -213,15 +245,32 @@ async fn bad_missing_and_revoked_keys_get_401_invalid_api_key() {
         }
         let resp = rb.send().await.unwrap();
         assert_eq!(resp.status(), 401);
-        assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", Some("invalid_api_key"));
+        assert_openai_error(
+            &resp.json().await.unwrap(),
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        );
     }
     // Revocation reaches the running server within a second (the key cache lives 500 ms).
     mock_completion(&app, "up-mini").await;
-    assert_eq!(app.post("/v1/chat/completions").json(&chat).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&chat)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let id = app.key.split('-').nth(2).unwrap();
     app.state.lyss.policy().revoke_key(id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let resp = app.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(app.get("/v1/models").send().await.unwrap().status(), 401);
 }
@@ -242,7 +291,10 @@ async fn models_outside_the_allow_list_or_unknown_are_model_not_found() {
         assert_openai_error(&body, "invalid_request_error", Some("model_not_found"));
         assert_eq!(body["error"]["param"], "model");
     }
-    assert!(app.upstream_bodies().await.is_empty(), "nothing may reach upstream");
+    assert!(
+        app.upstream_bodies().await.is_empty(),
+        "nothing may reach upstream"
+    );
 }
 
 #[tokio::test]
@@ -260,10 +312,24 @@ async fn a_key_may_narrow_but_not_widen_its_workspace_models() {
         .unwrap()
         .key;
     let ids = |v: Value| -> Vec<String> {
-        v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
     };
-    let listed = app.client.get(format!("{}/v1/models", app.base)).bearer_auth(&narrow).send().await.unwrap();
-    assert_eq!(ids(listed.json().await.unwrap()), vec!["text-embedding-3-small"]);
+    let listed = app
+        .client
+        .get(format!("{}/v1/models", app.base))
+        .bearer_auth(&narrow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(listed.json().await.unwrap()),
+        vec!["text-embedding-3-small"]
+    );
     let resp = app
         .client
         .post(format!("{}/v1/chat/completions", app.base))
@@ -282,9 +348,17 @@ async fn models_lists_exactly_the_allowed_models_and_their_aliases() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "list");
-    let mut ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     ids.sort();
-    assert_eq!(ids, vec!["gpt-4o-mini", "gpt-5-mini", "text-embedding-3-small"]);
+    assert_eq!(
+        ids,
+        vec!["gpt-4o-mini", "gpt-5-mini", "text-embedding-3-small"]
+    );
     let first = &body["data"][0];
     assert_eq!(first["object"], "model");
     assert!(first["created"].as_u64().unwrap() > 1_700_000_000);
@@ -294,7 +368,12 @@ async fn models_lists_exactly_the_allowed_models_and_their_aliases() {
 #[tokio::test]
 async fn malformed_json_is_400_but_only_for_a_valid_key() {
     let app = TestApp::new().await;
-    let resp = app.post("/v1/chat/completions").body("{not json").send().await.unwrap();
+    let resp = app
+        .post("/v1/chat/completions")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", None);
     let resp = app
@@ -304,7 +383,10 @@ async fn malformed_json_is_400_but_only_for_a_valid_key() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["param"], "messages");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["param"],
+        "messages"
+    );
     let resp = app
         .client
         .post(format!("{}/v1/chat/completions", app.base))
@@ -326,7 +408,11 @@ async fn a_body_over_the_limit_is_413_in_openai_shape() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-    assert_openai_error(&resp.json().await.unwrap(), "invalid_request_error", Some("request_too_large"));
+    assert_openai_error(
+        &resp.json().await.unwrap(),
+        "invalid_request_error",
+        Some("request_too_large"),
+    );
 }
 
 #[tokio::test]
@@ -338,7 +424,9 @@ async fn the_default_body_limit_takes_a_long_conversation_with_images() {
     let mut messages: Vec<Value> = (0..200)
         .map(|i| json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": "word ".repeat(100)}))
         .collect();
-    messages.push(json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]}));
+    messages.push(
+        json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]}),
+    );
     let resp = app
         .post("/v1/chat/completions")
         .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
@@ -352,15 +440,40 @@ async fn the_default_body_limit_takes_a_long_conversation_with_images() {
 async fn upstream_failures_map_to_clean_openai_errors() {
     let app = TestApp::new().await;
     let cases: Vec<(ResponseTemplate, u16, &str)> = vec![
-        (ResponseTemplate::new(500).set_body_string("boom"), 502, "upstream_error"),
-        (ResponseTemplate::new(503).set_body_json(json!({"error": {"message": "overloaded"}})), 502, "upstream_error"),
-        (ResponseTemplate::new(200).set_body_string("{\"id\": tru"), 502, "upstream_error"),
-        (ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "slow down"}})), 429, "upstream_rate_limited"),
-        (ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "bad temperature", "type": "invalid_request_error"}})), 400, "upstream_rejected"),
+        (
+            ResponseTemplate::new(500).set_body_string("boom"),
+            502,
+            "upstream_error",
+        ),
+        (
+            ResponseTemplate::new(503).set_body_json(json!({"error": {"message": "overloaded"}})),
+            502,
+            "upstream_error",
+        ),
+        (
+            ResponseTemplate::new(200).set_body_string("{\"id\": tru"),
+            502,
+            "upstream_error",
+        ),
+        (
+            ResponseTemplate::new(429).set_body_json(json!({"error": {"message": "slow down"}})),
+            429,
+            "upstream_rate_limited",
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(
+                json!({"error": {"message": "bad temperature", "type": "invalid_request_error"}}),
+            ),
+            400,
+            "upstream_rejected",
+        ),
     ];
     for (template, status, code) in cases {
         app.upstream.reset().await;
-        Mock::given(method("POST")).respond_with(template).mount(&app.upstream).await;
+        Mock::given(method("POST"))
+            .respond_with(template)
+            .mount(&app.upstream)
+            .await;
         let resp = app
             .post("/v1/chat/completions")
             .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
@@ -371,7 +484,12 @@ async fn upstream_failures_map_to_clean_openai_errors() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{body}");
         if status == 400 {
-            assert!(body["error"]["message"].as_str().unwrap().contains("bad temperature"));
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("bad temperature")
+            );
         }
         if status >= 500 {
             // 5xx bodies stay generic: nothing of the upstream's answer leaks.
@@ -390,14 +508,32 @@ async fn a_hung_upstream_is_504_and_a_dead_one_502() {
         .mount(&app.upstream)
         .await;
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    let resp = app.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 504);
-    assert_openai_error(&resp.json().await.unwrap(), "api_error", Some("upstream_timeout"));
+    assert_openai_error(
+        &resp.json().await.unwrap(),
+        "api_error",
+        Some("upstream_timeout"),
+    );
 
     let dead = TestApp::with(|c| c.providers[0].base_url = "http://127.0.0.1:9/v1".into()).await;
-    let resp = dead.post("/v1/chat/completions").json(&chat).send().await.unwrap();
+    let resp = dead
+        .post("/v1/chat/completions")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
-    assert_openai_error(&resp.json().await.unwrap(), "api_error", Some("upstream_error"));
+    assert_openai_error(
+        &resp.json().await.unwrap(),
+        "api_error",
+        Some("upstream_error"),
+    );
 }
 
 #[tokio::test]
@@ -414,7 +550,12 @@ async fn upstream_stream_errors_before_the_first_byte_are_http_statuses() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 502);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
 }
 
 #[tokio::test]
@@ -449,8 +590,13 @@ async fn embeddings_come_as_floats_or_base64() {
     let body: Value = resp.json().await.unwrap();
     let b64 = body["data"][0]["embedding"].as_str().unwrap();
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-    let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let floats: Vec<f32> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(floats, vec![0.5, -1.0, 0.25]);
     // Upstream is always asked for floats.
     let sent = app.upstream_bodies().await;
@@ -467,17 +613,26 @@ async fn cors_preflight_allows_browser_sdk_headers() {
     let app = TestApp::new().await;
     let resp = app
         .client
-        .request(reqwest::Method::OPTIONS, format!("{}/v1/chat/completions", app.base))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/chat/completions", app.base),
+        )
         .header("origin", "http://localhost:3210")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type,x-stainless-os,x-stainless-lang")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-stainless-os,x-stainless-lang",
+        )
         .send()
         .await
         .unwrap();
     assert!(resp.status().is_success());
     let h = resp.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
-    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     for want in ["authorization", "content-type", "x-stainless-os"] {
         assert!(allowed.contains(want), "{allowed}");
     }
@@ -487,7 +642,12 @@ async fn cors_preflight_allows_browser_sdk_headers() {
 #[tokio::test]
 async fn request_ids_are_returned_and_client_ids_kept() {
     let app = TestApp::new().await;
-    let resp = app.get("/v1/models").header("x-request-id", "my-trace-1").send().await.unwrap();
+    let resp = app
+        .get("/v1/models")
+        .header("x-request-id", "my-trace-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "my-trace-1");
 }
 
@@ -497,8 +657,23 @@ async fn admin_routes_need_the_admin_token() {
     let url = format!("{}/admin/workspaces", app.base);
     assert_eq!(app.client.get(&url).send().await.unwrap().status(), 401);
     // A user key is not an admin token.
-    assert_eq!(app.client.get(&url).bearer_auth(&app.key).send().await.unwrap().status(), 401);
-    let resp = app.client.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(
+        app.client
+            .get(&url)
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let resp = app
+        .client
+        .get(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()[0]["name"], "team");
 
@@ -514,10 +689,23 @@ async fn admin_routes_need_the_admin_token() {
         .await
         .unwrap();
     let key = created["key"].as_str().unwrap();
-    assert_eq!(app.client.get(format!("{}/v1/models", app.base)).bearer_auth(key).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(format!("{}/v1/models", app.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let revoked = app
         .client
-        .post(format!("{}/admin/keys/{}/revoke", app.base, created["id"].as_str().unwrap()))
+        .post(format!(
+            "{}/admin/keys/{}/revoke",
+            app.base,
+            created["id"].as_str().unwrap()
+        ))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -537,9 +725,113 @@ async fn admin_routes_need_the_admin_token() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::new().await;
-    assert_eq!(app.client.get(format!("{}/healthz", app.base)).send().await.unwrap().status(), 200);
-    assert_eq!(app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status(), 200);
-    let resp = app.client.get(format!("{}/nope", app.base)).send().await.unwrap();
+    assert_eq!(
+        app.client
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let resp = app
+        .client
+        .get(format!("{}/nope", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_object());
+}
+
+/// An upstream that streams one chunk every 20 ms for a long time and notes when the
+/// connection is dropped — something a canned wiremock body cannot do.
+async fn slow_stream_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let guard = Dropped(flag.clone());
+            async move {
+                let chunks = futures::stream::unfold((0u32, guard), |(i, guard)| async move {
+                    if i >= 500 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                        "model": "up-mini", "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": null}]});
+                    Some((Ok::<_, std::convert::Infallible>(format!("data: {chunk}\n\n")), (i + 1, guard)))
+                });
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from_stream(chunks))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, dropped)
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_cancels_upstream_and_is_billed_for_what_flowed() {
+    use futures::StreamExt as _;
+    use std::sync::atomic::Ordering;
+    let (url, upstream_dropped) = slow_stream_upstream().await;
+    let app = TestApp::with(|c| c.providers[0].base_url = url).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut seen = 0;
+    while seen < 5 {
+        let bytes = body.next().await.unwrap().unwrap();
+        seen += String::from_utf8_lossy(&bytes).matches("data:").count();
+    }
+    drop(body);
+    let mut row = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(r) = app.ledger().await.into_iter().next() {
+            row = Some(r);
+            if upstream_dropped.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+    let row = row.expect("a ledger row for the cancelled stream");
+    assert_eq!(row.status, 499);
+    assert!(
+        row.completion_tokens >= 5,
+        "billed {} tokens",
+        row.completion_tokens
+    );
+    assert!(row.completion_tokens < 500);
+    assert!(
+        upstream_dropped.load(Ordering::SeqCst),
+        "upstream request was not cancelled"
+    );
 }

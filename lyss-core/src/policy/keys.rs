@@ -47,7 +47,9 @@ pub fn parse(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = rest.split_once('-')?;
     let ok = id.len() == ID_LEN
         && secret.len() == SECRET_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && secret.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then_some((id, secret))
 }

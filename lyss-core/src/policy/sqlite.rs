@@ -14,8 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, Policy, Principal, User, Workspace,
-    keys,
+    CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, Policy, Principal, User, Workspace, keys,
 };
 use crate::error::{Error, Result};
 

@@ -8,4 +8,6 @@
 //!     lyss_core::SqlitePolicy::connect("sqlite::memory:").await.unwrap()) });
 //! ```
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Suites panic on purpose: they are tests.
+
 pub mod policy;

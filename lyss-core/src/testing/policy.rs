@@ -58,8 +58,15 @@ pub async fn keys_authenticate_until_revoked(policy: Arc<dyn Policy>) {
         })
         .await
         .expect("create key");
-    assert!(created.key.starts_with(&format!("lyss-sk-{}-", created.info.id)));
-    let p = policy.authenticate(&created.key).await.expect("authenticate");
+    assert!(
+        created
+            .key
+            .starts_with(&format!("lyss-sk-{}-", created.info.id))
+    );
+    let p = policy
+        .authenticate(&created.key)
+        .await
+        .expect("authenticate");
     assert_eq!(p.key_id, created.info.id);
     assert_eq!(p.user_name, "ann");
     assert_eq!(p.workspace_name, "team");
@@ -69,7 +76,10 @@ pub async fn keys_authenticate_until_revoked(policy: Arc<dyn Policy>) {
     assert!(revoked.revoked_at.is_some());
     assert_unauthenticated(policy.authenticate(&created.key).await);
     // Revoking again is fine and keeps the first revocation time.
-    let again = policy.revoke_key(&created.info.id).await.expect("revoke again");
+    let again = policy
+        .revoke_key(&created.info.id)
+        .await
+        .expect("revoke again");
     assert_eq!(again.revoked_at, revoked.revoked_at);
 }
 
@@ -129,7 +139,10 @@ pub async fn names_are_unique_and_resolve_by_name_or_id(policy: Arc<dyn Policy>)
         policy.create_workspace("team", &[]).await,
         Err(Error::Conflict(_))
     ));
-    let by_id = policy.create_user("ann", &ws.id).await.expect("user by ws id");
+    let by_id = policy
+        .create_user("ann", &ws.id)
+        .await
+        .expect("user by ws id");
     assert_eq!(by_id.workspace, "team");
     assert!(matches!(
         policy.create_user("ann", "team").await,
@@ -140,10 +153,15 @@ pub async fn names_are_unique_and_resolve_by_name_or_id(policy: Arc<dyn Policy>)
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        policy.create_workspace("bad name; DROP TABLE users", &[]).await,
+        policy
+            .create_workspace("bad name; DROP TABLE users", &[])
+            .await,
         Err(Error::InvalidRequest { .. })
     ));
-    policy.create_user("bob", "team").await.expect("second user");
+    policy
+        .create_user("bob", "team")
+        .await
+        .expect("second user");
     let users = policy.list_users(Some("team")).await.expect("list users");
     assert_eq!(
         users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
@@ -244,7 +262,10 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
         .await
         .expect("read odd");
     assert_eq!(odd.len(), 100);
-    let one = rows.iter().find(|r| r.request_id == "req-9").expect("row 9");
+    let one = rows
+        .iter()
+        .find(|r| r.request_id == "req-9")
+        .expect("row 9");
     assert_eq!(one, &{
         let mut e = entry(9);
         e.at = one.at;

@@ -7,9 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use lyss_core::Error;
-use lyss_core::policy::{
-    CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, User, Workspace,
-};
+use lyss_core::policy::{CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, User, Workspace};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
@@ -44,7 +42,8 @@ fn parse<T: serde::de::DeserializeOwned>(
             Error::invalid(r.body_text())
         }
     })?;
-    serde_json::from_slice(&raw).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")).into())
+    serde_json::from_slice(&raw)
+        .map_err(|e| Error::invalid(format!("invalid JSON body: {e}")).into())
 }
 
 #[derive(Deserialize)]
@@ -63,7 +62,9 @@ pub async fn create_workspace(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Workspace>, ApiError> {
     let w: NewWorkspace = parse(&s, raw)?;
-    Ok(Json(s.lyss.policy().create_workspace(&w.name, &w.models).await?))
+    Ok(Json(
+        s.lyss.policy().create_workspace(&w.name, &w.models).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -81,7 +82,9 @@ pub async fn list_users(
     State(s): State<AppState>,
     Query(f): Query<UserFilter>,
 ) -> Result<Json<Vec<User>>, ApiError> {
-    Ok(Json(s.lyss.policy().list_users(f.workspace.as_deref()).await?))
+    Ok(Json(
+        s.lyss.policy().list_users(f.workspace.as_deref()).await?,
+    ))
 }
 
 pub async fn create_user(
@@ -89,7 +92,9 @@ pub async fn create_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<User>, ApiError> {
     let u: NewUser = parse(&s, raw)?;
-    Ok(Json(s.lyss.policy().create_user(&u.name, &u.workspace).await?))
+    Ok(Json(
+        s.lyss.policy().create_user(&u.name, &u.workspace).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -38,9 +38,7 @@ pub async fn completions(
 
 /// Chunks as OpenAI's SSE: one `data:` event per chunk, then `data: [DONE]` — unless the
 /// stream failed, in which case an OpenAI error object is the last event.
-fn sse_events(
-    stream: ChatStream,
-) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
+fn sse_events(stream: ChatStream) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
     futures::stream::unfold(Some(stream), |state| async move {
         let mut stream = state?;
         match stream.next().await {

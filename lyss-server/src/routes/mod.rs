@@ -61,7 +61,10 @@ pub async fn json_body<T: DeserializeOwned>(
         Ok(v) => Ok(v),
         Err(e) => {
             state.lyss.authenticate(&call.api_key).await?;
-            Err(Error::invalid(format!("We could not parse the JSON body of your request: {e}")).into())
+            Err(Error::invalid(format!(
+                "We could not parse the JSON body of your request: {e}"
+            ))
+            .into())
         }
     }
 }

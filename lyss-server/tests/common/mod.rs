@@ -171,15 +171,20 @@ pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
     };
     let mut out = String::new();
     let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
-    push(chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null));
+    push(chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    ));
     for p in parts {
         push(chunk(json!({"content": p}), Value::Null));
     }
     push(chunk(json!({}), json!("stop")));
     if usage {
-        push(json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+        push(
+            json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
                     "model": model, "system_fingerprint": "fp_44709d6fcb", "choices": [],
-                    "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}));
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}),
+        );
     }
     out.push_str("data: [DONE]\n\n");
     out

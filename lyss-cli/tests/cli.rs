@@ -1,0 +1,159 @@
+//! The `lyss` binary against a real SQLite data directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lyss"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .env_remove("LYSS_CONFIG")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OLLAMA_BASE_URL")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lyss {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+#[test]
+fn mint_list_and_revoke_keys_without_email() {
+    let cli = Cli::new();
+    let ws = cli.json(&[
+        "workspace",
+        "create",
+        "team",
+        "--models",
+        "gpt-4o-mini, gpt-4o",
+    ]);
+    assert_eq!(ws["models"], serde_json::json!(["gpt-4o-mini", "gpt-4o"]));
+    cli.ok(&["user", "create", "ann", "--workspace", "team"]);
+    let key = cli.json(&[
+        "key",
+        "create",
+        "--user",
+        "ann",
+        "--models",
+        "gpt-4o-mini",
+        "--expires",
+        "2099-01-31",
+        "--name",
+        "laptop",
+    ]);
+    let full = key["key"].as_str().unwrap();
+    let id = key["id"].as_str().unwrap();
+    assert!(full.starts_with(&format!("lyss-sk-{id}-")));
+    assert_eq!(key["expires_at"], "2099-01-31T00:00:00Z");
+
+    // Without --json the key alone goes to stdout, so `KEY=$(lyss key create …)` works.
+    let plain = cli.ok(&["key", "create", "--user", "ann"]);
+    assert!(plain.trim().starts_with("lyss-sk-") && plain.trim().lines().count() == 1);
+
+    let listed = cli.json(&["key", "list", "--user", "ann"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let table = cli.ok(&["key", "list"]);
+    assert!(table.contains(id) && table.contains("laptop") && table.contains("active"));
+    let secret = full.rsplit('-').next().unwrap();
+    assert!(!table.contains(secret) && !listed.to_string().contains(secret));
+
+    let revoked = cli.json(&["key", "revoke", id]);
+    assert!(revoked["revoked_at"].is_string());
+    assert!(cli.ok(&["key", "list"]).contains("revoked"));
+
+    let users = cli.json(&["user", "list", "--workspace", "team"]);
+    assert_eq!(users[0]["name"], "ann");
+    assert!(
+        cli.ok(&["workspace", "list"])
+            .contains("gpt-4o-mini,gpt-4o")
+    );
+}
+
+#[test]
+fn mistakes_are_explained_with_a_failing_exit_code() {
+    let cli = Cli::new();
+    let out = cli.run(&["user", "create", "bob", "--workspace", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workspace `nope` not found"));
+    let out = cli.run(&["key", "create", "--user", "bob", "--expires", "tomorrow"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("YYYY-MM-DD"));
+    cli.ok(&["workspace", "create", "team"]);
+    let out = cli.run(&["workspace", "create", "team"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+#[test]
+fn model_list_reads_the_config_file_with_prices() {
+    let cli = Cli::new();
+    std::fs::write(
+        cli.dir.path().join("lyss.toml"),
+        r#"
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:9000/v1"
+api_key_env = "LOCAL_API_KEY"
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "local"
+upstream = "gpt-4o-mini"
+aliases = ["gpt-5-mini"]
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+
+[[models]]
+name = "gpt-4o"
+provider = "local"
+"#,
+    )
+    .unwrap();
+    let models = cli.json(&["model", "list"]);
+    assert_eq!(models[0]["name"], "gpt-4o");
+    // No price in config: the built-in table applies.
+    assert_eq!(models[0]["input_per_mtok"], 2.5);
+    assert_eq!(models[1]["aliases"], serde_json::json!(["gpt-5-mini"]));
+    assert_eq!(models[1]["output_per_mtok"], 0.6);
+    let table = cli.ok(&["model", "list"]);
+    assert!(table.contains("gpt-5-mini") && table.contains("local"));
+
+    std::fs::write(
+        cli.dir.path().join("lyss.toml"),
+        "[[models]]\nname = \"x\"\nprovider = \"nope\"\n",
+    )
+    .unwrap();
+    let out = cli.run(&["model", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named `nope`"));
+}

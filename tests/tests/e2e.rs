@@ -1,0 +1,381 @@
+//! End to end, as a new user would: start the real `lyss-server` with a config file and an
+//! empty data directory, mint a key with the real `lyss`, chat through it, revoke it — and,
+//! when a Python with the `openai` SDK is given (`LYSS_TEST_PYTHON`; required when `CI=true`),
+//! drive the server with the official SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// `target/<profile>/NAME`: cargo builds the workspace's binaries beside the test's `deps/`.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the binaries)",
+        bin.display()
+    );
+    bin
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "LYSS_CONFIG",
+        "LYSS_DATABASE_URL",
+        "LYSS_ADMIN_TOKEN",
+        "LYSS_BIND",
+        "OPENAI_API_KEY",
+        "OLLAMA_BASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+async fn start_server(config: &Path, data: &Path) -> Server {
+    let port = free_port();
+    let child = clean_env(&mut Command::new(binary("lyss-server")))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
+            && r.status().is_success()
+        {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lyss-server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn lyss(config: &Path, data: &Path, args: &[&str]) -> Value {
+    let out = clean_env(&mut Command::new(binary("lyss")))
+        .args([
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lyss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn fake_openai() -> MockServer {
+    let upstream = MockServer::start().await;
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk",
+        "created": 1, "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut sse = String::new();
+    for c in [
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "Hel"}), Value::Null),
+        chunk(json!({"content": "lo"}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+               "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}),
+    ] {
+        sse.push_str(&format!("data: {c}\n\n"));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse),
+        )
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!", "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163}
+        })))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -1.0, 0.25]}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}
+        })))
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+#[tokio::test]
+async fn zero_to_chat_with_the_real_binaries() {
+    let upstream = fake_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("lyss.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "{}/v1"
+api_key_env = "LOCAL_API_KEY"
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "local"
+aliases = ["gpt-5-mini"]
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+
+[[models]]
+name = "gpt-4o"
+provider = "local"
+
+[[models]]
+name = "text-embedding-3-small"
+provider = "local"
+"#,
+            upstream.uri()
+        ),
+    )
+    .unwrap();
+
+    let mut server = start_server(&config, &data).await;
+    // First start: a private admin token was generated in the data directory.
+    let token_file = data.join("admin_token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let admin = std::fs::read_to_string(&token_file).unwrap();
+
+    lyss(
+        &config,
+        &data,
+        &[
+            "workspace",
+            "create",
+            "team",
+            "--models",
+            "gpt-4o-mini,text-embedding-3-small",
+        ],
+    );
+    lyss(
+        &config,
+        &data,
+        &["user", "create", "ann", "--workspace", "team"],
+    );
+    let created = lyss(&config, &data, &["key", "create", "--user", "ann"]);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let chat = json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .bearer_auth(&key)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "Hello!"
+    );
+
+    // The admin API shares the store with the CLI.
+    let ledger: Value = client
+        .get(format!("{}/admin/ledger", server.base))
+        .bearer_auth(admin.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger[0]["key_id"], id.as_str());
+    assert_eq!(ledger[0]["cost_nusd"], 1117 * 150 + 46 * 600);
+
+    let python = std::env::var("LYSS_TEST_PYTHON").ok();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(
+            python.is_some(),
+            "CI=true needs LYSS_TEST_PYTHON (a Python with the openai SDK; scripts/test.sh sets it)"
+        );
+    }
+    match python {
+        Some(py) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_sdk.py");
+            let out = Command::new(py)
+                .arg(script)
+                .env("LYSS_BASE_URL", format!("{}/v1", server.base))
+                .env("LYSS_KEY", &key)
+                .env(
+                    "LYSS_EXPECT_MODELS",
+                    "gpt-4o-mini,gpt-5-mini,text-embedding-3-small",
+                )
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openai SDK check failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => eprintln!("skipping the openai SDK check: LYSS_TEST_PYTHON is not set"),
+    }
+
+    // Revoking with the CLI reaches the running server within a second.
+    lyss(&config, &data, &["key", "revoke", &id]);
+    let revoked_at = Instant::now();
+    loop {
+        let status = client
+            .post(format!("{}/v1/chat/completions", server.base))
+            .bearer_auth(&key)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "revocation took over a second"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // SIGTERM: a graceful, successful exit.
+    #[cfg(unix)]
+    {
+        let pid = server.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                assert!(status.success(), "lyss-server exited with {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lyss-server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn zero_configuration_starts_and_serves_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    // No config file, no flags but the data dir and port: the embedded default.
+    let mut child = clean_env(&mut Command::new(binary("lyss-server")))
+        .current_dir(dir.path())
+        .env("LYSS_DATA_DIR", &data)
+        .env("LYSS_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lyss-server did not start with zero configuration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(data.join("lyss.db").exists());
+    assert!(data.join("admin_token").exists());
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("key create --user me"),
+        "no first-key hint in: {log}"
+    );
+    assert!(
+        log.contains("admin_token"),
+        "no admin token location in: {log}"
+    );
+}
