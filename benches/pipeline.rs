@@ -1,1 +1,115 @@
-fn main() {}
+//! Micro-benchmarks of the per-request work lyss adds: parsing a chat body, authenticating a
+//! key through the key cache, and appending a ledger row to SQLite (group commit).
+//!
+//! `cargo bench -p lyss-benches`. The whole-gateway numbers come from `scripts/bench-gateway.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lyss_core::openai::ChatRequest;
+use lyss_core::policy::{LedgerEntry, NewKey};
+use lyss_core::{Lyss, Policy as _, SqlitePolicy};
+use serde_json::json;
+
+fn chat_body(turns: usize) -> Vec<u8> {
+    let messages: Vec<_> = std::iter::once(json!({"role": "system", "content": "You are a helpful assistant."}))
+        .chain((0..turns).map(|i| {
+            json!({"role": if i % 2 == 0 {"user"} else {"assistant"},
+                   "content": "Tell me more about the borrow checker and lifetimes in Rust. ".repeat(4)})
+        }))
+        .collect();
+    serde_json::to_vec(
+        &json!({"model": "gpt-4o-mini", "messages": messages, "stream": true,
+                               "temperature": 0.7, "max_tokens": 512}),
+    )
+    .unwrap()
+}
+
+fn parse(c: &mut Criterion) {
+    for turns in [2, 40] {
+        let body = chat_body(turns);
+        c.bench_function(&format!("parse_chat_request/{turns}_turns"), |b| {
+            b.iter(|| serde_json::from_slice::<ChatRequest>(&body).unwrap())
+        });
+    }
+}
+
+fn governance(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile_dir();
+    let (lyss, policy, key) = rt.block_on(async {
+        let policy = Arc::new(
+            SqlitePolicy::connect(&format!("sqlite://{}/bench.db", dir.display()))
+                .await
+                .unwrap(),
+        );
+        policy
+            .create_workspace("bench", &["*".into()])
+            .await
+            .unwrap();
+        policy.create_user("bench", "bench").await.unwrap();
+        let key = policy
+            .create_key(&NewKey {
+                user: "bench".into(),
+                ..NewKey::default()
+            })
+            .await
+            .unwrap()
+            .key;
+        (Lyss::builder(policy.clone()).build(), policy, key)
+    });
+    c.bench_function("authenticate/cached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { lyss.authenticate(&key).await.unwrap() })
+    });
+    let entry = LedgerEntry {
+        at: time::OffsetDateTime::now_utc(),
+        request_id: "bench".into(),
+        workspace_id: "ws".into(),
+        user_id: "u".into(),
+        key_id: "k".into(),
+        endpoint: "chat".into(),
+        model: "gpt-4o-mini".into(),
+        provider: "p".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        stream: false,
+        prompt_tokens: 20,
+        completion_tokens: 10,
+        cached_tokens: 0,
+        cost_nusd: 9000,
+        latency_ms: 0.3,
+        status: 200,
+        error: None,
+    };
+    c.bench_function("ledger_record/sqlite_sequential", |b| {
+        b.to_async(&rt)
+            .iter(|| async { policy.record(&entry).await.unwrap() })
+    });
+    c.bench_function("ledger_record/sqlite_64_concurrent", |b| {
+        b.to_async(&rt).iter(|| async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (p, e) = (policy.clone(), entry.clone());
+                    tokio::spawn(async move { p.record(&e).await.unwrap() })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    });
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lyss-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+criterion_group!(benches, parse, governance);
+criterion_main!(benches);
