@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt as _;
 use axum::http::{HeaderName, Method};
 use axum::routing::{get, post};
 use lyss_core::Lyss;
@@ -98,7 +99,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
@@ -165,6 +166,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %listener.local_addr()?, "lyss-server listening");
+    // Without TCP_NODELAY, each SSE event after the first waits for the client's delayed ACK
+    // (~40 ms) before it leaves.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state, &config.cors_origins))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
