@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod models;
@@ -37,5 +38,5 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use models::{Model, ModelRegistry, Price};
 pub use pipeline::{Call, ChatBody, ChatReply, ChatStream, Lyss};
-pub use policy::{Policy, Principal, SqlitePolicy};
+pub use policy::{Policy, PostgresPolicy, Principal, SqlitePolicy};
 pub use provider::{OpenAiProvider, Provider};

@@ -2,14 +2,17 @@
 //!
 //! 1. authenticate the key → [`Principal`]
 //! 2. authorize the model against the workspace's and key's allow-lists
-//! 3. rate limits, 4. memory recall and compression, 5. cache lookup, 6. budget reservation
-//!    — stages added by later work slot in here, in this order
+//! 3. rate limits (requests and tokens per minute on workspace, user and key)
+//! 4. memory recall and compression, 5. cache lookup — stages added by later work slot in here
+//! 6. reserve the worst case on every applicable budget (and cap `max_tokens` to what fits)
 //! 7. call the provider
-//! 8. settle: append the request to the usage ledger (durably, before the response completes)
+//! 8. settle: turn the reservation into actual spend and append the ledger row, durably,
+//!    before the response completes
 //!
-//! Streams take the same path; the ledger row is written when the upstream stream ends, before
-//! the final `[DONE]` reaches the client, or — if the client goes away — from a guard that
-//! records what flowed and cancels the upstream request by dropping it.
+//! Streams take the same path; settlement happens when the upstream stream ends, before the
+//! final `[DONE]` reaches the client, or — if the client goes away — from a guard that bills
+//! what flowed and cancels the upstream request by dropping it. A reservation whose request
+//! died without either is released by the reaper ([`Lyss::reap_expired`]) after its deadline.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,15 +21,24 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelList, ModelObject, StreamOptions, Usage,
 };
-use crate::policy::{KeyCache, LedgerEntry, Policy, Principal};
+use crate::policy::budget::DEFAULT_OUTPUT_CAP;
+use crate::policy::ratelimit::Charge;
+use crate::policy::{
+    Ask, BudgetLeft, InMemoryRateLimiter, KeyCache, LedgerEntry, Policy, Principal, RateLimiter,
+    Reservation,
+};
 use crate::provider::ChunkStream;
 use crate::tokens;
+
+/// The response header that tells a caller what is left of its tightest budget.
+pub const BUDGET_REMAINING_HEADER: &str = "x-lyss-budget-remaining";
 
 /// Who is calling and how to name the request in logs and the ledger.
 #[derive(Debug, Clone)]
@@ -56,16 +68,22 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
 /// The composed pipeline. Cheap to share (`Arc<Lyss>`); build it with [`Lyss::builder`].
 pub struct Lyss {
     policy: Arc<dyn Policy>,
+    limiter: Arc<dyn RateLimiter>,
     models: ModelRegistry,
     keys: KeyCache,
+    clock: Arc<dyn Clock>,
+    reservation_ttl: Duration,
     started: u64,
 }
 
 /// Builds a [`Lyss`] from its seams.
 pub struct LyssBuilder {
     policy: Arc<dyn Policy>,
+    limiter: Arc<dyn RateLimiter>,
     models: ModelRegistry,
     key_cache_ttl: Duration,
+    clock: Arc<dyn Clock>,
+    reservation_ttl: Duration,
 }
 
 impl LyssBuilder {
@@ -81,12 +99,34 @@ impl LyssBuilder {
         self
     }
 
+    /// Where rate-limit counters live (default: in this process).
+    pub fn rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The clock budgets and periods are judged by (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long a reservation may stay open before the reaper releases it (default 15 min,
+    /// longer than any upstream timeout).
+    pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl;
+        self
+    }
+
     pub fn build(self) -> Lyss {
         Lyss {
             policy: self.policy,
+            limiter: self.limiter,
             models: self.models,
             keys: KeyCache::new(self.key_cache_ttl),
-            started: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
+            started: self.clock.now().unix_timestamp().max(0) as u64,
+            clock: self.clock,
+            reservation_ttl: self.reservation_ttl,
         }
     }
 }
@@ -96,9 +136,23 @@ impl Lyss {
     pub fn builder(policy: Arc<dyn Policy>) -> LyssBuilder {
         LyssBuilder {
             policy,
+            limiter: Arc::new(InMemoryRateLimiter::new()),
             models: ModelRegistry::default(),
             key_cache_ttl: Duration::from_millis(500),
+            clock: Arc::new(SystemClock),
+            reservation_ttl: Duration::from_secs(900),
         }
+    }
+
+    /// Releases reservations whose requests died; run it periodically (the server does).
+    pub async fn reap_expired(&self) -> Result<u64> {
+        self.policy.release_expired(self.clock.now()).await
+    }
+
+    /// How often [`Lyss::reap_expired`] should run: a quarter of the reservation lifetime,
+    /// at most every 30 s.
+    pub fn reap_interval(&self) -> Duration {
+        (self.reservation_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
     }
 
     pub fn policy(&self) -> &Arc<dyn Policy> {
@@ -126,6 +180,62 @@ impl Lyss {
             Some(m) if principal.allows(m) => Ok(m.clone()),
             _ => Err(Error::ModelNotFound(model.to_owned())),
         }
+    }
+
+    /// Stage 3: charges the request on every rate limit of its workspace, user and key.
+    async fn rate_limit(&self, who: &Principal, tokens: u64, now: OffsetDateTime) -> Result<()> {
+        if who.rate_limits.is_empty() {
+            return Ok(());
+        }
+        let mut charges = Vec::with_capacity(who.rate_limits.len() * 2);
+        for l in &who.rate_limits {
+            let name = match l.scope {
+                crate::policy::Scope::Workspace => &who.workspace_name,
+                crate::policy::Scope::User => &who.user_name,
+                crate::policy::Scope::Key => &who.key_id,
+            };
+            let scope = l.scope.as_str();
+            if let Some(rpm) = l.rpm {
+                charges.push(Charge {
+                    bucket: format!("{scope}:{}:rpm", l.id),
+                    label: format!("{scope} `{name}` ({rpm} requests per minute)"),
+                    per_minute: rpm,
+                    cost: 1,
+                });
+            }
+            if let Some(tpm) = l.tpm {
+                charges.push(Charge {
+                    bucket: format!("{scope}:{}:tpm", l.id),
+                    label: format!("{scope} `{name}` ({tpm} tokens per minute)"),
+                    per_minute: tpm,
+                    cost: tokens,
+                });
+            }
+        }
+        self.limiter.charge(&charges, now).await
+    }
+
+    /// Stage 6: reserves the worst case on every budget that applies (none: nothing to do).
+    async fn reserve(
+        &self,
+        who: &Principal,
+        model: &Model,
+        prompt_tokens: u64,
+        requested_output: Option<u32>,
+        now: OffsetDateTime,
+    ) -> Result<Reservation> {
+        if !who.budgeted {
+            return Ok(Reservation::default());
+        }
+        let ask = Ask {
+            prompt_tokens,
+            requested_output,
+            output_cap: model.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP),
+            price: model.price,
+        };
+        self.policy
+            .reserve(who, &ask, now, self.reservation_ttl)
+            .await
     }
 
     /// `GET /v1/models`: exactly the models (and aliases) the caller may use.
@@ -158,6 +268,26 @@ impl Lyss {
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
         validate_chat(&req)?;
+        let now = self.clock.now();
+        let requested_output = req.max_completion_tokens.or(req.max_tokens);
+        let counts = principal.budgeted || principal.rate_limits.iter().any(|l| l.tpm.is_some());
+        let prompt_tokens = if counts {
+            tokens::count_request(&model.upstream, &req)
+        } else {
+            0
+        };
+        self.rate_limit(
+            &principal,
+            prompt_tokens + u64::from(requested_output.unwrap_or(0)),
+            now,
+        )
+        .await?;
+        let reservation = self
+            .reserve(&principal, &model, prompt_tokens, requested_output, now)
+            .await?;
+        if let Some(n) = reservation.set_max_tokens {
+            set_output_cap(&mut req, &model.upstream, n);
+        }
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let mut ledger = LedgerDraft {
             principal,
@@ -167,13 +297,14 @@ impl Lyss {
             public_model,
             stream: req.is_stream(),
             started,
+            reservation,
         };
 
         if !req.is_stream() {
             return match model.provider.chat(&req).await {
                 Ok(resp) => {
                     let usage = resp.usage.clone().unwrap_or_else(|| Usage {
-                        prompt_tokens: tokens::count_messages(&model.upstream, &req.messages),
+                        prompt_tokens: tokens::count_request(&model.upstream, &req),
                         completion_tokens: resp
                             .choices
                             .iter()
@@ -182,10 +313,10 @@ impl Lyss {
                             .sum(),
                         ..Usage::default()
                     });
-                    self.policy.record(&ledger.entry(&usage, 200, None)).await?;
+                    let left = ledger.settle(self.policy.as_ref(), &usage, 200, None).await?;
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
-                        headers: Vec::new(),
+                        headers: budget_headers(&left),
                     })
                 }
                 Err(e) => Err(ledger.failed(self.policy.as_ref(), e).await),
@@ -201,8 +332,13 @@ impl Lyss {
             Ok(s) => s,
             Err(e) => return Err(ledger.failed(self.policy.as_ref(), e).await),
         };
-        let prompt_estimate = tokens::count_messages(&model.upstream, &req.messages);
+        let prompt_estimate = if counts {
+            prompt_tokens
+        } else {
+            tokens::count_request(&model.upstream, &req)
+        };
         ledger.stream = true;
+        let headers = budget_headers(&ledger.reservation.left);
         let relay = StreamRelay {
             upstream,
             policy: self.policy.clone(),
@@ -215,7 +351,7 @@ impl Lyss {
         };
         Ok(ChatReply {
             body: ChatBody::Stream(relay.into_stream()),
-            headers: Vec::new(),
+            headers,
         })
     }
 
@@ -228,6 +364,12 @@ impl Lyss {
         let started = Instant::now();
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
+        let now = self.clock.now();
+        let prompt_tokens = tokens::count_embedding_input(&model.upstream, &req.input);
+        self.rate_limit(&principal, prompt_tokens, now).await?;
+        let reservation = self
+            .reserve(&principal, &model, prompt_tokens, Some(0), now)
+            .await?;
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let want_base64 = req.encoding_format == Some(EncodingFormat::Base64);
         let ledger = LedgerDraft {
@@ -238,13 +380,17 @@ impl Lyss {
             public_model,
             stream: false,
             started,
+            reservation,
         };
         let mut resp = match model.provider.embeddings(&req).await {
             Ok(r) => r,
             Err(e) => return Err(ledger.failed(self.policy.as_ref(), e).await),
         };
-        let usage = resp.usage.clone().unwrap_or_default();
-        self.policy.record(&ledger.entry(&usage, 200, None)).await?;
+        let usage = resp.usage.clone().unwrap_or_else(|| Usage {
+            prompt_tokens,
+            ..Usage::default()
+        });
+        ledger.settle(self.policy.as_ref(), &usage, 200, None).await?;
         if want_base64 {
             for e in &mut resp.data {
                 e.embedding = std::mem::replace(
@@ -256,6 +402,25 @@ impl Lyss {
         }
         Ok(resp)
     }
+}
+
+/// Caps the completion length. Reasoning families (o-series, GPT-5) only take
+/// `max_completion_tokens`; most OpenAI-compatible servers only know `max_tokens`.
+fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
+    let m = upstream.rsplit('/').next().unwrap_or(upstream);
+    let reasoning =
+        m.starts_with("gpt-5") || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if reasoning {
+        req.max_completion_tokens = Some(n);
+    } else {
+        req.max_tokens = Some(n);
+    }
+}
+
+fn budget_headers(left: &BudgetLeft) -> Vec<(&'static str, String)> {
+    left.header_value()
+        .map(|v| vec![(BUDGET_REMAINING_HEADER, v)])
+        .unwrap_or_default()
 }
 
 fn validate_chat(req: &ChatRequest) -> Result<()> {
@@ -277,9 +442,23 @@ struct LedgerDraft {
     public_model: String,
     stream: bool,
     started: Instant,
+    reservation: Reservation,
 }
 
 impl LedgerDraft {
+    /// Stage 8: settles the reservation with this usage and appends the ledger row.
+    async fn settle(
+        &self,
+        policy: &dyn Policy,
+        usage: &Usage,
+        status: u16,
+        error: Option<String>,
+    ) -> Result<BudgetLeft> {
+        policy
+            .settle(&self.reservation, &self.entry(usage, status, error))
+            .await
+    }
+
     fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
         LedgerEntry {
             at: OffsetDateTime::now_utc(),
@@ -302,15 +481,16 @@ impl LedgerDraft {
         }
     }
 
-    /// Records a failed upstream call (no tokens billed) and hands the error back.
+    /// Records a failed upstream call (no tokens billed, the reservation released) and hands
+    /// the error back.
     async fn failed(&self, policy: &dyn Policy, e: Error) -> Error {
         let status = match &e {
             Error::Upstream { status, .. } => *status,
             Error::UpstreamTimeout { .. } => 504,
             _ => 502,
         };
-        if let Err(le) = policy
-            .record(&self.entry(&Usage::default(), status, Some(e.to_string())))
+        if let Err(le) = self
+            .settle(policy, &Usage::default(), status, Some(e.to_string()))
             .await
         {
             tracing::error!(error = %le, "could not record a failed request in the ledger");
@@ -409,9 +589,10 @@ impl StreamRelay {
         let Some(ledger) = self.ledger.take() else {
             return Ok(());
         };
-        self.policy
-            .record(&ledger.entry(&usage, status, error))
+        ledger
+            .settle(self.policy.as_ref(), &usage, status, error)
             .await
+            .map(|_| ())
     }
 }
 
@@ -420,11 +601,13 @@ impl Drop for StreamRelay {
         // The client went away mid-stream: bill what flowed (499, nginx's "client closed").
         let usage = self.usage();
         if let Some(ledger) = self.ledger.take() {
-            let entry = ledger.entry(&usage, 499, Some("client disconnected".into()));
             let policy = self.policy.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    if let Err(e) = policy.record(&entry).await {
+                    let settled = ledger
+                        .settle(policy.as_ref(), &usage, 499, Some("client disconnected".into()))
+                        .await;
+                    if let Err(e) = settled {
                         tracing::error!(error = %e, "could not record a cancelled stream");
                     }
                 });

@@ -5,7 +5,11 @@ use std::sync::OnceLock;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::openai::Message;
+use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message};
+
+/// What an image in a prompt is assumed to cost before the provider says: a high-detail
+/// 1024×1024 tile set on GPT-4o-class models. Settlement uses the provider's real count.
+pub const IMAGE_TOKENS: u64 = 1_105;
 
 fn o200k() -> Option<&'static CoreBPE> {
     static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
@@ -51,12 +55,42 @@ pub fn count_messages(model: &str, messages: &[Message]) -> u64 {
                 .as_ref()
                 .and_then(|t| serde_json::to_string(t).ok())
                 .unwrap_or_default();
+            let images = match &m.content {
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .filter(|p| matches!(p, ContentPart::Known(KnownPart::ImageUrl { .. })))
+                    .count() as u64,
+                _ => 0,
+            };
             3 + u64::from(m.name.is_some())
                 + count_text(model, &content)
                 + count_text(model, &tools)
+                + images * IMAGE_TOKENS
         })
         .sum();
     per_message + 3
+}
+
+/// Tokens of an embeddings input (pre-tokenized input counts its tokens).
+pub fn count_embedding_input(model: &str, input: &crate::openai::EmbeddingInput) -> u64 {
+    use crate::openai::EmbeddingInput as I;
+    match input {
+        I::One(s) => count_text(model, s),
+        I::Many(v) => v.iter().map(|s| count_text(model, s)).sum(),
+        I::Tokens(t) => t.len() as u64,
+        I::ManyTokens(t) => t.iter().map(|v| v.len() as u64).sum(),
+    }
+}
+
+/// Prompt tokens of a whole request: its messages plus its tool declarations.
+pub fn count_request(model: &str, req: &ChatRequest) -> u64 {
+    let tools = req
+        .tools
+        .as_ref()
+        .and_then(|t| serde_json::to_string(t).ok())
+        .map(|t| count_text(model, &t))
+        .unwrap_or(0);
+    count_messages(model, &req.messages) + tools
 }
 
 #[cfg(test)]

@@ -1,13 +1,23 @@
 //! The policy conformance suite against SQLite (a fresh in-memory database per test), plus
-//! SQLite-specific behaviour.
+//! SQLite-specific behaviour; the in-process rate limiter's suite.
 
 mod sqlite {
     lyss_core::policy_conformance!(async {
-        std::sync::Arc::new(
+        Some(std::sync::Arc::new(
             lyss_core::SqlitePolicy::connect("sqlite::memory:")
                 .await
                 .expect("open sqlite"),
-        )
+        ) as std::sync::Arc<dyn lyss_core::Policy>)
+    });
+}
+
+mod in_memory_limiter {
+    lyss_core::ratelimit_conformance!(async {
+        Some((
+            std::sync::Arc::new(lyss_core::policy::InMemoryRateLimiter::new())
+                as std::sync::Arc<dyn lyss_core::policy::RateLimiter>,
+            "t".to_string(),
+        ))
     });
 }
 
@@ -28,8 +38,6 @@ async fn data_survives_reopening_the_file() {
         .expect("key")
         .key
     };
-    let p = lyss_core::SqlitePolicy::connect(&url)
-        .await
-        .expect("reopen");
+    let p = lyss_core::SqlitePolicy::connect(&url).await.expect("reopen");
     assert_eq!(p.authenticate(&key).await.expect("auth").user_name, "ann");
 }

@@ -4,6 +4,8 @@ CREATE TABLE workspaces (
     name        TEXT NOT NULL UNIQUE,
     -- JSON array of public model names; ["*"] allows every configured model.
     models      TEXT NOT NULL,
+    rpm         INTEGER,
+    tpm         INTEGER,
     created_at  INTEGER NOT NULL
 );
 
@@ -11,6 +13,8 @@ CREATE TABLE users (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
     workspace_id  TEXT NOT NULL REFERENCES workspaces(id),
+    rpm           INTEGER,
+    tpm           INTEGER,
     created_at    INTEGER NOT NULL
 );
 CREATE INDEX users_workspace ON users(workspace_id);
@@ -26,6 +30,8 @@ CREATE TABLE api_keys (
     models       TEXT,
     expires_at   INTEGER,
     revoked_at   INTEGER,
+    rpm          INTEGER,
+    tpm          INTEGER,
     created_at   INTEGER NOT NULL
 );
 CREATE INDEX api_keys_user ON api_keys(user_id);
@@ -52,3 +58,38 @@ CREATE TABLE usage_ledger (
 );
 CREATE INDEX usage_ledger_at ON usage_ledger(at_ms);
 CREATE INDEX usage_ledger_key ON usage_ledger(key_id, at_ms);
+
+-- Budgets: one per (scope, target, unit, period). Amounts are nano-USD or tokens.
+CREATE TABLE budgets (
+    id            TEXT PRIMARY KEY,
+    scope         TEXT NOT NULL,          -- workspace | user | key
+    scope_id      TEXT NOT NULL,          -- ws_…, u_… or the key's public id
+    unit          TEXT NOT NULL,          -- usd | tokens
+    limit_amount  INTEGER NOT NULL,
+    period        TEXT NOT NULL,          -- none | daily | weekly | monthly
+    tz            TEXT,
+    expires_at    INTEGER,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (scope, scope_id, unit, period)
+);
+CREATE INDEX budgets_scope_id ON budgets(scope_id);
+
+-- What each budget has spent and holds in reservations, per period (period_start: unix s).
+CREATE TABLE budget_usage (
+    budget_id     TEXT NOT NULL REFERENCES budgets(id) ON DELETE CASCADE,
+    period_start  INTEGER NOT NULL,
+    spent         INTEGER NOT NULL DEFAULT 0,
+    reserved      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget_id, period_start)
+);
+
+-- Holds of requests in flight; the reaper releases those past expires_at.
+CREATE TABLE reservations (
+    id            TEXT NOT NULL,
+    budget_id     TEXT NOT NULL,
+    period_start  INTEGER NOT NULL,
+    amount        INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    PRIMARY KEY (id, budget_id)
+);
+CREATE INDEX reservations_expires ON reservations(expires_at);

@@ -3,8 +3,14 @@
 //! Failure mode: a policy store that cannot be reached refuses requests
 //! ([`Error::Unavailable`], 503) — it never lets a request through unchecked.
 
+pub mod budget;
 pub mod keys;
+mod postgres;
+pub mod ratelimit;
+mod redis;
+pub(crate) mod sql;
 mod sqlite;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +19,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::budget::{Ask, Budget, BudgetStatus, NewBudget, Period, Scope, Unit};
+pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
+pub use self::postgres::PostgresPolicy;
+pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
 use crate::error::{Error, Result};
 use crate::models::{Model, NanoUsd};
@@ -35,6 +45,20 @@ pub struct Principal {
     pub key_models: Option<Vec<String>>,
     #[serde(with = "time::serde::timestamp::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// Whether any budget is attached to the workspace, the user or the key.
+    pub budgeted: bool,
+    /// Rate limits of the workspace, user and key, where set.
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// Requests and tokens per minute allowed to one workspace, user or key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub scope: Scope,
+    /// The workspace, user or key id.
+    pub id: String,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
 }
 
 impl Principal {
@@ -146,6 +170,94 @@ pub struct LedgerQuery {
     pub limit: Option<u32>,
 }
 
+/// Money or tokens held on one budget for one request in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub budget_id: String,
+    pub unit: Unit,
+    /// The period the reservation was made in; it settles there even after a rollover.
+    pub period_start: i64,
+    pub amount: i64,
+    /// The budget's limit when the hold was made (for the remaining-budget header).
+    pub limit: i64,
+}
+
+/// A request's reservation on every budget that applies (none: an empty reservation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: String,
+    pub holds: Vec<Hold>,
+    /// Set `max_tokens` to this upstream: the request had none and the budgets allow less
+    /// than the model's cap.
+    pub set_max_tokens: Option<u32>,
+    /// What is left after this reservation.
+    pub left: BudgetLeft,
+}
+
+/// The least left on any applicable budget, per unit (for `x-lyss-budget-remaining`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetLeft {
+    /// Nano-USD.
+    pub usd: Option<i64>,
+    pub tokens: Option<i64>,
+}
+
+impl BudgetLeft {
+    pub(crate) fn note(&mut self, unit: Unit, left: i64) {
+        let slot = match unit {
+            Unit::Usd => &mut self.usd,
+            Unit::Tokens => &mut self.tokens,
+        };
+        *slot = Some(slot.map_or(left, |v| v.min(left)));
+    }
+
+    /// `usd=0.812345, tokens=1200`, or `None` when no budget applies.
+    pub fn header_value(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(u) = self.usd {
+            parts.push(format!("usd={:.6}", crate::models::nano_to_usd(u.max(0))));
+        }
+        if let Some(t) = self.tokens {
+            parts.push(format!("tokens={}", t.max(0)));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// How to group a usage report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    #[default]
+    Workspace,
+    User,
+    Key,
+    Model,
+    /// One row per UTC day.
+    Day,
+}
+
+/// Which ledger rows a usage report sums.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageQuery {
+    #[serde(default)]
+    pub by: GroupBy,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+}
+
+/// One group of a usage report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// Workspace, user or model name, key id, or `YYYY-MM-DD`.
+    pub group: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nusd: i64,
+}
+
 /// Governance: keys, workspaces and users, allow-lists, and the usage ledger.
 ///
 /// # Contract
@@ -158,16 +270,54 @@ pub struct LedgerQuery {
 /// - `create_key` returns the full key exactly once; it cannot be read back.
 /// - `revoke_key` is immediate in the store; callers that cache principals must bound the
 ///   cache's lifetime (the pipeline keeps them at most `key_cache_ms`).
-/// - `record` returns only once the row is durable (commits may be grouped with concurrent
-///   requests). It fails with [`Error::Unavailable`] when the store cannot take the write.
+/// - Budgets: for every budget, at every instant, `spent + reserved ≤ limit`. `reserve` admits
+///   a request's worst case on *every* applicable budget or on none ([`Error::BudgetExceeded`]
+///   names the refusing budget, its limit and when it resets); it is durable when it returns.
+///   A reservation belongs to the period it was made in and settles there.
+/// - `settle` turns a reservation into the spend the ledger entry reports, releases the rest
+///   and appends the ledger row, atomically; it returns only once that is durable (commits
+///   may be grouped with concurrent requests). An empty reservation just appends the row.
+/// - `release_expired` releases reservations older than their deadline (their request died);
+///   it is safe to run from every replica at once.
 /// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
 #[async_trait]
 pub trait Policy: Send + Sync {
     /// The principal of a presented key.
     async fn authenticate(&self, key: &str) -> Result<Principal>;
 
-    /// Appends one row to the usage ledger, durably.
-    async fn record(&self, entry: &LedgerEntry) -> Result<()>;
+    /// Reserves the worst case of a request on every budget that applies to `who`.
+    async fn reserve(
+        &self,
+        who: &Principal,
+        ask: &Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Reservation>;
+
+    /// Settles a reservation with what the request used and appends its ledger row.
+    async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft>;
+
+    /// Releases reservations whose deadline passed; returns how many holds were released.
+    async fn release_expired(&self, now: OffsetDateTime) -> Result<u64>;
+
+    /// Creates or replaces the budget of (scope, target, unit, period).
+    async fn set_budget(&self, new: &NewBudget) -> Result<Budget>;
+    /// Deletes a budget by id.
+    async fn delete_budget(&self, id: &str) -> Result<()>;
+    /// Every budget with its usage in the period containing `now`.
+    async fn budgets(&self, now: OffsetDateTime) -> Result<Vec<BudgetStatus>>;
+
+    /// Sets (or with `None`, clears) the rate limits of a workspace, user (name or id) or key.
+    async fn set_rate_limit(
+        &self,
+        scope: Scope,
+        target: &str,
+        rpm: Option<u32>,
+        tpm: Option<u32>,
+    ) -> Result<()>;
+
+    /// Sums the ledger by workspace, user, key, model or day.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>>;
 
     /// Reads ledger rows, newest first.
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<LedgerEntry>>;

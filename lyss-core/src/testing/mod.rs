@@ -4,10 +4,14 @@
 //! empty store, which generates one `#[tokio::test]` per case:
 //!
 //! ```ignore
-//! lyss_core::policy_conformance!(async { std::sync::Arc::new(
-//!     lyss_core::SqlitePolicy::connect("sqlite::memory:").await.unwrap()) });
+//! lyss_core::policy_conformance!(async { Some(std::sync::Arc::new(
+//!     lyss_core::SqlitePolicy::connect("sqlite::memory:").await.unwrap())) });
 //! ```
+//!
+//! A factory returns `None` to skip (a service URL unset outside CI, see [`services`]).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Suites panic on purpose: they are tests.
 
 pub mod policy;
+pub mod ratelimit;
+pub mod services;

@@ -1,0 +1,479 @@
+//! Budgets: what they are, which period a moment falls in, and the admission arithmetic.
+//!
+//! Everything here is pure so that every policy backend admits and settles the same way; the
+//! backends only make it atomic (one SQLite write transaction, one Postgres transaction).
+//! Amounts are integers: nano-USD for USD budgets, tokens for token budgets.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::models::{NanoUsd, Price, nano_to_usd};
+
+/// What a budget or a rate limit is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Workspace,
+    User,
+    Key,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Workspace => "workspace",
+            Scope::User => "user",
+            Scope::Key => "key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "workspace" => Ok(Scope::Workspace),
+            "user" => Ok(Scope::User),
+            "key" => Ok(Scope::Key),
+            other => Err(Error::Internal(format!("unknown scope `{other}`"))),
+        }
+    }
+}
+
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Nano-dollars (display: USD).
+    Usd,
+    Tokens,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Usd => "usd",
+            Unit::Tokens => "tokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "usd" => Ok(Unit::Usd),
+            "tokens" => Ok(Unit::Tokens),
+            other => Err(Error::Internal(format!("unknown unit `{other}`"))),
+        }
+    }
+
+    /// An amount for people: `$1.234567` or `1234 tokens`.
+    pub fn show(self, amount: i64) -> String {
+        match self {
+            Unit::Usd => format!("${:.6}", nano_to_usd(amount)),
+            Unit::Tokens => format!("{amount} tokens"),
+        }
+    }
+}
+
+/// How often a budget starts again. Periods are calendar-aligned (midnight, Monday, the 1st)
+/// in the budget's time zone, UTC unless one is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    #[default]
+    None,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::None => "none",
+            Period::Daily => "daily",
+            Period::Weekly => "weekly",
+            Period::Monthly => "monthly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Period::None),
+            "daily" => Ok(Period::Daily),
+            "weekly" => Ok(Period::Weekly),
+            "monthly" => Ok(Period::Monthly),
+            other => Err(Error::invalid_param(
+                format!("unknown period `{other}` (none, daily, weekly, monthly)"),
+                "period",
+            )),
+        }
+    }
+
+    /// The period containing `now`: its start (unix seconds; 0 for `None`) and, if it ends,
+    /// when the next one begins.
+    pub fn bounds(self, now: OffsetDateTime, tz: Option<&str>) -> Result<(i64, Option<i64>)> {
+        use jiff::ToSpan as _;
+        let bad = |e: jiff::Error| Error::Internal(format!("period arithmetic: {e}"));
+        let tz = match tz {
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map_err(|e| Error::invalid_param(format!("time zone `{name}`: {e}"), "tz"))?,
+            None => jiff::tz::TimeZone::UTC,
+        };
+        let date = jiff::Timestamp::from_second(now.unix_timestamp())
+            .map_err(bad)?
+            .to_zoned(tz.clone())
+            .date();
+        let (start, end) = match self {
+            Period::None => return Ok((0, None)),
+            Period::Daily => (date, date.tomorrow().map_err(bad)?),
+            Period::Weekly => {
+                let monday = date
+                    .checked_sub(i64::from(date.weekday().to_monday_zero_offset()).days())
+                    .map_err(bad)?;
+                (monday, monday.checked_add(7.days()).map_err(bad)?)
+            }
+            Period::Monthly => {
+                let first = date.first_of_month();
+                (first, first.checked_add(1.month()).map_err(bad)?)
+            }
+        };
+        let secs = |d: jiff::civil::Date| -> Result<i64> {
+            Ok(d.to_zoned(tz.clone()).map_err(bad)?.timestamp().as_second())
+        };
+        Ok((secs(start)?, Some(secs(end)?)))
+    }
+}
+
+/// A budget as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    /// The workspace, user or key id's readable name (for messages and tables).
+    pub scope_name: String,
+    pub unit: Unit,
+    /// Nano-USD or tokens.
+    pub limit: i64,
+    pub period: Period,
+    /// IANA time zone for period boundaries; UTC when unset.
+    pub tz: Option<String>,
+    /// After this instant the budget admits nothing.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Budget {
+    /// `user ann daily budget of $5.000000`
+    pub fn describe(&self) -> String {
+        let period = match self.period {
+            Period::None => String::new(),
+            p => format!("{} ", p.as_str()),
+        };
+        format!(
+            "{} `{}` {period}budget of {}",
+            self.scope.as_str(),
+            self.scope_name,
+            self.unit.show(self.limit)
+        )
+    }
+}
+
+/// What is needed to create or replace a budget. One budget exists per
+/// (scope, target, unit, period); setting it again replaces its limit, time zone and expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewBudget {
+    pub scope: Scope,
+    /// Name or id of the workspace or user; public id of the key.
+    pub target: String,
+    pub unit: Unit,
+    pub limit: i64,
+    #[serde(default)]
+    pub period: Period,
+    #[serde(default)]
+    pub tz: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A budget with its usage in the current period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    #[serde(flatten)]
+    pub budget: Budget,
+    /// Start of the current period (unix seconds; 0 when the budget has no period).
+    pub period_start: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resets_at: Option<OffsetDateTime>,
+    pub spent: i64,
+    pub reserved: i64,
+}
+
+impl BudgetStatus {
+    pub fn remaining(&self) -> i64 {
+        self.budget.limit - self.spent - self.reserved
+    }
+}
+
+/// The smallest answer worth sending: with less room than this the request is refused.
+pub const MIN_OUTPUT_TOKENS: u32 = 16;
+
+/// Output cap assumed for models whose own cap is not configured or built in.
+pub const DEFAULT_OUTPUT_CAP: u32 = 16_384;
+
+/// The worst case a request can cost, before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    pub prompt_tokens: u64,
+    /// `max_completion_tokens` or `max_tokens` of the request, if set.
+    pub requested_output: Option<u32>,
+    /// The model's output cap.
+    pub output_cap: u32,
+    pub price: Price,
+}
+
+/// What admission decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Output tokens reserved for.
+    pub output: u32,
+    /// `Some(n)`: the request had no output cap and the budgets allow less than the model's —
+    /// send `max_tokens = n` upstream.
+    pub set_max_tokens: Option<u32>,
+    /// Amount to reserve on each budget, in the order given.
+    pub amounts: Vec<i64>,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// (fixed cost of the prompt, cost per output token) of a request on a budget.
+fn costs(unit: Unit, ask: &Ask) -> (i64, i64) {
+    match unit {
+        Unit::Usd => (
+            to_i64(ask.prompt_tokens).saturating_mul(ask.price.input),
+            ask.price.output,
+        ),
+        Unit::Tokens => (to_i64(ask.prompt_tokens), 1),
+    }
+}
+
+/// The amount a settled request spends on a budget of `unit`.
+pub fn spend(unit: Unit, cost_nusd: NanoUsd, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+    match unit {
+        Unit::Usd => cost_nusd,
+        Unit::Tokens => to_i64(prompt_tokens.saturating_add(completion_tokens)),
+    }
+}
+
+fn refusal(s: &BudgetStatus, why: &str) -> Error {
+    let resets = s
+        .resets_at
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map(|t| format!(" It resets at {t}."))
+        .unwrap_or_else(|| " It does not reset.".into());
+    Error::BudgetExceeded(format!(
+        "Budget exceeded: {} ({why}; spent {}, reserved {}).{resets}",
+        s.budget.describe(),
+        s.budget.unit.show(s.spent),
+        s.budget.unit.show(s.reserved),
+    ))
+}
+
+/// Decides whether every budget admits the request, and how much to reserve on each.
+/// All or nothing: one refusing budget refuses the request.
+pub fn admit(states: &[BudgetStatus], ask: &Ask, now: OffsetDateTime) -> Result<Admitted> {
+    // The largest output every budget can pay for.
+    let mut affordable = u64::MAX;
+    let mut tightest: Option<&BudgetStatus> = None;
+    for s in states {
+        if let Some(exp) = s.budget.expires_at
+            && exp <= now
+        {
+            return Err(Error::BudgetExceeded(format!(
+                "Budget expired: {} expired at {exp}.",
+                s.budget.describe()
+            )));
+        }
+        let (fixed, per_out) = costs(s.budget.unit, ask);
+        let room = s.remaining().saturating_sub(fixed);
+        if room < 0 {
+            return Err(refusal(s, "the prompt alone does not fit"));
+        }
+        let here = if per_out == 0 {
+            u64::MAX
+        } else {
+            (room / per_out) as u64
+        };
+        if here < affordable {
+            affordable = here;
+            tightest = Some(s);
+        }
+    }
+    let (output, set_max_tokens) = match ask.requested_output {
+        Some(req) => {
+            if u64::from(req) > affordable
+                && let Some(s) = tightest
+            {
+                return Err(refusal(
+                    s,
+                    &format!("max_tokens {req} does not fit; at most {affordable} would"),
+                ));
+            }
+            (req, None)
+        }
+        None if affordable >= u64::from(ask.output_cap) => (ask.output_cap, None),
+        None => {
+            let n = affordable as u32;
+            if n < MIN_OUTPUT_TOKENS
+                && let Some(s) = tightest
+            {
+                return Err(refusal(s, "not even a minimal answer fits"));
+            }
+            (n, Some(n))
+        }
+    };
+    let amounts = states
+        .iter()
+        .map(|s| {
+            let (fixed, per_out) = costs(s.budget.unit, ask);
+            fixed.saturating_add(i64::from(output).saturating_mul(per_out))
+        })
+        .collect();
+    Ok(Admitted {
+        output,
+        set_max_tokens,
+        amounts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    fn status(unit: Unit, limit: i64, spent: i64, reserved: i64) -> BudgetStatus {
+        BudgetStatus {
+            budget: Budget {
+                id: "b".into(),
+                scope: Scope::User,
+                scope_id: "u".into(),
+                scope_name: "ann".into(),
+                unit,
+                limit,
+                period: Period::Daily,
+                tz: None,
+                expires_at: None,
+            },
+            period_start: 0,
+            resets_at: Some(datetime!(2026-12-01 0:00 UTC)),
+            spent,
+            reserved,
+        }
+    }
+
+    fn ask(prompt: u64, requested: Option<u32>) -> Ask {
+        Ask {
+            prompt_tokens: prompt,
+            requested_output: requested,
+            output_cap: 4096,
+            price: Price::per_mtok(1.0, 2.0, 0.5),
+        }
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-11-27 12:00 UTC);
+
+    #[test]
+    fn sets_max_tokens_to_what_the_tightest_budget_allows() {
+        // 1000 tokens left; the prompt takes 100, so 900 output tokens fit.
+        let states = [status(Unit::Tokens, 10_000, 9_000, 0), status(Unit::Usd, 1_000_000_000, 0, 0)];
+        let a = admit(&states, &ask(100, None), NOW).unwrap();
+        assert_eq!(a.set_max_tokens, Some(900));
+        assert_eq!(a.amounts, vec![1000, 100 * 1000 + 900 * 2000]);
+    }
+
+    #[test]
+    fn refuses_when_not_even_a_minimal_answer_fits_and_names_the_budget() {
+        let states = [status(Unit::Tokens, 1_000, 890, 0)];
+        let e = admit(&states, &ask(100, None), NOW).unwrap_err().to_string();
+        assert!(e.contains("user `ann` daily budget of 1000 tokens"), "{e}");
+        assert!(e.contains("resets at 2026-12-01T00:00:00Z"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_max_tokens_that_does_not_fit_is_refused_not_cut() {
+        let states = [status(Unit::Tokens, 1_000, 0, 0)];
+        assert!(admit(&states, &ask(100, Some(901)), NOW).is_err());
+        let a = admit(&states, &ask(100, Some(900)), NOW).unwrap();
+        assert_eq!((a.output, a.set_max_tokens), (900, None));
+    }
+
+    #[test]
+    fn plenty_of_room_reserves_the_model_cap_without_touching_the_request() {
+        let a = admit(&[status(Unit::Usd, i64::MAX / 4, 0, 0)], &ask(10, None), NOW).unwrap();
+        assert_eq!((a.output, a.set_max_tokens), (4096, None));
+        let none = admit(&[], &ask(10, None), NOW).unwrap();
+        assert!(none.amounts.is_empty());
+    }
+
+    #[test]
+    fn expired_budgets_admit_nothing() {
+        let mut s = status(Unit::Usd, 1_000_000_000, 0, 0);
+        s.budget.expires_at = Some(datetime!(2026-11-01 0:00 UTC));
+        assert!(admit(&[s], &ask(1, Some(1)), NOW).unwrap_err().to_string().contains("expired"));
+    }
+
+    #[test]
+    fn periods_align_to_calendar_boundaries() {
+        let t = datetime!(2026-11-27 23:59:59 UTC); // a Friday
+        let day = |p: Period, tz| Period::bounds(p, t, tz).unwrap();
+        assert_eq!(day(Period::Daily, None), (datetime!(2026-11-27 0:00 UTC).unix_timestamp(), Some(datetime!(2026-11-28 0:00 UTC).unix_timestamp())));
+        assert_eq!(day(Period::Weekly, None).0, datetime!(2026-11-23 0:00 UTC).unix_timestamp());
+        assert_eq!(day(Period::Monthly, None), (datetime!(2026-11-01 0:00 UTC).unix_timestamp(), Some(datetime!(2026-12-01 0:00 UTC).unix_timestamp())));
+        // In Tokyo it is already Saturday the 28th.
+        assert_eq!(day(Period::Daily, Some("Asia/Tokyo")).0, datetime!(2026-11-27 15:00 UTC).unix_timestamp());
+        assert_eq!(day(Period::None, None), (0, None));
+        assert!(Period::bounds(Period::Daily, t, Some("Mars/Olympus")).is_err());
+    }
+
+    proptest! {
+        /// Whatever is admitted fits: spent + reserved + amount ≤ limit on every budget.
+        #[test]
+        fn admitted_amounts_never_exceed_any_limit(
+            limits in proptest::collection::vec((0i64..10_000_000, 0i64..10_000_000, 0i64..10_000_000, any::<bool>()), 0..4),
+            prompt in 0u64..100_000,
+            requested in proptest::option::of(0u32..100_000),
+            cap in 1u32..200_000,
+            input in 0.0f64..20.0,
+            output in 0.0f64..80.0,
+        ) {
+            let states: Vec<_> = limits.iter().map(|&(l, s, r, usd)| {
+                status(if usd { Unit::Usd } else { Unit::Tokens }, l, s.min(l), r.min(l - s.min(l)))
+            }).collect();
+            let a = Ask { prompt_tokens: prompt, requested_output: requested, output_cap: cap, price: Price::per_mtok(input, output, input) };
+            if let Ok(adm) = admit(&states, &a, NOW) {
+                for (s, amount) in states.iter().zip(&adm.amounts) {
+                    prop_assert!(s.spent + s.reserved + amount <= s.budget.limit);
+                }
+                if let Some(m) = adm.set_max_tokens {
+                    prop_assert!(m >= MIN_OUTPUT_TOKENS && m < cap && requested.is_none());
+                }
+            }
+        }
+
+        /// Every instant lies in exactly the period whose bounds contain it.
+        #[test]
+        fn a_moment_lies_inside_its_period(secs in 0i64..4_102_444_800, p in 1usize..4) {
+            let period = [Period::None, Period::Daily, Period::Weekly, Period::Monthly][p];
+            let now = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let (start, end) = period.bounds(now, None).unwrap();
+            prop_assert!(start <= secs);
+            prop_assert!(end.unwrap() > secs);
+            let (next_start, _) = period.bounds(OffsetDateTime::from_unix_timestamp(end.unwrap()).unwrap(), None).unwrap();
+            prop_assert_eq!(next_start, end.unwrap());
+        }
+    }
+}

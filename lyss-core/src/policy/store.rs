@@ -1,0 +1,132 @@
+//! The budget algorithm, written once for every SQL backend.
+//!
+//! A backend provides [`BudgetTx`]: a handful of statements run inside *one* of its write
+//! transactions. [`reserve_in`], [`settle_in`] and [`reap_in`] compose them, so the
+//! reservation is all-or-nothing across budgets and a settlement commits together with its
+//! ledger row (durable before acknowledged).
+
+use time::OffsetDateTime;
+
+use super::budget::{self, Ask, Budget, BudgetStatus};
+use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
+use crate::error::Result;
+
+/// Statements of one write transaction. Row-locking backends lock the usage rows they read.
+#[allow(async_fn_in_trait)]
+pub(crate) trait BudgetTx: Send {
+    /// Budgets attached to any of these scope ids (workspace, user, key), ordered by id.
+    async fn budgets_for(&mut self, scope_ids: &[&str]) -> Result<Vec<Budget>>;
+    /// `(spent, reserved)` of a budget's period, creating the row at zero if needed.
+    async fn usage_row(&mut self, budget_id: &str, period_start: i64) -> Result<(i64, i64)>;
+    /// Adds to `spent` and `reserved` (either may be negative); returns the new pair.
+    async fn add_usage(
+        &mut self,
+        budget_id: &str,
+        period_start: i64,
+        spent: i64,
+        reserved: i64,
+    ) -> Result<(i64, i64)>;
+    async fn insert_hold(&mut self, reservation_id: &str, hold: &Hold, expires_at: i64) -> Result<()>;
+    /// Removes a hold and returns its amount; `None` if it was already released.
+    async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
+    /// Removes every hold that expired at or before `now`: `(budget_id, period_start, amount)`.
+    async fn take_expired(&mut self, now: i64) -> Result<Vec<(String, i64, i64)>>;
+    async fn insert_ledger(&mut self, entry: &LedgerEntry) -> Result<()>;
+}
+
+/// Admits and reserves, or refuses. The outer error is a store failure (roll back); the inner
+/// one a refusal (nothing was written).
+pub(crate) async fn reserve_in<T: BudgetTx>(
+    tx: &mut T,
+    who: &Principal,
+    ask: &Ask,
+    now: OffsetDateTime,
+    ttl: std::time::Duration,
+) -> Result<Result<Reservation>> {
+    let budgets = tx
+        .budgets_for(&[&who.workspace_id, &who.user_id, &who.key_id])
+        .await?;
+    let mut states = Vec::with_capacity(budgets.len());
+    for mut b in budgets {
+        b.scope_name = match b.scope {
+            budget::Scope::Workspace => who.workspace_name.clone(),
+            budget::Scope::User => who.user_name.clone(),
+            budget::Scope::Key => who.key_id.clone(),
+        };
+        let (period_start, resets) = match b.period.bounds(now, b.tz.as_deref()) {
+            Ok(bounds) => bounds,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (spent, reserved) = tx.usage_row(&b.id, period_start).await?;
+        states.push(BudgetStatus {
+            period_start,
+            resets_at: resets.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
+            spent,
+            reserved,
+            budget: b,
+        });
+    }
+    let admitted = match budget::admit(&states, ask, now) {
+        Ok(a) => a,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
+    let mut holds = Vec::with_capacity(states.len());
+    let mut left = BudgetLeft::default();
+    for (s, amount) in states.iter().zip(&admitted.amounts) {
+        let hold = Hold {
+            budget_id: s.budget.id.clone(),
+            unit: s.budget.unit,
+            period_start: s.period_start,
+            amount: *amount,
+            limit: s.budget.limit,
+        };
+        let (spent, reserved) = tx.add_usage(&hold.budget_id, hold.period_start, 0, *amount).await?;
+        tx.insert_hold(&id, &hold, expires_at).await?;
+        left.note(hold.unit, hold.limit - spent - reserved);
+        holds.push(hold);
+    }
+    Ok(Ok(Reservation {
+        id,
+        holds,
+        set_max_tokens: admitted.set_max_tokens,
+        left,
+    }))
+}
+
+/// Turns a reservation into spend (what the entry says was used), releases the rest, and
+/// appends the ledger row — in the caller's transaction. A hold the reaper already released
+/// still gets its spend: tokens that flowed are never dropped.
+pub(crate) async fn settle_in<T: BudgetTx>(
+    tx: &mut T,
+    reservation: &Reservation,
+    entry: &LedgerEntry,
+) -> Result<BudgetLeft> {
+    let mut left = BudgetLeft::default();
+    for hold in &reservation.holds {
+        let spent = budget::spend(
+            hold.unit,
+            entry.cost_nusd,
+            entry.prompt_tokens,
+            entry.completion_tokens,
+        );
+        let held = tx.take_hold(&reservation.id, &hold.budget_id).await?.unwrap_or(0);
+        let (s, r) = tx
+            .add_usage(&hold.budget_id, hold.period_start, spent, -held)
+            .await?;
+        left.note(hold.unit, hold.limit - s - r);
+    }
+    tx.insert_ledger(entry).await?;
+    Ok(left)
+}
+
+/// Releases reservations whose request died (client gone, process killed).
+pub(crate) async fn reap_in<T: BudgetTx>(tx: &mut T, now: OffsetDateTime) -> Result<u64> {
+    let expired = tx.take_expired(now.unix_timestamp()).await?;
+    for (budget_id, period_start, amount) in &expired {
+        tx.add_usage(budget_id, *period_start, 0, -amount).await?;
+    }
+    Ok(expired.len() as u64)
+}
+
