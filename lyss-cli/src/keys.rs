@@ -37,7 +37,7 @@ pub enum Cmd {
     Revoke { id: String },
 }
 
-fn parse_expiry(s: &str) -> Result<OffsetDateTime, String> {
+pub fn parse_expiry(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }

@@ -1,9 +1,11 @@
 //! `lyss`: the admin CLI. It works directly on the same store as the server (same config and
 //! data directory), prints human tables by default and JSON with `--json`.
 
+mod budgets;
 mod keys;
 mod models;
 mod output;
+mod usage;
 mod users;
 mod workspaces;
 
@@ -50,6 +52,14 @@ enum Command {
     /// Configured models and prices.
     #[command(subcommand)]
     Model(models::Cmd),
+    /// Hard budgets (USD or tokens) on workspaces, users and keys.
+    #[command(subcommand)]
+    Budget(budgets::Cmd),
+    /// Rate limits (requests and tokens per minute).
+    #[command(subcommand)]
+    Limit(budgets::LimitCmd),
+    /// Spend and tokens from the ledger, grouped.
+    Usage(usage::Cmd),
 }
 
 /// What a command needs: the loaded config and, opened on demand, the store.
@@ -91,5 +101,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => users::run(&ctx, c).await,
         Command::Key(c) => keys::run(&ctx, c).await,
         Command::Model(c) => models::run(&ctx, c).await,
+        Command::Budget(c) => budgets::run(&ctx, c).await,
+        Command::Limit(c) => budgets::run_limit(&ctx, c).await,
+        Command::Usage(c) => usage::run(&ctx, c).await,
     }
 }

@@ -15,8 +15,15 @@ pub struct Config {
     /// Where the SQLite file and the admin token live. Default: the user's data directory
     /// (`~/.local/share/lyss` on Linux). Env `LYSS_DATA_DIR`.
     pub data_dir: Option<PathBuf>,
-    /// The governance store. Default `sqlite://<data_dir>/lyss.db`. Env `LYSS_DATABASE_URL`.
+    /// The governance store: `sqlite://…` or `postgres://…`. Default
+    /// `sqlite://<data_dir>/lyss.db`. Env `LYSS_DATABASE_URL`.
     pub database_url: Option<String>,
+    /// Redis for rate-limit counters shared by replicas. Default: none (counters in process).
+    /// Env `LYSS_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// Seconds a budget reservation may stay open before the reaper releases it (its request
+    /// died). Default 900: longer than any upstream timeout. Env `LYSS_RESERVATION_TIMEOUT_SECS`.
+    pub reservation_timeout_secs: u64,
     /// The admin token. Default: generated on first start and kept in `<data_dir>/admin_token`
     /// (mode 0600). Env `LYSS_ADMIN_TOKEN`.
     #[serde(skip_serializing)]
@@ -43,6 +50,8 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: None,
             database_url: None,
+            redis_url: None,
+            reservation_timeout_secs: 900,
             admin_token: None,
             body_limit: 32 * 1024 * 1024,
             cors_origins: vec!["*".into()],

@@ -313,7 +313,9 @@ impl Lyss {
                             .sum(),
                         ..Usage::default()
                     });
-                    let left = ledger.settle(self.policy.as_ref(), &usage, 200, None).await?;
+                    let left = ledger
+                        .settle(self.policy.as_ref(), &usage, 200, None)
+                        .await?;
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
                         headers: budget_headers(&left),
@@ -390,7 +392,9 @@ impl Lyss {
             prompt_tokens,
             ..Usage::default()
         });
-        ledger.settle(self.policy.as_ref(), &usage, 200, None).await?;
+        ledger
+            .settle(self.policy.as_ref(), &usage, 200, None)
+            .await?;
         if want_base64 {
             for e in &mut resp.data {
                 e.embedding = std::mem::replace(
@@ -408,8 +412,8 @@ impl Lyss {
 /// `max_completion_tokens`; most OpenAI-compatible servers only know `max_tokens`.
 fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
     let m = upstream.rsplit('/').next().unwrap_or(upstream);
-    let reasoning =
-        m.starts_with("gpt-5") || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
+    let reasoning = m.starts_with("gpt-5")
+        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
     if reasoning {
         req.max_completion_tokens = Some(n);
     } else {
@@ -605,7 +609,12 @@ impl Drop for StreamRelay {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let settled = ledger
-                        .settle(policy.as_ref(), &usage, 499, Some("client disconnected".into()))
+                        .settle(
+                            policy.as_ref(),
+                            &usage,
+                            499,
+                            Some("client disconnected".into()),
+                        )
                         .await;
                     if let Err(e) = settled {
                         tracing::error!(error = %e, "could not record a cancelled stream");

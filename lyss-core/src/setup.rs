@@ -16,7 +16,9 @@ use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secret};
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
-use crate::policy::{Policy, SqlitePolicy, keys};
+use crate::policy::{
+    InMemoryRateLimiter, Policy, PostgresPolicy, RateLimiter, RedisRateLimiter, SqlitePolicy, keys,
+};
 use crate::provider::{OpenAiProvider, Provider};
 
 /// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
@@ -37,6 +39,8 @@ const ENV_KEYS: &[&str] = &[
     "bind",
     "data_dir",
     "database_url",
+    "redis_url",
+    "reservation_timeout_secs",
     "admin_token",
     "body_limit",
     "log_format",
@@ -205,10 +209,55 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
         }
         return Ok(Arc::new(SqlitePolicy::connect(&url).await?));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return PostgresPolicy::connect(&url)
+            .await
+            .map(|p| Arc::new(p) as Arc<dyn Policy>)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "database_url: cannot use Postgres at {}: {e}",
+                    redact_url(&url)
+                ))
+            });
+    }
     Err(Error::Config(format!(
-        "database_url: unsupported scheme in `{}` (supported: sqlite://)",
+        "database_url: unsupported scheme in `{}` (supported: sqlite://, postgres://)",
         url.split("://").next().unwrap_or_default()
     )))
+}
+
+/// The rate limiter named by the config: Redis when `redis_url` is set, else in process.
+pub async fn open_rate_limiter(config: &Config) -> Result<Arc<dyn RateLimiter>> {
+    match &config.redis_url {
+        Some(url) => RedisRateLimiter::connect(url, "lyss:rl:")
+            .await
+            .map(|r| Arc::new(r) as Arc<dyn RateLimiter>)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "redis_url: cannot use Redis at {}: {e}",
+                    redact_url(url)
+                ))
+            }),
+        None => {
+            if database_url(config).starts_with("postgres") {
+                tracing::warn!(
+                    "rate limits are counted per replica: set redis_url to share them across replicas"
+                );
+            }
+            Ok(Arc::new(InMemoryRateLimiter::new()))
+        }
+    }
+}
+
+/// A URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Builds the providers of the config by name.
@@ -264,10 +313,32 @@ pub async fn build(config: &Config) -> Result<Lyss> {
     let providers = build_providers(config)?;
     let models = build_models(config, &providers).await?;
     let policy = open_policy(config).await?;
+    let limiter = open_rate_limiter(config).await?;
     Ok(Lyss::builder(policy)
         .models(models)
+        .rate_limiter(limiter)
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
+        .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
         .build())
+}
+
+/// Runs [`Lyss::reap_expired`] forever at [`Lyss::reap_interval`]; failures are logged and
+/// retried on the next tick.
+pub fn spawn_reaper(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lyss.reap_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match lyss.reap_expired().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(released = n, "released reservations of requests that died")
+                }
+                Err(e) => tracing::warn!(error = %e, "reservation reaper failed; retrying"),
+            }
+        }
+    })
 }
 
 /// Where the admin token came from.

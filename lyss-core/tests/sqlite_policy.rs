@@ -38,6 +38,8 @@ async fn data_survives_reopening_the_file() {
         .expect("key")
         .key
     };
-    let p = lyss_core::SqlitePolicy::connect(&url).await.expect("reopen");
+    let p = lyss_core::SqlitePolicy::connect(&url)
+        .await
+        .expect("reopen");
     assert_eq!(p.authenticate(&key).await.expect("auth").user_name, "ann");
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt as _;
 use axum::http::{HeaderName, Method};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use lyss_core::Lyss;
 use lyss_core::config::{Config, LogFormat, Secret};
 use lyss_core::setup::{self, AdminTokenSource, Overrides};
@@ -73,6 +73,16 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .route("/admin/keys/{id}/revoke", post(routes::admin::revoke_key))
         .route("/admin/ledger", get(routes::admin::ledger))
+        .route("/admin/usage", get(routes::admin::usage))
+        .route(
+            "/admin/budgets",
+            get(routes::admin::list_budgets).post(routes::admin::set_budget),
+        )
+        .route(
+            "/admin/budgets/{id}",
+            axum::routing::delete(routes::admin::delete_budget),
+        )
+        .route("/admin/limits", post(routes::admin::set_limit))
         .route("/admin/models", get(routes::admin::models))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -150,6 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })?;
     init_tracing(config.log_format);
     let lyss = Arc::new(setup::build(&config).await?);
+    setup::spawn_reaper(lyss.clone());
     let (admin_token, source) = setup::admin_token(&config)?;
     announce(&config, &lyss, &source);
     let state = AppState {

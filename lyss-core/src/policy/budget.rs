@@ -389,7 +389,10 @@ mod tests {
     #[test]
     fn sets_max_tokens_to_what_the_tightest_budget_allows() {
         // 1000 tokens left; the prompt takes 100, so 900 output tokens fit.
-        let states = [status(Unit::Tokens, 10_000, 9_000, 0), status(Unit::Usd, 1_000_000_000, 0, 0)];
+        let states = [
+            status(Unit::Tokens, 10_000, 9_000, 0),
+            status(Unit::Usd, 1_000_000_000, 0, 0),
+        ];
         let a = admit(&states, &ask(100, None), NOW).unwrap();
         assert_eq!(a.set_max_tokens, Some(900));
         assert_eq!(a.amounts, vec![1000, 100 * 1000 + 900 * 2000]);
@@ -398,7 +401,9 @@ mod tests {
     #[test]
     fn refuses_when_not_even_a_minimal_answer_fits_and_names_the_budget() {
         let states = [status(Unit::Tokens, 1_000, 890, 0)];
-        let e = admit(&states, &ask(100, None), NOW).unwrap_err().to_string();
+        let e = admit(&states, &ask(100, None), NOW)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("user `ann` daily budget of 1000 tokens"), "{e}");
         assert!(e.contains("resets at 2026-12-01T00:00:00Z"), "{e}");
     }
@@ -413,7 +418,12 @@ mod tests {
 
     #[test]
     fn plenty_of_room_reserves_the_model_cap_without_touching_the_request() {
-        let a = admit(&[status(Unit::Usd, i64::MAX / 4, 0, 0)], &ask(10, None), NOW).unwrap();
+        let a = admit(
+            &[status(Unit::Usd, i64::MAX / 4, 0, 0)],
+            &ask(10, None),
+            NOW,
+        )
+        .unwrap();
         assert_eq!((a.output, a.set_max_tokens), (4096, None));
         let none = admit(&[], &ask(10, None), NOW).unwrap();
         assert!(none.amounts.is_empty());
@@ -423,18 +433,41 @@ mod tests {
     fn expired_budgets_admit_nothing() {
         let mut s = status(Unit::Usd, 1_000_000_000, 0, 0);
         s.budget.expires_at = Some(datetime!(2026-11-01 0:00 UTC));
-        assert!(admit(&[s], &ask(1, Some(1)), NOW).unwrap_err().to_string().contains("expired"));
+        assert!(
+            admit(&[s], &ask(1, Some(1)), NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("expired")
+        );
     }
 
     #[test]
     fn periods_align_to_calendar_boundaries() {
         let t = datetime!(2026-11-27 23:59:59 UTC); // a Friday
         let day = |p: Period, tz| Period::bounds(p, t, tz).unwrap();
-        assert_eq!(day(Period::Daily, None), (datetime!(2026-11-27 0:00 UTC).unix_timestamp(), Some(datetime!(2026-11-28 0:00 UTC).unix_timestamp())));
-        assert_eq!(day(Period::Weekly, None).0, datetime!(2026-11-23 0:00 UTC).unix_timestamp());
-        assert_eq!(day(Period::Monthly, None), (datetime!(2026-11-01 0:00 UTC).unix_timestamp(), Some(datetime!(2026-12-01 0:00 UTC).unix_timestamp())));
+        assert_eq!(
+            day(Period::Daily, None),
+            (
+                datetime!(2026-11-27 0:00 UTC).unix_timestamp(),
+                Some(datetime!(2026-11-28 0:00 UTC).unix_timestamp())
+            )
+        );
+        assert_eq!(
+            day(Period::Weekly, None).0,
+            datetime!(2026-11-23 0:00 UTC).unix_timestamp()
+        );
+        assert_eq!(
+            day(Period::Monthly, None),
+            (
+                datetime!(2026-11-01 0:00 UTC).unix_timestamp(),
+                Some(datetime!(2026-12-01 0:00 UTC).unix_timestamp())
+            )
+        );
         // In Tokyo it is already Saturday the 28th.
-        assert_eq!(day(Period::Daily, Some("Asia/Tokyo")).0, datetime!(2026-11-27 15:00 UTC).unix_timestamp());
+        assert_eq!(
+            day(Period::Daily, Some("Asia/Tokyo")).0,
+            datetime!(2026-11-27 15:00 UTC).unix_timestamp()
+        );
         assert_eq!(day(Period::None, None), (0, None));
         assert!(Period::bounds(Period::Daily, t, Some("Mars/Olympus")).is_err());
     }

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use self::budget::{Ask, Budget, BudgetStatus, NewBudget, Period, Scope, Unit};
-pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
 pub use self::postgres::PostgresPolicy;
+pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
 pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
 use crate::error::{Error, Result};

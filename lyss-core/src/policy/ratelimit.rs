@@ -40,10 +40,18 @@ pub trait RateLimiter: Send + Sync {
 
 /// GCRA step for one bucket: the new theoretical arrival time, or how long to wait.
 /// Times in microseconds.
-pub fn gcra(tat: Option<i64>, now: i64, per_minute: u32, cost: u64) -> std::result::Result<i64, i64> {
+pub fn gcra(
+    tat: Option<i64>,
+    now: i64,
+    per_minute: u32,
+    cost: u64,
+) -> std::result::Result<i64, i64> {
     let interval = MINUTE_US / i64::from(per_minute.max(1));
     let cost = i64::try_from(cost).unwrap_or(i64::MAX);
-    let new_tat = tat.unwrap_or(now).max(now).saturating_add(cost.saturating_mul(interval));
+    let new_tat = tat
+        .unwrap_or(now)
+        .max(now)
+        .saturating_add(cost.saturating_mul(interval));
     let over = new_tat - now - MINUTE_US;
     if over > 0 { Err(over) } else { Ok(new_tat) }
 }

@@ -62,8 +62,8 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 impl RedisRateLimiter {
     /// Connects to `url` (`redis://host:port/db`); bucket keys start with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Config(format!("redis_url: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(1))

@@ -26,7 +26,12 @@ pub(crate) trait BudgetTx: Send {
         spent: i64,
         reserved: i64,
     ) -> Result<(i64, i64)>;
-    async fn insert_hold(&mut self, reservation_id: &str, hold: &Hold, expires_at: i64) -> Result<()>;
+    async fn insert_hold(
+        &mut self,
+        reservation_id: &str,
+        hold: &Hold,
+        expires_at: i64,
+    ) -> Result<()>;
     /// Removes a hold and returns its amount; `None` if it was already released.
     async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
     /// Removes every hold that expired at or before `now`: `(budget_id, period_start, amount)`.
@@ -82,7 +87,9 @@ pub(crate) async fn reserve_in<T: BudgetTx>(
             amount: *amount,
             limit: s.budget.limit,
         };
-        let (spent, reserved) = tx.add_usage(&hold.budget_id, hold.period_start, 0, *amount).await?;
+        let (spent, reserved) = tx
+            .add_usage(&hold.budget_id, hold.period_start, 0, *amount)
+            .await?;
         tx.insert_hold(&id, &hold, expires_at).await?;
         left.note(hold.unit, hold.limit - spent - reserved);
         holds.push(hold);
@@ -111,7 +118,10 @@ pub(crate) async fn settle_in<T: BudgetTx>(
             entry.prompt_tokens,
             entry.completion_tokens,
         );
-        let held = tx.take_hold(&reservation.id, &hold.budget_id).await?.unwrap_or(0);
+        let held = tx
+            .take_hold(&reservation.id, &hold.budget_id)
+            .await?
+            .unwrap_or(0);
         let (s, r) = tx
             .add_usage(&hold.budget_id, hold.period_start, spent, -held)
             .await?;
@@ -129,4 +139,3 @@ pub(crate) async fn reap_in<T: BudgetTx>(tx: &mut T, now: OffsetDateTime) -> Res
     }
     Ok(expired.len() as u64)
 }
-

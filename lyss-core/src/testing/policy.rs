@@ -305,7 +305,14 @@ async fn principal(policy: &dyn Policy) -> (Principal, String) {
     (policy.authenticate(&key).await.expect("authenticate"), key)
 }
 
-async fn budget(policy: &dyn Policy, scope: Scope, target: &str, unit: Unit, limit: i64, period: Period) -> String {
+async fn budget(
+    policy: &dyn Policy,
+    scope: Scope,
+    target: &str,
+    unit: Unit,
+    limit: i64,
+    period: Period,
+) -> String {
     policy
         .set_budget(&NewBudget {
             scope,
@@ -324,7 +331,10 @@ async fn budget(policy: &dyn Policy, scope: Scope, target: &str, unit: Unit, lim
 /// (spent, reserved) of a budget in the period containing `now`.
 async fn usage_of(policy: &dyn Policy, id: &str, now: OffsetDateTime) -> (i64, i64) {
     let all = policy.budgets(now).await.expect("budgets");
-    let b = all.iter().find(|b| b.budget.id == id).expect("budget listed");
+    let b = all
+        .iter()
+        .find(|b| b.budget.id == id)
+        .expect("budget listed");
     (b.spent, b.reserved)
 }
 
@@ -363,13 +373,32 @@ fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
 pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
     let now = OffsetDateTime::now_utc();
-    let roomy = budget(policy.as_ref(), Scope::Workspace, "team", Unit::Tokens, 1_000_000, Period::None).await;
-    let tight = budget(policy.as_ref(), Scope::User, "ann", Unit::Tokens, 100, Period::Monthly).await;
+    let roomy = budget(
+        policy.as_ref(),
+        Scope::Workspace,
+        "team",
+        Unit::Tokens,
+        1_000_000,
+        Period::None,
+    )
+    .await;
+    let tight = budget(
+        policy.as_ref(),
+        Scope::User,
+        "ann",
+        Unit::Tokens,
+        100,
+        Period::Monthly,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     assert!(who.budgeted);
     match policy.reserve(&who, &ask(50, Some(100)), now, TTL).await {
         Err(Error::BudgetExceeded(msg)) => {
-            assert!(msg.contains("user `ann` monthly budget of 100 tokens"), "{msg}");
+            assert!(
+                msg.contains("user `ann` monthly budget of 100 tokens"),
+                "{msg}"
+            );
             assert!(msg.contains("resets at"), "{msg}");
         }
         other => panic!("expected BudgetExceeded, got {other:?}"),
@@ -377,7 +406,10 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
     // Nothing was held on the budget that would have admitted it.
     assert_eq!(usage_of(policy.as_ref(), &roomy, now).await, (0, 0));
     assert_eq!(usage_of(policy.as_ref(), &tight, now).await, (0, 0));
-    let r = policy.reserve(&who, &ask(50, Some(50)), now, TTL).await.expect("fits");
+    let r = policy
+        .reserve(&who, &ask(50, Some(50)), now, TTL)
+        .await
+        .expect("fits");
     assert_eq!(r.holds.len(), 2);
     assert_eq!(usage_of(policy.as_ref(), &roomy, now).await, (0, 100));
     assert_eq!(usage_of(policy.as_ref(), &tight, now).await, (0, 100));
@@ -386,7 +418,15 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
 pub async fn concurrent_reservations_never_exceed_a_limit(policy: Arc<dyn Policy>) {
     let who = Arc::new(principal(policy.as_ref()).await.0);
     let now = OffsetDateTime::now_utc();
-    let id = budget(policy.as_ref(), Scope::Key, &who.key_id, Unit::Tokens, 10_000, Period::Daily).await;
+    let id = budget(
+        policy.as_ref(),
+        Scope::Key,
+        &who.key_id,
+        Unit::Tokens,
+        10_000,
+        Period::Daily,
+    )
+    .await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (policy, who) = (policy.clone(), who.clone());
@@ -417,7 +457,10 @@ pub async fn concurrent_reservations_never_exceed_a_limit(policy: Arc<dyn Policy
     }
     assert_eq!(usage_of(policy.as_ref(), &id, now).await, (66 * 120, 0));
     let ledger_tokens: u64 = policy
-        .ledger(&LedgerQuery { limit: Some(10_000), ..LedgerQuery::default() })
+        .ledger(&LedgerQuery {
+            limit: Some(10_000),
+            ..LedgerQuery::default()
+        })
         .await
         .expect("ledger")
         .iter()
@@ -429,27 +472,55 @@ pub async fn concurrent_reservations_never_exceed_a_limit(policy: Arc<dyn Policy
 pub async fn settlement_spends_actual_usage_and_releases_the_rest(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
     let now = OffsetDateTime::now_utc();
-    let usd = budget(policy.as_ref(), Scope::Workspace, "team", Unit::Usd, 1_000_000_000, Period::Monthly).await;
+    let usd = budget(
+        policy.as_ref(),
+        Scope::Workspace,
+        "team",
+        Unit::Usd,
+        1_000_000_000,
+        Period::Monthly,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
-    let r = policy.reserve(&who, &ask(100, Some(200)), now, TTL).await.expect("reserve");
+    let r = policy
+        .reserve(&who, &ask(100, Some(200)), now, TTL)
+        .await
+        .expect("reserve");
     // 100 × 1000 + 200 × 2000 nano-USD held.
     assert_eq!(usage_of(policy.as_ref(), &usd, now).await, (0, 500_000));
     assert_eq!(r.left.usd, Some(1_000_000_000 - 500_000));
-    let left = policy.settle(&r, &spent_entry(&who, 100, 10)).await.expect("settle");
+    let left = policy
+        .settle(&r, &spent_entry(&who, 100, 10))
+        .await
+        .expect("settle");
     assert_eq!(usage_of(policy.as_ref(), &usd, now).await, (120_000, 0));
     assert_eq!(left.usd, Some(1_000_000_000 - 120_000));
     assert_eq!(left.header_value().as_deref(), Some("usd=0.999880"));
     // Settling twice must not release twice.
-    policy.settle(&r, &spent_entry(&who, 0, 0)).await.expect("second settle");
+    policy
+        .settle(&r, &spent_entry(&who, 0, 0))
+        .await
+        .expect("second settle");
     assert_eq!(usage_of(policy.as_ref(), &usd, now).await, (120_000, 0));
 }
 
 pub async fn max_tokens_is_capped_to_what_the_tightest_budget_allows(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
     let now = OffsetDateTime::now_utc();
-    budget(policy.as_ref(), Scope::User, "ann", Unit::Tokens, 400, Period::None).await;
+    budget(
+        policy.as_ref(),
+        Scope::User,
+        "ann",
+        Unit::Tokens,
+        400,
+        Period::None,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
-    let r = policy.reserve(&who, &ask(100, None), now, TTL).await.expect("reserve");
+    let r = policy
+        .reserve(&who, &ask(100, None), now, TTL)
+        .await
+        .expect("reserve");
     assert_eq!(r.set_max_tokens, Some(300));
     // Without room for a minimal answer: refused.
     assert!(matches!(
@@ -461,38 +532,92 @@ pub async fn max_tokens_is_capped_to_what_the_tightest_budget_allows(policy: Arc
 pub async fn the_reaper_releases_reservations_of_dead_requests(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
     let now = OffsetDateTime::now_utc();
-    let id = budget(policy.as_ref(), Scope::User, "ann", Unit::Tokens, 1_000, Period::None).await;
+    let id = budget(
+        policy.as_ref(),
+        Scope::User,
+        "ann",
+        Unit::Tokens,
+        1_000,
+        Period::None,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     let ttl = std::time::Duration::from_secs(5);
-    let dead = policy.reserve(&who, &ask(100, Some(100)), now, ttl).await.expect("reserve");
+    let dead = policy
+        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .await
+        .expect("reserve");
     let alive = policy
         .reserve(&who, &ask(100, Some(100)), now + Duration::seconds(4), ttl)
         .await
         .expect("reserve");
-    assert_eq!(policy.release_expired(now + Duration::seconds(1)).await.expect("reap"), 0);
-    assert_eq!(policy.release_expired(now + Duration::seconds(6)).await.expect("reap"), 1);
+    assert_eq!(
+        policy
+            .release_expired(now + Duration::seconds(1))
+            .await
+            .expect("reap"),
+        0
+    );
+    assert_eq!(
+        policy
+            .release_expired(now + Duration::seconds(6))
+            .await
+            .expect("reap"),
+        1
+    );
     assert_eq!(usage_of(policy.as_ref(), &id, now).await, (0, 200));
     // A late settlement of the reaped request still bills what flowed, once.
-    policy.settle(&dead, &spent_entry(&who, 100, 50)).await.expect("late settle");
-    policy.settle(&alive, &spent_entry(&who, 100, 50)).await.expect("settle");
+    policy
+        .settle(&dead, &spent_entry(&who, 100, 50))
+        .await
+        .expect("late settle");
+    policy
+        .settle(&alive, &spent_entry(&who, 100, 50))
+        .await
+        .expect("settle");
     assert_eq!(usage_of(policy.as_ref(), &id, now).await, (300, 0));
 }
 
 pub async fn periods_roll_over_and_reservations_settle_where_made(policy: Arc<dyn Policy>) {
     use time::macros::datetime;
     let (_, key) = principal(policy.as_ref()).await;
-    let id = budget(policy.as_ref(), Scope::User, "ann", Unit::Tokens, 500, Period::Daily).await;
+    let id = budget(
+        policy.as_ref(),
+        Scope::User,
+        "ann",
+        Unit::Tokens,
+        500,
+        Period::Daily,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     let before = datetime!(2026-11-27 23:59:59 UTC);
     let after = datetime!(2026-11-28 00:00:00 UTC);
-    let late = policy.reserve(&who, &ask(100, Some(300)), before, TTL).await.expect("day 1");
+    let late = policy
+        .reserve(&who, &ask(100, Some(300)), before, TTL)
+        .await
+        .expect("day 1");
     // Day 1 is nearly full...
-    assert!(policy.reserve(&who, &ask(100, Some(300)), before, TTL).await.is_err());
+    assert!(
+        policy
+            .reserve(&who, &ask(100, Some(300)), before, TTL)
+            .await
+            .is_err()
+    );
     // ...and at the boundary exactly, a fresh day admits again.
-    let early = policy.reserve(&who, &ask(100, Some(300)), after, TTL).await.expect("day 2");
-    policy.settle(&early, &spent_entry(&who, 100, 20)).await.expect("settle day 2");
+    let early = policy
+        .reserve(&who, &ask(100, Some(300)), after, TTL)
+        .await
+        .expect("day 2");
+    policy
+        .settle(&early, &spent_entry(&who, 100, 20))
+        .await
+        .expect("settle day 2");
     // The in-flight day-1 request settles into day 1, after the rollover.
-    policy.settle(&late, &spent_entry(&who, 100, 200)).await.expect("settle day 1");
+    policy
+        .settle(&late, &spent_entry(&who, 100, 200))
+        .await
+        .expect("settle day 1");
     assert_eq!(usage_of(policy.as_ref(), &id, before).await, (300, 0));
     assert_eq!(usage_of(policy.as_ref(), &id, after).await, (120, 0));
     let listed = policy.budgets(after).await.expect("budgets");
@@ -505,10 +630,29 @@ pub async fn periods_roll_over_and_reservations_settle_where_made(policy: Arc<dy
 pub async fn lowering_a_limit_applies_at_once(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
     let now = OffsetDateTime::now_utc();
-    let first = budget(policy.as_ref(), Scope::Workspace, "team", Unit::Tokens, 10_000, Period::Monthly).await;
+    let first = budget(
+        policy.as_ref(),
+        Scope::Workspace,
+        "team",
+        Unit::Tokens,
+        10_000,
+        Period::Monthly,
+    )
+    .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
-    policy.reserve(&who, &ask(10, Some(10)), now, TTL).await.expect("fits");
-    let again = budget(policy.as_ref(), Scope::Workspace, "team", Unit::Tokens, 10, Period::Monthly).await;
+    policy
+        .reserve(&who, &ask(10, Some(10)), now, TTL)
+        .await
+        .expect("fits");
+    let again = budget(
+        policy.as_ref(),
+        Scope::Workspace,
+        "team",
+        Unit::Tokens,
+        10,
+        Period::Monthly,
+    )
+    .await;
     assert_eq!(first, again, "setting a budget again replaces it");
     assert!(matches!(
         policy.reserve(&who, &ask(10, Some(10)), now, TTL).await,
@@ -516,7 +660,10 @@ pub async fn lowering_a_limit_applies_at_once(policy: Arc<dyn Policy>) {
     ));
     policy.delete_budget(&first).await.expect("delete");
     assert!(policy.budgets(now).await.expect("list").is_empty());
-    assert!(matches!(policy.delete_budget(&first).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        policy.delete_budget(&first).await,
+        Err(Error::NotFound(_))
+    ));
 }
 
 pub async fn expired_budgets_admit_nothing(policy: Arc<dyn Policy>) {
@@ -539,18 +686,20 @@ pub async fn expired_budgets_admit_nothing(policy: Arc<dyn Policy>) {
         Err(Error::BudgetExceeded(msg)) => assert!(msg.contains("expired"), "{msg}"),
         other => panic!("expected an expired budget to refuse, got {other:?}"),
     }
-    assert!(policy
-        .set_budget(&NewBudget {
-            scope: Scope::User,
-            target: "nobody".into(),
-            unit: Unit::Usd,
-            limit: 1,
-            period: Period::None,
-            tz: None,
-            expires_at: None,
-        })
-        .await
-        .is_err());
+    assert!(
+        policy
+            .set_budget(&NewBudget {
+                scope: Scope::User,
+                target: "nobody".into(),
+                unit: Unit::Usd,
+                limit: 1,
+                period: Period::None,
+                tz: None,
+                expires_at: None,
+            })
+            .await
+            .is_err()
+    );
 }
 
 pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
@@ -561,28 +710,64 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
             e.status = 502;
             e.model = "m2".into();
         }
-        policy.settle(&Reservation::default(), &e).await.expect("record");
+        policy
+            .settle(&Reservation::default(), &e)
+            .await
+            .expect("record");
     }
     let by_ws = policy
-        .usage(&UsageQuery { by: GroupBy::Workspace, since: None })
+        .usage(&UsageQuery {
+            by: GroupBy::Workspace,
+            since: None,
+        })
         .await
         .expect("usage");
     assert_eq!(by_ws.len(), 1);
     assert_eq!(by_ws[0].group, "team");
     assert_eq!((by_ws[0].requests, by_ws[0].errors), (3, 1));
-    assert_eq!((by_ws[0].prompt_tokens, by_ws[0].completion_tokens), (60, 6));
+    assert_eq!(
+        (by_ws[0].prompt_tokens, by_ws[0].completion_tokens),
+        (60, 6)
+    );
     assert_eq!(by_ws[0].cost_nusd, 60 * 1000 + 6 * 2000);
     let by_model = policy
-        .usage(&UsageQuery { by: GroupBy::Model, since: None })
+        .usage(&UsageQuery {
+            by: GroupBy::Model,
+            since: None,
+        })
         .await
         .expect("usage");
-    assert_eq!(by_model.iter().map(|r| r.group.as_str()).collect::<Vec<_>>(), vec!["m1", "m2"]);
-    let by_user = policy.usage(&UsageQuery { by: GroupBy::User, since: None }).await.expect("usage");
+    assert_eq!(
+        by_model
+            .iter()
+            .map(|r| r.group.as_str())
+            .collect::<Vec<_>>(),
+        vec!["m1", "m2"]
+    );
+    let by_user = policy
+        .usage(&UsageQuery {
+            by: GroupBy::User,
+            since: None,
+        })
+        .await
+        .expect("usage");
     assert_eq!(by_user[0].group, "ann");
-    let by_day = policy.usage(&UsageQuery { by: GroupBy::Day, since: None }).await.expect("usage");
-    assert_eq!(by_day[0].group, OffsetDateTime::now_utc().date().to_string());
+    let by_day = policy
+        .usage(&UsageQuery {
+            by: GroupBy::Day,
+            since: None,
+        })
+        .await
+        .expect("usage");
+    assert_eq!(
+        by_day[0].group,
+        OffsetDateTime::now_utc().date().to_string()
+    );
     let future = policy
-        .usage(&UsageQuery { by: GroupBy::Key, since: Some(OffsetDateTime::now_utc() + Duration::hours(1)) })
+        .usage(&UsageQuery {
+            by: GroupBy::Key,
+            since: Some(OffsetDateTime::now_utc() + Duration::hours(1)),
+        })
         .await
         .expect("usage");
     assert!(future.is_empty());
@@ -591,15 +776,45 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
 pub async fn rate_limits_and_budgets_reach_the_principal(policy: Arc<dyn Policy>) {
     let (who, key) = principal(policy.as_ref()).await;
     assert!(!who.budgeted && who.rate_limits.is_empty());
-    policy.set_rate_limit(Scope::User, "ann", Some(60), None).await.expect("user limit");
-    policy.set_rate_limit(Scope::Key, &who.key_id, None, Some(1000)).await.expect("key limit");
+    policy
+        .set_rate_limit(Scope::User, "ann", Some(60), None)
+        .await
+        .expect("user limit");
+    policy
+        .set_rate_limit(Scope::Key, &who.key_id, None, Some(1000))
+        .await
+        .expect("key limit");
     let again = policy.authenticate(&key).await.expect("re-authenticate");
     assert_eq!(again.rate_limits.len(), 2);
-    let user = again.rate_limits.iter().find(|l| l.scope == Scope::User).expect("user");
+    let user = again
+        .rate_limits
+        .iter()
+        .find(|l| l.scope == Scope::User)
+        .expect("user");
     assert_eq!((user.rpm, user.tpm), (Some(60), None));
-    let key_limit = again.rate_limits.iter().find(|l| l.scope == Scope::Key).expect("key");
+    let key_limit = again
+        .rate_limits
+        .iter()
+        .find(|l| l.scope == Scope::Key)
+        .expect("key");
     assert_eq!((key_limit.rpm, key_limit.tpm), (None, Some(1000)));
-    policy.set_rate_limit(Scope::User, "ann", None, None).await.expect("clear");
-    assert_eq!(policy.authenticate(&key).await.expect("re-authenticate").rate_limits.len(), 1);
-    assert!(policy.set_rate_limit(Scope::Workspace, "nope", Some(1), None).await.is_err());
+    policy
+        .set_rate_limit(Scope::User, "ann", None, None)
+        .await
+        .expect("clear");
+    assert_eq!(
+        policy
+            .authenticate(&key)
+            .await
+            .expect("re-authenticate")
+            .rate_limits
+            .len(),
+        1
+    );
+    assert!(
+        policy
+            .set_rate_limit(Scope::Workspace, "nope", Some(1), None)
+            .await
+            .is_err()
+    );
 }

@@ -56,7 +56,12 @@ pub async fn limits_hold_and_name_the_bucket(limiter: Arc<dyn RateLimiter>, pref
         other => panic!("expected RateLimited, got {other:?}"),
     }
     // A request larger than a minute's allowance never passes.
-    assert!(limiter.charge(&[charge(prefix, "tpm", 100, 101)], now).await.is_err());
+    assert!(
+        limiter
+            .charge(&[charge(prefix, "tpm", 100, 101)], now)
+            .await
+            .is_err()
+    );
 }
 
 pub async fn charges_are_all_or_nothing(limiter: Arc<dyn RateLimiter>, prefix: &str) {
@@ -69,7 +74,10 @@ pub async fn charges_are_all_or_nothing(limiter: Arc<dyn RateLimiter>, prefix: &
     for _ in 0..3 {
         assert!(
             limiter
-                .charge(&[charge(prefix, "big", 3, 1), charge(prefix, "small", 1, 1)], now)
+                .charge(
+                    &[charge(prefix, "big", 3, 1), charge(prefix, "small", 1, 1)],
+                    now
+                )
                 .await
                 .is_err()
         );
@@ -82,7 +90,10 @@ pub async fn charges_are_all_or_nothing(limiter: Arc<dyn RateLimiter>, prefix: &
     }
 }
 
-pub async fn concurrent_callers_never_exceed_the_limit(limiter: Arc<dyn RateLimiter>, prefix: &str) {
+pub async fn concurrent_callers_never_exceed_the_limit(
+    limiter: Arc<dyn RateLimiter>,
+    prefix: &str,
+) {
     let now = OffsetDateTime::now_utc();
     let tasks: Vec<_> = (0..100)
         .map(|_| {

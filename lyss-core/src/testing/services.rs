@@ -12,7 +12,9 @@ fn in_ci() -> bool {
 fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if in_ci() => panic!("CI=true but {var} is not set: integration tests must not be skipped"),
+        _ if in_ci() => {
+            panic!("CI=true but {var} is not set: integration tests must not be skipped")
+        }
         _ => {
             eprintln!("skipped: set {var} to run this test against a real server");
             None

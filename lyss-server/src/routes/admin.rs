@@ -7,7 +7,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use lyss_core::Error;
-use lyss_core::policy::{CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewKey, User, Workspace};
+use lyss_core::policy::{
+    Budget, BudgetStatus, CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewBudget, NewKey, Scope,
+    UsageQuery, UsageRow, User, Workspace,
+};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
@@ -162,4 +165,56 @@ pub async fn models(State(s): State<AppState>) -> Json<Vec<ModelInfo>> {
             })
             .collect(),
     )
+}
+
+pub async fn usage(
+    State(s): State<AppState>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Vec<UsageRow>>, ApiError> {
+    Ok(Json(s.lyss.policy().usage(&q).await?))
+}
+
+pub async fn list_budgets(State(s): State<AppState>) -> Result<Json<Vec<BudgetStatus>>, ApiError> {
+    Ok(Json(
+        s.lyss
+            .policy()
+            .budgets(time::OffsetDateTime::now_utc())
+            .await?,
+    ))
+}
+
+pub async fn set_budget(
+    State(s): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Budget>, ApiError> {
+    let b: NewBudget = parse(&s, raw)?;
+    Ok(Json(s.lyss.policy().set_budget(&b).await?))
+}
+
+pub async fn delete_budget(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    s.lyss.policy().delete_budget(&id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct NewLimit {
+    scope: Scope,
+    target: String,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+}
+
+pub async fn set_limit(
+    State(s): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let l: NewLimit = parse(&s, raw)?;
+    s.lyss
+        .policy()
+        .set_rate_limit(l.scope, &l.target, l.rpm, l.tpm)
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

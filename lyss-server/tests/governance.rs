@@ -1,0 +1,350 @@
+//! Budgets and rate limits through the real router: refusals in OpenAI's shape, the output cap
+//! sent upstream, the remaining-budget header, and failing closed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ADMIN, TestApp, sse, sse_data};
+use lyss_core::policy::{NewBudget, Period, Scope, Unit};
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+fn small_completion(prompt: u64, completion: u64) -> Value {
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    })
+}
+
+async fn mock_small(app: &TestApp) {
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(small_completion(10, 5)))
+        .mount(&app.upstream)
+        .await;
+}
+
+async fn token_budget(app: &TestApp, scope: Scope, target: &str, limit: i64) -> String {
+    app.state
+        .lyss
+        .policy()
+        .set_budget(&NewBudget {
+            scope,
+            target: target.into(),
+            unit: Unit::Tokens,
+            limit,
+            period: Period::Monthly,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn spent_reserved(app: &TestApp, id: &str) -> (i64, i64) {
+    let all = app
+        .state
+        .lyss
+        .policy()
+        .budgets(time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let b = all.iter().find(|b| b.budget.id == id).unwrap();
+    (b.spent, b.reserved)
+}
+
+fn chat(extra: Value) -> Value {
+    let mut body =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+/// Waits out the key cache so a budget set after the key was first used is seen.
+async fn key_cache_expiry() {
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+}
+
+#[tokio::test]
+async fn a_request_no_budget_can_admit_is_429_insufficient_quota_and_never_sent() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    token_budget(&app, Scope::User, "ann", 15).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("user `ann` monthly budget of 15 tokens"),
+        "{msg}"
+    );
+    assert!(msg.contains("resets at"), "{msg}");
+    assert!(app.upstream_bodies().await.is_empty());
+}
+
+#[tokio::test]
+async fn max_tokens_is_set_to_what_is_left_and_the_caller_sees_the_remainder() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    let id = token_budget(&app, Scope::Workspace, "team", 1_000).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The prompt ("hello there" + framing) is 8 tokens on o200k: 992 left for the answer.
+    let sent = &app.upstream_bodies().await[0];
+    assert_eq!(sent["max_tokens"], 992);
+    // Settled with the upstream's usage (10 + 5), the rest released.
+    assert_eq!(resp.headers()["x-lyss-budget-remaining"], "tokens=985");
+    assert_eq!(spent_reserved(&app, &id).await, (15, 0));
+
+    // A request that sets its own cap is left alone when it fits...
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({"max_tokens": 100})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.upstream_bodies().await[1]["max_tokens"], 100);
+    // ...and refused when it does not.
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({"max_completion_tokens": 5000})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+}
+
+#[tokio::test]
+async fn streams_settle_their_usage_into_the_budget() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse("up-mini", &["a", "b"], true)),
+        )
+        .mount(&app.upstream)
+        .await;
+    let id = token_budget(&app, Scope::Key, app.key.split('-').nth(2).unwrap(), 5_000).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({"stream": true})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let left = resp.headers()["x-lyss-budget-remaining"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(left.starts_with("tokens="), "{left}");
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    // The fake's usage chunk says 9 + 12.
+    assert_eq!(spent_reserved(&app, &id).await, (21, 0));
+}
+
+#[tokio::test]
+async fn a_failed_upstream_call_releases_its_reservation() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.upstream)
+        .await;
+    let id = token_budget(&app, Scope::User, "ann", 5_000).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(spent_reserved(&app, &id).await, (0, 0));
+    assert_eq!(app.ledger().await[0].status, 500);
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_with_retry_after() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    let key_id = app.key.split('-').nth(2).unwrap().to_owned();
+    app.state
+        .lyss
+        .policy()
+        .set_rate_limit(Scope::Key, &key_id, Some(2), None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&chat(json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "retry after {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests per minute")
+    );
+    assert_eq!(app.upstream_bodies().await.len(), 2);
+}
+
+#[tokio::test]
+async fn tokens_per_minute_count_the_prompt_and_the_requested_answer() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    app.state
+        .lyss
+        .policy()
+        .set_rate_limit(Scope::User, "ann", None, Some(300))
+        .await
+        .unwrap();
+    key_cache_expiry().await;
+    let ok = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({"max_tokens": 200})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let refused = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({"max_tokens": 200})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+}
+
+#[tokio::test]
+async fn a_broken_budget_store_refuses_instead_of_overspending() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    token_budget(&app, Scope::User, "ann", 5_000).await;
+    // Break the store under the running server: reservations can no longer be written.
+    let db = app.data_dir().join("lyss.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE reservations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert!(
+        !body.to_string().contains("reservations"),
+        "5xx bodies stay generic"
+    );
+    assert!(
+        app.upstream_bodies().await.is_empty(),
+        "nothing may reach upstream unreserved"
+    );
+}
+
+#[tokio::test]
+async fn admins_manage_budgets_limits_and_read_usage_over_http() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(ADMIN);
+    let created: Value = admin(app.client.post(format!("{}/admin/budgets", app.base)))
+        .json(&json!({"scope": "workspace", "target": "team", "unit": "usd", "limit": 2_000_000_000i64, "period": "daily"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let resp = admin(app.client.post(format!("{}/admin/limits", app.base)))
+        .json(&json!({"scope": "user", "target": "ann", "rpm": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    key_cache_expiry().await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&chat(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let budgets: Value = admin(app.client.get(format!("{}/admin/budgets", app.base)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(budgets[0]["id"], id.as_str());
+    assert_eq!(budgets[0]["spent"], 10 * 1000 + 5 * 2000);
+    assert_eq!(budgets[0]["scope_name"], "team");
+    let usage: Value = admin(app.client.get(format!("{}/admin/usage?by=model", app.base)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage[0]["group"], "gpt-4o-mini");
+    assert_eq!(usage[0]["requests"], 1);
+    let resp = admin(
+        app.client
+            .delete(format!("{}/admin/budgets/{id}", app.base)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = app
+        .client
+        .get(format!("{}/admin/budgets", app.base))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
