@@ -1,1 +1,146 @@
-//! End-to-end tests live in `tests/`; they start the built `lyss-server` and `lyss` binaries.
+//! Helpers for the end-to-end tests in `tests/`: they start the built `lyss-server` and `lyss`
+//! binaries (cargo builds them beside the test executables with `cargo test --workspace`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `target/<profile>/NAME`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the binaries)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A command without the caller's lyss or provider environment.
+pub fn command(name: &str) -> Command {
+    let mut cmd = Command::new(binary(name));
+    for var in [
+        "LYSS_CONFIG",
+        "LYSS_DATA_DIR",
+        "LYSS_DATABASE_URL",
+        "LYSS_REDIS_URL",
+        "LYSS_ADMIN_TOKEN",
+        "LYSS_BIND",
+        "OPENAI_API_KEY",
+        "OLLAMA_BASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A running `lyss-server`; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `lyss-server ARGS --bind 127.0.0.1:<free port>` and waits for `/readyz`.
+    pub async fn start(args: &[&str]) -> Server {
+        let port = free_port();
+        let child = command("lyss-server")
+            .args(args)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lyss-server did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to settle anything.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// Runs `lyss --json ARGS` and parses its output (`null` when it prints nothing).
+pub fn lyss(args: &[&str]) -> Value {
+    let out = command("lyss").arg("--json").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "lyss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes a `lyss.toml` with one OpenAI-compatible provider at `upstream` (…/v1) serving
+/// `gpt-4o-mini` at 1 USD / 2 USD per 1M tokens, plus `extra` lines at the top level.
+pub fn write_config(dir: &Path, upstream: &str, extra: &str) -> PathBuf {
+    let path = dir.join("lyss.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{extra}
+
+[[providers]]
+name = "local"
+kind = "openai"
+base_url = "{upstream}"
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "local"
+aliases = ["gpt-5-mini"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[models]]
+name = "gpt-4o"
+provider = "local"
+
+[[models]]
+name = "text-embedding-3-small"
+provider = "local"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}

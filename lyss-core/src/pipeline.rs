@@ -149,6 +149,14 @@ impl Lyss {
         self.policy.release_expired(self.clock.now()).await
     }
 
+    /// When a request that started at `started` must be over: a little before its reservation
+    /// can be reaped, so the reaper never releases the hold of a request still running (which
+    /// would let its late settlement overspend).
+    fn deadline(&self, started: Instant) -> tokio::time::Instant {
+        let margin = (self.reservation_ttl / 10).min(Duration::from_secs(5));
+        tokio::time::Instant::from_std(started + self.reservation_ttl.saturating_sub(margin))
+    }
+
     /// How often [`Lyss::reap_expired`] should run: a quarter of the reservation lifetime,
     /// at most every 30 s.
     pub fn reap_interval(&self) -> Duration {
@@ -298,10 +306,15 @@ impl Lyss {
             stream: req.is_stream(),
             started,
             reservation,
+            prompt_tokens,
         };
 
+        let deadline = self.deadline(started);
         if !req.is_stream() {
-            return match model.provider.chat(&req).await {
+            let answer = tokio::time::timeout_at(deadline, model.provider.chat(&req))
+                .await
+                .unwrap_or_else(|_| Err(outlived(&model)));
+            return match answer {
                 Ok(resp) => {
                     let usage = resp.usage.clone().unwrap_or_else(|| Usage {
                         prompt_tokens: tokens::count_request(&model.upstream, &req),
@@ -330,7 +343,10 @@ impl Lyss {
         req.stream_options
             .get_or_insert_with(StreamOptions::default)
             .include_usage = Some(true);
-        let upstream = match model.provider.chat_stream(&req).await {
+        let upstream = tokio::time::timeout_at(deadline, model.provider.chat_stream(&req))
+            .await
+            .unwrap_or_else(|_| Err(outlived(&model)));
+        let upstream = match upstream {
             Ok(s) => s,
             Err(e) => return Err(ledger.failed(self.policy.as_ref(), e).await),
         };
@@ -350,6 +366,7 @@ impl Lyss {
             completion_text: String::new(),
             finished: false,
             client_wants_usage,
+            deadline,
         };
         Ok(ChatReply {
             body: ChatBody::Stream(relay.into_stream()),
@@ -383,6 +400,7 @@ impl Lyss {
             stream: false,
             started,
             reservation,
+            prompt_tokens,
         };
         let mut resp = match model.provider.embeddings(&req).await {
             Ok(r) => r,
@@ -421,6 +439,13 @@ fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
     }
 }
 
+/// The error for a request cut at its deadline.
+fn outlived(model: &Model) -> Error {
+    Error::UpstreamTimeout {
+        provider: model.provider.name().to_owned(),
+    }
+}
+
 fn budget_headers(left: &BudgetLeft) -> Vec<(&'static str, String)> {
     left.header_value()
         .map(|v| vec![(BUDGET_REMAINING_HEADER, v)])
@@ -447,6 +472,8 @@ struct LedgerDraft {
     stream: bool,
     started: Instant,
     reservation: Reservation,
+    /// Prompt tokens as counted before sending (0 when nothing needed the count).
+    prompt_tokens: u64,
 }
 
 impl LedgerDraft {
@@ -493,8 +520,17 @@ impl LedgerDraft {
             Error::UpstreamTimeout { .. } => 504,
             _ => 502,
         };
+        // A request that timed out may have been processed (and billed) upstream: count its
+        // prompt. Refused or unreachable requests cost nothing.
+        let usage = match &e {
+            Error::UpstreamTimeout { .. } => Usage {
+                prompt_tokens: self.prompt_tokens,
+                ..Usage::default()
+            },
+            _ => Usage::default(),
+        };
         if let Err(le) = self
-            .settle(policy, &Usage::default(), status, Some(e.to_string()))
+            .settle(policy, &usage, status, Some(e.to_string()))
             .await
         {
             tracing::error!(error = %le, "could not record a failed request in the ledger");
@@ -516,6 +552,8 @@ struct StreamRelay {
     /// Whether a choice reported its `finish_reason`: a stream that ends without one was cut.
     finished: bool,
     client_wants_usage: bool,
+    /// The stream is cut here, before its reservation could be reaped.
+    deadline: tokio::time::Instant,
 }
 
 impl StreamRelay {
@@ -529,8 +567,11 @@ impl StreamRelay {
     fn into_stream(self) -> ChatStream {
         Box::pin(futures::stream::unfold(self, |mut relay| async move {
             loop {
-                relay.ledger.as_ref()?;
-                match relay.upstream.next().await {
+                let model = relay.ledger.as_ref()?.model.clone();
+                let next = tokio::time::timeout_at(relay.deadline, relay.upstream.next())
+                    .await
+                    .unwrap_or_else(|_| Some(Err(outlived(&model))));
+                match next {
                     Some(Ok(mut chunk)) => {
                         for c in &chunk.choices {
                             if let Some(t) = &c.delta.content {
@@ -550,7 +591,12 @@ impl StreamRelay {
                         return Some((Ok(chunk), relay));
                     }
                     Some(Err(e)) => {
-                        relay.settle(502, Some(e.to_string())).await.ok();
+                        let status = if matches!(e, Error::UpstreamTimeout { .. }) {
+                            504
+                        } else {
+                            502
+                        };
+                        relay.settle(status, Some(e.to_string())).await.ok();
                         return Some((Err(e), relay));
                     }
                     None if !relay.finished => {

@@ -4,112 +4,25 @@
 //! drive the server with the official SDK.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use lyss_tests::{Server, command, free_port};
 
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// `target/<profile>/NAME`: cargo builds the workspace's binaries beside the test's `deps/`.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds the binaries)",
-        bin.display()
-    );
-    bin
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn clean_env(cmd: &mut Command) -> &mut Command {
-    for var in [
-        "LYSS_CONFIG",
-        "LYSS_DATABASE_URL",
-        "LYSS_ADMIN_TOKEN",
-        "LYSS_BIND",
-        "OPENAI_API_KEY",
-        "OLLAMA_BASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-async fn start_server(config: &Path, data: &Path) -> Server {
-    let port = free_port();
-    let child = clean_env(&mut Command::new(binary("lyss-server")))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lyss-server did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn lyss(config: &Path, data: &Path, args: &[&str]) -> Value {
-    let out = clean_env(&mut Command::new(binary("lyss")))
-        .args([
-            "--json",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lyss {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    lyss_tests::lyss(&all)
 }
 
 async fn fake_openai() -> MockServer {
@@ -200,7 +113,13 @@ provider = "local"
     )
     .unwrap();
 
-    let mut server = start_server(&config, &data).await;
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .await;
     // First start: a private admin token was generated in the data directory.
     let token_file = data.join("admin_token");
     #[cfg(unix)]
@@ -343,7 +262,7 @@ async fn zero_configuration_starts_and_serves_health() {
     let data = dir.path().join("data");
     let port = free_port();
     // No config file, no flags but the data dir and port: the embedded default.
-    let mut child = clean_env(&mut Command::new(binary("lyss-server")))
+    let mut child = command("lyss-server")
         .current_dir(dir.path())
         .env("LYSS_DATA_DIR", &data)
         .env("LYSS_BIND", format!("127.0.0.1:{port}"))

@@ -262,10 +262,10 @@ macro_rules! impl_sql_policy {
                 .await?)
             }
 
-            async fn take_expired(&mut self, now: i64) -> $crate::Result<Vec<(String, i64, i64)>> {
-                Ok(sqlx::query_as::<_, (String, i64, i64)>(
-                    "DELETE FROM reservations WHERE expires_at <= $1 \
-                     RETURNING budget_id, period_start, amount",
+            async fn expired_holds(&mut self, now: i64) -> $crate::Result<Vec<(String, String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, String, i64)>(
+                    "SELECT id, budget_id, period_start FROM reservations WHERE expires_at <= $1 \
+                     ORDER BY budget_id, period_start LIMIT 10000",
                 )
                 .bind(now)
                 .fetch_all(&mut *self.0)
@@ -365,38 +365,17 @@ macro_rules! impl_sql_policy {
             pool: &$pool,
             jobs: &[$crate::policy::sql::Job],
         ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
-            use $crate::policy::sql::{Job, Outcome};
             use $crate::policy::store;
             let mut conn = pool.acquire().await?;
             sqlx::query($begin).execute(&mut *conn).await?;
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            let mut tx = Tx(&mut *conn);
-            let mut result = Ok(());
-            for job in jobs {
-                let outcome = match job {
-                    Job::Reserve { who, ask, now, ttl, .. } => {
-                        store::reserve_in(&mut tx, who, ask, *now, *ttl).await.map(Outcome::Reserved)
-                    }
-                    Job::Settle { reservation, entry, .. } => {
-                        store::settle_in(&mut tx, reservation, entry).await.map(Outcome::Settled)
-                    }
-                    Job::Reap { now, .. } => store::reap_in(&mut tx, *now).await.map(Outcome::Reaped),
-                };
-                match outcome {
-                    Ok(o) => outcomes.push(o),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
+            let result = store::run_jobs(&mut Tx(&mut *conn), jobs).await;
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
                 // Never hand a connection in an unknown transaction state back to the pool.
                 conn.close_on_drop();
                 return Err(e.into());
             }
-            result.map(|()| outcomes)
+            result
         }
 
         async fn writer(pool: $pool, mut rx: tokio::sync::mpsc::Receiver<$crate::policy::sql::Job>) {

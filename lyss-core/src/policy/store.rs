@@ -1,13 +1,21 @@
 //! The budget algorithm, written once for every SQL backend.
 //!
 //! A backend provides [`BudgetTx`]: a handful of statements run inside *one* of its write
-//! transactions. [`reserve_in`], [`settle_in`] and [`reap_in`] compose them, so the
-//! reservation is all-or-nothing across budgets and a settlement commits together with its
-//! ledger row (durable before acknowledged).
+//! transactions. [`run_jobs`] composes them for a batch of jobs, so a reservation is
+//! all-or-nothing across budgets and a settlement commits together with its ledger row
+//! (durable before acknowledged).
+//!
+//! Lock order: before any job runs, the batch locks every budget-usage row it will touch, in
+//! one global order (budget id, period). Replicas that run batches at the same time therefore
+//! wait for each other but never deadlock — a deadlock would stall both for the database's
+//! detection timeout, long enough for reservations to outlive their requests.
+
+use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
 use super::budget::{self, Ask, Budget, BudgetStatus};
+use super::sql::{Job, Outcome};
 use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
 use crate::error::Result;
 
@@ -34,23 +42,22 @@ pub(crate) trait BudgetTx: Send {
     ) -> Result<()>;
     /// Removes a hold and returns its amount; `None` if it was already released.
     async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
-    /// Removes every hold that expired at or before `now`: `(budget_id, period_start, amount)`.
-    async fn take_expired(&mut self, now: i64) -> Result<Vec<(String, i64, i64)>>;
+    /// Holds that expired at or before `now` (read only): `(reservation id, budget_id,
+    /// period_start)`.
+    async fn expired_holds(&mut self, now: i64) -> Result<Vec<(String, String, i64)>>;
     async fn insert_ledger(&mut self, entry: &LedgerEntry) -> Result<()>;
 }
 
 /// Admits and reserves, or refuses. The outer error is a store failure (roll back); the inner
 /// one a refusal (nothing was written).
-pub(crate) async fn reserve_in<T: BudgetTx>(
+async fn reserve_in<T: BudgetTx>(
     tx: &mut T,
+    budgets: Vec<Budget>,
     who: &Principal,
     ask: &Ask,
     now: OffsetDateTime,
     ttl: std::time::Duration,
 ) -> Result<Result<Reservation>> {
-    let budgets = tx
-        .budgets_for(&[&who.workspace_id, &who.user_id, &who.key_id])
-        .await?;
     let mut states = Vec::with_capacity(budgets.len());
     for mut b in budgets {
         b.scope_name = match b.scope {
@@ -76,7 +83,9 @@ pub(crate) async fn reserve_in<T: BudgetTx>(
         Err(refusal) => return Ok(Err(refusal)),
     };
     let id = uuid::Uuid::now_v7().to_string();
-    let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
+    // Rounded up: a hold never expires before `ttl` has passed.
+    let deadline = now + ttl;
+    let expires_at = deadline.unix_timestamp() + i64::from(deadline.nanosecond() > 0);
     let mut holds = Vec::with_capacity(states.len());
     let mut left = BudgetLeft::default();
     for (s, amount) in states.iter().zip(&admitted.amounts) {
@@ -105,7 +114,7 @@ pub(crate) async fn reserve_in<T: BudgetTx>(
 /// Turns a reservation into spend (what the entry says was used), releases the rest, and
 /// appends the ledger row — in the caller's transaction. A hold the reaper already released
 /// still gets its spend: tokens that flowed are never dropped.
-pub(crate) async fn settle_in<T: BudgetTx>(
+async fn settle_in<T: BudgetTx>(
     tx: &mut T,
     reservation: &Reservation,
     entry: &LedgerEntry,
@@ -131,11 +140,84 @@ pub(crate) async fn settle_in<T: BudgetTx>(
     Ok(left)
 }
 
-/// Releases reservations whose request died (client gone, process killed).
-pub(crate) async fn reap_in<T: BudgetTx>(tx: &mut T, now: OffsetDateTime) -> Result<u64> {
-    let expired = tx.take_expired(now.unix_timestamp()).await?;
-    for (budget_id, period_start, amount) in &expired {
-        tx.add_usage(budget_id, *period_start, 0, -amount).await?;
+/// Releases reservations whose request died (client gone, process killed): the holds found
+/// by the pre-pass, if nobody settled them meanwhile.
+async fn reap_in<T: BudgetTx>(tx: &mut T, expired: &[(String, String, i64)]) -> Result<u64> {
+    let mut released = 0;
+    for (reservation_id, budget_id, period_start) in expired {
+        if let Some(amount) = tx.take_hold(reservation_id, budget_id).await? {
+            tx.add_usage(budget_id, *period_start, 0, -amount).await?;
+            released += 1;
+        }
     }
-    Ok(expired.len() as u64)
+    Ok(released)
+}
+
+/// What a job needs that the pre-pass reads before locking.
+enum Plan {
+    Reserve(Vec<Budget>),
+    Settle,
+    Reap(Vec<(String, String, i64)>),
+}
+
+/// Runs a batch of jobs in the caller's transaction: reads what they touch, locks every usage
+/// row in one global order, then runs each job in turn. Outcomes are only valid once the
+/// caller commits.
+pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Vec<Outcome>> {
+    let mut plans = Vec::with_capacity(jobs.len());
+    let mut rows = BTreeSet::new();
+    for job in jobs {
+        plans.push(match job {
+            Job::Reserve { who, now, .. } => {
+                let budgets = tx
+                    .budgets_for(&[&who.workspace_id, &who.user_id, &who.key_id])
+                    .await?;
+                for b in &budgets {
+                    // A bad time zone surfaces as the job's own refusal below.
+                    if let Ok((start, _)) = b.period.bounds(*now, b.tz.as_deref()) {
+                        rows.insert((b.id.clone(), start));
+                    }
+                }
+                Plan::Reserve(budgets)
+            }
+            Job::Settle { reservation, .. } => {
+                for h in &reservation.holds {
+                    rows.insert((h.budget_id.clone(), h.period_start));
+                }
+                Plan::Settle
+            }
+            Job::Reap { now, .. } => {
+                let expired = tx.expired_holds(now.unix_timestamp()).await?;
+                for (_, budget_id, start) in &expired {
+                    rows.insert((budget_id.clone(), *start));
+                }
+                Plan::Reap(expired)
+            }
+        });
+    }
+    for (budget_id, start) in &rows {
+        tx.usage_row(budget_id, *start).await?;
+    }
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for (job, plan) in jobs.iter().zip(plans) {
+        outcomes.push(match (job, plan) {
+            (
+                Job::Reserve {
+                    who, ask, now, ttl, ..
+                },
+                Plan::Reserve(budgets),
+            ) => Outcome::Reserved(reserve_in(tx, budgets, who, ask, *now, *ttl).await?),
+            (
+                Job::Settle {
+                    reservation, entry, ..
+                },
+                Plan::Settle,
+            ) => Outcome::Settled(settle_in(tx, reservation, entry).await?),
+            (Job::Reap { .. }, Plan::Reap(expired)) => {
+                Outcome::Reaped(reap_in(tx, &expired).await?)
+            }
+            _ => return Err(crate::Error::Internal("job and plan out of step".into())),
+        });
+    }
+    Ok(outcomes)
 }

@@ -1,0 +1,446 @@
+//! Three `lyss-server` replicas sharing one Postgres and one Redis, under concurrent streaming
+//! and non-streaming load with small budgets: no budget is ever exceeded (sampled while the
+//! load runs), the ledger and the budgets agree, nothing stays reserved — also after a replica
+//! is killed with SIGKILL mid-load. Revocation, lowered limits and rate limits reach every
+//! replica. Needs `LYSS_TEST_POSTGRES_URL` and `LYSS_TEST_REDIS_URL` (skipped locally without
+//! them, a failure in CI).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use lyss_tests::{Server, lyss, write_config};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Reservations of dead requests are released after this long.
+const RESERVATION_TIMEOUT_SECS: u64 = 3;
+
+/// An OpenAI-compatible upstream that behaves like a real one where budgets care: it honours
+/// `max_tokens` / `max_completion_tokens`, reports usage (prompt 5 tokens — fewer than lyss's
+/// count of the prompt — and min(max, 20) completion tokens), and streams slowly enough that
+/// requests are in flight when a replica dies.
+async fn upstream() -> String {
+    async fn chat(axum::Json(body): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        let max = body["max_completion_tokens"]
+            .as_u64()
+            .or(body["max_tokens"].as_u64())
+            .unwrap_or(16_384);
+        let completion = max.min(20);
+        let usage = json!({"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion});
+        if body["stream"] != json!(true) {
+            return axum::Json(json!({
+                "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "x".repeat(completion as usize)},
+                             "finish_reason": "length"}],
+                "usage": usage
+            }))
+            .into_response();
+        }
+        let with_usage = body["stream_options"]["include_usage"] == json!(true);
+        let events = futures::stream::unfold(0u64, move |i| {
+            let usage = usage.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let chunk = |delta: Value, finish: Value| {
+                    json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                };
+                let data = match i {
+                    i if i < completion => chunk(json!({"content": "x"}), Value::Null).to_string(),
+                    i if i == completion => chunk(json!({}), json!("length")).to_string(),
+                    i if i == completion + 1 && with_usage => {
+                        json!({"id": "c", "object": "chat.completion.chunk",
+                        "created": 1, "model": "gpt-4o-mini", "choices": [], "usage": usage})
+                        .to_string()
+                    }
+                    i if i <= completion + 2 => "[DONE]".to_string(),
+                    _ => return None,
+                };
+                let done = data == "[DONE]";
+                Some((
+                    Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
+                    if done { u64::MAX - 1 } else { i + 1 },
+                ))
+            }
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(events))
+            .unwrap()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+struct Cluster {
+    replicas: Vec<Server>,
+    db: String,
+    pool: PgPool,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` when the services are not configured (outside CI).
+    async fn start() -> Option<Cluster> {
+        let db = lyss_core::testing::services::postgres().await?;
+        let (redis, _) = lyss_core::testing::services::redis().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = upstream().await;
+        let config = write_config(
+            dir.path(),
+            &upstream,
+            &format!(
+                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\""
+            ),
+        );
+        let config = config.to_str().unwrap().to_owned();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        // The first replica creates the schema; the others start against it at once.
+        let mut replicas = vec![Server::start(&["--config", &config, "--data-dir", data]).await];
+        for _ in 0..2 {
+            replicas.push(Server::start(&["--config", &config, "--data-dir", data]).await);
+        }
+        let pool = PgPool::connect(&db).await.unwrap();
+        Some(Cluster {
+            replicas,
+            db,
+            pool,
+            _dir: dir,
+        })
+    }
+
+    fn lyss(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--database-url", self.db.as_str()];
+        all.extend_from_slice(args);
+        lyss(&all)
+    }
+
+    /// A workspace `team` and `n` users with one key each; returns (key id, key).
+    fn tenants(&self, n: usize) -> Vec<(String, String)> {
+        self.lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
+        (0..n)
+            .map(|i| {
+                let user = format!("u{i}");
+                self.lyss(&["user", "create", &user, "--workspace", "team"]);
+                let k = self.lyss(&["key", "create", "--user", &user]);
+                (
+                    k["id"].as_str().unwrap().to_owned(),
+                    k["key"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every budget's row of the current period: (budget id, limit, spent, reserved).
+    async fn budget_rows(&self) -> Vec<(String, i64, i64, i64)> {
+        sqlx::query_as(
+            "SELECT b.id, b.limit_amount, COALESCE(SUM(u.spent), 0)::BIGINT, COALESCE(SUM(u.reserved), 0)::BIGINT \
+             FROM budgets b LEFT JOIN budget_usage u ON u.budget_id = b.id GROUP BY b.id, b.limit_amount",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn chat_body(i: u64) -> Value {
+    let mut body = json!({"model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hello there, how are you today? tell me something."}]});
+    if i % 2 == 0 {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if i % 3 != 0 {
+        body["max_tokens"] = json!(20);
+    }
+    body
+}
+
+/// Sends one chat request and reads it to the end; returns the status (0: connection failed).
+async fn one_request(client: &reqwest::Client, base: &str, key: &str, i: u64) -> u16 {
+    let Ok(resp) = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat_body(i))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let status = resp.status().as_u16();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        if chunk.is_err() {
+            return 0;
+        }
+    }
+    status
+}
+
+/// Drives `clients` concurrent loops against the replicas until every budget refuses, or the
+/// bound on requests or time is reached. Meanwhile, samples `spent + reserved ≤ limit` on every
+/// budget. Returns the statuses seen.
+async fn load(
+    cluster: &Cluster,
+    keys: &[(String, String)],
+    kill_one_after: Option<Duration>,
+) -> HashMap<u16, u64> {
+    let bases: Vec<String> = cluster.replicas.iter().map(|r| r.base.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, violations, pool) = (stop.clone(), violations.clone(), cluster.pool.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let over: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM budget_usage u JOIN budgets b ON b.id = u.budget_id \
+                     WHERE u.spent + u.reserved > b.limit_amount",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                violations.fetch_add(over as u64, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let tasks: Vec<_> = (0..24u64)
+        .map(|c| {
+            let (client, bases, key) = (
+                client.clone(),
+                bases.clone(),
+                keys[c as usize % keys.len()].1.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen: HashMap<u16, u64> = HashMap::new();
+                let mut refused_in_a_row = 0;
+                for i in 0..150u64 {
+                    if Instant::now() > deadline || refused_in_a_row >= 5 {
+                        break;
+                    }
+                    let base = &bases[((c + i) % bases.len() as u64) as usize];
+                    let status = one_request(&client, base, &key, c * 1000 + i).await;
+                    *seen.entry(status).or_default() += 1;
+                    match status {
+                        200 => refused_in_a_row = 0,
+                        429 => refused_in_a_row += 1,
+                        _ => {}
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    if let Some(after) = kill_one_after {
+        tokio::time::sleep(after).await;
+        sigkill(cluster, 0);
+    }
+    let mut seen: HashMap<u16, u64> = HashMap::new();
+    for t in tasks {
+        for (s, n) in t.await.unwrap() {
+            *seen.entry(s).or_default() += n;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    assert_eq!(
+        violations.load(Ordering::SeqCst),
+        0,
+        "a budget was exceeded during the load"
+    );
+    seen
+}
+
+/// Sends SIGKILL to replica `i` by pid (its `Server` stays in place and is reaped on drop).
+fn sigkill(cluster: &Cluster, i: usize) {
+    let pid = cluster.replicas[i].child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// After the load (and the reaper): the ledger equals the budgets' spend, no budget is over
+/// its limit, nothing is reserved.
+async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(RESERVATION_TIMEOUT_SECS * 4 + 5);
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations")
+            .fetch_one(&cluster.pool)
+            .await
+            .unwrap();
+        let reserved: i64 = cluster.budget_rows().await.iter().map(|r| r.3).sum();
+        if open == 0 && reserved == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} reservations ({reserved} reserved) left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ledger_cost: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(cost_nusd), 0)::BIGINT FROM usage_ledger")
+            .fetch_one(&cluster.pool)
+            .await
+            .unwrap();
+    let budgets = cluster.lyss(&["budget", "list"]);
+    let mut checked = 0;
+    for b in budgets.as_array().unwrap() {
+        let (limit, spent) = (b["limit"].as_i64().unwrap(), b["spent"].as_i64().unwrap());
+        assert!(spent <= limit, "budget {b} overspent");
+        let ledger = match b["scope"].as_str().unwrap() {
+            "workspace" => ledger_cost,
+            "key" => {
+                let key = b["scope_id"].as_str().unwrap();
+                assert!(keys.iter().any(|(id, _)| id == key));
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT FROM usage_ledger WHERE key_id = $1",
+                )
+                .bind(key)
+                .fetch_one(&cluster.pool)
+                .await
+                .unwrap()
+            }
+            other => panic!("unexpected budget scope {other}"),
+        };
+        assert_eq!(spent, ledger, "budget {} and the ledger disagree", b["id"]);
+        checked += 1;
+    }
+    assert_eq!(checked, keys.len() + 1);
+}
+
+fn set_budgets(cluster: &Cluster, keys: &[(String, String)]) {
+    // Workspace: $0.004 ≈ 100 requests of 5 + 20 tokens at $1/$2 per 1M; keys: 400 tokens each.
+    cluster.lyss(&[
+        "budget",
+        "set",
+        "--workspace",
+        "team",
+        "--usd",
+        "0.004",
+        "--period",
+        "monthly",
+    ]);
+    for (id, _) in keys {
+        cluster.lyss(&["budget", "set", "--key", id, "--tokens", "400"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let keys = cluster.tenants(6);
+    set_budgets(&cluster, &keys);
+    let seen = load(&cluster, &keys, None).await;
+    assert!(
+        seen.get(&200).copied().unwrap_or(0) >= 20,
+        "too few requests served: {seen:?}"
+    );
+    assert!(
+        seen.get(&429).copied().unwrap_or(0) > 0,
+        "budgets never refused: {seen:?}"
+    );
+    assert_eq!(seen.get(&0), None, "connection failures: {seen:?}");
+    let served: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_ledger WHERE status = 200")
+        .fetch_one(&cluster.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        served as u64, seen[&200],
+        "one ledger row per request served"
+    );
+    assert_books_balance(&cluster, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_load_leaves_nothing_reserved_and_nothing_double_counted() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let keys = cluster.tenants(6);
+    set_budgets(&cluster, &keys);
+    let seen = load(&cluster, &keys, Some(Duration::from_millis(300))).await;
+    assert!(seen.get(&200).copied().unwrap_or(0) >= 10, "{seen:?}");
+    assert!(
+        seen.get(&0).copied().unwrap_or(0) > 0,
+        "the kill hit no request in flight: {seen:?}"
+    );
+    assert_books_balance(&cluster, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_and_lowered_limits_reach_every_replica_within_a_second() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let keys = cluster.tenants(2);
+    let client = reqwest::Client::new();
+    let all_replicas = |key: String| {
+        let client = client.clone();
+        let bases: Vec<String> = cluster.replicas.iter().map(|r| r.base.clone()).collect();
+        async move {
+            let mut statuses = Vec::new();
+            for base in &bases {
+                statuses.push(one_request(&client, base, &key, 1).await);
+            }
+            statuses
+        }
+    };
+    assert_eq!(all_replicas(keys[0].1.clone()).await, vec![200, 200, 200]);
+    assert_eq!(all_replicas(keys[1].1.clone()).await, vec![200, 200, 200]);
+
+    cluster.lyss(&["key", "revoke", &keys[0].0]);
+    let t = Instant::now();
+    while all_replicas(keys[0].1.clone()).await != vec![401, 401, 401] {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "revocation took over a second"
+        );
+    }
+
+    // A budget that the key has already used up, set while the key is in every cache.
+    cluster.lyss(&["budget", "set", "--key", &keys[1].0, "--tokens", "10"]);
+    let t = Instant::now();
+    while all_replicas(keys[1].1.clone()).await != vec![429, 429, 429] {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a new limit took over a second"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_hold_across_replicas() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let keys = cluster.tenants(1);
+    cluster.lyss(&["limit", "set", "--key", &keys[0].0, "--rpm", "6"]);
+    let client = reqwest::Client::new();
+    let mut ok = 0;
+    for i in 0..18usize {
+        let base = &cluster.replicas[i % 3].base;
+        let status = one_request(&client, base, &keys[0].1, 1).await;
+        assert!(status == 200 || status == 429, "status {status}");
+        ok += usize::from(status == 200);
+    }
+    // Three replicas, one shared limit: 6 per minute in all, not 18.
+    assert_eq!(ok, 6);
+}
