@@ -4,6 +4,9 @@
 #
 # - A Python venv with the official `openai` SDK, for the end-to-end SDK check
 #   (cached under ${LYSS_CACHE_DIR:-~/.cache/lyss}; pip reaches PyPI only the first time).
+# - PostgreSQL and Redis for the cluster tests: LYSS_TEST_POSTGRES_URL / LYSS_TEST_REDIS_URL
+#   (defaults: the local servers, started here if they are installed but down). Set either to
+#   "" to skip those tests locally; with CI=true they must run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,5 +21,28 @@ if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
 fi
 export LYSS_TEST_PYTHON="$VENV/bin/python"
+
+export LYSS_TEST_POSTGRES_URL="${LYSS_TEST_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}"
+export LYSS_TEST_REDIS_URL="${LYSS_TEST_REDIS_URL-redis://127.0.0.1:6379}"
+
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if [ -n "$LYSS_TEST_POSTGRES_URL" ] && ! pg_up && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+  echo "scripts/test.sh: starting PostgreSQL" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if [ -n "$LYSS_TEST_REDIS_URL" ] && ! redis_up && command -v redis-server >/dev/null; then
+  echo "scripts/test.sh: starting Redis" >&2
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+for _ in $(seq 50); do
+  { [ -z "$LYSS_TEST_POSTGRES_URL" ] || pg_up; } && { [ -z "$LYSS_TEST_REDIS_URL" ] || redis_up; } && break
+  sleep 0.2
+done
+# Each Postgres test makes a schema `lyss_t_<uuid>`; drop those of earlier runs.
+if [ -n "$LYSS_TEST_POSTGRES_URL" ] && command -v psql >/dev/null && pg_up; then
+  psql "$LYSS_TEST_POSTGRES_URL" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 'lyss_t_%'" \
+    | psql "$LYSS_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
+fi
 
 exec cargo test --workspace --locked "$@"
