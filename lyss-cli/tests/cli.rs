@@ -166,36 +166,95 @@ fn budgets_limits_and_usage() {
     let key = cli.json(&["key", "create", "--user", "ann"]);
     let id = key["id"].as_str().unwrap();
 
-    let b = cli.json(&["budget", "set", "--workspace", "team", "--usd", "5", "--period", "monthly", "--tz", "Europe/Paris"]);
+    let b = cli.json(&[
+        "budget",
+        "set",
+        "--workspace",
+        "team",
+        "--usd",
+        "5",
+        "--period",
+        "monthly",
+        "--tz",
+        "Europe/Paris",
+    ]);
     assert_eq!(b[0]["limit"], 5_000_000_000i64);
     assert_eq!(b[0]["unit"], "usd");
     assert_eq!(b[0]["scope_name"], "team");
     assert!(b[0]["resets_at"].is_string());
-    cli.json(&["budget", "set", "--key", id, "--tokens", "1000", "--expires", "2099-01-01"]);
+    cli.json(&[
+        "budget",
+        "set",
+        "--key",
+        id,
+        "--tokens",
+        "1000",
+        "--expires",
+        "2099-01-01",
+    ]);
     // Setting the same budget again replaces its limit.
-    cli.json(&["budget", "set", "--workspace", "team", "--usd", "7.5", "--period", "monthly"]);
+    cli.json(&[
+        "budget",
+        "set",
+        "--workspace",
+        "team",
+        "--usd",
+        "7.5",
+        "--period",
+        "monthly",
+    ]);
     let all = cli.json(&["budget", "list"]);
     assert_eq!(all.as_array().unwrap().len(), 2);
     let table = cli.ok(&["budget", "list"]);
-    assert!(table.contains("$7.5000") && table.contains("workspace team") && table.contains("1000"), "{table}");
+    assert!(
+        table.contains("$7.5000") && table.contains("workspace team") && table.contains("1000"),
+        "{table}"
+    );
 
-    let out = cli.run(&["budget", "set", "--user", "ann", "--workspace", "team", "--usd", "1"]);
+    let out = cli.run(&[
+        "budget",
+        "set",
+        "--user",
+        "ann",
+        "--workspace",
+        "team",
+        "--usd",
+        "1",
+    ]);
     assert!(!out.status.success(), "two targets must be refused");
-    let out = cli.run(&["budget", "set", "--user", "ann", "--usd", "1", "--period", "hourly"]);
+    let out = cli.run(&[
+        "budget", "set", "--user", "ann", "--usd", "1", "--period", "hourly",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown period"));
-    let out = cli.run(&["budget", "set", "--user", "ann", "--usd", "1", "--period", "daily", "--tz", "Mars/Base"]);
+    let out = cli.run(&[
+        "budget",
+        "set",
+        "--user",
+        "ann",
+        "--usd",
+        "1",
+        "--period",
+        "daily",
+        "--tz",
+        "Mars/Base",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("time zone"));
 
     let budget_id = all[0]["id"].as_str().unwrap();
     cli.ok(&["budget", "delete", budget_id]);
     assert_eq!(cli.json(&["budget", "list"]).as_array().unwrap().len(), 1);
 
-    cli.ok(&["limit", "set", "--user", "ann", "--rpm", "60", "--tpm", "100000"]);
+    cli.ok(&[
+        "limit", "set", "--user", "ann", "--rpm", "60", "--tpm", "100000",
+    ]);
     let out = cli.run(&["limit", "set", "--key", "nope", "--rpm", "1"]);
     assert!(!out.status.success());
 
     // An empty ledger still reports, with a total row in the table.
-    assert_eq!(cli.json(&["usage", "--by", "user", "--since", "7d"]), serde_json::json!([]));
+    assert_eq!(
+        cli.json(&["usage", "--by", "user", "--since", "7d"]),
+        serde_json::json!([])
+    );
     assert!(cli.ok(&["usage", "--by", "model"]).contains("total"));
     let out = cli.run(&["usage", "--since", "last tuesday"]);
     assert!(!out.status.success());
