@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the per-request work lyss adds: parsing a chat body, authenticating a
-//! key through the key cache, and appending a ledger row to SQLite (group commit).
+//! Micro-benchmarks of the per-request work lyss adds: parsing a chat body, counting its
+//! tokens, authenticating a key through the key cache, appending a ledger row to SQLite (group
+//! commit), and a budget reservation + settlement.
 //!
 //! `cargo bench -p lyss-benches`. The whole-gateway numbers come from `scripts/bench-gateway.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,8 +8,9 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use lyss_core::models::Price;
 use lyss_core::openai::ChatRequest;
-use lyss_core::policy::{LedgerEntry, NewKey};
+use lyss_core::policy::{Ask, LedgerEntry, NewBudget, NewKey, Period, Reservation, Scope, Unit};
 use lyss_core::{Lyss, Policy as _, SqlitePolicy};
 use serde_json::json;
 
@@ -31,6 +33,10 @@ fn parse(c: &mut Criterion) {
         let body = chat_body(turns);
         c.bench_function(&format!("parse_chat_request/{turns}_turns"), |b| {
             b.iter(|| serde_json::from_slice::<ChatRequest>(&body).unwrap())
+        });
+        let req: ChatRequest = serde_json::from_slice(&body).unwrap();
+        c.bench_function(&format!("count_prompt_tokens/{turns}_turns"), |b| {
+            b.iter(|| lyss_core::tokens::count_request("gpt-4o-mini", &req))
         });
     }
 }
@@ -86,21 +92,111 @@ fn governance(c: &mut Criterion) {
         status: 200,
         error: None,
     };
+    let none = Reservation::default();
     c.bench_function("ledger_record/sqlite_sequential", |b| {
         b.to_async(&rt)
-            .iter(|| async { policy.record(&entry).await.unwrap() })
+            .iter(|| async { policy.settle(&none, &entry).await.unwrap() })
     });
     c.bench_function("ledger_record/sqlite_64_concurrent", |b| {
         b.to_async(&rt).iter(|| async {
             let tasks: Vec<_> = (0..64)
                 .map(|_| {
                     let (p, e) = (policy.clone(), entry.clone());
-                    tokio::spawn(async move { p.record(&e).await.unwrap() })
+                    tokio::spawn(
+                        async move { p.settle(&Reservation::default(), &e).await.unwrap() },
+                    )
                 })
                 .collect();
             for t in tasks {
                 t.await.unwrap();
             }
+        })
+    });
+}
+
+fn budgets(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile_dir();
+    let (policy, who) = rt.block_on(async {
+        let policy = Arc::new(
+            SqlitePolicy::connect(&format!("sqlite://{}/budgets.db", dir.display()))
+                .await
+                .unwrap(),
+        );
+        policy
+            .create_workspace("bench", &["*".into()])
+            .await
+            .unwrap();
+        policy.create_user("bench", "bench").await.unwrap();
+        let key = policy
+            .create_key(&NewKey {
+                user: "bench".into(),
+                ..NewKey::default()
+            })
+            .await
+            .unwrap();
+        for (scope, target, unit, limit) in [
+            (
+                Scope::Workspace,
+                "bench".to_string(),
+                Unit::Usd,
+                i64::MAX / 4,
+            ),
+            (Scope::Key, key.info.id.clone(), Unit::Tokens, i64::MAX / 4),
+        ] {
+            policy
+                .set_budget(&NewBudget {
+                    scope,
+                    target,
+                    unit,
+                    limit,
+                    period: Period::Monthly,
+                    tz: None,
+                    expires_at: None,
+                })
+                .await
+                .unwrap();
+        }
+        let who = policy.authenticate(&key.key).await.unwrap();
+        (policy, who)
+    });
+    let ask = Ask {
+        prompt_tokens: 20,
+        requested_output: Some(32),
+        output_cap: 16_384,
+        price: Price::per_mtok(0.15, 0.6, 0.075),
+    };
+    let entry = LedgerEntry {
+        at: time::OffsetDateTime::now_utc(),
+        request_id: "bench".into(),
+        workspace_id: who.workspace_id.clone(),
+        user_id: who.user_id.clone(),
+        key_id: who.key_id.clone(),
+        endpoint: "chat".into(),
+        model: "gpt-4o-mini".into(),
+        provider: "p".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        stream: false,
+        prompt_tokens: 20,
+        completion_tokens: 10,
+        cached_tokens: 0,
+        cost_nusd: 9000,
+        latency_ms: 0.3,
+        status: 200,
+        error: None,
+    };
+    c.bench_function("reserve_and_settle/sqlite_two_budgets", |b| {
+        b.to_async(&rt).iter(|| async {
+            let now = time::OffsetDateTime::now_utc();
+            let r = policy
+                .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
+                .await
+                .unwrap();
+            policy.settle(&r, &entry).await.unwrap()
         })
     });
 }
@@ -111,5 +207,5 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
-criterion_group!(benches, parse, governance);
+criterion_group!(benches, parse, governance, budgets);
 criterion_main!(benches);

@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
 # Gateway benchmark: lyss-server beside the Portkey gateway and LiteLLM, all against the same
 # fast fake upstream, with the peers' harness (../shared/bench/peers/run.sh, see its README).
-# lyss runs with key authentication and the SQLite ledger on: every request is looked up,
-# authorized and recorded durably.
 #
-#   scripts/bench-gateway.sh                      # lyss + direct + portkey + litellm-auth, c = 1 16 64
-#   scripts/bench-gateway.sh --targets direct     # lyss + direct only; other args go to run.sh
+#   scripts/bench-gateway.sh                              # lyss (plain) + direct, portkey, litellm-auth
+#   scripts/bench-gateway.sh --variants plain,governed,cluster --targets direct --conc "1 64"
 #
-# Results: /tmp/peers-bench/results/latest/table.md (copy the rows into docs/benchmarks.md).
+# lyss variants (each its own process, port and store):
+#   plain     key check + model allow-list + a durable SQLite ledger row per request
+#   governed  plain + a workspace USD budget, a key token budget and RPM/TPM limits on the key:
+#             every request is rate-limited, reserved, settled (embedded default: SQLite)
+#   cluster   governed on Postgres + Redis (LYSS_BENCH_POSTGRES_URL, default
+#             postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is recreated;
+#             LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+# Budgets and limits are large enough never to refuse: the run measures their cost only.
+# Other arguments go to run.sh. Results: /tmp/peers-bench/results/latest/table.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${LYSS_SHARED:-$ROOT/../shared}"
 HARNESS="$SHARED/bench/peers/run.sh"
-[ -x "$HARNESS" ] || [ -f "$HARNESS" ] || { echo "peer harness not found at $HARNESS (set LYSS_SHARED)" >&2; exit 1; }
-PORT="${LYSS_BENCH_PORT:-8080}"
+[ -f "$HARNESS" ] || { echo "peer harness not found at $HARNESS (set LYSS_SHARED)" >&2; exit 1; }
+PG_ADMIN_URL="${LYSS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+REDIS_URL="${LYSS_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+
+VARIANTS="plain"
+TARGETS="direct,portkey,litellm-auth"
+PASS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --variants) VARIANTS="$2"; shift 2;;
+    --targets) TARGETS="$2"; shift 2;;
+    *) PASS+=("$1"); shift;;
+  esac
+done
 
 cargo build --release --locked -p lyss-server -p lyss-cli --manifest-path "$ROOT/Cargo.toml"
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release"
-
 WORK="$(mktemp -d /tmp/lyss-bench.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
-cat >"$WORK/lyss.toml" <<TOML
-bind = "127.0.0.1:$PORT"
+
+ARGS=()
+port=8080
+IFS=',' read -ra list <<<"$VARIANTS"
+for v in "${list[@]}"; do
+  dir="$WORK/$v"; mkdir -p "$dir"
+  db=""; redis=""
+  if [ "$v" = cluster ]; then
+    psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS lyss_bench" -c "CREATE DATABASE lyss_bench" >/dev/null
+    db="database_url = \"${PG_ADMIN_URL%/*}/lyss_bench\""
+    redis="redis_url = \"$REDIS_URL\""
+  fi
+  cat >"$dir/lyss.toml" <<TOML
+bind = "127.0.0.1:$port"
+$db
+$redis
 
 [[providers]]
 name = "fake"
@@ -33,20 +64,32 @@ base_url = "http://127.0.0.1:9000/v1"
 name = "gpt-4o-mini"
 provider = "fake"
 TOML
-lyss() { env -u OPENAI_API_KEY -u OLLAMA_BASE_URL "$BIN/lyss" --config "$WORK/lyss.toml" --data-dir "$WORK/data" "$@"; }
-lyss workspace create bench --models gpt-4o-mini >/dev/null
-lyss user create bench --workspace bench >/dev/null
-KEY="$(lyss key create --user bench 2>/dev/null)"
+  lyss() { env -u OPENAI_API_KEY -u OLLAMA_BASE_URL "$BIN/lyss" --config "$dir/lyss.toml" --data-dir "$dir/data" "$@"; }
+  lyss workspace create bench --models gpt-4o-mini >/dev/null
+  lyss user create bench --workspace bench >/dev/null
+  key="$(lyss key create --user bench 2>/dev/null)"
+  if [ "$v" != plain ]; then
+    id="$(echo "$key" | cut -d- -f3)"
+    lyss budget set --workspace bench --usd 1000000 --period monthly >/dev/null
+    lyss budget set --key "$id" --tokens 1000000000000 >/dev/null
+    lyss limit set --key "$id" --rpm 1000000000 --tpm 4000000000
+  fi
+  ARGS+=(--target "lyss-$v=http://127.0.0.1:$port,bearer=$key")
+  ARGS+=(--start "lyss-$v=exec env -u OPENAI_API_KEY -u OLLAMA_BASE_URL RUST_LOG=warn $BIN/lyss-server --config $dir/lyss.toml --data-dir $dir/data")
+  port=$((port + 1))
+done
 
-TARGETS="direct,portkey,litellm-auth"
-if [ "${1:-}" = "--targets" ]; then TARGETS="$2"; shift 2; fi
-bash "$HARNESS" --targets "$TARGETS" \
-  --target "lyss=http://127.0.0.1:$PORT,bearer=$KEY" \
-  --start "lyss=exec env -u OPENAI_API_KEY -u OLLAMA_BASE_URL RUST_LOG=warn $BIN/lyss-server --config $WORK/lyss.toml --data-dir $WORK/data" \
-  "$@"
-python3 - "$WORK/data/lyss.db" <<'PY'
+bash "$HARNESS" --targets "$TARGETS" "${ARGS[@]}" "${PASS[@]}"
+
+for v in "${list[@]}"; do
+  [ "$v" = cluster ] && continue
+  python3 - "$WORK/$v/data/lyss.db" "$v" <<'PY'
 import sqlite3, sys
 n, bad = sqlite3.connect(sys.argv[1]).execute(
     "select count(*), sum(status != 200) from usage_ledger").fetchone()
-print(f"lyss ledger: {n} rows recorded during the run ({bad or 0} non-200)")
+print(f"lyss-{sys.argv[2]} ledger: {n} rows recorded during the run ({bad or 0} non-200)")
 PY
+done
+if [[ ",$VARIANTS," == *",cluster,"* ]]; then
+  echo "lyss-cluster ledger: $(psql "${PG_ADMIN_URL%/*}/lyss_bench" -Atc "select count(*) || ' rows (' || count(*) filter (where status <> 200) || ' non-200)' from usage_ledger")"
+fi

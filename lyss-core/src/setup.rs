@@ -12,6 +12,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secret};
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelRegistry, builtin_price};
@@ -310,6 +311,11 @@ pub async fn build_models(
 
 /// Builds the whole pipeline from a config.
 pub async fn build(config: &Config) -> Result<Lyss> {
+    build_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`build`] with another clock (tests move it across period boundaries).
+pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Lyss> {
     let providers = build_providers(config)?;
     let models = build_models(config, &providers).await?;
     let policy = open_policy(config).await?;
@@ -319,6 +325,7 @@ pub async fn build(config: &Config) -> Result<Lyss> {
         .rate_limiter(limiter)
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
         .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
+        .clock(clock)
         .build())
 }
 

@@ -348,3 +348,116 @@ async fn admins_manage_budgets_limits_and_read_usage_over_http() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn a_daily_budget_resets_exactly_at_midnight_and_in_flight_streams_settle_into_their_day() {
+    use lyss_core::clock::{Clock as _, ManualClock};
+    use std::sync::Arc;
+    use time::macros::datetime;
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-27 23:59:59 UTC)));
+    let app = TestApp::with_clock(|_| {}, clock.clone()).await;
+    // Every answer is 5 + 100 tokens; streams carry their usage chunk at the end.
+    let usage = json!({"prompt_tokens": 5, "completion_tokens": 100, "total_tokens": 105});
+    let mut stream = String::new();
+    for chunk in [
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}),
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": usage}),
+    ] {
+        stream.push_str(&format!("data: {chunk}\n\n"));
+    }
+    stream.push_str("data: [DONE]\n\n");
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"stream": true}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(stream)
+                .set_delay(std::time::Duration::from_millis(300)),
+        )
+        .with_priority(1)
+        .mount(&app.upstream)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(small_completion(5, 100)))
+        .mount(&app.upstream)
+        .await;
+    let id = app
+        .state
+        .lyss
+        .policy()
+        .set_budget(&NewBudget {
+            scope: Scope::User,
+            target: "ann".into(),
+            unit: Unit::Tokens,
+            limit: 300,
+            period: Period::Daily,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    let capped = |n: u32| chat(json!({"max_tokens": n}));
+    let day_usage = |at: time::OffsetDateTime| {
+        let policy = app.state.lyss.policy().clone();
+        let id = id.clone();
+        async move {
+            let b = policy
+                .budgets(at)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|b| b.budget.id == id)
+                .unwrap();
+            (b.spent, b.reserved)
+        }
+    };
+
+    // 23:59:59 — a stream starts (reserving 8 + 100) and is still running at midnight.
+    let in_flight = {
+        let rb = app
+            .post("/v1/chat/completions")
+            .json(&chat(json!({"max_tokens": 100, "stream": true})));
+        tokio::spawn(async move { rb.send().await.unwrap().text().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&capped(100))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // 105 spent + 108 reserved of 300: another 108 does not fit today.
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&capped(100))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+
+    // Midnight, exactly: a new day admits again while the old day's stream is still open.
+    clock.set(datetime!(2026-11-28 00:00:00 UTC));
+    assert_eq!(
+        app.post("/v1/chat/completions")
+            .json(&capped(100))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(in_flight.await.unwrap().contains("[DONE]"));
+
+    // The stream settled into the day it was reserved in.
+    assert_eq!(day_usage(datetime!(2026-11-27 12:00 UTC)).await, (210, 0));
+    assert_eq!(day_usage(clock.now()).await, (105, 0));
+}

@@ -155,11 +155,11 @@ impl Cluster {
 fn chat_body(i: u64) -> Value {
     let mut body = json!({"model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": "hello there, how are you today? tell me something."}]});
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         body["max_tokens"] = json!(20);
     }
     body

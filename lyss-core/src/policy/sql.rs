@@ -33,8 +33,8 @@ pub(crate) enum Job {
         done: oneshot::Sender<Result<Reservation>>,
     },
     Settle {
-        reservation: Reservation,
-        entry: LedgerEntry,
+        reservation: Box<Reservation>,
+        entry: Box<LedgerEntry>,
         done: oneshot::Sender<Result<BudgetLeft>>,
     },
     Reap {
@@ -548,8 +548,8 @@ macro_rules! impl_sql_policy {
                 entry: &$crate::policy::LedgerEntry,
             ) -> $crate::Result<$crate::policy::BudgetLeft> {
                 $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Settle {
-                    reservation: reservation.clone(),
-                    entry: entry.clone(),
+                    reservation: Box::new(reservation.clone()),
+                    entry: Box::new(entry.clone()),
                     done,
                 })
                 .await

@@ -42,6 +42,13 @@ impl TestApp {
     }
 
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::with_clock(tweak, std::sync::Arc::new(lyss_core::clock::SystemClock)).await
+    }
+
+    pub async fn with_clock(
+        tweak: impl FnOnce(&mut Config),
+        clock: std::sync::Arc<dyn lyss_core::clock::Clock>,
+    ) -> Self {
         let upstream = MockServer::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
@@ -65,7 +72,7 @@ impl TestApp {
             ..Config::default()
         };
         tweak(&mut config);
-        let lyss = Arc::new(setup::build(&config).await.unwrap());
+        let lyss = Arc::new(setup::build_with_clock(&config, clock).await.unwrap());
         let policy = lyss.policy().clone();
         policy
             .create_workspace(
