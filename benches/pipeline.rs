@@ -10,7 +10,9 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lyss_core::models::Price;
 use lyss_core::openai::ChatRequest;
-use lyss_core::policy::{Ask, LedgerEntry, NewBudget, NewKey, Period, Reservation, Scope, Unit};
+use lyss_core::policy::{
+    Ask, CreatedKey, LedgerEntry, NewBudget, NewKey, Period, Reservation, Scope, Unit,
+};
 use lyss_core::{Lyss, Policy as _, SqlitePolicy};
 use serde_json::json;
 
@@ -41,16 +43,18 @@ fn parse(c: &mut Criterion) {
     }
 }
 
-fn governance(c: &mut Criterion) {
+/// A one-worker runtime (the gateway benchmark gives lyss one core) and a SQLite store in a
+/// temporary directory with workspace, user and key `bench`.
+fn store(file: &str) -> (tokio::runtime::Runtime, Arc<SqlitePolicy>, CreatedKey) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile_dir();
-    let (lyss, policy, key) = rt.block_on(async {
+    let (policy, key) = rt.block_on(async {
         let policy = Arc::new(
-            SqlitePolicy::connect(&format!("sqlite://{}/bench.db", dir.display()))
+            SqlitePolicy::connect(&format!("sqlite://{}/{file}", dir.display()))
                 .await
                 .unwrap(),
         );
@@ -65,10 +69,16 @@ fn governance(c: &mut Criterion) {
                 ..NewKey::default()
             })
             .await
-            .unwrap()
-            .key;
-        (Lyss::builder(policy.clone()).build(), policy, key)
+            .unwrap();
+        (policy, key)
     });
+    (rt, policy, key)
+}
+
+fn governance(c: &mut Criterion) {
+    let (rt, policy, key) = store("bench.db");
+    let key = key.key;
+    let lyss = Lyss::builder(policy.clone()).build();
     c.bench_function("authenticate/cached", |b| {
         b.to_async(&rt)
             .iter(|| async { lyss.authenticate(&key).await.unwrap() })
@@ -115,30 +125,8 @@ fn governance(c: &mut Criterion) {
 }
 
 fn budgets(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile_dir();
-    let (policy, who) = rt.block_on(async {
-        let policy = Arc::new(
-            SqlitePolicy::connect(&format!("sqlite://{}/budgets.db", dir.display()))
-                .await
-                .unwrap(),
-        );
-        policy
-            .create_workspace("bench", &["*".into()])
-            .await
-            .unwrap();
-        policy.create_user("bench", "bench").await.unwrap();
-        let key = policy
-            .create_key(&NewKey {
-                user: "bench".into(),
-                ..NewKey::default()
-            })
-            .await
-            .unwrap();
+    let (rt, policy, key) = store("budgets.db");
+    let who = rt.block_on(async {
         for (scope, target, unit, limit) in [
             (
                 Scope::Workspace,
@@ -161,8 +149,7 @@ fn budgets(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
-        let who = policy.authenticate(&key.key).await.unwrap();
-        (policy, who)
+        policy.authenticate(&key.key).await.unwrap()
     });
     let ask = Ask {
         prompt_tokens: 20,

@@ -26,6 +26,10 @@ async fn mock_small(app: &TestApp) {
 }
 
 async fn token_budget(app: &TestApp, scope: Scope, target: &str, limit: i64) -> String {
+    budget(app, scope, target, limit, Period::Monthly).await
+}
+
+async fn budget(app: &TestApp, scope: Scope, target: &str, limit: i64, period: Period) -> String {
     app.state
         .lyss
         .policy()
@@ -34,7 +38,7 @@ async fn token_budget(app: &TestApp, scope: Scope, target: &str, limit: i64) -> 
             target: target.into(),
             unit: Unit::Tokens,
             limit,
-            period: Period::Monthly,
+            period,
             tz: None,
             expires_at: None,
         })
@@ -384,22 +388,7 @@ async fn a_daily_budget_resets_exactly_at_midnight_and_in_flight_streams_settle_
         .respond_with(ResponseTemplate::new(200).set_body_json(small_completion(5, 100)))
         .mount(&app.upstream)
         .await;
-    let id = app
-        .state
-        .lyss
-        .policy()
-        .set_budget(&NewBudget {
-            scope: Scope::User,
-            target: "ann".into(),
-            unit: Unit::Tokens,
-            limit: 300,
-            period: Period::Daily,
-            tz: None,
-            expires_at: None,
-        })
-        .await
-        .unwrap()
-        .id;
+    let id = budget(&app, Scope::User, "ann", 300, Period::Daily).await;
     let capped = |n: u32| chat(json!({"max_tokens": n}));
     let day_usage = |at: time::OffsetDateTime| {
         let policy = app.state.lyss.policy().clone();

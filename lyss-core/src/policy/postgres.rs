@@ -51,5 +51,6 @@ impl_sql_policy!(
     PgPool,
     sqlx::PgConnection,
     sqlx::postgres::PgRow,
-    "BEGIN"
+    "BEGIN",
+    true
 );

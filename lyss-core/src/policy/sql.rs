@@ -165,11 +165,6 @@ pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_na
      w.name AS ws_name, k.models, k.expires_at, k.revoked_at, k.created_at \
      FROM api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = u.workspace_id";
 
-pub(crate) const LEDGER_INSERT: &str = "INSERT INTO usage_ledger (at_ms, request_id, \
-     workspace_id, user_id, key_id, endpoint, model, provider, upstream_model, stream, \
-     prompt_tokens, completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
-
 pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
      endpoint, model, provider, upstream_model, stream, prompt_tokens, completion_tokens, \
      cached_tokens, cost_nusd, latency_ms, status, error";
@@ -177,12 +172,15 @@ pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_i
 /// Implements [`super::store::BudgetTx`], the writer task and [`super::Policy`] for a backend.
 ///
 /// `$policy` must have fields `pool: $pool` and `writer: mpsc::Sender<Job>`; `$begin` is the
-/// statement that opens a write transaction.
+/// statement that opens a write transaction; `$locks_rows` whether other writers can run at the
+/// same time (see [`super::store::BudgetTx::LOCKS_ROWS`]).
 macro_rules! impl_sql_policy {
-    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr) => {
+    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
         struct Tx<'a>(&'a mut $conn);
 
         impl $crate::policy::store::BudgetTx for Tx<'_> {
+            const LOCKS_ROWS: bool = $locks_rows;
+
             async fn budgets_for(
                 &mut self,
                 scope_ids: &[&str],
@@ -232,24 +230,33 @@ macro_rules! impl_sql_policy {
                 .await?)
             }
 
-            async fn insert_hold(
+            async fn insert_holds(
                 &mut self,
                 reservation_id: &str,
-                hold: &$crate::policy::Hold,
+                holds: &[$crate::policy::Hold],
                 expires_at: i64,
             ) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
+                );
+                q.push_values(holds, |mut row, h| {
+                    row.push_bind(reservation_id)
+                        .push_bind(&h.budget_id)
+                        .push_bind(h.period_start)
+                        .push_bind(h.amount)
+                        .push_bind(expires_at);
+                });
+                q.build().execute(&mut *self.0).await?;
+                Ok(())
+            }
+
+            async fn take_holds(&mut self, reservation_id: &str) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, i64)>(
+                    "DELETE FROM reservations WHERE id = $1 RETURNING budget_id, amount",
                 )
                 .bind(reservation_id)
-                .bind(&hold.budget_id)
-                .bind(hold.period_start)
-                .bind(hold.amount)
-                .bind(expires_at)
-                .execute(&mut *self.0)
-                .await?;
-                Ok(())
+                .fetch_all(&mut *self.0)
+                .await?)
             }
 
             async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> $crate::Result<Option<i64>> {
@@ -273,29 +280,35 @@ macro_rules! impl_sql_policy {
             }
 
             async fn insert_ledger(&mut self, e: &$crate::policy::LedgerEntry) -> $crate::Result<()> {
-                use $crate::policy::sql::{at_ms, to_i64};
-                sqlx::query($crate::policy::sql::LEDGER_INSERT)
-                    .bind(at_ms(e.at))
-                    .bind(&e.request_id)
-                    .bind(&e.workspace_id)
-                    .bind(&e.user_id)
-                    .bind(&e.key_id)
-                    .bind(&e.endpoint)
-                    .bind(&e.model)
-                    .bind(&e.provider)
-                    .bind(&e.upstream_model)
-                    .bind(e.stream)
-                    .bind(to_i64(e.prompt_tokens))
-                    .bind(to_i64(e.completion_tokens))
-                    .bind(to_i64(e.cached_tokens))
-                    .bind(e.cost_nusd)
-                    .bind(e.latency_ms)
-                    .bind(i64::from(e.status))
-                    .bind(&e.error)
-                    .execute(&mut *self.0)
-                    .await?;
+                ledger_insert(&[e]).build().execute(&mut *self.0).await?;
                 Ok(())
             }
+        }
+
+        /// One multi-row `INSERT` of ledger rows.
+        fn ledger_insert<'a>(entries: &'a [&'a $crate::policy::LedgerEntry]) -> sqlx::QueryBuilder<'a, $db> {
+            use $crate::policy::sql::{LEDGER_COLUMNS, at_ms, to_i64};
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
+            q.push_values(entries, |mut row, e| {
+                row.push_bind(at_ms(e.at))
+                    .push_bind(&e.request_id)
+                    .push_bind(&e.workspace_id)
+                    .push_bind(&e.user_id)
+                    .push_bind(&e.key_id)
+                    .push_bind(&e.endpoint)
+                    .push_bind(&e.model)
+                    .push_bind(&e.provider)
+                    .push_bind(&e.upstream_model)
+                    .push_bind(e.stream)
+                    .push_bind(to_i64(e.prompt_tokens))
+                    .push_bind(to_i64(e.completion_tokens))
+                    .push_bind(to_i64(e.cached_tokens))
+                    .push_bind(e.cost_nusd)
+                    .push_bind(e.latency_ms)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(&e.error);
+            });
+            q
         }
 
         fn budget_from_row(r: &$row) -> $crate::Result<$crate::policy::Budget> {
@@ -365,7 +378,21 @@ macro_rules! impl_sql_policy {
             pool: &$pool,
             jobs: &[$crate::policy::sql::Job],
         ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
+            use $crate::policy::sql::{Job, Outcome};
             use $crate::policy::store;
+            // Only ledger rows (requests without budgets): one multi-row INSERT, which is its
+            // own transaction — no BEGIN/COMMIT round trips.
+            let rows_only: Option<Vec<&$crate::policy::LedgerEntry>> = jobs
+                .iter()
+                .map(|j| match j {
+                    Job::Settle { reservation, entry, .. } if reservation.holds.is_empty() => Some(&**entry),
+                    _ => None,
+                })
+                .collect();
+            if let Some(entries) = rows_only {
+                ledger_insert(&entries).build().execute(pool).await?;
+                return Ok(entries.iter().map(|_| Outcome::Settled($crate::policy::BudgetLeft::default())).collect());
+            }
             let mut conn = pool.acquire().await?;
             sqlx::query($begin).execute(&mut *conn).await?;
             let result = store::run_jobs(&mut Tx(&mut *conn), jobs).await;

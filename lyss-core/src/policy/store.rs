@@ -10,7 +10,7 @@
 //! wait for each other but never deadlock — a deadlock would stall both for the database's
 //! detection timeout, long enough for reservations to outlive their requests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use time::OffsetDateTime;
 
@@ -22,6 +22,11 @@ use crate::error::Result;
 /// Statements of one write transaction. Row-locking backends lock the usage rows they read.
 #[allow(async_fn_in_trait)]
 pub(crate) trait BudgetTx: Send {
+    /// Whether concurrent transactions can touch the same rows (Postgres), so that a batch must
+    /// lock its usage rows up front in one global order. SQLite's `BEGIN IMMEDIATE` already
+    /// serializes writers.
+    const LOCKS_ROWS: bool;
+
     /// Budgets attached to any of these scope ids (workspace, user, key), ordered by id.
     async fn budgets_for(&mut self, scope_ids: &[&str]) -> Result<Vec<Budget>>;
     /// `(spent, reserved)` of a budget's period, creating the row at zero if needed.
@@ -34,24 +39,62 @@ pub(crate) trait BudgetTx: Send {
         spent: i64,
         reserved: i64,
     ) -> Result<(i64, i64)>;
-    async fn insert_hold(
+    /// Records a reservation's holds (one statement).
+    async fn insert_holds(
         &mut self,
         reservation_id: &str,
-        hold: &Hold,
+        holds: &[Hold],
         expires_at: i64,
     ) -> Result<()>;
-    /// Removes a hold and returns its amount; `None` if it was already released.
+    /// Removes one hold and returns its amount; `None` if it was already released.
     async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
+    /// Removes all holds of a reservation: `(budget_id, amount)` of those still there.
+    async fn take_holds(&mut self, reservation_id: &str) -> Result<Vec<(String, i64)>>;
     /// Holds that expired at or before `now` (read only): `(reservation id, budget_id,
     /// period_start)`.
     async fn expired_holds(&mut self, now: i64) -> Result<Vec<(String, String, i64)>>;
     async fn insert_ledger(&mut self, entry: &LedgerEntry) -> Result<()>;
 }
 
+/// The usage rows a batch has read or written, so a job sees the ones before it without
+/// reading them again.
+#[derive(Default)]
+struct Rows(HashMap<(String, i64), (i64, i64)>);
+
+impl Rows {
+    async fn get<T: BudgetTx>(
+        &mut self,
+        tx: &mut T,
+        budget_id: &str,
+        start: i64,
+    ) -> Result<(i64, i64)> {
+        if let Some(v) = self.0.get(&(budget_id.to_owned(), start)) {
+            return Ok(*v);
+        }
+        let v = tx.usage_row(budget_id, start).await?;
+        self.0.insert((budget_id.to_owned(), start), v);
+        Ok(v)
+    }
+
+    async fn add<T: BudgetTx>(
+        &mut self,
+        tx: &mut T,
+        budget_id: &str,
+        start: i64,
+        spent: i64,
+        reserved: i64,
+    ) -> Result<(i64, i64)> {
+        let v = tx.add_usage(budget_id, start, spent, reserved).await?;
+        self.0.insert((budget_id.to_owned(), start), v);
+        Ok(v)
+    }
+}
+
 /// Admits and reserves, or refuses. The outer error is a store failure (roll back); the inner
 /// one a refusal (nothing was written).
 async fn reserve_in<T: BudgetTx>(
     tx: &mut T,
+    rows: &mut Rows,
     budgets: Vec<Budget>,
     who: &Principal,
     ask: &Ask,
@@ -69,7 +112,7 @@ async fn reserve_in<T: BudgetTx>(
             Ok(bounds) => bounds,
             Err(e) => return Ok(Err(e)),
         };
-        let (spent, reserved) = tx.usage_row(&b.id, period_start).await?;
+        let (spent, reserved) = rows.get(tx, &b.id, period_start).await?;
         states.push(BudgetStatus {
             period_start,
             resets_at: resets.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
@@ -96,12 +139,14 @@ async fn reserve_in<T: BudgetTx>(
             amount: *amount,
             limit: s.budget.limit,
         };
-        let (spent, reserved) = tx
-            .add_usage(&hold.budget_id, hold.period_start, 0, *amount)
+        let (spent, reserved) = rows
+            .add(tx, &hold.budget_id, hold.period_start, 0, *amount)
             .await?;
-        tx.insert_hold(&id, &hold, expires_at).await?;
         left.note(hold.unit, hold.limit - spent - reserved);
         holds.push(hold);
+    }
+    if !holds.is_empty() {
+        tx.insert_holds(&id, &holds, expires_at).await?;
     }
     Ok(Ok(Reservation {
         id,
@@ -116,10 +161,16 @@ async fn reserve_in<T: BudgetTx>(
 /// still gets its spend: tokens that flowed are never dropped.
 async fn settle_in<T: BudgetTx>(
     tx: &mut T,
+    rows: &mut Rows,
     reservation: &Reservation,
     entry: &LedgerEntry,
 ) -> Result<BudgetLeft> {
     let mut left = BudgetLeft::default();
+    let held: HashMap<String, i64> = if reservation.holds.is_empty() {
+        HashMap::new()
+    } else {
+        tx.take_holds(&reservation.id).await?.into_iter().collect()
+    };
     for hold in &reservation.holds {
         let spent = budget::spend(
             hold.unit,
@@ -127,12 +178,9 @@ async fn settle_in<T: BudgetTx>(
             entry.prompt_tokens,
             entry.completion_tokens,
         );
-        let held = tx
-            .take_hold(&reservation.id, &hold.budget_id)
-            .await?
-            .unwrap_or(0);
-        let (s, r) = tx
-            .add_usage(&hold.budget_id, hold.period_start, spent, -held)
+        let held = held.get(&hold.budget_id).copied().unwrap_or(0);
+        let (s, r) = rows
+            .add(tx, &hold.budget_id, hold.period_start, spent, -held)
             .await?;
         left.note(hold.unit, hold.limit - s - r);
     }
@@ -142,11 +190,15 @@ async fn settle_in<T: BudgetTx>(
 
 /// Releases reservations whose request died (client gone, process killed): the holds found
 /// by the pre-pass, if nobody settled them meanwhile.
-async fn reap_in<T: BudgetTx>(tx: &mut T, expired: &[(String, String, i64)]) -> Result<u64> {
+async fn reap_in<T: BudgetTx>(
+    tx: &mut T,
+    rows: &mut Rows,
+    expired: &[(String, String, i64)],
+) -> Result<u64> {
     let mut released = 0;
     for (reservation_id, budget_id, period_start) in expired {
         if let Some(amount) = tx.take_hold(reservation_id, budget_id).await? {
-            tx.add_usage(budget_id, *period_start, 0, -amount).await?;
+            rows.add(tx, budget_id, *period_start, 0, -amount).await?;
             released += 1;
         }
     }
@@ -195,8 +247,11 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
             }
         });
     }
-    for (budget_id, start) in &rows {
-        tx.usage_row(budget_id, *start).await?;
+    let mut cache = Rows::default();
+    if T::LOCKS_ROWS {
+        for (budget_id, start) in &rows {
+            cache.get(tx, budget_id, *start).await?;
+        }
     }
     let mut outcomes = Vec::with_capacity(jobs.len());
     for (job, plan) in jobs.iter().zip(plans) {
@@ -206,15 +261,17 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                     who, ask, now, ttl, ..
                 },
                 Plan::Reserve(budgets),
-            ) => Outcome::Reserved(reserve_in(tx, budgets, who, ask, *now, *ttl).await?),
+            ) => {
+                Outcome::Reserved(reserve_in(tx, &mut cache, budgets, who, ask, *now, *ttl).await?)
+            }
             (
                 Job::Settle {
                     reservation, entry, ..
                 },
                 Plan::Settle,
-            ) => Outcome::Settled(settle_in(tx, reservation, entry).await?),
+            ) => Outcome::Settled(settle_in(tx, &mut cache, reservation, entry).await?),
             (Job::Reap { .. }, Plan::Reap(expired)) => {
-                Outcome::Reaped(reap_in(tx, &expired).await?)
+                Outcome::Reaped(reap_in(tx, &mut cache, &expired).await?)
             }
             _ => return Err(crate::Error::Internal("job and plan out of step".into())),
         });
