@@ -40,6 +40,14 @@ fn parse(c: &mut Criterion) {
         c.bench_function(&format!("count_prompt_tokens/{turns}_turns"), |b| {
             b.iter(|| lyss_core::tokens::count_request("gpt-4o-mini", &req))
         });
+        let text: String = req
+            .messages
+            .iter()
+            .filter_map(|m| m.content.as_ref().map(|c| c.text()))
+            .collect();
+        c.bench_function(&format!("count_tokens_uncached/{turns}_turns"), |b| {
+            b.iter(|| lyss_core::tokens::count_text_uncached("gpt-4o-mini", &text))
+        });
     }
 }
 

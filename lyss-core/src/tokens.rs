@@ -1,5 +1,10 @@
-//! Token counting with the model family's real tokenizer (`tiktoken-rs`), for when an upstream
-//! does not report usage: tokens that flowed are never recorded as zero.
+//! Token counting with the model family's real tokenizer (`tiktoken-rs`): prompts at budget
+//! admission, and answers when an upstream does not report usage (tokens that flowed are never
+//! recorded as zero).
+//!
+//! Chat clients resend the whole conversation every turn, so the same message texts are counted
+//! again and again; counts of longer texts are remembered by a 128-bit hash of the text, which
+//! makes re-counting a long history cost a hash instead of a tokenization.
 
 use std::sync::OnceLock;
 
@@ -24,18 +29,46 @@ fn cl100k() -> Option<&'static CoreBPE> {
 /// The encoding for an upstream model: `o200k_base` for the GPT-4o/4.1/5 and o-series
 /// families, `cl100k_base` (the closest public approximation) for everything else.
 fn bpe_for(model: &str) -> Option<&'static CoreBPE> {
+    if is_o200k(model) { o200k() } else { cl100k() }
+}
+
+fn is_o200k(model: &str) -> bool {
     let m = model.rsplit('/').next().unwrap_or(model);
-    let o200k_family = m.starts_with("gpt-4o")
+    m.starts_with("gpt-4o")
         || m.starts_with("gpt-4.1")
         || m.starts_with("gpt-4.5")
         || m.starts_with("gpt-5")
         || m.starts_with("chatgpt-4o")
-        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
-    if o200k_family { o200k() } else { cl100k() }
+        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Texts shorter than this are tokenized every time: hashing would cost about as much.
+const CACHE_MIN_BYTES: usize = 64;
+
+fn counts() -> &'static moka::sync::Cache<(bool, u128), u64> {
+    static CACHE: OnceLock<moka::sync::Cache<(bool, u128), u64>> = OnceLock::new();
+    CACHE.get_or_init(|| moka::sync::Cache::new(200_000))
 }
 
 /// Tokens in a piece of text. Falls back to one token per four bytes if no tokenizer loads.
 pub fn count_text(model: &str, text: &str) -> u64 {
+    if text.len() < CACHE_MIN_BYTES {
+        return count_text_uncached(model, text);
+    }
+    let key = (
+        is_o200k(model),
+        xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+    );
+    if let Some(n) = counts().get(&key) {
+        return n;
+    }
+    let n = count_text_uncached(model, text);
+    counts().insert(key, n);
+    n
+}
+
+/// [`count_text`] without the cache.
+pub fn count_text_uncached(model: &str, text: &str) -> u64 {
     match bpe_for(model) {
         Some(bpe) => bpe.encode_ordinary(text).len() as u64,
         None => text.len().div_ceil(4) as u64,
@@ -104,6 +137,19 @@ mod tests {
         assert_eq!(count_text("gpt-4o-mini", "hello world"), 2);
         assert_eq!(count_text("llama3", "hello world"), 2);
         assert!(count_text("gpt-4o", &"word ".repeat(100)) >= 100);
+    }
+
+    #[test]
+    fn cached_counts_equal_fresh_ones_per_encoding() {
+        let long = "The borrow checker keeps references valid. ".repeat(40);
+        let fresh = count_text_uncached("gpt-4o", &long);
+        assert_eq!(count_text("gpt-4o", &long), fresh);
+        assert_eq!(count_text("gpt-4o", &long), fresh, "second (cached) count");
+        // Same text, other encoding: its own entry.
+        assert_eq!(
+            count_text("llama3", &long),
+            count_text_uncached("llama3", &long)
+        );
     }
 
     #[test]
