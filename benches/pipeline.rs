@@ -91,25 +91,7 @@ fn governance(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { lyss.authenticate(&key).await.unwrap() })
     });
-    let entry = LedgerEntry {
-        at: time::OffsetDateTime::now_utc(),
-        request_id: "bench".into(),
-        workspace_id: "ws".into(),
-        user_id: "u".into(),
-        key_id: "k".into(),
-        endpoint: "chat".into(),
-        model: "gpt-4o-mini".into(),
-        provider: "p".into(),
-        upstream_model: "gpt-4o-mini".into(),
-        stream: false,
-        prompt_tokens: 20,
-        completion_tokens: 10,
-        cached_tokens: 0,
-        cost_nusd: 9000,
-        latency_ms: 0.3,
-        status: 200,
-        error: None,
-    };
+    let entry = ledger_entry("ws", "u", "k");
     let none = Reservation::default();
     c.bench_function("ledger_record/sqlite_sequential", |b| {
         b.to_async(&rt)
@@ -165,12 +147,27 @@ fn budgets(c: &mut Criterion) {
         output_cap: 16_384,
         price: Price::per_mtok(0.15, 0.6, 0.075),
     };
-    let entry = LedgerEntry {
+    let entry = ledger_entry(&who.workspace_id, &who.user_id, &who.key_id);
+    c.bench_function("reserve_and_settle/sqlite_two_budgets", |b| {
+        b.to_async(&rt).iter(|| async {
+            let now = time::OffsetDateTime::now_utc();
+            let r = policy
+                .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
+                .await
+                .unwrap();
+            policy.settle(&r, &entry).await.unwrap()
+        })
+    });
+}
+
+/// A small chat request as the ledger records it.
+fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
+    LedgerEntry {
         at: time::OffsetDateTime::now_utc(),
         request_id: "bench".into(),
-        workspace_id: who.workspace_id.clone(),
-        user_id: who.user_id.clone(),
-        key_id: who.key_id.clone(),
+        workspace_id: workspace.into(),
+        user_id: user.into(),
+        key_id: key.into(),
         endpoint: "chat".into(),
         model: "gpt-4o-mini".into(),
         provider: "p".into(),
@@ -183,17 +180,7 @@ fn budgets(c: &mut Criterion) {
         latency_ms: 0.3,
         status: 200,
         error: None,
-    };
-    c.bench_function("reserve_and_settle/sqlite_two_budgets", |b| {
-        b.to_async(&rt).iter(|| async {
-            let now = time::OffsetDateTime::now_utc();
-            let r = policy
-                .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
-                .await
-                .unwrap();
-            policy.settle(&r, &entry).await.unwrap()
-        })
-    });
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
