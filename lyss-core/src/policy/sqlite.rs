@@ -51,6 +51,9 @@ impl SqlitePolicy {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(5))
+            // A local file does not drop connections: skip the ping sqlx sends before each
+            // checkout (one more round trip to SQLite's worker thread on every write).
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
