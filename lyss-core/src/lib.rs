@@ -24,6 +24,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod models;
 pub mod openai;

