@@ -161,6 +161,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(config.log_format);
     let lyss = Arc::new(setup::build(&config).await?);
     setup::spawn_reaper(lyss.clone());
+    // Budgets need prompt counts: build the tokenizers before the first request needs them.
+    if !lyss
+        .policy()
+        .budgets(time::OffsetDateTime::now_utc())
+        .await?
+        .is_empty()
+    {
+        tokio::task::spawn_blocking(lyss_core::tokens::warm_up);
+    }
     let (admin_token, source) = setup::admin_token(&config)?;
     announce(&config, &lyss, &source);
     let state = AppState {

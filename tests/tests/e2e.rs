@@ -212,6 +212,7 @@ provider = "local"
     lyss(&config, &data, &["key", "revoke", &id]);
     let revoked_at = Instant::now();
     loop {
+        let sent = Instant::now();
         let status = client
             .post(format!("{}/v1/chat/completions", server.base))
             .bearer_auth(&key)
@@ -221,11 +222,16 @@ provider = "local"
             .unwrap()
             .status();
         if status == 401 {
+            // Judged by when the request was sent, not by how long a loaded machine took.
+            assert!(
+                sent - revoked_at < Duration::from_secs(1),
+                "revocation took over a second"
+            );
             break;
         }
         assert!(
-            revoked_at.elapsed() < Duration::from_secs(1),
-            "revocation took over a second"
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "the revoked key kept working"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
