@@ -26,3 +26,148 @@ mod redis {
         ))
     });
 }
+
+/// Budgets fail closed: a Postgres that stops answering (here: its schema is gone) refuses
+/// the reservation instead of admitting it.
+#[tokio::test]
+async fn postgres_failure_refuses_reservations() {
+    use lyss_core::Policy as _;
+    use lyss_core::policy::{Ask, NewBudget, NewKey, Period, Scope, Unit};
+    let Some(url) = lyss_core::testing::services::postgres().await else {
+        return;
+    };
+    let policy = lyss_core::PostgresPolicy::connect(&url)
+        .await
+        .expect("connect");
+    policy
+        .create_workspace("team", &["*".into()])
+        .await
+        .expect("ws");
+    policy.create_user("ann", "team").await.expect("user");
+    let key = policy
+        .create_key(&NewKey {
+            user: "ann".into(),
+            ..NewKey::default()
+        })
+        .await
+        .expect("key")
+        .key;
+    policy
+        .set_budget(&NewBudget {
+            scope: Scope::User,
+            target: "ann".into(),
+            unit: Unit::Tokens,
+            limit: 1_000_000,
+            period: Period::None,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .expect("budget");
+    let who = policy.authenticate(&key).await.expect("auth");
+    let schema = url
+        .rsplit("search_path%3D")
+        .next()
+        .expect("schema in url")
+        .to_owned();
+    let admin = sqlx::PgPool::connect(&url).await.expect("admin connection");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop schema");
+    let ask = Ask {
+        prompt_tokens: 10,
+        requested_output: Some(10),
+        output_cap: 100,
+        price: lyss_core::Price::default(),
+    };
+    let result = policy
+        .reserve(
+            &who,
+            &ask,
+            time::OffsetDateTime::now_utc(),
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(lyss_core::Error::Unavailable { .. })),
+        "{result:?}"
+    );
+}
+
+/// Rate limits fail closed: a Redis that dies mid-run refuses requests, and they pass again
+/// once it is back — without restarting lyss.
+#[tokio::test]
+async fn redis_failure_refuses_and_recovers() {
+    use lyss_core::policy::RateLimiter as _;
+    use lyss_core::policy::ratelimit::Charge;
+    if lyss_core::testing::services::redis().await.is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for this test")
+    };
+    let wait_up = || async {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("private redis-server did not start");
+    };
+    let mut redis = start();
+    wait_up().await;
+    let limiter =
+        lyss_core::policy::RedisRateLimiter::connect(&format!("redis://127.0.0.1:{port}"), "t:")
+            .await
+            .expect("connect");
+    let charge = [Charge {
+        bucket: "k".into(),
+        label: "k".into(),
+        per_minute: 1_000,
+        cost: 1,
+    }];
+    let now = time::OffsetDateTime::now_utc();
+    limiter.charge(&charge, now).await.expect("up");
+    redis.kill().expect("kill");
+    redis.wait().expect("reap");
+    assert!(matches!(
+        limiter.charge(&charge, now).await,
+        Err(lyss_core::Error::Unavailable { .. })
+    ));
+    let mut redis = start();
+    wait_up().await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if limiter.charge(&charge, now).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert!(
+        recovered,
+        "the limiter did not recover after Redis came back"
+    );
+}
