@@ -307,6 +307,8 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
+            policy: self.policy.clone(),
+            settled: false,
         };
 
         let deadline = self.deadline(started);
@@ -326,15 +328,13 @@ impl Lyss {
                             .sum(),
                         ..Usage::default()
                     });
-                    let left = ledger
-                        .settle(self.policy.as_ref(), &usage, 200, None)
-                        .await?;
+                    let left = ledger.settle(&usage, 200, None).await?;
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
                         headers: budget_headers(&left),
                     })
                 }
-                Err(e) => Err(ledger.failed(self.policy.as_ref(), e).await),
+                Err(e) => Err(ledger.failed(e).await),
             };
         }
 
@@ -348,7 +348,7 @@ impl Lyss {
             .unwrap_or_else(|_| Err(outlived(&model)));
         let upstream = match upstream {
             Ok(s) => s,
-            Err(e) => return Err(ledger.failed(self.policy.as_ref(), e).await),
+            Err(e) => return Err(ledger.failed(e).await),
         };
         let prompt_estimate = if counts {
             prompt_tokens
@@ -359,7 +359,6 @@ impl Lyss {
         let headers = budget_headers(&ledger.reservation.left);
         let relay = StreamRelay {
             upstream,
-            policy: self.policy.clone(),
             ledger: Some(ledger),
             usage: None,
             prompt_estimate,
@@ -391,7 +390,7 @@ impl Lyss {
             .await?;
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let want_base64 = req.encoding_format == Some(EncodingFormat::Base64);
-        let ledger = LedgerDraft {
+        let mut ledger = LedgerDraft {
             principal,
             request_id: call.request_id.clone(),
             endpoint: "embeddings",
@@ -401,18 +400,18 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
+            policy: self.policy.clone(),
+            settled: false,
         };
         let mut resp = match model.provider.embeddings(&req).await {
             Ok(r) => r,
-            Err(e) => return Err(ledger.failed(self.policy.as_ref(), e).await),
+            Err(e) => return Err(ledger.failed(e).await),
         };
         let usage = resp.usage.clone().unwrap_or_else(|| Usage {
             prompt_tokens,
             ..Usage::default()
         });
-        ledger
-            .settle(self.policy.as_ref(), &usage, 200, None)
-            .await?;
+        ledger.settle(&usage, 200, None).await?;
         if want_base64 {
             for e in &mut resp.data {
                 e.embedding = std::mem::replace(
@@ -474,18 +473,21 @@ struct LedgerDraft {
     reservation: Reservation,
     /// Prompt tokens as counted before sending (0 when nothing needed the count).
     prompt_tokens: u64,
+    policy: Arc<dyn Policy>,
+    /// Set once settlement was attempted; a draft dropped before that settles itself.
+    settled: bool,
 }
 
 impl LedgerDraft {
     /// Stage 8: settles the reservation with this usage and appends the ledger row.
     async fn settle(
-        &self,
-        policy: &dyn Policy,
+        &mut self,
         usage: &Usage,
         status: u16,
         error: Option<String>,
     ) -> Result<BudgetLeft> {
-        policy
+        self.settled = true;
+        self.policy
             .settle(&self.reservation, &self.entry(usage, status, error))
             .await
     }
@@ -514,7 +516,7 @@ impl LedgerDraft {
 
     /// Records a failed upstream call (no tokens billed, the reservation released) and hands
     /// the error back.
-    async fn failed(&self, policy: &dyn Policy, e: Error) -> Error {
+    async fn failed(&mut self, e: Error) -> Error {
         let status = match &e {
             Error::Upstream { status, .. } => *status,
             Error::UpstreamTimeout { .. } => 504,
@@ -529,13 +531,38 @@ impl LedgerDraft {
             },
             _ => Usage::default(),
         };
-        if let Err(le) = self
-            .settle(policy, &usage, status, Some(e.to_string()))
-            .await
-        {
+        if let Err(le) = self.settle(&usage, status, Some(e.to_string())).await {
             tracing::error!(error = %le, "could not record a failed request in the ledger");
         }
         e
+    }
+}
+
+impl Drop for LedgerDraft {
+    /// The request was abandoned before it settled (the client went away while lyss waited
+    /// for the upstream, which is then cancelled): release the reservation now rather than at
+    /// the reaper's timeout, and bill the prompt, which the upstream may have processed.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            ..Usage::default()
+        };
+        let entry = self.entry(
+            &usage,
+            499,
+            Some("client disconnected before the answer".into()),
+        );
+        let (policy, reservation) = (self.policy.clone(), std::mem::take(&mut self.reservation));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = policy.settle(&reservation, &entry).await {
+                    tracing::error!(error = %e, "could not record an abandoned request");
+                }
+            });
+        }
     }
 }
 
@@ -543,7 +570,6 @@ impl LedgerDraft {
 /// client goes away first, on drop.
 struct StreamRelay {
     upstream: ChunkStream,
-    policy: Arc<dyn Policy>,
     /// `None` once settled.
     ledger: Option<LedgerDraft>,
     usage: Option<Usage>,
@@ -636,13 +662,10 @@ impl StreamRelay {
 
     async fn settle(&mut self, status: u16, error: Option<String>) -> Result<()> {
         let usage = self.usage();
-        let Some(ledger) = self.ledger.take() else {
+        let Some(mut ledger) = self.ledger.take() else {
             return Ok(());
         };
-        ledger
-            .settle(self.policy.as_ref(), &usage, status, error)
-            .await
-            .map(|_| ())
+        ledger.settle(&usage, status, error).await.map(|_| ())
     }
 }
 
@@ -650,23 +673,17 @@ impl Drop for StreamRelay {
     fn drop(&mut self) {
         // The client went away mid-stream: bill what flowed (499, nginx's "client closed").
         let usage = self.usage();
-        if let Some(ledger) = self.ledger.take() {
-            let policy = self.policy.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let settled = ledger
-                        .settle(
-                            policy.as_ref(),
-                            &usage,
-                            499,
-                            Some("client disconnected".into()),
-                        )
-                        .await;
-                    if let Err(e) = settled {
-                        tracing::error!(error = %e, "could not record a cancelled stream");
-                    }
-                });
-            }
+        if let Some(mut ledger) = self.ledger.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let settled = ledger
+                    .settle(&usage, 499, Some("client disconnected".into()))
+                    .await;
+                if let Err(e) = settled {
+                    tracing::error!(error = %e, "could not record a cancelled stream");
+                }
+            });
         }
     }
 }

@@ -450,3 +450,38 @@ async fn a_daily_budget_resets_exactly_at_midnight_and_in_flight_streams_settle_
     assert_eq!(day_usage(datetime!(2026-11-27 12:00 UTC)).await, (210, 0));
     assert_eq!(day_usage(clock.now()).await, (105, 0));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_releases_its_reservation_at_once() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(small_completion(10, 5))
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&app.upstream)
+        .await;
+    let id = token_budget(&app, Scope::User, "ann", 5_000).await;
+    let gave_up = app
+        .post("/v1/chat/completions")
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&chat(json!({"max_tokens": 100})))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to time out");
+    // Well before the reaper's timeout (15 min) and the upstream's answer (3 s).
+    let mut row = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if let Some(r) = app.ledger().await.into_iter().next() {
+            row = Some(r);
+            break;
+        }
+    }
+    let row = row.expect("the abandoned request is in the ledger");
+    assert_eq!(row.status, 499);
+    // The prompt ("hello there" + framing, 8 tokens) is billed; nothing stays reserved.
+    assert_eq!(row.prompt_tokens, 8);
+    assert_eq!(spent_reserved(&app, &id).await, (8, 0));
+}
