@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod memory;
 pub mod models;
 pub mod openai;
 pub mod pipeline;

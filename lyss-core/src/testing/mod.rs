@@ -13,6 +13,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Suites panic on purpose: they are tests.
 
 pub mod embed;
+pub mod memory;
 pub mod policy;
 pub mod ratelimit;
 pub mod services;

@@ -1,0 +1,31 @@
+-- Long-term memories (one row per memory) and every change to them.
+CREATE TABLE memories (
+    id            TEXT PRIMARY KEY,
+    workspace_id  TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    -- The full scope: workspace, user, the app's end-user and an agent tag (JSON array).
+    scope         TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    -- Little-endian f32s of the embedding, and which embedder made them.
+    embedding     BLOB,
+    embedder      TEXT,
+    -- Provenance: source message ids or a note, and when the remembered thing happened.
+    source        TEXT,
+    occurred_at   INTEGER,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX memories_scope ON memories(scope, created_at);
+CREATE INDEX memories_user ON memories(workspace_id, user_id);
+
+CREATE TABLE memory_history (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id     TEXT NOT NULL,
+    workspace_id  TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    event         TEXT NOT NULL,          -- add | update | delete
+    old_text      TEXT,
+    new_text      TEXT,
+    at            INTEGER NOT NULL
+);
+CREATE INDEX memory_history_memory ON memory_history(memory_id, id);

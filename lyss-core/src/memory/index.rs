@@ -1,0 +1,245 @@
+//! The in-process search index of one scope: an HNSW graph over embeddings (`hnsw_rs`) and a
+//! BM25 keyword index, fused by reciprocal rank.
+//!
+//! One index per scope, so a search never ranks another user's memories — there is no global
+//! top-k to filter afterwards. The index holds row numbers; the store maps them to memories.
+//! Deleting marks a row dead (HNSW graphs do not shrink); dead rows are skipped and the index
+//! is rebuilt from the store when they outnumber the live ones.
+
+use std::collections::{HashMap, HashSet};
+
+use hnsw_rs::anndists::dist::DistCosine;
+use hnsw_rs::hnsw::Hnsw;
+
+/// BM25 parameters (the usual ones).
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+/// Reciprocal-rank-fusion constant.
+const RRF_K: f32 = 60.0;
+
+/// Words too common to say anything about a memory.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "did", "do", "does", "for", "from",
+    "had", "has", "have", "he", "her", "his", "i", "in", "is", "it", "its", "me", "my", "of", "on",
+    "or", "she", "so", "that", "the", "their", "them", "they", "this", "to", "was", "we", "were",
+    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "how",
+];
+
+/// Lower-cased words without stopwords.
+pub fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// One candidate of a search, by row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub row: usize,
+    /// Fused rank score (higher is better).
+    pub score: f32,
+    /// Cosine similarity to the query, when vectors were searched.
+    pub similarity: Option<f32>,
+}
+
+/// The index of one scope.
+pub struct ScopeIndex {
+    hnsw: Option<Hnsw<'static, f32, DistCosine>>,
+    vectors: Vec<Option<Vec<f32>>>,
+    postings: HashMap<String, Vec<(usize, u32)>>,
+    lengths: Vec<u32>,
+    total_length: u64,
+    dead: HashSet<usize>,
+}
+
+impl Default for ScopeIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScopeIndex {
+    pub fn new() -> Self {
+        Self {
+            hnsw: None,
+            vectors: Vec::new(),
+            postings: HashMap::new(),
+            lengths: Vec::new(),
+            total_length: 0,
+            dead: HashSet::new(),
+        }
+    }
+
+    /// Adds a row and returns its number.
+    pub fn add(&mut self, text: &str, vector: Option<Vec<f32>>) -> usize {
+        let row = self.lengths.len();
+        let words = terms(text);
+        let mut tf: HashMap<&str, u32> = HashMap::new();
+        for w in &words {
+            *tf.entry(w.as_str()).or_default() += 1;
+        }
+        for (w, n) in tf {
+            self.postings
+                .entry(w.to_owned())
+                .or_default()
+                .push((row, n));
+        }
+        self.lengths.push(words.len() as u32);
+        self.total_length += words.len() as u64;
+        if let Some(v) = &vector {
+            let hnsw = self
+                .hnsw
+                .get_or_insert_with(|| Hnsw::new(16, 10_000, 16, 200, DistCosine {}));
+            hnsw.insert((v.as_slice(), row));
+        }
+        self.vectors.push(vector);
+        row
+    }
+
+    /// Marks a row dead.
+    pub fn remove(&mut self, row: usize) {
+        if row < self.lengths.len() {
+            self.dead.insert(row);
+        }
+    }
+
+    /// Live rows.
+    pub fn len(&self) -> usize {
+        self.lengths.len() - self.dead.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether dead rows outnumber live ones (time to rebuild).
+    pub fn needs_rebuild(&self) -> bool {
+        self.dead.len() > 64 && self.dead.len() > self.len()
+    }
+
+    fn bm25(&self, query: &[String], limit: usize) -> Vec<(usize, f32)> {
+        let n = self.len().max(1) as f32;
+        let avg = (self.total_length as f32 / self.lengths.len().max(1) as f32).max(1.0);
+        let mut scores: HashMap<usize, f32> = HashMap::new();
+        let unique: HashSet<&String> = query.iter().collect();
+        for term in unique {
+            let Some(posts) = self.postings.get(term) else {
+                continue;
+            };
+            let df = posts.iter().filter(|(r, _)| !self.dead.contains(r)).count() as f32;
+            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &(row, tf) in posts {
+                if self.dead.contains(&row) {
+                    continue;
+                }
+                let tf = tf as f32;
+                let len = self.lengths[row] as f32;
+                *scores.entry(row).or_default() +=
+                    idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avg));
+            }
+        }
+        let mut ranked: Vec<_> = scores.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(limit);
+        ranked
+    }
+
+    fn nearest(&self, query: &[f32], limit: usize) -> Vec<(usize, f32)> {
+        let Some(hnsw) = &self.hnsw else {
+            return Vec::new();
+        };
+        let want = limit + self.dead.len();
+        hnsw.search(query, want, (2 * want).max(64))
+            .into_iter()
+            .filter(|n| !self.dead.contains(&n.d_id))
+            .map(|n| (n.d_id, 1.0 - n.distance))
+            .take(limit)
+            .collect()
+    }
+
+    /// The best rows for a query: vector neighbours at or above `floor` similarity and BM25
+    /// keyword matches, fused by reciprocal rank. Either side may be absent.
+    pub fn search(
+        &self,
+        text: &str,
+        vector: Option<&[f32]>,
+        limit: usize,
+        floor: f32,
+    ) -> Vec<Scored> {
+        if limit == 0 || self.is_empty() {
+            return Vec::new();
+        }
+        let pool = (limit * 4).max(20);
+        let mut fused: HashMap<usize, Scored> = HashMap::new();
+        if let Some(q) = vector {
+            let near = self.nearest(q, pool);
+            for (rank, (row, sim)) in near.into_iter().filter(|(_, s)| *s >= floor).enumerate() {
+                let e = fused.entry(row).or_insert(Scored {
+                    row,
+                    score: 0.0,
+                    similarity: None,
+                });
+                e.score += 1.0 / (RRF_K + rank as f32 + 1.0);
+                e.similarity = Some(sim);
+            }
+        }
+        for (rank, (row, _)) in self.bm25(&terms(text), pool).into_iter().enumerate() {
+            let e = fused.entry(row).or_insert(Scored {
+                row,
+                score: 0.0,
+                similarity: None,
+            });
+            e.score += 1.0 / (RRF_K + rank as f32 + 1.0);
+        }
+        let mut out: Vec<Scored> = fused.into_values().collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+        out.truncate(limit);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn keywords_rank_by_bm25_and_stopwords_do_not_count() {
+        let mut idx = ScopeIndex::new();
+        idx.add("I like short answers", None);
+        idx.add("I am a Python developer who likes Python", None);
+        idx.add("The weather is nice", None);
+        let hits = idx.search("python please", None, 10, 0.0);
+        assert_eq!(hits[0].row, 1);
+        assert_eq!(hits.len(), 1);
+        assert!(idx.search("the is a", None, 10, 0.0).is_empty());
+    }
+
+    #[test]
+    fn vectors_and_keywords_fuse_and_dead_rows_vanish() {
+        let mut idx = ScopeIndex::new();
+        let a = idx.add("alpha", Some(unit(&[1.0, 0.0, 0.0])));
+        let b = idx.add("beta", Some(unit(&[0.0, 1.0, 0.0])));
+        let c = idx.add("gamma beta", Some(unit(&[0.7, 0.7, 0.0])));
+        let q = unit(&[1.0, 0.1, 0.0]);
+        let hits = idx.search("beta", Some(&q), 3, 0.5);
+        // `c` is near the query and matches the keyword: first. `b` is below the floor but
+        // matches the keyword; `a` is nearest by vector.
+        assert_eq!(hits[0].row, c);
+        assert!(hits.iter().any(|h| h.row == a && h.similarity.is_some()));
+        assert!(hits.iter().any(|h| h.row == b && h.similarity.is_none()));
+        idx.remove(c);
+        assert!(
+            idx.search("beta", Some(&q), 3, 0.5)
+                .iter()
+                .all(|h| h.row != c)
+        );
+        assert_eq!(idx.len(), 2);
+    }
+}

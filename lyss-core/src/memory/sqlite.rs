@@ -1,0 +1,417 @@
+//! `HnswMemoryStore`: the embedded default — memories durable in SQLite, searched through an
+//! in-process index per scope ([`super::index::ScopeIndex`]: HNSW + BM25).
+//!
+//! A scope's index is built from its rows the first time the scope is used after start-up, so
+//! memories and searches survive restarts; rows keep their embeddings, so a restart does not
+//! re-embed (unless the embedder changed). Writes go to SQLite first, then to the index.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqlitePool};
+use time::OffsetDateTime;
+
+use super::index::ScopeIndex;
+use super::{HistoryEntry, Hit, Memory, MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+
+/// A scope's index and the memory id of each of its rows.
+#[derive(Default)]
+struct Loaded {
+    index: ScopeIndex,
+    ids: Vec<String>,
+    rows: HashMap<String, usize>,
+}
+
+impl Loaded {
+    fn add(&mut self, id: &str, text: &str, vector: Option<Vec<f32>>) {
+        let row = self.index.add(text, vector);
+        self.ids.push(id.to_owned());
+        self.rows.insert(id.to_owned(), row);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(row) = self.rows.remove(id) {
+            self.index.remove(row);
+        }
+    }
+}
+
+/// Memories in SQLite with in-process HNSW + BM25 search.
+pub struct HnswMemoryStore {
+    pool: SqlitePool,
+    embedder: Option<Arc<dyn Embedder>>,
+    scopes: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Loaded>>>>,
+}
+
+impl std::fmt::Debug for HnswMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswMemoryStore")
+            .field(
+                "embedder",
+                &self.embedder.as_ref().map(|e| e.name().to_owned()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn ts(secs: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn memory_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Memory> {
+    Ok(Memory {
+        id: r.try_get("id")?,
+        text: r.try_get("text")?,
+        source: r.try_get("source")?,
+        occurred_at: r
+            .try_get::<Option<i64>, _>("occurred_at")?
+            .map(ts)
+            .transpose()?,
+        created_at: ts(r.try_get("created_at")?)?,
+        updated_at: ts(r.try_get("updated_at")?)?,
+    })
+}
+
+const MEMORY_COLUMNS: &str = "id, text, source, occurred_at, created_at, updated_at";
+
+impl HnswMemoryStore {
+    /// Opens (creating if needed) the database at `url` and applies migrations. Without an
+    /// embedder, search is by keywords only.
+    pub async fn connect(url: &str, embedder: Option<Arc<dyn Embedder>>) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("memory database: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if url.contains(":memory:") { 1 } else { 4 })
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            embedder,
+            scopes: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn embed_one(&self, text: &str) -> Result<Option<Vec<f32>>> {
+        match &self.embedder {
+            Some(e) => Ok(e.embed(&[text.to_owned()]).await?.into_iter().next()),
+            None => Ok(None),
+        }
+    }
+
+    fn embedder_name(&self) -> Option<&str> {
+        self.embedder.as_ref().map(|e| e.name())
+    }
+
+    /// The loaded index of a scope, building it from the rows on first use (and when dead
+    /// rows outnumber live ones).
+    async fn scope(&self, scope: &MemoryScope) -> Result<Arc<Mutex<Loaded>>> {
+        let key = scope.key();
+        let mut scopes = self.scopes.lock().await;
+        if let Some(l) = scopes.get(&key) {
+            let stale = l
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .index
+                .needs_rebuild();
+            if !stale {
+                return Ok(l.clone());
+            }
+        }
+        let rows = sqlx::query("SELECT id, text, embedding, embedder FROM memories WHERE scope = ?1 ORDER BY created_at, id")
+            .bind(&key)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let text: String = r.try_get("text")?;
+            let stored: Option<Vec<u8>> = r.try_get("embedding")?;
+            let by: Option<String> = r.try_get("embedder")?;
+            let vector = match (stored, self.embedder_name()) {
+                (Some(b), Some(name)) if by.as_deref() == Some(name) => Some(from_blob(&b)),
+                (_, Some(_)) => {
+                    missing.push(entries.len());
+                    None
+                }
+                (_, None) => None,
+            };
+            entries.push((id, text, vector));
+        }
+        // Rows embedded by another model (or none): embed them again and keep the result.
+        if let (Some(e), false) = (&self.embedder, missing.is_empty()) {
+            let texts: Vec<String> = missing.iter().map(|&i| entries[i].1.clone()).collect();
+            let vectors = e.embed(&texts).await?;
+            for (&i, v) in missing.iter().zip(vectors) {
+                sqlx::query("UPDATE memories SET embedding = ?1, embedder = ?2 WHERE id = ?3")
+                    .bind(to_blob(&v))
+                    .bind(e.name())
+                    .bind(&entries[i].0)
+                    .execute(&self.pool)
+                    .await?;
+                entries[i].2 = Some(v);
+            }
+        }
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut l = Loaded::default();
+            for (id, text, vector) in entries {
+                l.add(&id, &text, vector);
+            }
+            l
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index build: {e}")))?;
+        let loaded = Arc::new(Mutex::new(loaded));
+        scopes.insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn history_row(
+        &self,
+        scope: &MemoryScope,
+        id: &str,
+        event: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO memory_history (memory_id, workspace_id, user_id, event, old_text, new_text, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(id)
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .bind(event)
+        .bind(old)
+        .bind(new)
+        .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MemoryStore for HnswMemoryStore {
+    async fn add(&self, scope: &MemoryScope, new: &NewMemory) -> Result<Memory> {
+        if new.text.trim().is_empty() {
+            return Err(Error::invalid_param("a memory needs text", "text"));
+        }
+        let loaded = self.scope(scope).await?;
+        let vector = self.embed_one(&new.text).await?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let memory = Memory {
+            id: format!("mem_{}", uuid::Uuid::now_v7().simple()),
+            text: new.text.clone(),
+            source: new.source.clone(),
+            occurred_at: new.occurred_at,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        )
+        .bind(&memory.id)
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .bind(scope.key())
+        .bind(&memory.text)
+        .bind(vector.as_deref().map(to_blob))
+        .bind(self.embedder_name())
+        .bind(&memory.source)
+        .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
+        .bind(now.unix_timestamp())
+        .execute(&self.pool)
+        .await?;
+        self.history_row(scope, &memory.id, "add", None, Some(&memory.text))
+            .await?;
+        let (id, text) = (memory.id.clone(), memory.text.clone());
+        tokio::task::spawn_blocking(move || {
+            loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&id, &text, vector)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index insert: {e}")))?;
+        Ok(memory)
+    }
+
+    async fn update(&self, scope: &MemoryScope, id: &str, text: &str) -> Result<Memory> {
+        if text.trim().is_empty() {
+            return Err(Error::invalid_param("a memory needs text", "text"));
+        }
+        let old = self.get(scope, id).await?;
+        let loaded = self.scope(scope).await?;
+        let vector = self.embed_one(text).await?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        sqlx::query("UPDATE memories SET text = ?1, embedding = ?2, embedder = ?3, updated_at = ?4 WHERE id = ?5 AND scope = ?6")
+            .bind(text)
+            .bind(vector.as_deref().map(to_blob))
+            .bind(self.embedder_name())
+            .bind(now)
+            .bind(id)
+            .bind(scope.key())
+            .execute(&self.pool)
+            .await?;
+        self.history_row(scope, id, "update", Some(&old.text), Some(text))
+            .await?;
+        let (id_owned, text_owned) = (id.to_owned(), text.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+            l.remove(&id_owned);
+            l.add(&id_owned, &text_owned, vector);
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index update: {e}")))?;
+        self.get(scope, id).await
+    }
+
+    async fn delete(&self, scope: &MemoryScope, id: &str) -> Result<()> {
+        let old = self.get(scope, id).await?;
+        let loaded = self.scope(scope).await?;
+        sqlx::query("DELETE FROM memories WHERE id = ?1 AND scope = ?2")
+            .bind(id)
+            .bind(scope.key())
+            .execute(&self.pool)
+            .await?;
+        self.history_row(scope, id, "delete", Some(&old.text), None)
+            .await?;
+        loaded.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        Ok(())
+    }
+
+    async fn get(&self, scope: &MemoryScope, id: &str) -> Result<Memory> {
+        let row = sqlx::query(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ?1 AND scope = ?2"
+        ))
+        .bind(id)
+        .bind(scope.key())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("memory `{id}`")))?;
+        memory_from_row(&row)
+    }
+
+    async fn list(&self, scope: &MemoryScope, limit: usize) -> Result<Vec<Memory>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories WHERE scope = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+        ))
+        .bind(scope.key())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(memory_from_row).collect()
+    }
+
+    async fn search(&self, scope: &MemoryScope, query: &SearchQuery) -> Result<Vec<Hit>> {
+        let loaded = self.scope(scope).await?;
+        let vector = self.embed_one(&query.text).await?;
+        let (text, limit, floor) = (query.text.clone(), query.limit, query.min_similarity);
+        let found = tokio::task::spawn_blocking(move || {
+            let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+            l.index
+                .search(&text, vector.as_deref(), limit, floor)
+                .into_iter()
+                .map(|s| (l.ids[s.row].clone(), s.score, s.similarity))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index search: {e}")))?;
+        let mut hits = Vec::with_capacity(found.len());
+        for (id, score, similarity) in found {
+            match self.get(scope, &id).await {
+                Ok(memory) => hits.push(Hit {
+                    memory,
+                    score,
+                    similarity,
+                }),
+                // Deleted by another connection since the index saw it.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>> {
+        // The memory's rows must belong to this scope's user; deleted memories keep history.
+        let rows = sqlx::query(
+            "SELECT h.memory_id, h.event, h.old_text, h.new_text, h.at FROM memory_history h \
+             WHERE h.memory_id = ?1 AND h.workspace_id = ?2 AND h.user_id = ?3 \
+             AND (NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id) \
+                  OR EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id AND m.scope = ?4)) \
+             ORDER BY h.id",
+        )
+        .bind(id)
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .bind(scope.key())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound(format!("memory `{id}`")));
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    memory_id: r.try_get("memory_id")?,
+                    event: r.try_get("event")?,
+                    old_text: r.try_get("old_text")?,
+                    new_text: r.try_get("new_text")?,
+                    at: ts(r.try_get("at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn forget(&self, scope: &MemoryScope) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM memories WHERE workspace_id = ?1 AND user_id = ?2")
+            .bind(&scope.workspace_id)
+            .bind(&scope.user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM memory_history WHERE workspace_id = ?1 AND user_id = ?2")
+            .bind(&scope.workspace_id)
+            .bind(&scope.user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        // Every narrowed scope of this user is gone too: drop their indexes.
+        let prefix = serde_json::json!([scope.workspace_id, scope.user_id]).to_string();
+        let prefix = &prefix[..prefix.len() - 1];
+        self.scopes
+            .lock()
+            .await
+            .retain(|k, _| !k.starts_with(prefix));
+        Ok(gone)
+    }
+}

@@ -1,0 +1,216 @@
+//! The `MemoryStore` conformance suite.
+
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery};
+
+/// Generates one test per case for a memory store, given an `async` block that returns a
+/// fresh, empty `Some(Arc<dyn MemoryStore>)`, or `None` to skip.
+#[macro_export]
+macro_rules! memory_conformance {
+    ($factory:expr) => {
+        $crate::memory_conformance!(@cases $factory;
+            add_get_update_delete_with_history,
+            scopes_never_see_each_other,
+            search_finds_by_meaning_and_by_keyword_within_a_limit,
+            forget_removes_everything_of_a_user,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(store): Option<::std::sync::Arc<dyn $crate::memory::MemoryStore>> = $factory.await else {
+                    return;
+                };
+                $crate::testing::memory::$case(store).await;
+            }
+        )+
+    };
+}
+
+fn new(text: &str) -> NewMemory {
+    NewMemory {
+        text: text.into(),
+        source: Some("test".into()),
+        occurred_at: None,
+    }
+}
+
+fn query(text: &str, limit: usize) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        limit,
+        min_similarity: 0.2,
+    }
+}
+
+pub async fn add_get_update_delete_with_history(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let m = store
+        .add(&ann, &new("I am a Python developer."))
+        .await
+        .expect("add");
+    assert_eq!(store.get(&ann, &m.id).await.expect("get").text, m.text);
+    let updated = store
+        .update(&ann, &m.id, "I am a Rust developer now.")
+        .await
+        .expect("update");
+    assert_eq!(updated.text, "I am a Rust developer now.");
+    assert_eq!(updated.source.as_deref(), Some("test"));
+    store
+        .add(&ann, &new("I like short answers."))
+        .await
+        .expect("add");
+    let listed = store.list(&ann, 10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    store.delete(&ann, &m.id).await.expect("delete");
+    assert!(matches!(
+        store.get(&ann, &m.id).await,
+        Err(Error::NotFound(_))
+    ));
+    let events: Vec<String> = store
+        .history(&ann, &m.id)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| h.event)
+        .collect();
+    assert_eq!(events, vec!["add", "update", "delete"]);
+    assert!(store.add(&ann, &new("  ")).await.is_err());
+}
+
+pub async fn scopes_never_see_each_other(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let bob = MemoryScope::user("ws", "bob");
+    let ann_in_app = MemoryScope {
+        end_user: Some("customer-7".into()),
+        ..ann.clone()
+    };
+    let secret = store
+        .add(&ann, &new("My bank PIN is 4321 and I live in Lyon."))
+        .await
+        .expect("add");
+    store
+        .add(&ann_in_app, &new("Customer 7 prefers email."))
+        .await
+        .expect("add");
+    store
+        .add(&bob, &new("Bob likes chess."))
+        .await
+        .expect("add");
+    for probe in ["bank PIN Lyon", "where does the user live"] {
+        let hits = store.search(&bob, &query(probe, 10)).await.expect("search");
+        assert!(
+            hits.iter().all(|h| !h.memory.text.contains("PIN")),
+            "{probe}: {hits:?}"
+        );
+    }
+    assert!(matches!(
+        store.get(&bob, &secret.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.update(&bob, &secret.id, "x").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete(&bob, &secret.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.history(&bob, &secret.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(
+        store
+            .list(&bob, 10)
+            .await
+            .expect("list")
+            .iter()
+            .all(|m| m.id != secret.id)
+    );
+    // A narrowed scope is its own: the app's end-user does not see the user's own memories.
+    let narrowed = store.list(&ann_in_app, 10).await.expect("list");
+    assert_eq!(narrowed.len(), 1);
+    assert!(matches!(
+        store.get(&ann_in_app, &secret.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        store.get(&ann, &secret.id).await.expect("own").id,
+        secret.id
+    );
+}
+
+pub async fn search_finds_by_meaning_and_by_keyword_within_a_limit(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    for text in [
+        "I am a Python developer working on data pipelines.",
+        "I prefer short answers without preamble.",
+        "My daughter's name is Léa and she plays the violin.",
+        "I moved to Lyon in 2023.",
+        "Our team deploys on Kubernetes every Friday.",
+    ] {
+        store.add(&ann, &new(text)).await.expect("add");
+    }
+    let hits = store
+        .search(&ann, &query("violin lessons for Léa", 3))
+        .await
+        .expect("search");
+    assert_eq!(
+        hits[0].memory.text,
+        "My daughter's name is Léa and she plays the violin."
+    );
+    assert!(hits.len() <= 3);
+    let by_keyword = store
+        .search(&ann, &query("Kubernetes", 1))
+        .await
+        .expect("search");
+    assert_eq!(by_keyword.len(), 1);
+    assert!(by_keyword[0].memory.text.contains("Kubernetes"));
+    assert!(
+        store
+            .search(&ann, &query("anything", 0))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+}
+
+pub async fn forget_removes_everything_of_a_user(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let ann_agent = MemoryScope {
+        agent: Some("support".into()),
+        ..ann.clone()
+    };
+    let bob = MemoryScope::user("ws", "bob");
+    let m = store
+        .add(&ann, &new("I am allergic to peanuts."))
+        .await
+        .expect("add");
+    store
+        .add(&ann_agent, &new("Ticket 42 is open."))
+        .await
+        .expect("add");
+    store
+        .add(&bob, &new("Bob likes chess."))
+        .await
+        .expect("add");
+    assert_eq!(store.forget(&ann).await.expect("forget"), 2);
+    assert!(store.list(&ann, 10).await.expect("list").is_empty());
+    assert!(store.list(&ann_agent, 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .search(&ann, &query("peanuts allergy", 5))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    assert!(matches!(
+        store.history(&ann, &m.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.list(&bob, 10).await.expect("bob").len(), 1);
+}
