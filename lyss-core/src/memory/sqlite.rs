@@ -344,20 +344,35 @@ impl MemoryStore for HnswMemoryStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("index search: {e}")))?;
-        let mut hits = Vec::with_capacity(found.len());
-        for (id, score, similarity) in found {
-            match self.get(scope, &id).await {
-                Ok(memory) => hits.push(Hit {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One query for all hits; rows deleted by another connection since are skipped.
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories WHERE scope = "
+        ));
+        q.push_bind(scope.key()).push(" AND id IN (");
+        let mut ids = q.separated(", ");
+        for (id, ..) in &found {
+            ids.push_bind(id);
+        }
+        q.push(")");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let m = memory_from_row(r)?;
+            by_id.insert(m.id.clone(), m);
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(id, score, similarity)| {
+                by_id.remove(&id).map(|memory| Hit {
                     memory,
                     score,
                     similarity,
-                }),
-                // Deleted by another connection since the index saw it.
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(hits)
+                })
+            })
+            .collect())
     }
 
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>> {
