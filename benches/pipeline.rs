@@ -174,6 +174,7 @@ fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
         upstream_model: "gpt-4o-mini".into(),
         stream: false,
         prompt_tokens: 20,
+        prompt_tokens_original: 20,
         completion_tokens: 10,
         cached_tokens: 0,
         cost_nusd: 9000,

@@ -40,6 +40,8 @@ pub struct Config {
     pub key_cache_ms: u64,
     /// The embedding model used by memory and the semantic cache.
     pub embedder: EmbedderConfig,
+    /// Long-term memory and prompt compression.
+    pub memory: MemoryConfig,
     /// Upstream providers.
     pub providers: Vec<ProviderConfig>,
     /// Public models and where they go.
@@ -60,9 +62,56 @@ impl Default for Config {
             log_format: LogFormat::Text,
             key_cache_ms: 500,
             embedder: EmbedderConfig::default(),
+            memory: MemoryConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
+    }
+}
+
+/// Long-term memory: recall into the prompt, compress old history, remember new turns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// On for every workspace unless listed in `workspaces` as false. Default false while
+    /// memory is being completed (its API and CLI are not in yet).
+    pub enabled: bool,
+    /// Per-workspace switch by workspace name, overriding `enabled`.
+    pub workspaces: std::collections::HashMap<String, bool>,
+    /// Recent conversation kept verbatim, in tokens (the system prompt is always kept).
+    /// Default 2,000.
+    pub history_tokens: u64,
+    /// Largest block of recalled memories injected, in tokens. Default 1,024.
+    pub memory_tokens: u64,
+    /// Memories recalled at most. Default 10.
+    pub top_k: usize,
+    /// Vector matches below this cosine similarity are not recalled. Default 0.3.
+    pub min_similarity: f32,
+    /// A new turn this similar to an existing memory is not stored again. Default 0.92.
+    pub dedupe_similarity: f32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            workspaces: Default::default(),
+            history_tokens: 2_000,
+            memory_tokens: 1_024,
+            top_k: 10,
+            min_similarity: 0.3,
+            dedupe_similarity: 0.92,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Whether memory is on for a workspace.
+    pub fn enabled_for(&self, workspace: &str) -> bool {
+        self.workspaces
+            .get(workspace)
+            .copied()
+            .unwrap_or(self.enabled)
     }
 }
 

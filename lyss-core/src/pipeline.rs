@@ -22,11 +22,13 @@ use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
+use crate::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, StreamOptions, Usage,
+    Message, ModelList, ModelObject, Role, StreamOptions, Usage,
 };
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::ratelimit::Charge;
@@ -41,12 +43,18 @@ use crate::tokens;
 pub const BUDGET_REMAINING_HEADER: &str = "x-lyss-budget-remaining";
 
 /// Who is calling and how to name the request in logs and the ledger.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Call {
     /// The bearer key as presented (without `Bearer `).
     pub api_key: String,
     pub request_id: String,
+    /// The caller opted out of memory for this request (`x-lyss-memory: off`).
+    pub no_memory: bool,
 }
+
+/// Response headers that report what memory compression saved.
+pub const PROMPT_TOKENS_ORIGINAL_HEADER: &str = "x-lyss-prompt-tokens-original";
+pub const PROMPT_TOKENS_SENT_HEADER: &str = "x-lyss-prompt-tokens-sent";
 
 /// A chat answer: a whole completion or a stream, plus headers to return to the caller.
 pub struct ChatReply {
@@ -69,6 +77,8 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
 pub struct Lyss {
     policy: Arc<dyn Policy>,
     limiter: Arc<dyn RateLimiter>,
+    memory: Option<Arc<dyn MemoryStore>>,
+    memory_config: MemoryConfig,
     models: ModelRegistry,
     keys: KeyCache,
     clock: Arc<dyn Clock>,
@@ -80,6 +90,8 @@ pub struct Lyss {
 pub struct LyssBuilder {
     policy: Arc<dyn Policy>,
     limiter: Arc<dyn RateLimiter>,
+    memory: Option<Arc<dyn MemoryStore>>,
+    memory_config: MemoryConfig,
     models: ModelRegistry,
     key_cache_ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -105,6 +117,13 @@ impl LyssBuilder {
         self
     }
 
+    /// Long-term memory: the store and how recall and compression behave (default: none).
+    pub fn memory(mut self, store: Arc<dyn MemoryStore>, config: MemoryConfig) -> Self {
+        self.memory = Some(store);
+        self.memory_config = config;
+        self
+    }
+
     /// The clock budgets and periods are judged by (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -122,6 +141,8 @@ impl LyssBuilder {
         Lyss {
             policy: self.policy,
             limiter: self.limiter,
+            memory: self.memory,
+            memory_config: self.memory_config,
             models: self.models,
             keys: KeyCache::new(self.key_cache_ttl),
             started: self.clock.now().unix_timestamp().max(0) as u64,
@@ -137,11 +158,29 @@ impl Lyss {
         LyssBuilder {
             policy,
             limiter: Arc::new(InMemoryRateLimiter::new()),
+            memory: None,
+            memory_config: MemoryConfig::default(),
             models: ModelRegistry::default(),
             key_cache_ttl: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
             reservation_ttl: Duration::from_secs(900),
         }
+    }
+
+    /// Turns queued conversation turns into memories; run it periodically (the server does).
+    pub async fn ingest_pending(&self) -> Result<usize> {
+        match &self.memory {
+            Some(m) => {
+                m.ingest_pending(64, self.memory_config.dedupe_similarity)
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The memory store, if memory is configured.
+    pub fn memory(&self) -> Option<&Arc<dyn MemoryStore>> {
+        self.memory.as_ref()
     }
 
     /// Releases reservations whose requests died; run it periodically (the server does).
@@ -188,6 +227,123 @@ impl Lyss {
             Some(m) if principal.allows(m) => Ok(m.clone()),
             _ => Err(Error::ModelNotFound(model.to_owned())),
         }
+    }
+
+    /// Stage 4: queues the new user turn for memory, drops the oldest history beyond
+    /// `history_tokens` and injects the user's relevant memories as one system message within
+    /// `memory_tokens`. Returns (prompt tokens before, after) when it ran. Memory failures never
+    /// fail the request: it goes on uncompressed and the log says why.
+    async fn recall_and_compress(
+        &self,
+        who: &Principal,
+        call: &Call,
+        req: &mut ChatRequest,
+        upstream: &str,
+        now: OffsetDateTime,
+    ) -> Option<(u64, u64)> {
+        let store = self.memory.as_ref()?;
+        let cfg = &self.memory_config;
+        if call.no_memory || !cfg.enabled_for(&who.workspace_name) {
+            return None;
+        }
+        let last_user = req.messages.iter().rposition(|m| m.role == Role::User)?;
+        let query = req.messages[last_user]
+            .content
+            .as_ref()
+            .map(|c| c.text())
+            .unwrap_or_default();
+        let scope = MemoryScope {
+            workspace_id: who.workspace_id.clone(),
+            user_id: who.user_id.clone(),
+            end_user: req.user.clone(),
+            agent: None,
+        };
+        if !query.trim().is_empty() {
+            let turn = NewMemory {
+                text: query.clone(),
+                source: Some(call.request_id.clone()),
+                occurred_at: Some(now),
+            };
+            if let Err(e) = store.enqueue(&scope, &turn).await {
+                tracing::warn!(error = %e, "could not queue the turn for memory");
+            }
+        }
+        let original = tokens::count_request(upstream, req);
+        // Keep the leading system/developer messages, then the newest turns that fit.
+        let lead = req
+            .messages
+            .iter()
+            .take_while(|m| matches!(m.role, Role::System | Role::Developer))
+            .count()
+            .min(last_user);
+        let mut keep_from = req.messages.len();
+        let mut used = 0;
+        while keep_from > lead {
+            let cost =
+                tokens::count_messages(upstream, &req.messages[keep_from - 1..keep_from]) - 3;
+            // The latest user turn and what follows it always stay.
+            if keep_from > last_user || used + cost <= cfg.history_tokens {
+                used += cost;
+                keep_from -= 1;
+            } else {
+                break;
+            }
+        }
+        // Never start the kept history with tool results whose call was dropped.
+        while keep_from < last_user && req.messages[keep_from].role == Role::Tool {
+            keep_from += 1;
+        }
+        let kept_text: String = req.messages[keep_from..]
+            .iter()
+            .filter_map(|m| m.content.as_ref().map(|c| c.text()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let hits = if query.trim().is_empty() {
+            Vec::new()
+        } else {
+            store
+                .search(
+                    &scope,
+                    &SearchQuery {
+                        text: query,
+                        limit: cfg.top_k,
+                        min_similarity: cfg.min_similarity,
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "memory recall failed; answering without it");
+                    Vec::new()
+                })
+        };
+        let mut block = String::from(
+            "What you know about the user from earlier conversations (it may be out of date):",
+        );
+        let mut block_tokens = tokens::count_text(upstream, &block);
+        let mut recalled = 0;
+        for h in hits {
+            if kept_text.contains(&h.memory.text) {
+                continue;
+            }
+            let line = match h.memory.occurred_at {
+                Some(t) => format!("\n- [{}] {}", t.date(), h.memory.text),
+                None => format!("\n- {}", h.memory.text),
+            };
+            let cost = tokens::count_text(upstream, &line);
+            if block_tokens + cost > cfg.memory_tokens {
+                break;
+            }
+            block_tokens += cost;
+            block.push_str(&line);
+            recalled += 1;
+        }
+        let mut messages: Vec<Message> = req.messages.drain(..lead).collect();
+        if recalled > 0 {
+            messages.push(Message::text(Role::System, block));
+        }
+        messages.extend(req.messages.drain(keep_from - lead..));
+        req.messages = messages;
+        Some((original, tokens::count_request(upstream, req)))
     }
 
     /// Stage 3: charges the request on every rate limit of its workspace, user and key.
@@ -277,12 +433,16 @@ impl Lyss {
         let model = self.authorize(&principal, &req.model)?;
         validate_chat(&req)?;
         let now = self.clock.now();
+        // Memory runs before limits and budgets, so that they charge what is actually sent.
+        let compressed = self
+            .recall_and_compress(&principal, call, &mut req, &model.upstream, now)
+            .await;
         let requested_output = req.max_completion_tokens.or(req.max_tokens);
         let counts = principal.budgeted || principal.rate_limits.iter().any(|l| l.tpm.is_some());
-        let prompt_tokens = if counts {
-            tokens::count_request(&model.upstream, &req)
-        } else {
-            0
+        let prompt_tokens = match compressed {
+            Some((_, sent)) => sent,
+            None if counts => tokens::count_request(&model.upstream, &req),
+            None => 0,
         };
         self.rate_limit(
             &principal,
@@ -307,9 +467,16 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
+            prompt_tokens_original: compressed.map_or(0, |(original, _)| original),
             policy: self.policy.clone(),
             settled: false,
         };
+        let mut headers = compressed.map_or_else(Vec::new, |(original, sent)| {
+            vec![
+                (PROMPT_TOKENS_ORIGINAL_HEADER, original.to_string()),
+                (PROMPT_TOKENS_SENT_HEADER, sent.to_string()),
+            ]
+        });
 
         let deadline = self.deadline(started);
         if !req.is_stream() {
@@ -329,9 +496,10 @@ impl Lyss {
                         ..Usage::default()
                     });
                     let left = ledger.settle(&usage, 200, None).await?;
+                    headers.extend(budget_headers(&left));
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
-                        headers: budget_headers(&left),
+                        headers,
                     })
                 }
                 Err(e) => Err(ledger.failed(e).await),
@@ -356,7 +524,7 @@ impl Lyss {
             tokens::count_request(&model.upstream, &req)
         };
         ledger.stream = true;
-        let headers = budget_headers(&ledger.reservation.left);
+        headers.extend(budget_headers(&ledger.reservation.left));
         let relay = StreamRelay {
             upstream,
             ledger: Some(ledger),
@@ -400,6 +568,7 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
+            prompt_tokens_original: 0,
             policy: self.policy.clone(),
             settled: false,
         };
@@ -473,6 +642,8 @@ struct LedgerDraft {
     reservation: Reservation,
     /// Prompt tokens as counted before sending (0 when nothing needed the count).
     prompt_tokens: u64,
+    /// Prompt tokens before memory compression (0 when it did not run).
+    prompt_tokens_original: u64,
     policy: Arc<dyn Policy>,
     /// Set once settlement was attempted; a draft dropped before that settles itself.
     settled: bool,
@@ -505,6 +676,11 @@ impl LedgerDraft {
             upstream_model: self.model.upstream.clone(),
             stream: self.stream,
             prompt_tokens: usage.prompt_tokens,
+            prompt_tokens_original: if self.prompt_tokens_original > 0 {
+                self.prompt_tokens_original
+            } else {
+                usage.prompt_tokens
+            },
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens(),
             cost_nusd: self.model.price.cost(usage),

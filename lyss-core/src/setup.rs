@@ -18,6 +18,7 @@ use crate::embed::{
     Embedder, LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, OpenAiEmbedder, default_models_dir,
 };
 use crate::error::{Error, Result};
+use crate::memory::{HnswMemoryStore, MemoryStore};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
 use crate::policy::{
@@ -323,13 +324,54 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     let models = build_models(config, &providers).await?;
     let policy = open_policy(config).await?;
     let limiter = open_rate_limiter(config).await?;
-    Ok(Lyss::builder(policy)
+    let mut builder = Lyss::builder(policy)
         .models(models)
         .rate_limiter(limiter)
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
         .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
-        .clock(clock)
-        .build())
+        .clock(clock);
+    if let Some(store) = open_memory(config, &providers).await? {
+        builder = builder.memory(store, config.memory.clone());
+    }
+    Ok(builder.build())
+}
+
+/// The memory store, when memory is on for any workspace: memories live in the embedded
+/// SQLite store (a Postgres memory store is not in yet: memory stays off there, with a warning).
+pub async fn open_memory(
+    config: &Config,
+    providers: &HashMap<String, Arc<dyn Provider>>,
+) -> Result<Option<Arc<dyn MemoryStore>>> {
+    let m = &config.memory;
+    if !m.enabled && !m.workspaces.values().any(|on| *on) {
+        return Ok(None);
+    }
+    let url = database_url(config);
+    if !url.starts_with("sqlite:") {
+        tracing::warn!(
+            "memory needs the embedded SQLite store for now; it is off with {}",
+            redact_url(&url)
+        );
+        return Ok(None);
+    }
+    let embedder = open_embedder(config, providers).await?;
+    Ok(Some(Arc::new(
+        HnswMemoryStore::connect(&url, embedder).await?,
+    )))
+}
+
+/// Runs [`Lyss::ingest_pending`] every half second; failures are logged and retried.
+pub fn spawn_ingest(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = lyss.ingest_pending().await {
+                tracing::warn!(error = %e, "memory ingestion failed; retrying");
+            }
+        }
+    })
 }
 
 /// Runs [`Lyss::reap_expired`] forever at [`Lyss::reap_interval`]; failures are logged and

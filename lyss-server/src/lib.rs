@@ -161,6 +161,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(config.log_format);
     let lyss = Arc::new(setup::build(&config).await?);
     setup::spawn_reaper(lyss.clone());
+    if lyss.memory().is_some() {
+        setup::spawn_ingest(lyss.clone());
+    }
     // Budgets need prompt counts: build the tokenizers before the first request needs them.
     if !lyss
         .policy()

@@ -45,6 +45,8 @@ CREATE TABLE usage_ledger (
     upstream_model     TEXT NOT NULL,
     stream             BOOLEAN NOT NULL,
     prompt_tokens      BIGINT NOT NULL,
+    -- Prompt tokens the client sent, before memory compression.
+    prompt_tokens_original BIGINT NOT NULL DEFAULT 0,
     completion_tokens  BIGINT NOT NULL,
     cached_tokens      BIGINT NOT NULL,
     cost_nusd          BIGINT NOT NULL,

@@ -49,6 +49,8 @@ CREATE TABLE usage_ledger (
     upstream_model     TEXT NOT NULL,
     stream             INTEGER NOT NULL,
     prompt_tokens      INTEGER NOT NULL,
+    -- Prompt tokens the client sent, before memory compression.
+    prompt_tokens_original INTEGER NOT NULL DEFAULT 0,
     completion_tokens  INTEGER NOT NULL,
     cached_tokens      INTEGER NOT NULL,
     cost_nusd          INTEGER NOT NULL,

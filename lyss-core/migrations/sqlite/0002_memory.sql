@@ -29,3 +29,16 @@ CREATE TABLE memory_history (
     at            INTEGER NOT NULL
 );
 CREATE INDEX memory_history_memory ON memory_history(memory_id, id);
+
+-- New turns waiting to become memories: written before the response completes, drained by a
+-- background worker, so a crash between the two loses nothing.
+CREATE TABLE memory_outbox (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id  TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    source        TEXT,
+    occurred_at   INTEGER,
+    queued_at     INTEGER NOT NULL
+);

@@ -110,6 +110,9 @@ pub struct HistoryEntry {
 ///   (BM25), fused; it never ranks memories of other scopes.
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
 ///   and their history ("forget me"); it returns how many memories went.
+/// - `enqueue` durably queues a new turn (it survives a crash); `ingest_pending` turns queued
+///   turns into memories exactly once, skipping a turn as close as `dedupe_similarity` (or
+///   identical in text) to a memory of its scope, and returns how many turns it took.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -124,4 +127,8 @@ pub trait MemoryStore: Send + Sync {
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
+    /// Queues a new conversation turn for ingestion (durable when it returns).
+    async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> Result<()>;
+    /// Ingests up to `max` queued turns.
+    async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize>;
 }

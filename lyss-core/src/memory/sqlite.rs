@@ -429,4 +429,71 @@ impl MemoryStore for HnswMemoryStore {
             .retain(|k, _| !k.starts_with(prefix));
         Ok(gone)
     }
+
+    async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .bind(serde_json::to_string(scope).map_err(|e| Error::Internal(e.to_string()))?)
+        .bind(&turn.text)
+        .bind(&turn.source)
+        .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
+        .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize> {
+        let rows = sqlx::query(
+            "SELECT id, scope, text, source, occurred_at FROM memory_outbox ORDER BY id LIMIT ?1",
+        )
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let scope: MemoryScope = serde_json::from_str(&r.try_get::<String, _>("scope")?)
+                .map_err(|e| Error::Internal(format!("queued scope: {e}")))?;
+            let text: String = r.try_get("text")?;
+            let duplicate = self
+                .search(
+                    &scope,
+                    &SearchQuery {
+                        text: text.clone(),
+                        limit: 1,
+                        min_similarity: dedupe_similarity,
+                    },
+                )
+                .await?
+                .into_iter()
+                .any(|h| {
+                    h.memory.text == text || h.similarity.is_some_and(|s| s >= dedupe_similarity)
+                });
+            if !duplicate {
+                self.add(
+                    &scope,
+                    &NewMemory {
+                        text,
+                        source: r.try_get("source")?,
+                        occurred_at: r
+                            .try_get::<Option<i64>, _>("occurred_at")?
+                            .map(ts)
+                            .transpose()?,
+                    },
+                )
+                .await?;
+            }
+            // A crash between the add and this delete re-ingests the turn once more, and the
+            // duplicate check above then skips it.
+            sqlx::query("DELETE FROM memory_outbox WHERE id = ?1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(rows.len())
+    }
 }

@@ -152,6 +152,9 @@ pub struct LedgerEntry {
     pub upstream_model: String,
     pub stream: bool,
     pub prompt_tokens: u64,
+    /// Prompt tokens the client sent, before memory compression (0 when not compressed).
+    #[serde(default)]
+    pub prompt_tokens_original: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub cost_nusd: NanoUsd,

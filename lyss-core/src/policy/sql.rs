@@ -166,8 +166,8 @@ pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_na
      FROM api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = u.workspace_id";
 
 pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
-     endpoint, model, provider, upstream_model, stream, prompt_tokens, completion_tokens, \
-     cached_tokens, cost_nusd, latency_ms, status, error";
+     endpoint, model, provider, upstream_model, stream, prompt_tokens, prompt_tokens_original, \
+     completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error";
 
 /// Implements [`super::store::BudgetTx`], the writer task and [`super::Policy`] for a backend.
 ///
@@ -301,6 +301,7 @@ macro_rules! impl_sql_policy {
                     .push_bind(&e.upstream_model)
                     .push_bind(e.stream)
                     .push_bind(to_i64(e.prompt_tokens))
+                    .push_bind(to_i64(e.prompt_tokens_original))
                     .push_bind(to_i64(e.completion_tokens))
                     .push_bind(to_i64(e.cached_tokens))
                     .push_bind(e.cost_nusd)
@@ -364,6 +365,7 @@ macro_rules! impl_sql_policy {
                 upstream_model: r.try_get("upstream_model")?,
                 stream: r.try_get("stream")?,
                 prompt_tokens: n("prompt_tokens")?,
+                prompt_tokens_original: n("prompt_tokens_original")?,
                 completion_tokens: n("completion_tokens")?,
                 cached_tokens: n("cached_tokens")?,
                 cost_nusd: r.try_get("cost_nusd")?,

@@ -37,6 +37,10 @@ pub fn call(headers: &HeaderMap) -> Call {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
+        no_memory: headers
+            .get("x-lyss-memory")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("off")),
     }
 }
 
