@@ -183,6 +183,29 @@ impl Lyss {
         self.memory.as_ref()
     }
 
+    /// The caller's memory scope (from the key; optionally narrowed to an app end-user) and
+    /// the store, for the `/v1/memories` API and library use.
+    pub async fn memory_scope(
+        &self,
+        call: &Call,
+        end_user: Option<String>,
+    ) -> Result<(Arc<dyn MemoryStore>, MemoryScope)> {
+        let who = self.authenticate(&call.api_key).await?;
+        let store = self
+            .memory
+            .clone()
+            .ok_or_else(|| Error::NotFound("memory on this server (it is off)".into()))?;
+        Ok((
+            store,
+            MemoryScope {
+                workspace_id: who.workspace_id.clone(),
+                user_id: who.user_id.clone(),
+                end_user,
+                agent: None,
+            },
+        ))
+    }
+
     /// Releases reservations whose requests died; run it periodically (the server does).
     pub async fn reap_expired(&self) -> Result<u64> {
         self.policy.release_expired(self.clock.now()).await

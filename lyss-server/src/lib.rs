@@ -92,6 +92,19 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/embeddings", post(routes::embeddings::create))
+        .route(
+            "/v1/memories",
+            get(routes::memories::list_or_search)
+                .post(routes::memories::add)
+                .delete(routes::memories::forget),
+        )
+        .route(
+            "/v1/memories/{id}",
+            get(routes::memories::get)
+                .patch(routes::memories::update)
+                .delete(routes::memories::delete),
+        )
+        .route("/v1/memories/{id}/history", get(routes::memories::history))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .merge(admin)
@@ -125,7 +138,13 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             HeaderName::from_static("x-request-id"),

@@ -173,3 +173,185 @@ async fn memory_stays_with_its_user_and_a_header_opts_out() {
     expected["model"] = json!("up-mini");
     assert_eq!(app.upstream_bodies().await.pop().unwrap(), expected);
 }
+
+#[tokio::test]
+async fn the_memories_api_serves_only_the_callers_own_memories() {
+    let app = app().await;
+    let url = |p: &str| format!("{}/v1/memories{p}", app.base);
+    let added = app
+        .post("/v1/memories")
+        .json(&json!({"text": "I am allergic to peanuts."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let added: Value = added.json().await.unwrap();
+    let id = added["id"].as_str().unwrap().to_owned();
+    assert_eq!(added["source"], "api");
+    app.post("/v1/memories")
+        .json(&json!({"text": "Customer 7 wants invoices by email.", "user": "customer-7"}))
+        .send()
+        .await
+        .unwrap();
+
+    let listed: Value = app
+        .get("/v1/memories")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["object"], "list");
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "the narrowed scope is separate"
+    );
+    let narrowed: Value = app
+        .get("/v1/memories?user=customer-7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        narrowed["data"][0]["text"],
+        "Customer 7 wants invoices by email."
+    );
+    let found: Value = app
+        .get("/v1/memories?q=peanuts")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["data"][0]["memory"]["id"], id.as_str());
+
+    let patched = app
+        .client
+        .patch(url(&format!("/{id}")))
+        .bearer_auth(&app.key)
+        .json(&json!({"text": "I am allergic to peanuts and shellfish."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let history: Value = app
+        .get(&format!("/v1/memories/{id}/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, vec!["add", "update"]);
+
+    // Another user of the same workspace: none of it exists for them.
+    let policy = app.state.lyss.policy();
+    policy.create_user("bob", "team").await.unwrap();
+    let bob = policy
+        .create_key(&lyss_core::policy::NewKey {
+            user: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .key;
+    let as_bob = |rb: reqwest::RequestBuilder| rb.bearer_auth(&bob);
+    assert_eq!(
+        as_bob(app.client.get(url(&format!("/{id}"))))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        as_bob(app.client.get(url(&format!("/{id}/history"))))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        as_bob(app.client.delete(url(&format!("/{id}"))))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let patch = as_bob(app.client.patch(url(&format!("/{id}"))))
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 404);
+    let bobs: Value = as_bob(app.client.get(url("?q=peanuts")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bobs["data"], json!([]));
+    // Bob's "forget me" forgets only Bob.
+    as_bob(app.client.delete(url(""))).send().await.unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/memories/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let deleted = app
+        .client
+        .delete(url(&format!("/{id}")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.json::<Value>().await.unwrap()["deleted"], true);
+    let forgot: Value = app
+        .client
+        .delete(url(""))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(forgot["deleted"], 1, "the end-user's memory went too");
+    assert_eq!(
+        app.client.get(url("")).send().await.unwrap().status(),
+        401,
+        "no key, no memories"
+    );
+}
+
+#[tokio::test]
+async fn with_memory_off_the_api_says_so() {
+    let app = TestApp::new().await;
+    let resp = app.get("/v1/memories").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory")
+    );
+}

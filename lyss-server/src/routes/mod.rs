@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chat;
 pub mod embeddings;
 pub mod health;
+pub mod memories;
 pub mod models;
 
 use axum::extract::rejection::BytesRejection;
