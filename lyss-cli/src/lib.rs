@@ -3,6 +3,7 @@
 
 mod budgets;
 mod keys;
+mod memory;
 mod models;
 mod output;
 mod usage;
@@ -60,6 +61,9 @@ enum Command {
     Limit(budgets::LimitCmd),
     /// Spend and tokens from the ledger, grouped.
     Usage(usage::Cmd),
+    /// Users' long-term memories.
+    #[command(subcommand)]
+    Memory(memory::Cmd),
 }
 
 /// What a command needs: the loaded config and, opened on demand, the store.
@@ -104,5 +108,6 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Budget(c) => budgets::run(&ctx, c).await,
         Command::Limit(c) => budgets::run_limit(&ctx, c).await,
         Command::Usage(c) => usage::run(&ctx, c).await,
+        Command::Memory(c) => memory::run(&ctx, c).await,
     }
 }

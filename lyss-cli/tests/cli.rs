@@ -24,6 +24,8 @@ impl Cli {
             .env_remove("LYSS_CONFIG")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OLLAMA_BASE_URL")
+            // Keyword-only memory: deterministic, and no model load per command.
+            .env("LYSS_MODELS_DIR", self.dir.path().join("no-models"))
             .current_dir(self.dir.path())
             .output()
             .unwrap()
@@ -258,4 +260,60 @@ fn budgets_limits_and_usage() {
     assert!(cli.ok(&["usage", "--by", "model"]).contains("total"));
     let out = cli.run(&["usage", "--since", "last tuesday"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn memories_add_list_search_import_forget() {
+    let cli = Cli::new();
+    cli.ok(&["workspace", "create", "team", "--models", "*"]);
+    cli.ok(&["user", "create", "ann", "--workspace", "team"]);
+    cli.ok(&["user", "create", "bob", "--workspace", "team"]);
+    let m = cli.json(&["memory", "add", "--user", "ann", "I prefer short answers."]);
+    let id = m["id"].as_str().unwrap().to_owned();
+    let export = cli.dir.path().join("chat.json");
+    std::fs::write(
+        &export,
+        serde_json::json!({"messages": [
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": "I live in Lyon with my two cats."},
+            {"role": "assistant", "content": "Lovely!"},
+            {"role": "user", "content": [{"type": "text", "text": "My favourite language is Rust."}]},
+            {"role": "user", "content": "I prefer short answers."}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let imported = cli.json(&[
+        "memory",
+        "import",
+        "--user",
+        "ann",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(imported["turns"], 3);
+    assert_eq!(
+        imported["memories"], 3,
+        "the repeated preference is not stored twice"
+    );
+    let found = cli.json(&["memory", "search", "--user", "ann", "cats in Lyon"]);
+    assert_eq!(
+        found[0]["memory"]["text"],
+        "I live in Lyon with my two cats."
+    );
+    assert!(
+        cli.ok(&["memory", "list", "--user", "ann"])
+            .contains("Rust")
+    );
+    assert_eq!(
+        cli.json(&["memory", "list", "--user", "bob"]),
+        serde_json::json!([])
+    );
+    let out = cli.run(&["memory", "delete", "--user", "bob", &id]);
+    assert!(!out.status.success(), "bob cannot delete ann's memory");
+    cli.ok(&["memory", "delete", "--user", "ann", &id]);
+    cli.ok(&["memory", "forget", "--user", "ann"]);
+    assert_eq!(
+        cli.json(&["memory", "list", "--user", "ann"]),
+        serde_json::json!([])
+    );
 }

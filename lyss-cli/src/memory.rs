@@ -1,0 +1,232 @@
+//! `lyss memory …`: a user's long-term memories, on the same store as the server.
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use lyss_core::setup;
+use serde_json::Value;
+
+use crate::Ctx;
+use crate::output::{print, when};
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// A user's memories, newest first.
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Search a user's memories.
+    Search {
+        #[arg(long)]
+        user: String,
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Add a memory to a user.
+    Add {
+        #[arg(long)]
+        user: String,
+        text: String,
+    },
+    /// Delete one memory.
+    Delete {
+        #[arg(long)]
+        user: String,
+        id: String,
+    },
+    /// Delete everything remembered about a user, with its history.
+    Forget {
+        #[arg(long)]
+        user: String,
+    },
+    /// Import the user turns of a conversation export as memories: a JSON array of OpenAI
+    /// messages, an object with `messages`, or one message per line (JSONL).
+    Import {
+        #[arg(long)]
+        user: String,
+        file: std::path::PathBuf,
+    },
+}
+
+async fn open(ctx: &Ctx, user: &str) -> anyhow::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
+    let policy = ctx.policy().await?;
+    let users = policy.list_users(None).await?;
+    let u = users
+        .iter()
+        .find(|u| u.name == user || u.id == user)
+        .ok_or_else(|| anyhow::anyhow!("user `{user}` not found"))?;
+    let ws = policy
+        .list_workspaces()
+        .await?
+        .into_iter()
+        .find(|w| w.name == u.workspace)
+        .ok_or_else(|| anyhow::anyhow!("workspace of `{user}` not found"))?;
+    let providers = setup::build_providers(&ctx.config)?;
+    let embedder = setup::open_embedder(&ctx.config, &providers).await?;
+    let store = HnswMemoryStore::connect(&setup::database_url(&ctx.config), embedder).await?;
+    Ok((Arc::new(store), MemoryScope::user(ws.id, u.id.clone())))
+}
+
+/// The user turns of an export.
+fn user_turns(raw: &str) -> anyhow::Result<Vec<String>> {
+    let messages: Vec<Value> = match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Array(a)) => a,
+        Ok(Value::Object(o)) => o
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("expected `messages` in the object"))?,
+        _ => raw
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| match &m["content"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(parts) => Some(
+                parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        })
+        .filter(|t| !t.trim().is_empty())
+        .collect())
+}
+
+pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
+    let header = &["id", "text", "source", "created"];
+    let row = |m: &lyss_core::memory::Memory| {
+        vec![
+            m.id.clone(),
+            m.text.clone(),
+            m.source.clone().unwrap_or_default(),
+            when(Some(m.created_at)),
+        ]
+    };
+    match cmd {
+        Cmd::List { user, limit } => {
+            let (store, scope) = open(ctx, &user).await?;
+            let all = store.list(&scope, limit).await?;
+            print(ctx.json, &all, header, || all.iter().map(row).collect())
+        }
+        Cmd::Search { user, query, limit } => {
+            let (store, scope) = open(ctx, &user).await?;
+            let hits = store
+                .search(
+                    &scope,
+                    &SearchQuery {
+                        text: query,
+                        limit,
+                        min_similarity: 0.3,
+                    },
+                )
+                .await?;
+            print(
+                ctx.json,
+                &hits,
+                &["id", "text", "score", "similarity"],
+                || {
+                    hits.iter()
+                        .map(|h| {
+                            vec![
+                                h.memory.id.clone(),
+                                h.memory.text.clone(),
+                                format!("{:.4}", h.score),
+                                h.similarity.map(|s| format!("{s:.3}")).unwrap_or_default(),
+                            ]
+                        })
+                        .collect()
+                },
+            )
+        }
+        Cmd::Add { user, text } => {
+            let (store, scope) = open(ctx, &user).await?;
+            let m = store
+                .add(
+                    &scope,
+                    &NewMemory {
+                        text,
+                        source: Some("cli".into()),
+                        occurred_at: None,
+                    },
+                )
+                .await?;
+            print(ctx.json, &m, header, || vec![row(&m)])
+        }
+        Cmd::Delete { user, id } => {
+            let (store, scope) = open(ctx, &user).await?;
+            store.delete(&scope, &id).await?;
+            eprintln!("memory {id} deleted");
+            Ok(())
+        }
+        Cmd::Forget { user } => {
+            let (store, scope) = open(ctx, &user).await?;
+            let n = store.forget(&scope).await?;
+            eprintln!("forgot {n} memories of {user}");
+            Ok(())
+        }
+        Cmd::Import { user, file } => {
+            let turns = user_turns(&std::fs::read_to_string(&file)?)?;
+            let (store, scope) = open(ctx, &user).await?;
+            let bar = indicatif::ProgressBar::new(turns.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} turns {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            if ctx.json {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let source = format!("import:{}", file.display());
+            for text in &turns {
+                store
+                    .enqueue(
+                        &scope,
+                        &NewMemory {
+                            text: text.clone(),
+                            source: Some(source.clone()),
+                            occurred_at: None,
+                        },
+                    )
+                    .await?;
+            }
+            // The same path as live turns: de-duplicated by similarity.
+            let mut done = 0;
+            while done < turns.len() {
+                let n = store
+                    .ingest_pending(16, ctx.config.memory.dedupe_similarity)
+                    .await?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+                bar.set_position(done as u64);
+            }
+            bar.finish_and_clear();
+            let kept = store.list(&scope, usize::MAX / 2).await?.len();
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"turns": turns.len(), "memories": kept})
+                );
+            } else {
+                eprintln!(
+                    "imported {} user turns; {user} now has {kept} memories",
+                    turns.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
