@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use clap::Subcommand;
-use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use lyss_core::memory::{
+    HnswMemoryStore, MemoryScope, MemoryStore, NewMemory, PostgresMemoryStore, SearchQuery,
+};
 use lyss_core::setup;
 use serde_json::Value;
 
@@ -68,8 +70,13 @@ async fn open(ctx: &Ctx, user: &str) -> anyhow::Result<(Arc<dyn MemoryStore>, Me
         .ok_or_else(|| anyhow::anyhow!("workspace of `{user}` not found"))?;
     let providers = setup::build_providers(&ctx.config)?;
     let embedder = setup::open_embedder(&ctx.config, &providers).await?;
-    let store = HnswMemoryStore::connect(&setup::database_url(&ctx.config), embedder).await?;
-    Ok((Arc::new(store), MemoryScope::user(ws.id, u.id.clone())))
+    let url = setup::database_url(&ctx.config);
+    let store: Arc<dyn MemoryStore> = if url.starts_with("sqlite:") {
+        Arc::new(HnswMemoryStore::connect(&url, embedder).await?)
+    } else {
+        Arc::new(PostgresMemoryStore::connect(&url, embedder).await?)
+    };
+    Ok((store, MemoryScope::user(ws.id, u.id.clone())))
 }
 
 /// The user turns of an export.

@@ -18,7 +18,7 @@ use crate::embed::{
     Embedder, LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, OpenAiEmbedder, default_models_dir,
 };
 use crate::error::{Error, Result};
-use crate::memory::{HnswMemoryStore, MemoryStore};
+use crate::memory::{HnswMemoryStore, MemoryStore, PostgresMemoryStore};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
 use crate::policy::{
@@ -336,8 +336,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     Ok(builder.build())
 }
 
-/// The memory store, when memory is on for any workspace: memories live in the embedded
-/// SQLite store (a Postgres memory store is not in yet: memory stays off there, with a warning).
+/// The memory store, when memory is on for any workspace: in the same database as governance
+/// (SQLite, or Postgres for clusters).
 pub async fn open_memory(
     config: &Config,
     providers: &HashMap<String, Arc<dyn Provider>>,
@@ -347,16 +347,14 @@ pub async fn open_memory(
         return Ok(None);
     }
     let url = database_url(config);
-    if !url.starts_with("sqlite:") {
-        tracing::warn!(
-            "memory needs the embedded SQLite store for now; it is off with {}",
-            redact_url(&url)
-        );
-        return Ok(None);
-    }
     let embedder = open_embedder(config, providers).await?;
+    if url.starts_with("sqlite:") {
+        return Ok(Some(Arc::new(
+            HnswMemoryStore::connect(&url, embedder).await?,
+        )));
+    }
     Ok(Some(Arc::new(
-        HnswMemoryStore::connect(&url, embedder).await?,
+        PostgresMemoryStore::connect(&url, embedder).await?,
     )))
 }
 

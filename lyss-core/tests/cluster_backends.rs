@@ -171,3 +171,103 @@ async fn redis_failure_refuses_and_recovers() {
         "the limiter did not recover after Redis came back"
     );
 }
+
+mod postgres_memory {
+    lyss_core::memory_conformance!(async {
+        let url = lyss_core::testing::services::postgres().await?;
+        Some(std::sync::Arc::new(
+            lyss_core::memory::PostgresMemoryStore::connect(
+                &url,
+                Some(std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(
+                    256,
+                ))),
+            )
+            .await
+            .expect("connect to postgres"),
+        )
+            as std::sync::Arc<dyn lyss_core::memory::MemoryStore>)
+    });
+}
+
+/// Two replicas share one Postgres: what one remembers, updates or deletes, the other's
+/// searches reflect at once, although each keeps its own in-process index.
+#[tokio::test]
+async fn memory_is_right_across_replicas() {
+    use lyss_core::memory::{
+        MemoryScope, MemoryStore as _, NewMemory, PostgresMemoryStore, SearchQuery,
+    };
+    let Some(url) = lyss_core::testing::services::postgres().await else {
+        return;
+    };
+    let embedder = std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(256));
+    let a = PostgresMemoryStore::connect(&url, Some(embedder.clone()))
+        .await
+        .expect("a");
+    let b = PostgresMemoryStore::connect(&url, Some(embedder))
+        .await
+        .expect("b");
+    let ann = MemoryScope::user("ws", "ann");
+    let q = |text: &str| SearchQuery {
+        text: text.into(),
+        limit: 5,
+        min_similarity: 0.0,
+    };
+    // B builds its index before A writes anything.
+    assert!(
+        b.search(&ann, &q("peanuts"))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    let m = a
+        .add(
+            &ann,
+            &NewMemory {
+                text: "I am allergic to peanuts.".into(),
+                ..NewMemory::default()
+            },
+        )
+        .await
+        .expect("add");
+    let seen = b.search(&ann, &q("peanuts")).await.expect("search");
+    assert_eq!(seen[0].memory.id, m.id);
+    b.update(&ann, &m.id, "I am allergic to shellfish.")
+        .await
+        .expect("update");
+    assert!(
+        a.search(&ann, &q("peanuts"))
+            .await
+            .expect("search")
+            .iter()
+            .all(|h| h.memory.id != m.id || h.memory.text.contains("shellfish"))
+    );
+    assert_eq!(
+        a.search(&ann, &q("shellfish")).await.expect("search")[0]
+            .memory
+            .id,
+        m.id
+    );
+    a.delete(&ann, &m.id).await.expect("delete");
+    assert!(
+        b.search(&ann, &q("shellfish"))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    a.add(
+        &ann,
+        &NewMemory {
+            text: "Ticket 42 is open.".into(),
+            ..NewMemory::default()
+        },
+    )
+    .await
+    .expect("add");
+    b.forget(&ann).await.expect("forget");
+    assert!(
+        a.search(&ann, &q("ticket"))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+}

@@ -42,3 +42,13 @@ CREATE TABLE memory_outbox (
     occurred_at   INTEGER,
     queued_at     INTEGER NOT NULL
 );
+
+-- Bumped on every change to a scope's memories, so that every process notices when its
+-- in-process index is behind.
+CREATE TABLE memory_scope_versions (
+    scope         TEXT PRIMARY KEY,
+    workspace_id  TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    version       INTEGER NOT NULL
+);
+CREATE INDEX memory_scope_versions_user ON memory_scope_versions(workspace_id, user_id);

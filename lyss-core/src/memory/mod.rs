@@ -4,12 +4,15 @@
 //! end-user (OpenAI's `user` field) and an agent tag — never from anything else in a request.
 
 pub mod index;
+mod postgres;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::postgres::PostgresMemoryStore;
 pub use self::sqlite::HnswMemoryStore;
 use crate::error::Result;
 

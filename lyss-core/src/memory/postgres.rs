@@ -1,0 +1,63 @@
+//! `PostgresMemoryStore`: memories durable in Postgres for clusters. Each replica keeps its own
+//! in-process index per scope (HNSW + BM25), rebuilt when another replica changed the scope
+//! (see [`super::sql`]); pgvector is not needed.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use sqlx::Row as _;
+use time::OffsetDateTime;
+
+use super::sql::{Loaded, MEMORY_COLUMNS, from_blob, impl_sql_memory, to_blob, ts};
+use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, SearchQuery};
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+
+/// Memories in Postgres with per-replica HNSW + BM25 search.
+pub struct PostgresMemoryStore {
+    pool: PgPool,
+    embedder: Option<Arc<dyn Embedder>>,
+    scopes: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Loaded>>>>,
+}
+
+impl std::fmt::Debug for PostgresMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresMemoryStore")
+            .field(
+                "embedder",
+                &self.embedder.as_ref().map(|e| e.name().to_owned()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresMemoryStore {
+    /// Connects to `url` and applies migrations. Without an embedder, search is by keywords.
+    pub async fn connect(url: &str, embedder: Option<Arc<dyn Embedder>>) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("memory database: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            pool,
+            embedder,
+            scopes: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+impl_sql_memory!(
+    PostgresMemoryStore,
+    sqlx::Postgres,
+    PgPool,
+    sqlx::postgres::PgRow
+);
