@@ -89,3 +89,36 @@ async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
     assert_eq!(ids(&before), ids(&after));
     assert_eq!(after[0].memory.text, "Ann writes Rust and Python");
 }
+
+#[tokio::test]
+async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
+    use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore as _, NewMemory};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lyss.db").display());
+    let ann = MemoryScope::user("ws", "ann");
+    {
+        // The request path queues the turn before answering; then the process dies.
+        let store = HnswMemoryStore::connect(&url, None).await.unwrap();
+        store
+            .enqueue(
+                &ann,
+                &NewMemory {
+                    text: "I moved to Lyon last spring.".into(),
+                    ..NewMemory::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let store = HnswMemoryStore::connect(&url, None).await.unwrap();
+    assert_eq!(store.ingest_pending(10, 0.92).await.unwrap(), 1);
+    assert_eq!(
+        store.list(&ann, 10).await.unwrap()[0].text,
+        "I moved to Lyon last spring."
+    );
+    assert_eq!(
+        store.ingest_pending(10, 0.92).await.unwrap(),
+        0,
+        "taken exactly once"
+    );
+}
