@@ -128,7 +128,13 @@ impl ScopeIndex {
             let Some(posts) = self.postings.get(term) else {
                 continue;
             };
-            let df = posts.iter().filter(|(r, _)| !self.dead.contains(r)).count() as f32;
+            // Dead rows still count here: an estimate, without a pass over the postings.
+            let df = posts.len() as f32;
+            // A word in most memories says almost nothing (idf < 0.22) and costs a pass over
+            // all of them: skip it.
+            if df > 0.8 * n {
+                continue;
+            }
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
             for &(row, tf) in posts {
                 if self.dead.contains(&row) {
