@@ -130,9 +130,9 @@ impl ScopeIndex {
             };
             // Dead rows still count here: an estimate, without a pass over the postings.
             let df = posts.len() as f32;
-            // A word in most memories says almost nothing (idf < 0.22) and costs a pass over
-            // all of them: skip it.
-            if df > 0.8 * n {
+            // In a large scope, a word in most memories says almost nothing (idf < 0.22) and
+            // costs a pass over all of them: skip it. (In a small one every word is rare.)
+            if n >= 50.0 && df > 0.8 * n {
                 continue;
             }
             let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
@@ -225,6 +225,20 @@ mod tests {
         assert_eq!(hits[0].row, 1);
         assert_eq!(hits.len(), 1);
         assert!(idx.search("the is a", None, 10, 0.0).is_empty());
+    }
+
+    #[test]
+    fn a_tiny_scope_still_matches_its_only_memory_and_a_large_one_skips_ubiquitous_words() {
+        let mut idx = ScopeIndex::new();
+        idx.add("peanuts make me ill", None);
+        assert_eq!(idx.search("peanuts", None, 5, 0.0).len(), 1);
+        for i in 0..99 {
+            idx.add(&format!("peanuts note {i}"), None);
+        }
+        idx.add("a rare word: violin", None);
+        // "peanuts" is in 100 of 101 memories: it no longer ranks anything by itself.
+        assert!(idx.search("peanuts", None, 5, 0.0).is_empty());
+        assert_eq!(idx.search("peanuts violin", None, 5, 0.0)[0].row, 100);
     }
 
     #[test]
