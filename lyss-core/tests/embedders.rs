@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lyss_core::embed::{Embedder, HashEmbedder, OpenAiEmbedder, cosine};
+use lyss_core::embed::{Embedder, OpenAiEmbedder, cosine};
 
 mod hash {
     lyss_core::embedder_conformance!(async {
@@ -49,8 +49,6 @@ async fn a_missing_model_is_a_clear_error_not_a_panic() {
             .expect("loading from an empty dir must fail")
             .to_string();
     assert!(err.contains("scripts/fetch-models.sh"), "{err}");
-    let hash = HashEmbedder::new(8);
-    assert_eq!(hash.name(), "hash");
 }
 
 #[tokio::test]
