@@ -2,11 +2,12 @@
 //!
 //! `cargo run --release -p lyss-benches --bin locomo -- --data FILE [--json] [--embedder local|hash|none]`
 //!
-//! Each conversation is one user's memory: every turn is ingested raw (`[date] Speaker: text`,
-//! with its session date), then every question of categories 1–4 searches that memory. Reported
-//! per category and overall: recall of the gold evidence turns in the top 10, and within a
-//! 1,024-token memory block (results in rank order until the block is full), and the tokens of
-//! that block against the whole conversation.
+//! Each conversation is one user's memory: every turn is ingested raw (`Speaker: text`, dated
+//! with its session's date), then every question of categories 1–4 searches that memory.
+//! Reported per category and overall: recall of the gold evidence turns in the top 10, and
+//! within a 1,024-token memory block (results in rank order, each as the pipeline injects it —
+//! `- [date] text` — until the block is full), and the tokens of that block against the whole
+//! conversation (every turn as `[date] Speaker: text`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -74,6 +75,14 @@ fn session_day(s: &str) -> String {
     }
 }
 
+/// "2023-05-08" → midnight UTC of that day.
+fn day_start(day: &str) -> Option<time::OffsetDateTime> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(day, format)
+        .ok()
+        .map(|d| d.midnight().assume_utc())
+}
+
 #[derive(Default)]
 struct Tally {
     questions: u64,
@@ -113,20 +122,20 @@ async fn main() {
         while let Some(turns) = c.get(format!("session_{n}")).and_then(Value::as_array) {
             let day = session_day(c[format!("session_{n}_date_time")].as_str().unwrap_or(""));
             for t in turns {
-                let text = format!(
-                    "[{day}] {}: {}",
+                let said = format!(
+                    "{}: {}",
                     t["speaker"].as_str().unwrap_or(""),
                     t["text"].as_str().unwrap_or("")
                 );
-                full.push_str(&text);
+                full.push_str(&format!("[{day}] {said}"));
                 full.push('\n');
                 store
                     .add(
                         &scope,
                         &NewMemory {
-                            text,
+                            text: said,
                             source: t["dia_id"].as_str().map(str::to_owned),
-                            occurred_at: None,
+                            occurred_at: day_start(&day),
                         },
                     )
                     .await
@@ -172,7 +181,12 @@ async fn main() {
             let mut block = Vec::new();
             let mut used = 0;
             for h in &hits {
-                let cost = lyss_core::tokens::count_text(TOKENIZER_MODEL, &h.memory.text) + 1;
+                // As the pipeline injects it: one line, dated when the memory has a date.
+                let line = match h.memory.occurred_at {
+                    Some(t) => format!("\n- [{}] {}", t.date(), h.memory.text),
+                    None => format!("\n- {}", h.memory.text),
+                };
+                let cost = lyss_core::tokens::count_text(TOKENIZER_MODEL, &line);
                 if used + cost > BLOCK_TOKENS {
                     break;
                 }

@@ -7,15 +7,23 @@
 //! is rebuilt from the store when they outnumber the live ones.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use hnsw_rs::anndists::dist::DistCosine;
 use hnsw_rs::hnsw::Hnsw;
+use rust_stemmers::{Algorithm, Stemmer};
 
 /// BM25 parameters (the usual ones).
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
-/// Reciprocal-rank-fusion constant.
-const RRF_K: f32 = 60.0;
+/// Reciprocal-rank-fusion constant. Lower than the customary 60, so the first few ranks of
+/// each list weigh more (LOCOMO dev, recall@10: 64.0% at 60, 67.5% at 10).
+const RRF_K: f32 = 10.0;
+/// Share of a candidate's fused score added to the candidates stored just before and after
+/// it. Memories stored together come from one conversation, where an answer sits next to its
+/// question (LOCOMO dev, recall@10: 67.5% without, 71.3% with 0.2). Only candidates gain:
+/// a neighbour below the similarity floor with no keyword match stays out.
+const NEIGHBOUR_SHARE: f32 = 0.2;
 
 /// Words too common to say anything about a memory.
 const STOPWORDS: &[&str] = &[
@@ -25,12 +33,16 @@ const STOPWORDS: &[&str] = &[
     "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "how",
 ];
 
-/// Lower-cased words without stopwords.
+static STEMMER: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
+
+/// Lower-cased, stemmed words without stopwords ("painted" and "painting" both match
+/// "paint": questions and statements rarely use the same form of a word).
 pub fn terms(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .map(|w| STEMMER.stem(&w).into_owned())
         .collect()
 }
 
@@ -198,6 +210,17 @@ impl ScopeIndex {
                 similarity: None,
             });
             e.score += 1.0 / (RRF_K + rank as f32 + 1.0);
+        }
+        // Neighbours that are candidates themselves share in each other's score.
+        let base: HashMap<usize, f32> = fused.iter().map(|(r, e)| (*r, e.score)).collect();
+        for (row, e) in &mut fused {
+            let near = [row.checked_sub(1), Some(row + 1)];
+            e.score += NEIGHBOUR_SHARE
+                * near
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| base.get(&n))
+                    .sum::<f32>();
         }
         let mut out: Vec<Scored> = fused.into_values().collect();
         out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
