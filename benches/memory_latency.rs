@@ -44,22 +44,46 @@ async fn main() {
         "python", "rust", "lyon", "paris", "violin", "chess", "coffee", "tea", "train", "budget",
     ];
     for n in sizes {
+        let rows: Vec<_> = (0..n)
+            .map(|i| {
+                let text = format!(
+                    "memory {i} about {} and {}",
+                    words[i % 10],
+                    words[(i / 10) % 10]
+                );
+                (text, Some(unit(&mut rng, 384)))
+            })
+            .collect();
+        // As a store loads a scope: all rows at once.
         let mut idx = ScopeIndex::new();
         let t0 = Instant::now();
-        for i in 0..n {
-            let text = format!(
-                "memory {i} about {} and {}",
-                words[i % 10],
-                words[(i / 10) % 10]
-            );
-            idx.add(&text, Some(unit(&mut rng, 384)));
+        if std::env::var("SEQ").is_ok() {
+            for (t, v) in rows {
+                idx.add(&t, v);
+            }
+        } else {
+            idx.extend(rows);
         }
         let build = t0.elapsed().as_secs_f64();
         let mut ms = Vec::with_capacity(queries);
         for q in 0..queries {
             let v = unit(&mut rng, 384);
             let t = Instant::now();
-            let hits = idx.search(&format!("what about {}", words[q % 10]), Some(&v), 10, 0.0);
+            let text = if std::env::var("NOTEXT").is_ok() {
+                String::new()
+            } else {
+                format!("what about {}", words[q % 10])
+            };
+            let hits = idx.search(
+                &text,
+                if std::env::var("NOVEC").is_ok() {
+                    None
+                } else {
+                    Some(&v)
+                },
+                10,
+                0.0,
+            );
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             assert!(!hits.is_empty());
         }

@@ -40,7 +40,21 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
-/// Cosine similarity of two unit vectors.
+/// Cosine similarity of two unit vectors. Eight running sums let the compiler use SIMD: it is
+/// the inner loop of every vector search.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0.0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

@@ -30,6 +30,18 @@ impl Loaded {
         self.rows.insert(id.to_owned(), row);
     }
 
+    /// Adds many rows at once (see [`ScopeIndex::extend`]).
+    pub(crate) fn extend(&mut self, entries: Vec<(String, String, Option<Vec<f32>>)>) {
+        let first = self.ids.len();
+        let mut rows = Vec::with_capacity(entries.len());
+        for (i, (id, text, vector)) in entries.into_iter().enumerate() {
+            self.rows.insert(id.clone(), first + i);
+            self.ids.push(id);
+            rows.push((text, vector));
+        }
+        self.index.extend(rows);
+    }
+
     /// Records that the index now reflects `version` — if it was the next one. Otherwise
     /// another process changed the scope meanwhile and the index stays behind (rebuilt on
     /// next use).
@@ -138,9 +150,7 @@ impl $store {
         }
         let loaded = tokio::task::spawn_blocking(move || {
             let mut l = Loaded::default();
-            for (id, text, vector) in entries {
-                l.add(&id, &text, vector);
-            }
+            l.extend(entries);
             l
         })
         .await
