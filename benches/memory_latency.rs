@@ -57,33 +57,14 @@ async fn main() {
         // As a store loads a scope: all rows at once.
         let mut idx = ScopeIndex::new();
         let t0 = Instant::now();
-        if std::env::var("SEQ").is_ok() {
-            for (t, v) in rows {
-                idx.add(&t, v);
-            }
-        } else {
-            idx.extend(rows);
-        }
+        idx.extend(rows);
         let build = t0.elapsed().as_secs_f64();
         let mut ms = Vec::with_capacity(queries);
         for q in 0..queries {
             let v = unit(&mut rng, 384);
+            let text = format!("what about {}", words[q % 10]);
             let t = Instant::now();
-            let text = if std::env::var("NOTEXT").is_ok() {
-                String::new()
-            } else {
-                format!("what about {}", words[q % 10])
-            };
-            let hits = idx.search(
-                &text,
-                if std::env::var("NOVEC").is_ok() {
-                    None
-                } else {
-                    Some(&v)
-                },
-                10,
-                0.0,
-            );
+            let hits = idx.search(&text, Some(&v), 10, 0.0);
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             assert!(!hits.is_empty());
         }
