@@ -73,11 +73,13 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// On for every workspace unless listed in `workspaces` as false. Default false while
-    /// memory is being completed (its API and CLI are not in yet).
+    /// On for every workspace not listed otherwise in `workspaces`. Default false: a gateway
+    /// must not rewrite the prompts of clients that manage their own context (agents, tools)
+    /// until an admin says so.
     pub enabled: bool,
-    /// Per-workspace switch by workspace name, overriding `enabled`.
-    pub workspaces: std::collections::HashMap<String, bool>,
+    /// Per-workspace settings by workspace name: `name = true|false`, or a table with any of
+    /// `enabled`, `history_tokens`, `memory_tokens`, overriding the global ones.
+    pub workspaces: std::collections::HashMap<String, WorkspaceMemory>,
     /// Recent conversation kept verbatim, in tokens (the system prompt is always kept).
     /// Default 2,000.
     pub history_tokens: u64,
@@ -87,8 +89,36 @@ pub struct MemoryConfig {
     pub top_k: usize,
     /// Vector matches below this cosine similarity are not recalled. Default 0.3.
     pub min_similarity: f32,
-    /// A new turn this similar to an existing memory is not stored again. Default 0.92.
+    /// A new turn (or extracted fact) this similar to an existing memory is not stored again.
+    /// Default 0.92.
     pub dedupe_similarity: f32,
+    /// A configured model (name or alias) that extracts facts from each new turn and decides
+    /// ADD/UPDATE/DELETE against the existing memories. Unset: turns are stored raw.
+    pub extraction_model: Option<String>,
+}
+
+/// One workspace's memory settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkspaceMemory {
+    Switch(bool),
+    Settings(WorkspaceMemorySettings),
+}
+
+/// A workspace's overrides of the global memory settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceMemorySettings {
+    pub enabled: Option<bool>,
+    pub history_tokens: Option<u64>,
+    pub memory_tokens: Option<u64>,
+}
+
+/// The token budgets memory works within for one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudgets {
+    pub history_tokens: u64,
+    pub memory_tokens: u64,
 }
 
 impl Default for MemoryConfig {
@@ -101,6 +131,7 @@ impl Default for MemoryConfig {
             top_k: 10,
             min_similarity: 0.3,
             dedupe_similarity: 0.92,
+            extraction_model: None,
         }
     }
 }
@@ -108,10 +139,25 @@ impl Default for MemoryConfig {
 impl MemoryConfig {
     /// Whether memory is on for a workspace.
     pub fn enabled_for(&self, workspace: &str) -> bool {
-        self.workspaces
-            .get(workspace)
-            .copied()
-            .unwrap_or(self.enabled)
+        self.budgets_for(workspace).is_some()
+    }
+
+    /// A workspace's memory budgets, or `None` when memory is off for it.
+    pub fn budgets_for(&self, workspace: &str) -> Option<MemoryBudgets> {
+        let global = MemoryBudgets {
+            history_tokens: self.history_tokens,
+            memory_tokens: self.memory_tokens,
+        };
+        match self.workspaces.get(workspace) {
+            None => self.enabled.then_some(global),
+            Some(WorkspaceMemory::Switch(on)) => on.then_some(global),
+            Some(WorkspaceMemory::Settings(s)) => {
+                s.enabled.unwrap_or(true).then_some(MemoryBudgets {
+                    history_tokens: s.history_tokens.unwrap_or(global.history_tokens),
+                    memory_tokens: s.memory_tokens.unwrap_or(global.memory_tokens),
+                })
+            }
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
-use crate::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use crate::memory::{Extractor, MemoryScope, MemoryStore, NewMemory, SearchQuery};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
@@ -169,13 +169,31 @@ impl Lyss {
 
     /// Turns queued conversation turns into memories; run it periodically (the server does).
     pub async fn ingest_pending(&self) -> Result<usize> {
-        match &self.memory {
-            Some(m) => {
-                m.ingest_pending(64, self.memory_config.dedupe_similarity)
-                    .await
-            }
-            None => Ok(0),
+        let Some(store) = &self.memory else {
+            return Ok(0);
+        };
+        let dedupe = self.memory_config.dedupe_similarity;
+        match self.extractor()? {
+            Some(x) => x.ingest_pending(store.as_ref(), 64).await,
+            None => store.ingest_pending(64, dedupe).await,
         }
+    }
+
+    /// The extraction model's ingester, when `memory.extraction_model` is set.
+    fn extractor(&self) -> Result<Option<Extractor>> {
+        let Some(name) = &self.memory_config.extraction_model else {
+            return Ok(None);
+        };
+        let model = self.models.get(name).ok_or_else(|| {
+            Error::Config(format!(
+                "memory.extraction_model: no model named `{name}` is configured"
+            ))
+        })?;
+        Ok(Some(Extractor::new(
+            model.provider.clone(),
+            model.upstream.clone(),
+            self.memory_config.dedupe_similarity,
+        )))
     }
 
     /// The memory store, if memory is configured.
@@ -266,9 +284,10 @@ impl Lyss {
     ) -> Option<(u64, u64)> {
         let store = self.memory.as_ref()?;
         let cfg = &self.memory_config;
-        if call.no_memory || !cfg.enabled_for(&who.workspace_name) {
+        if call.no_memory {
             return None;
         }
+        let budgets = cfg.budgets_for(&who.workspace_name)?;
         let last_user = req.messages.iter().rposition(|m| m.role == Role::User)?;
         let query = req.messages[last_user]
             .content
@@ -305,7 +324,7 @@ impl Lyss {
             let cost =
                 tokens::count_messages(upstream, &req.messages[keep_from - 1..keep_from]) - 3;
             // The latest user turn and what follows it always stay.
-            if keep_from > last_user || used + cost <= cfg.history_tokens {
+            if keep_from > last_user || used + cost <= budgets.history_tokens {
                 used += cost;
                 keep_from -= 1;
             } else {
@@ -353,7 +372,7 @@ impl Lyss {
                 None => format!("\n- {}", h.memory.text),
             };
             let cost = tokens::count_text(upstream, &line);
-            if block_tokens + cost > cfg.memory_tokens {
+            if block_tokens + cost > budgets.memory_tokens {
                 break;
             }
             block_tokens += cost;

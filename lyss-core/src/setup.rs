@@ -322,6 +322,13 @@ pub async fn build(config: &Config) -> Result<Lyss> {
 pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Lyss> {
     let providers = build_providers(config)?;
     let models = build_models(config, &providers).await?;
+    if let Some(name) = &config.memory.extraction_model
+        && models.get(name).is_none()
+    {
+        return Err(Error::Config(format!(
+            "memory.extraction_model: no model named `{name}`; use a name or alias from `models`"
+        )));
+    }
     let policy = open_policy(config).await?;
     let limiter = open_rate_limiter(config).await?;
     let mut builder = Lyss::builder(policy)
@@ -343,7 +350,7 @@ pub async fn open_memory(
     providers: &HashMap<String, Arc<dyn Provider>>,
 ) -> Result<Option<Arc<dyn MemoryStore>>> {
     let m = &config.memory;
-    if !m.enabled && !m.workspaces.values().any(|on| *on) {
+    if !m.enabled && !m.workspaces.keys().any(|w| m.enabled_for(w)) {
         return Ok(None);
     }
     let url = database_url(config);
@@ -529,6 +536,54 @@ mod tests {
         assert_eq!(c.models[0].aliases, vec!["gpt-5-mini"]);
         assert_eq!(c.providers[0].api_key_env.as_deref(), Some("LOCAL_API_KEY"));
         validate(&c).unwrap();
+    }
+
+    #[test]
+    fn memory_is_switched_and_budgeted_per_workspace() {
+        let toml = r#"
+            [memory]
+            enabled = true
+            history_tokens = 3000
+            workspaces.legal = false
+            [memory.workspaces.support]
+            memory_tokens = 256
+            [memory.workspaces.research]
+            enabled = false
+        "#;
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap();
+        let m = &c.memory;
+        let budgets = |history_tokens, memory_tokens| {
+            Some(crate::config::MemoryBudgets {
+                history_tokens,
+                memory_tokens,
+            })
+        };
+        assert_eq!(m.budgets_for("anyone"), budgets(3000, 1024));
+        assert_eq!(m.budgets_for("support"), budgets(3000, 256));
+        assert_eq!(m.budgets_for("legal"), None);
+        assert_eq!(m.budgets_for("research"), None);
+        let off = crate::config::MemoryConfig {
+            enabled: false,
+            ..m.clone()
+        };
+        assert_eq!(off.budgets_for("anyone"), None);
+        assert_eq!(off.budgets_for("support"), budgets(3000, 256));
+    }
+
+    #[test]
+    fn an_unknown_extraction_model_is_a_config_error() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: Some(dir.path().to_owned()),
+            ..Config::default()
+        };
+        c.memory.extraction_model = Some("nope".into());
+        let err = rt.block_on(build(&c)).err().unwrap().to_string();
+        assert!(err.contains("memory.extraction_model"), "{err}");
     }
 
     #[test]

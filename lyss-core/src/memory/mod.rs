@@ -3,6 +3,7 @@
 //! Scope comes from the caller's key (workspace and user), optionally narrowed by the app's
 //! end-user (OpenAI's `user` field) and an agent tag — never from anything else in a request.
 
+pub mod extract;
 pub mod index;
 mod postgres;
 mod sql;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::extract::Extractor;
 pub use self::postgres::PostgresMemoryStore;
 pub use self::sqlite::HnswMemoryStore;
 use crate::error::Result;
@@ -102,6 +104,14 @@ pub struct HistoryEntry {
     pub at: OffsetDateTime,
 }
 
+/// A conversation turn waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub id: i64,
+    pub scope: MemoryScope,
+    pub turn: NewMemory,
+}
+
 /// Scoped long-term memories.
 ///
 /// # Contract
@@ -113,9 +123,9 @@ pub struct HistoryEntry {
 ///   (BM25), fused; it never ranks memories of other scopes.
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
 ///   and their history ("forget me"); it returns how many memories went.
-/// - `enqueue` durably queues a new turn (it survives a crash); `ingest_pending` turns queued
-///   turns into memories exactly once, skipping a turn as close as `dedupe_similarity` (or
-///   identical in text) to a memory of its scope, and returns how many turns it took.
+/// - `enqueue` durably queues a new turn (it survives a crash); `pending` returns the oldest
+///   queued turns, in order, until `complete` removes them. A turn is completed only after
+///   its memories are written, so a crash in between ingests it again, never loses it.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -132,6 +142,41 @@ pub trait MemoryStore: Send + Sync {
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
     /// Queues a new conversation turn for ingestion (durable when it returns).
     async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> Result<()>;
-    /// Ingests up to `max` queued turns.
-    async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize>;
+    /// Up to `max` queued turns, oldest first.
+    async fn pending(&self, max: usize) -> Result<Vec<Queued>>;
+    /// Removes a queued turn once it is ingested.
+    async fn complete(&self, id: i64) -> Result<()>;
+
+    /// Raw ingestion: stores up to `max` queued turns as memories, skipping a turn identical
+    /// in text or at least `dedupe_similarity` similar to a memory of its scope (which also
+    /// makes a replay after a crash harmless). Returns how many turns it took.
+    async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize> {
+        let queued = self.pending(max).await?;
+        for q in &queued {
+            if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
+                self.add(&q.scope, &q.turn).await?;
+            }
+            self.complete(q.id).await?;
+        }
+        Ok(queued.len())
+    }
+}
+
+/// Whether a scope already holds `text`, or a memory at least `similarity` close to it.
+pub async fn is_known<S: MemoryStore + ?Sized>(
+    store: &S,
+    scope: &MemoryScope,
+    text: &str,
+    similarity: f32,
+) -> Result<bool> {
+    let query = SearchQuery {
+        text: text.to_owned(),
+        limit: 1,
+        min_similarity: similarity,
+    };
+    Ok(store
+        .search(scope, &query)
+        .await?
+        .into_iter()
+        .any(|h| h.memory.text == text || h.similarity.is_some_and(|s| s >= similarity)))
 }

@@ -14,7 +14,7 @@ use sqlx::Row as _;
 use time::OffsetDateTime;
 
 use super::sql::{Loaded, MEMORY_COLUMNS, from_blob, impl_sql_memory, to_blob, ts};
-use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, SearchQuery};
+use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, Queued, SearchQuery};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 

@@ -441,54 +441,38 @@ impl $crate::memory::MemoryStore for $store {
         Ok(())
     }
 
-    async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> $crate::Result<usize> {
+    async fn pending(&self, max: usize) -> $crate::Result<Vec<Queued>> {
         let rows = sqlx::query(
             "SELECT id, scope, text, source, occurred_at FROM memory_outbox ORDER BY id LIMIT $1",
         )
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        for r in &rows {
-            let id: i64 = r.try_get("id")?;
-            let scope: MemoryScope = serde_json::from_str(&r.try_get::<String, _>("scope")?)
-                .map_err(|e| Error::Internal(format!("queued scope: {e}")))?;
-            let text: String = r.try_get("text")?;
-            let duplicate = self
-                .search(
-                    &scope,
-                    &SearchQuery {
-                        text: text.clone(),
-                        limit: 1,
-                        min_similarity: dedupe_similarity,
-                    },
-                )
-                .await?
-                .into_iter()
-                .any(|h| {
-                    h.memory.text == text || h.similarity.is_some_and(|s| s >= dedupe_similarity)
-                });
-            if !duplicate {
-                self.add(
-                    &scope,
-                    &NewMemory {
-                        text,
+        rows.iter()
+            .map(|r| {
+                Ok(Queued {
+                    id: r.try_get("id")?,
+                    scope: serde_json::from_str(&r.try_get::<String, _>("scope")?)
+                        .map_err(|e| Error::Internal(format!("queued scope: {e}")))?,
+                    turn: NewMemory {
+                        text: r.try_get("text")?,
                         source: r.try_get("source")?,
                         occurred_at: r
                             .try_get::<Option<i64>, _>("occurred_at")?
                             .map(ts)
                             .transpose()?,
                     },
-                )
-                .await?;
-            }
-            // A crash between the add and this delete re-ingests the turn once more, and the
-            // duplicate check above then skips it.
-            sqlx::query("DELETE FROM memory_outbox WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(rows.len())
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, id: i64) -> $crate::Result<()> {
+        sqlx::query("DELETE FROM memory_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,305 @@
+//! Ingestion with an extraction model, the Mem0 way but with one LLM call per turn: the model
+//! sees the new turn and the scope's most similar memories and answers with the changes —
+//! ADD a new fact, UPDATE or DELETE an existing memory, or NONE. Every change goes through the
+//! store, so it lands in the history table.
+//!
+//! Existing memories are shown to the model under short numbers, never their ids, so a
+//! hallucinated id cannot touch a memory outside the ones it was shown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known};
+use crate::error::{Error, Result};
+use crate::openai::{ChatRequest, Message, ResponseFormat, Role};
+use crate::provider::Provider;
+
+/// Existing memories shown to the model with each turn.
+const SHOWN: usize = 8;
+
+const INSTRUCTIONS: &str = "You maintain a user's long-term memory for an assistant. \
+From the user's new message, extract short, self-contained facts worth remembering about the \
+user: preferences, personal details, plans, decisions, people and things in their life. Write \
+each fact in the third person (\"Prefers short answers\"), with absolute dates instead of \
+relative ones, using the message date. Compare each fact with the existing memories, listed \
+by number, and choose one operation per fact: ADD a new fact; UPDATE an existing memory the \
+fact refines or changes (give its number and the full new text); DELETE an existing memory \
+the message contradicts or retracts (give its number); NONE when it is already known. Greetings, \
+questions and small talk hold no facts: answer with no operations. Reply with JSON only: \
+{\"operations\": [{\"op\": \"ADD\", \"text\": \"...\"}, {\"op\": \"UPDATE\", \"id\": 1, \
+\"text\": \"...\"}, {\"op\": \"DELETE\", \"id\": 2}, {\"op\": \"NONE\", \"id\": 3}]}";
+
+/// One change the model asked for.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "UPPERCASE")]
+pub enum Operation {
+    Add {
+        text: String,
+    },
+    Update {
+        #[serde(deserialize_with = "number")]
+        id: usize,
+        text: String,
+    },
+    Delete {
+        #[serde(deserialize_with = "number")]
+        id: usize,
+    },
+    None {},
+}
+
+/// A shown memory's number, written as a number or a string.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| serde::de::Error::custom("not a memory number")),
+        Value::String(s) => s.trim().parse().map_err(serde::de::Error::custom),
+        _ => Err(serde::de::Error::custom("not a memory number")),
+    }
+}
+
+/// The operations in a model's answer. Code fences and prose around the JSON object are
+/// tolerated; operations that do not parse are skipped. `None` when there is no JSON object.
+pub fn parse_operations(answer: &str) -> Option<Vec<Operation>> {
+    let start = answer.find('{')?;
+    let end = answer.rfind('}')?;
+    let value: Value = serde_json::from_str(answer.get(start..=end)?).ok()?;
+    let ops = value
+        .get("operations")
+        .or_else(|| value.get("memory"))?
+        .as_array()?;
+    Some(
+        ops.iter()
+            .filter_map(|op| serde_json::from_value(op.clone()).ok())
+            .collect(),
+    )
+}
+
+/// Ingests queued turns through an extraction model.
+pub struct Extractor {
+    provider: Arc<dyn Provider>,
+    /// The model name sent upstream.
+    model: String,
+    dedupe_similarity: f32,
+}
+
+/// What one turn changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    pub added: usize,
+    pub updated: usize,
+    pub deleted: usize,
+}
+
+impl Extractor {
+    /// `model` is the upstream model name; a new fact this similar to an existing memory is
+    /// not added again, whatever the model said.
+    pub fn new(provider: Arc<dyn Provider>, model: impl Into<String>, dedupe: f32) -> Self {
+        Self {
+            provider,
+            model: model.into(),
+            dedupe_similarity: dedupe,
+        }
+    }
+
+    /// Ingests up to `max` queued turns; returns how many it took. An upstream that is down
+    /// or overloaded stops the batch (the turn stays queued for the next run); an answer
+    /// that is refused or unreadable stores the turn raw instead, so nothing is lost and the
+    /// queue never sticks.
+    pub async fn ingest_pending(&self, store: &dyn MemoryStore, max: usize) -> Result<usize> {
+        let queued = store.pending(max).await?;
+        for q in &queued {
+            self.ingest(store, q).await?;
+            store.complete(q.id).await?;
+        }
+        Ok(queued.len())
+    }
+
+    /// Applies one turn's operations.
+    pub async fn ingest(&self, store: &dyn MemoryStore, q: &Queued) -> Result<Changes> {
+        let shown = shown(store, q).await?;
+        let operations = match self.ask(q, &shown).await {
+            Ok(Some(ops)) => ops,
+            Ok(None) => {
+                tracing::warn!(model = %self.model, "extraction answer unreadable; turn stored raw");
+                return self.raw(store, q).await;
+            }
+            Err(e) if retryable(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "extraction refused; turn stored raw");
+                return self.raw(store, q).await;
+            }
+        };
+        let ids: HashMap<usize, &str> = shown
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i + 1, m.id.as_str()))
+            .collect();
+        let mut changes = Changes::default();
+        for op in operations {
+            match op {
+                Operation::Add { text } => {
+                    if self.add(store, &q.scope, q, text).await? {
+                        changes.added += 1;
+                    }
+                }
+                Operation::Update { id, text } => match ids.get(&id) {
+                    Some(id) if !text.trim().is_empty() => {
+                        store.update(&q.scope, id, text.trim()).await?;
+                        changes.updated += 1;
+                    }
+                    _ => {}
+                },
+                Operation::Delete { id } => {
+                    if let Some(id) = ids.get(&id) {
+                        match store.delete(&q.scope, id).await {
+                            Ok(()) => changes.deleted += 1,
+                            // Already gone (deleted twice in one answer): nothing to do.
+                            Err(Error::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Operation::None {} => {}
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn ask(&self, q: &Queued, shown: &[Memory]) -> Result<Option<Vec<Operation>>> {
+        let mut listed = String::from("Existing memories:");
+        if shown.is_empty() {
+            listed.push_str(" none");
+        }
+        for (i, m) in shown.iter().enumerate() {
+            listed.push_str(&format!("\n{}. {}", i + 1, m.text));
+        }
+        let date = q
+            .turn
+            .occurred_at
+            .map_or_else(|| "unknown".to_owned(), |t| t.date().to_string());
+        let req = ChatRequest {
+            model: self.model.clone(),
+            messages: vec![
+                Message::text(Role::System, INSTRUCTIONS),
+                Message::text(
+                    Role::User,
+                    format!("{listed}\n\nNew message (date {date}):\n{}", q.turn.text),
+                ),
+            ],
+            response_format: Some(ResponseFormat::JsonObject),
+            max_tokens: Some(512),
+            extra: json!({"temperature": 0})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            ..ChatRequest::default()
+        };
+        let answer = self.provider.chat(&req).await?;
+        let text = answer
+            .choices
+            .first()
+            .and_then(|c| c.message.content.as_ref())
+            .map(|c| c.text())
+            .unwrap_or_default();
+        Ok(parse_operations(&text))
+    }
+
+    /// Adds a fact unless the scope already knows it; returns whether it was added.
+    async fn add(
+        &self,
+        store: &dyn MemoryStore,
+        scope: &MemoryScope,
+        q: &Queued,
+        text: String,
+    ) -> Result<bool> {
+        let text = text.trim().to_owned();
+        if text.is_empty() || is_known(store, scope, &text, self.dedupe_similarity).await? {
+            return Ok(false);
+        }
+        let new = NewMemory {
+            text,
+            source: q.turn.source.clone(),
+            occurred_at: q.turn.occurred_at,
+        };
+        store.add(scope, &new).await?;
+        Ok(true)
+    }
+
+    async fn raw(&self, store: &dyn MemoryStore, q: &Queued) -> Result<Changes> {
+        let added = self.add(store, &q.scope, q, q.turn.text.clone()).await?;
+        Ok(Changes {
+            added: usize::from(added),
+            ..Changes::default()
+        })
+    }
+}
+
+/// The memories shown to the model with a turn: the most similar ones, topped up with the
+/// newest (a contradiction need not share a word with what it contradicts: "I eat fish now"
+/// against "Is vegetarian").
+async fn shown(store: &dyn MemoryStore, q: &Queued) -> Result<Vec<Memory>> {
+    let query = SearchQuery {
+        text: q.turn.text.clone(),
+        limit: SHOWN,
+        min_similarity: 0.0,
+    };
+    let mut shown: Vec<Memory> = store
+        .search(&q.scope, &query)
+        .await?
+        .into_iter()
+        .map(|h| h.memory)
+        .collect();
+    if shown.len() < SHOWN {
+        for m in store.list(&q.scope, SHOWN).await? {
+            if shown.len() < SHOWN && !shown.iter().any(|s| s.id == m.id) {
+                shown.push(m);
+            }
+        }
+    }
+    Ok(shown)
+}
+
+/// Failures worth another try later: the upstream is down, slow or overloaded.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout { .. } => true,
+        Error::Upstream { status, .. } => *status == 429 || *status >= 500,
+        Error::Unavailable { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_parse_from_fenced_json_and_bad_ones_are_skipped() {
+        let answer = "```json\n{\"operations\": [{\"op\": \"ADD\", \"text\": \"Likes tea\"}, \
+                      {\"op\": \"UPDATE\", \"id\": \"2\", \"text\": \"Lives in Lyon\"}, \
+                      {\"op\": \"DELETE\", \"id\": 3}, {\"op\": \"NONE\", \"id\": 1}, \
+                      {\"op\": \"EXPLODE\"}, {\"op\": \"UPDATE\", \"id\": \"x\", \"text\": \"?\"}]}\n```";
+        assert_eq!(
+            parse_operations(answer),
+            Some(vec![
+                Operation::Add {
+                    text: "Likes tea".into()
+                },
+                Operation::Update {
+                    id: 2,
+                    text: "Lives in Lyon".into()
+                },
+                Operation::Delete { id: 3 },
+                Operation::None {},
+            ])
+        );
+        assert_eq!(parse_operations("I cannot help with that."), None);
+        assert_eq!(parse_operations("{\"operations\": []}"), Some(vec![]));
+    }
+}

@@ -1,0 +1,209 @@
+//! Ingestion with an extraction model: one LLM call per turn turns it into ADD / UPDATE /
+//! DELETE / NONE against the user's most similar memories, every change in the history; an
+//! upstream outage keeps the turn queued, an unreadable answer stores it raw.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestApp;
+use lyss_core::config::EmbedderKind;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+/// The upstream model: answers extraction requests the way a model would for these turns,
+/// reading the numbered memories it was shown, and chats with "ok" otherwise.
+/// With `down`, extraction requests get a 503.
+struct FakeModel {
+    down: bool,
+}
+
+impl Respond for FakeModel {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let system = body["messages"][0]["content"].as_str().unwrap_or("");
+        if !system.contains("long-term memory") {
+            return ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok"));
+        }
+        assert_eq!(body["response_format"], json!({"type": "json_object"}));
+        if self.down {
+            return ResponseTemplate::new(503).set_body_json(
+                json!({"error": {"message": "overloaded", "type": "server_error"}}),
+            );
+        }
+        let prompt = body["messages"][1]["content"].as_str().unwrap();
+        let number = |word: &str| {
+            prompt
+                .lines()
+                .find(|l| l.contains(word) && l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .and_then(|l| l.split('.').next())
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        let new = prompt.rsplit("):\n").next().unwrap();
+        let answer = if new.contains("gibberish") {
+            "Sorry, I can't do that.".to_owned()
+        } else if new.contains("Lyon") {
+            json!({"operations": [
+                {"op": "ADD", "text": "Lives in Lyon"},
+                {"op": "ADD", "text": "Is vegetarian"},
+            ]})
+            .to_string()
+        } else if new.contains("Paris") {
+            json!({"operations": [
+                {"op": "UPDATE", "id": number("Lyon").unwrap(), "text": "Lives in Paris since 2026-11"},
+                {"op": "DELETE", "id": number("vegetarian").unwrap()},
+                // A number it was never shown touches nothing.
+                {"op": "DELETE", "id": 99},
+            ]})
+            .to_string()
+        } else {
+            json!({"operations": []}).to_string()
+        };
+        ResponseTemplate::new(200).set_body_json(common::completion("up-mini", &answer))
+    }
+}
+
+async fn app(down: bool) -> TestApp {
+    let app = TestApp::with(|c| {
+        c.memory.enabled = true;
+        c.memory.extraction_model = Some("gpt-5-mini".into());
+        c.embedder.kind = EmbedderKind::None;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(FakeModel { down })
+        .mount(&app.upstream)
+        .await;
+    app
+}
+
+async fn say(app: &TestApp, text: &str) -> String {
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["x-request-id"].to_str().unwrap().to_owned()
+}
+
+async fn memories(app: &TestApp) -> Vec<Value> {
+    let listed: Value = app
+        .get("/v1/memories")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["data"].as_array().unwrap().clone()
+}
+
+async fn events(app: &TestApp, id: &str) -> Vec<(String, Value)> {
+    let history: Value = app
+        .get(&format!("/v1/memories/{id}/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap().to_owned(),
+                h["new_text"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn facts_are_added_updated_and_deleted_with_history_and_provenance() {
+    let app = app(false).await;
+    let request_id = say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    let first = memories(&app).await;
+    let mut texts: Vec<&str> = first.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    texts.sort();
+    assert_eq!(texts, vec!["Is vegetarian", "Lives in Lyon"]);
+    for m in &first {
+        assert_eq!(
+            m["source"],
+            request_id.as_str(),
+            "provenance: the turn's request"
+        );
+        assert!(m["occurred_at"].is_string());
+    }
+    let id_of = |t: &str| {
+        first.iter().find(|m| m["text"] == t).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (lyon, veggie) = (id_of("Lives in Lyon"), id_of("Is vegetarian"));
+
+    say(&app, "Update: I live in Paris now, and I eat fish again.").await;
+    app.state.lyss.ingest_pending().await.unwrap();
+    let after = memories(&app).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], lyon.as_str());
+    assert_eq!(after[0]["text"], "Lives in Paris since 2026-11");
+    assert_eq!(
+        events(&app, &lyon).await,
+        vec![
+            ("add".to_owned(), json!("Lives in Lyon")),
+            ("update".to_owned(), json!("Lives in Paris since 2026-11")),
+        ]
+    );
+    let gone: Vec<String> = events(&app, &veggie)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(gone, vec!["add", "delete"]);
+
+    // Small talk holds no facts.
+    say(&app, "Thanks, that's all.").await;
+    app.state.lyss.ingest_pending().await.unwrap();
+    assert_eq!(memories(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_outage_keeps_the_turn_queued_and_an_unreadable_answer_stores_it_raw() {
+    let app = app(true).await;
+    say(&app, "Remember this while the model is overloaded.").await;
+    assert!(app.state.lyss.ingest_pending().await.is_err());
+    assert!(
+        app.state.lyss.ingest_pending().await.is_err(),
+        "still queued"
+    );
+    assert!(memories(&app).await.is_empty());
+
+    // The upstream recovers.
+    app.upstream.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(FakeModel { down: false })
+        .mount(&app.upstream)
+        .await;
+    let store = app.state.lyss.memory().unwrap();
+    let queued = store.pending(10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    // The queued turn now reaches the model, which finds no facts in it: nothing is added,
+    // and the turn leaves the queue.
+    app.state.lyss.ingest_pending().await.unwrap();
+    assert!(store.pending(10).await.unwrap().is_empty());
+
+    say(&app, "Here is some gibberish the model will not parse.").await;
+    app.state.lyss.ingest_pending().await.unwrap();
+    let raw: Vec<Value> = memories(&app).await;
+    assert_eq!(raw.len(), 1);
+    assert_eq!(
+        raw[0]["text"],
+        "Here is some gibberish the model will not parse."
+    );
+}
