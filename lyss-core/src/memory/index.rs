@@ -78,9 +78,16 @@ pub struct Scored {
     pub similarity: Option<f32>,
 }
 
+/// Scopes with at most this many vectors are searched exactly, by a scan: at this size a scan
+/// is as fast as the graph, exact, and the same after a restart. Above it, HNSW.
+const EXACT_MAX: usize = 4_096;
+
 /// The index of one scope.
 pub struct ScopeIndex {
+    /// The graph, once the scope outgrew [`EXACT_MAX`].
     hnsw: Option<Hnsw<'static, f32, UnitCosine>>,
+    /// The vectors by row while the scope is scanned (emptied when the graph is built).
+    flat: Vec<(usize, Vec<f32>)>,
     postings: HashMap<String, Vec<(usize, u32)>>,
     lengths: Vec<u32>,
     total_length: u64,
@@ -97,6 +104,7 @@ impl ScopeIndex {
     pub fn new() -> Self {
         Self {
             hnsw: None,
+            flat: Vec::new(),
             postings: HashMap::new(),
             lengths: Vec::new(),
             total_length: 0,
@@ -108,32 +116,51 @@ impl ScopeIndex {
     pub fn add(&mut self, text: &str, vector: Option<Vec<f32>>) -> usize {
         let row = self.add_words(text);
         if let Some(v) = vector.map(unit) {
-            self.graph().insert_slice((v.as_slice(), row));
+            match &self.hnsw {
+                Some(hnsw) => hnsw.insert_slice((v.as_slice(), row)),
+                None => {
+                    self.flat.push((row, v));
+                    self.grow();
+                }
+            }
         }
         row
     }
 
-    /// Adds many rows at once (a scope loaded from its store), inserting their vectors into
-    /// the graph in parallel: a 100k-memory scope loads in seconds instead of minutes.
+    /// Adds many rows at once (a scope loaded from its store); a graph is built with parallel
+    /// inserts, so a 100k-memory scope loads in seconds instead of minutes.
     pub fn extend(&mut self, rows: Vec<(String, Option<Vec<f32>>)>) {
-        let first = self.lengths.len();
-        for (text, _) in &rows {
-            self.add_words(text);
+        let mut vectors = Vec::new();
+        for (text, vector) in rows {
+            let row = self.add_words(&text);
+            if let Some(v) = vector {
+                vectors.push((row, unit(v)));
+            }
         }
-        let rows: Vec<_> = rows.into_iter().map(|(t, v)| (t, v.map(unit))).collect();
-        let batch: Vec<(&[f32], usize)> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, v))| v.as_deref().map(|v| (v, first + i)))
-            .collect();
-        if !batch.is_empty() {
-            self.graph().parallel_insert_slice(&batch);
+        match &self.hnsw {
+            Some(hnsw) => {
+                let batch: Vec<(&[f32], usize)> =
+                    vectors.iter().map(|(r, v)| (v.as_slice(), *r)).collect();
+                hnsw.parallel_insert_slice(&batch);
+            }
+            None => {
+                self.flat.extend(vectors);
+                self.grow();
+            }
         }
     }
 
-    fn graph(&mut self) -> &Hnsw<'static, f32, UnitCosine> {
-        self.hnsw
-            .get_or_insert_with(|| Hnsw::new(16, 10_000, 16, EF_CONSTRUCTION, UnitCosine))
+    /// Moves the scanned vectors into a graph once there are too many to scan.
+    fn grow(&mut self) {
+        if self.flat.len() <= EXACT_MAX {
+            return;
+        }
+        let hnsw = Hnsw::new(16, 10_000, 16, EF_CONSTRUCTION, UnitCosine);
+        let batch: Vec<(&[f32], usize)> =
+            self.flat.iter().map(|(r, v)| (v.as_slice(), *r)).collect();
+        hnsw.parallel_insert_slice(&batch);
+        self.hnsw = Some(hnsw);
+        self.flat = Vec::new();
     }
 
     /// Indexes a row's words and returns its number.
@@ -210,10 +237,23 @@ impl ScopeIndex {
     }
 
     fn nearest(&self, query: &[f32], limit: usize) -> Vec<(usize, f32)> {
-        let Some(hnsw) = &self.hnsw else {
-            return Vec::new();
-        };
         let query = unit(query.to_vec());
+        let Some(hnsw) = &self.hnsw else {
+            let mut all: Vec<(usize, f32)> = self
+                .flat
+                .iter()
+                .filter(|(row, _)| !self.dead.contains(row))
+                .map(|(row, v)| (*row, cosine(&query, v)))
+                .collect();
+            let by_similarity =
+                |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+            if all.len() > limit && limit > 0 {
+                all.select_nth_unstable_by(limit - 1, by_similarity);
+                all.truncate(limit);
+            }
+            all.sort_by(by_similarity);
+            return all;
+        };
         let want = limit + self.dead.len();
         hnsw.search(&query, want, (2 * want).max(64))
             .into_iter()
@@ -330,5 +370,38 @@ mod tests {
                 .all(|h| h.row != c)
         );
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn small_scopes_are_scanned_exactly_and_large_ones_move_to_the_graph() {
+        // Deterministic pseudo-random 8-d vectors.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / u32::MAX as f32) - 0.25
+        };
+        let vectors: Vec<Vec<f32>> = (0..EXACT_MAX + 50)
+            .map(|_| super::unit((0..8).map(|_| next()).collect()))
+            .collect();
+        let mut idx = ScopeIndex::new();
+        idx.extend(
+            vectors[..100]
+                .iter()
+                .map(|v| (String::new(), Some(v.clone())))
+                .collect(),
+        );
+        assert!(idx.hnsw.is_none());
+        let hit = idx.search("", Some(&vectors[42]), 1, 0.0)[0];
+        assert_eq!(hit.row, 42);
+        assert!(hit.similarity.unwrap() > 0.999);
+        for v in &vectors[100..] {
+            idx.add("", Some(v.clone()));
+        }
+        assert!(idx.hnsw.is_some() && idx.flat.is_empty());
+        for probe in [42, EXACT_MAX + 10] {
+            assert_eq!(idx.search("", Some(&vectors[probe]), 1, 0.0)[0].row, probe);
+        }
     }
 }
