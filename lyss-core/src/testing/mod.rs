@@ -12,6 +12,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Suites panic on purpose: they are tests.
 
+pub mod cache;
 pub mod embed;
 pub mod memory;
 pub mod policy;
