@@ -181,6 +181,9 @@ fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
         latency_ms: 0.3,
         status: 200,
         error: None,
+        cache: None,
+        saved_tokens: 0,
+        saved_nusd: 0,
     }
 }
 

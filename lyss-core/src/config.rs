@@ -42,6 +42,8 @@ pub struct Config {
     pub embedder: EmbedderConfig,
     /// Long-term memory and prompt compression.
     pub memory: MemoryConfig,
+    /// Response caching.
+    pub cache: CacheConfig,
     /// Upstream providers.
     pub providers: Vec<ProviderConfig>,
     /// Public models and where they go.
@@ -63,6 +65,7 @@ impl Default for Config {
             key_cache_ms: 500,
             embedder: EmbedderConfig::default(),
             memory: MemoryConfig::default(),
+            cache: CacheConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
         }
@@ -158,6 +161,105 @@ impl MemoryConfig {
                 })
             }
         }
+    }
+}
+
+/// Response caching: an identical request is answered from the cache instead of upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// For every workspace not listed in `workspaces`. Default `off`: a chat client's
+    /// "regenerate" button resends the identical request and expects a new answer.
+    pub mode: CacheMode,
+    /// How long an answer stays cached, in seconds. Default 3,600.
+    pub ttl_secs: u64,
+    /// Who shares cached answers. Default `workspace`.
+    pub scope: CacheScope,
+    /// Where answers live: `memory` (this process) or `redis` (`redis_url`, shared by
+    /// replicas). Default `memory`.
+    pub backend: CacheBackend,
+    /// Bytes the in-process cache holds at most. Default 256 MiB.
+    pub max_bytes: u64,
+    /// Per-workspace overrides by workspace name.
+    pub workspaces: std::collections::HashMap<String, WorkspaceCache>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::Off,
+            ttl_secs: 3_600,
+            scope: CacheScope::Workspace,
+            backend: CacheBackend::Memory,
+            max_bytes: 256 * 1024 * 1024,
+            workspaces: Default::default(),
+        }
+    }
+}
+
+/// Whether answers are cached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    #[default]
+    Off,
+    Exact,
+}
+
+/// Who shares a cached answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    Key,
+    User,
+    #[default]
+    Workspace,
+    /// Every workspace: only for deployments whose tenants trust each other.
+    Global,
+}
+
+/// Where cached answers live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// A workspace's overrides of the global cache settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceCache {
+    pub mode: Option<CacheMode>,
+    pub ttl_secs: Option<u64>,
+    pub scope: Option<CacheScope>,
+}
+
+/// The cache settings in force for one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub ttl: std::time::Duration,
+    pub scope: CacheScope,
+}
+
+impl CacheConfig {
+    /// The cache settings of a workspace, or `None` when its cache is off.
+    pub fn policy_for(&self, workspace: &str) -> Option<CachePolicy> {
+        let w = self.workspaces.get(workspace).cloned().unwrap_or_default();
+        (w.mode.unwrap_or(self.mode) == CacheMode::Exact).then(|| CachePolicy {
+            ttl: std::time::Duration::from_secs(w.ttl_secs.unwrap_or(self.ttl_secs)),
+            scope: w.scope.unwrap_or(self.scope),
+        })
+    }
+
+    /// Whether any workspace caches.
+    pub fn any_on(&self) -> bool {
+        self.mode != CacheMode::Off
+            || self
+                .workspaces
+                .values()
+                .any(|w| w.mode.is_some_and(|m| m != CacheMode::Off))
     }
 }
 

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 
+use crate::cache::answer::{Collector, replay};
+use crate::cache::{Cache, exact_key};
 use crate::clock::{Clock, SystemClock};
-use crate::config::MemoryConfig;
+use crate::config::{CacheConfig, CacheScope, MemoryConfig};
 use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore, NewMemory, SearchQuery};
 use crate::models::{Model, ModelRegistry};
@@ -50,7 +52,38 @@ pub struct Call {
     pub request_id: String,
     /// The caller opted out of memory for this request (`x-lyss-memory: off`).
     pub no_memory: bool,
+    /// The caller's cache instructions (`x-lyss-cache`).
+    pub cache: CacheControl,
 }
+
+/// What a request asks of the cache (`x-lyss-cache: no-cache | no-store | refresh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheControl {
+    /// Serve from the cache when possible; store the answer otherwise.
+    #[default]
+    Default,
+    /// Neither read nor store: the cache is skipped.
+    NoCache,
+    /// Serve from the cache when possible, but do not store a new answer.
+    NoStore,
+    /// Do not serve from the cache; store the fresh answer (replacing the cached one).
+    Refresh,
+}
+
+impl CacheControl {
+    /// Parses the header value; anything else is the default.
+    pub fn parse(value: &str) -> Self {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "no-cache" => Self::NoCache,
+            "no-store" => Self::NoStore,
+            "refresh" => Self::Refresh,
+            _ => Self::Default,
+        }
+    }
+}
+
+/// The response header that says how the cache answered: `hit` or `miss`.
+pub const CACHE_HEADER: &str = "x-lyss-cache";
 
 /// Response headers that report what memory compression saved.
 pub const PROMPT_TOKENS_ORIGINAL_HEADER: &str = "x-lyss-prompt-tokens-original";
@@ -79,6 +112,8 @@ pub struct Lyss {
     limiter: Arc<dyn RateLimiter>,
     memory: Option<Arc<dyn MemoryStore>>,
     memory_config: MemoryConfig,
+    cache: Option<Arc<dyn Cache>>,
+    cache_config: CacheConfig,
     models: ModelRegistry,
     keys: KeyCache,
     clock: Arc<dyn Clock>,
@@ -92,6 +127,8 @@ pub struct LyssBuilder {
     limiter: Arc<dyn RateLimiter>,
     memory: Option<Arc<dyn MemoryStore>>,
     memory_config: MemoryConfig,
+    cache: Option<Arc<dyn Cache>>,
+    cache_config: CacheConfig,
     models: ModelRegistry,
     key_cache_ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -124,6 +161,13 @@ impl LyssBuilder {
         self
     }
 
+    /// Response caching: where answers live and which workspaces cache (default: none).
+    pub fn cache(mut self, cache: Arc<dyn Cache>, config: CacheConfig) -> Self {
+        self.cache = Some(cache);
+        self.cache_config = config;
+        self
+    }
+
     /// The clock budgets and periods are judged by (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -143,6 +187,8 @@ impl LyssBuilder {
             limiter: self.limiter,
             memory: self.memory,
             memory_config: self.memory_config,
+            cache: self.cache,
+            cache_config: self.cache_config,
             models: self.models,
             keys: KeyCache::new(self.key_cache_ttl),
             started: self.clock.now().unix_timestamp().max(0) as u64,
@@ -160,6 +206,8 @@ impl Lyss {
             limiter: Arc::new(InMemoryRateLimiter::new()),
             memory: None,
             memory_config: MemoryConfig::default(),
+            cache: None,
+            cache_config: CacheConfig::default(),
             models: ModelRegistry::default(),
             key_cache_ttl: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
@@ -444,6 +492,83 @@ impl Lyss {
             .await
     }
 
+    /// Stage 5: the cache entry this request reads and writes, when its workspace caches and
+    /// the caller did not opt out. The key covers the request as it goes upstream.
+    fn cache_plan(
+        &self,
+        who: &Principal,
+        call: &Call,
+        req: &ChatRequest,
+        model: &Model,
+    ) -> Option<CachePlan> {
+        let cache = self.cache.as_ref()?;
+        let policy = self.cache_config.policy_for(&who.workspace_name)?;
+        if call.cache == CacheControl::NoCache {
+            return None;
+        }
+        let scope = match policy.scope {
+            CacheScope::Workspace => format!("w:{}", who.workspace_id),
+            CacheScope::User => format!("u:{}", who.user_id),
+            CacheScope::Key => format!("k:{}", who.key_id),
+            CacheScope::Global => "g".to_owned(),
+        };
+        let mut upstream = req.clone();
+        upstream.model = model.upstream.clone();
+        let key = match exact_key(&scope, &upstream) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache key failed; request not cached");
+                return None;
+            }
+        };
+        Some(CachePlan {
+            cache: cache.clone(),
+            key,
+            ttl: policy.ttl,
+            read: call.cache != CacheControl::Refresh,
+            store: call.cache != CacheControl::NoStore,
+        })
+    }
+
+    /// Answers from the cache: nothing is reserved or billed; the ledger row records the hit
+    /// with the tokens and cost it saved.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_hit(
+        &self,
+        principal: Arc<Principal>,
+        call: &Call,
+        req: &ChatRequest,
+        model: &Arc<Model>,
+        hit: ChatResponse,
+        started: Instant,
+        compressed: Option<(u64, u64)>,
+    ) -> Result<ChatReply> {
+        let saved = hit.usage.clone().unwrap_or_default();
+        let mut ledger = LedgerDraft {
+            principal,
+            request_id: call.request_id.clone(),
+            endpoint: "chat",
+            model: model.clone(),
+            public_model: req.model.clone(),
+            stream: req.is_stream(),
+            started,
+            reservation: Reservation::default(),
+            prompt_tokens: 0,
+            prompt_tokens_original: compressed.map_or(0, |(original, _)| original),
+            policy: self.policy.clone(),
+            settled: false,
+        };
+        ledger.record_hit(&saved).await?;
+        let headers = vec![(CACHE_HEADER, "hit".to_owned())];
+        let body = if req.is_stream() {
+            let chunks = replay(&hit, req.wants_stream_usage());
+            ChatBody::Stream(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))))
+        } else {
+            ChatBody::Complete(hit)
+        };
+        Ok(ChatReply { body, headers })
+    }
+
     /// `GET /v1/models`: exactly the models (and aliases) the caller may use.
     pub async fn list_models(&self, call: &Call) -> Result<ModelList> {
         let principal = self.authenticate(&call.api_key).await?;
@@ -479,6 +604,14 @@ impl Lyss {
         let compressed = self
             .recall_and_compress(&principal, call, &mut req, &model.upstream, now)
             .await;
+        let cache = self.cache_plan(&principal, call, &req, &model);
+        if let Some(plan) = &cache
+            && let Some(hit) = plan.lookup().await
+        {
+            return self
+                .serve_hit(principal, call, &req, &model, hit, started, compressed)
+                .await;
+        }
         let requested_output = req.max_completion_tokens.or(req.max_tokens);
         let counts = principal.budgeted || principal.rate_limits.iter().any(|l| l.tpm.is_some());
         let prompt_tokens = match compressed {
@@ -519,6 +652,11 @@ impl Lyss {
                 (PROMPT_TOKENS_SENT_HEADER, sent.to_string()),
             ]
         });
+        if cache.is_some() {
+            headers.push((CACHE_HEADER, "miss".into()));
+        }
+        // An answer cut short by a budget's cap is not the answer to the request as sent.
+        let cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
 
         let deadline = self.deadline(started);
         if !req.is_stream() {
@@ -539,6 +677,9 @@ impl Lyss {
                     });
                     let left = ledger.settle(&usage, 200, None).await?;
                     headers.extend(budget_headers(&left));
+                    if let Some(plan) = &cache {
+                        plan.store(&resp).await;
+                    }
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
                         headers,
@@ -576,6 +717,7 @@ impl Lyss {
             finished: false,
             client_wants_usage,
             deadline,
+            cache: cache.map(|plan| (plan, Collector::default())),
         };
         Ok(ChatReply {
             body: ChatBody::Stream(relay.into_stream()),
@@ -729,7 +871,20 @@ impl LedgerDraft {
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             status,
             error,
+            cache: None,
+            saved_tokens: 0,
+            saved_nusd: 0,
         }
+    }
+
+    /// Records an answer served from the cache: nothing billed, `saved` the usage it replaced.
+    async fn record_hit(&mut self, saved: &Usage) -> Result<BudgetLeft> {
+        self.settled = true;
+        let mut entry = self.entry(&Usage::default(), 200, None);
+        entry.cache = Some("hit".into());
+        entry.saved_tokens = saved.prompt_tokens + saved.completion_tokens;
+        entry.saved_nusd = self.model.price.cost(saved);
+        self.policy.settle(&self.reservation, &entry).await
     }
 
     /// Records a failed upstream call (no tokens billed, the reservation released) and hands
@@ -786,6 +941,50 @@ impl Drop for LedgerDraft {
 
 /// Relays an upstream stream to the client and settles the ledger at its end — or, if the
 /// client goes away first, on drop.
+/// One request's entry in the cache.
+struct CachePlan {
+    cache: Arc<dyn Cache>,
+    key: String,
+    ttl: Duration,
+    read: bool,
+    store: bool,
+}
+
+impl CachePlan {
+    /// The cached answer, if any. A failing or garbled cache is a miss: the request goes
+    /// upstream and the log says why.
+    async fn lookup(&self) -> Option<ChatResponse> {
+        if !self.read {
+            return None;
+        }
+        match self.cache.get(&self.key).await {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(resp) => Some(resp),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable cache entry; asking upstream");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unavailable; asking upstream");
+                None
+            }
+        }
+    }
+
+    /// Stores an answer; a failure is logged, never the request's problem.
+    async fn store(&self, answer: &ChatResponse) {
+        let stored = match serde_json::to_vec(answer) {
+            Ok(bytes) => self.cache.put(&self.key, bytes, self.ttl).await,
+            Err(e) => Err(Error::Internal(e.to_string())),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "could not cache an answer");
+        }
+    }
+}
+
 struct StreamRelay {
     upstream: ChunkStream,
     /// `None` once settled.
@@ -798,6 +997,8 @@ struct StreamRelay {
     client_wants_usage: bool,
     /// The stream is cut here, before its reservation could be reaped.
     deadline: tokio::time::Instant,
+    /// Where the complete answer is cached, and the answer so far.
+    cache: Option<(CachePlan, Collector)>,
 }
 
 impl StreamRelay {
@@ -817,6 +1018,9 @@ impl StreamRelay {
                     .unwrap_or_else(|_| Some(Err(outlived(&model))));
                 match next {
                     Some(Ok(mut chunk)) => {
+                        if let Some((_, collected)) = &mut relay.cache {
+                            collected.push(&chunk);
+                        }
                         for c in &chunk.choices {
                             if let Some(t) = &c.delta.content {
                                 relay.completion_text.push_str(t);
@@ -854,6 +1058,11 @@ impl StreamRelay {
                     None => {
                         if let Err(e) = relay.settle(200, None).await {
                             return Some((Err(e), relay));
+                        }
+                        if let Some((plan, collected)) = relay.cache.take()
+                            && let Some(answer) = collected.finish()
+                        {
+                            plan.store(&answer).await;
                         }
                         return None;
                     }

@@ -12,8 +12,11 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 
+use crate::cache::{Cache, InMemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, EmbedderKind, ModelConfig, ProviderConfig, ProviderKind, Secret};
+use crate::config::{
+    CacheBackend, Config, EmbedderKind, ModelConfig, ProviderConfig, ProviderKind, Secret,
+};
 use crate::embed::{
     Embedder, LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, OpenAiEmbedder, default_models_dir,
 };
@@ -340,7 +343,31 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     if let Some(store) = open_memory(config, &providers).await? {
         builder = builder.memory(store, config.memory.clone());
     }
+    if let Some(cache) = open_cache(config).await? {
+        builder = builder.cache(cache, config.cache.clone());
+    }
     Ok(builder.build())
+}
+
+/// The answer cache, when any workspace caches: in this process (bounded by
+/// `cache.max_bytes`) or in Redis (`redis_url`), shared by replicas.
+pub async fn open_cache(config: &Config) -> Result<Option<Arc<dyn Cache>>> {
+    let c = &config.cache;
+    if !c.any_on() {
+        return Ok(None);
+    }
+    match c.backend {
+        CacheBackend::Memory => Ok(Some(Arc::new(InMemoryCache::new(c.max_bytes)))),
+        CacheBackend::Redis => {
+            let url = config
+                .redis_url
+                .as_deref()
+                .ok_or_else(|| Error::Config("cache.backend = \"redis\" needs redis_url".into()))?;
+            Ok(Some(Arc::new(
+                RedisCache::connect(url, "lyss:cache:").await?,
+            )))
+        }
+    }
 }
 
 /// The memory store, when memory is on for any workspace: in the same database as governance

@@ -5,6 +5,7 @@
 //! another's answer) and a hash of the final upstream request. Backends: [`InMemoryCache`]
 //! (one process, bounded by bytes) and [`RedisCache`] (shared by replicas).
 
+pub mod answer;
 mod memory;
 mod redis;
 

@@ -162,6 +162,15 @@ pub struct LedgerEntry {
     /// HTTP status the caller saw (499 when the client went away mid-stream).
     pub status: u16,
     pub error: Option<String>,
+    /// `hit` when the answer came from the cache (billed tokens and cost are then 0).
+    #[serde(default)]
+    pub cache: Option<String>,
+    /// Tokens a cache hit saved: what the upstream call it replaced used.
+    #[serde(default)]
+    pub saved_tokens: u64,
+    /// Cost a cache hit saved.
+    #[serde(default)]
+    pub saved_nusd: NanoUsd,
 }
 
 /// Which ledger rows to read, newest first.

@@ -167,7 +167,8 @@ pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_na
 
 pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
      endpoint, model, provider, upstream_model, stream, prompt_tokens, prompt_tokens_original, \
-     completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error";
+     completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error, cache, saved_tokens, \
+     saved_nusd";
 
 /// Implements [`super::store::BudgetTx`], the writer task and [`super::Policy`] for a backend.
 ///
@@ -307,7 +308,10 @@ macro_rules! impl_sql_policy {
                     .push_bind(e.cost_nusd)
                     .push_bind(e.latency_ms)
                     .push_bind(i64::from(e.status))
-                    .push_bind(&e.error);
+                    .push_bind(&e.error)
+                    .push_bind(&e.cache)
+                    .push_bind(to_i64(e.saved_tokens))
+                    .push_bind(e.saved_nusd);
             });
             q
         }
@@ -372,6 +376,9 @@ macro_rules! impl_sql_policy {
                 latency_ms: r.try_get("latency_ms")?,
                 status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
                 error: r.try_get("error")?,
+                cache: r.try_get("cache")?,
+                saved_tokens: n("saved_tokens")?,
+                saved_nusd: r.try_get("saved_nusd")?,
             })
         }
 

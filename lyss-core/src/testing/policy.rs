@@ -249,6 +249,9 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
         latency_ms: 1.5,
         status: 200,
         error: None,
+        cache: None,
+        saved_tokens: 0,
+        saved_nusd: 0,
     };
     // Many concurrent writers: every row lands exactly once.
     let tasks: Vec<_> = (0..200u64)
@@ -369,6 +372,9 @@ fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
         latency_ms: 1.0,
         status: 200,
         error: None,
+        cache: None,
+        saved_tokens: 0,
+        saved_nusd: 0,
     }
 }
 

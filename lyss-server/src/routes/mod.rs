@@ -10,6 +10,7 @@ pub mod models;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use lyss_core::pipeline::{CACHE_HEADER, CacheControl};
 use lyss_core::{Call, Error};
 use serde::de::DeserializeOwned;
 
@@ -42,6 +43,11 @@ pub fn call(headers: &HeaderMap) -> Call {
             .get("x-lyss-memory")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("off")),
+        cache: headers
+            .get(CACHE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(CacheControl::parse)
+            .unwrap_or_default(),
     }
 }
 

@@ -1,0 +1,282 @@
+//! The exact cache through the HTTP API: a hit costs nothing and records its saving, any
+//! output-changing parameter misses, workspaces never share, streams are stored once complete
+//! and replayed either way, a broken stream is not stored, TTLs expire, and a dead Redis
+//! never fails a request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestApp;
+use lyss_core::config::{CacheBackend, CacheMode, Config};
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, Request, ResponseTemplate};
+
+/// Answers like OpenAI: SSE for stream requests, a completion otherwise.
+fn upstream(req: &Request) -> ResponseTemplate {
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    if body["stream"] == true {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(common::sse("up-mini", &["Once ", "upon ", "a time."], true))
+    } else {
+        ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "4"))
+    }
+}
+
+async fn app(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let app = TestApp::with(|c| {
+        c.cache.mode = CacheMode::Exact;
+        tweak(c);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(upstream)
+        .mount(&app.upstream)
+        .await;
+    app
+}
+
+fn question(extra: Value) -> Value {
+    let mut body = json!({"model": "gpt-4o-mini", "temperature": 0,
+                          "messages": [{"role": "user", "content": "What is 2+2?"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+async fn ask(app: &TestApp, key: &str, body: &Value, control: Option<&str>) -> (String, String) {
+    let mut req = app
+        .client
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(key)
+        .json(body);
+    if let Some(c) = control {
+        req = req.header("x-lyss-cache", c);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = resp
+        .headers()
+        .get("x-lyss-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (cache, resp.text().await.unwrap())
+}
+
+async fn upstream_calls(app: &TestApp) -> usize {
+    app.upstream.received_requests().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_hit_costs_nothing_records_its_saving_and_never_crosses_workspaces() {
+    let app = app(|_| {}).await;
+    let key = app.key.clone();
+    let (first, _) = ask(&app, &key, &question(json!({})), None).await;
+    assert_eq!(first, "miss");
+    let (second, body) = ask(&app, &key, &question(json!({})), None).await;
+    assert_eq!(second, "hit");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "4");
+    assert_eq!(upstream_calls(&app).await, 1);
+
+    let ledger = app.ledger().await;
+    let hit = ledger.iter().find(|e| e.cache.is_some()).unwrap();
+    let paid = ledger.iter().find(|e| e.cache.is_none()).unwrap();
+    assert_eq!(hit.cache.as_deref(), Some("hit"));
+    assert_eq!(
+        (hit.prompt_tokens, hit.completion_tokens, hit.cost_nusd),
+        (0, 0, 0)
+    );
+    assert_eq!(hit.saved_tokens, 1117 + 46);
+    assert_eq!(hit.saved_nusd, paid.cost_nusd);
+    assert_eq!(paid.cost_nusd, 1117 * 1_000 + 46 * 2_000);
+
+    // Any parameter that changes the answer is another entry.
+    let (warmer, _) = ask(&app, &key, &question(json!({"temperature": 0.9})), None).await;
+    assert_eq!(warmer, "miss");
+    assert_eq!(upstream_calls(&app).await, 2);
+
+    // Another workspace asking the very same thing is not served this workspace's answer.
+    let policy = app.state.lyss.policy();
+    policy
+        .create_workspace("rivals", &["gpt-4o-mini".into()])
+        .await
+        .unwrap();
+    policy.create_user("eve", "rivals").await.unwrap();
+    let eve = policy
+        .create_key(&lyss_core::policy::NewKey {
+            user: "eve".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .key;
+    let (theirs, _) = ask(&app, &eve, &question(json!({})), None).await;
+    assert_eq!(theirs, "miss");
+    assert_eq!(upstream_calls(&app).await, 3);
+
+    // The caller's controls.
+    let (skipped, _) = ask(&app, &key, &question(json!({})), Some("no-cache")).await;
+    assert_eq!(skipped, "", "no-cache skips the cache");
+    assert_eq!(upstream_calls(&app).await, 4);
+    let (refreshed, _) = ask(&app, &key, &question(json!({})), Some("refresh")).await;
+    assert_eq!(refreshed, "miss");
+    assert_eq!(upstream_calls(&app).await, 5);
+    let (unstored, _) = ask(&app, &key, &question(json!({"seed": 7})), Some("no-store")).await;
+    assert_eq!(unstored, "miss");
+    let (again, _) = ask(&app, &key, &question(json!({"seed": 7})), None).await;
+    assert_eq!(again, "miss", "no-store kept it out");
+    assert_eq!(upstream_calls(&app).await, 7);
+}
+
+#[tokio::test]
+async fn streams_are_stored_once_complete_and_replayed_either_way() {
+    let app = app(|_| {}).await;
+    let key = app.key.clone();
+    let story = |stream: bool| {
+        let mut b =
+            question(json!({"messages": [{"role": "user", "content": "A story, please."}]}));
+        if stream {
+            b["stream"] = json!(true);
+            b["stream_options"] = json!({"include_usage": true});
+        }
+        b
+    };
+    let (first, _) = ask(&app, &key, &story(true), None).await;
+    assert_eq!(first, "miss");
+    // The streamed answer, asked without streaming: one completion.
+    let (hit, body) = ask(&app, &key, &story(false), None).await;
+    assert_eq!(hit, "hit");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Once upon a time."
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+    // And streamed again: well-formed SSE with the usage chunk, then [DONE].
+    let (hit, sse) = ask(&app, &key, &story(true), None).await;
+    assert_eq!(hit, "hit");
+    let data = common::sse_data(&sse);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Once upon a time.");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 21);
+    assert_eq!(upstream_calls(&app).await, 1);
+
+    // A completion cached without streaming is replayed as a stream (no usage unless asked).
+    ask(&app, &key, &question(json!({})), None).await;
+    let (hit, sse) = ask(&app, &key, &question(json!({"stream": true})), None).await;
+    assert_eq!(hit, "hit");
+    let data = common::sse_data(&sse);
+    assert!(
+        data.iter().any(|d| d.contains("\"content\":\"4\"")),
+        "{data:?}"
+    );
+    assert!(!data.iter().any(|d| d.contains("\"usage\"")), "{data:?}");
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_not_stored() {
+    let app = TestApp::with(|c| c.cache.mode = CacheMode::Exact).await;
+    // The role chunk and two content chunks, then the connection ends: no finish, no [DONE].
+    let cut: String = common::sse("up-mini", &["Once ", "upon "], false)
+        .split("\n\n")
+        .take(3)
+        .map(|event| format!("{event}\n\n"))
+        .collect();
+    assert!(
+        !cut.contains("[DONE]") && !cut.contains("\"stop\""),
+        "{cut}"
+    );
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(cut),
+        )
+        .mount(&app.upstream)
+        .await;
+    let body = question(json!({"stream": true}));
+    for _ in 0..2 {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap();
+    }
+    assert_eq!(upstream_calls(&app).await, 2, "nothing was cached");
+}
+
+#[tokio::test]
+async fn an_entry_expires_after_its_ttl() {
+    let app = app(|c| c.cache.ttl_secs = 1).await;
+    let key = app.key.clone();
+    ask(&app, &key, &question(json!({})), None).await;
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "hit");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "miss");
+}
+
+#[tokio::test]
+async fn with_redis_hits_are_served_and_a_dead_redis_fails_no_request() {
+    let Some(_) = lyss_core::testing::services::redis().await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for this test");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let app = app(|c| {
+        c.cache.backend = CacheBackend::Redis;
+        c.redis_url = Some(url.clone());
+    })
+    .await;
+    let key = app.key.clone();
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "miss");
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "hit");
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    // Redis is gone: the cached question and a new one are both answered from upstream.
+    let (_, body) = ask(&app, &key, &question(json!({})), None).await;
+    assert!(body.contains("\"4\""), "{body}");
+    ask(&app, &key, &question(json!({"seed": 1})), None).await;
+    assert_eq!(upstream_calls(&app).await, 3);
+}
