@@ -61,6 +61,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             "prompt tokens",
             "completion tokens",
             "cost $",
+            "memory saved tokens",
+            "cache hits",
+            "cache saved $",
         ],
         || {
             let mut out: Vec<Vec<String>> = rows
@@ -73,6 +76,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                         r.prompt_tokens.to_string(),
                         r.completion_tokens.to_string(),
                         format!("{:.6}", nano_to_usd(r.cost_nusd)),
+                        r.memory_saved_tokens.to_string(),
+                        r.cache_hits.to_string(),
+                        format!("{:.6}", nano_to_usd(r.cache_saved_nusd)),
                     ]
                 })
                 .collect();
@@ -84,6 +90,9 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 sum(|r| r.prompt_tokens).to_string(),
                 sum(|r| r.completion_tokens).to_string(),
                 format!("{:.6}", nano_to_usd(sum(|r| r.cost_nusd))),
+                sum(|r| r.memory_saved_tokens).to_string(),
+                sum(|r| r.cache_hits).to_string(),
+                format!("{:.6}", nano_to_usd(sum(|r| r.cache_saved_nusd))),
             ]);
             out
         },

@@ -92,6 +92,19 @@ async fn a_hit_costs_nothing_records_its_saving_and_never_crosses_workspaces() {
     assert_eq!(hit.saved_tokens, 1117 + 46);
     assert_eq!(hit.saved_nusd, paid.cost_nusd);
     assert_eq!(paid.cost_nusd, 1117 * 1_000 + 46 * 2_000);
+    // Usage reports show what the cache saved.
+    let usage = app
+        .state
+        .lyss
+        .policy()
+        .usage(&lyss_core::policy::UsageQuery {
+            by: lyss_core::policy::GroupBy::Workspace,
+            since: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((usage[0].requests, usage[0].cache_hits), (2, 1));
+    assert_eq!(usage[0].cache_saved_nusd, paid.cost_nusd);
 
     // Any parameter that changes the answer is another entry.
     let (warmer, _) = ask(&app, &key, &question(json!({"temperature": 0.9})), None).await;

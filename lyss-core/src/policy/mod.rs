@@ -268,6 +268,14 @@ pub struct UsageRow {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_nusd: i64,
+    /// Prompt tokens memory compression kept from being sent.
+    #[serde(default)]
+    pub memory_saved_tokens: i64,
+    /// Requests answered from the cache, and the cost they saved.
+    #[serde(default)]
+    pub cache_hits: i64,
+    #[serde(default)]
+    pub cache_saved_nusd: i64,
 }
 
 /// Governance: keys, workspaces and users, allow-lists, and the usage ledger.

@@ -632,7 +632,11 @@ macro_rules! impl_sql_policy {
                      CAST(SUM(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
                      CAST(SUM(l.prompt_tokens) AS BIGINT) AS prompt_tokens, \
                      CAST(SUM(l.completion_tokens) AS BIGINT) AS completion_tokens, \
-                     CAST(SUM(l.cost_nusd) AS BIGINT) AS cost_nusd \
+                     CAST(SUM(l.cost_nusd) AS BIGINT) AS cost_nusd, \
+                     CAST(SUM(CASE WHEN l.prompt_tokens_original > l.prompt_tokens \
+                          THEN l.prompt_tokens_original - l.prompt_tokens ELSE 0 END) AS BIGINT) AS memory_saved, \
+                     CAST(SUM(CASE WHEN l.cache IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS cache_hits, \
+                     CAST(SUM(l.saved_nusd) AS BIGINT) AS cache_saved \
                      FROM usage_ledger l LEFT JOIN workspaces w ON w.id = l.workspace_id \
                      LEFT JOIN users u ON u.id = l.user_id \
                      WHERE ($1 IS NULL OR l.at_ms >= $1) GROUP BY {group} ORDER BY {group}"
@@ -650,6 +654,9 @@ macro_rules! impl_sql_policy {
                             prompt_tokens: r.try_get("prompt_tokens")?,
                             completion_tokens: r.try_get("completion_tokens")?,
                             cost_nusd: r.try_get("cost_nusd")?,
+                            memory_saved_tokens: r.try_get("memory_saved")?,
+                            cache_hits: r.try_get("cache_hits")?,
+                            cache_saved_nusd: r.try_get("cache_saved")?,
                         })
                     })
                     .collect()
