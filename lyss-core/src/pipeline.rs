@@ -22,7 +22,7 @@ use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 
 use crate::cache::answer::{Collector, replay};
-use crate::cache::{Cache, exact_key};
+use crate::cache::{Cache, CacheStats, exact_key};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, CacheScope, MemoryConfig};
 use crate::error::{Error, Result};
@@ -492,6 +492,24 @@ impl Lyss {
             .await
     }
 
+    /// What the answer cache holds (`None` when no workspace caches).
+    pub async fn cache_stats(&self) -> Result<Option<CacheStats>> {
+        match &self.cache {
+            Some(c) => c.stats().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Clears the cached answers of one workspace (by id), or all of them; returns how many.
+    pub async fn cache_clear(&self, workspace_id: Option<&str>) -> Result<u64> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        cache
+            .clear(&workspace_id.map(cache_prefix).unwrap_or_default())
+            .await
+    }
+
     /// Stage 5: the cache entry this request reads and writes, when its workspace caches and
     /// the caller did not opt out. The key covers the request as it goes upstream.
     fn cache_plan(
@@ -506,11 +524,14 @@ impl Lyss {
         if call.cache == CacheControl::NoCache {
             return None;
         }
+        // Every scope but the global one starts with its workspace, so that clearing a
+        // workspace clears its users' and keys' entries too.
+        let ws = cache_prefix(&who.workspace_id);
         let scope = match policy.scope {
-            CacheScope::Workspace => format!("w:{}", who.workspace_id),
-            CacheScope::User => format!("u:{}", who.user_id),
-            CacheScope::Key => format!("k:{}", who.key_id),
-            CacheScope::Global => "g".to_owned(),
+            CacheScope::Workspace => ws,
+            CacheScope::User => format!("{ws}u:{}", who.user_id),
+            CacheScope::Key => format!("{ws}k:{}", who.key_id),
+            CacheScope::Global => "g:".to_owned(),
         };
         let mut upstream = req.clone();
         upstream.model = model.upstream.clone();
@@ -941,6 +962,11 @@ impl Drop for LedgerDraft {
 
 /// Relays an upstream stream to the client and settles the ledger at its end — or, if the
 /// client goes away first, on drop.
+/// The start of every cache key of a workspace.
+fn cache_prefix(workspace_id: &str) -> String {
+    format!("w:{workspace_id}:")
+}
+
 /// One request's entry in the cache.
 struct CachePlan {
     cache: Arc<dyn Cache>,

@@ -84,6 +84,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .route("/admin/limits", post(routes::admin::set_limit))
         .route("/admin/models", get(routes::admin::models))
+        .route(
+            "/admin/cache",
+            get(routes::admin::cache_stats).delete(routes::admin::cache_clear),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::admin::require_admin,

@@ -142,6 +142,45 @@ async fn a_hit_costs_nothing_records_its_saving_and_never_crosses_workspaces() {
     let (again, _) = ask(&app, &key, &question(json!({"seed": 7})), None).await;
     assert_eq!(again, "miss", "no-store kept it out");
     assert_eq!(upstream_calls(&app).await, 7);
+
+    // Admins see and clear the cache, one workspace at a time.
+    let admin = |m: reqwest::Method, path: &str| {
+        app.client
+            .request(m, format!("{}{path}", app.base))
+            .bearer_auth(common::ADMIN)
+    };
+    let stats: Value = admin(reqwest::Method::GET, "/admin/cache")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["enabled"], true);
+    assert_eq!(stats["entries"], 4, "{stats}");
+    let cleared: Value = admin(reqwest::Method::DELETE, "/admin/cache?workspace=team")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["cleared"], 3, "the rivals' entry stays");
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "miss");
+    assert_eq!(ask(&app, &eve, &question(json!({})), None).await.0, "hit");
+    let unknown = admin(reqwest::Method::DELETE, "/admin/cache?workspace=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let anonymous = app
+        .client
+        .delete(format!("{}/admin/cache", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ pub trait Cache: Send + Sync {
     async fn stats(&self) -> Result<CacheStats>;
 }
 
-/// The exact-cache key of a request in a scope: the scope, then a 128-bit hash of everything
+/// The exact-cache key of a request in a scope (a prefix ending in `:`): the scope, then a 128-bit hash of everything
 /// in the final upstream request that can change the answer — the upstream model, the messages
 /// (after memory assembly), tools, and every parameter. Only what changes the delivery, not the
 /// answer, is left out: `stream`, `stream_options` and the end-user id `user`.
@@ -56,7 +56,7 @@ pub fn exact_key(scope: &str, req: &ChatRequest) -> Result<String> {
     // serde_json's map is ordered by key, so equal requests serialize equally.
     let bytes = serde_json::to_vec(&canonical).map_err(|e| Error::Internal(e.to_string()))?;
     let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
-    Ok(format!("{scope}:x:{hash:032x}"))
+    Ok(format!("{scope}x:{hash:032x}"))
 }
 
 #[cfg(test)]
@@ -70,13 +70,13 @@ mod tests {
     #[test]
     fn the_key_ignores_delivery_and_sees_everything_that_changes_the_answer() {
         let base = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0});
-        let key = exact_key("ws_1", &req(base.clone())).unwrap();
+        let key = exact_key("w:1:", &req(base.clone())).unwrap();
         let mut streamed = base.clone();
         streamed["stream"] = true.into();
         streamed["stream_options"] = serde_json::json!({"include_usage": true});
         streamed["user"] = "end-user-9".into();
-        assert_eq!(exact_key("ws_1", &req(streamed)).unwrap(), key);
-        assert_ne!(exact_key("ws_2", &req(base.clone())).unwrap(), key);
+        assert_eq!(exact_key("w:1:", &req(streamed)).unwrap(), key);
+        assert_ne!(exact_key("w:2:", &req(base.clone())).unwrap(), key);
         for (field, value) in [
             ("temperature", serde_json::json!(0.7)),
             ("model", serde_json::json!("other")),
@@ -93,7 +93,7 @@ mod tests {
         ] {
             let mut changed = base.clone();
             changed[field] = value;
-            assert_ne!(exact_key("ws_1", &req(changed)).unwrap(), key, "{field}");
+            assert_ne!(exact_key("w:1:", &req(changed)).unwrap(), key, "{field}");
         }
     }
 }

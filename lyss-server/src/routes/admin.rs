@@ -218,3 +218,41 @@ pub async fn set_limit(
         .await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
+
+/// `GET /admin/cache`: what the answer cache holds (`enabled: false` when no workspace caches).
+pub async fn cache_stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(match s.lyss.cache_stats().await? {
+        Some(stats) => {
+            serde_json::json!({"enabled": true, "entries": stats.entries, "bytes": stats.bytes})
+        }
+        None => serde_json::json!({"enabled": false, "entries": 0, "bytes": null}),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct CacheClear {
+    /// A workspace name or id; none clears everything.
+    workspace: Option<String>,
+}
+
+/// `DELETE /admin/cache[?workspace=W]`: drops cached answers; says how many went.
+pub async fn cache_clear(
+    State(s): State<AppState>,
+    Query(q): Query<CacheClear>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let workspace_id = match &q.workspace {
+        Some(w) => Some(
+            s.lyss
+                .policy()
+                .list_workspaces()
+                .await?
+                .into_iter()
+                .find(|ws| &ws.name == w || &ws.id == w)
+                .ok_or_else(|| Error::NotFound(format!("workspace `{w}`")))?
+                .id,
+        ),
+        None => None,
+    };
+    let cleared = s.lyss.cache_clear(workspace_id.as_deref()).await?;
+    Ok(Json(serde_json::json!({"cleared": cleared})))
+}
