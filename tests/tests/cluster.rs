@@ -90,6 +90,11 @@ struct Cluster {
 impl Cluster {
     /// `None` when the services are not configured (outside CI).
     async fn start() -> Option<Cluster> {
+        Self::start_with("").await
+    }
+
+    /// [`Cluster::start`] with more configuration (TOML appended to the shared file).
+    async fn start_with(extra: &str) -> Option<Cluster> {
         let db = lyss_core::testing::services::postgres().await?;
         let (redis, _) = lyss_core::testing::services::redis().await?;
         let dir = tempfile::tempdir().unwrap();
@@ -98,7 +103,7 @@ impl Cluster {
             dir.path(),
             &upstream,
             &format!(
-                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\""
+                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\"\n{extra}"
             ),
         );
         let config = config.to_str().unwrap().to_owned();
@@ -485,4 +490,41 @@ async fn rate_limits_hold_across_replicas() {
     }
     // Three replicas, one shared limit: 6 per minute in all, not 18.
     assert_eq!(ok, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_cached_through_one_replica_is_a_hit_on_the_others() {
+    let Some(cluster) = Cluster::start_with("[cache]\nmode = \"exact\"\nbackend = \"redis\"").await
+    else {
+        return;
+    };
+    let (_, key) = cluster.tenants(1).remove(0);
+    let client = reqwest::Client::new();
+    let ask = |replica: usize, stream: bool| {
+        let body = json!({"model": "gpt-4o-mini", "stream": stream,
+                          "messages": [{"role": "user", "content": "Shared question"}]});
+        client
+            .post(format!(
+                "{}/v1/chat/completions",
+                cluster.replicas[replica].base
+            ))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let first = ask(0, false).await.unwrap();
+    assert_eq!(first.headers()["x-lyss-cache"], "miss");
+    let answer: Value = first.json().await.unwrap();
+    let second = ask(1, false).await.unwrap();
+    assert_eq!(second.headers()["x-lyss-cache"], "hit");
+    let replayed: Value = second.json().await.unwrap();
+    assert_eq!(replayed["choices"], answer["choices"]);
+    let third = ask(2, true).await.unwrap();
+    assert_eq!(third.headers()["x-lyss-cache"], "hit");
+    assert!(third.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    let hits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_ledger WHERE cache = 'hit'")
+        .fetch_one(&cluster.pool)
+        .await
+        .unwrap();
+    assert_eq!(hits, 2);
 }
