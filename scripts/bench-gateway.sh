@@ -12,6 +12,8 @@
 #   cluster   governed on Postgres + Redis (LYSS_BENCH_POSTGRES_URL, default
 #             postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is recreated;
 #             LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+#   cached    plain + the exact cache in process: every request after the first is a hit
+#   cached-redis  the same with the cache in Redis (LYSS_BENCH_REDIS_URL)
 # Budgets and limits are large enough never to refuse: the run measures their cost only.
 # Other arguments go to run.sh. Results: /tmp/peers-bench/results/latest/table.md.
 set -euo pipefail
@@ -45,10 +47,17 @@ IFS=',' read -ra list <<<"$VARIANTS"
 for v in "${list[@]}"; do
   dir="$WORK/$v"; mkdir -p "$dir"
   db=""; redis=""
+  cache=""
   if [ "$v" = cluster ]; then
     psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS lyss_bench" -c "CREATE DATABASE lyss_bench" >/dev/null
     db="database_url = \"${PG_ADMIN_URL%/*}/lyss_bench\""
     redis="redis_url = \"$REDIS_URL\""
+  fi
+  if [ "$v" = cached ]; then
+    cache=$'[cache]\nmode = "exact"'
+  elif [ "$v" = cached-redis ]; then
+    redis="redis_url = \"$REDIS_URL\""
+    cache=$'[cache]\nmode = "exact"\nbackend = "redis"'
   fi
   cat >"$dir/lyss.toml" <<TOML
 bind = "127.0.0.1:$port"
@@ -63,12 +72,14 @@ base_url = "http://127.0.0.1:9000/v1"
 [[models]]
 name = "gpt-4o-mini"
 provider = "fake"
+
+$cache
 TOML
   lyss() { env -u OPENAI_API_KEY -u OLLAMA_BASE_URL "$BIN/lyss" --config "$dir/lyss.toml" --data-dir "$dir/data" "$@"; }
   lyss workspace create bench --models gpt-4o-mini >/dev/null
   lyss user create bench --workspace bench >/dev/null
   key="$(lyss key create --user bench 2>/dev/null)"
-  if [ "$v" != plain ]; then
+  if [ "$v" = governed ] || [ "$v" = cluster ]; then
     id="$(echo "$key" | cut -d- -f3)"
     lyss budget set --workspace bench --usd 1000000 --period monthly >/dev/null
     lyss budget set --key "$id" --tokens 1000000000000 >/dev/null

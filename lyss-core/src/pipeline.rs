@@ -533,9 +533,7 @@ impl Lyss {
             CacheScope::Key => format!("{ws}k:{}", who.key_id),
             CacheScope::Global => "g:".to_owned(),
         };
-        let mut upstream = req.clone();
-        upstream.model = model.upstream.clone();
-        let key = match exact_key(&scope, &upstream) {
+        let key = match exact_key(&scope, &model.upstream, req) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "cache key failed; request not cached");

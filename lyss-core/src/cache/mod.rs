@@ -45,11 +45,12 @@ pub trait Cache: Send + Sync {
 }
 
 /// The exact-cache key of a request in a scope (a prefix ending in `:`): the scope, then a 128-bit hash of everything
-/// in the final upstream request that can change the answer — the upstream model, the messages
+/// in the final upstream request that can change the answer — `upstream_model`, the messages
 /// (after memory assembly), tools, and every parameter. Only what changes the delivery, not the
 /// answer, is left out: `stream`, `stream_options` and the end-user id `user`.
-pub fn exact_key(scope: &str, req: &ChatRequest) -> Result<String> {
+pub fn exact_key(scope: &str, upstream_model: &str, req: &ChatRequest) -> Result<String> {
     let mut canonical = req.clone();
+    canonical.model = upstream_model.to_owned();
     canonical.stream = None;
     canonical.stream_options = None;
     canonical.user = None;
@@ -70,16 +71,20 @@ mod tests {
     #[test]
     fn the_key_ignores_delivery_and_sees_everything_that_changes_the_answer() {
         let base = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0});
-        let key = exact_key("w:1:", &req(base.clone())).unwrap();
+        let key = exact_key("w:1:", "m", &req(base.clone())).unwrap();
         let mut streamed = base.clone();
         streamed["stream"] = true.into();
         streamed["stream_options"] = serde_json::json!({"include_usage": true});
         streamed["user"] = "end-user-9".into();
-        assert_eq!(exact_key("w:1:", &req(streamed)).unwrap(), key);
-        assert_ne!(exact_key("w:2:", &req(base.clone())).unwrap(), key);
+        assert_eq!(exact_key("w:1:", "m", &req(streamed)).unwrap(), key);
+        assert_ne!(exact_key("w:2:", "m", &req(base.clone())).unwrap(), key);
+        // The model upstream decides, not the name or alias the client used.
+        assert_ne!(exact_key("w:1:", "m2", &req(base.clone())).unwrap(), key);
+        let mut alias = base.clone();
+        alias["model"] = "an-alias".into();
+        assert_eq!(exact_key("w:1:", "m", &req(alias)).unwrap(), key);
         for (field, value) in [
             ("temperature", serde_json::json!(0.7)),
-            ("model", serde_json::json!("other")),
             ("seed", serde_json::json!(1)),
             ("max_tokens", serde_json::json!(5)),
             (
@@ -93,7 +98,11 @@ mod tests {
         ] {
             let mut changed = base.clone();
             changed[field] = value;
-            assert_ne!(exact_key("w:1:", &req(changed)).unwrap(), key, "{field}");
+            assert_ne!(
+                exact_key("w:1:", "m", &req(changed)).unwrap(),
+                key,
+                "{field}"
+            );
         }
     }
 }
