@@ -2,6 +2,7 @@
 //! data directory), prints human tables by default and JSON with `--json`.
 
 mod budgets;
+mod cache;
 mod keys;
 mod memory;
 mod models;
@@ -64,6 +65,9 @@ enum Command {
     /// Users' long-term memories.
     #[command(subcommand)]
     Memory(memory::Cmd),
+    /// The running server's answer cache.
+    #[command(subcommand)]
+    Cache(cache::Cmd),
 }
 
 /// What a command needs: the loaded config and, opened on demand, the store.
@@ -109,5 +113,6 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Limit(c) => budgets::run_limit(&ctx, c).await,
         Command::Usage(c) => usage::run(&ctx, c).await,
         Command::Memory(c) => memory::run(&ctx, c).await,
+        Command::Cache(c) => cache::run(&ctx, c).await,
     }
 }

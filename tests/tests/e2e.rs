@@ -304,3 +304,72 @@ async fn zero_configuration_starts_and_serves_health() {
         "no admin token location in: {log}"
     );
 }
+
+#[tokio::test]
+async fn lyss_cache_reads_and_clears_the_running_servers_cache() {
+    let upstream = fake_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = lyss_tests::write_config(
+        dir.path(),
+        &format!("{}/v1", upstream.uri()),
+        "[cache]\nmode = \"exact\"",
+    );
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut server = Server::start(&args).await;
+    lyss(
+        &config,
+        &data,
+        &["workspace", "create", "team", "--models", "gpt-4o-mini"],
+    );
+    lyss(
+        &config,
+        &data,
+        &["user", "create", "ann", "--workspace", "team"],
+    );
+    let key = lyss(&config, &data, &["key", "create", "--user", "ann"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let ask = || {
+        client
+            .post(format!("{}/v1/chat/completions", server.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().headers()["x-lyss-cache"], "miss");
+    assert_eq!(ask().await.unwrap().headers()["x-lyss-cache"], "hit");
+
+    let stats = lyss(
+        &config,
+        &data,
+        &["cache", "stats", "--server", &server.base],
+    );
+    assert_eq!(
+        (stats["enabled"].clone(), stats["entries"].clone()),
+        (json!(true), json!(1))
+    );
+    let cleared = lyss(
+        &config,
+        &data,
+        &[
+            "cache",
+            "clear",
+            "--workspace",
+            "team",
+            "--server",
+            &server.base,
+        ],
+    );
+    assert_eq!(cleared["cleared"], 1);
+    assert_eq!(ask().await.unwrap().headers()["x-lyss-cache"], "miss");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
