@@ -37,6 +37,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;
+mod redis_conn;
 pub mod setup;
 pub mod testing;
 pub mod tokens;

@@ -104,42 +104,10 @@ async fn redis_failure_refuses_and_recovers() {
     if lyss_core::testing::services::redis().await.is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let start = || {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for this test")
-    };
-    let wait_up = || async {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("private redis-server did not start");
-    };
-    let mut redis = start();
-    wait_up().await;
-    let limiter =
-        lyss_core::policy::RedisRateLimiter::connect(&format!("redis://127.0.0.1:{port}"), "t:")
-            .await
-            .expect("connect");
+    let mut redis = lyss_core::testing::services::PrivateRedis::start().await;
+    let limiter = lyss_core::policy::RedisRateLimiter::connect(&redis.url(), "t:")
+        .await
+        .expect("connect");
     let charge = [Charge {
         bucket: "k".into(),
         label: "k".into(),
@@ -148,14 +116,12 @@ async fn redis_failure_refuses_and_recovers() {
     }];
     let now = time::OffsetDateTime::now_utc();
     limiter.charge(&charge, now).await.expect("up");
-    redis.kill().expect("kill");
-    redis.wait().expect("reap");
+    redis.kill();
     assert!(matches!(
         limiter.charge(&charge, now).await,
         Err(lyss_core::Error::Unavailable { .. })
     ));
-    let mut redis = start();
-    wait_up().await;
+    redis.restart().await;
     let mut recovered = false;
     for _ in 0..50 {
         if limiter.charge(&charge, now).await.is_ok() {
@@ -164,8 +130,6 @@ async fn redis_failure_refuses_and_recovers() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
     assert!(
         recovered,
         "the limiter did not recover after Redis came back"

@@ -291,30 +291,8 @@ async fn with_redis_hits_are_served_and_a_dead_redis_fails_no_request() {
     let Some(_) = lyss_core::testing::services::redis().await else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed for this test");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = lyss_core::testing::services::PrivateRedis::start().await;
+    let url = redis.url();
     let app = app(|c| {
         c.cache.backend = CacheBackend::Redis;
         c.redis_url = Some(url.clone());
@@ -324,8 +302,7 @@ async fn with_redis_hits_are_served_and_a_dead_redis_fails_no_request() {
     assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "miss");
     assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "hit");
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.kill();
     // Redis is gone: the cached question and a new one are both answered from upstream.
     let (_, body) = ask(&app, &key, &question(json!({})), None).await;
     assert!(body.contains("\"4\""), "{body}");

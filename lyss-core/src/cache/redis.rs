@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Cache, CacheStats};
 use crate::error::{Error, Result};
@@ -26,25 +26,15 @@ impl std::fmt::Debug for RedisCache {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable {
-        backend: "redis cache",
-        message: e.to_string(),
-    }
+    crate::redis_conn::unavailable("redis cache", e)
 }
 
 impl RedisCache {
     /// Connects to `url`; every key this cache writes starts with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url: {e}")))?;
-        // Short timeouts: a slow cache must not slow requests down (they go upstream instead).
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_millis(500))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        // A short response timeout: a slow cache must not slow requests (they go upstream).
+        let conn =
+            crate::redis_conn::connect(url, Duration::from_millis(500), "redis cache").await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 
 use super::ratelimit::{Charge, RateLimiter, refused};
@@ -53,24 +53,13 @@ impl std::fmt::Debug for RedisRateLimiter {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable {
-        backend: "redis",
-        message: e.to_string(),
-    }
+    crate::redis_conn::unavailable("redis", e)
 }
 
 impl RedisRateLimiter {
     /// Connects to `url` (`redis://host:port/db`); bucket keys start with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::Config(format!("redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let conn = crate::redis_conn::connect(url, Duration::from_secs(1), "redis").await?;
         Ok(Self {
             conn,
             script: redis::Script::new(GCRA),
