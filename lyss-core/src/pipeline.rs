@@ -237,11 +237,10 @@ impl Lyss {
                 "memory.extraction_model: no model named `{name}` is configured"
             ))
         })?;
-        Ok(Some(Extractor::new(
-            model.provider.clone(),
-            model.upstream.clone(),
-            self.memory_config.dedupe_similarity,
-        )))
+        Ok(Some(
+            Extractor::new(model.clone(), self.memory_config.dedupe_similarity)
+                .ledger(self.policy.clone()),
+        ))
     }
 
     /// The memory store, if memory is configured.

@@ -171,6 +171,23 @@ async fn facts_are_added_updated_and_deleted_with_history_and_provenance() {
     say(&app, "Thanks, that's all.").await;
     app.state.lyss.ingest_pending().await.unwrap();
     assert_eq!(memories(&app).await.len(), 1);
+
+    // Each extraction call is in the ledger, billed to the user, beside the chats.
+    let ledger = app.ledger().await;
+    let memory: Vec<_> = ledger.iter().filter(|e| e.endpoint == "memory").collect();
+    assert_eq!(memory.len(), 3);
+    let ann = &ledger
+        .iter()
+        .find(|e| e.endpoint == "chat")
+        .unwrap()
+        .user_id;
+    for e in &memory {
+        assert_eq!(&e.user_id, ann);
+        assert_eq!(e.model, "gpt-4o-mini");
+        assert_eq!((e.prompt_tokens, e.completion_tokens), (1117, 46));
+        assert_eq!(e.cost_nusd, 1117 * 1_000 + 46 * 2_000);
+    }
+    assert!(memory.iter().any(|e| e.request_id == request_id));
 }
 
 #[tokio::test]

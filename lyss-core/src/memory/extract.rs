@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 
 use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known};
 use crate::error::{Error, Result};
-use crate::openai::{ChatRequest, Message, ResponseFormat, Role};
-use crate::provider::Provider;
+use crate::models::Model;
+use crate::openai::{ChatRequest, ChatResponse, Message, ResponseFormat, Role, Usage};
+use crate::policy::{LedgerEntry, Policy, Reservation};
+use crate::tokens;
 
 /// Existing memories shown to the model with each turn.
 const SHOWN: usize = 8;
@@ -82,10 +84,10 @@ pub fn parse_operations(answer: &str) -> Option<Vec<Operation>> {
 
 /// Ingests queued turns through an extraction model.
 pub struct Extractor {
-    provider: Arc<dyn Provider>,
-    /// The model name sent upstream.
-    model: String,
+    model: Arc<Model>,
     dedupe_similarity: f32,
+    /// Where each extraction call is recorded (endpoint `memory`), when set.
+    ledger: Option<Arc<dyn Policy>>,
 }
 
 /// What one turn changed.
@@ -97,14 +99,21 @@ pub struct Changes {
 }
 
 impl Extractor {
-    /// `model` is the upstream model name; a new fact this similar to an existing memory is
-    /// not added again, whatever the model said.
-    pub fn new(provider: Arc<dyn Provider>, model: impl Into<String>, dedupe: f32) -> Self {
+    /// Extracts with `model`; a new fact this similar to an existing memory is not added
+    /// again, whatever the model said.
+    pub fn new(model: Arc<Model>, dedupe: f32) -> Self {
         Self {
-            provider,
-            model: model.into(),
+            model,
             dedupe_similarity: dedupe,
+            ledger: None,
         }
+    }
+
+    /// Records every extraction call in this ledger, billed to the turn's workspace and user
+    /// (endpoint `memory`, no key): memory is not free, and the books should say so.
+    pub fn ledger(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.ledger = Some(policy);
+        self
     }
 
     /// Ingests up to `max` queued turns; returns how many it took. An upstream that is down
@@ -126,7 +135,7 @@ impl Extractor {
         let operations = match self.ask(q, &shown).await {
             Ok(Some(ops)) => ops,
             Ok(None) => {
-                tracing::warn!(model = %self.model, "extraction answer unreadable; turn stored raw");
+                tracing::warn!(model = %self.model.name, "extraction answer unreadable; turn stored raw");
                 return self.raw(store, q).await;
             }
             Err(e) if retryable(&e) => return Err(e),
@@ -184,7 +193,7 @@ impl Extractor {
             .occurred_at
             .map_or_else(|| "unknown".to_owned(), |t| t.date().to_string());
         let req = ChatRequest {
-            model: self.model.clone(),
+            model: self.model.upstream.clone(),
             messages: vec![
                 Message::text(Role::System, INSTRUCTIONS),
                 Message::text(
@@ -200,7 +209,9 @@ impl Extractor {
                 .unwrap_or_default(),
             ..ChatRequest::default()
         };
-        let answer = self.provider.chat(&req).await?;
+        let started = std::time::Instant::now();
+        let answer = self.model.provider.chat(&req).await?;
+        self.record(q, &req, &answer, started).await;
         let text = answer
             .choices
             .first()
@@ -208,6 +219,49 @@ impl Extractor {
             .map(|c| c.text())
             .unwrap_or_default();
         Ok(parse_operations(&text))
+    }
+
+    /// Writes the call's ledger row; a failure is logged (the memory work goes on).
+    async fn record(
+        &self,
+        q: &Queued,
+        req: &ChatRequest,
+        answer: &ChatResponse,
+        started: std::time::Instant,
+    ) {
+        let Some(policy) = &self.ledger else {
+            return;
+        };
+        let usage = answer.usage.clone().unwrap_or_else(|| Usage {
+            prompt_tokens: tokens::count_request(&self.model.upstream, req),
+            ..Usage::default()
+        });
+        let entry = LedgerEntry {
+            at: time::OffsetDateTime::now_utc(),
+            request_id: q.turn.source.clone().unwrap_or_default(),
+            workspace_id: q.scope.workspace_id.clone(),
+            user_id: q.scope.user_id.clone(),
+            key_id: String::new(),
+            endpoint: "memory".into(),
+            model: self.model.name.clone(),
+            provider: self.model.provider.name().to_owned(),
+            upstream_model: self.model.upstream.clone(),
+            stream: false,
+            prompt_tokens: usage.prompt_tokens,
+            prompt_tokens_original: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens(),
+            cost_nusd: self.model.price.cost(&usage),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            status: 200,
+            error: None,
+            cache: None,
+            saved_tokens: 0,
+            saved_nusd: 0,
+        };
+        if let Err(e) = policy.settle(&Reservation::default(), &entry).await {
+            tracing::warn!(error = %e, "could not record an extraction call in the ledger");
+        }
     }
 
     /// Adds a fact unless the scope already knows it; returns whether it was added.
