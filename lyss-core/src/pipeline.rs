@@ -528,8 +528,8 @@ impl Lyss {
         let ws = cache_prefix(&who.workspace_id);
         let scope = match policy.scope {
             CacheScope::Workspace => ws,
-            CacheScope::User => format!("{ws}u:{}", who.user_id),
-            CacheScope::Key => format!("{ws}k:{}", who.key_id),
+            CacheScope::User => format!("{ws}u:{}:", who.user_id),
+            CacheScope::Key => format!("{ws}k:{}:", who.key_id),
             CacheScope::Global => "g:".to_owned(),
         };
         let key = match exact_key(&scope, &model.upstream, req) {
