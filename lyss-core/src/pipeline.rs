@@ -626,6 +626,8 @@ impl Lyss {
         if let Some(plan) = &cache
             && let Some(hit) = plan.lookup().await
         {
+            // A hit is a request (it counts against requests per minute) but uses no tokens.
+            self.rate_limit(&principal, 0, now).await?;
             return self
                 .serve_hit(principal, call, &req, &model, hit, started, compressed)
                 .await;

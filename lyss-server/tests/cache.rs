@@ -277,6 +277,27 @@ async fn a_broken_stream_is_not_stored() {
 }
 
 #[tokio::test]
+async fn a_hit_counts_against_requests_per_minute() {
+    let app = app(|_| {}).await;
+    let key = app.key.clone();
+    app.state
+        .lyss
+        .policy()
+        .set_rate_limit(lyss_core::policy::Scope::User, "ann", Some(2), None)
+        .await
+        .unwrap();
+    ask(&app, &key, &question(json!({})), None).await;
+    assert_eq!(ask(&app, &key, &question(json!({})), None).await.0, "hit");
+    let third = app
+        .post("/v1/chat/completions")
+        .json(&question(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 429);
+}
+
+#[tokio::test]
 async fn an_entry_expires_after_its_ttl() {
     let app = app(|c| c.cache.ttl_secs = 1).await;
     let key = app.key.clone();
