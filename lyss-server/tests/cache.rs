@@ -117,15 +117,7 @@ async fn a_hit_costs_nothing_records_its_saving_and_never_crosses_workspaces() {
         .create_workspace("rivals", &["gpt-4o-mini".into()])
         .await
         .unwrap();
-    policy.create_user("eve", "rivals").await.unwrap();
-    let eve = policy
-        .create_key(&lyss_core::policy::NewKey {
-            user: "eve".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .key;
+    let eve = app.key_for("eve", "rivals").await;
     let (theirs, _) = ask(&app, &eve, &question(json!({})), None).await;
     assert_eq!(theirs, "miss");
     assert_eq!(upstream_calls(&app).await, 3);

@@ -135,16 +135,7 @@ async fn memory_stays_with_its_user_and_a_header_opts_out() {
     app.state.lyss.ingest_pending().await.unwrap();
 
     // Bob, same workspace, asks the same question: nothing of Ann's reaches his prompt.
-    let policy = app.state.lyss.policy();
-    policy.create_user("bob", "team").await.unwrap();
-    let bob = policy
-        .create_key(&lyss_core::policy::NewKey {
-            user: "bob".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .key;
+    let bob = app.key_for("bob", "team").await;
     let resp = app
         .client
         .post(format!("{}/v1/chat/completions", app.base))
@@ -256,16 +247,7 @@ async fn the_memories_api_serves_only_the_callers_own_memories() {
     assert_eq!(events, vec!["add", "update"]);
 
     // Another user of the same workspace: none of it exists for them.
-    let policy = app.state.lyss.policy();
-    policy.create_user("bob", "team").await.unwrap();
-    let bob = policy
-        .create_key(&lyss_core::policy::NewKey {
-            user: "bob".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .key;
+    let bob = app.key_for("bob", "team").await;
     let as_bob = |rb: reqwest::RequestBuilder| rb.bearer_auth(&bob);
     assert_eq!(
         as_bob(app.client.get(url(&format!("/{id}"))))

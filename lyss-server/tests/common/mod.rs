@@ -110,6 +110,21 @@ impl TestApp {
         }
     }
 
+    /// A new user of a workspace (name), and a key of theirs.
+    #[allow(dead_code)] // Not every test file that includes this module uses it.
+    pub async fn key_for(&self, user: &str, workspace: &str) -> String {
+        let policy = self.state.lyss.policy();
+        policy.create_user(user, workspace).await.unwrap();
+        policy
+            .create_key(&NewKey {
+                user: user.into(),
+                ..NewKey::default()
+            })
+            .await
+            .unwrap()
+            .key
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
     }
