@@ -72,4 +72,38 @@ async fn two_caches_on_one_redis_share_entries_but_not_prefixes() {
         Some(&b"hi"[..])
     );
     assert_eq!(other.get("ws:x:1").await.unwrap(), None);
+    // A question filed through one handle is found by meaning through the other.
+    let question = [0.6f32, 0.8, 0.0];
+    replica
+        .put_vector("ws:s:1", "ws:x:1", &question, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let hit = one
+        .get_similar("ws:s:1", &[0.6, 0.8, 0.01], 0.95)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.value, b"hi");
+    assert_eq!(
+        other.get_similar("ws:s:1", &question, 0.5).await.unwrap(),
+        None
+    );
+    // Later questions reach a mirror that is already up to date.
+    one.put("ws:x:2", b"two".to_vec(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    one.put_vector(
+        "ws:s:1",
+        "ws:x:2",
+        &[0.0, 0.0, 1.0],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let hit = replica
+        .get_similar("ws:s:1", &[0.0, 0.05, 1.0], 0.95)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.value, b"two");
 }

@@ -3,12 +3,14 @@
 mod hash;
 mod local;
 mod openai;
+mod vectors;
 
 use async_trait::async_trait;
 
 pub use self::hash::HashEmbedder;
 pub use self::local::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
 pub use self::openai::OpenAiEmbedder;
+pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};
 use crate::error::Result;
 
 /// Turns texts into vectors of one fixed dimension.

@@ -9,18 +9,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use hnsw_rs::anndists::dist::Distance;
-use hnsw_rs::hnsw::Hnsw;
 use rust_stemmers::{Algorithm, Stemmer};
 
-use crate::embed::{cosine, normalize};
+use crate::embed::VectorIndex;
 
 /// BM25 parameters (the usual ones).
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
-/// HNSW build breadth: 100 keeps recall of the nearest neighbours near 1 at a fraction of the
-/// build time of 200.
-const EF_CONSTRUCTION: usize = 100;
 /// Reciprocal-rank-fusion constant. Lower than the customary 60, so the first few ranks of
 /// each list weigh more (LOCOMO dev, recall@10: 64.0% at 60, 67.5% at 10).
 const RRF_K: f32 = 10.0;
@@ -51,23 +46,6 @@ pub fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Cosine distance between unit vectors (every vector in the index is normalized): one dot
-/// product, where `hnsw_rs`'s `DistCosine` also computes both norms, and never a panic on
-/// rounding (its `DistDot` asserts).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnitCosine;
-
-impl Distance<f32> for UnitCosine {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - cosine(a, b)).max(0.0)
-    }
-}
-
-fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    normalize(&mut v);
-    v
-}
-
 /// One candidate of a search, by row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
@@ -78,16 +56,9 @@ pub struct Scored {
     pub similarity: Option<f32>,
 }
 
-/// Scopes with at most this many vectors are searched exactly, by a scan: at this size a scan
-/// is as fast as the graph, exact, and the same after a restart. Above it, HNSW.
-const EXACT_MAX: usize = 4_096;
-
 /// The index of one scope.
 pub struct ScopeIndex {
-    /// The graph, once the scope outgrew [`EXACT_MAX`].
-    hnsw: Option<Hnsw<'static, f32, UnitCosine>>,
-    /// The vectors by row while the scope is scanned (emptied when the graph is built).
-    flat: Vec<(usize, Vec<f32>)>,
+    vectors: VectorIndex,
     postings: HashMap<String, Vec<(usize, u32)>>,
     lengths: Vec<u32>,
     total_length: u64,
@@ -103,8 +74,7 @@ impl Default for ScopeIndex {
 impl ScopeIndex {
     pub fn new() -> Self {
         Self {
-            hnsw: None,
-            flat: Vec::new(),
+            vectors: VectorIndex::default(),
             postings: HashMap::new(),
             lengths: Vec::new(),
             total_length: 0,
@@ -115,52 +85,23 @@ impl ScopeIndex {
     /// Adds a row and returns its number.
     pub fn add(&mut self, text: &str, vector: Option<Vec<f32>>) -> usize {
         let row = self.add_words(text);
-        if let Some(v) = vector.map(unit) {
-            match &self.hnsw {
-                Some(hnsw) => hnsw.insert_slice((v.as_slice(), row)),
-                None => {
-                    self.flat.push((row, v));
-                    self.grow();
-                }
-            }
+        if let Some(v) = vector {
+            self.vectors.add(row, v);
         }
         row
     }
 
-    /// Adds many rows at once (a scope loaded from its store); a graph is built with parallel
-    /// inserts, so a 100k-memory scope loads in seconds instead of minutes.
+    /// Adds many rows at once (a scope loaded from its store); vectors go in one batch, so a
+    /// 100k-memory scope loads in seconds instead of minutes.
     pub fn extend(&mut self, rows: Vec<(String, Option<Vec<f32>>)>) {
         let mut vectors = Vec::new();
         for (text, vector) in rows {
             let row = self.add_words(&text);
             if let Some(v) = vector {
-                vectors.push((row, unit(v)));
+                vectors.push((row, v));
             }
         }
-        match &self.hnsw {
-            Some(hnsw) => {
-                let batch: Vec<(&[f32], usize)> =
-                    vectors.iter().map(|(r, v)| (v.as_slice(), *r)).collect();
-                hnsw.parallel_insert_slice(&batch);
-            }
-            None => {
-                self.flat.extend(vectors);
-                self.grow();
-            }
-        }
-    }
-
-    /// Moves the scanned vectors into a graph once there are too many to scan.
-    fn grow(&mut self) {
-        if self.flat.len() <= EXACT_MAX {
-            return;
-        }
-        let hnsw = Hnsw::new(16, 10_000, 16, EF_CONSTRUCTION, UnitCosine);
-        let batch: Vec<(&[f32], usize)> =
-            self.flat.iter().map(|(r, v)| (v.as_slice(), *r)).collect();
-        hnsw.parallel_insert_slice(&batch);
-        self.hnsw = Some(hnsw);
-        self.flat = Vec::new();
+        self.vectors.extend(vectors);
     }
 
     /// Indexes a row's words and returns its number.
@@ -186,6 +127,7 @@ impl ScopeIndex {
     pub fn remove(&mut self, row: usize) {
         if row < self.lengths.len() {
             self.dead.insert(row);
+            self.vectors.remove(row);
         }
     }
 
@@ -236,33 +178,6 @@ impl ScopeIndex {
         ranked
     }
 
-    fn nearest(&self, query: &[f32], limit: usize) -> Vec<(usize, f32)> {
-        let query = unit(query.to_vec());
-        let Some(hnsw) = &self.hnsw else {
-            let mut all: Vec<(usize, f32)> = self
-                .flat
-                .iter()
-                .filter(|(row, _)| !self.dead.contains(row))
-                .map(|(row, v)| (*row, cosine(&query, v)))
-                .collect();
-            let by_similarity =
-                |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-            if all.len() > limit && limit > 0 {
-                all.select_nth_unstable_by(limit - 1, by_similarity);
-                all.truncate(limit);
-            }
-            all.sort_by(by_similarity);
-            return all;
-        };
-        let want = limit + self.dead.len();
-        hnsw.search(&query, want, (2 * want).max(64))
-            .into_iter()
-            .filter(|n| !self.dead.contains(&n.d_id))
-            .map(|n| (n.d_id, 1.0 - n.distance))
-            .take(limit)
-            .collect()
-    }
-
     /// The best rows for a query: vector neighbours at or above `floor` similarity and BM25
     /// keyword matches, fused by reciprocal rank. Either side may be absent.
     pub fn search(
@@ -278,7 +193,7 @@ impl ScopeIndex {
         let pool = (limit * 4).max(20);
         let mut fused: HashMap<usize, Scored> = HashMap::new();
         if let Some(q) = vector {
-            let near = self.nearest(q, pool);
+            let near = self.vectors.nearest(q, pool);
             for (rank, (row, sim)) in near.into_iter().filter(|(_, s)| *s >= floor).enumerate() {
                 let e = fused.entry(row).or_insert(Scored {
                     row,
@@ -370,38 +285,5 @@ mod tests {
                 .all(|h| h.row != c)
         );
         assert_eq!(idx.len(), 2);
-    }
-
-    #[test]
-    fn small_scopes_are_scanned_exactly_and_large_ones_move_to_the_graph() {
-        // Deterministic pseudo-random 8-d vectors.
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / u32::MAX as f32) - 0.25
-        };
-        let vectors: Vec<Vec<f32>> = (0..EXACT_MAX + 50)
-            .map(|_| super::unit((0..8).map(|_| next()).collect()))
-            .collect();
-        let mut idx = ScopeIndex::new();
-        idx.extend(
-            vectors[..100]
-                .iter()
-                .map(|v| (String::new(), Some(v.clone())))
-                .collect(),
-        );
-        assert!(idx.hnsw.is_none());
-        let hit = idx.search("", Some(&vectors[42]), 1, 0.0)[0];
-        assert_eq!(hit.row, 42);
-        assert!(hit.similarity.unwrap() > 0.999);
-        for v in &vectors[100..] {
-            idx.add("", Some(v.clone()));
-        }
-        assert!(idx.hnsw.is_some() && idx.flat.is_empty());
-        for probe in [42, EXACT_MAX + 10] {
-            assert_eq!(idx.search("", Some(&vectors[probe]), 1, 0.0)[0].row, probe);
-        }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Similar};
 
 /// Generates one test per case for a cache, given an `async` block that returns a cache and a
 /// key prefix no other test uses (`None` to skip).
@@ -15,6 +15,9 @@ macro_rules! cache_conformance {
             the_last_put_wins_and_keys_never_mix,
             clear_removes_one_prefix_only,
             stats_count_entries,
+            a_similar_question_finds_its_answer_in_its_partition_only,
+            a_vector_never_outlives_its_answer,
+            a_large_partition_is_searched_too,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -103,5 +106,159 @@ pub async fn stats_count_entries(cache: Arc<dyn Cache>, p: &str) {
     assert_eq!(after.entries, before + 4);
     if let Some(bytes) = after.bytes {
         assert!(bytes >= 400, "{bytes}");
+    }
+}
+
+/// A unit vector pointing mostly along `axis`, tilted by `tilt` towards the next axis.
+fn direction(dim: usize, axis: usize, tilt: f32) -> Vec<f32> {
+    let mut v = vec![0.0; dim];
+    v[axis % dim] = 1.0;
+    v[(axis + 1) % dim] = tilt;
+    crate::embed::normalize(&mut v);
+    v
+}
+
+/// Looks up until a hit or `patience` runs out: a mirror catching up may miss for a moment.
+async fn similar_within(
+    cache: &dyn Cache,
+    partition: &str,
+    vector: &[f32],
+    min: f32,
+    patience: Duration,
+) -> Option<Similar> {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        let found = cache.get_similar(partition, vector, min).await.unwrap();
+        if found.is_some() || tokio::time::Instant::now() >= until {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn a_similar_question_finds_its_answer_in_its_partition_only(
+    cache: Arc<dyn Cache>,
+    p: &str,
+) {
+    let (part, other) = (format!("{p}:ws_a:s:1"), format!("{p}:ws_b:s:1"));
+    for (i, answer) in ["zero", "one"].iter().enumerate() {
+        let key = format!("{p}:ws_a:x:{i}");
+        cache
+            .put(&key, answer.as_bytes().to_vec(), HOUR)
+            .await
+            .unwrap();
+        cache
+            .put_vector(&part, &key, &direction(8, i * 4, 0.0), HOUR)
+            .await
+            .unwrap();
+    }
+    // A paraphrase: close to question 1.
+    let asked = direction(8, 4, 0.2);
+    let hit = cache
+        .get_similar(&part, &asked, 0.95)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hit.value, b"one");
+    assert!((hit.similarity - 0.9806).abs() < 1e-3, "{}", hit.similarity);
+    // Above the threshold only; never from another partition.
+    assert_eq!(cache.get_similar(&part, &asked, 0.99).await.unwrap(), None);
+    assert_eq!(cache.get_similar(&other, &asked, 0.5).await.unwrap(), None);
+    assert_eq!(
+        cache
+            .get_similar(&part, &direction(8, 2, 0.0), 0.5)
+            .await
+            .unwrap(),
+        None
+    );
+    // Clearing a prefix clears its partitions.
+    cache.clear(&format!("{p}:ws_a:")).await.unwrap();
+    assert_eq!(cache.get_similar(&part, &asked, 0.5).await.unwrap(), None);
+}
+
+pub async fn a_vector_never_outlives_its_answer(cache: Arc<dyn Cache>, p: &str) {
+    let part = format!("{p}:ws:s:1");
+    let (short, evicted) = (format!("{p}:ws:x:short"), format!("{p}:ws:x:gone"));
+    cache
+        .put(&short, b"short".to_vec(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    cache
+        .put_vector(
+            &part,
+            &short,
+            &direction(8, 0, 0.0),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+    assert!(
+        cache
+            .get_similar(&part, &direction(8, 0, 0.0), 0.9)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // An answer removed behind the index's back (evicted, or cleared by another replica).
+    cache.put(&evicted, b"gone".to_vec(), HOUR).await.unwrap();
+    cache
+        .put_vector(&part, &evicted, &direction(8, 3, 0.0), HOUR)
+        .await
+        .unwrap();
+    cache.clear(&evicted).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        cache
+            .get_similar(&part, &direction(8, 0, 0.0), 0.9)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        cache
+            .get_similar(&part, &direction(8, 3, 0.0), 0.9)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn a_large_partition_is_searched_too(cache: Arc<dyn Cache>, p: &str) {
+    // More vectors than are scanned exactly, so the graph path answers.
+    let n = crate::embed::EXACT_MAX + 200;
+    let part = format!("{p}:ws:s:big");
+    let vectors: Vec<Vec<f32>> = (0..n)
+        .map(|i| {
+            let mut v: Vec<f32> = (0..16)
+                .map(|d| ((i * 31 + d * 17) % 97) as f32 - 48.0)
+                .collect();
+            v[i % 16] += 400.0;
+            v[(i / 16) % 16] += 200.0 * ((i / 256) as f32 + 1.0).ln();
+            crate::embed::normalize(&mut v);
+            v
+        })
+        .collect();
+    for (i, v) in vectors.iter().enumerate() {
+        let key = format!("{p}:ws:x:{i}");
+        cache
+            .put(&key, i.to_string().into_bytes(), HOUR)
+            .await
+            .unwrap();
+        cache.put_vector(&part, &key, v, HOUR).await.unwrap();
+    }
+    for probe in [7, n / 2, n - 1] {
+        let hit = similar_within(
+            &*cache,
+            &part,
+            &vectors[probe],
+            0.999,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|| panic!("vector {probe} not found"));
+        assert!(hit.similarity > 0.999);
+        let found: usize = String::from_utf8(hit.value).unwrap().parse().unwrap();
+        // Identical vectors may exist; the answer must be one of them.
+        assert!(crate::embed::cosine(&vectors[found], &vectors[probe]) > 0.999);
     }
 }
