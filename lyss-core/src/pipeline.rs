@@ -22,9 +22,10 @@ use futures::{Stream, StreamExt as _};
 use time::OffsetDateTime;
 
 use crate::cache::answer::{Collector, replay};
-use crate::cache::{Cache, CacheStats, exact_key};
+use crate::cache::{Cache, CacheStats, exact_key, semantic_partition};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, CacheScope, MemoryConfig};
+use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore, NewMemory, SearchQuery};
 use crate::models::{Model, ModelRegistry};
@@ -54,6 +55,9 @@ pub struct Call {
     pub no_memory: bool,
     /// The caller's cache instructions (`x-lyss-cache`).
     pub cache: CacheControl,
+    /// The similarity a semantic hit needs, if the caller asks for more than its workspace
+    /// (`x-lyss-cache-threshold`); a lower value changes nothing.
+    pub cache_threshold: Option<f32>,
 }
 
 /// What a request asks of the cache (`x-lyss-cache: no-cache | no-store | refresh`).
@@ -82,8 +86,16 @@ impl CacheControl {
     }
 }
 
-/// The response header that says how the cache answered: `hit` or `miss`.
+/// The response header that says how the cache answered: `hit`, `semantic-hit` or `miss`.
 pub const CACHE_HEADER: &str = "x-lyss-cache";
+/// The response header with a semantic hit's similarity to the question asked.
+pub const CACHE_SIMILARITY_HEADER: &str = "x-lyss-cache-similarity";
+/// The request header that raises the similarity a semantic hit needs.
+pub const CACHE_THRESHOLD_HEADER: &str = "x-lyss-cache-threshold";
+
+/// Loads the embedder the first time one is needed (a semantic cache turned on at run time).
+pub type EmbedderLoader =
+    Box<dyn Fn() -> futures::future::BoxFuture<'static, Option<Arc<dyn Embedder>>> + Send + Sync>;
 
 /// Response headers that report what memory compression saved.
 pub const PROMPT_TOKENS_ORIGINAL_HEADER: &str = "x-lyss-prompt-tokens-original";
@@ -114,6 +126,8 @@ pub struct Lyss {
     memory_config: MemoryConfig,
     cache: Option<Arc<dyn Cache>>,
     cache_config: CacheConfig,
+    embedder: tokio::sync::OnceCell<Option<Arc<dyn Embedder>>>,
+    embedder_loader: Option<EmbedderLoader>,
     models: ModelRegistry,
     keys: KeyCache,
     clock: Arc<dyn Clock>,
@@ -129,6 +143,8 @@ pub struct LyssBuilder {
     memory_config: MemoryConfig,
     cache: Option<Arc<dyn Cache>>,
     cache_config: CacheConfig,
+    embedder: Option<Arc<dyn Embedder>>,
+    embedder_loader: Option<EmbedderLoader>,
     models: ModelRegistry,
     key_cache_ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -168,6 +184,18 @@ impl LyssBuilder {
         self
     }
 
+    /// The embedder of the semantic cache (default: none, so semantic workspaces cache exactly).
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// Loads the semantic cache's embedder when first needed, if none was given.
+    pub fn embedder_loader(mut self, loader: EmbedderLoader) -> Self {
+        self.embedder_loader = Some(loader);
+        self
+    }
+
     /// The clock budgets and periods are judged by (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -189,6 +217,11 @@ impl LyssBuilder {
             memory_config: self.memory_config,
             cache: self.cache,
             cache_config: self.cache_config,
+            embedder: match self.embedder {
+                Some(e) => tokio::sync::OnceCell::new_with(Some(Some(e))),
+                None => tokio::sync::OnceCell::new(),
+            },
+            embedder_loader: self.embedder_loader,
             models: self.models,
             keys: KeyCache::new(self.key_cache_ttl),
             started: self.clock.now().unix_timestamp().max(0) as u64,
@@ -208,6 +241,8 @@ impl Lyss {
             memory_config: MemoryConfig::default(),
             cache: None,
             cache_config: CacheConfig::default(),
+            embedder: None,
+            embedder_loader: None,
             models: ModelRegistry::default(),
             key_cache_ttl: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
@@ -509,9 +544,22 @@ impl Lyss {
             .await
     }
 
+    /// The semantic cache's embedder, loaded on first use.
+    async fn embedder(&self) -> Option<Arc<dyn Embedder>> {
+        self.embedder
+            .get_or_init(|| async {
+                match &self.embedder_loader {
+                    Some(load) => load().await,
+                    None => None,
+                }
+            })
+            .await
+            .clone()
+    }
+
     /// Stage 5: the cache entry this request reads and writes, when its workspace caches and
     /// the caller did not opt out. The key covers the request as it goes upstream.
-    fn cache_plan(
+    async fn cache_plan(
         &self,
         who: &Principal,
         call: &Call,
@@ -519,7 +567,9 @@ impl Lyss {
         model: &Model,
     ) -> Option<CachePlan> {
         let cache = self.cache.as_ref()?;
-        let policy = self.cache_config.policy_for(&who.workspace_name)?;
+        let policy = self
+            .cache_config
+            .policy_for(&who.workspace_name, &who.workspace_cache)?;
         if call.cache == CacheControl::NoCache {
             return None;
         }
@@ -539,12 +589,32 @@ impl Lyss {
                 return None;
             }
         };
+        let mut semantic = None;
+        if let Some(threshold) = policy.semantic_threshold
+            && let Ok(Some((partition, question))) =
+                semantic_partition(&scope, &model.upstream, req)
+        {
+            match self.embedder().await {
+                Some(embedder) => {
+                    semantic = Some(SemanticPlan {
+                        partition,
+                        question,
+                        // A request may ask for a closer match, never a looser one.
+                        threshold: call.cache_threshold.map_or(threshold, |t| t.max(threshold)),
+                        embedder,
+                        vector: None,
+                    })
+                }
+                None => tracing::debug!("no embedder: semantic cache works as an exact one"),
+            }
+        }
         Some(CachePlan {
             cache: cache.clone(),
             key,
             ttl: policy.ttl,
             read: call.cache != CacheControl::Refresh,
             store: call.cache != CacheControl::NoStore,
+            semantic,
         })
     }
 
@@ -557,10 +627,14 @@ impl Lyss {
         call: &Call,
         req: &ChatRequest,
         model: &Arc<Model>,
-        hit: ChatResponse,
+        hit: Hit,
         started: Instant,
         compressed: Option<(u64, u64)>,
     ) -> Result<ChatReply> {
+        let Hit {
+            answer: hit,
+            similarity,
+        } = hit;
         let saved = hit.usage.clone().unwrap_or_default();
         let mut ledger = LedgerDraft {
             principal,
@@ -576,8 +650,23 @@ impl Lyss {
             policy: self.policy.clone(),
             settled: false,
         };
-        ledger.record_hit(&saved).await?;
-        let headers = vec![(CACHE_HEADER, "hit".to_owned())];
+        ledger
+            .record_hit(
+                &saved,
+                if similarity.is_some() {
+                    "semantic"
+                } else {
+                    "hit"
+                },
+            )
+            .await?;
+        let headers = match similarity {
+            Some(sim) => vec![
+                (CACHE_HEADER, "semantic-hit".to_owned()),
+                (CACHE_SIMILARITY_HEADER, format!("{sim:.4}")),
+            ],
+            None => vec![(CACHE_HEADER, "hit".to_owned())],
+        };
         let body = if req.is_stream() {
             let chunks = replay(&hit, req.wants_stream_usage());
             ChatBody::Stream(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))))
@@ -617,13 +706,21 @@ impl Lyss {
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
         validate_chat(&req)?;
+        if let Some(t) = call.cache_threshold
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(Error::invalid_param(
+                format!("{CACHE_THRESHOLD_HEADER} must be a number in (0, 1]"),
+                CACHE_THRESHOLD_HEADER,
+            ));
+        }
         let now = self.clock.now();
         // Memory runs before limits and budgets, so that they charge what is actually sent.
         let compressed = self
             .recall_and_compress(&principal, call, &mut req, &model.upstream, now)
             .await;
-        let cache = self.cache_plan(&principal, call, &req, &model);
-        if let Some(plan) = &cache
+        let mut cache = self.cache_plan(&principal, call, &req, &model).await;
+        if let Some(plan) = &mut cache
             && let Some(hit) = plan.lookup().await
         {
             // A hit is a request (it counts against requests per minute) but uses no tokens.
@@ -676,7 +773,7 @@ impl Lyss {
             headers.push((CACHE_HEADER, "miss".into()));
         }
         // An answer cut short by a budget's cap is not the answer to the request as sent.
-        let cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
+        let mut cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
 
         let deadline = self.deadline(started);
         if !req.is_stream() {
@@ -697,7 +794,7 @@ impl Lyss {
                     });
                     let left = ledger.settle(&usage, 200, None).await?;
                     headers.extend(budget_headers(&left));
-                    if let Some(plan) = &cache {
+                    if let Some(plan) = &mut cache {
                         plan.store(&resp).await;
                     }
                     Ok(ChatReply {
@@ -897,11 +994,12 @@ impl LedgerDraft {
         }
     }
 
-    /// Records an answer served from the cache: nothing billed, `saved` the usage it replaced.
-    async fn record_hit(&mut self, saved: &Usage) -> Result<BudgetLeft> {
+    /// Records an answer served from the cache (`kind`: `hit` or `semantic`): nothing billed,
+    /// `saved` the usage it replaced.
+    async fn record_hit(&mut self, saved: &Usage, kind: &str) -> Result<BudgetLeft> {
         self.settled = true;
         let mut entry = self.entry(&Usage::default(), 200, None);
-        entry.cache = Some("hit".into());
+        entry.cache = Some(kind.into());
         entry.saved_tokens = saved.prompt_tokens + saved.completion_tokens;
         entry.saved_nusd = self.model.price.cost(saved);
         self.policy.settle(&self.reservation, &entry).await
@@ -973,16 +1071,80 @@ struct CachePlan {
     ttl: Duration,
     read: bool,
     store: bool,
+    /// Where and how the question is looked up by meaning (semantic mode).
+    semantic: Option<SemanticPlan>,
+}
+
+struct SemanticPlan {
+    partition: String,
+    question: String,
+    threshold: f32,
+    embedder: Arc<dyn Embedder>,
+    /// The question's embedding, once computed.
+    vector: Option<Vec<f32>>,
+}
+
+impl SemanticPlan {
+    /// The question's embedding (computed once).
+    async fn vector(&mut self) -> Result<&[f32]> {
+        if self.vector.is_none() {
+            let mut v = self
+                .embedder
+                .embed(std::slice::from_ref(&self.question))
+                .await?;
+            self.vector = Some(
+                v.pop()
+                    .ok_or_else(|| Error::Internal("the embedder returned nothing".into()))?,
+            );
+        }
+        Ok(self.vector.as_deref().unwrap_or_default())
+    }
+}
+
+/// An answer from the cache; `similarity` for a semantic hit.
+struct Hit {
+    answer: ChatResponse,
+    similarity: Option<f32>,
 }
 
 impl CachePlan {
-    /// The cached answer, if any. A failing or garbled cache is a miss: the request goes
+    /// The cached answer, if any: the same request, else (semantic mode) the same context
+    /// with a question close enough. A failing or garbled cache is a miss: the request goes
     /// upstream and the log says why.
-    async fn lookup(&self) -> Option<ChatResponse> {
+    async fn lookup(&mut self) -> Option<Hit> {
         if !self.read {
             return None;
         }
-        match self.cache.get(&self.key).await {
+        let exact = self.cache.get(&self.key).await;
+        if let Some(answer) = self.decode(exact) {
+            return Some(Hit {
+                answer,
+                similarity: None,
+            });
+        }
+        let sem = self.semantic.as_mut()?;
+        let similar = match sem.vector().await {
+            Ok(v) => {
+                let v = v.to_vec();
+                self.cache
+                    .get_similar(&sem.partition, &v, sem.threshold)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (value, similarity) = match similar {
+            Ok(Some(s)) => (Ok(Some(s.value)), Some(s.similarity)),
+            Ok(None) => (Ok(None), None),
+            Err(e) => (Err(e), None),
+        };
+        Some(Hit {
+            answer: self.decode(value)?,
+            similarity,
+        })
+    }
+
+    fn decode(&self, found: Result<Option<Vec<u8>>>) -> Option<ChatResponse> {
+        match found {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(resp) => Some(resp),
                 Err(e) => {
@@ -998,13 +1160,26 @@ impl CachePlan {
         }
     }
 
-    /// Stores an answer; a failure is logged, never the request's problem.
-    async fn store(&self, answer: &ChatResponse) {
+    /// Stores an answer (and files its question by meaning); a failure is logged, never the
+    /// request's problem.
+    async fn store(&mut self, answer: &ChatResponse) {
         let stored = match serde_json::to_vec(answer) {
             Ok(bytes) => self.cache.put(&self.key, bytes, self.ttl).await,
             Err(e) => Err(Error::Internal(e.to_string())),
         };
-        if let Err(e) = stored {
+        let filed = match (&stored, self.semantic.as_mut()) {
+            (Ok(()), Some(sem)) => match sem.vector().await {
+                Ok(v) => {
+                    let v = v.to_vec();
+                    self.cache
+                        .put_vector(&sem.partition, &self.key, &v, self.ttl)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            _ => Ok(()),
+        };
+        if let Err(e) = stored.and(filed) {
             tracing::warn!(error = %e, "could not cache an answer");
         }
     }
@@ -1084,7 +1259,7 @@ impl StreamRelay {
                         if let Err(e) = relay.settle(200, None).await {
                             return Some((Err(e), relay));
                         }
-                        if let Some((plan, collected)) = relay.cache.take()
+                        if let Some((mut plan, collected)) = relay.cache.take()
                             && let Some(answer) = collected.finish()
                         {
                             plan.store(&answer).await;

@@ -185,6 +185,24 @@ fn validate(config: &Config) -> Result<()> {
             "body_limit must be at least 1024 bytes".into(),
         ));
     }
+    let c = &config.cache;
+    let global = crate::config::WorkspaceCache {
+        ttl_secs: Some(c.ttl_secs),
+        semantic_threshold: Some(c.semantic_threshold),
+        ..Default::default()
+    };
+    for (name, w) in
+        std::iter::once(("", &global)).chain(c.workspaces.iter().map(|(n, w)| (n.as_str(), w)))
+    {
+        w.validate().map_err(|e| {
+            let at = if name.is_empty() {
+                "cache".to_owned()
+            } else {
+                format!("cache.workspaces.{name}")
+            };
+            Error::Config(format!("{at}: {e}"))
+        })?;
+    }
     Ok(())
 }
 
@@ -340,56 +358,72 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
         .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
         .clock(clock);
-    if let Some(store) = open_memory(config, &providers).await? {
-        builder = builder.memory(store, config.memory.clone());
+    let memory_on = config.memory.enabled
+        || config
+            .memory
+            .workspaces
+            .keys()
+            .any(|w| config.memory.enabled_for(w));
+    // One embedder for memory and the semantic cache: loaded now when the config needs it,
+    // else on first use (a workspace switched to semantic caching at run time).
+    if memory_on || config.cache.any_semantic() {
+        let embedder = open_embedder(config, &providers).await?;
+        if memory_on {
+            builder = builder.memory(
+                open_memory(config, embedder.clone()).await?,
+                config.memory.clone(),
+            );
+        }
+        if let Some(e) = embedder {
+            builder = builder.embedder(e);
+        }
+    } else {
+        let (config, providers) = (Arc::new(config.clone()), Arc::new(providers));
+        builder = builder.embedder_loader(Box::new(move || {
+            let (config, providers) = (config.clone(), providers.clone());
+            Box::pin(async move {
+                open_embedder(&config, &providers)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "no embedder: semantic caching works as exact caching");
+                        None
+                    })
+            })
+        }));
     }
-    if let Some(cache) = open_cache(config).await? {
-        builder = builder.cache(cache, config.cache.clone());
-    }
+    builder = builder.cache(open_cache(config).await?, config.cache.clone());
     Ok(builder.build())
 }
 
-/// The answer cache, when any workspace caches: in this process (bounded by
-/// `cache.max_bytes`) or in Redis (`redis_url`), shared by replicas.
-pub async fn open_cache(config: &Config) -> Result<Option<Arc<dyn Cache>>> {
+/// The answer cache: in this process (bounded by `cache.max_bytes`) or in Redis
+/// (`redis_url`), shared by replicas. Always opened, since a workspace may turn caching on at
+/// run time (`lyss workspace update`); an unused in-process cache costs nothing.
+pub async fn open_cache(config: &Config) -> Result<Arc<dyn Cache>> {
     let c = &config.cache;
-    if !c.any_on() {
-        return Ok(None);
-    }
     match c.backend {
-        CacheBackend::Memory => Ok(Some(Arc::new(InMemoryCache::new(c.max_bytes)))),
+        CacheBackend::Memory => Ok(Arc::new(InMemoryCache::new(c.max_bytes))),
         CacheBackend::Redis => {
             let url = config
                 .redis_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("cache.backend = \"redis\" needs redis_url".into()))?;
-            Ok(Some(Arc::new(
-                RedisCache::connect(url, "lyss:cache:").await?,
-            )))
+            Ok(Arc::new(RedisCache::connect(url, &c.redis_prefix).await?))
         }
     }
 }
 
-/// The memory store, when memory is on for any workspace: in the same database as governance
-/// (SQLite, or Postgres for clusters).
+/// The memory store, in the same database as governance (SQLite, or Postgres for clusters).
 pub async fn open_memory(
     config: &Config,
-    providers: &HashMap<String, Arc<dyn Provider>>,
-) -> Result<Option<Arc<dyn MemoryStore>>> {
-    let m = &config.memory;
-    if !m.enabled && !m.workspaces.keys().any(|w| m.enabled_for(w)) {
-        return Ok(None);
-    }
+    embedder: Option<Arc<dyn Embedder>>,
+) -> Result<Arc<dyn MemoryStore>> {
     let url = database_url(config);
-    let embedder = open_embedder(config, providers).await?;
     if url.starts_with("sqlite:") {
-        return Ok(Some(Arc::new(
-            HnswMemoryStore::connect(&url, embedder).await?,
-        )));
+        return Ok(Arc::new(HnswMemoryStore::connect(&url, embedder).await?));
     }
-    Ok(Some(Arc::new(
+    Ok(Arc::new(
         PostgresMemoryStore::connect(&url, embedder).await?,
-    )))
+    ))
 }
 
 /// Runs [`Lyss::ingest_pending`] every half second; failures are logged and retried.

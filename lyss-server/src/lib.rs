@@ -64,6 +64,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             get(routes::admin::list_workspaces).post(routes::admin::create_workspace),
         )
         .route(
+            "/admin/workspaces/{workspace}",
+            axum::routing::patch(routes::admin::update_workspace),
+        )
+        .route(
             "/admin/users",
             get(routes::admin::list_users).post(routes::admin::create_user),
         )
@@ -155,6 +159,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-lyss-prompt-tokens-original"),
             HeaderName::from_static("x-lyss-prompt-tokens-sent"),
             HeaderName::from_static("x-lyss-cache"),
+            HeaderName::from_static("x-lyss-cache-similarity"),
             HeaderName::from_static("x-lyss-budget-remaining"),
         ])
         .max_age(Duration::from_secs(3600))

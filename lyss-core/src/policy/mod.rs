@@ -24,6 +24,7 @@ pub use self::postgres::PostgresPolicy;
 pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
 pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
+use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
 use crate::models::{Model, NanoUsd};
 
@@ -49,6 +50,9 @@ pub struct Principal {
     pub budgeted: bool,
     /// Rate limits of the workspace, user and key, where set.
     pub rate_limits: Vec<RateLimit>,
+    /// The workspace's stored cache settings.
+    #[serde(default)]
+    pub workspace_cache: WorkspaceCache,
 }
 
 /// Requests and tokens per minute allowed to one workspace, user or key.
@@ -79,14 +83,27 @@ impl Principal {
     }
 }
 
-/// A workspace (a team): its allowed models.
+/// A workspace (a team): its allowed models and its stored settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
     pub models: Vec<String>,
+    /// Cache settings stored for this workspace (they override the config's).
+    #[serde(default)]
+    pub cache: WorkspaceCache,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// A change to a workspace: each field set replaces the stored one, the rest stay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceUpdate {
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub cache: WorkspaceCache,
 }
 
 /// A user: belongs to one workspace. No email, no password.
@@ -344,6 +361,13 @@ pub trait Policy: Send + Sync {
 
     async fn create_workspace(&self, name: &str, models: &[String]) -> Result<Workspace>;
     async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
+    /// Changes a workspace (name or id); callers see the change within the key cache's time
+    /// to live.
+    async fn update_workspace(
+        &self,
+        workspace: &str,
+        update: &WorkspaceUpdate,
+    ) -> Result<Workspace>;
 
     /// Creates a user in a workspace (name or id).
     async fn create_user(&self, name: &str, workspace: &str) -> Result<User>;

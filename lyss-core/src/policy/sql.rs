@@ -118,6 +118,36 @@ pub(crate) fn json_list(s: &str) -> Result<Vec<String>> {
     serde_json::from_str(s).map_err(|e| Error::Internal(format!("stored model list: {e}")))
 }
 
+/// A workspace's stored cache settings from their columns.
+pub(crate) fn workspace_cache(
+    mode: Option<String>,
+    ttl_secs: Option<i64>,
+    scope: Option<String>,
+    threshold: Option<f64>,
+) -> Result<crate::config::WorkspaceCache> {
+    fn parse<T: serde::de::DeserializeOwned>(v: Option<String>) -> Result<Option<T>> {
+        v.map(|s| {
+            serde_json::from_value(serde_json::Value::String(s))
+                .map_err(|e| Error::Internal(format!("stored cache setting: {e}")))
+        })
+        .transpose()
+    }
+    Ok(crate::config::WorkspaceCache {
+        mode: parse(mode)?,
+        ttl_secs: ttl_secs.map(|t| u64::try_from(t).unwrap_or(1)),
+        scope: parse(scope)?,
+        semantic_threshold: threshold.map(|t| t as f32),
+    })
+}
+
+/// A cache setting as stored (`"exact"`, `"user"` …).
+pub(crate) fn setting_name<T: serde::Serialize>(v: Option<T>) -> Option<String> {
+    v.and_then(|v| match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    })
+}
+
 pub(crate) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
@@ -452,6 +482,29 @@ macro_rules! impl_sql_policy {
                 tx
             }
 
+            /// Every workspace, or the one with this id.
+            async fn workspaces(&self, id: Option<&str>) -> $crate::Result<Vec<$crate::policy::Workspace>> {
+                use $crate::policy::sql::{json_list, ts, workspace_cache};
+                let rows = sqlx::query_as::<_, (String, String, String, i64, Option<String>, Option<i64>, Option<String>, Option<f64>)>(
+                    "SELECT id, name, models, created_at, cache_mode, cache_ttl_secs, cache_scope, cache_threshold \
+                     FROM workspaces WHERE $1 IS NULL OR id = $1 ORDER BY name",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, name, models, created, mode, ttl, scope, threshold)| {
+                        Ok($crate::policy::Workspace {
+                            id,
+                            name,
+                            models: json_list(&models)?,
+                            cache: workspace_cache(mode, ttl, scope, threshold)?,
+                            created_at: ts(created)?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn workspace_id(&self, name_or_id: &str) -> $crate::Result<(String, String)> {
                 sqlx::query_as::<_, (String, String)>(
                     "SELECT id, name FROM workspaces WHERE name = $1 OR id = $1",
@@ -503,6 +556,7 @@ macro_rules! impl_sql_policy {
                      k.rpm AS k_rpm, k.tpm AS k_tpm, u.id AS user_id, u.name AS user_name, \
                      u.rpm AS u_rpm, u.tpm AS u_tpm, w.id AS ws_id, w.name AS ws_name, \
                      w.models AS ws_models, w.rpm AS w_rpm, w.tpm AS w_tpm, \
+                     w.cache_mode, w.cache_ttl_secs, w.cache_scope, w.cache_threshold, \
                      EXISTS (SELECT 1 FROM budgets b WHERE b.scope_id IN (k.id, u.id, w.id)) AS budgeted \
                      FROM api_keys k JOIN users u ON u.id = k.user_id \
                      JOIN workspaces w ON w.id = u.workspace_id WHERE k.id = $1",
@@ -552,6 +606,12 @@ macro_rules! impl_sql_policy {
                     expires_at: opt_ts(row.try_get("expires_at")?)?,
                     budgeted: row.try_get("budgeted")?,
                     rate_limits,
+                    workspace_cache: $crate::policy::sql::workspace_cache(
+                        row.try_get("cache_mode")?,
+                        row.try_get("cache_ttl_secs")?,
+                        row.try_get("cache_scope")?,
+                        row.try_get("cache_threshold")?,
+                    )?,
                 };
                 if principal.expired(time::OffsetDateTime::now_utc()) {
                     return Err($crate::Error::Unauthenticated("This API key has expired.".into()));
@@ -781,6 +841,7 @@ macro_rules! impl_sql_policy {
                     id: new_id("ws"),
                     name: name.to_owned(),
                     models: models.to_vec(),
+                    cache: Default::default(),
                     created_at: now_secs(),
                 };
                 sqlx::query("INSERT INTO workspaces (id, name, models, created_at) VALUES ($1, $2, $3, $4)")
@@ -795,17 +856,36 @@ macro_rules! impl_sql_policy {
             }
 
             async fn list_workspaces(&self) -> $crate::Result<Vec<$crate::policy::Workspace>> {
-                use $crate::policy::sql::{json_list, ts};
-                let rows = sqlx::query_as::<_, (String, String, String, i64)>(
-                    "SELECT id, name, models, created_at FROM workspaces ORDER BY name",
+                self.workspaces(None).await
+            }
+
+            async fn update_workspace(
+                &self,
+                workspace: &str,
+                update: &$crate::policy::WorkspaceUpdate,
+            ) -> $crate::Result<$crate::policy::Workspace> {
+                use $crate::policy::sql::{setting_name, to_json};
+                update.cache.validate()?;
+                let (id, _) = self.workspace_id(workspace).await?;
+                let c = &update.cache;
+                sqlx::query(
+                    "UPDATE workspaces SET models = COALESCE($1, models), \
+                     cache_mode = COALESCE($2, cache_mode), cache_ttl_secs = COALESCE($3, cache_ttl_secs), \
+                     cache_scope = COALESCE($4, cache_scope), cache_threshold = COALESCE($5, cache_threshold) \
+                     WHERE id = $6",
                 )
-                .fetch_all(&self.pool)
+                .bind(update.models.as_deref().map(to_json))
+                .bind(setting_name(c.mode))
+                .bind(c.ttl_secs.map($crate::policy::sql::to_i64))
+                .bind(setting_name(c.scope))
+                .bind(c.semantic_threshold.map(f64::from))
+                .bind(&id)
+                .execute(&self.pool)
                 .await?;
-                rows.into_iter()
-                    .map(|(id, name, models, created)| {
-                        Ok($crate::policy::Workspace { id, name, models: json_list(&models)?, created_at: ts(created)? })
-                    })
-                    .collect()
+                self.workspaces(Some(&id))
+                    .await?
+                    .pop()
+                    .ok_or_else(|| $crate::Error::NotFound(format!("workspace `{workspace}`")))
             }
 
             async fn create_user(&self, name: &str, workspace: &str) -> $crate::Result<$crate::policy::User> {

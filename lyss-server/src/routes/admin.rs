@@ -9,7 +9,7 @@ use bytes::Bytes;
 use lyss_core::Error;
 use lyss_core::policy::{
     Budget, BudgetStatus, CreatedKey, KeyInfo, LedgerEntry, LedgerQuery, NewBudget, NewKey, Scope,
-    UsageQuery, UsageRow, User, Workspace,
+    UsageQuery, UsageRow, User, Workspace, WorkspaceUpdate,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
@@ -67,6 +67,22 @@ pub async fn create_workspace(
     let w: NewWorkspace = parse(&s, raw)?;
     Ok(Json(
         s.lyss.policy().create_workspace(&w.name, &w.models).await?,
+    ))
+}
+
+/// `PATCH /admin/workspaces/{name or id}`: `{"models": […], "cache": {"mode", "ttl_secs",
+/// "scope", "semantic_threshold"}}`, every field optional.
+pub async fn update_workspace(
+    State(s): State<AppState>,
+    Path(workspace): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Workspace>, ApiError> {
+    let update: WorkspaceUpdate = parse(&s, raw)?;
+    Ok(Json(
+        s.lyss
+            .policy()
+            .update_workspace(&workspace, &update)
+            .await?,
     ))
 }
 

@@ -10,7 +10,7 @@ pub mod models;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use lyss_core::pipeline::{CACHE_HEADER, CacheControl};
+use lyss_core::pipeline::{CACHE_HEADER, CACHE_THRESHOLD_HEADER, CacheControl};
 use lyss_core::{Call, Error};
 use serde::de::DeserializeOwned;
 
@@ -48,6 +48,13 @@ pub fn call(headers: &HeaderMap) -> Call {
             .and_then(|v| v.to_str().ok())
             .map(CacheControl::parse)
             .unwrap_or_default(),
+        // Not a number → NaN, which the pipeline refuses with a 400 once the key checks out.
+        cache_threshold: headers.get(CACHE_THRESHOLD_HEADER).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f32::NAN)
+        }),
     }
 }
 
