@@ -494,15 +494,23 @@ async fn rate_limits_hold_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_answer_cached_through_one_replica_is_a_hit_on_the_others() {
-    let Some(cluster) = Cluster::start_with("[cache]\nmode = \"exact\"\nbackend = \"redis\"").await
+    // Semantic mode needs the real embedding model in every replica.
+    if lyss_core::testing::services::local_embedder()
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let Some(cluster) =
+        Cluster::start_with("[cache]\nmode = \"semantic\"\nbackend = \"redis\"").await
     else {
         return;
     };
     let (_, key) = cluster.tenants(1).remove(0);
     let client = reqwest::Client::new();
-    let ask = |replica: usize, stream: bool| {
+    let ask = |replica: usize, question: &str, stream: bool| {
         let body = json!({"model": "gpt-4o-mini", "stream": stream,
-                          "messages": [{"role": "user", "content": "Shared question"}]});
+                          "messages": [{"role": "user", "content": question}]});
         client
             .post(format!(
                 "{}/v1/chat/completions",
@@ -512,19 +520,45 @@ async fn an_answer_cached_through_one_replica_is_a_hit_on_the_others() {
             .json(&body)
             .send()
     };
-    let first = ask(0, false).await.unwrap();
+    let q = "How do I reverse a list in Python?";
+    let first = ask(0, q, false).await.unwrap();
     assert_eq!(first.headers()["x-lyss-cache"], "miss");
     let answer: Value = first.json().await.unwrap();
-    let second = ask(1, false).await.unwrap();
+    // The same question on another replica: an exact hit.
+    let second = ask(1, q, false).await.unwrap();
     assert_eq!(second.headers()["x-lyss-cache"], "hit");
     let replayed: Value = second.json().await.unwrap();
     assert_eq!(replayed["choices"], answer["choices"]);
-    let third = ask(2, true).await.unwrap();
+    let third = ask(2, q, true).await.unwrap();
     assert_eq!(third.headers()["x-lyss-cache"], "hit");
     assert!(third.text().await.unwrap().ends_with("data: [DONE]\n\n"));
-    let hits: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_ledger WHERE cache = 'hit'")
-        .fetch_one(&cluster.pool)
+    // A paraphrase on the replicas that did not answer it: semantic hits.
+    for replica in [1, 2] {
+        let resp = ask(replica, "How can I reverse a list in Python?", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()["x-lyss-cache"],
+            "semantic-hit",
+            "replica {replica}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["choices"], answer["choices"]);
+    }
+    // Another question is a miss everywhere, and once answered, found by meaning elsewhere.
+    let other = ask(2, "How do I reverse a string in Python?", false)
         .await
         .unwrap();
-    assert_eq!(hits, 2);
+    assert_eq!(other.headers()["x-lyss-cache"], "miss");
+    let found = ask(0, "How can I reverse a string in Python?", false)
+        .await
+        .unwrap();
+    assert_eq!(found.headers()["x-lyss-cache"], "semantic-hit");
+    let hits: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT cache, COUNT(*) FROM usage_ledger WHERE cache IS NOT NULL GROUP BY cache ORDER BY cache",
+    )
+    .fetch_all(&cluster.pool)
+    .await
+    .unwrap();
+    assert_eq!(hits, vec![("hit".into(), 2), ("semantic".into(), 3)]);
 }

@@ -310,11 +310,7 @@ async fn lyss_cache_reads_and_clears_the_running_servers_cache() {
     let upstream = fake_openai().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = lyss_tests::write_config(
-        dir.path(),
-        &format!("{}/v1", upstream.uri()),
-        "[cache]\nmode = \"exact\"",
-    );
+    let config = lyss_tests::write_config(dir.path(), &format!("{}/v1", upstream.uri()), "");
     let args = [
         "--config",
         config.to_str().unwrap(),
@@ -336,6 +332,28 @@ async fn lyss_cache_reads_and_clears_the_running_servers_cache() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Caching is off in the config; the admin turns it on for the workspace.
+    let updated = lyss(
+        &config,
+        &data,
+        &[
+            "workspace",
+            "update",
+            "team",
+            "--cache",
+            "exact",
+            "--cache-ttl",
+            "1h",
+            "--semantic-threshold",
+            "0.97",
+        ],
+    );
+    assert_eq!(
+        updated["cache"],
+        json!({"mode": "exact", "ttl_secs": 3600, "semantic_threshold": 0.97})
+    );
+    let listed = lyss(&config, &data, &["workspace", "list"]);
+    assert_eq!(listed[0]["cache"]["mode"], "exact");
     let client = reqwest::Client::new();
     let ask = || {
         client

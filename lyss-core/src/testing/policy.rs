@@ -33,6 +33,7 @@ macro_rules! policy_conformance {
             expired_budgets_admit_nothing,
             usage_reports_group_the_ledger,
             rate_limits_and_budgets_reach_the_principal,
+            workspace_updates_change_only_what_they_name,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -825,4 +826,86 @@ pub async fn rate_limits_and_budgets_reach_the_principal(policy: Arc<dyn Policy>
             .await
             .is_err()
     );
+}
+
+pub async fn workspace_updates_change_only_what_they_name(policy: Arc<dyn Policy>) {
+    use crate::config::{CacheMode, CacheScope, WorkspaceCache};
+    use crate::policy::WorkspaceUpdate;
+    let ws = policy
+        .create_workspace("team", &["a".into()])
+        .await
+        .unwrap();
+    assert_eq!(ws.cache, WorkspaceCache::default());
+    policy.create_user("ann", "team").await.unwrap();
+    let key = policy
+        .create_key(&NewKey {
+            user: "ann".into(),
+            ..NewKey::default()
+        })
+        .await
+        .unwrap()
+        .key;
+    let cache = WorkspaceCache {
+        mode: Some(CacheMode::Semantic),
+        ttl_secs: Some(90),
+        scope: Some(CacheScope::User),
+        semantic_threshold: Some(0.97),
+    };
+    let updated = policy
+        .update_workspace(
+            &ws.id,
+            &WorkspaceUpdate {
+                models: None,
+                cache,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.cache, updated.models.clone()),
+        (cache, vec!["a".to_owned()])
+    );
+    // Fields left out stay as they were.
+    let updated = policy
+        .update_workspace(
+            "team",
+            &WorkspaceUpdate {
+                models: Some(vec!["a".into(), "b".into()]),
+                cache: WorkspaceCache {
+                    mode: Some(CacheMode::Exact),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let expected = WorkspaceCache {
+        mode: Some(CacheMode::Exact),
+        ..cache
+    };
+    assert_eq!(updated.cache, expected);
+    assert_eq!(updated.models, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(policy.list_workspaces().await.unwrap()[0], updated);
+    let who = policy.authenticate(&key).await.unwrap();
+    assert_eq!(who.workspace_cache, expected);
+    assert_eq!(who.workspace_models, updated.models);
+    // Bad settings and unknown workspaces change nothing.
+    let bad = WorkspaceUpdate {
+        models: None,
+        cache: WorkspaceCache {
+            semantic_threshold: Some(2.0),
+            ..Default::default()
+        },
+    };
+    assert!(matches!(
+        policy.update_workspace("team", &bad).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        policy
+            .update_workspace("nope", &WorkspaceUpdate::default())
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(policy.list_workspaces().await.unwrap()[0], updated);
 }
