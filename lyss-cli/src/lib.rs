@@ -7,6 +7,7 @@ mod keys;
 mod memory;
 mod models;
 mod output;
+mod providers;
 mod usage;
 mod users;
 mod workspaces;
@@ -68,6 +69,9 @@ enum Command {
     /// The running server's answer cache.
     #[command(subcommand)]
     Cache(cache::Cmd),
+    /// Upstream providers and their (encrypted) API keys.
+    #[command(subcommand)]
+    Provider(providers::Cmd),
 }
 
 /// What a command needs: the loaded config and, opened on demand, the store.
@@ -114,5 +118,6 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Usage(c) => usage::run(&ctx, c).await,
         Command::Memory(c) => memory::run(&ctx, c).await,
         Command::Cache(c) => cache::run(&ctx, c).await,
+        Command::Provider(c) => providers::run(&ctx, c).await,
     }
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Public models and where they go.
     pub models: Vec<ModelConfig>,
+    /// Retries, backoff and circuit breaking for every model's targets.
+    pub router: RouterConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,38 @@ impl Default for Config {
             cache: CacheConfig::default(),
             providers: Vec::new(),
             models: Vec::new(),
+            router: RouterConfig::default(),
+        }
+    }
+}
+
+/// How a request reaches a model's targets when one fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Further attempts at one target after a retryable failure (connection, timeout, 429,
+    /// 5xx) before falling back to the next target. Default 2.
+    pub retries: u32,
+    /// First backoff in milliseconds; doubles each attempt, with jitter. Default 100.
+    pub backoff_ms: u64,
+    /// Longest backoff. A `Retry-After` longer than this moves on to the next target instead
+    /// of waiting. Default 2,000.
+    pub max_backoff_ms: u64,
+    /// Consecutive failures that open a target's circuit (it is skipped). Default 5.
+    pub breaker_failures: u32,
+    /// Seconds an open circuit waits before one probe request may try the target again.
+    /// Default 30.
+    pub breaker_cooldown_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            backoff_ms: 100,
+            max_backoff_ms: 2_000,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
         }
     }
 }
@@ -367,6 +401,13 @@ pub enum ProviderKind {
     /// Any OpenAI-compatible API: OpenAI, Ollama, vLLM, Groq, DeepSeek, OpenRouter, Together …
     #[default]
     Openai,
+    /// Azure OpenAI: models are deployment names, `api_version` is required, the key goes in
+    /// the `api-key` header. `base_url` is the resource, `https://NAME.openai.azure.com`.
+    Azure,
+    /// Anthropic's Messages API, `https://api.anthropic.com/v1`.
+    Anthropic,
+    /// Google's Gemini API, `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
 }
 
 /// One upstream provider.
@@ -396,6 +437,9 @@ pub struct ProviderConfig {
     /// (used for `OLLAMA_BASE_URL`). Default false.
     #[serde(default)]
     pub discover_models: bool,
+    /// Azure OpenAI's `api-version`, e.g. `2024-10-21`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -407,7 +451,7 @@ fn default_request_timeout() -> u64 {
 }
 
 /// One public model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Public name clients ask for.
@@ -432,6 +476,37 @@ pub struct ModelConfig {
     /// Largest completion the model can produce. Optional.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// This target's share of traffic when there are `targets` too. Default 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Seconds a whole attempt may take at this target. Default: the provider's `timeout_secs`.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Seconds a stream's first chunk may take at this target. Default: `timeout_secs`.
+    #[serde(default)]
+    pub first_byte_timeout_secs: Option<u64>,
+    /// More places to serve this model from: balanced by weight with the one above, and tried
+    /// in this order when it fails.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// Another place a model is served from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Provider name (from `[[providers]]`).
+    pub provider: String,
+    /// Model name at that provider (a deployment name for Azure). Default: the model's.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Share of traffic. Default 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub first_byte_timeout_secs: Option<u64>,
 }
 
 /// A secret string: compared and used, never printed.

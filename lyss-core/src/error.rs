@@ -49,6 +49,8 @@ pub enum Error {
         provider: String,
         status: u16,
         message: String,
+        /// How long the upstream asked us to wait (`Retry-After`), if it said.
+        retry_after: Option<Duration>,
     },
     /// The upstream provider could not be reached or its answer could not be understood.
     #[error("upstream {provider} failed: {message}")]

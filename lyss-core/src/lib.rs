@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod anthropic;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;
+pub mod secrets;
 mod redis_conn;
 pub mod setup;
 pub mod testing;

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, ProviderConfig, RouterConfig, TargetConfig};
 use crate::error::{Error, Result};
 use crate::openai::Usage;
-use crate::provider::Provider;
+use crate::provider::{Provider, Router, Target};
 
 /// Nano-dollars (1e-9 USD).
 pub type NanoUsd = i64;
@@ -126,22 +127,51 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// Builds the registry from config, resolving provider names with `providers`.
+    /// Builds the registry from config, resolving provider names with `providers`. Every
+    /// model is served through a [`Router`] over its targets (one, or more).
     pub fn from_config(
         models: &[ModelConfig],
         providers: &HashMap<String, Arc<dyn Provider>>,
+        provider_configs: &[ProviderConfig],
+        router: &RouterConfig,
     ) -> Result<Self> {
         let mut reg = Self::default();
         for m in models {
-            let provider = providers.get(&m.provider).ok_or_else(|| {
-                Error::Config(format!(
-                    "models.{}.provider: no provider named `{}` (known: {})",
-                    m.name,
-                    m.provider,
-                    providers.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
-            })?;
             let upstream = m.upstream.clone().unwrap_or_else(|| m.name.clone());
+            let primary = TargetConfig {
+                provider: m.provider.clone(),
+                upstream: Some(upstream.clone()),
+                weight: m.weight,
+                timeout_secs: m.timeout_secs,
+                first_byte_timeout_secs: m.first_byte_timeout_secs,
+            };
+            let targets = std::iter::once(&primary)
+                .chain(&m.targets)
+                .map(|t| {
+                    let provider = providers.get(&t.provider).ok_or_else(|| {
+                        Error::Config(format!(
+                            "models.{}: no provider named `{}` (known: {})",
+                            m.name,
+                            t.provider,
+                            providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ))
+                    })?;
+                    let default_timeout = provider_configs
+                        .iter()
+                        .find(|p| p.name == t.provider)
+                        .map_or(600, |p| p.timeout_secs);
+                    let timeout = Duration::from_secs(t.timeout_secs.unwrap_or(default_timeout));
+                    let first_byte = t
+                        .first_byte_timeout_secs
+                        .map_or(timeout, Duration::from_secs);
+                    Ok(Target::new(
+                        provider.clone(),
+                        t.upstream.clone().unwrap_or_else(|| upstream.clone()),
+                        t.weight.unwrap_or(1),
+                    )
+                    .with_timeouts(timeout, first_byte))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let builtin = builtin_price(&upstream).unwrap_or_default();
             let (bi, bo, bc) = builtin.as_per_mtok();
             let input = m.input_per_mtok.unwrap_or(bi);
@@ -158,7 +188,7 @@ impl ModelRegistry {
             reg.insert(Model {
                 name: m.name.clone(),
                 aliases: m.aliases.clone(),
-                provider: provider.clone(),
+                provider: Arc::new(Router::new(targets, router.clone())?),
                 upstream,
                 price,
                 max_output_tokens: m.max_output_tokens,

@@ -27,7 +27,7 @@ use crate::pipeline::Lyss;
 use crate::policy::{
     InMemoryRateLimiter, Policy, PostgresPolicy, RateLimiter, RedisRateLimiter, SqlitePolicy, keys,
 };
-use crate::provider::{OpenAiProvider, Provider};
+use crate::provider::{AnthropicProvider, GeminiProvider, OpenAiProvider, Provider};
 
 /// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +121,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             connect_timeout_secs: 10,
             timeout_secs: 600,
             discover_models: false,
+            api_version: None,
         });
         for name in OPENAI_ENV_MODELS {
             let taken = config
@@ -131,12 +132,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
                 config.models.push(ModelConfig {
                     name: (*name).into(),
                     provider: "openai".into(),
-                    upstream: None,
-                    aliases: Vec::new(),
-                    input_per_mtok: None,
-                    output_per_mtok: None,
-                    cached_input_per_mtok: None,
-                    max_output_tokens: None,
+                    ..ModelConfig::default()
                 });
             }
         }
@@ -159,6 +155,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             connect_timeout_secs: 10,
             timeout_secs: 600,
             discover_models: true,
+            api_version: None,
         });
     }
 }
@@ -286,6 +283,43 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// The config with the providers stored by `lyss provider add` added (their keys opened
+/// with the master key). A provider in the config file wins over a stored one of the same name.
+pub async fn with_stored_providers(config: &Config, policy: &dyn Policy) -> Result<Config> {
+    let stored = policy.list_providers().await?;
+    let mut config = config.clone();
+    let mut master = None;
+    for p in stored {
+        if config.providers.iter().any(|c| c.name == p.name) {
+            tracing::warn!(provider = %p.name, "a stored provider has the name of one in the config; the config's is used");
+            continue;
+        }
+        let api_key = match &p.sealed_key {
+            Some(sealed) => {
+                if master.is_none() {
+                    master = Some(crate::secrets::MasterKey::load(&data_dir(&config), false)?);
+                }
+                let key = master.as_ref().map(|m| m.open(&p.name, sealed)).transpose()?;
+                key.map(Secret::new)
+            }
+            None => None,
+        };
+        config.providers.push(ProviderConfig {
+            name: p.name,
+            kind: p.kind,
+            base_url: p.base_url,
+            api_key_env: p.api_key_env,
+            api_key,
+            connect_timeout_secs: 10,
+            timeout_secs: 600,
+            discover_models: p.discover_models,
+            api_version: p.api_version,
+        });
+    }
+    validate(&config)?;
+    Ok(config)
+}
+
 /// Builds the providers of the config by name.
 pub fn build_providers(config: &Config) -> Result<HashMap<String, Arc<dyn Provider>>> {
     config
@@ -293,7 +327,11 @@ pub fn build_providers(config: &Config) -> Result<HashMap<String, Arc<dyn Provid
         .iter()
         .map(|p| {
             let provider: Arc<dyn Provider> = match p.kind {
-                ProviderKind::Openai => Arc::new(OpenAiProvider::from_config(p)?),
+                ProviderKind::Openai | ProviderKind::Azure => {
+                    Arc::new(OpenAiProvider::from_config(p)?)
+                }
+                ProviderKind::Anthropic => Arc::new(AnthropicProvider::from_config(p)?),
+                ProviderKind::Gemini => Arc::new(GeminiProvider::from_config(p)?),
             };
             Ok((p.name.clone(), provider))
         })
@@ -306,7 +344,12 @@ pub async fn build_models(
     config: &Config,
     providers: &HashMap<String, Arc<dyn Provider>>,
 ) -> Result<ModelRegistry> {
-    let mut registry = ModelRegistry::from_config(&config.models, providers)?;
+    let mut registry = ModelRegistry::from_config(
+        &config.models,
+        providers,
+        &config.providers,
+        &config.router,
+    )?;
     for p in config.providers.iter().filter(|p| p.discover_models) {
         let Some(provider) = providers.get(&p.name) else {
             continue;
@@ -341,6 +384,8 @@ pub async fn build(config: &Config) -> Result<Lyss> {
 
 /// [`build`] with another clock (tests move it across period boundaries).
 pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Lyss> {
+    let policy = open_policy(config).await?;
+    let config = &with_stored_providers(config, policy.as_ref()).await?;
     let providers = build_providers(config)?;
     let models = build_models(config, &providers).await?;
     if let Some(name) = &config.memory.extraction_model
@@ -350,7 +395,6 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             "memory.extraction_model: no model named `{name}`; use a name or alias from `models`"
         )));
     }
-    let policy = open_policy(config).await?;
     let limiter = open_rate_limiter(config).await?;
     let mut builder = Lyss::builder(policy)
         .models(models)
@@ -532,27 +576,8 @@ pub fn admin_token(config: &Config) -> Result<(Secret, AdminTokenSource)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    write_private(&path, &token).map_err(io)?;
+    crate::secrets::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok((Secret::new(token), AdminTokenSource::Generated(path)))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.write_all(b"\n")
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{contents}\n"))
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ fn provider(upstream: &wiremock::MockServer) -> Arc<dyn lyss_core::Provider> {
             connect_timeout_secs: 2,
             timeout_secs: 5,
             discover_models: false,
+            api_version: None,
         })
         .expect("provider"),
     )

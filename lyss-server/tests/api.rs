@@ -438,7 +438,13 @@ async fn the_default_body_limit_takes_a_long_conversation_with_images() {
 
 #[tokio::test]
 async fn upstream_failures_map_to_clean_openai_errors() {
-    let app = TestApp::new().await;
+    // One attempt each and no circuit breaking: this is about how each failure is reported
+    // (retries and fallbacks are tested in routing.rs).
+    let app = TestApp::with(|c| {
+        c.router.retries = 0;
+        c.router.breaker_failures = 1_000;
+    })
+    .await;
     let cases: Vec<(ResponseTemplate, u16, &str)> = vec![
         (
             ResponseTemplate::new(500).set_body_string("boom"),

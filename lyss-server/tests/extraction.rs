@@ -68,6 +68,8 @@ async fn app(down: bool) -> TestApp {
         c.memory.enabled = true;
         c.memory.extraction_model = Some("gpt-5-mini".into());
         c.embedder.kind = EmbedderKind::None;
+        // One attempt per ingestion run, so that an outage does not also open the circuit.
+        c.router.retries = 0;
     })
     .await;
     Mock::given(method("POST"))

@@ -121,6 +121,12 @@ impl VectorIndex {
     /// The `limit` live rows most similar to `query`, best first, with their cosine
     /// similarity. Exact while the index is scanned; approximate once it is a graph.
     pub fn nearest(&self, query: &[f32], limit: usize) -> Vec<(usize, f32)> {
+        self.nearest_with(query, limit, 64)
+    }
+
+    /// [`Self::nearest`] with the graph search's breadth at least `ef`: higher finds the true
+    /// nearest more often, at some cost in time.
+    pub fn nearest_with(&self, query: &[f32], limit: usize, ef: usize) -> Vec<(usize, f32)> {
         if limit == 0 {
             return Vec::new();
         }
@@ -142,7 +148,7 @@ impl VectorIndex {
             return all;
         };
         let want = limit + self.dead.len();
-        hnsw.search(&query, want, (2 * want).max(64))
+        hnsw.search(&query, want, (2 * want).max(ef))
             .into_iter()
             .filter(|n| !self.dead.contains(&n.d_id))
             .map(|n| (n.d_id, 1.0 - n.distance))

@@ -106,6 +106,26 @@ pub struct WorkspaceUpdate {
     pub cache: WorkspaceCache,
 }
 
+/// A provider an admin stored with `lyss provider add`: its API key sealed with the master key
+/// ([`crate::secrets`]), or the name of the environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredProvider {
+    pub name: String,
+    pub kind: crate::config::ProviderKind,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Never serialized: listings say only whether a key is stored.
+    #[serde(skip)]
+    pub sealed_key: Option<Vec<u8>>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub discover_models: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
 /// A user: belongs to one workspace. No email, no password.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -379,6 +399,13 @@ pub trait Policy: Send + Sync {
     async fn list_keys(&self, user: Option<&str>) -> Result<Vec<KeyInfo>>;
     /// Revokes a key by public id. Revoking twice is not an error.
     async fn revoke_key(&self, id: &str) -> Result<KeyInfo>;
+
+    /// Stores a provider, replacing one of the same name (a key rotation).
+    async fn put_provider(&self, provider: &StoredProvider) -> Result<()>;
+    /// Stored providers by name.
+    async fn list_providers(&self) -> Result<Vec<StoredProvider>>;
+    /// Removes a stored provider.
+    async fn delete_provider(&self, name: &str) -> Result<()>;
 
     /// Checks that the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

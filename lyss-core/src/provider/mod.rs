@@ -1,13 +1,20 @@
 //! The `Provider` seam: one upstream LLM API each, spoken in OpenAI's shapes.
 
+mod anthropic;
+mod gemini;
+mod http;
 mod openai;
+mod router;
 
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use self::anthropic::AnthropicProvider;
+pub use self::gemini::GeminiProvider;
 pub use self::openai::OpenAiProvider;
+pub use self::router::{BreakerStatus, Router, Target, retryable};
 use crate::error::Result;
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 

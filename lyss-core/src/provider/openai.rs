@@ -1,12 +1,10 @@
-//! `OpenAiProvider`: any OpenAI-compatible API (OpenAI, Ollama, vLLM, Groq, DeepSeek, …).
-
-use std::time::Duration;
+//! `OpenAiProvider`: any OpenAI-compatible API (OpenAI, Ollama, vLLM, Groq, DeepSeek, …), and
+//! Azure OpenAI, which speaks the same JSON under other paths and another key header.
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource as _;
-use futures::StreamExt as _;
 use serde::Deserialize;
 
+use super::http::{Http, Step, api_key, upstream_message};
 use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
@@ -16,18 +14,17 @@ use crate::openai::{
 
 /// An OpenAI-compatible upstream reached over HTTP.
 pub struct OpenAiProvider {
-    name: String,
-    base_url: String,
+    http: Http,
     api_key: Option<String>,
-    client: reqwest::Client,
-    timeout: Duration,
+    /// Azure's `api-version`, when this is Azure OpenAI.
+    azure: Option<String>,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiProvider")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
+            .field("name", &self.http.name)
+            .field("base_url", &self.http.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .finish()
     }
@@ -36,185 +33,109 @@ impl std::fmt::Debug for OpenAiProvider {
 impl OpenAiProvider {
     /// Builds the provider; the API key is resolved from `api_key` or `api_key_env` now.
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
-        let api_key = match (&cfg.api_key, &cfg.api_key_env) {
-            (Some(k), _) => Some(k.expose().to_owned()),
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(v),
-                _ => {
-                    tracing::warn!(provider = %cfg.name, env = %var, "API key variable is not set; calling without a key");
-                    None
-                }
-            },
-            (None, None) => None,
+        let azure = match cfg.kind {
+            crate::config::ProviderKind::Azure => Some(cfg.api_version.clone().ok_or_else(|| {
+                Error::Config(format!(
+                    "providers.{}: kind = \"azure\" needs api_version (e.g. \"2024-10-21\")",
+                    cfg.name
+                ))
+            })?),
+            _ => None,
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Config(format!("providers.{}: {e}", cfg.name)))?;
         Ok(Self {
-            name: cfg.name.clone(),
-            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
-            api_key,
-            client,
-            timeout: Duration::from_secs(cfg.timeout_secs),
+            http: Http::new(cfg)?,
+            api_key: api_key(cfg),
+            azure,
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request for `operation` (`/chat/completions`, `/embeddings`, `/models`) of `model`:
+    /// OpenAI's paths, or Azure's deployment paths with `api-version`.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        operation: &str,
+        model: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let Some(version) = &self.azure else {
+            let rb = self.http.request(method, operation);
+            return match &self.api_key {
+                Some(k) => rb.bearer_auth(k),
+                None => rb,
+            };
+        };
+        let path = match model {
+            Some(deployment) => format!("/openai/deployments/{deployment}{operation}"),
+            None => format!("/openai{operation}"),
+        };
         let rb = self
-            .client
-            .request(method, format!("{}{path}", self.base_url));
+            .http
+            .request(method, &path)
+            .query(&[("api-version", version)]);
         match &self.api_key {
-            Some(k) => rb.bearer_auth(k),
+            Some(k) => rb.header("api-key", k),
             None => rb,
         }
-    }
-
-    /// Sends the request and waits for the response head within the timeout; non-2xx
-    /// statuses become [`Error::Upstream`] with the upstream's message.
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = tokio::time::timeout(self.timeout, rb.send())
-            .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| self.transport(e))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
-        Err(Error::Upstream {
-            provider: self.name.clone(),
-            status,
-            message: upstream_message(&body),
-        })
-    }
-
-    /// Reads and parses a whole JSON body within the timeout.
-    async fn json<T: serde::de::DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
-        let body = tokio::time::timeout(self.timeout, resp.bytes())
-            .await
-            .map_err(|_| self.timed_out())?
-            .map_err(|e| self.transport(e))?;
-        serde_json::from_slice(&body).map_err(|e| Error::UpstreamUnavailable {
-            provider: self.name.clone(),
-            message: format!("malformed response body: {e}"),
-        })
-    }
-
-    fn timed_out(&self) -> Error {
-        Error::UpstreamTimeout {
-            provider: self.name.clone(),
-        }
-    }
-
-    fn transport(&self, e: reqwest::Error) -> Error {
-        if e.is_timeout() {
-            return self.timed_out();
-        }
-        Error::UpstreamUnavailable {
-            provider: self.name.clone(),
-            message: e.to_string(),
-        }
-    }
-}
-
-/// The `error.message` of an OpenAI-shaped error body, else the body's start.
-fn upstream_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Body {
-        error: Inner,
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Inner {
-        Object { message: String },
-        Text(String),
-    }
-    match serde_json::from_slice::<Body>(body) {
-        Ok(Body {
-            error: Inner::Object { message } | Inner::Text(message),
-        }) => message,
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
     }
 }
 
 #[async_trait]
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        &self.name
+        &self.http.name
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         let resp = self
+            .http
             .send(
-                self.request(reqwest::Method::POST, "/chat/completions")
+                self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model))
                     .json(req),
             )
             .await?;
-        self.json(resp).await
+        self.http.json(resp).await
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
         let resp = self
+            .http
             .send(
-                self.request(reqwest::Method::POST, "/chat/completions")
+                self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model))
                     .header(reqwest::header::ACCEPT, "text/event-stream")
                     .json(req),
             )
             .await?;
-        let provider = self.name.clone();
-        let events = resp.bytes_stream().eventsource();
-        // No task in between: dropping the stream drops the upstream body at once.
-        let stream = futures::stream::unfold(Some(events), move |state| {
-            let provider = provider.clone();
-            async move {
-                let mut events = state?;
-                loop {
-                    return match events.next().await {
-                        // A body that ends without `[DONE]` ends the stream too; callers tell a
-                        // finished answer from a cut one by its `finish_reason`.
-                        None => None,
-                        Some(Ok(ev)) if ev.data == "[DONE]" => None,
-                        Some(Ok(ev)) if ev.data.trim().is_empty() => continue,
-                        Some(Ok(ev)) => {
-                            let item = parse_chunk(&provider, &ev.data);
-                            let next = item.is_ok().then_some(events);
-                            Some((item, next))
-                        }
-                        Some(Err(e)) => Some((
-                            Err(Error::UpstreamUnavailable {
-                                provider: provider.clone(),
-                                message: format!("stream broke: {e}"),
-                            }),
-                            None,
-                        )),
-                    };
-                }
+        let provider = self.http.name.clone();
+        Ok(self.http.chunks(resp, move |ev| {
+            if ev.data == "[DONE]" {
+                return Ok(Step {
+                    chunks: Vec::new(),
+                    done: true,
+                });
             }
-        });
-        Ok(Box::pin(stream))
+            if ev.data.trim().is_empty() {
+                return Ok(Step::none());
+            }
+            Ok(Step::chunks(vec![parse_chunk(&provider, &ev.data)?]))
+        }))
     }
 
     async fn embeddings(&self, req: &EmbeddingsRequest) -> Result<EmbeddingsResponse> {
         let mut req = req.clone();
         req.encoding_format = None;
         let resp = self
+            .http
             .send(
-                self.request(reqwest::Method::POST, "/embeddings")
+                self.request(reqwest::Method::POST, "/embeddings", Some(&req.model))
                     .json(&req),
             )
             .await?;
-        let mut out: EmbeddingsResponse = self.json(resp).await?;
+        let mut out: EmbeddingsResponse = self.http.json(resp).await?;
         // Some servers answer base64 anyway; decode so callers always get floats.
         for e in &mut out.data {
             if let EmbeddingVector::Base64(_) = e.embedding {
                 e.embedding = decode_base64_vector(&e.embedding).ok_or_else(|| {
-                    Error::UpstreamUnavailable {
-                        provider: self.name.clone(),
-                        message: "malformed base64 embedding".into(),
-                    }
+                    self.http.malformed("base64 embedding")
                 })?;
             }
         }
@@ -231,9 +152,10 @@ impl Provider for OpenAiProvider {
             id: String,
         }
         let resp = self
-            .send(self.request(reqwest::Method::GET, "/models"))
+            .http
+            .send(self.request(reqwest::Method::GET, "/models", None))
             .await?;
-        let list: List = self.json(resp).await?;
+        let list: List = self.http.json(resp).await?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 }

@@ -235,7 +235,7 @@ pub async fn set_limit(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// `GET /admin/cache`: what the answer cache holds (`enabled: false` when no workspace caches).
+/// `GET /admin/cache`: what the answer cache holds (`enabled: false` when the pipeline has none).
 pub async fn cache_stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(match s.lyss.cache_stats().await? {
         Some(stats) => {

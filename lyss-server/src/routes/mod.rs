@@ -5,6 +5,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod health;
 pub mod memories;
+pub mod messages;
 pub mod models;
 
 use axum::extract::rejection::BytesRejection;

@@ -31,8 +31,7 @@ pub fn model(name: &str, upstream: &str, aliases: &[&str]) -> ModelConfig {
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
         input_per_mtok: Some(1.0),
         output_per_mtok: Some(2.0),
-        cached_input_per_mtok: None,
-        max_output_tokens: None,
+        ..ModelConfig::default()
     }
 }
 
@@ -63,6 +62,7 @@ impl TestApp {
                 connect_timeout_secs: 2,
                 timeout_secs: 5,
                 discover_models: false,
+                api_version: None,
             }],
             models: vec![
                 model("gpt-4o-mini", "up-mini", &["gpt-5-mini"]),

@@ -1,0 +1,1004 @@
+//! Anthropic's Messages API: its wire types, and translation to and from OpenAI's shapes both
+//! ways — outbound for the Anthropic provider (OpenAI request in, Messages request out, and
+//! the answer and its event stream back), inbound for `POST /v1/messages` (a Messages request
+//! runs through the pipeline as a chat request; the answer and its chunks go back as Anthropic's
+//! message and events).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::openai::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
+    FunctionCall, FunctionDef, ImageUrl, KnownPart, Message, PromptTokensDetails, Role,
+    StreamOptions, Tool, ToolCall, Usage,
+};
+
+/// The API version lyss speaks upstream (`anthropic-version`).
+pub const API_VERSION: &str = "2023-06-01";
+
+/// `POST /v1/messages` request body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessagesRequest {
+    pub model: String,
+    pub max_tokens: u32,
+    pub messages: Vec<AnthropicMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<AnthropicContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<AnthropicTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Everything else (`thinking`, `service_tier`, …), kept.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnthropicMessage {
+    pub role: String,
+    pub content: AnthropicContent,
+}
+
+/// A string, or content blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AnthropicContent {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+impl AnthropicContent {
+    /// The text blocks, joined.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Known(KnownBlock::Text { text, .. }) => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// A content block; unknown block types are kept verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Block {
+    Known(KnownBlock),
+    Other(Value),
+}
+
+/// The content blocks lyss translates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KnownBlock {
+    Text {
+        text: String,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    },
+    Image {
+        source: ImageSource,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<AnthropicContent>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+/// A tool the model may call. Server tools (web search …) have no `input_schema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnthropicTool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A complete answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesResponse {
+    pub id: String,
+    #[serde(rename = "type", default = "message_type")]
+    pub kind: String,
+    #[serde(default = "assistant")]
+    pub role: String,
+    #[serde(default)]
+    pub model: String,
+    pub content: Vec<Block>,
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
+    #[serde(default)]
+    pub usage: AnthropicUsage,
+}
+
+fn message_type() -> String {
+    "message".into()
+}
+
+fn assistant() -> String {
+    "assistant".into()
+}
+
+/// Tokens as Anthropic counts them: `input_tokens` excludes cache reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+/// Anthropic's error body: `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid(message)
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound: the Anthropic provider.
+
+/// An OpenAI chat request as a Messages request. `max_tokens` is required by Anthropic:
+/// the request's own cap, else `default_max_tokens`.
+pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result<MessagesRequest> {
+    let mut system = Vec::new();
+    let mut messages: Vec<AnthropicMessage> = Vec::new();
+    let mut push = |role: &str, blocks: Vec<Block>| {
+        if blocks.is_empty() {
+            return;
+        }
+        // Anthropic wants turns to alternate: consecutive turns of one role are merged.
+        match messages.last_mut() {
+            Some(AnthropicMessage {
+                role: last,
+                content: AnthropicContent::Blocks(existing),
+            }) if last == role => existing.extend(blocks),
+            _ => messages.push(AnthropicMessage {
+                role: role.to_owned(),
+                content: AnthropicContent::Blocks(blocks),
+            }),
+        }
+    };
+    for m in &req.messages {
+        match m.role {
+            Role::System | Role::Developer => {
+                if let Some(c) = &m.content {
+                    system.push(c.text());
+                }
+            }
+            Role::User => push("user", content_blocks(m.content.as_ref())?),
+            Role::Assistant => {
+                let mut blocks = content_blocks(m.content.as_ref())?;
+                for call in m.tool_calls.iter().flatten() {
+                    let f = call.function.as_ref();
+                    let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or("{}");
+                    blocks.push(Block::Known(KnownBlock::ToolUse {
+                        id: call.id.clone().unwrap_or_default(),
+                        name: f.and_then(|f| f.name.clone()).unwrap_or_default(),
+                        input: serde_json::from_str(args).unwrap_or_else(|_| json!({})),
+                    }));
+                }
+                push("assistant", blocks);
+            }
+            Role::Tool | Role::Function => push(
+                "user",
+                vec![Block::Known(KnownBlock::ToolResult {
+                    tool_use_id: m.tool_call_id.clone().unwrap_or_default(),
+                    content: Some(AnthropicContent::Text(
+                        m.content.as_ref().map(Content::text).unwrap_or_default(),
+                    )),
+                    is_error: None,
+                })],
+            ),
+        }
+    }
+    let extra = &req.extra;
+    let number = |k: &str| extra.get(k).and_then(Value::as_f64);
+    let stop_sequences = match extra.get("stop") {
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let tools = req.tools.as_ref().map(|tools| {
+        tools
+            .iter()
+            .filter_map(|t| t.function.as_ref())
+            .map(|f| AnthropicTool {
+                name: f.name.clone(),
+                description: f.description.clone(),
+                input_schema: Some(
+                    f.parameters
+                        .clone()
+                        .unwrap_or_else(|| json!({"type": "object"})),
+                ),
+                extra: Map::new(),
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut tool_choice = match &req.tool_choice {
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(_)) => Some(json!({"type": "auto"})),
+        Some(Value::Object(o)) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .map(|name| json!({"type": "tool", "name": name})),
+        _ => None,
+    };
+    if extra.get("parallel_tool_calls") == Some(&Value::Bool(false)) && tools.is_some() {
+        let choice = tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
+        choice["disable_parallel_tool_use"] = Value::Bool(true);
+    }
+    Ok(MessagesRequest {
+        model: req.model.clone(),
+        max_tokens: req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(default_max_tokens),
+        messages,
+        system: (!system.is_empty()).then(|| AnthropicContent::Text(system.join("\n\n"))),
+        stop_sequences,
+        stream: req.stream,
+        // OpenAI's range is 0–2, Anthropic's 0–1.
+        temperature: number("temperature").map(|t| t.clamp(0.0, 1.0)),
+        top_p: number("top_p"),
+        top_k: None,
+        tools,
+        tool_choice,
+        metadata: req.user.as_ref().map(|u| json!({"user_id": u})),
+        extra: Map::new(),
+    })
+}
+
+/// OpenAI message content as Anthropic blocks (images by data URL or by URL).
+fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
+    let text = |t: &str| {
+        Block::Known(KnownBlock::Text {
+            text: t.to_owned(),
+            extra: Map::new(),
+        })
+    };
+    Ok(match content {
+        None => Vec::new(),
+        Some(Content::Text(t)) if t.is_empty() => Vec::new(),
+        Some(Content::Text(t)) => vec![text(t)],
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(|p| match p {
+                ContentPart::Known(KnownPart::Text { text: t, .. }) => Ok(Some(text(t))),
+                ContentPart::Known(KnownPart::ImageUrl { image_url, .. }) => {
+                    Ok(Some(image_block(&image_url.url)))
+                }
+                ContentPart::Known(KnownPart::Refusal { .. }) => Ok(None),
+                _ => Err(invalid(
+                    "this model's provider (Anthropic) takes text and images only",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
+}
+
+fn image_block(url: &str) -> Block {
+    let source = match url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+    {
+        Some((media_type, data)) => ImageSource::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        },
+        None => ImageSource::Url {
+            url: url.to_owned(),
+        },
+    };
+    Block::Known(KnownBlock::Image {
+        source,
+        extra: Map::new(),
+    })
+}
+
+/// Anthropic's stop reason in OpenAI's words.
+fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// OpenAI's finish reason in Anthropic's words.
+fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic usage as OpenAI usage: the prompt counts cache reads and writes too; reads are
+/// `cached_tokens` (billed at the cached price), writes are kept in `cache_creation_tokens`.
+pub fn usage_to_openai(u: &AnthropicUsage) -> Usage {
+    let read = u.cache_read_input_tokens.unwrap_or(0);
+    let written = u.cache_creation_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + read + written;
+    let mut details = PromptTokensDetails {
+        cached_tokens: Some(read),
+        ..Default::default()
+    };
+    if written > 0 {
+        details
+            .extra
+            .insert("cache_creation_tokens".into(), written.into());
+    }
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: u.output_tokens,
+        total_tokens: prompt + u.output_tokens,
+        prompt_tokens_details: Some(details),
+        extra: Map::new(),
+    }
+}
+
+/// OpenAI usage as Anthropic usage (cached prompt tokens are cache reads).
+pub fn usage_from_openai(u: &Usage) -> AnthropicUsage {
+    let cached = u.cached_tokens();
+    AnthropicUsage {
+        input_tokens: u.prompt_tokens.saturating_sub(cached),
+        output_tokens: u.completion_tokens,
+        cache_creation_input_tokens: None,
+        cache_read_input_tokens: (cached > 0).then_some(cached),
+    }
+}
+
+/// A Messages answer as an OpenAI completion.
+pub fn response_to_openai(resp: MessagesResponse, created: u64) -> ChatResponse {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in &resp.content {
+        match b {
+            Block::Known(KnownBlock::Text { text: t, .. }) => text.push_str(t),
+            Block::Known(KnownBlock::ToolUse { id, name, input }) => calls.push(ToolCall {
+                id: Some(id.clone()),
+                kind: Some("function".into()),
+                function: Some(FunctionCall {
+                    name: Some(name.clone()),
+                    arguments: Some(input.to_string()),
+                }),
+                index: None,
+            }),
+            _ => {}
+        }
+    }
+    let message = Message {
+        role: Role::Assistant,
+        content: (!text.is_empty() || calls.is_empty()).then_some(Content::Text(text)),
+        name: None,
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        tool_call_id: None,
+        extra: Map::new(),
+    };
+    ChatResponse {
+        id: resp.id,
+        object: "chat.completion".into(),
+        created,
+        model: resp.model,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(
+                finish_reason(resp.stop_reason.as_deref().unwrap_or("end_turn")).into(),
+            ),
+            extra: Map::new(),
+        }],
+        usage: Some(usage_to_openai(&resp.usage)),
+        extra: Map::new(),
+    }
+}
+
+/// Anthropic's event stream, turned into OpenAI chunks one event at a time.
+#[derive(Debug)]
+pub struct StreamToOpenAi {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    usage: AnthropicUsage,
+    /// Content block index → tool call index, for tool-use blocks.
+    tools: HashMap<u64, u32>,
+}
+
+impl StreamToOpenAi {
+    pub fn new(created: u64, include_usage: bool) -> Self {
+        Self {
+            id: String::new(),
+            model: String::new(),
+            created,
+            include_usage,
+            usage: AnthropicUsage::default(),
+            tools: HashMap::new(),
+        }
+    }
+
+    fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map(str::to_owned),
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The chunks one event becomes, and whether the stream is over (`message_stop`). An
+    /// `error` event is an error.
+    pub fn on_event(&mut self, event: &str, data: &str) -> Result<(Vec<ChatChunk>, bool)> {
+        if matches!(event, "ping" | "") && data.trim().is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| invalid(format!("malformed Anthropic event: {e}")))?;
+        let kind = v["type"].as_str().unwrap_or(event);
+        let mut out = Vec::new();
+        match kind {
+            "message_start" => {
+                let m = &v["message"];
+                self.id = m["id"].as_str().unwrap_or_default().to_owned();
+                self.model = m["model"].as_str().unwrap_or_default().to_owned();
+                if let Ok(u) = serde_json::from_value::<AnthropicUsage>(m["usage"].clone()) {
+                    self.usage = u;
+                }
+                out.push(self.chunk(
+                    Delta {
+                        role: Some(Role::Assistant),
+                        content: Some(String::new()),
+                        ..Delta::default()
+                    },
+                    None,
+                ));
+            }
+            "content_block_start" => {
+                let block = &v["content_block"];
+                if block["type"] == "tool_use" {
+                    let index = v["index"].as_u64().unwrap_or(0);
+                    let tool = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
+                    self.tools.insert(index, tool);
+                    out.push(self.chunk(
+                        Delta {
+                            tool_calls: Some(vec![ToolCall {
+                                id: block["id"].as_str().map(str::to_owned),
+                                kind: Some("function".into()),
+                                function: Some(FunctionCall {
+                                    name: block["name"].as_str().map(str::to_owned),
+                                    arguments: Some(String::new()),
+                                }),
+                                index: Some(tool),
+                            }]),
+                            ..Delta::default()
+                        },
+                        None,
+                    ));
+                } else if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
+                    out.push(self.chunk(
+                        Delta {
+                            content: Some(t.to_owned()),
+                            ..Delta::default()
+                        },
+                        None,
+                    ));
+                }
+            }
+            "content_block_delta" => {
+                let d = &v["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => out.push(self.chunk(
+                        Delta {
+                            content: d["text"].as_str().map(str::to_owned),
+                            ..Delta::default()
+                        },
+                        None,
+                    )),
+                    Some("input_json_delta") => {
+                        let tool = v["index"]
+                            .as_u64()
+                            .and_then(|i| self.tools.get(&i))
+                            .copied()
+                            .unwrap_or(0);
+                        out.push(self.chunk(
+                            Delta {
+                                tool_calls: Some(vec![ToolCall {
+                                    id: None,
+                                    kind: None,
+                                    function: Some(FunctionCall {
+                                        name: None,
+                                        arguments: d["partial_json"].as_str().map(str::to_owned),
+                                    }),
+                                    index: Some(tool),
+                                }]),
+                                ..Delta::default()
+                            },
+                            None,
+                        ));
+                    }
+                    // Thinking and signature deltas have no OpenAI counterpart.
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                let u = &v["usage"];
+                if let Some(n) = u["output_tokens"].as_u64() {
+                    self.usage.output_tokens = n;
+                }
+                if let Some(n) = u["input_tokens"].as_u64() {
+                    self.usage.input_tokens = n;
+                }
+                for (field, slot) in [
+                    ("cache_read_input_tokens", &mut self.usage.cache_read_input_tokens),
+                    (
+                        "cache_creation_input_tokens",
+                        &mut self.usage.cache_creation_input_tokens,
+                    ),
+                ] {
+                    if let Some(n) = u[field].as_u64() {
+                        *slot = Some(n);
+                    }
+                }
+                if let Some(reason) = v["delta"]["stop_reason"].as_str() {
+                    out.push(self.chunk(Delta::default(), Some(finish_reason(reason))));
+                }
+            }
+            "message_stop" => {
+                if self.include_usage {
+                    let mut c = self.chunk(Delta::default(), None);
+                    c.choices.clear();
+                    c.usage = Some(usage_to_openai(&self.usage));
+                    out.push(c);
+                }
+                return Ok((out, true));
+            }
+            "error" => {
+                return Err(Error::UpstreamUnavailable {
+                    provider: "anthropic".into(),
+                    message: v["error"]["message"]
+                        .as_str()
+                        .unwrap_or("stream error")
+                        .to_owned(),
+                });
+            }
+            // content_block_stop, ping, and event types added later.
+            _ => {}
+        }
+        Ok((out, false))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Inbound: `POST /v1/messages`.
+
+/// A Messages request as an OpenAI chat request, to run through the pipeline.
+pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
+    let mut messages = Vec::new();
+    if let Some(system) = &req.system {
+        messages.push(Message::text(Role::System, system.text()));
+    }
+    for m in req.messages {
+        let role = match m.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(Error::invalid_param(
+                    format!("messages: unexpected role `{other}`; use user or assistant"),
+                    "messages",
+                ));
+            }
+        };
+        let blocks = match m.content {
+            AnthropicContent::Text(t) => {
+                messages.push(Message::text(role, t));
+                continue;
+            }
+            AnthropicContent::Blocks(b) => b,
+        };
+        let mut parts = Vec::new();
+        let mut calls = Vec::new();
+        for b in blocks {
+            match b {
+                Block::Known(KnownBlock::Text { text, .. }) => parts.push(ContentPart::Known(
+                    KnownPart::Text {
+                        text,
+                        extra: Map::new(),
+                    },
+                )),
+                Block::Known(KnownBlock::Image { source, .. }) => {
+                    let url = match source {
+                        ImageSource::Base64 { media_type, data } => {
+                            format!("data:{media_type};base64,{data}")
+                        }
+                        ImageSource::Url { url } => url,
+                    };
+                    parts.push(ContentPart::Known(KnownPart::ImageUrl {
+                        image_url: ImageUrl { url, detail: None },
+                        extra: Map::new(),
+                    }));
+                }
+                Block::Known(KnownBlock::ToolUse { id, name, input }) => calls.push(ToolCall {
+                    id: Some(id),
+                    kind: Some("function".into()),
+                    function: Some(FunctionCall {
+                        name: Some(name),
+                        arguments: Some(input.to_string()),
+                    }),
+                    index: None,
+                }),
+                // Tool results come first in a user turn: each becomes a `tool` message.
+                Block::Known(KnownBlock::ToolResult {
+                    tool_use_id,
+                    content,
+                    is_error,
+                }) => {
+                    let mut text = content.map(|c| c.text()).unwrap_or_default();
+                    if is_error == Some(true) {
+                        text = format!("Error: {text}");
+                    }
+                    messages.push(Message {
+                        role: Role::Tool,
+                        content: Some(Content::Text(text)),
+                        name: None,
+                        tool_calls: None,
+                        tool_call_id: Some(tool_use_id),
+                        extra: Map::new(),
+                    });
+                }
+                // Thinking and other blocks have no OpenAI counterpart: dropped.
+                Block::Other(_) => {}
+            }
+        }
+        if parts.is_empty() && calls.is_empty() {
+            continue;
+        }
+        let all_text = parts
+            .iter()
+            .all(|p| matches!(p, ContentPart::Known(KnownPart::Text { .. })));
+        let content = if parts.is_empty() {
+            None
+        } else if all_text {
+            Some(Content::Text(Content::Parts(parts).text()))
+        } else {
+            Some(Content::Parts(parts))
+        };
+        messages.push(Message {
+            role,
+            content,
+            name: None,
+            tool_calls: (!calls.is_empty()).then_some(calls),
+            tool_call_id: None,
+            extra: Map::new(),
+        });
+    }
+    let tools = req
+        .tools
+        .map(|tools| {
+            tools
+                .into_iter()
+                .map(|t| match t.input_schema {
+                    Some(schema) => Ok(Tool {
+                        kind: "function".into(),
+                        function: Some(FunctionDef {
+                            name: t.name,
+                            description: t.description,
+                            parameters: Some(schema),
+                            strict: None,
+                        }),
+                        extra: Map::new(),
+                    }),
+                    None => Err(Error::invalid_param(
+                        format!("tools: `{}` is a server tool, which lyss cannot run", t.name),
+                        "tools",
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let mut extra = Map::new();
+    let mut tool_choice = None;
+    if let Some(choice) = &req.tool_choice {
+        tool_choice = match choice["type"].as_str() {
+            Some("any") => Some(json!("required")),
+            Some("none") => Some(json!("none")),
+            Some("tool") => Some(json!({"type": "function", "function": {"name": choice["name"]}})),
+            _ => Some(json!("auto")),
+        };
+        if choice["disable_parallel_tool_use"] == true {
+            extra.insert("parallel_tool_calls".into(), false.into());
+        }
+    }
+    if let Some(t) = req.temperature {
+        extra.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        extra.insert("top_p".into(), json!(p));
+    }
+    if let Some(stop) = req.stop_sequences.filter(|s| !s.is_empty()) {
+        extra.insert("stop".into(), json!(stop));
+    }
+    let stream = req.stream.unwrap_or(false);
+    Ok(ChatRequest {
+        model: req.model,
+        messages,
+        stream: stream.then_some(true),
+        // Usage is needed for Anthropic's final `message_delta`.
+        stream_options: stream.then(|| StreamOptions {
+            include_usage: Some(true),
+            extra: Map::new(),
+        }),
+        max_tokens: Some(req.max_tokens),
+        max_completion_tokens: None,
+        tools,
+        tool_choice,
+        response_format: None,
+        user: req
+            .metadata
+            .as_ref()
+            .and_then(|m| m["user_id"].as_str())
+            .map(str::to_owned),
+        extra,
+    })
+}
+
+/// An OpenAI completion as a Messages answer, under the model name the caller asked for.
+pub fn response_from_openai(resp: &ChatResponse, model: &str) -> MessagesResponse {
+    let choice = resp.choices.first();
+    let mut content = Vec::new();
+    if let Some(text) = choice
+        .and_then(|c| c.message.content.as_ref())
+        .map(Content::text)
+        .filter(|t| !t.is_empty())
+    {
+        content.push(Block::Known(KnownBlock::Text {
+            text,
+            extra: Map::new(),
+        }));
+    }
+    for call in choice
+        .and_then(|c| c.message.tool_calls.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let f = call.function.as_ref();
+        content.push(Block::Known(KnownBlock::ToolUse {
+            id: call.id.clone().unwrap_or_default(),
+            name: f.and_then(|f| f.name.clone()).unwrap_or_default(),
+            input: f
+                .and_then(|f| f.arguments.as_deref())
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_else(|| json!({})),
+        }));
+    }
+    MessagesResponse {
+        id: message_id(&resp.id),
+        kind: message_type(),
+        role: assistant(),
+        model: model.to_owned(),
+        content,
+        stop_reason: Some(
+            stop_reason(
+                choice
+                    .and_then(|c| c.finish_reason.as_deref())
+                    .unwrap_or("stop"),
+            )
+            .into(),
+        ),
+        stop_sequence: None,
+        usage: resp
+            .usage
+            .as_ref()
+            .map(usage_from_openai)
+            .unwrap_or_default(),
+    }
+}
+
+fn message_id(id: &str) -> String {
+    if id.starts_with("msg_") {
+        id.to_owned()
+    } else {
+        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
+    }
+}
+
+/// OpenAI chunks turned into Anthropic's events (name, data), one chunk at a time.
+#[derive(Debug)]
+pub struct StreamFromOpenAi {
+    model: String,
+    started: bool,
+    /// The open content block: its index and whether it is text.
+    open: Option<(u64, bool)>,
+    next_index: u64,
+    /// Tool call index → content block index.
+    tools: HashMap<u32, u64>,
+    stop_reason: Option<&'static str>,
+    usage: AnthropicUsage,
+}
+
+impl StreamFromOpenAi {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            started: false,
+            open: None,
+            next_index: 0,
+            tools: HashMap::new(),
+            stop_reason: None,
+            usage: AnthropicUsage::default(),
+        }
+    }
+
+    fn start(&mut self, id: &str, out: &mut Vec<(&'static str, Value)>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.push((
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        ));
+    }
+
+    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        if let Some((index, _)) = self.open.take() {
+            out.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
+
+    fn open(&mut self, text: bool, block: Value, out: &mut Vec<(&'static str, Value)>) -> u64 {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, text));
+        out.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    /// The events one chunk becomes.
+    pub fn on_chunk(&mut self, chunk: &ChatChunk) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        self.start(&chunk.id, &mut out);
+        if let Some(u) = &chunk.usage {
+            self.usage = usage_from_openai(u);
+        }
+        let Some(choice) = chunk.choices.iter().find(|c| c.index == 0) else {
+            return out;
+        };
+        if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
+            let index = match self.open {
+                Some((i, true)) => i,
+                _ => self.open(true, json!({"type": "text", "text": ""}), &mut out),
+            };
+            out.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "text_delta", "text": text}}),
+            ));
+        }
+        for call in choice.delta.tool_calls.iter().flatten() {
+            let tool = call.index.unwrap_or(0);
+            let f = call.function.as_ref();
+            let index = match self.tools.get(&tool) {
+                Some(&i) => i,
+                None => {
+                    let block = json!({"type": "tool_use", "id": call.id.clone().unwrap_or_default(),
+                        "name": f.and_then(|f| f.name.clone()).unwrap_or_default(), "input": {}});
+                    let i = self.open(false, block, &mut out);
+                    self.tools.insert(tool, i);
+                    i
+                }
+            };
+            if let Some(args) = f
+                .and_then(|f| f.arguments.as_deref())
+                .filter(|a| !a.is_empty())
+            {
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "input_json_delta", "partial_json": args}}),
+                ));
+            }
+        }
+        if let Some(reason) = &choice.finish_reason {
+            self.stop_reason = Some(stop_reason(reason));
+        }
+        out
+    }
+
+    /// The closing events, once the chunks have ended.
+    pub fn finish(&mut self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        self.start("", &mut out);
+        self.close(&mut out);
+        out.push((
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+                   "usage": self.usage}),
+        ));
+        out.push(("message_stop", json!({"type": "message_stop"})));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! `AnthropicProvider`: Anthropic's Messages API, translated to and from OpenAI's shapes
+//! ([`crate::anthropic`]).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::http::{Http, Step, api_key};
+use super::{ChunkStream, Provider};
+use crate::anthropic::{
+    API_VERSION, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
+};
+use crate::config::ProviderConfig;
+use crate::error::{Error, Result};
+use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+
+/// Output cap sent when the request sets none (Anthropic requires one).
+const DEFAULT_MAX_TOKENS: u32 = 4_096;
+
+/// Anthropic's API (`base_url` like `https://api.anthropic.com/v1`).
+pub struct AnthropicProvider {
+    http: Http,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("name", &self.http.name)
+            .field("base_url", &self.http.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
+}
+
+impl AnthropicProvider {
+    pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
+        Ok(Self {
+            http: Http::new(cfg)?,
+            api_key: api_key(cfg),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self
+            .http
+            .request(method, path)
+            .header("anthropic-version", API_VERSION);
+        match &self.api_key {
+            Some(k) => rb.header("x-api-key", k),
+            None => rb,
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn name(&self) -> &str {
+        &self.http.name
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
+        let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
+        body.stream = None;
+        let resp = self
+            .http
+            .send(self.request(reqwest::Method::POST, "/messages").json(&body))
+            .await?;
+        let answer: MessagesResponse = self.http.json(resp).await?;
+        Ok(response_to_openai(answer, now()))
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
+        let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
+        body.stream = Some(true);
+        let resp = self
+            .http
+            .send(
+                self.request(reqwest::Method::POST, "/messages")
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    .json(&body),
+            )
+            .await?;
+        let mut translator = StreamToOpenAi::new(now(), req.wants_stream_usage());
+        let provider = self.http.name.clone();
+        Ok(self.http.chunks(resp, move |ev| {
+            let (chunks, done) = translator.on_event(&ev.event, &ev.data).map_err(|e| {
+                Error::UpstreamUnavailable {
+                    provider: provider.clone(),
+                    message: match e {
+                        Error::UpstreamUnavailable { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                }
+            })?;
+            Ok(Step { chunks, done })
+        }))
+    }
+
+    async fn embeddings(&self, _: &EmbeddingsRequest) -> Result<EmbeddingsResponse> {
+        Err(Error::invalid(format!(
+            "provider `{}` (Anthropic) has no embeddings API",
+            self.http.name
+        )))
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+        }
+        let resp = self
+            .http
+            .send(self.request(reqwest::Method::GET, "/models"))
+            .await?;
+        let list: List = self.http.json(resp).await?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
