@@ -139,10 +139,16 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 policy.delete_provider(&stored.name).await?;
                 return Err(e.into());
             }
-            eprintln!("stored; restart lyss-server to use it, then `lyss provider test {}`", stored.name);
-            print(ctx.json, &stored, &["name", "kind", "base_url", "key"], || {
-                vec![row(&stored)]
-            })
+            eprintln!(
+                "stored; restart lyss-server to use it, then `lyss provider test {}`",
+                stored.name
+            );
+            print(
+                ctx.json,
+                &stored,
+                &["name", "kind", "base_url", "key"],
+                || vec![row(&stored)],
+            )
         }
         Cmd::List => {
             let stored = policy.list_providers().await?;
@@ -189,14 +195,19 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 .with_context(|| format!("`{name}` failed the check"))?;
             let out = serde_json::json!({"provider": name, "ok": true, "models": models.len(),
                 "latency_ms": started.elapsed().as_millis() as u64});
-            print(ctx.json, &out, &["provider", "ok", "models", "latency"], || {
-                vec![vec![
-                    name.clone(),
-                    "ok".into(),
-                    models.len().to_string(),
-                    format!("{} ms", started.elapsed().as_millis()),
-                ]]
-            })
+            print(
+                ctx.json,
+                &out,
+                &["provider", "ok", "models", "latency"],
+                || {
+                    vec![vec![
+                        name.clone(),
+                        "ok".into(),
+                        models.len().to_string(),
+                        format!("{} ms", started.elapsed().as_millis()),
+                    ]]
+                },
+            )
         }
         Cmd::Remove { name } => {
             policy.delete_provider(&name).await?;

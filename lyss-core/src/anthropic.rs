@@ -599,7 +599,10 @@ impl StreamToOpenAi {
                     self.usage.input_tokens = n;
                 }
                 for (field, slot) in [
-                    ("cache_read_input_tokens", &mut self.usage.cache_read_input_tokens),
+                    (
+                        "cache_read_input_tokens",
+                        &mut self.usage.cache_read_input_tokens,
+                    ),
                     (
                         "cache_creation_input_tokens",
                         &mut self.usage.cache_creation_input_tokens,
@@ -669,12 +672,12 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
         let mut calls = Vec::new();
         for b in blocks {
             match b {
-                Block::Known(KnownBlock::Text { text, .. }) => parts.push(ContentPart::Known(
-                    KnownPart::Text {
+                Block::Known(KnownBlock::Text { text, .. }) => {
+                    parts.push(ContentPart::Known(KnownPart::Text {
                         text,
                         extra: Map::new(),
-                    },
-                )),
+                    }))
+                }
                 Block::Known(KnownBlock::Image { source, .. }) => {
                     let url = match source {
                         ImageSource::Base64 { media_type, data } => {
@@ -758,7 +761,10 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
                         extra: Map::new(),
                     }),
                     None => Err(Error::invalid_param(
-                        format!("tools: `{}` is a server tool, which lyss cannot run", t.name),
+                        format!(
+                            "tools: `{}` is a server tool, which lyss cannot run",
+                            t.name
+                        ),
                         "tools",
                     )),
                 })

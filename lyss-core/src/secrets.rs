@@ -36,7 +36,9 @@ fn decode(text: &str) -> Option<[u8; 32]> {
             .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
             .collect::<Option<Vec<u8>>>()?
     } else {
-        base64::engine::general_purpose::STANDARD.decode(text).ok()?
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?
     };
     bytes.try_into().ok()
 }
@@ -59,16 +61,18 @@ impl MasterKey {
         }
         let path = data_dir.join(MASTER_KEY_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => decode(&text).map(|b| Self::from_bytes(&b)).ok_or_else(|| {
-                Error::Config(format!("{} is not a 32-byte key", path.display()))
-            }),
+            Ok(text) => decode(&text)
+                .map(|b| Self::from_bytes(&b))
+                .ok_or_else(|| Error::Config(format!("{} is not a 32-byte key", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let bytes: [u8; 32] = rand::random();
                 std::fs::create_dir_all(data_dir)
                     .map_err(|e| Error::Config(format!("{}: {e}", data_dir.display())))?;
                 write_private(
                     &path,
-                    base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(bytes)
+                        .as_bytes(),
                 )?;
                 Ok(Self::from_bytes(&bytes))
             }
@@ -147,9 +151,17 @@ mod tests {
         let sealed = key.seal("anthropic", "sk-ant-secret").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"sk-ant"), "not in clear");
         assert_eq!(key.open("anthropic", &sealed).unwrap(), "sk-ant-secret");
-        assert_ne!(sealed, key.seal("anthropic", "sk-ant-secret").unwrap(), "fresh nonce");
+        assert_ne!(
+            sealed,
+            key.seal("anthropic", "sk-ant-secret").unwrap(),
+            "fresh nonce"
+        );
         assert!(key.open("openai", &sealed).is_err(), "bound to its owner");
-        assert!(MasterKey::from_bytes(&[8; 32]).open("anthropic", &sealed).is_err());
+        assert!(
+            MasterKey::from_bytes(&[8; 32])
+                .open("anthropic", &sealed)
+                .is_err()
+        );
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(key.open("anthropic", &tampered).is_err());
@@ -172,7 +184,10 @@ mod tests {
         if std::env::var(MASTER_KEY_ENV).is_ok() {
             return;
         }
-        assert!(MasterKey::load(dir.path(), false).is_err(), "not created unless asked");
+        assert!(
+            MasterKey::load(dir.path(), false).is_err(),
+            "not created unless asked"
+        );
         let first = MasterKey::load(dir.path(), true).unwrap();
         let sealed = first.seal("p", "v").unwrap();
         let again = MasterKey::load(dir.path(), false).unwrap();

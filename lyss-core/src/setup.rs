@@ -299,7 +299,10 @@ pub async fn with_stored_providers(config: &Config, policy: &dyn Policy) -> Resu
                 if master.is_none() {
                     master = Some(crate::secrets::MasterKey::load(&data_dir(&config), false)?);
                 }
-                let key = master.as_ref().map(|m| m.open(&p.name, sealed)).transpose()?;
+                let key = master
+                    .as_ref()
+                    .map(|m| m.open(&p.name, sealed))
+                    .transpose()?;
                 key.map(Secret::new)
             }
             None => None,
@@ -344,12 +347,8 @@ pub async fn build_models(
     config: &Config,
     providers: &HashMap<String, Arc<dyn Provider>>,
 ) -> Result<ModelRegistry> {
-    let mut registry = ModelRegistry::from_config(
-        &config.models,
-        providers,
-        &config.providers,
-        &config.router,
-    )?;
+    let mut registry =
+        ModelRegistry::from_config(&config.models, providers, &config.providers, &config.router)?;
     for p in config.providers.iter().filter(|p| p.discover_models) {
         let Some(provider) = providers.get(&p.name) else {
             continue;

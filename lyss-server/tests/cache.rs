@@ -429,7 +429,7 @@ async fn a_paraphrase_is_a_semantic_hit_above_the_threshold_only(backend: Backen
         .unwrap()
         .parse()
         .unwrap();
-    assert!(sim >= 0.95 && sim < 1.0, "{sim}");
+    assert!((0.95..1.0).contains(&sim), "{sim}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "4");
     assert_eq!(upstream_calls(&app).await, 1);

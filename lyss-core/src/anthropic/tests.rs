@@ -87,8 +87,10 @@ fn an_openai_request_becomes_a_messages_request() {
         m["messages"][0]["content"][0]["source"],
         json!({"type": "url", "url": "https://x/cat.png"})
     );
-    let audio = chat(json!({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}));
+    let audio = chat(
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}),
+    );
     assert!(matches!(
         request_from_openai(&audio, 10),
         Err(Error::InvalidRequest { .. })
@@ -100,13 +102,19 @@ fn a_messages_answer_becomes_a_completion_with_tool_calls_and_cache_usage() {
     let resp: MessagesResponse = serde_json::from_str(&fixture("tool_use.json")).unwrap();
     let c = response_to_openai(resp, 7);
     let m = &c.choices[0].message;
-    assert_eq!(m.content, Some(Content::Text("I'll check the weather.".into())));
+    assert_eq!(
+        m.content,
+        Some(Content::Text("I'll check the weather.".into()))
+    );
     let call = &m.tool_calls.as_ref().unwrap()[0];
     assert_eq!(call.id.as_deref(), Some("toolu_01A09q90qw90lq917835lq9"));
     let f = call.function.as_ref().unwrap();
     assert_eq!(f.name.as_deref(), Some("get_weather"));
     let args: Value = serde_json::from_str(f.arguments.as_deref().unwrap()).unwrap();
-    assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "celsius"}));
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
     assert_eq!(c.choices[0].finish_reason.as_deref(), Some("tool_calls"));
     let u = c.usage.unwrap();
     // Anthropic's input excludes cache writes and reads; OpenAI's prompt includes them.
@@ -119,10 +127,18 @@ fn a_messages_answer_becomes_a_completion_with_tool_calls_and_cache_usage() {
 }
 
 /// Feeds a recorded stream through the translator: (text, tool calls, finishes, usage, done).
-fn run_stream(sse: &str, include_usage: bool) -> (String, Vec<ToolCall>, Vec<String>, Option<Usage>, bool) {
+fn run_stream(
+    sse: &str,
+    include_usage: bool,
+) -> (String, Vec<ToolCall>, Vec<String>, Option<Usage>, bool) {
     let mut t = StreamToOpenAi::new(1, include_usage);
-    let (mut text, mut calls, mut finishes, mut usage, mut done) =
-        (String::new(), Vec::<ToolCall>::new(), Vec::new(), None, false);
+    let (mut text, mut calls, mut finishes, mut usage, mut done) = (
+        String::new(),
+        Vec::<ToolCall>::new(),
+        Vec::new(),
+        None,
+        false,
+    );
     for (event, data) in events(sse) {
         assert!(!done, "nothing after message_stop");
         let (chunks, d) = t.on_event(&event, &data).unwrap();
@@ -140,7 +156,14 @@ fn run_stream(sse: &str, include_usage: bool) -> (String, Vec<ToolCall>, Vec<Str
                     } else {
                         let f = calls[i].function.as_mut().unwrap();
                         let args = f.arguments.get_or_insert_with(String::new);
-                        args.push_str(call.function.as_ref().unwrap().arguments.as_deref().unwrap_or(""));
+                        args.push_str(
+                            call.function
+                                .as_ref()
+                                .unwrap()
+                                .arguments
+                                .as_deref()
+                                .unwrap_or(""),
+                        );
                     }
                 }
             }
@@ -157,7 +180,10 @@ fn an_anthropic_stream_becomes_openai_chunks_with_usage() {
     assert_eq!(finishes, ["stop"]);
     assert!(done);
     let u = usage.unwrap();
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens()), (125, 15, 100));
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+        (125, 15, 100)
+    );
     let (_, _, _, usage, _) = run_stream(&fixture("text.sse"), false);
     assert!(usage.is_none(), "usage only when asked");
 }
@@ -167,7 +193,10 @@ fn streamed_tool_use_arrives_as_one_tool_call() {
     let (text, calls, finishes, _, _) = run_stream(&fixture("tool_use.sse"), true);
     assert_eq!(text, "Okay, let me check the weather.");
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].id.as_deref(), Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6"));
+    assert_eq!(
+        calls[0].id.as_deref(),
+        Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6")
+    );
     let f = calls[0].function.as_ref().unwrap();
     assert_eq!(f.name.as_deref(), Some("get_weather"));
     let args: Value = serde_json::from_str(f.arguments.as_deref().unwrap()).unwrap();
@@ -231,9 +260,10 @@ fn a_messages_request_runs_as_a_chat_request() {
             ]
         })
     );
-    let server_tool: MessagesRequest = serde_json::from_value(json!({"model": "m", "max_tokens": 1,
+    let server_tool: MessagesRequest =
+        serde_json::from_value(json!({"model": "m", "max_tokens": 1,
         "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}))
-    .unwrap();
+        .unwrap();
     assert!(matches!(
         request_to_openai(server_tool),
         Err(Error::InvalidRequest { .. })
@@ -265,8 +295,10 @@ fn a_completion_goes_back_as_a_message() {
 fn openai_chunks_go_back_as_anthropic_events() {
     let chunk = |v: Value| -> ChatChunk { serde_json::from_value(v).unwrap() };
     let c = |delta: Value, finish: Value| {
-        chunk(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "up",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        chunk(
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "up",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     };
     let mut s = StreamFromOpenAi::new("gpt-4o-mini");
     let mut all = Vec::new();
@@ -274,12 +306,23 @@ fn openai_chunks_go_back_as_anthropic_events() {
         c(json!({"role": "assistant", "content": ""}), Value::Null),
         c(json!({"content": "Hi"}), Value::Null),
         c(json!({"content": " you"}), Value::Null),
-        c(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}), Value::Null),
-        c(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}), Value::Null),
-        c(json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}), Value::Null),
+        c(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}),
+            Value::Null,
+        ),
+        c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            Value::Null,
+        ),
+        c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            Value::Null,
+        ),
         c(json!({}), json!("tool_calls")),
-        chunk(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "up", "choices": [],
-                     "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}})),
+        chunk(
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "up", "choices": [],
+                     "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}),
+        ),
     ] {
         all.extend(s.on_chunk(&ch));
     }
@@ -303,7 +346,10 @@ fn openai_chunks_go_back_as_anthropic_events() {
     );
     assert_eq!(all[0].1["message"]["id"], "msg_1");
     assert_eq!(all[0].1["message"]["model"], "gpt-4o-mini");
-    assert_eq!(all[2].1["delta"], json!({"type": "text_delta", "text": "Hi"}));
+    assert_eq!(
+        all[2].1["delta"],
+        json!({"type": "text_delta", "text": "Hi"})
+    );
     assert_eq!(
         all[5].1["content_block"],
         json!({"type": "tool_use", "id": "call_1", "name": "f", "input": {}})

@@ -206,7 +206,9 @@ fn parts(content: Option<&Content>) -> Result<Vec<Value>> {
                             Some((mime, data)) => {
                                 json!({"inlineData": {"mimeType": mime, "data": data}})
                             }
-                            None => json!({"fileData": {"mimeType": image_mime(url), "fileUri": url}}),
+                            None => {
+                                json!({"fileData": {"mimeType": image_mime(url), "fileUri": url}})
+                            }
                         },
                     ))
                 }
@@ -236,8 +238,9 @@ fn image_mime(url: &str) -> &'static str {
 fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII"
-        | "IMAGE_SAFETY" => "content_filter",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            "content_filter"
+        }
         _ if called_tools => "tool_calls",
         _ => "stop",
     }
@@ -264,7 +267,11 @@ fn usage(meta: &Value) -> Usage {
 fn candidate_parts(candidate: &Value, next_call: &mut u32) -> (String, Vec<ToolCall>) {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for p in candidate["content"]["parts"].as_array().into_iter().flatten() {
+    for p in candidate["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         // Thought summaries are not part of the answer.
         if p["thought"] == true {
             continue;
@@ -284,7 +291,12 @@ fn candidate_parts(candidate: &Value, next_call: &mut u32) -> (String, Vec<ToolC
                 kind: Some("function".into()),
                 function: Some(FunctionCall {
                     name: f["name"].as_str().map(str::to_owned),
-                    arguments: Some(f.get("args").cloned().unwrap_or_else(|| json!({})).to_string()),
+                    arguments: Some(
+                        f.get("args")
+                            .cloned()
+                            .unwrap_or_else(|| json!({}))
+                            .to_string(),
+                    ),
                 }),
                 index: Some(index),
             });

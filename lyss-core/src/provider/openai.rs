@@ -34,12 +34,14 @@ impl OpenAiProvider {
     /// Builds the provider; the API key is resolved from `api_key` or `api_key_env` now.
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
         let azure = match cfg.kind {
-            crate::config::ProviderKind::Azure => Some(cfg.api_version.clone().ok_or_else(|| {
-                Error::Config(format!(
-                    "providers.{}: kind = \"azure\" needs api_version (e.g. \"2024-10-21\")",
-                    cfg.name
-                ))
-            })?),
+            crate::config::ProviderKind::Azure => {
+                Some(cfg.api_version.clone().ok_or_else(|| {
+                    Error::Config(format!(
+                        "providers.{}: kind = \"azure\" needs api_version (e.g. \"2024-10-21\")",
+                        cfg.name
+                    ))
+                })?)
+            }
             _ => None,
         };
         Ok(Self {
@@ -134,9 +136,8 @@ impl Provider for OpenAiProvider {
         // Some servers answer base64 anyway; decode so callers always get floats.
         for e in &mut out.data {
             if let EmbeddingVector::Base64(_) = e.embedding {
-                e.embedding = decode_base64_vector(&e.embedding).ok_or_else(|| {
-                    self.http.malformed("base64 embedding")
-                })?;
+                e.embedding = decode_base64_vector(&e.embedding)
+                    .ok_or_else(|| self.http.malformed("base64 embedding"))?;
             }
         }
         Ok(out)

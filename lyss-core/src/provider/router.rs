@@ -328,7 +328,10 @@ impl Provider for Router {
                     }
                 }
             });
-            Ok(Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest)) as ChunkStream)
+            Ok(
+                Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest))
+                    as ChunkStream,
+            )
         })
         .await
     }

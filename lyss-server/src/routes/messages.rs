@@ -120,7 +120,10 @@ pub async fn create(
 }
 
 /// Chunks as Anthropic's named events; a failure mid-stream is an `error` event, the last.
-fn events(stream: ChatStream, model: String) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
+fn events(
+    stream: ChatStream,
+    model: String,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
     let translator = StreamFromOpenAi::new(&model);
     futures::stream::unfold(Some((stream, translator)), |state| async move {
         let (mut stream, mut translator) = state?;
