@@ -20,6 +20,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${LYSS_SHARED:-$ROOT/../shared}"
 HARNESS="$SHARED/bench/peers/run.sh"
+# The same target directory as .ci/run, so a release build reuses what is there.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lyss/target}"
 [ -f "$HARNESS" ] || { echo "peer harness not found at $HARNESS (set LYSS_SHARED)" >&2; exit 1; }
 PG_ADMIN_URL="${LYSS_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 REDIS_URL="${LYSS_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"

@@ -39,6 +39,7 @@ pub fn command(name: &str) -> Command {
         "LYSS_REDIS_URL",
         "LYSS_ADMIN_TOKEN",
         "LYSS_BIND",
+        "LYSS_MASTER_KEY",
         "OPENAI_API_KEY",
         "OLLAMA_BASE_URL",
     ] {

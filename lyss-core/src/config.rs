@@ -476,7 +476,8 @@ pub struct ModelConfig {
     /// Largest completion the model can produce. Optional.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
-    /// This target's share of traffic when there are `targets` too. Default 1.
+    /// This target's share of traffic when there are `targets` too. Default 1; 0 makes a
+    /// target a standby, used only when the others fail.
     #[serde(default)]
     pub weight: Option<u32>,
     /// Seconds a whole attempt may take at this target. Default: the provider's `timeout_secs`.
@@ -500,7 +501,7 @@ pub struct TargetConfig {
     /// Model name at that provider (a deployment name for Azure). Default: the model's.
     #[serde(default)]
     pub upstream: Option<String>,
-    /// Share of traffic. Default 1.
+    /// Share of traffic. Default 1; 0: a standby, used only when the others fail.
     #[serde(default)]
     pub weight: Option<u32>,
     #[serde(default)]

@@ -1085,8 +1085,8 @@ struct SemanticPlan {
 }
 
 impl SemanticPlan {
-    /// The question's embedding (computed once).
-    async fn vector(&mut self) -> Result<&[f32]> {
+    /// Embeds the question, once.
+    async fn embed(&mut self) -> Result<()> {
         if self.vector.is_none() {
             let mut v = self
                 .embedder
@@ -1097,7 +1097,21 @@ impl SemanticPlan {
                     .ok_or_else(|| Error::Internal("the embedder returned nothing".into()))?,
             );
         }
-        Ok(self.vector.as_deref().unwrap_or_default())
+        Ok(())
+    }
+
+    /// The answer to the most similar question above the threshold, with its similarity.
+    async fn lookup(&mut self, cache: &dyn Cache) -> Result<Option<crate::cache::Similar>> {
+        self.embed().await?;
+        let v = self.vector.as_deref().unwrap_or_default();
+        cache.get_similar(&self.partition, v, self.threshold).await
+    }
+
+    /// Files the question of the answer cached under `key`.
+    async fn file(&mut self, cache: &dyn Cache, key: &str, ttl: Duration) -> Result<()> {
+        self.embed().await?;
+        let v = self.vector.as_deref().unwrap_or_default();
+        cache.put_vector(&self.partition, key, v, ttl).await
     }
 }
 
@@ -1122,23 +1136,10 @@ impl CachePlan {
                 similarity: None,
             });
         }
-        let sem = self.semantic.as_mut()?;
-        let similar = match sem.vector().await {
-            Ok(v) => {
-                let v = v.to_vec();
-                self.cache
-                    .get_similar(&sem.partition, &v, sem.threshold)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let (value, similarity) = match similar {
-            Ok(Some(s)) => (Ok(Some(s.value)), Some(s.similarity)),
-            Ok(None) => (Ok(None), None),
-            Err(e) => (Err(e), None),
-        };
+        let found = self.semantic.as_mut()?.lookup(self.cache.as_ref()).await;
+        let similarity = found.as_ref().ok().and_then(Option::as_ref).map(|s| s.similarity);
         Some(Hit {
-            answer: self.decode(value)?,
+            answer: self.decode(found.map(|s| s.map(|s| s.value)))?,
             similarity,
         })
     }
@@ -1168,15 +1169,7 @@ impl CachePlan {
             Err(e) => Err(Error::Internal(e.to_string())),
         };
         let filed = match (&stored, self.semantic.as_mut()) {
-            (Ok(()), Some(sem)) => match sem.vector().await {
-                Ok(v) => {
-                    let v = v.to_vec();
-                    self.cache
-                        .put_vector(&sem.partition, &self.key, &v, self.ttl)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+            (Ok(()), Some(sem)) => sem.file(self.cache.as_ref(), &self.key, self.ttl).await,
             _ => Ok(()),
         };
         if let Err(e) = stored.and(filed) {

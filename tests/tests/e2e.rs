@@ -188,7 +188,7 @@ provider = "local"
     match python {
         Some(py) => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/openai_sdk.py");
-            let out = Command::new(py)
+            let out = Command::new(&py)
                 .arg(script)
                 .env("LYSS_BASE_URL", format!("{}/v1", server.base))
                 .env("LYSS_KEY", &key)
@@ -201,6 +201,20 @@ provider = "local"
             assert!(
                 out.status.success(),
                 "openai SDK check failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // And Anthropic's SDK, through /v1/messages, to the same OpenAI-compatible upstream.
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/anthropic_sdk.py");
+            let out = Command::new(&py)
+                .arg(script)
+                .env("LYSS_BASE_URL", &server.base)
+                .env("LYSS_KEY", &key)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "anthropic SDK check failed:\n{}\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -390,4 +404,213 @@ async fn lyss_cache_reads_and_clears_the_running_servers_cache() {
     assert_eq!(ask().await.unwrap().headers()["x-lyss-cache"], "miss");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// `lyss provider add … --api-key -` stores the key encrypted, never shows it, `lyss provider
+/// test` makes an authenticated call, and a server started afterwards serves a model through
+/// the stored provider (Anthropic's wire format here).
+#[tokio::test]
+async fn a_provider_stored_with_lyss_serves_models_and_its_key_stays_secret() {
+    const KEY: &str = "sk-ant-api03-very-secret-value";
+    let anthropic = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .and(wiremock::matchers::header("x-api-key", KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": [{"id": "claude-sonnet-4-5", "type": "model"}], "has_more": false}),
+        ))
+        .mount(&anthropic)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(wiremock::matchers::header("x-api-key", KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Bonjour from Claude"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 4}})))
+        .mount(&anthropic)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"type": "error",
+            "error": {"type": "authentication_error", "message": "invalid x-api-key"}})),
+        )
+        .mount(&anthropic)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("lyss.toml");
+    std::fs::write(
+        &config,
+        "[[models]]\nname = \"claude\"\nprovider = \"claude-api\"\nupstream = \"claude-sonnet-4-5\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = command("lyss")
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let base = format!("{}/v1", anthropic.uri());
+    // A key on the command line is refused: it would land in shell history.
+    let out = run(
+        &[
+            "provider",
+            "add",
+            "claude-api",
+            "--kind",
+            "anthropic",
+            "--api-key",
+            KEY,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &[
+            "provider",
+            "add",
+            "claude-api",
+            "--kind",
+            "anthropic",
+            "--base-url",
+            &base,
+            "--api-key",
+            "-",
+        ],
+        Some(&format!("{KEY}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_file = data.join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let out = run(&["provider", "list"], None);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.contains("claude-api") && listed.contains("stored (encrypted)"),
+        "{listed}"
+    );
+    let out = run(&["--json", "provider", "test", "claude-api"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tested: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (tested["ok"].clone(), tested["models"].clone()),
+        (json!(true), json!(1))
+    );
+
+    // The server uses it.
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .await;
+    lyss(
+        &config,
+        &data,
+        &["workspace", "create", "team", "--models", "claude"],
+    );
+    lyss(
+        &config,
+        &data,
+        &["user", "create", "ann", "--workspace", "team"],
+    );
+    let key = lyss(&config, &data, &["key", "create", "--user", "ann"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Bonjour from Claude"
+    );
+    server.kill_hard();
+
+    // The key is nowhere in clear: not in the database, not in any output.
+    let db = std::fs::read(data.join("lyss.db")).unwrap();
+    assert!(!db.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+    assert!(!listed.contains(KEY) && !String::from_utf8_lossy(&out.stderr).contains(KEY));
+    // Another master key cannot open it: the server refuses to start, naming the provider.
+    let out = command("lyss-server")
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env("LYSS_MASTER_KEY", "0".repeat(64))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claude-api"));
+
+    // A wrong key fails `lyss provider test` with the vendor's message.
+    let out = run(
+        &[
+            "provider",
+            "add",
+            "claude-api",
+            "--kind",
+            "anthropic",
+            "--base-url",
+            &base,
+            "--api-key",
+            "-",
+        ],
+        Some("sk-wrong"),
+    );
+    assert!(out.status.success());
+    let out = run(&["provider", "test", "claude-api"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid x-api-key"));
+    assert!(
+        run(&["provider", "remove", "claude-api"], None)
+            .status
+            .success()
+    );
+    assert!(
+        !run(&["provider", "remove", "claude-api"], None)
+            .status
+            .success()
+    );
 }

@@ -26,7 +26,8 @@ pub struct Target {
     pub provider: Arc<dyn Provider>,
     /// The model name this provider knows.
     pub upstream: String,
-    /// Share of traffic when several targets are healthy.
+    /// Share of traffic when several targets are healthy; 0: a standby, tried only as a
+    /// fallback.
     pub weight: u32,
     /// A whole attempt (a non-streaming answer, or a whole stream).
     pub timeout: Duration,
@@ -40,7 +41,7 @@ impl Target {
         Self {
             provider,
             upstream,
-            weight: weight.max(1),
+            weight,
             timeout: Duration::from_secs(600),
             first_byte_timeout: Duration::from_secs(600),
             breaker: Breaker::default(),
@@ -180,18 +181,21 @@ impl Router {
     /// configured order.
     fn order(&self) -> Vec<usize> {
         let total: u32 = self.targets.iter().map(|t| t.weight).sum();
-        let mut pick = rand::rng().random_range(0..total.max(1));
-        let first = self
-            .targets
-            .iter()
-            .position(|t| {
-                if pick < t.weight {
-                    return true;
-                }
-                pick -= t.weight;
-                false
-            })
-            .unwrap_or(0);
+        let first = if total == 0 {
+            0
+        } else {
+            let mut pick = rand::rng().random_range(0..total);
+            self.targets
+                .iter()
+                .position(|t| {
+                    if pick < t.weight {
+                        return true;
+                    }
+                    pick -= t.weight;
+                    false
+                })
+                .unwrap_or(0)
+        };
         std::iter::once(first)
             .chain((0..self.targets.len()).filter(|i| *i != first))
             .collect()
@@ -265,11 +269,15 @@ impl Router {
     }
 }
 
-/// The request with the target's model name.
-fn for_target(req: &ChatRequest, target: &Target) -> ChatRequest {
+/// The request with the target's model name (copied only when the name differs: prompts
+/// can be large).
+fn for_target<'r>(req: &'r ChatRequest, target: &Target) -> std::borrow::Cow<'r, ChatRequest> {
+    if req.model == target.upstream {
+        return std::borrow::Cow::Borrowed(req);
+    }
     let mut req = req.clone();
     req.model = target.upstream.clone();
-    req
+    std::borrow::Cow::Owned(req)
 }
 
 #[async_trait]

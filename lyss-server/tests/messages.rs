@@ -1,0 +1,205 @@
+//! `POST /v1/messages`: Anthropic's Messages API in front of an OpenAI-compatible upstream,
+//! with lyss keys in `x-api-key` or as a bearer token, Anthropic's answer, event stream and
+//! error shapes, and the same governance as chat completions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::TestApp;
+use lyss_core::policy::{NewBudget, Period, Scope, Unit};
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, Request, ResponseTemplate};
+
+async fn app() -> TestApp {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .respond_with(|req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            if body["stream"] == true {
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "text/event-stream")
+                    .set_body_string(common::sse("up-mini", &["Bon", "jour"], true))
+            } else {
+                ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "Bonjour"))
+            }
+        })
+        .mount(&app.upstream)
+        .await;
+    app
+}
+
+fn message(stream: bool) -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": 64, "stream": stream,
+           "system": "Answer in French.",
+           "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]})
+}
+
+async fn send(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/messages", app.base))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_is_answered_in_anthropics_shape() {
+    let app = app().await;
+    let resp = send(&app, &app.key, &message(false)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["role"], "assistant");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(
+        body["content"],
+        json!([{"type": "text", "text": "Bonjour"}])
+    );
+    assert_eq!(body["stop_reason"], "end_turn");
+    assert_eq!(body["usage"]["input_tokens"], 1117);
+    assert_eq!(body["usage"]["output_tokens"], 46);
+    assert!(body["id"].as_str().unwrap().starts_with("msg_"));
+    // The upstream got an OpenAI request: the system prompt first, the cap, the model's name.
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["model"], "up-mini");
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hello"}])
+    );
+    // A bearer token works too, and the ledger has the request.
+    let resp = app
+        .post("/v1/messages")
+        .json(&message(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.ledger().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_streamed_message_is_anthropics_event_stream() {
+    let app = app().await;
+    let resp = send(&app, &app.key, &message(true)).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap()
+                .to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    for (name, data) in &events {
+        assert_eq!(data["type"], *name, "each event's type names it");
+    }
+    let said: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(said, "Bonjour");
+    assert_eq!(events[5].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(events[5].1["usage"]["output_tokens"], 12);
+    // Usage was asked upstream, so the stream was billed.
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let ledger = app.ledger().await;
+    assert_eq!(ledger[0].completion_tokens, 12);
+}
+
+#[tokio::test]
+async fn errors_have_anthropics_shape_and_governance_applies() {
+    let app = app().await;
+    let expect = |status: u16, kind: &'static str| {
+        move |resp: reqwest::Response| async move {
+            assert_eq!(resp.status(), status);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["type"], "error", "{body}");
+            assert_eq!(body["error"]["type"], kind, "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+            body
+        }
+    };
+    expect(401, "authentication_error")(send(&app, "lyss-sk-nope-nope", &message(false)).await)
+        .await;
+    // Bad JSON from an unknown caller is still just 401.
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages", app.base))
+        .header("x-api-key", "lyss-sk-nope-nope")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect(401, "authentication_error")(resp).await;
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages", app.base))
+        .header("x-api-key", &app.key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect(400, "invalid_request_error")(resp).await;
+    let mut unknown = message(false);
+    unknown["model"] = json!("claude-opus-4");
+    expect(404, "not_found_error")(send(&app, &app.key, &unknown).await).await;
+    let mut server_tool = message(false);
+    server_tool["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+    expect(400, "invalid_request_error")(send(&app, &app.key, &server_tool).await).await;
+
+    // A budget too small for the request: refused before anything goes upstream.
+    let before = app.upstream_bodies().await.len();
+    app.state
+        .lyss
+        .policy()
+        .set_budget(&NewBudget {
+            scope: Scope::User,
+            target: "ann".into(),
+            unit: Unit::Tokens,
+            limit: 5,
+            period: Period::Monthly,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let body = expect(429, "rate_limit_error")(send(&app, &app.key, &message(false)).await).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget"),
+        "{body}"
+    );
+    assert_eq!(app.upstream_bodies().await.len(), before);
+}
