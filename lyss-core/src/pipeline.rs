@@ -1137,7 +1137,11 @@ impl CachePlan {
             });
         }
         let found = self.semantic.as_mut()?.lookup(self.cache.as_ref()).await;
-        let similarity = found.as_ref().ok().and_then(Option::as_ref).map(|s| s.similarity);
+        let similarity = found
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|s| s.similarity);
         Some(Hit {
             answer: self.decode(found.map(|s| s.map(|s| s.value)))?,
             similarity,
