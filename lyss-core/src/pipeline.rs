@@ -660,6 +660,7 @@ impl Lyss {
                 },
             )
             .await?;
+        crate::telemetry::gateway_time(started.elapsed());
         let headers = match similarity {
             Some(sim) => vec![
                 (CACHE_HEADER, "semantic-hit".to_owned()),
@@ -701,7 +702,15 @@ impl Lyss {
     }
 
     /// `POST /v1/chat/completions`.
-    pub async fn chat(&self, call: &Call, mut req: ChatRequest) -> Result<ChatReply> {
+    pub async fn chat(&self, call: &Call, req: ChatRequest) -> Result<ChatReply> {
+        let reply = self.chat_inner(call, req).await;
+        if let Err(e) = &reply {
+            refused(e);
+        }
+        reply
+    }
+
+    async fn chat_inner(&self, call: &Call, mut req: ChatRequest) -> Result<ChatReply> {
         let started = Instant::now();
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
@@ -777,9 +786,11 @@ impl Lyss {
 
         let deadline = self.deadline(started);
         if !req.is_stream() {
+            let asked = Instant::now();
             let answer = tokio::time::timeout_at(deadline, model.provider.chat(&req))
                 .await
                 .unwrap_or_else(|_| Err(outlived(&model)));
+            let upstream_time = asked.elapsed();
             return match answer {
                 Ok(resp) => {
                     let usage = resp.usage.clone().unwrap_or_else(|| Usage {
@@ -797,6 +808,7 @@ impl Lyss {
                     if let Some(plan) = &mut cache {
                         plan.store(&resp).await;
                     }
+                    crate::telemetry::gateway_time(started.elapsed().saturating_sub(upstream_time));
                     Ok(ChatReply {
                         body: ChatBody::Complete(resp),
                         headers,
@@ -959,9 +971,9 @@ impl LedgerDraft {
         error: Option<String>,
     ) -> Result<BudgetLeft> {
         self.settled = true;
-        self.policy
-            .settle(&self.reservation, &self.entry(usage, status, error))
-            .await
+        let entry = self.entry(usage, status, error);
+        crate::telemetry::finished(&entry);
+        self.policy.settle(&self.reservation, &entry).await
     }
 
     fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
@@ -1002,6 +1014,7 @@ impl LedgerDraft {
         entry.cache = Some(kind.into());
         entry.saved_tokens = saved.prompt_tokens + saved.completion_tokens;
         entry.saved_nusd = self.model.price.cost(saved);
+        crate::telemetry::finished(&entry);
         self.policy.settle(&self.reservation, &entry).await
     }
 
@@ -1046,6 +1059,7 @@ impl Drop for LedgerDraft {
             499,
             Some("client disconnected before the answer".into()),
         );
+        crate::telemetry::finished(&entry);
         let (policy, reservation) = (self.policy.clone(), std::mem::take(&mut self.reservation));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -1059,6 +1073,18 @@ impl Drop for LedgerDraft {
 
 /// Relays an upstream stream to the client and settles the ledger at its end — or, if the
 /// client goes away first, on drop.
+/// Counts a request refused before the upstream, by reason.
+fn refused(e: &Error) {
+    let reason = match e {
+        Error::BudgetExceeded(_) => "budget",
+        Error::RateLimited { .. } => "rate_limit",
+        Error::Unauthenticated(_) => "auth",
+        Error::ModelNotFound(_) => "model",
+        _ => return,
+    };
+    crate::telemetry::refused(reason);
+}
+
 /// The start of every cache key of a workspace.
 fn cache_prefix(workspace_id: &str) -> String {
     format!("w:{workspace_id}:")

@@ -57,6 +57,8 @@ pub struct AppState {
 
 /// The whole HTTP app for a pipeline.
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    // Installed before the first request, so that nothing goes unrecorded.
+    routes::metrics::handle();
     let x_request_id = HeaderName::from_static("x-request-id");
     let admin = Router::new()
         .route(
@@ -116,11 +118,13 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/v1/memories/{id}/history", get(routes::memories::history))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::metrics::render))
         .merge(admin)
         .fallback(|| async {
             error::ApiError(lyss_core::Error::NotFound("route".into()))
         })
         .layer(DefaultBodyLimit::max(state.body_limit))
+        .route_layer(axum::middleware::from_fn(routes::metrics::track))
         .with_state(state)
         .layer(cors(cors_origins))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

@@ -259,6 +259,7 @@ impl Extractor {
             saved_tokens: 0,
             saved_nusd: 0,
         };
+        crate::telemetry::finished(&entry);
         if let Err(e) = policy.settle(&Reservation::default(), &entry).await {
             tracing::warn!(error = %e, "could not record an extraction call in the ledger");
         }

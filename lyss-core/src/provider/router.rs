@@ -99,9 +99,13 @@ impl Breaker {
         }
     }
 
-    fn succeeded(&self) {
+    /// Records a success; says whether this closed an open circuit.
+    fn succeeded(&self) -> bool {
         self.consecutive.store(0, Ordering::Relaxed);
-        *self.state.lock() = BreakerState::Closed;
+        let mut state = self.state.lock();
+        let was_open = *state != BreakerState::Closed;
+        *state = BreakerState::Closed;
+        was_open
     }
 
     fn failed(&self, config: &RouterConfig) -> bool {
@@ -123,6 +127,17 @@ impl Breaker {
             BreakerState::Open(_) => BreakerStatus::Open,
             BreakerState::Probing => BreakerStatus::HalfOpen,
         }
+    }
+}
+
+/// An attempt's outcome as a metric label.
+fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(Error::Upstream { status, .. }) => status.to_string(),
+        Err(Error::UpstreamTimeout { .. }) => "timeout".into(),
+        Err(Error::UpstreamUnavailable { .. }) => "unavailable".into(),
+        Err(_) => "refused".into(),
     }
 }
 
@@ -234,15 +249,27 @@ impl Router {
                     tracing::debug!(target = %target.label(), "circuit open; skipping target");
                     break;
                 }
+                if attempt > 0 || last.is_some() {
+                    crate::telemetry::retry(target.provider.name());
+                }
+                let asked = Instant::now();
                 let result = call(target).await;
+                crate::telemetry::upstream_attempt(
+                    target.provider.name(),
+                    &outcome(&result),
+                    asked.elapsed(),
+                );
                 match result {
                     Ok(v) => {
-                        target.breaker.succeeded();
+                        if target.breaker.succeeded() {
+                            crate::telemetry::breaker(&target.label(), false);
+                        }
                         return Ok(v);
                     }
                     Err(e) if retryable(&e) => {
                         if target.breaker.failed(&self.config) {
                             tracing::warn!(target = %target.label(), error = %e, "circuit opened");
+                            crate::telemetry::breaker(&target.label(), true);
                         }
                         let wait = self.backoff(attempt + 1, &e);
                         let give_up_here = attempt == self.config.retries
@@ -256,7 +283,9 @@ impl Router {
                     }
                     // The request itself is wrong: no other target will like it more.
                     Err(e) => {
-                        target.breaker.succeeded();
+                        if target.breaker.succeeded() {
+                            crate::telemetry::breaker(&target.label(), false);
+                        }
                         return Err(e);
                     }
                 }

@@ -6,6 +6,7 @@ pub mod embeddings;
 pub mod health;
 pub mod memories;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 
 use axum::extract::rejection::BytesRejection;

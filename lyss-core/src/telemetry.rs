@@ -1,0 +1,149 @@
+//! Metrics, through the `metrics` facade: lyss-core records, the application installs a
+//! recorder (lyss-server exports Prometheus text at `/metrics`; an embedding app may install
+//! any recorder, or none — then recording costs next to nothing).
+//!
+//! Labels never carry tenant ids or keys: only endpoint, public model, provider, status and
+//! outcome, so cardinality stays bounded by configuration.
+
+use std::time::Duration;
+
+use crate::policy::LedgerEntry;
+
+/// Every metric lyss records, with its help text, for [`describe`].
+pub const METRICS: &[(&str, &str)] = &[
+    (
+        "lyss_requests_total",
+        "Requests answered, by endpoint, model, status and cache outcome (none, hit, semantic).",
+    ),
+    (
+        "lyss_request_duration_seconds",
+        "Whole request time as the ledger records it, by endpoint.",
+    ),
+    (
+        "lyss_gateway_duration_seconds",
+        "Time lyss itself spent on a request (total minus upstream), non-streaming and cache hits.",
+    ),
+    (
+        "lyss_upstream_duration_seconds",
+        "Time of each upstream attempt, by provider and outcome.",
+    ),
+    (
+        "lyss_tokens_total",
+        "Billed tokens, by model and kind (prompt, completion).",
+    ),
+    (
+        "lyss_cost_nanousd_total",
+        "Billed cost in nano-USD, by model.",
+    ),
+    (
+        "lyss_cache_saved_tokens_total",
+        "Tokens answers from the cache saved, by model.",
+    ),
+    (
+        "lyss_cache_saved_nanousd_total",
+        "Cost answers from the cache saved, in nano-USD, by model.",
+    ),
+    (
+        "lyss_memory_saved_tokens_total",
+        "Prompt tokens memory compression removed, by model.",
+    ),
+    (
+        "lyss_refusals_total",
+        "Requests refused before the upstream, by reason (budget, rate_limit, auth, model).",
+    ),
+    (
+        "lyss_upstream_errors_total",
+        "Failed upstream attempts, by provider and kind (status code, timeout, unavailable).",
+    ),
+    (
+        "lyss_upstream_retries_total",
+        "Attempts after a failed one, by provider.",
+    ),
+    (
+        "lyss_breaker_open",
+        "1 while a target's circuit is open (it is skipped), else 0, by target.",
+    ),
+];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    for (name, help) in METRICS {
+        if name.ends_with("_seconds") {
+            metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
+        } else if name.ends_with("_total") {
+            metrics::describe_counter!(*name, *help);
+        } else {
+            metrics::describe_gauge!(*name, *help);
+        }
+    }
+}
+
+/// A request's ledger row: what it cost, saved and took.
+pub fn finished(e: &LedgerEntry) {
+    let model = e.model.clone();
+    metrics::counter!("lyss_requests_total",
+        "endpoint" => e.endpoint.clone(), "model" => model.clone(),
+        "status" => e.status.to_string(), "cache" => e.cache.clone().unwrap_or_else(|| "none".into()))
+    .increment(1);
+    metrics::histogram!("lyss_request_duration_seconds", "endpoint" => e.endpoint.clone())
+        .record(e.latency_ms / 1000.0);
+    if e.prompt_tokens > 0 {
+        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "prompt")
+            .increment(e.prompt_tokens);
+    }
+    if e.completion_tokens > 0 {
+        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "completion")
+            .increment(e.completion_tokens);
+    }
+    if e.cost_nusd > 0 {
+        metrics::counter!("lyss_cost_nanousd_total", "model" => model.clone())
+            .increment(e.cost_nusd.unsigned_abs());
+    }
+    if e.cache.is_some() {
+        metrics::counter!("lyss_cache_saved_tokens_total", "model" => model.clone())
+            .increment(e.saved_tokens);
+        metrics::counter!("lyss_cache_saved_nanousd_total", "model" => model.clone())
+            .increment(e.saved_nusd.unsigned_abs());
+    }
+    let compressed = e.prompt_tokens_original.saturating_sub(e.prompt_tokens);
+    if compressed > 0 && e.cache.is_none() {
+        metrics::counter!("lyss_memory_saved_tokens_total", "model" => model).increment(compressed);
+    }
+}
+
+/// Time lyss spent on a request itself.
+pub fn gateway_time(d: Duration) {
+    metrics::histogram!("lyss_gateway_duration_seconds").record(d.as_secs_f64());
+}
+
+/// A request refused before the upstream.
+pub fn refused(reason: &'static str) {
+    metrics::counter!("lyss_refusals_total", "reason" => reason).increment(1);
+}
+
+/// One upstream attempt; `outcome` is `ok` or the error kind.
+pub fn upstream_attempt(provider: &str, outcome: &str, took: Duration) {
+    metrics::histogram!("lyss_upstream_duration_seconds",
+        "provider" => provider.to_owned(), "outcome" => outcome.to_owned())
+    .record(took.as_secs_f64());
+    if outcome != "ok" {
+        metrics::counter!("lyss_upstream_errors_total",
+            "provider" => provider.to_owned(), "kind" => outcome.to_owned())
+        .increment(1);
+    }
+}
+
+/// Another attempt after a failed one.
+pub fn retry(provider: &str) {
+    metrics::counter!("lyss_upstream_retries_total", "provider" => provider.to_owned())
+        .increment(1);
+}
+
+/// A target's circuit opened (`true`) or closed.
+pub fn breaker(target: &str, open: bool) {
+    metrics::gauge!("lyss_breaker_open", "target" => target.to_owned()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
+}

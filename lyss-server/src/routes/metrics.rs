@@ -1,0 +1,80 @@
+//! `GET /metrics`: Prometheus text exposition of everything lyss-core records
+//! ([`lyss_core::telemetry`]) and of the HTTP layer (requests by route and status).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: sub-millisecond for the gateway itself, up to minutes for
+/// upstream streams.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+/// The process's Prometheus recorder, installed on first use. `None` if the embedding
+/// application installed another recorder first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(h) => {
+                    lyss_core::telemetry::describe();
+                    metrics::describe_counter!(
+                        "lyss_http_requests_total",
+                        "HTTP requests by route, method and status."
+                    );
+                    metrics::describe_histogram!(
+                        "lyss_http_request_duration_seconds",
+                        metrics::Unit::Seconds,
+                        "HTTP request time to the response head, by route."
+                    );
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+pub async fn render() -> Response {
+    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts every request by its route pattern (never the raw path: ids would explode the
+/// label set), method and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::counter!("lyss_http_requests_total",
+        "route" => route.clone(), "method" => method, "status" => resp.status().as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("lyss_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
