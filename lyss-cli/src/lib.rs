@@ -3,6 +3,7 @@
 
 mod budgets;
 mod cache;
+mod doctor;
 mod keys;
 mod memory;
 mod models;
@@ -72,6 +73,8 @@ enum Command {
     /// Upstream providers and their (encrypted) API keys.
     #[command(subcommand)]
     Provider(providers::Cmd),
+    /// Check config, store, Redis, providers and the embedding model; say how to fix what is wrong.
+    Doctor,
 }
 
 /// What a command needs: the loaded config and, opened on demand, the store.
@@ -119,5 +122,6 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Memory(c) => memory::run(&ctx, c).await,
         Command::Cache(c) => cache::run(&ctx, c).await,
         Command::Provider(c) => providers::run(&ctx, c).await,
+        Command::Doctor => doctor::run(&ctx).await,
     }
 }

@@ -273,7 +273,7 @@ pub async fn open_rate_limiter(config: &Config) -> Result<Arc<dyn RateLimiter>> 
 }
 
 /// A URL without its password, for messages.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
