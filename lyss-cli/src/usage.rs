@@ -2,7 +2,7 @@
 
 use clap::Args;
 use lyss_core::models::nano_to_usd;
-use lyss_core::policy::{GroupBy, UsageQuery};
+use lyss_core::policy::{Bucket, GroupBy, UsageQuery, UsageRow};
 use time::{Duration, OffsetDateTime};
 
 use crate::Ctx;
@@ -16,6 +16,83 @@ pub struct Cmd {
     /// Only the last N minutes/hours/days/weeks (30m, 24h, 7d, 4w) or since a date (YYYY-MM-DD).
     #[arg(long, value_parser = parse_since)]
     since: Option<OffsetDateTime>,
+    /// A time series: one row per group and hour or day (UTC).
+    #[arg(long, value_parser = parse_bucket)]
+    bucket: Option<Bucket>,
+    /// No charts under the table.
+    #[arg(long)]
+    no_chart: bool,
+}
+
+fn parse_bucket(s: &str) -> Result<Bucket, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("`{s}`: use hour or day"))
+}
+
+/// Bars for a sparkline, lowest to highest.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// A sparkline of `values` (a space for 0, so quiet days read as gaps).
+pub fn sparkline(values: &[i64]) -> String {
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    values
+        .iter()
+        .map(|&v| {
+            if v <= 0 {
+                ' '
+            } else {
+                let i = ((v as f64 / max as f64) * (BARS.len() - 1) as f64).round() as usize;
+                BARS[i.min(BARS.len() - 1)]
+            }
+        })
+        .collect()
+}
+
+/// Per group: spend, requests and savings per day over the period, as sparklines.
+fn charts(daily: &[UsageRow], since: OffsetDateTime, until: OffsetDateTime) -> String {
+    let day = |t: OffsetDateTime| t.unix_timestamp().div_euclid(86_400);
+    let (first, last) = (day(since), day(until));
+    let days = usize::try_from(last - first + 1).unwrap_or(1).clamp(1, 400);
+    let mut groups: Vec<&str> = daily.iter().map(|r| r.group.as_str()).collect();
+    groups.dedup();
+    groups.sort_unstable();
+    groups.dedup();
+    let width = groups
+        .iter()
+        .map(|g| g.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "per day, {} → {} (UTC)\n{:width$}  {:days$}  {:days$}  {:days$}\n",
+        since.date(),
+        until.date(),
+        "",
+        "spend",
+        "requests",
+        "saved (cache + memory)",
+    );
+    for g in groups {
+        let mut series = [vec![0i64; days], vec![0i64; days], vec![0i64; days]];
+        for r in daily.iter().filter(|r| r.group == g) {
+            let Some(b) = r.bucket else { continue };
+            let Ok(i) = usize::try_from(day(b) - first) else {
+                continue;
+            };
+            if i < days {
+                series[0][i] += r.cost_nusd;
+                series[1][i] += r.requests;
+                series[2][i] += r.cache_saved_nusd + r.memory_saved_nusd;
+            }
+        }
+        out.push_str(&format!(
+            "{g:width$}  {}  {}  {}\n",
+            sparkline(&series[0]),
+            sparkline(&series[1]),
+            sparkline(&series[2])
+        ));
+    }
+    out
 }
 
 fn parse_group(s: &str) -> Result<GroupBy, String> {
@@ -49,8 +126,41 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         .usage(&UsageQuery {
             by: cmd.by,
             since: cmd.since,
+            bucket: cmd.bucket,
+            ..Default::default()
         })
         .await?;
+    if let Some(bucket) = cmd.bucket {
+        return print(
+            ctx.json,
+            &rows,
+            &[
+                "from",
+                "group",
+                "requests",
+                "cost $",
+                "memory saved $",
+                "cache saved $",
+            ],
+            || {
+                rows.iter()
+                    .map(|r| {
+                        vec![
+                            r.bucket.map_or_else(String::new, |b| match bucket {
+                                Bucket::Day => b.date().to_string(),
+                                Bucket::Hour => format!("{} {:02}:00", b.date(), b.hour()),
+                            }),
+                            r.group.clone(),
+                            r.requests.to_string(),
+                            format!("{:.6}", nano_to_usd(r.cost_nusd)),
+                            format!("{:.6}", nano_to_usd(r.memory_saved_nusd)),
+                            format!("{:.6}", nano_to_usd(r.cache_saved_nusd)),
+                        ]
+                    })
+                    .collect()
+            },
+        );
+    }
     print(
         ctx.json,
         &rows,
@@ -96,5 +206,36 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             ]);
             out
         },
-    )
+    )?;
+    if !ctx.json && !cmd.no_chart && !rows.is_empty() {
+        let until = OffsetDateTime::now_utc();
+        // Two weeks by default: enough to see a trend in one line.
+        let since = cmd.since.unwrap_or(until - Duration::days(13));
+        let daily = policy
+            .usage(&UsageQuery {
+                by: if cmd.by == GroupBy::Day {
+                    GroupBy::Workspace
+                } else {
+                    cmd.by
+                },
+                since: Some(since),
+                bucket: Some(Bucket::Day),
+                ..Default::default()
+            })
+            .await?;
+        print!("\n{}", charts(&daily, since, until));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparklines_scale_to_the_largest_value_and_leave_gaps_for_nothing() {
+        assert_eq!(sparkline(&[0, 1, 4, 8]), " ▂▄█");
+        assert_eq!(sparkline(&[5, 5]), "██");
+        assert_eq!(sparkline(&[]), "");
+    }
 }

@@ -1003,6 +1003,14 @@ impl LedgerDraft {
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
+            memory_saved_nusd: if self.prompt_tokens_original > usage.prompt_tokens {
+                self.model.price.cost(&Usage {
+                    prompt_tokens: self.prompt_tokens_original - usage.prompt_tokens,
+                    ..Usage::default()
+                })
+            } else {
+                0
+            },
         }
     }
 
@@ -1014,6 +1022,9 @@ impl LedgerDraft {
         entry.cache = Some(kind.into());
         entry.saved_tokens = saved.prompt_tokens + saved.completion_tokens;
         entry.saved_nusd = self.model.price.cost(saved);
+        // Nothing was sent: the hit saved the whole prompt, memory nothing.
+        entry.prompt_tokens_original = 0;
+        entry.memory_saved_nusd = 0;
         crate::telemetry::finished(&entry);
         self.policy.settle(&self.reservation, &entry).await
     }

@@ -160,6 +160,7 @@ async fn a_hit_costs_nothing_records_its_saving_and_never_crosses_workspaces(bac
         .usage(&lyss_core::policy::UsageQuery {
             by: lyss_core::policy::GroupBy::Workspace,
             since: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -258,6 +258,7 @@ impl Extractor {
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
+            memory_saved_nusd: 0,
         };
         crate::telemetry::finished(&entry);
         if let Err(e) = policy.settle(&Reservation::default(), &entry).await {

@@ -208,6 +208,9 @@ pub struct LedgerEntry {
     /// Cost a cache hit saved.
     #[serde(default)]
     pub saved_nusd: NanoUsd,
+    /// Cost memory compression saved (the prompt tokens it removed, at the input price).
+    #[serde(default)]
+    pub memory_saved_nusd: NanoUsd,
 }
 
 /// Which ledger rows to read, newest first.
@@ -293,11 +296,41 @@ pub struct UsageQuery {
     pub by: GroupBy,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
+    /// Rows before this instant only.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+    /// A time series: one row per group and UTC hour or day.
+    #[serde(default)]
+    pub bucket: Option<Bucket>,
+}
+
+/// The step of a usage time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn millis(self) -> i64 {
+        match self {
+            Bucket::Hour => 3_600_000,
+            Bucket::Day => 86_400_000,
+        }
+    }
 }
 
 /// One group of a usage report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRow {
+    /// The start of the hour or day, in a time series.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub bucket: Option<OffsetDateTime>,
     /// Workspace, user or model name, key id, or `YYYY-MM-DD`.
     pub group: String,
     pub requests: i64,
@@ -313,6 +346,11 @@ pub struct UsageRow {
     pub cache_hits: i64,
     #[serde(default)]
     pub cache_saved_nusd: i64,
+    #[serde(default)]
+    pub cache_saved_tokens: i64,
+    /// What memory compression saved, at the models' input prices.
+    #[serde(default)]
+    pub memory_saved_nusd: i64,
 }
 
 /// Governance: keys, workspaces and users, allow-lists, and the usage ledger.

@@ -198,7 +198,7 @@ pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_na
 pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
      endpoint, model, provider, upstream_model, stream, prompt_tokens, prompt_tokens_original, \
      completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error, cache, saved_tokens, \
-     saved_nusd";
+     saved_nusd, memory_saved_nusd";
 
 /// Implements [`super::store::BudgetTx`], the writer task and [`super::Policy`] for a backend.
 ///
@@ -341,7 +341,8 @@ macro_rules! impl_sql_policy {
                     .push_bind(&e.error)
                     .push_bind(&e.cache)
                     .push_bind(to_i64(e.saved_tokens))
-                    .push_bind(e.saved_nusd);
+                    .push_bind(e.saved_nusd)
+                    .push_bind(e.memory_saved_nusd);
             });
             q
         }
@@ -409,6 +410,7 @@ macro_rules! impl_sql_policy {
                 cache: r.try_get("cache")?,
                 saved_tokens: n("saved_tokens")?,
                 saved_nusd: r.try_get("saved_nusd")?,
+                memory_saved_nusd: r.try_get("memory_saved_nusd")?,
             })
         }
 
@@ -687,27 +689,46 @@ macro_rules! impl_sql_policy {
                     GroupBy::Model => "l.model",
                     GroupBy::Day => "CAST(l.at_ms / 86400000 AS TEXT)",
                 };
+                // A time series groups by bucket too (integer division: the same on both
+                // databases; UTC).
+                let bucket = match query.bucket {
+                    Some(b) => format!("(l.at_ms / {0}) * {0}", b.millis()),
+                    // Not a bare `0`: in ORDER BY that names a column position.
+                    None => "CAST(0 AS BIGINT)".to_owned(),
+                };
                 let rows = sqlx::query(&format!(
-                    "SELECT {group} AS grp, COUNT(*) AS requests, \
+                    "SELECT {bucket} AS bkt, {group} AS grp, COUNT(*) AS requests, \
                      CAST(SUM(CASE WHEN l.status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
                      CAST(SUM(l.prompt_tokens) AS BIGINT) AS prompt_tokens, \
                      CAST(SUM(l.completion_tokens) AS BIGINT) AS completion_tokens, \
                      CAST(SUM(l.cost_nusd) AS BIGINT) AS cost_nusd, \
                      CAST(SUM(CASE WHEN l.prompt_tokens_original > l.prompt_tokens \
                           THEN l.prompt_tokens_original - l.prompt_tokens ELSE 0 END) AS BIGINT) AS memory_saved, \
+                     CAST(SUM(l.memory_saved_nusd) AS BIGINT) AS memory_saved_nusd, \
                      CAST(SUM(CASE WHEN l.cache IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS cache_hits, \
+                     CAST(SUM(l.saved_tokens) AS BIGINT) AS cache_saved_tokens, \
                      CAST(SUM(l.saved_nusd) AS BIGINT) AS cache_saved \
                      FROM usage_ledger l LEFT JOIN workspaces w ON w.id = l.workspace_id \
                      LEFT JOIN users u ON u.id = l.user_id \
-                     WHERE ($1 IS NULL OR l.at_ms >= $1) GROUP BY {group} ORDER BY {group}"
+                     WHERE ($1 IS NULL OR l.at_ms >= $1) AND ($2 IS NULL OR l.at_ms < $2) \
+                     GROUP BY {bucket}, {group} ORDER BY {bucket}, {group}"
                 ))
                 .bind(query.since.map(at_ms))
+                .bind(query.until.map(at_ms))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
                     .map(|r| {
                         let grp: String = r.try_get("grp")?;
+                        let bkt: i64 = r.try_get("bkt")?;
                         Ok($crate::policy::UsageRow {
+                            bucket: match query.bucket {
+                                Some(_) => Some(
+                                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(bkt) * 1_000_000)
+                                        .map_err(|e| $crate::Error::Internal(e.to_string()))?,
+                                ),
+                                None => None,
+                            },
                             group: if query.by == GroupBy::Day { day_label(&grp) } else { grp },
                             requests: r.try_get("requests")?,
                             errors: r.try_get("errors")?,
@@ -715,7 +736,9 @@ macro_rules! impl_sql_policy {
                             completion_tokens: r.try_get("completion_tokens")?,
                             cost_nusd: r.try_get("cost_nusd")?,
                             memory_saved_tokens: r.try_get("memory_saved")?,
+                            memory_saved_nusd: r.try_get("memory_saved_nusd")?,
                             cache_hits: r.try_get("cache_hits")?,
+                            cache_saved_tokens: r.try_get("cache_saved_tokens")?,
                             cache_saved_nusd: r.try_get("cache_saved")?,
                         })
                     })

@@ -253,6 +253,7 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
         cache: None,
         saved_tokens: 0,
         saved_nusd: 0,
+        memory_saved_nusd: 0,
     };
     // Many concurrent writers: every row lands exactly once.
     let tasks: Vec<_> = (0..200u64)
@@ -376,6 +377,7 @@ fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
         cache: None,
         saved_tokens: 0,
         saved_nusd: 0,
+        memory_saved_nusd: 0,
     }
 }
 
@@ -728,6 +730,7 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .usage(&UsageQuery {
             by: GroupBy::Workspace,
             since: None,
+            ..Default::default()
         })
         .await
         .expect("usage");
@@ -743,6 +746,7 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .usage(&UsageQuery {
             by: GroupBy::Model,
             since: None,
+            ..Default::default()
         })
         .await
         .expect("usage");
@@ -757,6 +761,7 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .usage(&UsageQuery {
             by: GroupBy::User,
             since: None,
+            ..Default::default()
         })
         .await
         .expect("usage");
@@ -765,6 +770,7 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .usage(&UsageQuery {
             by: GroupBy::Day,
             since: None,
+            ..Default::default()
         })
         .await
         .expect("usage");
@@ -776,10 +782,55 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .usage(&UsageQuery {
             by: GroupBy::Key,
             since: Some(OffsetDateTime::now_utc() + Duration::hours(1)),
+            ..Default::default()
         })
         .await
         .expect("usage");
     assert!(future.is_empty());
+
+    // A time series: rows an hour apart land in their own hour; `until` bounds it.
+    let mut old = spent_entry(&who, 5, 5);
+    old.at -= Duration::hours(3);
+    old.memory_saved_nusd = 777;
+    policy
+        .settle(&Reservation::default(), &old)
+        .await
+        .expect("record");
+    let series = policy
+        .usage(&UsageQuery {
+            by: GroupBy::Model,
+            bucket: Some(crate::policy::Bucket::Hour),
+            ..Default::default()
+        })
+        .await
+        .expect("usage");
+    let hour = |t: OffsetDateTime| {
+        t.replace_minute(0)
+            .and_then(|t| t.replace_second(0))
+            .and_then(|t| t.replace_nanosecond(0))
+            .unwrap()
+    };
+    let first = &series[0];
+    assert_eq!(
+        (first.bucket, first.requests, first.memory_saved_nusd),
+        (Some(hour(old.at)), 1, 777)
+    );
+    assert!(
+        series[1..]
+            .iter()
+            .all(|r| r.bucket == Some(hour(OffsetDateTime::now_utc()))
+                || r.bucket == Some(hour(OffsetDateTime::now_utc() - Duration::minutes(1))))
+    );
+    assert_eq!(series.iter().map(|r| r.requests).sum::<i64>(), 4);
+    let until = policy
+        .usage(&UsageQuery {
+            by: GroupBy::Workspace,
+            until: Some(OffsetDateTime::now_utc() - Duration::hours(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("usage");
+    assert_eq!(until[0].requests, 1);
 }
 
 pub async fn rate_limits_and_budgets_reach_the_principal(policy: Arc<dyn Policy>) {
