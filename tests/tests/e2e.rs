@@ -614,3 +614,117 @@ async fn a_provider_stored_with_lyss_serves_models_and_its_key_stays_secret() {
             .success()
     );
 }
+
+/// A full run with debug logs, JSON and text: no API key, admin token or provider key — nor
+/// the secret part of a key — ever reaches the logs.
+#[tokio::test]
+async fn no_secret_ever_reaches_the_logs() {
+    const PROVIDER_KEY: &str = "sk-upstream-LOGCHECK-0123456789abcdef";
+    const ADMIN: &str = "lyss-admin-LOGCHECK-fedcba9876543210";
+    let upstream = fake_openai().await;
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = lyss_tests::write_config(
+            dir.path(),
+            &format!("{}/v1", upstream.uri()),
+            &format!(
+                "admin_token = \"{ADMIN}\"\nlog_format = \"{format}\"\n[cache]\nmode = \"exact\""
+            ),
+        );
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "kind = \"openai\"",
+            &format!("kind = \"openai\"\napi_key = \"{PROVIDER_KEY}\""),
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.path().join("server.log");
+        let port = free_port();
+        let mut child = command("lyss-server")
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "debug")
+            .stdout(std::fs::File::create(dir.path().join("server.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(format!("{base}/readyz")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        lyss(
+            &config,
+            &data,
+            &["workspace", "create", "team", "--models", "gpt-4o-mini"],
+        );
+        lyss(
+            &config,
+            &data,
+            &["user", "create", "ann", "--workspace", "team"],
+        );
+        let key = lyss(&config, &data, &["key", "create", "--user", "ann"])["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let secret = key.rsplit('-').next().unwrap().to_owned();
+        let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        for (bearer, stream) in [
+            (key.as_str(), false),
+            (key.as_str(), true),
+            ("lyss-sk-abc-WRONGSECRETLOGCHECK", false),
+            ("garbage", false),
+        ] {
+            let mut body = chat.clone();
+            body["stream"] = json!(stream);
+            client
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        }
+        client
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", &key)
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        for token in [ADMIN, "not-the-admin-token"] {
+            client
+                .get(format!("{base}/admin/ledger"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let logged = std::fs::read_to_string(&log).unwrap()
+            + &std::fs::read_to_string(dir.path().join("server.out")).unwrap();
+        assert!(logged.len() > 200, "debug logs were written: {logged}");
+        for needle in [
+            key.as_str(),
+            secret.as_str(),
+            ADMIN,
+            PROVIDER_KEY,
+            "WRONGSECRETLOGCHECK",
+        ] {
+            assert!(
+                !logged.contains(needle),
+                "{format} logs contain a secret ({needle})"
+            );
+        }
+    }
+}
