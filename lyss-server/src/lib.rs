@@ -5,6 +5,7 @@
 //! HTTP concerns (CORS, body limit, request ids, tracing, graceful shutdown) live here as tower
 //! layers; every business stage lives in [`lyss_core::pipeline`].
 
+mod dashboard;
 pub mod error;
 pub mod routes;
 
@@ -120,6 +121,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::metrics::render))
         .merge(admin)
+        .merge(dashboard::routes())
         .fallback(|| async {
             error::ApiError(lyss_core::Error::NotFound("route".into()))
         })

@@ -1,0 +1,184 @@
+//! `/dashboard` in headless Chromium (Debian's `chromium`, driven by `playwright-core`): sign in
+//! with the admin token, see the charts, create a key and revoke another — and the CSRF and
+//! session checks, without a browser. Needs LYSS_TEST_CHROMIUM and the node modules of
+//! tests/dashboard (scripts/test.sh provides both; required when CI=true).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lyss_tests::{Server, lyss as lyss_cmd};
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ADMIN: &str = "dashboard-test-admin-token";
+
+fn browser() -> Option<(String, std::path::PathBuf)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+    let chromium = std::env::var("LYSS_TEST_CHROMIUM").ok();
+    let modules = dir.join("node_modules/playwright-core").exists();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(
+            chromium.is_some() && modules,
+            "CI=true needs LYSS_TEST_CHROMIUM and tests/dashboard/node_modules (scripts/test.sh)"
+        );
+    }
+    match (chromium, modules) {
+        (Some(c), true) => Some((c, dir)),
+        _ => {
+            eprintln!("skipped: no chromium or playwright-core");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500}})))
+        .mount(&upstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = lyss_tests::write_config(
+        dir.path(),
+        &format!("{}/v1", upstream.uri()),
+        &format!("admin_token = \"{ADMIN}\"\n[cache]\nmode = \"exact\""),
+    );
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let lyss = |a: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(a);
+        lyss_cmd(&all)
+    };
+    let server = Server::start(&args).await;
+    lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
+    lyss(&["user", "create", "ann", "--workspace", "team"]);
+    let old = lyss(&["key", "create", "--user", "ann", "--name", "old"]);
+    let old_key = old["key"].as_str().unwrap().to_owned();
+    let old_id = old["id"].as_str().unwrap().to_owned();
+    lyss(&[
+        "budget",
+        "set",
+        "--workspace",
+        "team",
+        "--usd",
+        "5",
+        "--period",
+        "monthly",
+    ]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let chat = |key: String| {
+        let client = client.clone();
+        let base = server.base.clone();
+        async move {
+            client
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Spend and a cache hit, so that the charts have bars.
+    for _ in 0..3 {
+        assert_eq!(chat(old_key.clone()).await, 200);
+    }
+
+    // Without a browser: no session → the sign-in page; a session but no CSRF token → 403.
+    let page = client
+        .get(format!("{}/dashboard/keys", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.text().await.unwrap().contains("Admin token"));
+    let login = client
+        .post(format!("{}/dashboard/login", server.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(set_cookie.contains(flag), "{set_cookie}");
+    }
+    let session = set_cookie.split(';').next().unwrap().to_owned();
+    let forged = client
+        .post(format!("{}/dashboard/keys", server.base))
+        .header("cookie", &session)
+        .form(&[("user", "ann"), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let keys: Value = serde_json::to_value(lyss(&["key", "list"])).unwrap();
+    assert_eq!(
+        keys.as_array().unwrap().len(),
+        1,
+        "the forged form created nothing"
+    );
+
+    let Some((chromium, script_dir)) = browser() else {
+        return;
+    };
+    let shot = dir.path().join("dashboard.png");
+    let out = Command::new("node")
+        .arg(script_dir.join("dashboard.mjs"))
+        .current_dir(&script_dir)
+        .env("BASE", &server.base)
+        .env("TOKEN", ADMIN)
+        .env("CHROMIUM", &chromium)
+        .env("SHOT", &shot)
+        .env("REVOKE", &old_id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a screenshot was taken"
+    );
+    if let Ok(keep) = std::env::var("LYSS_DASHBOARD_SHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    // The key made in the browser works; the one revoked there stops within a second.
+    assert_eq!(
+        chat(result["created"].as_str().unwrap().to_owned()).await,
+        200
+    );
+    let revoked_at = Instant::now();
+    while chat(old_key.clone()).await != 401 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "revocation did not take"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
