@@ -184,6 +184,7 @@ fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
         cache: None,
         saved_tokens: 0,
         saved_nusd: 0,
+        memory_saved_nusd: 0,
     }
 }
 
