@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn sparklines_scale_to_the_largest_value_and_leave_gaps_for_nothing() {
-        assert_eq!(sparkline(&[0, 1, 4, 8]), " ▂▄█");
+        assert_eq!(sparkline(&[0, 1, 4, 8]), " ▂▅█");
         assert_eq!(sparkline(&[5, 5]), "██");
         assert_eq!(sparkline(&[]), "");
     }
