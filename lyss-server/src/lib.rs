@@ -7,6 +7,8 @@
 
 mod dashboard;
 pub mod error;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -173,16 +175,22 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel::layer());
+    let _ = registry.try_init();
 }
 
 /// Loads config, builds the pipeline and serves until SIGINT/SIGTERM.
@@ -235,6 +243,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("lyss-server stopped");
+    #[cfg(feature = "otel")]
+    otel::flush();
     Ok(())
 }
 
