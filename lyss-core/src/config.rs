@@ -50,6 +50,9 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Retries, backoff and circuit breaking for every model's targets.
     pub router: RouterConfig,
+    /// Failed key checks (401s) allowed per client address and minute before that address is
+    /// refused for the rest of the minute. Default 30; 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             router: RouterConfig::default(),
+            auth_failures_per_minute: 30,
         }
     }
 }

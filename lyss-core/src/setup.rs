@@ -53,6 +53,7 @@ const ENV_KEYS: &[&str] = &[
     "body_limit",
     "log_format",
     "key_cache_ms",
+    "auth_failures_per_minute",
 ];
 
 /// OpenAI models offered when only `OPENAI_API_KEY` is set.

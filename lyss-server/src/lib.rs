@@ -56,6 +56,8 @@ pub struct AppState {
     pub lyss: Arc<Lyss>,
     pub admin_token: Arc<Secret>,
     pub body_limit: usize,
+    /// Failed key checks allowed per client address and minute (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 /// The whole HTTP app for a pipeline.
@@ -129,6 +131,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.body_limit))
         .route_layer(axum::middleware::from_fn(routes::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            routes::throttle::AuthThrottle::new(state.auth_failures_per_minute),
+            routes::throttle::limit,
+        ))
         .with_state(state)
         .layer(cors(cors_origins))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
@@ -222,6 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         lyss,
         admin_token: Arc::new(admin_token),
         body_limit: config.body_limit,
+        auth_failures_per_minute: config.auth_failures_per_minute,
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -239,9 +246,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state, &config.cors_origins))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(state, &config.cors_origins).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("lyss-server stopped");
     #[cfg(feature = "otel")]
     otel::flush();

@@ -841,3 +841,44 @@ async fn a_client_leaving_mid_stream_cancels_upstream_and_is_billed_for_what_flo
         "upstream request was not cancelled"
     );
 }
+
+#[tokio::test]
+async fn failed_key_checks_are_limited_per_client_address() {
+    let app = TestApp::with(|c| c.auth_failures_per_minute = 5).await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (guesser, neighbour) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let models = |client: &reqwest::Client, key: &str| {
+        client
+            .get(format!("{}/v1/models", app.base))
+            .bearer_auth(key)
+            .send()
+    };
+    for i in 0..5 {
+        let wrong = format!("lyss-sk-guess{i}-{}", "x".repeat(32));
+        assert_eq!(models(&guesser, &wrong).await.unwrap().status(), 401);
+    }
+    // The guesser is refused now — even with a real key — and told when to come back.
+    let refused = models(&guesser, &app.key).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // Another address is not.
+    assert_eq!(models(&neighbour, &app.key).await.unwrap().status(), 200);
+    // Wrong admin tokens count too.
+    for _ in 0..5 {
+        let r = neighbour
+            .get(format!("{}/admin/ledger", app.base))
+            .bearer_auth("not-the-admin-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(models(&neighbour, &app.key).await.unwrap().status(), 429);
+}

@@ -8,6 +8,7 @@ pub mod memories;
 pub mod messages;
 pub mod metrics;
 pub mod models;
+pub mod throttle;
 
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};

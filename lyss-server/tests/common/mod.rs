@@ -95,11 +95,19 @@ impl TestApp {
             lyss,
             admin_token: Arc::new(token),
             body_limit: config.body_limit,
+            auth_failures_per_minute: config.auth_failures_per_minute,
         };
         let app = lyss_server::router(state.clone(), &config.cors_origins);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         Self {
             base,
             upstream,
