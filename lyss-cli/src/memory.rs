@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use clap::Subcommand;
-use lyss_core::memory::{
-    HnswMemoryStore, MemoryScope, MemoryStore, NewMemory, PostgresMemoryStore, SearchQuery,
-};
+use lyss_core::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery};
 use lyss_core::setup;
 use serde_json::Value;
 
@@ -68,14 +66,11 @@ async fn open(ctx: &Ctx, user: &str) -> anyhow::Result<(Arc<dyn MemoryStore>, Me
         .into_iter()
         .find(|w| w.name == u.workspace)
         .ok_or_else(|| anyhow::anyhow!("workspace of `{user}` not found"))?;
-    let providers = setup::build_providers(&ctx.config)?;
-    let embedder = setup::open_embedder(&ctx.config, &providers).await?;
-    let url = setup::database_url(&ctx.config);
-    let store: Arc<dyn MemoryStore> = if url.starts_with("sqlite:") {
-        Arc::new(HnswMemoryStore::connect(&url, embedder).await?)
-    } else {
-        Arc::new(PostgresMemoryStore::connect(&url, embedder).await?)
-    };
+    // An embedder may use a provider stored with `lyss provider add`.
+    let config = setup::with_stored_providers(&ctx.config, policy.as_ref()).await?;
+    let providers = setup::build_providers(&config)?;
+    let embedder = setup::open_embedder(&config, &providers).await?;
+    let store: Arc<dyn MemoryStore> = setup::open_memory(&config, embedder).await?;
     Ok((store, MemoryScope::user(ws.id, u.id.clone())))
 }
 

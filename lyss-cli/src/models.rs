@@ -27,8 +27,11 @@ struct Row {
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::List => {
-            let providers = setup::build_providers(&ctx.config)?;
-            let registry = setup::build_models(&ctx.config, &providers).await?;
+            // With the providers stored by `lyss provider add`, as the server sees them.
+            let policy = ctx.policy().await?;
+            let config = setup::with_stored_providers(&ctx.config, policy.as_ref()).await?;
+            let providers = setup::build_providers(&config)?;
+            let registry = setup::build_models(&config, &providers).await?;
             let rows: Vec<Row> = registry
                 .iter()
                 .map(|m| {

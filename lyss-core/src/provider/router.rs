@@ -73,8 +73,9 @@ enum BreakerState {
     Closed,
     /// Refusing until this instant.
     Open(Instant),
-    /// One probe is on its way.
-    Probing,
+    /// One probe is on its way, since this instant (a probe whose caller went away is
+    /// replaced after a cooldown, so the target is never stuck).
+    Probing(Instant),
 }
 
 /// What a breaker's state is, for operators.
@@ -87,15 +88,23 @@ pub enum BreakerStatus {
 
 impl Breaker {
     /// Whether a request may go to this target now (taking the probe slot when half-open).
-    fn admit(&self) -> bool {
+    fn admit(&self, config: &RouterConfig) -> bool {
+        let now = Instant::now();
         let mut state = self.state.lock();
         match *state {
             BreakerState::Closed => true,
-            BreakerState::Open(until) if Instant::now() >= until => {
-                *state = BreakerState::Probing;
+            BreakerState::Open(until) if now >= until => {
+                *state = BreakerState::Probing(now);
                 true
             }
-            BreakerState::Open(_) | BreakerState::Probing => false,
+            BreakerState::Probing(since)
+                if now.duration_since(since)
+                    >= Duration::from_secs(config.breaker_cooldown_secs) =>
+            {
+                *state = BreakerState::Probing(now);
+                true
+            }
+            BreakerState::Open(_) | BreakerState::Probing(_) => false,
         }
     }
 
@@ -111,7 +120,8 @@ impl Breaker {
     fn failed(&self, config: &RouterConfig) -> bool {
         let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.state.lock();
-        let opens = *state == BreakerState::Probing || n >= config.breaker_failures.max(1);
+        let opens =
+            matches!(*state, BreakerState::Probing(_)) || n >= config.breaker_failures.max(1);
         if opens {
             *state = BreakerState::Open(
                 Instant::now() + Duration::from_secs(config.breaker_cooldown_secs),
@@ -125,7 +135,7 @@ impl Breaker {
             BreakerState::Closed => BreakerStatus::Closed,
             BreakerState::Open(until) if Instant::now() >= until => BreakerStatus::HalfOpen,
             BreakerState::Open(_) => BreakerStatus::Open,
-            BreakerState::Probing => BreakerStatus::HalfOpen,
+            BreakerState::Probing(_) => BreakerStatus::HalfOpen,
         }
     }
 }
@@ -245,7 +255,7 @@ impl Router {
         for i in self.order() {
             let target = &self.targets[i];
             for attempt in 0..=self.config.retries {
-                if !target.breaker.admit() {
+                if !target.breaker.admit(&self.config) {
                     tracing::debug!(target = %target.label(), "circuit open; skipping target");
                     break;
                 }
@@ -390,5 +400,61 @@ impl Provider for Router {
 
     async fn list_models(&self) -> Result<Vec<String>> {
         Ok(self.targets.iter().map(|t| t.upstream.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_lets_one_probe_through_and_survives_an_abandoned_probe() {
+        let config = RouterConfig {
+            breaker_failures: 2,
+            breaker_cooldown_secs: 1,
+            ..RouterConfig::default()
+        };
+        let b = Breaker::default();
+        assert!(b.admit(&config));
+        assert!(!b.failed(&config));
+        assert!(b.failed(&config), "the second failure in a row opens it");
+        assert!(!b.admit(&config));
+        assert_eq!(b.status(), BreakerStatus::Open);
+        std::thread::sleep(Duration::from_millis(1050));
+        assert!(b.admit(&config), "after the cooldown: one probe");
+        assert!(!b.admit(&config), "only one");
+        // The probe's caller went away without an outcome: after another cooldown, a new probe.
+        std::thread::sleep(Duration::from_millis(1050));
+        assert!(b.admit(&config));
+        assert!(b.succeeded(), "the probe closed it");
+        assert!(b.admit(&config) && b.admit(&config));
+        assert_eq!(b.status(), BreakerStatus::Closed);
+        // A failed probe opens it again at once.
+        b.failed(&config);
+        b.failed(&config);
+        std::thread::sleep(Duration::from_millis(1050));
+        assert!(b.admit(&config));
+        assert!(b.failed(&config));
+        assert!(!b.admit(&config));
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let up = |status| Error::Upstream {
+            provider: "p".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        for s in [408, 429, 500, 502, 503, 529] {
+            assert!(retryable(&up(s)), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413, 422] {
+            assert!(!retryable(&up(s)), "{s}");
+        }
+        assert!(retryable(&Error::UpstreamTimeout {
+            provider: "p".into()
+        }));
+        assert!(!retryable(&Error::invalid("bad")));
     }
 }
