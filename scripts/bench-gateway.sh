@@ -12,6 +12,7 @@
 #   cluster   governed on Postgres + Redis (LYSS_BENCH_POSTGRES_URL, default
 #             postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is recreated;
 #             LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+#   plain-nometrics  plain with `metrics = false` (no Prometheus recorder): the cost of metrics
 #   cached    plain + the exact cache in process: every request after the first is a hit
 #   cached-redis  the same with the cache in Redis (LYSS_BENCH_REDIS_URL)
 # Budgets and limits are large enough never to refuse: the run measures their cost only.
@@ -55,7 +56,10 @@ for v in "${list[@]}"; do
     db="database_url = \"${PG_ADMIN_URL%/*}/lyss_bench\""
     redis="redis_url = \"$REDIS_URL\""
   fi
-  if [ "$v" = cached ]; then
+  top=""
+  if [ "$v" = plain-nometrics ]; then
+    top="metrics = false"
+  elif [ "$v" = cached ]; then
     cache=$'[cache]\nmode = "exact"'
   elif [ "$v" = cached-redis ]; then
     redis="redis_url = \"$REDIS_URL\""
@@ -63,6 +67,7 @@ for v in "${list[@]}"; do
   fi
   cat >"$dir/lyss.toml" <<TOML
 bind = "127.0.0.1:$port"
+$top
 $db
 $redis
 

@@ -53,6 +53,8 @@ pub struct Config {
     /// Failed key checks (401s) allowed per client address and minute before that address is
     /// refused for the rest of the minute. Default 30; 0 turns the limit off.
     pub auth_failures_per_minute: u32,
+    /// Record Prometheus metrics and serve them at `/metrics`. Default true.
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             models: Vec::new(),
             router: RouterConfig::default(),
             auth_failures_per_minute: 30,
+            metrics: true,
         }
     }
 }

@@ -54,6 +54,7 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "key_cache_ms",
     "auth_failures_per_minute",
+    "metrics",
 ];
 
 /// OpenAI models offered when only `OPENAI_API_KEY` is set.

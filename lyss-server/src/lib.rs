@@ -58,12 +58,17 @@ pub struct AppState {
     pub body_limit: usize,
     /// Failed key checks allowed per client address and minute (0: no limit).
     pub auth_failures_per_minute: u32,
+    /// Whether metrics are recorded (and served at `/metrics`).
+    pub metrics: bool,
 }
 
 /// The whole HTTP app for a pipeline.
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    // Installed before the first request, so that nothing goes unrecorded.
-    routes::metrics::handle();
+    // Installed before the first request, so that nothing goes unrecorded. Without a recorder
+    // every metric call is a no-op.
+    if state.metrics {
+        routes::metrics::handle();
+    }
     let x_request_id = HeaderName::from_static("x-request-id");
     let admin = Router::new()
         .route(
@@ -229,6 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_token: Arc::new(admin_token),
         body_limit: config.body_limit,
         auth_failures_per_minute: config.auth_failures_per_minute,
+        metrics: config.metrics,
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -17,10 +17,11 @@ const BUCKETS: &[f64] = &[
     60.0, 120.0, 300.0,
 ];
 
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
 /// The process's Prometheus recorder, installed on first use. `None` if the embedding
 /// application installed another recorder first.
 pub fn handle() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let installed = PrometheusBuilder::new()
@@ -49,8 +50,15 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// `/metrics`; 404 when metrics are off (`metrics = false`).
 pub async fn render() -> Response {
-    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+    let Some(Some(h)) = HANDLE.get() else {
+        return crate::error::ApiError(lyss_core::Error::NotFound(
+            "metrics (metrics = false)".into(),
+        ))
+        .into_response();
+    };
+    let body = h.render();
     (
         [(
             header::CONTENT_TYPE,

@@ -96,6 +96,7 @@ impl TestApp {
             admin_token: Arc::new(token),
             body_limit: config.body_limit,
             auth_failures_per_minute: config.auth_failures_per_minute,
+            metrics: config.metrics,
         };
         let app = lyss_server::router(state.clone(), &config.cors_origins);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
