@@ -2,12 +2,16 @@
 //!
 //! 1. authenticate the key → [`Principal`]
 //! 2. authorize the model against the workspace's and key's allow-lists
-//! 3. rate limits (requests and tokens per minute on workspace, user and key)
-//! 4. memory recall and compression, 5. cache lookup — stages added by later work slot in here
+//! 3. memory: recall into the prompt and compress old history (before limits and budgets, so
+//!    they charge what is actually sent)
+//! 4. cache lookup on the final request — exact, then by meaning in semantic workspaces; a hit
+//!    is answered at once (one request against RPM limits, no tokens, no reservation)
+//! 5. rate limits (requests and tokens per minute on workspace, user and key)
 //! 6. reserve the worst case on every applicable budget (and cap `max_tokens` to what fits)
-//! 7. call the provider
+//! 7. call the provider — the model's router: targets, retries, fallbacks, circuit breakers
 //! 8. settle: turn the reservation into actual spend and append the ledger row, durably,
 //!    before the response completes
+//! 9. store the answer in the cache (streams once complete); queue the turn for memory
 //!
 //! Streams take the same path; settlement happens when the upstream stream ends, before the
 //! final `[DONE]` reaches the client, or — if the client goes away — from a guard that bills
