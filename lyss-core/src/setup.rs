@@ -55,6 +55,8 @@ const ENV_KEYS: &[&str] = &[
     "key_cache_ms",
     "auth_failures_per_minute",
     "metrics",
+    "header_read_timeout_secs",
+    "max_header_bytes",
 ];
 
 /// OpenAI models offered when only `OPENAI_API_KEY` is set.

@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "otel")]
 mod otel;
 pub mod routes;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use lyss_core::Lyss;
 use lyss_core::config::{Config, LogFormat, Secret};
 use lyss_core::setup::{self, AdminTokenSource, Overrides};
@@ -245,19 +245,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %listener.local_addr()?, "lyss-server listening");
-    // Without TCP_NODELAY, each SSE event after the first waits for the client's delayed ACK
-    // (~40 ms) before it leaves.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
+    serve::serve(
         listener,
-        router(state, &config.cors_origins).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state, &config.cors_origins),
+        serve::Limits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            max_header_bytes: config.max_header_bytes,
+        },
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .await;
     tracing::info!("lyss-server stopped");
     #[cfg(feature = "otel")]
     otel::flush();

@@ -882,3 +882,43 @@ async fn failed_key_checks_are_limited_per_client_address() {
     }
     assert_eq!(models(&neighbour, &app.key).await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_huge_ones_refused() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.max_header_bytes = 16 * 1024;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Slowloris: a request line and one header, then nothing. The server hangs up.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A head larger than the limit: 431, and nothing else is read.
+    let huge = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-padding", "a".repeat(32 * 1024))
+        .send()
+        .await;
+    match huge {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect(), "{e}"),
+    }
+    // Ordinary requests still work.
+    let ok = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

@@ -101,14 +101,17 @@ impl TestApp {
         let app = lyss_server::router(state.clone(), &config.cors_origins);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-            .unwrap()
-        });
+        let limits = lyss_server::serve::Limits {
+            header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout_secs),
+            max_header_bytes: config.max_header_bytes,
+        };
+        // The server's own loop, with its limits.
+        tokio::spawn(lyss_server::serve::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         Self {
             base,
             upstream,
