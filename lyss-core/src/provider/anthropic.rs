@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::http::{Http, Step, api_key};
+use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
 use crate::anthropic::{
     API_VERSION, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
@@ -17,41 +17,22 @@ use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResp
 const DEFAULT_MAX_TOKENS: u32 = 4_096;
 
 /// Anthropic's API (`base_url` like `https://api.anthropic.com/v1`).
+#[derive(Debug)]
 pub struct AnthropicProvider {
     http: Http,
-    api_key: Option<String>,
-}
-
-impl std::fmt::Debug for AnthropicProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnthropicProvider")
-            .field("name", &self.http.name)
-            .field("base_url", &self.http.base_url)
-            .finish_non_exhaustive()
-    }
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 impl AnthropicProvider {
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
         Ok(Self {
-            http: Http::new(cfg)?,
-            api_key: api_key(cfg),
+            http: Http::new(cfg, Auth::Header("x-api-key"))?,
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self
-            .http
+        self.http
             .request(method, path)
-            .header("anthropic-version", API_VERSION);
-        match &self.api_key {
-            Some(k) => rb.header("x-api-key", k),
-            None => rb,
-        }
+            .header("anthropic-version", API_VERSION)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::http::{Http, Step, api_key};
+use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
@@ -17,38 +17,20 @@ use crate::openai::{
 };
 
 /// Google's Gemini API (`base_url` like `https://generativelanguage.googleapis.com/v1beta`).
+#[derive(Debug)]
 pub struct GeminiProvider {
     http: Http,
-    api_key: Option<String>,
-}
-
-impl std::fmt::Debug for GeminiProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeminiProvider")
-            .field("name", &self.http.name)
-            .field("base_url", &self.http.base_url)
-            .finish_non_exhaustive()
-    }
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 impl GeminiProvider {
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
         Ok(Self {
-            http: Http::new(cfg)?,
-            api_key: api_key(cfg),
+            http: Http::new(cfg, Auth::Header("x-goog-api-key"))?,
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, path);
-        match &self.api_key {
-            Some(k) => rb.header("x-goog-api-key", k),
-            None => rb,
-        }
+        self.http.request(method, path)
     }
 }
 

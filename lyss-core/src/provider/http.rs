@@ -14,12 +14,24 @@ use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
 use crate::openai::ChatChunk;
 
-/// An upstream HTTP API: its name for errors and logs, its base URL, a pooled client.
+/// How a vendor wants its API key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI and the compatible family).
+    Bearer,
+    /// The key in a header of its own (`x-api-key`, `api-key`, `x-goog-api-key`).
+    Header(&'static str),
+}
+
+/// An upstream HTTP API: its name for errors and logs, its base URL, a pooled client, and the
+/// API key (never printed: `Debug` leaves it out).
 pub(crate) struct Http {
     pub name: String,
     pub base_url: String,
     client: reqwest::Client,
     timeout: Duration,
+    api_key: Option<String>,
+    auth: Auth,
 }
 
 impl std::fmt::Debug for Http {
@@ -27,13 +39,19 @@ impl std::fmt::Debug for Http {
         f.debug_struct("Http")
             .field("name", &self.name)
             .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
 
+/// Now, in unix seconds (the `created` of translated answers).
+pub(crate) fn now() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
+}
+
 /// The API key of a provider: `api_key`, else the variable `api_key_env` names (a warning
 /// when it is unset: local servers need no key, hosted ones will answer 401).
-pub(crate) fn api_key(cfg: &ProviderConfig) -> Option<String> {
+fn api_key(cfg: &ProviderConfig) -> Option<String> {
     match (&cfg.api_key, &cfg.api_key_env) {
         (Some(k), _) => Some(k.expose().to_owned()),
         (None, Some(var)) => match std::env::var(var) {
@@ -48,7 +66,8 @@ pub(crate) fn api_key(cfg: &ProviderConfig) -> Option<String> {
 }
 
 impl Http {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self> {
+    /// The client for a provider; its API key is resolved now and sent as `auth` says.
+    pub fn new(cfg: &ProviderConfig, auth: Auth) -> Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -60,13 +79,21 @@ impl Http {
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
             client,
             timeout: Duration::from_secs(cfg.timeout_secs),
+            api_key: api_key(cfg),
+            auth,
         })
     }
 
-    /// A request to `base_url` + `path`.
+    /// A request to `base_url` + `path`, with the API key.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base_url))
+        let rb = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
+        match (&self.api_key, self.auth) {
+            (Some(k), Auth::Bearer) => rb.bearer_auth(k),
+            (Some(k), Auth::Header(name)) => rb.header(name, k),
+            (None, _) => rb,
+        }
     }
 
     /// Sends the request and waits for the response head within the timeout; non-2xx

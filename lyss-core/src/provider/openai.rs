@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::http::{Http, Step, api_key, upstream_message};
+use super::http::{Auth, Http, Step, upstream_message};
 use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
@@ -13,21 +13,11 @@ use crate::openai::{
 };
 
 /// An OpenAI-compatible upstream reached over HTTP.
+#[derive(Debug)]
 pub struct OpenAiProvider {
     http: Http,
-    api_key: Option<String>,
     /// Azure's `api-version`, when this is Azure OpenAI.
     azure: Option<String>,
-}
-
-impl std::fmt::Debug for OpenAiProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiProvider")
-            .field("name", &self.http.name)
-            .field("base_url", &self.http.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .finish()
-    }
 }
 
 impl OpenAiProvider {
@@ -44,9 +34,13 @@ impl OpenAiProvider {
             }
             _ => None,
         };
+        let auth = if azure.is_some() {
+            Auth::Header("api-key")
+        } else {
+            Auth::Bearer
+        };
         Ok(Self {
-            http: Http::new(cfg)?,
-            api_key: api_key(cfg),
+            http: Http::new(cfg, auth)?,
             azure,
         })
     }
@@ -60,24 +54,15 @@ impl OpenAiProvider {
         model: Option<&str>,
     ) -> reqwest::RequestBuilder {
         let Some(version) = &self.azure else {
-            let rb = self.http.request(method, operation);
-            return match &self.api_key {
-                Some(k) => rb.bearer_auth(k),
-                None => rb,
-            };
+            return self.http.request(method, operation);
         };
         let path = match model {
             Some(deployment) => format!("/openai/deployments/{deployment}{operation}"),
             None => format!("/openai{operation}"),
         };
-        let rb = self
-            .http
+        self.http
             .request(method, &path)
-            .query(&[("api-version", version)]);
-        match &self.api_key {
-            Some(k) => rb.header("api-key", k),
-            None => rb,
-        }
+            .query(&[("api-version", version)])
     }
 }
 
