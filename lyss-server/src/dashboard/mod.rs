@@ -7,7 +7,8 @@ mod charts;
 mod session;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -206,11 +207,18 @@ fn guard(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Bo
     Ok(c)
 }
 
-/// The session and its CSRF token for a page, or the sign-in page.
-fn viewer(state: &AppState, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    match signed_in(state, headers) {
-        Some(c) => Ok(sessions(state).csrf(&c)),
-        None => Err(Box::new(login_page(None))),
+/// A signed-in admin, with the CSRF token for the page's forms; anyone else gets the sign-in
+/// page.
+pub struct Viewer(String);
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match signed_in(state, &parts.headers) {
+            Some(c) => Ok(Viewer(sessions(state).csrf(&c))),
+            None => Err(login_page(None)),
+        }
     }
 }
 
@@ -260,13 +268,9 @@ fn usd(n: i64) -> String {
 
 async fn overview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Viewer(csrf): Viewer,
     Query(n): Query<Notice>,
 ) -> Response {
-    let csrf = match viewer(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let policy = state.lyss.policy();
     let until = OffsetDateTime::now_utc();
     let days = 14i64;
@@ -384,13 +388,9 @@ fn budget_table(budgets: &[lyss_core::policy::BudgetStatus], csrf: &str, actions
 
 async fn workspaces(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Viewer(csrf): Viewer,
     Query(n): Query<Notice>,
 ) -> Response {
-    let csrf = match viewer(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let all = state
         .lyss
         .policy()
@@ -462,13 +462,9 @@ async fn create_workspace(
 
 async fn users(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Viewer(csrf): Viewer,
     Query(n): Query<Notice>,
 ) -> Response {
-    let csrf = match viewer(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let policy = state.lyss.policy();
     let all = policy.list_users(None).await.unwrap_or_default();
     let workspaces = policy.list_workspaces().await.unwrap_or_default();
@@ -565,13 +561,10 @@ async fn keys_page(state: &AppState, csrf: &str, n: &Notice, created: Option<&st
 
 async fn keys(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Viewer(csrf): Viewer,
     Query(n): Query<Notice>,
 ) -> Response {
-    match viewer(&state, &headers) {
-        Ok(csrf) => keys_page(&state, &csrf, &n, None).await,
-        Err(r) => *r,
-    }
+    keys_page(&state, &csrf, &n, None).await
 }
 
 #[derive(Deserialize)]
@@ -632,13 +625,9 @@ async fn revoke_key(
 
 async fn budgets(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Viewer(csrf): Viewer,
     Query(n): Query<Notice>,
 ) -> Response {
-    let csrf = match viewer(&state, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let all = state
         .lyss
         .policy()
