@@ -508,5 +508,29 @@ mod tests {
             let (next_start, _) = period.bounds(OffsetDateTime::from_unix_timestamp(end.unwrap()).unwrap(), None).unwrap();
             prop_assert_eq!(next_start, end.unwrap());
         }
+
+        /// The same in time zones with daylight saving (30-minute shifts too) and odd offsets:
+        /// periods tile time with no gap and no overlap across DST changes.
+        #[test]
+        fn periods_tile_time_in_any_time_zone(
+            secs in 0i64..4_102_444_800,
+            p in 1usize..4,
+            z in 0usize..5,
+        ) {
+            let tz = ["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Chatham"][z];
+            let period = [Period::None, Period::Daily, Period::Weekly, Period::Monthly][p];
+            let now = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let (start, end) = period.bounds(now, Some(tz)).unwrap();
+            let end = end.unwrap();
+            prop_assert!(start <= secs && secs < end, "{tz}: {start} <= {secs} < {end}");
+            // A day is 23 to 25 hours long, never less or more (Lord Howe shifts by 30 minutes).
+            if period == Period::Daily {
+                prop_assert!((23 * 3600..=25 * 3600).contains(&(end - start)), "{tz}: {}", end - start);
+            }
+            let (next_start, _) = period.bounds(OffsetDateTime::from_unix_timestamp(end).unwrap(), Some(tz)).unwrap();
+            prop_assert_eq!(next_start, end);
+            let (same_start, _) = period.bounds(OffsetDateTime::from_unix_timestamp(end - 1).unwrap(), Some(tz)).unwrap();
+            prop_assert_eq!(same_start, start);
+        }
     }
 }
