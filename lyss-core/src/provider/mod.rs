@@ -1,7 +1,7 @@
 //! The `Provider` seam: one upstream LLM API each, spoken in OpenAI's shapes.
 
 mod anthropic;
-mod gemini;
+pub mod gemini;
 mod http;
 mod openai;
 mod router;
