@@ -28,10 +28,6 @@ impl GeminiProvider {
             http: Http::new(cfg, Auth::Header("x-goog-api-key"))?,
         })
     }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, path)
-    }
 }
 
 /// An OpenAI chat request as a `generateContent` body.
@@ -434,11 +430,12 @@ impl Provider for GeminiProvider {
         let resp = self
             .http
             .send(
-                self.request(
-                    reqwest::Method::POST,
-                    &format!("/models/{}:generateContent", req.model),
-                )
-                .json(&body),
+                self.http
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/models/{}:generateContent", req.model),
+                    )
+                    .json(&body),
             )
             .await?;
         let answer: Value = self.http.json(resp).await?;
@@ -450,12 +447,13 @@ impl Provider for GeminiProvider {
         let resp = self
             .http
             .send(
-                self.request(
-                    reqwest::Method::POST,
-                    &format!("/models/{}:streamGenerateContent?alt=sse", req.model),
-                )
-                .header(reqwest::header::ACCEPT, "text/event-stream")
-                .json(&body),
+                self.http
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/models/{}:streamGenerateContent?alt=sse", req.model),
+                    )
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    .json(&body),
             )
             .await?;
         let mut translator = StreamToOpenAi::new(now(), req.wants_stream_usage());
@@ -496,11 +494,12 @@ impl Provider for GeminiProvider {
         let resp = self
             .http
             .send(
-                self.request(
-                    reqwest::Method::POST,
-                    &format!("/models/{}:batchEmbedContents", req.model),
-                )
-                .json(&json!({"requests": requests})),
+                self.http
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/models/{}:batchEmbedContents", req.model),
+                    )
+                    .json(&json!({"requests": requests})),
             )
             .await?;
         let answer: Value = self.http.json(resp).await?;
@@ -534,7 +533,7 @@ impl Provider for GeminiProvider {
     async fn list_models(&self) -> Result<Vec<String>> {
         let resp = self
             .http
-            .send(self.request(reqwest::Method::GET, "/models"))
+            .send(self.http.request(reqwest::Method::GET, "/models"))
             .await?;
         let list: Value = self.http.json(resp).await?;
         Ok(list["models"]
