@@ -977,7 +977,7 @@ impl LedgerDraft {
         self.settled = true;
         let entry = self.entry(usage, status, error);
         crate::telemetry::finished(&entry);
-        self.policy.settle(&self.reservation, &entry).await
+        settle_or_retry(&self.policy, &self.reservation, &entry).await
     }
 
     fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
@@ -1030,7 +1030,7 @@ impl LedgerDraft {
         entry.prompt_tokens_original = 0;
         entry.memory_saved_nusd = 0;
         crate::telemetry::finished(&entry);
-        self.policy.settle(&self.reservation, &entry).await
+        settle_or_retry(&self.policy, &self.reservation, &entry).await
     }
 
     /// Records a failed upstream call (no tokens billed, the reservation released) and hands
@@ -1057,6 +1057,77 @@ impl LedgerDraft {
     }
 }
 
+/// How long a settlement that found the database down keeps trying in the background.
+const SETTLE_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Settles; when the database is unreachable, keeps trying in the background instead of
+/// failing the request. The upstream has spent the tokens already: withholding the answer
+/// saves nothing, and the row must land to keep the budget true. A late settlement still adds
+/// its spend if the reaper released the hold meanwhile. Admission stays closed while the
+/// database is down (reservations fail), so nothing new is spent unrecorded.
+async fn settle_or_retry(
+    policy: &Arc<dyn Policy>,
+    reservation: &Reservation,
+    entry: &LedgerEntry,
+) -> Result<BudgetLeft> {
+    match policy.settle(reservation, entry).await {
+        Err(e @ Error::Unavailable { .. }) => {
+            tracing::warn!(error = %e, request_id = %entry.request_id, "ledger unavailable: settling in the background");
+            crate::telemetry::settlement_deferred();
+            tokio::spawn(retry_settle(
+                policy.clone(),
+                reservation.clone(),
+                entry.clone(),
+            ));
+            Ok(BudgetLeft::default())
+        }
+        other => other,
+    }
+}
+
+async fn retry_settle(policy: Arc<dyn Policy>, reservation: Reservation, entry: LedgerEntry) {
+    let deadline = Instant::now() + SETTLE_RETRY_FOR;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(wait).await;
+        // The failed attempt may have committed with its acknowledgement lost: never twice.
+        let settled = match already_recorded(policy.as_ref(), &entry).await {
+            Ok(true) => Ok(()),
+            Ok(false) => policy.settle(&reservation, &entry).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match settled {
+            Ok(()) => {
+                tracing::info!(request_id = %entry.request_id, "settled after the database came back");
+                return;
+            }
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                let row = serde_json::to_string(&entry).unwrap_or_default();
+                tracing::error!(error = %e, row = %row, "gave up settling: the ledger row is lost");
+                return;
+            }
+        }
+    }
+}
+
+/// Whether the ledger holds this entry (same request, endpoint and millisecond).
+async fn already_recorded(policy: &dyn Policy, entry: &LedgerEntry) -> Result<bool> {
+    let rows = policy
+        .ledger(&crate::policy::LedgerQuery {
+            since: Some(entry.at - Duration::from_millis(1)),
+            key_id: Some(entry.key_id.clone()),
+            limit: Some(10_000),
+        })
+        .await?;
+    let ms = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
+    Ok(rows.iter().any(|r| {
+        r.request_id == entry.request_id && r.endpoint == entry.endpoint && ms(r.at) == ms(entry.at)
+    }))
+}
+
 impl Drop for LedgerDraft {
     /// The request was abandoned before it settled (the client went away while lyss waited
     /// for the upstream, which is then cancelled): release the reservation now rather than at
@@ -1078,7 +1149,7 @@ impl Drop for LedgerDraft {
         let (policy, reservation) = (self.policy.clone(), std::mem::take(&mut self.reservation));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = policy.settle(&reservation, &entry).await {
+                if let Err(e) = settle_or_retry(&policy, &reservation, &entry).await {
                     tracing::error!(error = %e, "could not record an abandoned request");
                 }
             });

@@ -63,6 +63,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "lyss_breaker_open",
         "1 while a target's circuit is open (it is skipped), else 0, by target.",
     ),
+    (
+        "lyss_settlements_deferred_total",
+        "Settlements that found the database down and were retried in the background.",
+    ),
 ];
 
 /// Registers the help text of every metric with the installed recorder.
@@ -137,6 +141,11 @@ pub fn upstream_attempt(provider: &str, outcome: &str, took: Duration) {
 pub fn retry(provider: &str) {
     metrics::counter!("lyss_upstream_retries_total", "provider" => provider.to_owned())
         .increment(1);
+}
+
+/// A settlement found the database down; it goes on in the background.
+pub fn settlement_deferred() {
+    metrics::counter!("lyss_settlements_deferred_total").increment(1);
 }
 
 /// A target's circuit opened (`true`) or closed.

@@ -126,3 +126,146 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A PostgreSQL server of one test's own (a fresh cluster in a temporary directory, on a free
+/// loopback port, trust auth), to stop and start again mid-test without touching the shared
+/// server. Needs PostgreSQL's server binaries (`/usr/lib/postgresql/*/bin`, or
+/// `LYSS_TEST_PG_BINDIR`); as root they run as the `postgres` user (initdb refuses root).
+/// Stopped and removed on drop.
+pub struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// Creates the cluster and starts it.
+    pub async fn start() -> Self {
+        let bin = std::env::var_os("LYSS_TEST_PG_BINDIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|p| p.join("initdb").exists())
+                    .collect();
+                found.sort();
+                found.pop()
+            })
+            .expect("PostgreSQL server binaries (initdb, pg_ctl) are needed for this test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("its address")
+            .port();
+        let dir = std::env::temp_dir().join(format!("lyss-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).expect("a directory for the cluster");
+        let pg = Self { dir, bin, port };
+        if Self::as_root() {
+            pg.run("chown", &["postgres:", &pg.dir.to_string_lossy()], false);
+        }
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            true,
+        );
+        pg.start_again().await;
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: no clean shutdown, as in a crash;
+    /// every connection is cut).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+            true,
+        );
+    }
+
+    /// Starts the server (again) on the same port and waits until it accepts connections.
+    pub async fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "start",
+            ],
+            true,
+        );
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("private PostgreSQL did not start");
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").to_string_lossy().into_owned()
+    }
+
+    fn as_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    }
+
+    /// `program` (from the server binaries when `server`), run as `postgres` when root.
+    fn command(&self, program: &str, server: bool) -> std::process::Command {
+        let program = if server {
+            self.bin.join(program).to_string_lossy().into_owned()
+        } else {
+            program.to_owned()
+        };
+        if server && Self::as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &program]);
+            c
+        } else {
+            std::process::Command::new(&program)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str], server: bool) {
+        let out = self
+            .command(program, server)
+            .args(args)
+            .output()
+            .expect("a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl", true)
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
