@@ -5,8 +5,11 @@
 #   scripts/fuzz.sh 3600            # every target, an hour each
 #   scripts/fuzz.sh 600 config      # one target
 #
-# Seeds are in fuzz/corpus/<target> (kept small in git); what libFuzzer adds stays local.
-# A crash leaves its input in fuzz/artifacts/<target>/: reproduce it with
+# Seeds are in fuzz/corpus/<target> (kept small in git). What libFuzzer finds accumulates in
+# ${LYSS_CACHE_DIR:-~/.cache/lyss}/fuzz-corpus/<target>, so that runs continue where the last
+# one stopped. Each run prints its executions, its coverage, and when coverage last grew (a
+# plateau: nothing new for most of the run). A crash leaves its input in
+# fuzz/artifacts/<target>/: reproduce it with
 # `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,14 +17,32 @@ SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(chat_request messages_request stream_translators config)
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lyss/fuzz-target}"
+CORPUS="${LYSS_CACHE_DIR:-$HOME/.cache/lyss}/fuzz-corpus"
+status=0
 for t in "${TARGETS[@]}"; do
-  work="$(mktemp -d)"
-  cp fuzz/corpus/"$t"/* "$work"/ 2>/dev/null || true
+  mkdir -p "$CORPUS/$t"
+  log="$(mktemp)"
   echo "== $t: ${SECS}s"
-  cargo +nightly fuzz run "$t" "$work" -- -max_total_time="$SECS" -print_final_stats=1 2>&1 \
-    | grep -E "^(#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::new_units_added|SUMMARY|==[0-9]+==ERROR)" | tail -4
-  rm -rf "$work"
+  cargo +nightly fuzz build "$t" >/dev/null 2>&1 || cargo +nightly fuzz build "$t"
+  start=$SECONDS
+  set +e
+  cargo +nightly fuzz run "$t" "$CORPUS/$t" fuzz/corpus/"$t" -- \
+      -max_total_time="$SECS" -print_final_stats=1 2>&1 \
+    | while IFS= read -r line; do printf '%s %s\n' "$((SECONDS - start))" "$line"; done >"$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  last_new="$(grep -E '^[0-9]+ #[0-9]+[[:space:]]+(NEW|REDUCE)' "$log" | tail -1 || true)"
+  done_line="$(grep -E 'Done [0-9]+ runs' "$log" | tail -1 || true)"
+  echo "   ${done_line#* }"
+  echo "   coverage last grew at ${last_new%% *} s: $(echo "$last_new" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+' || true)"
+  echo "   corpus: $(ls "$CORPUS/$t" | wc -l) inputs"
+  if [ "$rc" -ne 0 ]; then
+    grep -E "ERROR|SUMMARY|panicked|artifact" "$log" | sed 's/^[0-9]* /   /' | head -20
+    status=1
+  fi
+  rm -f "$log"
 done
+exit $status
