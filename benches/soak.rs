@@ -554,6 +554,16 @@ async fn main() {
     // Rows of streams are written as they end; give the last ones a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows = ledger_rows(&http, &lyss.base).await;
+    let cache: Value = http
+        .get(format!("{}/admin/cache", lyss.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    println!("cache: {cache}");
     println!(
         "requests answered {answered}, errors {errors} (not sent: {skipped}), ledger rows {rows}, RSS now {:.1} MiB",
         rss_mib(pid)

@@ -14,5 +14,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lyss/target}"
 scripts/fetch-models.sh >/dev/null
-cargo build --release --locked -p lyss-server -p lyss-benches --bin soak
+cargo build --release --locked -p lyss-server
+cargo build --release --locked -p lyss-benches --bin soak
 exec "$CARGO_TARGET_DIR/release/soak" --server "$CARGO_TARGET_DIR/release/lyss-server" "$@"

@@ -233,6 +233,16 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 Error::Config(format!("data_dir {}: cannot create: {e}", dir.display()))
             })?;
+            // A read-only directory would only fail at the first request: say so now.
+            let probe = dir.join(".lyss-write-check");
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "data_dir {}: not writable ({e}); lyss keeps its database there",
+                        dir.display()
+                    ))
+                })?;
         }
         return Ok(Arc::new(SqlitePolicy::connect(&url).await?));
     }

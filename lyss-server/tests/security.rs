@@ -398,7 +398,7 @@ const REFUSED_NAMES: &[&str] = &[
 /// Valid names that are special to SQL's LIKE or to URLs, and Unicode letters.
 const TRICKY_NAMES: &[&str] = &["_", "__", "t_am", "a.b@c-d", "名前"];
 /// Free text that reaches SQL as a bound value: memories, end users, search text, key names,
-/// request ids (the keyword index's query syntax included).
+/// request ids, and search text with query-language syntax (search never reaches SQL).
 const HOSTILE_TEXT: &[&str] = &[
     "x'); DROP TABLE usage_ledger; --",
     "a\" OR \"1\"=\"1",

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const ADMIN: &str = "faults-admin";
 /// Reservations of requests that died are released after this long.
-const RESERVATION_TIMEOUT_SECS: u64 = 3;
+const RESERVATION_TIMEOUT_SECS: u64 = 10;
 
 /// What the fake upstream does with the next requests.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -233,8 +233,8 @@ name = "gpt-4o-mini"
 provider = "local"
 input_per_mtok = 1.0
 output_per_mtok = 2.0
-first_byte_timeout_secs = 2
-timeout_secs = 4
+first_byte_timeout_secs = 3
+timeout_secs = 5
 "#
         ),
     )
@@ -392,13 +392,21 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, body: &Value) -> 
     }
 }
 
-/// An error in OpenAI's shape: `{"error": {"message", "type", …}}`.
+/// An error in OpenAI's shape, `{"error": {"message", "type", "code"}}`, with the code its
+/// status stands for.
 fn assert_openai_error(seen: &Seen) {
     let e = &seen.body["error"];
     assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"].is_string(),
+        e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"] == "api_error",
         "not an OpenAI error: {seen:?}"
     );
+    let code = match seen.status {
+        502 => "upstream_error",
+        503 => "service_unavailable",
+        504 => "upstream_timeout",
+        other => panic!("unexpected status {other}: {seen:?}"),
+    };
+    assert_eq!(e["code"], code, "{seen:?}");
 }
 
 /// Sends healthy requests until one is served (the breaker may hold the target for a second).
@@ -432,8 +440,8 @@ async fn upstream_faults_give_clean_errors_and_the_books_still_balance() {
 
     // (fault, stream, status the client sees, status in the ledger)
     let cases = [
-        (Fault::Slow(Duration::from_millis(1500)), false, 200, 200),
-        (Fault::Slow(Duration::from_millis(1500)), true, 200, 200),
+        (Fault::Slow(Duration::from_millis(1000)), false, 200, 200),
+        (Fault::Slow(Duration::from_millis(1000)), true, 200, 200),
         (Fault::Hang, false, 504, 504),
         (Fault::Hang, true, 504, 504),
         (Fault::Reset, false, 502, 502),
@@ -779,4 +787,59 @@ async fn a_full_sqlite_disk_refuses_requests_and_recovers_once_space_is_back() {
     let served = ledger.iter().filter(|r| r["status"] == json!(200)).count() as u64;
     let before_full = statuses.get(&200).copied().unwrap_or(0);
     assert_eq!(served, 20 + before_full + 1, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_data_dir_is_refused_at_startup_with_a_clear_message() {
+    // (The kernel will not remount a filesystem read-only while lyss has its database open
+    // for writing; a full disk, above, is the write failure that can happen mid-run.)
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &upstream.url, "");
+    let data = disk.dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut server = Server::start(&["--config", &config, "--data-dir", data]).await;
+    Admin::of(&server).tenant().await;
+    server.kill_hard();
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(disk.dir.path())
+        .status()
+        .unwrap();
+    assert!(remount.success());
+
+    let mut child = lyss_tests::command("lyss-server")
+        .args([
+            "--config",
+            &config,
+            "--data-dir",
+            data,
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lyss-server started on a read-only data dir"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(data) && stderr.to_lowercase().contains("read-only"),
+        "{stderr}"
+    );
 }
