@@ -311,8 +311,12 @@ impl Lyss {
     }
 
     /// Releases reservations whose requests died; run it periodically (the server does).
+    /// A hold goes only a grace period after it expired (its lifetime, at most 30 s): the
+    /// request's settlement may still be on its way (waiting for a busy database, or retried
+    /// in the background), and releasing the hold first would let its late spend overshoot.
     pub async fn reap_expired(&self) -> Result<u64> {
-        self.policy.release_expired(self.clock.now()).await
+        let grace = self.reservation_ttl.min(Duration::from_secs(30));
+        self.policy.release_expired(self.clock.now() - grace).await
     }
 
     /// When a request that started at `started` must be over: a little before its reservation
@@ -1102,7 +1106,7 @@ async fn retry_settle(policy: Arc<dyn Policy>, reservation: Reservation, entry: 
                 return;
             }
             Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait = (wait * 2).min(Duration::from_secs(2));
             }
             Err(e) => {
                 let row = serde_json::to_string(&entry).unwrap_or_default();
