@@ -15,6 +15,8 @@
 //! - `--find-max`: the rate stepped up (20 s each) until lyss no longer keeps up (answers
 //!   < 99% of what was offered, an error, or p99 > 1 s); prints every step.
 //!
+//! `--mix gateway` leaves the memory turns out (thirds of the rest): the gateway path alone.
+//!
 //! `--backend embedded` (SQLite, caches in process) or `cluster` (a fresh schema in
 //! `--postgres`, rate limits and cache in `--redis`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,6 +39,8 @@ struct Args {
     duration: u64,
     rate: u64,
     find_max: bool,
+    /// `memory` (the default mix) or `gateway`: without memory turns (thirds of the rest).
+    mix: String,
     postgres: String,
     redis: String,
 }
@@ -48,6 +52,7 @@ fn args() -> Args {
         duration: 600,
         rate: 40,
         find_max: false,
+        mix: "memory".into(),
         postgres: "postgres://postgres@127.0.0.1:5432/test".into(),
         redis: "redis://127.0.0.1:6379".into(),
     };
@@ -62,6 +67,7 @@ fn args() -> Args {
             "--postgres" => a.postgres = value(),
             "--redis" => a.redis = value(),
             "--find-max" => a.find_max = true,
+            "--mix" => a.mix = value(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -278,8 +284,9 @@ async fn tenants(http: &reqwest::Client, base: &str) -> Vec<String> {
     keys
 }
 
-/// Request `i` of the mix: (key index, body).
-fn request(i: u64) -> (usize, Value) {
+/// Request `i` of the mix: (key index, body). Without memory, `i` skips the memory turns.
+fn request(i: u64, memory: bool) -> (usize, Value) {
+    let i = if memory { i } else { i / 3 * 4 + i % 3 };
     let ask = |text: String, stream: bool| {
         let mut b = json!({"model": "gpt-4o-mini", "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
@@ -381,18 +388,21 @@ struct Window {
     latencies: Vec<f64>,
 }
 
+/// Where the load goes, and what it is made of.
+struct Target {
+    http: reqwest::Client,
+    base: String,
+    keys: Arc<Vec<String>>,
+    /// The next request's number in the mix.
+    next: AtomicU64,
+    memory: bool,
+}
+
 /// Offers `rate` requests per second for `secs`; returns one window per `window` seconds
 /// (by the second the request was offered) and the count not sent because too many were in
 /// flight.
-async fn drive(
-    http: &reqwest::Client,
-    base: &str,
-    keys: &Arc<Vec<String>>,
-    next: &AtomicU64,
-    rate: u64,
-    secs: u64,
-    window: u64,
-) -> (Vec<Window>, u64) {
+async fn drive(t: &Target, rate: u64, secs: u64, window: u64) -> (Vec<Window>, u64) {
+    let (http, base, keys, next, memory) = (&t.http, t.base.as_str(), &t.keys, &t.next, t.memory);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Outcome)>();
     let in_flight = Arc::new(AtomicU64::new(0));
     let mut skipped = 0;
@@ -408,7 +418,7 @@ async fn drive(
             skipped += 1;
             continue;
         }
-        let (key, body) = request(next.fetch_add(1, Ordering::SeqCst));
+        let (key, body) = request(next.fetch_add(1, Ordering::SeqCst), memory);
         let (http, base, key, tx, in_flight) = (
             http.clone(),
             base.to_owned(),
@@ -474,9 +484,18 @@ async fn main() {
         .pool_max_idle_per_host(4_096)
         .build()
         .unwrap();
-    let keys = Arc::new(tenants(&http, &lyss.base).await);
-    let next = AtomicU64::new(0);
     let pid = lyss.child.id();
+    let target = Target {
+        keys: Arc::new(tenants(&http, &lyss.base).await),
+        http: http.clone(),
+        base: lyss.base.clone(),
+        next: AtomicU64::new(0),
+        memory: match a.mix.as_str() {
+            "memory" => true,
+            "gateway" => false,
+            other => panic!("--mix memory|gateway, not {other}"),
+        },
+    };
     println!(
         "lyss-server ({}) pid {pid}, RSS at start {:.1} MiB",
         a.backend,
@@ -485,14 +504,14 @@ async fn main() {
 
     if a.find_max {
         // Warm up (model load, connections), then step up.
-        drive(&http, &lyss.base, &keys, &next, 20, 5, 5).await;
+        drive(&target, 20, 5, 5).await;
         println!("| offered req/s | answered req/s | errors | p50 ms | p99 ms | RSS MiB |");
         println!("|---:|---:|---:|---:|---:|---:|");
         let mut best = 0;
         for rate in [
             50, 100, 200, 300, 400, 600, 800, 1_000, 1_300, 1_600, 2_000, 2_500, 3_000,
         ] {
-            let (w, skipped) = drive(&http, &lyss.base, &keys, &next, rate, 20, 20).await;
+            let (w, skipped) = drive(&target, rate, 20, 20).await;
             let w = &w[0];
             let answered = w.answered as f64 / 20.0;
             let (p50, p99) = (pct(&w.latencies, 0.5), pct(&w.latencies, 0.99));
@@ -506,7 +525,10 @@ async fn main() {
             }
             best = rate;
         }
-        println!("highest sustained rate: {best} req/s ({})", a.backend);
+        println!(
+            "highest sustained rate: {best} req/s ({}, {} mix)",
+            a.backend, a.mix
+        );
         return;
     }
 
@@ -529,7 +551,7 @@ async fn main() {
         "soak: {} req/s for {} s (a quarter each: fresh, fresh streaming, cache repeats, memory turns)",
         a.rate, a.duration
     );
-    let (windows, skipped) = drive(&http, &lyss.base, &keys, &next, a.rate, a.duration, 60).await;
+    let (windows, skipped) = drive(&target, a.rate, a.duration, 60).await;
     sampler.0.store(1, Ordering::SeqCst);
     for (minute, mib) in sampler.1.await.unwrap() {
         rss.insert(minute, mib); // the last sample of each minute

@@ -8,7 +8,7 @@
 # Seeds are in fuzz/corpus/<target> (kept small in git). What libFuzzer finds accumulates in
 # ${LYSS_CACHE_DIR:-~/.cache/lyss}/fuzz-corpus/<target>, so that runs continue where the last
 # one stopped. Each run prints its executions, its coverage, and when coverage last grew (a
-# plateau: nothing new for most of the run). A crash leaves its input in
+# plateau: nothing new for most of the run); its full log stays in .../fuzz-logs. A crash leaves its input in
 # fuzz/artifacts/<target>/: reproduce it with
 # `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>`.
 set -euo pipefail
@@ -21,10 +21,12 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lyss/fuzz-target}"
 CORPUS="${LYSS_CACHE_DIR:-$HOME/.cache/lyss}/fuzz-corpus"
+LOGS="${LYSS_CACHE_DIR:-$HOME/.cache/lyss}/fuzz-logs"
+mkdir -p "$LOGS"
 status=0
 for t in "${TARGETS[@]}"; do
   mkdir -p "$CORPUS/$t"
-  log="$(mktemp)"
+  log="$LOGS/$t-$(date +%Y%m%dT%H%M%S).log"
   echo "== $t: ${SECS}s"
   cargo +nightly fuzz build "$t" >/dev/null 2>&1 || cargo +nightly fuzz build "$t"
   start=$SECONDS
@@ -34,15 +36,17 @@ for t in "${TARGETS[@]}"; do
     | while IFS= read -r line; do printf '%s %s\n' "$((SECONDS - start))" "$line"; done >"$log"
   rc=${PIPESTATUS[0]}
   set -e
-  last_new="$(grep -E '^[0-9]+ #[0-9]+[[:space:]]+(NEW|REDUCE)' "$log" | tail -1 || true)"
   done_line="$(grep -E 'Done [0-9]+ runs' "$log" | tail -1 || true)"
   echo "   ${done_line#* }"
-  echo "   coverage last grew at ${last_new%% *} s: $(echo "$last_new" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+' || true)"
+  # Edge coverage (`cov`) is the plateau to watch; features (`ft`) creep up for much longer.
+  awk '/ NEW /{ for (i = 1; i <= NF; i++) { if ($i == "cov:") c = $(i + 1); if ($i == "ft:") f = $(i + 1) }
+                if (c + 0 > last + 0) { last = c; at = $1 }; lastf = f; atf = $1 }
+       END { printf "   edge coverage %s, last grew at %s s; features %s, last grew at %s s\n", last, at, lastf, atf }' "$log"
   echo "   corpus: $(ls "$CORPUS/$t" | wc -l) inputs"
   if [ "$rc" -ne 0 ]; then
     grep -E "ERROR|SUMMARY|panicked|artifact" "$log" | sed 's/^[0-9]* /   /' | head -20
     status=1
   fi
-  rm -f "$log"
+  echo "   log: $log"
 done
 exit $status

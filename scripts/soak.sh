@@ -6,6 +6,7 @@
 #   scripts/soak.sh --duration 1800 --rate 100       # longer, faster
 #   scripts/soak.sh --backend cluster                # Postgres + Redis (a fresh schema)
 #   scripts/soak.sh --find-max [--backend cluster]   # step the rate up, 20 s per step
+#   scripts/soak.sh --find-max --mix gateway         # the same without memory turns
 #
 # Cluster runs use --postgres (default postgres://postgres@127.0.0.1:5432/test) and --redis
 # (default redis://127.0.0.1:6379). Memory turns use the local embedding model
