@@ -5,21 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN, TestApp, completion, sse, sse_data};
+use common::{ADMIN, TestApp, assert_openai_error, completion, sse, sse_data};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
-
-fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
-    let e = &body["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert_eq!(e["type"], kind, "{body}");
-    assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
-    assert!(e.get("param").is_some(), "{body}");
-}
 
 async fn mock_completion(app: &TestApp, model: &str) {
     Mock::given(method("POST"))

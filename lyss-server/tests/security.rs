@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN, TestApp};
+use common::{ADMIN, TestApp, assert_openai_error};
 use lyss_core::config::EmbedderKind;
 use lyss_core::policy::{NewBudget, Period, Scope, Unit};
 use reqwest::Method;
@@ -19,13 +19,6 @@ async fn answering(app: &TestApp) {
         .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
         .mount(&app.upstream)
         .await;
-}
-
-fn assert_openai_error(body: &Value) {
-    assert!(
-        body["error"]["message"].is_string() && body["error"]["type"].is_string(),
-        "not an OpenAI error: {body}"
-    );
 }
 
 /// Every route under `/admin`, with a body where it takes one.
@@ -96,7 +89,8 @@ async fn every_admin_route_refuses_without_the_admin_token_and_changes_nothing()
             }
             let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 401, "{m} {path} with {auth:?}");
-            assert_openai_error(&resp.json().await.unwrap());
+            let body = resp.json().await.unwrap();
+            assert_openai_error(&body, "invalid_request_error", Some("invalid_api_key"));
         }
     }
     // Nothing was created, changed or revoked.
@@ -263,7 +257,7 @@ async fn no_endpoint_reaches_another_tenants_memories_cache_budgets_or_models() 
                 ] {
                     let (s, body) = probe(&app, other, m.clone(), &path, body).await;
                     assert_eq!(s, 404, "{m} {path}: {body}");
-                    assert_openai_error(&body);
+                    assert_openai_error(&body, "invalid_request_error", Some("not_found"));
                 }
             }
         }
@@ -324,7 +318,7 @@ async fn no_endpoint_reaches_another_tenants_memories_cache_budgets_or_models() 
     ] {
         let (s, body) = probe(&app, &b, Method::POST, path, Some(body)).await;
         assert_eq!(s, 404, "{path}: {body}");
-        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_openai_error(&body, "invalid_request_error", Some("model_not_found"));
     }
 
     // Cache: an answer A paid for is a hit for A, never for another workspace.
@@ -452,7 +446,7 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         ] {
             let (s, b) = as_admin(&app, Method::POST, path, Some(body)).await;
             assert_eq!(s, 400, "{path} {name:?}: {b}");
-            assert_openai_error(&b);
+            assert_openai_error(&b, "invalid_request_error", None);
         }
         let e = enc(name);
         for (m, path, body) in [

@@ -235,3 +235,17 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(|d| d.trim().to_owned())
         .collect()
 }
+
+/// An error in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, of this
+/// type and code.
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+pub fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
+    let e = &body["error"];
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(e["type"], kind, "{body}");
+    assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
+    assert!(e.get("param").is_some(), "{body}");
+}
