@@ -39,8 +39,9 @@ for t in "${TARGETS[@]}"; do
   done_line="$(grep -E 'Done [0-9]+ runs' "$log" | tail -1 || true)"
   echo "   ${done_line#* }"
   # Edge coverage (`cov`) is the plateau to watch; features (`ft`) creep up for much longer.
-  awk '/ NEW /{ for (i = 1; i <= NF; i++) { if ($i == "cov:") c = $(i + 1); if ($i == "ft:") f = $(i + 1) }
-                if (c + 0 > last + 0) { last = c; at = $1 }; lastf = f; atf = $1 }
+  # Lines are "<elapsed s> #<run>\tNEW    cov: N ft: N …" (awk splits on tabs too).
+  awk '$3 == "NEW" { for (i = 1; i <= NF; i++) { if ($i == "cov:") c = $(i + 1); if ($i == "ft:") f = $(i + 1) }
+                     if (c + 0 > last + 0) { last = c; at = $1 }; lastf = f; atf = $1 }
        END { printf "   edge coverage %s, last grew at %s s; features %s, last grew at %s s\n", last, at, lastf, atf }' "$log"
   echo "   corpus: $(ls "$CORPUS/$t" | wc -l) inputs"
   if [ "$rc" -ne 0 ]; then
