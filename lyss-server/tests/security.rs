@@ -413,19 +413,6 @@ fn enc(s: &str) -> String {
     s.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-async fn as_admin(app: &TestApp, m: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(m, format!("{}{path}", app.base))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
     let app = TestApp::with(|c| {
@@ -444,7 +431,7 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
             ),
             ("/admin/users", json!({"name": name, "workspace": "team"})),
         ] {
-            let (s, b) = as_admin(&app, Method::POST, path, Some(body)).await;
+            let (s, b) = probe(&app, ADMIN, Method::POST, path, Some(body)).await;
             assert_eq!(s, 400, "{path} {name:?}: {b}");
             assert_openai_error(&b, "invalid_request_error", None);
         }
@@ -471,7 +458,7 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
             ),
             (Method::GET, format!("/admin/usage?by={e}"), None),
         ] {
-            let (s, b) = as_admin(&app, m.clone(), &path, body).await;
+            let (s, b) = probe(&app, ADMIN, m.clone(), &path, body).await;
             assert!(
                 (400..500).contains(&s) || (s == 200 && b.as_array().is_some_and(Vec::is_empty)),
                 "{m} {path}: {s} {b}"
@@ -482,8 +469,9 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
     // Valid but tricky names: each resolves to itself only (`_` is LIKE's any-character).
     let mut keys = Vec::new();
     for (i, name) in TRICKY_NAMES.iter().enumerate() {
-        let (s, w) = as_admin(
+        let (s, w) = probe(
             &app,
+            ADMIN,
             Method::POST,
             "/admin/workspaces",
             Some(json!({"name": name, "models": ["gpt-4o-mini"]})),
@@ -491,8 +479,9 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         .await;
         assert_eq!(s, 200, "{name}: {w}");
         let user = format!("{name}{i}");
-        let (s, u) = as_admin(
+        let (s, u) = probe(
             &app,
+            ADMIN,
             Method::POST,
             "/admin/users",
             Some(json!({"name": user, "workspace": name})),
@@ -500,16 +489,18 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         .await;
         assert_eq!(s, 200, "{user}: {u}");
         let key_name = HOSTILE_TEXT[i];
-        let (s, k) = as_admin(
+        let (s, k) = probe(
             &app,
+            ADMIN,
             Method::POST,
             "/admin/keys",
             Some(json!({"user": user, "name": key_name})),
         )
         .await;
         assert_eq!(s, 200, "{k}");
-        let (s, b) = as_admin(
+        let (s, b) = probe(
             &app,
+            ADMIN,
             Method::POST,
             "/admin/budgets",
             Some(
@@ -518,8 +509,9 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         )
         .await;
         assert_eq!(s, 200, "{b}");
-        let (s, p) = as_admin(
+        let (s, p) = probe(
             &app,
+            ADMIN,
             Method::PATCH,
             &format!("/admin/workspaces/{}", enc(name)),
             Some(json!({"models": ["gpt-4o-mini", "gpt-4o"]})),
@@ -527,8 +519,9 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         .await;
         assert_eq!(s, 200, "{p}");
         assert_eq!(p["name"], *name);
-        let (_, listed) = as_admin(
+        let (_, listed) = probe(
             &app,
+            ADMIN,
             Method::GET,
             &format!("/admin/keys?user={}", enc(&user)),
             None,
@@ -538,8 +531,9 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
         keys.push(k["key"].as_str().unwrap().to_owned());
     }
     for name in TRICKY_NAMES.iter().chain(&["team"]) {
-        let (s, users) = as_admin(
+        let (s, users) = probe(
             &app,
+            ADMIN,
             Method::GET,
             &format!("/admin/users?workspace={}", enc(name)),
             None,
@@ -609,7 +603,7 @@ async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
     for text in HOSTILE_TEXT {
         assert!(ledger.iter().any(|r| r.request_id == *text), "{text}");
     }
-    let (s, usage) = as_admin(&app, Method::GET, "/admin/usage?by=workspace", None).await;
+    let (s, usage) = probe(&app, ADMIN, Method::GET, "/admin/usage?by=workspace", None).await;
     assert_eq!(s, 200, "{usage}");
     assert_eq!(usage[0]["group"], TRICKY_NAMES[0], "{usage}");
 }

@@ -579,6 +579,34 @@ async fn load_with<F: std::future::Future<Output = ()>>(
     (statuses, failures)
 }
 
+/// After a store outage under load: answers, and refusals that are all 503 in OpenAI's shape
+/// (fail closed, never an unbudgeted answer); service again without a restart of lyss; one
+/// ledger row per answer — also those settled while the store was down — and the books balance.
+async fn assert_outage_survived(
+    server: &Server,
+    admin: &Admin,
+    key: &str,
+    statuses: &HashMap<u16, u64>,
+    failures: &[Seen],
+) {
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > 20,
+        "{statuses:?}"
+    );
+    assert!(
+        !failures.is_empty(),
+        "the outage was not seen: {statuses:?}"
+    );
+    for f in failures {
+        assert_eq!(f.status, 503, "{f:?}");
+        assert_openai_error(f);
+    }
+    resumes(&reqwest::Client::new(), &server.base, key).await;
+    let ledger = admin.assert_books_balance().await;
+    let served = ledger.iter().filter(|r| r["status"] == json!(200)).count() as u64;
+    assert_eq!(served, statuses[&200] + 1, "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_load_refuses_meanwhile_and_loses_no_row() {
     if lyss_core::testing::services::postgres().await.is_none() {
@@ -607,21 +635,7 @@ async fn postgres_restarted_mid_load_refuses_meanwhile_and_loses_no_row() {
         pg.start_again().await;
     })
     .await;
-    // Meanwhile: refusals in OpenAI's shape (fail closed), never an unbudgeted answer.
-    assert!(
-        statuses.get(&200).copied().unwrap_or(0) > 20,
-        "{statuses:?}"
-    );
-    assert!(
-        !failures.is_empty(),
-        "the outage was not seen: {statuses:?}"
-    );
-    for f in &failures {
-        assert_eq!(f.status, 503, "{f:?}");
-        assert_openai_error(f);
-    }
-    // Served again without a restart of lyss.
-    resumes(&reqwest::Client::new(), &server.base, &key).await;
+    assert_outage_survived(&server, &admin, &key, &statuses, &failures).await;
     // Answers in flight when the database went away were delivered, their settlement retried.
     let metrics = reqwest::get(format!("{}/metrics", server.base))
         .await
@@ -635,10 +649,6 @@ async fn postgres_restarted_mid_load_refuses_meanwhile_and_loses_no_row() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(deferred > 0, "no settlement met the outage:\n{metrics}");
-    // Every answer served has its row — also those settled while the database was down.
-    let ledger = admin.assert_books_balance().await;
-    let served = ledger.iter().filter(|r| r["status"] == json!(200)).count() as u64;
-    assert_eq!(served, statuses[&200] + 1, "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -680,22 +690,7 @@ async fn redis_killed_and_restarted_mid_load_fails_closed_and_recovers() {
         redis.restart().await;
     })
     .await;
-    assert!(
-        statuses.get(&200).copied().unwrap_or(0) > 20,
-        "{statuses:?}"
-    );
-    assert!(
-        !failures.is_empty(),
-        "the outage was not seen: {statuses:?}"
-    );
-    for f in &failures {
-        assert_eq!(f.status, 503, "{f:?}");
-        assert_openai_error(f);
-    }
-    resumes(&reqwest::Client::new(), &server.base, &key).await;
-    let ledger = admin.assert_books_balance().await;
-    let served = ledger.iter().filter(|r| r["status"] == json!(200)).count() as u64;
-    assert_eq!(served, statuses[&200] + 1, "{statuses:?}");
+    assert_outage_survived(&server, &admin, &key, &statuses, &failures).await;
 }
 
 /// Mounts a small tmpfs (needs root: CI runs as root; elsewhere the test says why it skips).
