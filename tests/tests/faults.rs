@@ -340,6 +340,38 @@ impl Admin {
     }
 }
 
+/// A running `lyss-server` on [`config`], with the `team` tenant and its key.
+struct Lyss {
+    server: Server,
+    admin: Admin,
+    key: String,
+    config: String,
+    data: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Lyss {
+    /// `extra`: top-level config lines; the data directory is `data/` under `disk`, else
+    /// under a temporary directory.
+    async fn start(upstream: &Upstream, extra: &str, disk: Option<&Path>) -> Lyss {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &upstream.url, extra);
+        let data = disk.unwrap_or(dir.path()).join("data");
+        let data = data.to_str().unwrap().to_owned();
+        let server = Server::start(&["--config", &config, "--data-dir", &data]).await;
+        let admin = Admin::of(&server);
+        let key = admin.tenant().await;
+        Lyss {
+            server,
+            admin,
+            key,
+            config,
+            data,
+            _dir: dir,
+        }
+    }
+}
+
 fn chat(stream: bool, i: u64) -> Value {
     let mut body = json!({"model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": format!("question number {i}, please answer")}]});
@@ -428,12 +460,8 @@ async fn resumes(client: &reqwest::Client, base: &str, key: &str) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_faults_give_clean_errors_and_the_books_still_balance() {
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &upstream.url, "");
-    let data = dir.path().join("data");
-    let server = Server::start(&["--config", &config, "--data-dir", data.to_str().unwrap()]).await;
-    let admin = Admin::of(&server);
-    let key = admin.tenant().await;
+    let lyss = Lyss::start(&upstream, "", None).await;
+    let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
     let client = reqwest::Client::new();
     // What the ledger should hold, by status.
     let mut expected_rows: HashMap<u16, u64> = HashMap::new();
@@ -455,7 +483,7 @@ async fn upstream_faults_give_clean_errors_and_the_books_still_balance() {
     ];
     for (i, (fault, stream, status, row)) in cases.into_iter().enumerate() {
         upstream.set(fault);
-        let seen = send(&client, &server.base, &key, &chat(stream, i as u64)).await;
+        let seen = send(&client, &server.base, key, &chat(stream, i as u64)).await;
         assert_eq!(seen.status, status, "{fault:?} stream={stream}: {seen:?}");
         if status == 200 && stream {
             let complete = fault != Fault::Cut;
@@ -466,7 +494,7 @@ async fn upstream_faults_give_clean_errors_and_the_books_still_balance() {
         }
         *expected_rows.entry(row).or_default() += 1;
         upstream.set(Fault::Healthy);
-        resumes(&client, &server.base, &key).await;
+        resumes(&client, &server.base, key).await;
         *expected_rows.entry(200).or_default() += 1;
     }
 
@@ -496,16 +524,12 @@ async fn upstream_faults_give_clean_errors_and_the_books_still_balance() {
 async fn a_client_leaving_mid_stream_cancels_upstream_and_settles_what_flowed() {
     let upstream = Upstream::start().await;
     upstream.set(Fault::SlowStream);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &upstream.url, "");
-    let data = dir.path().join("data");
-    let server = Server::start(&["--config", &config, "--data-dir", data.to_str().unwrap()]).await;
-    let admin = Admin::of(&server);
-    let key = admin.tenant().await;
+    let lyss = Lyss::start(&upstream, "", None).await;
+    let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
 
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", server.base))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .json(&chat(true, 1))
         .send()
         .await
@@ -615,27 +639,19 @@ async fn postgres_restarted_mid_load_refuses_meanwhile_and_loses_no_row() {
     let pg = lyss_core::testing::services::PrivatePostgres::start().await;
     let upstream = Upstream::start().await;
     upstream.set(Fault::Slow(Duration::from_millis(100)));
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        dir.path(),
-        &upstream.url,
-        &format!("database_url = \"{}\"", pg.url()),
-    );
-    let data = dir.path().join("data");
-    let server = Server::start(&["--config", &config, "--data-dir", data.to_str().unwrap()]).await;
-    let admin = Admin::of(&server);
-    let key = admin.tenant().await;
+    let lyss = Lyss::start(&upstream, &format!("database_url = \"{}\"", pg.url()), None).await;
+    let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
 
     // Down for 6 s: longer than the pool's 3 s wait for a connection (a shorter blip is only
     // latency).
-    let (statuses, failures) = load_with(&server.base, &key, 14, async {
+    let (statuses, failures) = load_with(&server.base, key, 14, async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         pg.stop();
         tokio::time::sleep(Duration::from_secs(6)).await;
         pg.start_again().await;
     })
     .await;
-    assert_outage_survived(&server, &admin, &key, &statuses, &failures).await;
+    assert_outage_survived(server, admin, key, &statuses, &failures).await;
     // Answers in flight when the database went away were delivered, their settlement retried.
     let metrics = reqwest::get(format!("{}/metrics", server.base))
         .await
@@ -659,19 +675,16 @@ async fn redis_killed_and_restarted_mid_load_fails_closed_and_recovers() {
     let mut redis = lyss_core::testing::services::PrivateRedis::start().await;
     let upstream = Upstream::start().await;
     upstream.set(Fault::Slow(Duration::from_millis(50)));
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        dir.path(),
-        &upstream.url,
+    let lyss = Lyss::start(
+        &upstream,
         &format!(
             "database_url = \"{db}\"\nredis_url = \"{}\"\n[cache]\nmode = \"exact\"\nbackend = \"redis\"",
             redis.url()
         ),
-    );
-    let data = dir.path().join("data");
-    let server = Server::start(&["--config", &config, "--data-dir", data.to_str().unwrap()]).await;
-    let admin = Admin::of(&server);
-    let key = admin.tenant().await;
+        None,
+    )
+    .await;
+    let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
     // A rate limit puts Redis on every request's path.
     let keys = admin.call(reqwest::Method::GET, "/admin/keys", None).await;
     let key_id = keys[0]["id"].as_str().unwrap().to_owned();
@@ -683,14 +696,14 @@ async fn redis_killed_and_restarted_mid_load_fails_closed_and_recovers() {
         )
         .await;
 
-    let (statuses, failures) = load_with(&server.base, &key, 10, async {
+    let (statuses, failures) = load_with(&server.base, key, 10, async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         redis.kill();
         tokio::time::sleep(Duration::from_secs(2)).await;
         redis.restart().await;
     })
     .await;
-    assert_outage_survived(&server, &admin, &key, &statuses, &failures).await;
+    assert_outage_survived(server, admin, key, &statuses, &failures).await;
 }
 
 /// Mounts a small tmpfs (needs root: CI runs as root; elsewhere the test says why it skips).
@@ -745,16 +758,12 @@ async fn a_full_sqlite_disk_refuses_requests_and_recovers_once_space_is_back() {
         return;
     };
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &upstream.url, "");
-    let data = disk.dir.path().join("data");
-    let server = Server::start(&["--config", &config, "--data-dir", data.to_str().unwrap()]).await;
-    let admin = Admin::of(&server);
-    let key = admin.tenant().await;
+    let lyss = Lyss::start(&upstream, "", Some(disk.dir.path())).await;
+    let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
     let client = reqwest::Client::new();
     for i in 0..20 {
         assert_eq!(
-            send(&client, &server.base, &key, &chat(i % 2 == 0, i))
+            send(&client, &server.base, key, &chat(i % 2 == 0, i))
                 .await
                 .status,
             200
@@ -765,7 +774,7 @@ async fn a_full_sqlite_disk_refuses_requests_and_recovers_once_space_is_back() {
     let mut statuses: HashMap<u16, u64> = HashMap::new();
     let mut refused = None;
     for i in 0..3_000u64 {
-        let seen = send(&client, &server.base, &key, &chat(i % 2 == 0, 100 + i)).await;
+        let seen = send(&client, &server.base, key, &chat(i % 2 == 0, 100 + i)).await;
         *statuses.entry(seen.status).or_default() += 1;
         if seen.status != 200 {
             refused = Some(seen);
@@ -777,7 +786,7 @@ async fn a_full_sqlite_disk_refuses_requests_and_recovers_once_space_is_back() {
     assert_openai_error(&refused);
 
     std::fs::remove_file(filler).unwrap();
-    resumes(&client, &server.base, &key).await;
+    resumes(&client, &server.base, key).await;
     let ledger = admin.assert_books_balance().await;
     let served = ledger.iter().filter(|r| r["status"] == json!(200)).count() as u64;
     let before_full = statuses.get(&200).copied().unwrap_or(0);
@@ -792,13 +801,9 @@ async fn a_read_only_data_dir_is_refused_at_startup_with_a_clear_message() {
         return;
     };
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &upstream.url, "");
-    let data = disk.dir.path().join("data");
-    let data = data.to_str().unwrap();
-    let mut server = Server::start(&["--config", &config, "--data-dir", data]).await;
-    Admin::of(&server).tenant().await;
-    server.kill_hard();
+    let mut lyss = Lyss::start(&upstream, "", Some(disk.dir.path())).await;
+    lyss.server.kill_hard();
+    let (config, data) = (lyss.config.as_str(), lyss.data.as_str());
     let remount = std::process::Command::new("mount")
         .args(["-o", "remount,ro"])
         .arg(disk.dir.path())
@@ -809,7 +814,7 @@ async fn a_read_only_data_dir_is_refused_at_startup_with_a_clear_message() {
     let mut child = lyss_tests::command("lyss-server")
         .args([
             "--config",
-            &config,
+            config,
             "--data-dir",
             data,
             "--bind",
