@@ -1122,6 +1122,7 @@ async fn already_recorded(policy: &dyn Policy, entry: &LedgerEntry) -> Result<bo
     let rows = policy
         .ledger(&crate::policy::LedgerQuery {
             since: Some(entry.at - Duration::from_millis(1)),
+            until: Some(entry.at + Duration::from_millis(1)),
             key_id: Some(entry.key_id.clone()),
             limit: Some(10_000),
         })

@@ -33,16 +33,22 @@ async fn request_spans_are_exported_over_otlp() {
         .env_remove("OLLAMA_BASE_URL")
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // Kept for the failure message: a start that fails should say why.
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let client = reqwest::Client::new();
     while client.get(format!("{base}/healthz")).send().await.is_err() {
+        let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("server exited with {status}: {}", log());
+        }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
+            started.elapsed() < Duration::from_secs(60),
+            "server did not start in 60 s: {}",
+            log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -52,6 +58,7 @@ async fn request_spans_are_exported_over_otlp() {
         .send()
         .await
         .unwrap();
+    let sent = Instant::now();
     loop {
         let got = collector.received_requests().await.unwrap();
         if let Some(r) = got.iter().find(|r| r.url.path() == "/v1/traces") {
@@ -64,7 +71,7 @@ async fn request_spans_are_exported_over_otlp() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            sent.elapsed() < Duration::from_secs(30),
             "no spans were exported"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

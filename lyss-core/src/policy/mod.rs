@@ -218,6 +218,9 @@ pub struct LedgerEntry {
 pub struct LedgerQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
+    /// Rows before this instant only (as in [`UsageQuery`]).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
     pub key_id: Option<String>,
     pub limit: Option<u32>,
 }

@@ -665,11 +665,13 @@ macro_rules! impl_sql_policy {
                 let rows = sqlx::query(&format!(
                     "SELECT {LEDGER_COLUMNS} FROM usage_ledger \
                      WHERE ($1 IS NULL OR at_ms >= $1) AND ($2 IS NULL OR key_id = $2) \
+                     AND ($4 IS NULL OR at_ms < $4) \
                      ORDER BY id DESC LIMIT $3"
                 ))
                 .bind(query.since.map(at_ms))
                 .bind(query.key_id.as_deref())
                 .bind(i64::from(query.limit.unwrap_or(1000)))
+                .bind(query.until.map(at_ms))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(ledger_from_row).collect()

@@ -293,6 +293,37 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
         e.at = one.at;
         e
     });
+    // A window: `since` inclusive, `until` exclusive, to the millisecond.
+    let at = time::macros::datetime!(2020-01-01 00:00:00.5 UTC);
+    let old = LedgerEntry {
+        at,
+        request_id: "req-old".into(),
+        ..entry(1)
+    };
+    policy
+        .settle(&Reservation::default(), &old)
+        .await
+        .expect("record old");
+    let ms = Duration::milliseconds(1);
+    let window = |since: OffsetDateTime, until: OffsetDateTime| {
+        let policy = policy.clone();
+        async move {
+            policy
+                .ledger(&LedgerQuery {
+                    since: Some(since),
+                    until: Some(until),
+                    ..LedgerQuery::default()
+                })
+                .await
+                .expect("window")
+                .into_iter()
+                .map(|r| r.request_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(window(at, at + ms).await, ["req-old"]);
+    assert_eq!(window(at - ms, at).await, Vec::<String>::new());
+    assert_eq!(window(at + ms, at + Duration::seconds(1)).await, Vec::<String>::new());
 }
 
 const TTL: std::time::Duration = std::time::Duration::from_secs(60);
