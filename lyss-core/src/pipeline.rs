@@ -278,7 +278,7 @@ impl Lyss {
         })?;
         Ok(Some(
             Extractor::new(model.clone(), self.memory_config.dedupe_similarity)
-                .ledger(self.policy.clone()),
+                .ledger(self.policy.clone(), self.reservation_ttl),
         ))
     }
 
@@ -1040,24 +1040,28 @@ impl LedgerDraft {
     /// Records a failed upstream call (no tokens billed, the reservation released) and hands
     /// the error back.
     async fn failed(&mut self, e: Error) -> Error {
-        let status = match &e {
-            Error::Upstream { status, .. } => *status,
-            Error::UpstreamTimeout { .. } => 504,
-            _ => 502,
-        };
-        // A request that timed out may have been processed (and billed) upstream: count its
-        // prompt. Refused or unreachable requests cost nothing.
-        let usage = match &e {
-            Error::UpstreamTimeout { .. } => Usage {
-                prompt_tokens: self.prompt_tokens,
-                ..Usage::default()
-            },
-            _ => Usage::default(),
-        };
+        let (status, usage) = failure(&e, self.prompt_tokens);
         if let Err(le) = self.settle(&usage, status, Some(e.to_string())).await {
             tracing::error!(error = %le, "could not record a failed request in the ledger");
         }
         e
+    }
+}
+
+/// The ledger status and billed usage of an upstream call that failed with `e`. A call that
+/// timed out may have been processed (and billed) upstream: its prompt counts. Refused or
+/// unreachable calls cost nothing.
+pub(crate) fn failure(e: &Error, prompt_tokens: u64) -> (u16, Usage) {
+    match e {
+        Error::Upstream { status, .. } => (*status, Usage::default()),
+        Error::UpstreamTimeout { .. } => (
+            504,
+            Usage {
+                prompt_tokens,
+                ..Usage::default()
+            },
+        ),
+        _ => (502, Usage::default()),
     }
 }
 
@@ -1069,7 +1073,7 @@ const SETTLE_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
 /// saves nothing, and the row must land to keep the budget true. A late settlement still adds
 /// its spend if the reaper released the hold meanwhile. Admission stays closed while the
 /// database is down (reservations fail), so nothing new is spent unrecorded.
-async fn settle_or_retry(
+pub(crate) async fn settle_or_retry(
     policy: &Arc<dyn Policy>,
     reservation: &Reservation,
     entry: &LedgerEntry,

@@ -13,10 +13,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known};
+use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::openai::{ChatRequest, ChatResponse, Message, ResponseFormat, Role, Usage};
-use crate::policy::{LedgerEntry, Policy, Reservation};
+use crate::openai::{ChatRequest, Message, ResponseFormat, Role, Usage};
+use crate::policy::budget::DEFAULT_OUTPUT_CAP;
+use crate::policy::{Ask, LedgerEntry, Policy, Principal, Reservation};
 use crate::tokens;
 
 /// Existing memories shown to the model with each turn.
@@ -86,8 +88,9 @@ pub fn parse_operations(answer: &str) -> Option<Vec<Operation>> {
 pub struct Extractor {
     model: Arc<Model>,
     dedupe_similarity: f32,
-    /// Where each extraction call is recorded (endpoint `memory`), when set.
-    ledger: Option<Arc<dyn Policy>>,
+    /// Where each extraction call is reserved and recorded (endpoint `memory`), when set,
+    /// and how long its hold outlives a process that died mid-call.
+    ledger: Option<(Arc<dyn Policy>, std::time::Duration)>,
 }
 
 /// What one turn changed.
@@ -109,10 +112,13 @@ impl Extractor {
         }
     }
 
-    /// Records every extraction call in this ledger, billed to the turn's workspace and user
-    /// (endpoint `memory`, no key): memory is not free, and the books should say so.
-    pub fn ledger(mut self, policy: Arc<dyn Policy>) -> Self {
-        self.ledger = Some(policy);
+    /// Charges every extraction call to the turn's workspace and user, like a request: its
+    /// worst case is reserved on their budgets first (a turn whose budgets cannot take it is
+    /// stored raw, at no cost), and it is settled into the ledger (endpoint `memory`, no
+    /// key). Memory is not free, and hard budgets cover it too. `hold_for` is the
+    /// reservation's lifetime, as for requests.
+    pub fn ledger(mut self, policy: Arc<dyn Policy>, hold_for: std::time::Duration) -> Self {
+        self.ledger = Some((policy, hold_for));
         self
     }
 
@@ -192,7 +198,7 @@ impl Extractor {
             .turn
             .occurred_at
             .map_or_else(|| "unknown".to_owned(), |t| t.date().to_string());
-        let req = ChatRequest {
+        let mut req = ChatRequest {
             model: self.model.upstream.clone(),
             messages: vec![
                 Message::text(Role::System, INSTRUCTIONS),
@@ -209,9 +215,27 @@ impl Extractor {
                 .unwrap_or_default(),
             ..ChatRequest::default()
         };
+        let prompt_tokens = tokens::count_request(&self.model.upstream, &req);
+        let reservation = self.reserve(q, &req, prompt_tokens).await?;
+        if let Some(n) = reservation.set_max_tokens {
+            req.max_tokens = Some(n);
+        }
         let started = std::time::Instant::now();
-        let answer = self.model.provider.chat(&req).await?;
-        self.record(q, &req, &answer, started).await;
+        let answer = match self.model.provider.chat(&req).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                let (status, usage) = crate::pipeline::failure(&e, prompt_tokens);
+                let entry = self.entry(q, &usage, started, status, Some(e.to_string()));
+                self.record(&reservation, entry).await;
+                return Err(e);
+            }
+        };
+        let usage = answer.usage.clone().unwrap_or_else(|| Usage {
+            prompt_tokens,
+            ..Usage::default()
+        });
+        self.record(&reservation, self.entry(q, &usage, started, 200, None))
+            .await;
         let text = answer
             .choices
             .first()
@@ -221,22 +245,51 @@ impl Extractor {
         Ok(parse_operations(&text))
     }
 
-    /// Writes the call's ledger row; a failure is logged (the memory work goes on).
-    async fn record(
+    /// Holds the call's worst case on the workspace's and user's budgets (none without a
+    /// ledger). A refusal is not retryable: the turn is then stored raw.
+    async fn reserve(
         &self,
         q: &Queued,
         req: &ChatRequest,
-        answer: &ChatResponse,
-        started: std::time::Instant,
-    ) {
-        let Some(policy) = &self.ledger else {
-            return;
+        prompt_tokens: u64,
+    ) -> Result<Reservation> {
+        let Some((policy, hold_for)) = &self.ledger else {
+            return Ok(Reservation::default());
         };
-        let usage = answer.usage.clone().unwrap_or_else(|| Usage {
-            prompt_tokens: tokens::count_request(&self.model.upstream, req),
-            ..Usage::default()
-        });
-        let entry = LedgerEntry {
+        let who = Principal {
+            key_id: String::new(),
+            key_name: None,
+            user_id: q.scope.user_id.clone(),
+            user_name: q.scope.user_id.clone(),
+            workspace_id: q.scope.workspace_id.clone(),
+            workspace_name: q.scope.workspace_id.clone(),
+            workspace_models: Vec::new(),
+            key_models: None,
+            expires_at: None,
+            budgeted: true,
+            rate_limits: Vec::new(),
+            workspace_cache: WorkspaceCache::default(),
+        };
+        let ask = Ask {
+            prompt_tokens,
+            requested_output: req.max_tokens,
+            output_cap: self.model.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP),
+            price: self.model.price,
+        };
+        policy
+            .reserve(&who, &ask, time::OffsetDateTime::now_utc(), *hold_for)
+            .await
+    }
+
+    fn entry(
+        &self,
+        q: &Queued,
+        usage: &Usage,
+        started: std::time::Instant,
+        status: u16,
+        error: Option<String>,
+    ) -> LedgerEntry {
+        LedgerEntry {
             at: time::OffsetDateTime::now_utc(),
             request_id: q.turn.source.clone().unwrap_or_default(),
             workspace_id: q.scope.workspace_id.clone(),
@@ -251,17 +304,25 @@ impl Extractor {
             prompt_tokens_original: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens(),
-            cost_nusd: self.model.price.cost(&usage),
+            cost_nusd: self.model.price.cost(usage),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            status: 200,
-            error: None,
+            status,
+            error,
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
             memory_saved_nusd: 0,
+        }
+    }
+
+    /// Settles the call's reservation into the ledger; a database that is down is retried
+    /// in the background, as for requests (the memory work goes on).
+    async fn record(&self, reservation: &Reservation, entry: LedgerEntry) {
+        let Some((policy, _)) = &self.ledger else {
+            return;
         };
         crate::telemetry::finished(&entry);
-        if let Err(e) = policy.settle(&Reservation::default(), &entry).await {
+        if let Err(e) = crate::pipeline::settle_or_retry(policy, reservation, &entry).await {
             tracing::warn!(error = %e, "could not record an extraction call in the ledger");
         }
     }

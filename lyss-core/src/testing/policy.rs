@@ -323,7 +323,10 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
     };
     assert_eq!(window(at, at + ms).await, ["req-old"]);
     assert_eq!(window(at - ms, at).await, Vec::<String>::new());
-    assert_eq!(window(at + ms, at + Duration::seconds(1)).await, Vec::<String>::new());
+    assert_eq!(
+        window(at + ms, at + Duration::seconds(1)).await,
+        Vec::<String>::new()
+    );
 }
 
 const TTL: std::time::Duration = std::time::Duration::from_secs(60);
