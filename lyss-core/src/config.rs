@@ -55,6 +55,10 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// Record Prometheus metrics and serve them at `/metrics`. Default true.
     pub metrics: bool,
+    /// A bearer token `/metrics` requires, when set. Default none: open, like most exporters
+    /// (no tenant data in it; see docs/security.md). Env `LYSS_METRICS_TOKEN`.
+    #[serde(skip_serializing)]
+    pub metrics_token: Option<Secret>,
     /// Seconds a client has to send a request's headers (against slowloris). Default 20.
     pub header_read_timeout_secs: u64,
     /// Largest request head (request line and headers) in bytes; 431 beyond. Default 64 KiB.
@@ -82,6 +86,7 @@ impl Default for Config {
             router: RouterConfig::default(),
             auth_failures_per_minute: 30,
             metrics: true,
+            metrics_token: None,
             header_read_timeout_secs: 20,
             max_header_bytes: 64 * 1024,
         }

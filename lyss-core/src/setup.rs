@@ -55,6 +55,7 @@ const ENV_KEYS: &[&str] = &[
     "key_cache_ms",
     "auth_failures_per_minute",
     "metrics",
+    "metrics_token",
     "header_read_timeout_secs",
     "max_header_bytes",
 ];

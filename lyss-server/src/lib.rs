@@ -60,6 +60,8 @@ pub struct AppState {
     pub auth_failures_per_minute: u32,
     /// Whether metrics are recorded (and served at `/metrics`).
     pub metrics: bool,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Arc<Secret>>,
 }
 
 /// The whole HTTP app for a pipeline.
@@ -235,6 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         body_limit: config.body_limit,
         auth_failures_per_minute: config.auth_failures_per_minute,
         metrics: config.metrics,
+        metrics_token: config.metrics_token.clone().map(Arc::new),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

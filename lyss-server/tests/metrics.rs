@@ -150,3 +150,31 @@ async fn counters_move_with_traffic_and_the_text_parses() {
         "help text is exported"
     );
 }
+
+#[tokio::test]
+async fn a_metrics_token_when_set_is_required() {
+    let app = TestApp::with(|c| {
+        c.metrics_token = Some(lyss_core::config::Secret::new("scrape-secret"));
+    })
+    .await;
+    let url = format!("{}/metrics", app.base);
+    for auth in [None, Some("wrong"), Some(app.key.as_str())] {
+        let mut req = app.client.get(&url);
+        if let Some(token) = auth {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "with {auth:?}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        common::assert_openai_error(&body, "invalid_request_error", Some("invalid_api_key"));
+    }
+    let resp = app
+        .client
+        .get(&url)
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("# TYPE"));
+}

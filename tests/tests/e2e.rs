@@ -286,6 +286,7 @@ async fn zero_configuration_starts_and_serves_health() {
         .current_dir(dir.path())
         .env("LYSS_DATA_DIR", &data)
         .env("LYSS_BIND", format!("127.0.0.1:{port}"))
+        .env("LYSS_METRICS_TOKEN", "scrape-secret")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -306,6 +307,15 @@ async fn zero_configuration_starts_and_serves_health() {
     }
     assert!(data.join("lyss.db").exists());
     assert!(data.join("admin_token").exists());
+    // Settings come from the environment too: the metrics token.
+    let metrics = |token: &'static str| {
+        reqwest::Client::new()
+            .get(format!("{base}/metrics"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(metrics("wrong").await.unwrap().status(), 401);
+    assert_eq!(metrics("scrape-secret").await.unwrap().status(), 200);
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

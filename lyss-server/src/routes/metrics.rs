@@ -4,11 +4,14 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::header;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use subtle::ConstantTimeEq as _;
+
+use crate::AppState;
 
 /// Latency buckets in seconds: sub-millisecond for the gateway itself, up to minutes for
 /// upstream streams.
@@ -50,8 +53,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `/metrics`; 404 when metrics are off (`metrics = false`).
-pub async fn render() -> Response {
+/// `/metrics`; 404 when metrics are off (`metrics = false`), 401 without the metrics token
+/// when one is set (constant-time comparison).
+pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let given = super::bearer(&headers).as_bytes();
+        if !bool::from(given.ct_eq(token.expose().as_bytes())) {
+            return crate::error::ApiError(lyss_core::Error::Unauthenticated(
+                "A valid metrics token is required.".into(),
+            ))
+            .into_response();
+        }
+    }
     let Some(Some(h)) = HANDLE.get() else {
         return crate::error::ApiError(lyss_core::Error::NotFound(
             "metrics (metrics = false)".into(),

@@ -97,6 +97,7 @@ impl TestApp {
             body_limit: config.body_limit,
             auth_failures_per_minute: config.auth_failures_per_minute,
             metrics: config.metrics,
+            metrics_token: config.metrics_token.clone().map(Arc::new),
         };
         let app = lyss_server::router(state.clone(), &config.cors_origins);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
