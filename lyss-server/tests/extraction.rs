@@ -211,13 +211,24 @@ async fn an_outage_keeps_the_turn_queued_and_an_unreadable_answer_stores_it_raw(
         .respond_with(FakeModel { down: false })
         .mount(&app.upstream)
         .await;
+    // The failed runs gave the turn back: it is still queued, unclaimed.
     let store = app.state.lyss.memory().unwrap();
-    let queued = store.pending(10).await.unwrap();
+    let queued = store
+        .claim(10, lyss_core::memory::INGEST_LEASE)
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 1);
+    store.release(queued[0].id).await.unwrap();
     // The queued turn now reaches the model, which finds no facts in it: nothing is added,
     // and the turn leaves the queue.
-    app.state.lyss.ingest_pending().await.unwrap();
-    assert!(store.pending(10).await.unwrap().is_empty());
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    assert!(
+        store
+            .claim(10, lyss_core::memory::INGEST_LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     say(&app, "Here is some gibberish the model will not parse.").await;
     app.state.lyss.ingest_pending().await.unwrap();

@@ -122,17 +122,29 @@ impl Extractor {
         self
     }
 
-    /// Ingests up to `max` queued turns; returns how many it took. An upstream that is down
-    /// or overloaded stops the batch (the turn stays queued for the next run); an answer
-    /// that is refused or unreadable stores the turn raw instead, so nothing is lost and the
-    /// queue never sticks.
+    /// Ingests up to `max` queued turns, claiming one at a time (a claim outlives one
+    /// extraction call, not a batch of them); returns how many it took. An upstream that is
+    /// down or overloaded stops the batch (the turn goes back to the queue for the next run);
+    /// an answer that is refused or unreadable stores the turn raw instead, so nothing is
+    /// lost and the queue never sticks.
     pub async fn ingest_pending(&self, store: &dyn MemoryStore, max: usize) -> Result<usize> {
-        let queued = store.pending(max).await?;
-        for q in &queued {
-            self.ingest(store, q).await?;
-            store.complete(q.id).await?;
+        let mut taken = 0;
+        while taken < max {
+            let Some(q) = store.claim(1, super::INGEST_LEASE).await?.pop() else {
+                break;
+            };
+            let ingested = match self.ingest(store, &q).await {
+                Ok(_) => store.complete(q.id).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ingested {
+                // Best effort: unreleased, it comes back when the lease runs out.
+                let _ = store.release(q.id).await;
+                return Err(e);
+            }
+            taken += 1;
         }
-        Ok(queued.len())
+        Ok(taken)
     }
 
     /// Applies one turn's operations.

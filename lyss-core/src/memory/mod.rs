@@ -9,6 +9,8 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -17,6 +19,11 @@ pub use self::extract::Extractor;
 pub use self::postgres::PostgresMemoryStore;
 pub use self::sqlite::HnswMemoryStore;
 use crate::error::Result;
+
+/// How long a claimed turn stays with its claimer before another may take it: longer than
+/// any ingestion of a turn (one extraction call, with its retries), short enough that a
+/// crashed worker's turns are not kept waiting long.
+pub const INGEST_LEASE: Duration = Duration::from_secs(600);
 
 /// Whose memories: a workspace's user, optionally narrowed to an end-user and an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,9 +130,11 @@ pub struct Queued {
 ///   (BM25), fused; it never ranks memories of other scopes.
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
 ///   and their history ("forget me"); it returns how many memories went.
-/// - `enqueue` durably queues a new turn (it survives a crash); `pending` returns the oldest
-///   queued turns, in order, until `complete` removes them. A turn is completed only after
-///   its memories are written, so a crash in between ingests it again, never loses it.
+/// - `enqueue` durably queues a new turn (it survives a crash). `claim` hands out the oldest
+///   unclaimed turns, in order, each to one caller only — across processes sharing the store —
+///   until `complete` removes it, `release` returns it, or the claim's lease runs out (its
+///   claimer died). A turn is completed only after its memories are written, so a crash in
+///   between ingests it again (after the lease), never loses it.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -142,21 +151,32 @@ pub trait MemoryStore: Send + Sync {
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
     /// Queues a new conversation turn for ingestion (durable when it returns).
     async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> Result<()>;
-    /// Up to `max` queued turns, oldest first.
-    async fn pending(&self, max: usize) -> Result<Vec<Queued>>;
-    /// Removes a queued turn once it is ingested.
+    /// Claims up to `max` unclaimed queued turns, oldest first, for `lease`.
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Queued>>;
+    /// Removes a claimed turn once it is ingested.
     async fn complete(&self, id: i64) -> Result<()>;
+    /// Returns a claimed turn to the queue now (its ingestion failed; another run retries it).
+    async fn release(&self, id: i64) -> Result<()>;
 
     /// Raw ingestion: stores up to `max` queued turns as memories, skipping a turn identical
     /// in text or at least `dedupe_similarity` similar to a memory of its scope (which also
     /// makes a replay after a crash harmless). Returns how many turns it took.
     async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize> {
-        let queued = self.pending(max).await?;
-        for q in &queued {
-            if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
-                self.add(&q.scope, &q.turn).await?;
+        let queued = self.claim(max, INGEST_LEASE).await?;
+        for (i, q) in queued.iter().enumerate() {
+            let ingested = async {
+                if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
+                    self.add(&q.scope, &q.turn).await?;
+                }
+                self.complete(q.id).await
+            };
+            if let Err(e) = ingested.await {
+                // Best effort: what is not released comes back when the lease runs out.
+                for rest in &queued[i..] {
+                    let _ = self.release(rest.id).await;
+                }
+                return Err(e);
             }
-            self.complete(q.id).await?;
         }
         Ok(queued.len())
     }

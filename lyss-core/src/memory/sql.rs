@@ -441,13 +441,23 @@ impl $crate::memory::MemoryStore for $store {
         Ok(())
     }
 
-    async fn pending(&self, max: usize) -> $crate::Result<Vec<Queued>> {
-        let rows = sqlx::query(
-            "SELECT id, scope, text, source, occurred_at FROM memory_outbox ORDER BY id LIMIT $1",
+    async fn claim(&self, max: usize, lease: std::time::Duration) -> $crate::Result<Vec<Queued>> {
+        let now = OffsetDateTime::now_utc();
+        let ms = |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        // The outer condition is checked again on a row another claimer changed meanwhile
+        // (Postgres re-reads it after the lock; SQLite has one writer): taken once only.
+        let mut rows = sqlx::query(
+            "UPDATE memory_outbox SET claimed_until = $1 \
+             WHERE claimed_until <= $2 AND id IN \
+             (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
+             RETURNING id, scope, text, source, occurred_at",
         )
+        .bind(ms(now + lease))
+        .bind(ms(now))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
+        rows.sort_by_key(|r| r.try_get::<i64, _>("id").unwrap_or_default());
         rows.iter()
             .map(|r| {
                 Ok(Queued {
@@ -469,6 +479,14 @@ impl $crate::memory::MemoryStore for $store {
 
     async fn complete(&self, id: i64) -> $crate::Result<()> {
         sqlx::query("DELETE FROM memory_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, id: i64) -> $crate::Result<()> {
+        sqlx::query("UPDATE memory_outbox SET claimed_until = 0 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;

@@ -15,6 +15,7 @@ macro_rules! memory_conformance {
             scopes_never_see_each_other,
             search_finds_by_meaning_and_by_keyword_within_a_limit,
             forget_removes_everything_of_a_user,
+            queued_turns_are_claimed_by_one_worker_at_a_time,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -213,4 +214,80 @@ pub async fn forget_removes_everything_of_a_user(store: Arc<dyn MemoryStore>) {
         Err(Error::NotFound(_))
     ));
     assert_eq!(store.list(&bob, 10).await.expect("bob").len(), 1);
+}
+
+pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn MemoryStore>) {
+    use std::time::Duration;
+    let ann = MemoryScope::user("ws", "ann");
+    let lease = Duration::from_secs(60);
+    for i in 0..3 {
+        store
+            .enqueue(&ann, &new(&format!("turn {i}")))
+            .await
+            .expect("enqueue");
+    }
+    let texts =
+        |q: &[crate::memory::Queued]| q.iter().map(|q| q.turn.text.clone()).collect::<Vec<_>>();
+    let first = store.claim(2, lease).await.expect("claim");
+    assert_eq!(texts(&first), ["turn 0", "turn 1"], "oldest first");
+    let second = store.claim(10, lease).await.expect("claim");
+    assert_eq!(
+        texts(&second),
+        ["turn 2"],
+        "claimed turns are not handed out again"
+    );
+    // A failed ingestion gives its turn back; the others stay claimed.
+    store.release(first[1].id).await.expect("release");
+    assert_eq!(
+        texts(&store.claim(10, lease).await.expect("claim")),
+        ["turn 1"]
+    );
+    for q in first.iter().chain(&second) {
+        store.complete(q.id).await.expect("complete");
+    }
+    assert!(store.claim(10, lease).await.expect("claim").is_empty());
+
+    // A claimer that died: its lease runs out and the turn comes back.
+    store.enqueue(&ann, &new("orphan")).await.expect("enqueue");
+    let orphan = store
+        .claim(1, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    assert_eq!(texts(&orphan), ["orphan"]);
+    assert!(store.claim(1, lease).await.expect("claim").is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = store.claim(1, lease).await.expect("claim");
+    assert_eq!(texts(&again), ["orphan"]);
+    store.complete(again[0].id).await.expect("complete");
+
+    // Workers racing over one queue: every turn is taken exactly once.
+    for i in 0..40 {
+        store
+            .enqueue(&ann, &new(&format!("race {i}")))
+            .await
+            .expect("enqueue");
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim(3, lease).await.expect("claim");
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|q| q.id));
+                }
+            })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for w in workers {
+        taken.extend(w.await.expect("join"));
+    }
+    let total = taken.len();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!((total, taken.len()), (40, 40), "each turn once");
 }
