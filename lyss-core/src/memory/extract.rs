@@ -242,18 +242,20 @@ impl Extractor {
                 return Err(e);
             }
         };
-        let usage = answer.usage.clone().unwrap_or_else(|| Usage {
-            prompt_tokens,
-            ..Usage::default()
-        });
-        self.record(&reservation, self.entry(q, &usage, started, 200, None))
-            .await;
         let text = answer
             .choices
             .first()
             .and_then(|c| c.message.content.as_ref())
             .map(|c| c.text())
             .unwrap_or_default();
+        // An upstream that reports no usage is billed what lyss counts, as for requests.
+        let usage = answer.usage.clone().unwrap_or_else(|| Usage {
+            prompt_tokens,
+            completion_tokens: tokens::count_text(&self.model.upstream, &text),
+            ..Usage::default()
+        });
+        self.record(&reservation, self.entry(q, &usage, started, 200, None))
+            .await;
         Ok(parse_operations(&text))
     }
 
