@@ -313,3 +313,29 @@ async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_sto
         .sum();
     assert_eq!(booked as i64, before + used, "the budget is the ledger");
 }
+
+#[tokio::test]
+async fn an_extraction_answer_without_usage_is_billed_what_lyss_counts() {
+    let app = app(false).await;
+    say(&app, "Thanks, that's all.").await;
+    app.upstream.reset().await;
+    let text = r#"{"operations": []}"#;
+    let mut answer = common::completion("up-mini", text);
+    answer.as_object_mut().unwrap().remove("usage");
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&app.upstream)
+        .await;
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    let ledger = app.ledger().await;
+    let row = ledger.iter().find(|e| e.endpoint == "memory").unwrap();
+    let completion = lyss_core::tokens::count_text("up-mini", text);
+    assert!(completion > 0);
+    assert_eq!(row.completion_tokens, completion);
+    // The instructions alone are a few hundred tokens.
+    assert!(row.prompt_tokens > 200, "{}", row.prompt_tokens);
+    assert_eq!(
+        row.cost_nusd,
+        (row.prompt_tokens * 1_000 + completion * 2_000) as i64
+    );
+}
