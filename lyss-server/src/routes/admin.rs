@@ -12,9 +12,8 @@ use lyss_core::policy::{
     UsageQuery, UsageRow, User, Workspace, WorkspaceUpdate,
 };
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq as _;
 
-use super::bearer;
+use super::bearer_is;
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -24,9 +23,7 @@ pub async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = bearer(req.headers()).as_bytes();
-    let ok: bool = given.ct_eq(state.admin_token.expose().as_bytes()).into();
-    if !ok {
+    if !bearer_is(req.headers(), &state.admin_token) {
         return Err(Error::Unauthenticated("A valid admin token is required.".into()).into());
     }
     Ok(next.run(req).await)

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use subtle::ConstantTimeEq as _;
 
 use crate::AppState;
 
@@ -56,14 +55,13 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 /// `/metrics`; 404 when metrics are off (`metrics = false`), 401 without the metrics token
 /// when one is set (constant-time comparison).
 pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.metrics_token {
-        let given = super::bearer(&headers).as_bytes();
-        if !bool::from(given.ct_eq(token.expose().as_bytes())) {
-            return crate::error::ApiError(lyss_core::Error::Unauthenticated(
-                "A valid metrics token is required.".into(),
-            ))
-            .into_response();
-        }
+    if let Some(token) = &state.metrics_token
+        && !super::bearer_is(&headers, token)
+    {
+        return crate::error::ApiError(lyss_core::Error::Unauthenticated(
+            "A valid metrics token is required.".into(),
+        ))
+        .into_response();
     }
     let Some(Some(h)) = HANDLE.get() else {
         return crate::error::ApiError(lyss_core::Error::NotFound(

@@ -20,6 +20,15 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// Whether a request's bearer token is `secret`, compared in constant time.
+pub fn bearer_is(headers: &HeaderMap, secret: &lyss_core::config::Secret) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bearer(headers)
+        .as_bytes()
+        .ct_eq(secret.expose().as_bytes())
+        .into()
+}
+
 /// The bearer token of a request (empty if none).
 pub fn bearer(headers: &HeaderMap) -> &str {
     headers
