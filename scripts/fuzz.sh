@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh 3600            # every target, an hour each
 #   scripts/fuzz.sh 600 config      # one target
 #
-# Seeds are in fuzz/corpus/<target> (kept small in git). What libFuzzer finds accumulates in
+# Seeds are in fuzz/corpus/<target> (kept small in git); fuzz/dict/<target>.dict holds the
+# format's tokens and field names for libFuzzer's mutations. What libFuzzer finds accumulates in
 # ${LYSS_CACHE_DIR:-~/.cache/lyss}/fuzz-corpus/<target>, so that runs continue where the last
 # one stopped. Each run prints its executions, its coverage, and when coverage last grew (a
 # plateau: nothing new for most of the run); its full log stays in .../fuzz-logs. A crash leaves its input in
@@ -29,10 +30,12 @@ for t in "${TARGETS[@]}"; do
   log="$LOGS/$t-$(date +%Y%m%dT%H%M%S).log"
   echo "== $t: ${SECS}s"
   cargo +nightly fuzz build "$t" >/dev/null 2>&1 || cargo +nightly fuzz build "$t"
+  dict=()
+  [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
   start=$SECONDS
   set +e
   cargo +nightly fuzz run "$t" "$CORPUS/$t" fuzz/corpus/"$t" -- \
-      -max_total_time="$SECS" -print_final_stats=1 2>&1 \
+      -max_total_time="$SECS" -print_final_stats=1 "${dict[@]}" 2>&1 \
     | while IFS= read -r line; do printf '%s %s\n' "$((SECONDS - start))" "$line"; done >"$log"
   rc=${PIPESTATUS[0]}
   set -e
