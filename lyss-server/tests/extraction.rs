@@ -8,7 +8,7 @@ mod common;
 
 use common::TestApp;
 use lyss_core::config::EmbedderKind;
-use lyss_core::policy::{NewBudget, Period, Scope, Unit};
+use lyss_core::policy::Scope;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
@@ -240,48 +240,18 @@ async fn an_outage_keeps_the_turn_queued_and_an_unreadable_answer_stores_it_raw(
     );
 }
 
-/// The user's monthly token budget: (limit, spent, reserved).
-async fn tokens_budget(app: &TestApp) -> (i64, i64, i64) {
-    let all = app
-        .state
-        .lyss
-        .policy()
-        .budgets(time::OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 1);
-    (all[0].budget.limit, all[0].spent, all[0].reserved)
-}
-
-async fn set_tokens_budget(app: &TestApp, limit: i64) {
-    app.state
-        .lyss
-        .policy()
-        .set_budget(&NewBudget {
-            scope: Scope::User,
-            target: "ann".into(),
-            unit: Unit::Tokens,
-            limit,
-            period: Period::Monthly,
-            tz: None,
-            expires_at: None,
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_stored_raw() {
     let app = app(false).await;
-    set_tokens_budget(&app, 1_000_000).await;
+    let budget = common::token_budget(&app, Scope::User, "ann", 1_000_000).await;
     say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
-    let (_, after_chat, _) = tokens_budget(&app).await;
+    let (after_chat, _) = common::spent_reserved(&app, &budget).await;
     assert!(after_chat > 0);
 
     // Room for less than the extraction call's worst case (its prompt alone is ~1,100
     // tokens): refused before the model is asked, so it costs nothing, and the turn is kept
     // as it was said.
-    set_tokens_budget(&app, after_chat + 200).await;
+    common::token_budget(&app, Scope::User, "ann", after_chat + 200).await;
     let asked = app.upstream.received_requests().await.unwrap().len();
     assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
     assert_eq!(
@@ -292,21 +262,24 @@ async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_sto
     let raw = memories(&app).await;
     assert_eq!(raw.len(), 1);
     assert_eq!(raw[0]["text"], "I just moved to Lyon, and I'm vegetarian.");
-    assert_eq!(tokens_budget(&app).await, (after_chat + 200, after_chat, 0));
+    assert_eq!(common::spent_reserved(&app, &budget).await, (after_chat, 0));
     assert!(app.ledger().await.iter().all(|e| e.endpoint != "memory"));
 
     // With room, the call is reserved, then settled at what it used: the budget and the
     // ledger agree, and nothing stays held.
-    set_tokens_budget(&app, 1_000_000).await;
+    common::token_budget(&app, Scope::User, "ann", 1_000_000).await;
     say(&app, "Thanks, that's all.").await;
-    let (_, before, _) = tokens_budget(&app).await;
+    let (before, _) = common::spent_reserved(&app, &budget).await;
     app.state.lyss.ingest_pending().await.unwrap();
     let ledger = app.ledger().await;
     let memory: Vec<_> = ledger.iter().filter(|e| e.endpoint == "memory").collect();
     assert_eq!(memory.len(), 1);
     let used = (memory[0].prompt_tokens + memory[0].completion_tokens) as i64;
     assert_eq!(used, 1117 + 46);
-    assert_eq!(tokens_budget(&app).await, (1_000_000, before + used, 0));
+    assert_eq!(
+        common::spent_reserved(&app, &budget).await,
+        (before + used, 0)
+    );
     let booked: u64 = ledger
         .iter()
         .map(|e| e.prompt_tokens + e.completion_tokens)

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{ADMIN, TestApp, sse, sse_data};
-use lyss_core::policy::{NewBudget, Period, Scope, Unit};
+use common::{ADMIN, TestApp, budget, spent_reserved, sse, sse_data, token_budget};
+use lyss_core::policy::{Period, Scope};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
@@ -23,40 +23,6 @@ async fn mock_small(app: &TestApp) {
         .respond_with(ResponseTemplate::new(200).set_body_json(small_completion(10, 5)))
         .mount(&app.upstream)
         .await;
-}
-
-async fn token_budget(app: &TestApp, scope: Scope, target: &str, limit: i64) -> String {
-    budget(app, scope, target, limit, Period::Monthly).await
-}
-
-async fn budget(app: &TestApp, scope: Scope, target: &str, limit: i64, period: Period) -> String {
-    app.state
-        .lyss
-        .policy()
-        .set_budget(&NewBudget {
-            scope,
-            target: target.into(),
-            unit: Unit::Tokens,
-            limit,
-            period,
-            tz: None,
-            expires_at: None,
-        })
-        .await
-        .unwrap()
-        .id
-}
-
-async fn spent_reserved(app: &TestApp, id: &str) -> (i64, i64) {
-    let all = app
-        .state
-        .lyss
-        .policy()
-        .budgets(time::OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    let b = all.iter().find(|b| b.budget.id == id).unwrap();
-    (b.spent, b.reserved)
 }
 
 fn chat(extra: Value) -> Value {

@@ -250,3 +250,60 @@ pub fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
     assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
     assert!(e.get("param").is_some(), "{body}");
 }
+
+/// A monthly token budget; its id.
+#[allow(dead_code)]
+pub async fn token_budget(
+    app: &TestApp,
+    scope: lyss_core::policy::Scope,
+    target: &str,
+    limit: i64,
+) -> String {
+    budget(
+        app,
+        scope,
+        target,
+        limit,
+        lyss_core::policy::Period::Monthly,
+    )
+    .await
+}
+
+#[allow(dead_code)]
+pub async fn budget(
+    app: &TestApp,
+    scope: lyss_core::policy::Scope,
+    target: &str,
+    limit: i64,
+    period: lyss_core::policy::Period,
+) -> String {
+    app.state
+        .lyss
+        .policy()
+        .set_budget(&lyss_core::policy::NewBudget {
+            scope,
+            target: target.into(),
+            unit: lyss_core::policy::Unit::Tokens,
+            limit,
+            period,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+/// A budget's (spent, reserved) now.
+#[allow(dead_code)]
+pub async fn spent_reserved(app: &TestApp, id: &str) -> (i64, i64) {
+    let all = app
+        .state
+        .lyss
+        .policy()
+        .budgets(time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let b = all.iter().find(|b| b.budget.id == id).unwrap();
+    (b.spent, b.reserved)
+}
