@@ -200,6 +200,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                             source: Some(source.clone()),
                             occurred_at: None,
                         },
+                        None,
                     )
                     .await?;
             }

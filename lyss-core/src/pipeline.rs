@@ -396,7 +396,7 @@ impl Lyss {
                 source: Some(call.request_id.clone()),
                 occurred_at: Some(now),
             };
-            if let Err(e) = store.enqueue(&scope, &turn).await {
+            if let Err(e) = store.enqueue(&scope, &turn, Some(&who.key_id)).await {
                 tracing::warn!(error = %e, "could not queue the turn for memory");
             }
         }

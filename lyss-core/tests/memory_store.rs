@@ -106,6 +106,7 @@ async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
                     text: "I moved to Lyon last spring.".into(),
                     ..NewMemory::default()
                 },
+                None,
             )
             .await
             .unwrap();

@@ -1,7 +1,8 @@
 //! Ingestion with an extraction model: one LLM call per turn turns it into ADD / UPDATE /
 //! DELETE / NONE against the user's most similar memories, every change in the history; an
 //! upstream outage keeps the turn queued, an unreadable answer stores it raw; each call is
-//! charged to the user's budgets, and a turn they cannot pay for is stored raw.
+//! charged to the budgets of the user and key it was said with, and a turn they cannot pay for
+//! is stored raw.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -285,6 +286,36 @@ async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_sto
         .map(|e| e.prompt_tokens + e.completion_tokens)
         .sum();
     assert_eq!(booked as i64, before + used, "the budget is the ledger");
+}
+
+#[tokio::test]
+async fn extraction_is_charged_to_the_key_the_turn_was_said_with() {
+    let app = app(false).await;
+    let key_id = app.key.split('-').nth(2).unwrap().to_owned();
+    let budget = common::token_budget(&app, Scope::Key, &key_id, 1_000_000).await;
+    say(&app, "Thanks, that's all.").await;
+    let (before, _) = common::spent_reserved(&app, &budget).await;
+    app.state.lyss.ingest_pending().await.unwrap();
+    let ledger = app.ledger().await;
+    let row = ledger.iter().find(|e| e.endpoint == "memory").unwrap();
+    assert_eq!(row.key_id, key_id);
+    let used = (row.prompt_tokens + row.completion_tokens) as i64;
+    assert_eq!(
+        common::spent_reserved(&app, &budget).await,
+        (before + used, 0)
+    );
+
+    // The key's own limit holds for memory work too, whatever room its user has left.
+    say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
+    let (after_chat, _) = common::spent_reserved(&app, &budget).await;
+    common::token_budget(&app, Scope::Key, &key_id, after_chat + 200).await;
+    let asked = app.upstream.received_requests().await.unwrap().len();
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    assert_eq!(app.upstream.received_requests().await.unwrap().len(), asked);
+    let raw = memories(&app).await;
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0]["text"], "I just moved to Lyon, and I'm vegetarian.");
+    assert_eq!(common::spent_reserved(&app, &budget).await, (after_chat, 0));
 }
 
 #[tokio::test]

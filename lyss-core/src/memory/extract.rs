@@ -112,10 +112,10 @@ impl Extractor {
         }
     }
 
-    /// Charges every extraction call to the turn's workspace and user, like a request: its
-    /// worst case is reserved on their budgets first (a turn whose budgets cannot take it is
-    /// stored raw, at no cost), and it is settled into the ledger (endpoint `memory`, no
-    /// key). Memory is not free, and hard budgets cover it too. `hold_for` is the
+    /// Charges every extraction call to the turn's workspace, user and key (when it came
+    /// through one), like a request: its worst case is reserved on their budgets first (a
+    /// turn whose budgets cannot take it is stored raw, at no cost), and it is settled into
+    /// the ledger (endpoint `memory`). Memory is not free, and hard budgets cover it too. `hold_for` is the
     /// reservation's lifetime, as for requests.
     pub fn ledger(mut self, policy: Arc<dyn Policy>, hold_for: std::time::Duration) -> Self {
         self.ledger = Some((policy, hold_for));
@@ -259,8 +259,8 @@ impl Extractor {
         Ok(parse_operations(&text))
     }
 
-    /// Holds the call's worst case on the workspace's and user's budgets (none without a
-    /// ledger). A refusal is not retryable: the turn is then stored raw.
+    /// Holds the call's worst case on the workspace's, user's and key's budgets (none
+    /// without a ledger). A refusal is not retryable: the turn is then stored raw.
     async fn reserve(
         &self,
         q: &Queued,
@@ -271,7 +271,7 @@ impl Extractor {
             return Ok(Reservation::default());
         };
         let who = Principal {
-            key_id: String::new(),
+            key_id: q.key_id.clone().unwrap_or_default(),
             key_name: None,
             user_id: q.scope.user_id.clone(),
             user_name: q.scope.user_id.clone(),
@@ -308,7 +308,7 @@ impl Extractor {
             request_id: q.turn.source.clone().unwrap_or_default(),
             workspace_id: q.scope.workspace_id.clone(),
             user_id: q.scope.user_id.clone(),
-            key_id: String::new(),
+            key_id: q.key_id.clone().unwrap_or_default(),
             endpoint: "memory".into(),
             model: self.model.name.clone(),
             provider: self.model.provider.name().to_owned(),

@@ -117,6 +117,8 @@ pub struct Queued {
     pub id: i64,
     pub scope: MemoryScope,
     pub turn: NewMemory,
+    /// The key it was said with (none for imports): its extraction is charged there too.
+    pub key_id: Option<String>,
 }
 
 /// Scoped long-term memories.
@@ -149,8 +151,14 @@ pub trait MemoryStore: Send + Sync {
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
-    /// Queues a new conversation turn for ingestion (durable when it returns).
-    async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> Result<()>;
+    /// Queues a new conversation turn for ingestion (durable when it returns), said with
+    /// `key_id` when it came through a key.
+    async fn enqueue(
+        &self,
+        scope: &MemoryScope,
+        turn: &NewMemory,
+        key_id: Option<&str>,
+    ) -> Result<()>;
     /// Claims up to `max` unclaimed queued turns, oldest first, for `lease`.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Queued>>;
     /// Removes a claimed turn once it is ingested.

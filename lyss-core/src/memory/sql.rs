@@ -424,10 +424,15 @@ impl $crate::memory::MemoryStore for $store {
         Ok(gone)
     }
 
-    async fn enqueue(&self, scope: &MemoryScope, turn: &NewMemory) -> $crate::Result<()> {
+    async fn enqueue(
+        &self,
+        scope: &MemoryScope,
+        turn: &NewMemory,
+        key_id: Option<&str>,
+    ) -> $crate::Result<()> {
         sqlx::query(
-            "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&scope.workspace_id)
         .bind(&scope.user_id)
@@ -436,6 +441,7 @@ impl $crate::memory::MemoryStore for $store {
         .bind(&turn.source)
         .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
         .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .bind(key_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -450,7 +456,7 @@ impl $crate::memory::MemoryStore for $store {
             "UPDATE memory_outbox SET claimed_until = $1 \
              WHERE claimed_until <= $2 AND id IN \
              (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
-             RETURNING id, scope, text, source, occurred_at",
+             RETURNING id, scope, text, source, occurred_at, key_id",
         )
         .bind(ms(now + lease))
         .bind(ms(now))
@@ -472,6 +478,7 @@ impl $crate::memory::MemoryStore for $store {
                             .map(ts)
                             .transpose()?,
                     },
+                    key_id: r.try_get("key_id")?,
                 })
             })
             .collect()

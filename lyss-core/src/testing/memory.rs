@@ -221,8 +221,10 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     let ann = MemoryScope::user("ws", "ann");
     let lease = Duration::from_secs(60);
     for i in 0..3 {
+        // The first came through a key, the others did not (an import).
+        let key = (i == 0).then_some("key-1");
         store
-            .enqueue(&ann, &new(&format!("turn {i}")))
+            .enqueue(&ann, &new(&format!("turn {i}")), key)
             .await
             .expect("enqueue");
     }
@@ -230,6 +232,8 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
         |q: &[crate::memory::Queued]| q.iter().map(|q| q.turn.text.clone()).collect::<Vec<_>>();
     let first = store.claim(2, lease).await.expect("claim");
     assert_eq!(texts(&first), ["turn 0", "turn 1"], "oldest first");
+    assert_eq!(first[0].key_id.as_deref(), Some("key-1"));
+    assert_eq!(first[1].key_id, None);
     let second = store.claim(10, lease).await.expect("claim");
     assert_eq!(
         texts(&second),
@@ -248,7 +252,10 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     assert!(store.claim(10, lease).await.expect("claim").is_empty());
 
     // A claimer that died: its lease runs out and the turn comes back.
-    store.enqueue(&ann, &new("orphan")).await.expect("enqueue");
+    store
+        .enqueue(&ann, &new("orphan"), None)
+        .await
+        .expect("enqueue");
     let orphan = store
         .claim(1, Duration::from_millis(50))
         .await
@@ -263,7 +270,7 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     // Workers racing over one queue: every turn is taken exactly once.
     for i in 0..40 {
         store
-            .enqueue(&ann, &new(&format!("race {i}")))
+            .enqueue(&ann, &new(&format!("race {i}")), None)
             .await
             .expect("enqueue");
     }
