@@ -1131,7 +1131,7 @@ async fn already_recorded(policy: &dyn Policy, entry: &LedgerEntry) -> Result<bo
             limit: Some(10_000),
         })
         .await?;
-    let ms = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
+    let ms = crate::clock::unix_ms;
     Ok(rows.iter().any(|r| {
         r.request_id == entry.request_id && r.endpoint == entry.endpoint && ms(r.at) == ms(entry.at)
     }))

@@ -8,10 +8,7 @@
 
 use std::collections::HashMap;
 
-use time::OffsetDateTime;
-
 use super::index::ScopeIndex;
-use crate::error::{Error, Result};
 
 /// A scope's index and the memory id of each of its rows.
 #[derive(Default)]
@@ -66,10 +63,6 @@ pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-pub(crate) fn ts(secs: i64) -> Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Internal(e.to_string()))
 }
 
 pub(crate) const MEMORY_COLUMNS: &str = "id, text, source, occurred_at, created_at, updated_at";
@@ -386,7 +379,7 @@ impl $crate::memory::MemoryStore for $store {
                     event: r.try_get("event")?,
                     old_text: r.try_get("old_text")?,
                     new_text: r.try_get("new_text")?,
-                    at: ts(r.try_get("at")?)?,
+                    at: from_unix(r.try_get("at")?)?,
                 })
             })
             .collect()
@@ -449,7 +442,6 @@ impl $crate::memory::MemoryStore for $store {
 
     async fn claim(&self, max: usize, lease: std::time::Duration) -> $crate::Result<Vec<Queued>> {
         let now = OffsetDateTime::now_utc();
-        let ms = |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         // The outer condition is checked again on a row another claimer changed meanwhile
         // (Postgres re-reads it after the lock; SQLite has one writer): taken once only.
         let mut rows = sqlx::query(
@@ -458,8 +450,8 @@ impl $crate::memory::MemoryStore for $store {
              (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
              RETURNING id, scope, text, source, occurred_at, key_id",
         )
-        .bind(ms(now + lease))
-        .bind(ms(now))
+        .bind(unix_ms(now + lease))
+        .bind(unix_ms(now))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
@@ -475,7 +467,7 @@ impl $crate::memory::MemoryStore for $store {
                         source: r.try_get("source")?,
                         occurred_at: r
                             .try_get::<Option<i64>, _>("occurred_at")?
-                            .map(ts)
+                            .map(from_unix)
                             .transpose()?,
                     },
                     key_id: r.try_get("key_id")?,
@@ -508,10 +500,10 @@ fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
         source: r.try_get("source")?,
         occurred_at: r
             .try_get::<Option<i64>, _>("occurred_at")?
-            .map(ts)
+            .map(from_unix)
             .transpose()?,
-        created_at: ts(r.try_get("created_at")?)?,
-        updated_at: ts(r.try_get("updated_at")?)?,
+        created_at: from_unix(r.try_get("created_at")?)?,
+        updated_at: from_unix(r.try_get("updated_at")?)?,
     })
 }
 

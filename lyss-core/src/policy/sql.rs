@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::budget::Ask;
 use super::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use crate::clock::from_unix;
 use crate::error::{Error, Result};
 
 /// Jobs committed together at most.
@@ -102,16 +103,8 @@ pub(crate) fn retryable(e: &Error) -> bool {
             || message.contains("database is locked"))
 }
 
-pub(crate) fn ts(secs: i64) -> Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Internal(e.to_string()))
-}
-
 pub(crate) fn opt_ts(secs: Option<i64>) -> Result<Option<OffsetDateTime>> {
-    secs.map(ts).transpose()
-}
-
-pub(crate) fn at_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+    secs.map(from_unix).transpose()
 }
 
 pub(crate) fn json_list(s: &str) -> Result<Vec<String>> {
@@ -318,10 +311,11 @@ macro_rules! impl_sql_policy {
 
         /// One multi-row `INSERT` of ledger rows.
         fn ledger_insert<'a>(entries: &'a [&'a $crate::policy::LedgerEntry]) -> sqlx::QueryBuilder<'a, $db> {
-            use $crate::policy::sql::{LEDGER_COLUMNS, at_ms, to_i64};
+            use $crate::clock::unix_ms;
+            use $crate::policy::sql::{LEDGER_COLUMNS, to_i64};
             let mut q = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
             q.push_values(entries, |mut row, e| {
-                row.push_bind(at_ms(e.at))
+                row.push_bind(unix_ms(e.at))
                     .push_bind(&e.request_id)
                     .push_bind(&e.workspace_id)
                     .push_bind(&e.user_id)
@@ -366,7 +360,8 @@ macro_rules! impl_sql_policy {
 
         fn key_info_from_row(row: &$row) -> $crate::Result<$crate::policy::KeyInfo> {
             use sqlx::Row as _;
-            use $crate::policy::sql::{json_list, opt_ts, ts};
+            use $crate::clock::from_unix;
+            use $crate::policy::sql::{json_list, opt_ts};
             Ok($crate::policy::KeyInfo {
                 id: row.try_get("id")?,
                 name: row.try_get("name")?,
@@ -379,7 +374,7 @@ macro_rules! impl_sql_policy {
                     .transpose()?,
                 expires_at: opt_ts(row.try_get("expires_at")?)?,
                 revoked_at: opt_ts(row.try_get("revoked_at")?)?,
-                created_at: ts(row.try_get("created_at")?)?,
+                created_at: from_unix(row.try_get("created_at")?)?,
             })
         }
 
@@ -388,8 +383,7 @@ macro_rules! impl_sql_policy {
             let at_ms: i64 = r.try_get("at_ms")?;
             let n = |c: &str| -> $crate::Result<u64> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
             Ok($crate::policy::LedgerEntry {
-                at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
-                    .map_err(|e| $crate::Error::Internal(e.to_string()))?,
+                at: $crate::clock::from_unix_ms(at_ms)?,
                 request_id: r.try_get("request_id")?,
                 workspace_id: r.try_get("workspace_id")?,
                 user_id: r.try_get("user_id")?,
@@ -486,7 +480,8 @@ macro_rules! impl_sql_policy {
 
             /// Every workspace, or the one with this id.
             async fn workspaces(&self, id: Option<&str>) -> $crate::Result<Vec<$crate::policy::Workspace>> {
-                use $crate::policy::sql::{json_list, ts, workspace_cache};
+                use $crate::clock::from_unix;
+                use $crate::policy::sql::{json_list, workspace_cache};
                 let rows = sqlx::query_as::<_, (String, String, String, i64, Option<String>, Option<i64>, Option<String>, Option<f64>)>(
                     "SELECT id, name, models, created_at, cache_mode, cache_ttl_secs, cache_scope, cache_threshold \
                      FROM workspaces WHERE $1 IS NULL OR id = $1 ORDER BY name",
@@ -501,7 +496,7 @@ macro_rules! impl_sql_policy {
                             name,
                             models: json_list(&models)?,
                             cache: workspace_cache(mode, ttl, scope, threshold)?,
-                            created_at: ts(created)?,
+                            created_at: from_unix(created)?,
                         })
                     })
                     .collect()
@@ -661,17 +656,18 @@ macro_rules! impl_sql_policy {
                 &self,
                 query: &$crate::policy::LedgerQuery,
             ) -> $crate::Result<Vec<$crate::policy::LedgerEntry>> {
-                use $crate::policy::sql::{LEDGER_COLUMNS, at_ms};
+                use $crate::clock::unix_ms;
+                use $crate::policy::sql::LEDGER_COLUMNS;
                 let rows = sqlx::query(&format!(
                     "SELECT {LEDGER_COLUMNS} FROM usage_ledger \
                      WHERE ($1 IS NULL OR at_ms >= $1) AND ($2 IS NULL OR key_id = $2) \
                      AND ($4 IS NULL OR at_ms < $4) \
                      ORDER BY id DESC LIMIT $3"
                 ))
-                .bind(query.since.map(at_ms))
+                .bind(query.since.map(unix_ms))
                 .bind(query.key_id.as_deref())
                 .bind(i64::from(query.limit.unwrap_or(1000)))
-                .bind(query.until.map(at_ms))
+                .bind(query.until.map(unix_ms))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(ledger_from_row).collect()
@@ -683,7 +679,8 @@ macro_rules! impl_sql_policy {
             ) -> $crate::Result<Vec<$crate::policy::UsageRow>> {
                 use sqlx::Row as _;
                 use $crate::policy::GroupBy;
-                use $crate::policy::sql::{at_ms, day_label};
+                use $crate::clock::unix_ms;
+                use $crate::policy::sql::day_label;
                 let group = match query.by {
                     GroupBy::Workspace => "COALESCE(w.name, l.workspace_id)",
                     GroupBy::User => "COALESCE(u.name, l.user_id)",
@@ -715,8 +712,8 @@ macro_rules! impl_sql_policy {
                      WHERE ($1 IS NULL OR l.at_ms >= $1) AND ($2 IS NULL OR l.at_ms < $2) \
                      GROUP BY {bucket}, {group} ORDER BY {bucket}, {group}"
                 ))
-                .bind(query.since.map(at_ms))
-                .bind(query.until.map(at_ms))
+                .bind(query.since.map(unix_ms))
+                .bind(query.until.map(unix_ms))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
@@ -726,8 +723,7 @@ macro_rules! impl_sql_policy {
                         Ok($crate::policy::UsageRow {
                             bucket: match query.bucket {
                                 Some(_) => Some(
-                                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(bkt) * 1_000_000)
-                                        .map_err(|e| $crate::Error::Internal(e.to_string()))?,
+                                    $crate::clock::from_unix_ms(bkt)?,
                                 ),
                                 None => None,
                             },
@@ -955,7 +951,7 @@ macro_rules! impl_sql_policy {
                             sealed_key: r.try_get("api_key_sealed")?,
                             api_version: r.try_get("api_version")?,
                             discover_models: r.try_get("discover_models")?,
-                            created_at: $crate::policy::sql::ts(r.try_get("created_at")?)?,
+                            created_at: $crate::clock::from_unix(r.try_get("created_at")?)?,
                         })
                     })
                     .collect()
@@ -994,7 +990,7 @@ macro_rules! impl_sql_policy {
             }
 
             async fn list_users(&self, workspace: Option<&str>) -> $crate::Result<Vec<$crate::policy::User>> {
-                use $crate::policy::sql::ts;
+                use $crate::clock::from_unix;
                 let ws = match workspace {
                     Some(w) => Some(self.workspace_id(w).await?.0),
                     None => None,
@@ -1009,7 +1005,7 @@ macro_rules! impl_sql_policy {
                 .await?;
                 rows.into_iter()
                     .map(|(id, name, workspace, created)| {
-                        Ok($crate::policy::User { id, name, workspace, created_at: ts(created)? })
+                        Ok($crate::policy::User { id, name, workspace, created_at: from_unix(created)? })
                     })
                     .collect()
             }
