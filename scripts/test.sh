@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README): prepares what the tests need, then runs every test of
-# the workspace. Extra arguments go to `cargo test`.
+# the workspace, and the fuzz targets' seeds. Extra arguments go to `cargo test`.
 #
 # - A Python venv with the official `openai` and `anthropic` SDKs, for the end-to-end SDK checks,
 #   and PyYAML to check docker-compose.yml (Docker itself cannot run here)
@@ -68,4 +68,7 @@ if [ -n "$LYSS_TEST_POSTGRES_URL" ] && command -v psql >/dev/null && pg_up; then
     | psql "$LYSS_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
 fi
 
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+# The fuzz targets' seeds and crash inputs, replayed (fuzz/ is its own workspace; fuzzing needs
+# nightly, replaying does not). Skipped when arguments narrow the run.
+[ $# -gt 0 ] || cargo test --manifest-path fuzz/Cargo.toml --lib --locked

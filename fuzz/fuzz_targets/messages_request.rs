@@ -1,15 +1,6 @@
-//! An Anthropic Messages request from arbitrary bytes, translated to a chat request (the
-//! inbound `/v1/messages` path) and back.
+//! Arbitrary bytes as an Anthropic Messages request, translated to a chat request and back: see `lyss_fuzz::messages_request`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use lyss_core::anthropic::{MessagesRequest, request_from_openai, request_to_openai};
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(req) = serde_json::from_slice::<MessagesRequest>(data) else {
-        return;
-    };
-    if let Ok(chat) = request_to_openai(req) {
-        let _ = request_from_openai(&chat, 1024);
-    }
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    lyss_fuzz::messages_request(data);
 });
