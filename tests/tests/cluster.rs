@@ -170,7 +170,8 @@ fn chat_body(i: u64) -> Value {
     body
 }
 
-/// Sends one chat request and reads it to the end; returns the status (0: connection failed).
+/// Sends one chat request and reads it to the end; returns the status (0: connection failed;
+/// [`STREAM_FAILED`]: a stream that started but ended in an error event, not `[DONE]`).
 async fn one_request(client: &reqwest::Client, base: &str, key: &str, i: u64) -> u16 {
     let Ok(resp) = client
         .post(format!("{base}/v1/chat/completions"))
@@ -183,13 +184,25 @@ async fn one_request(client: &reqwest::Client, base: &str, key: &str, i: u64) ->
     };
     let status = resp.status().as_u16();
     let mut body = resp.bytes_stream();
+    let mut tail = Vec::new();
     while let Some(chunk) = body.next().await {
-        if chunk.is_err() {
+        let Ok(chunk) = chunk else {
             return 0;
-        }
+        };
+        tail.extend_from_slice(&chunk);
+        tail.drain(..tail.len().saturating_sub(64));
+    }
+    let done = String::from_utf8_lossy(&tail).contains("data: [DONE]");
+    if status == 200 && chat_body(i)["stream"] == json!(true) && !done {
+        return STREAM_FAILED;
     }
     status
 }
+
+/// What [`one_request`] reports for a stream that failed after its 200: with a 3 s
+/// reservation, a request runs until 2.7 s at most, and a CPU-starved machine can take that
+/// long; lyss then ends the stream with an error event and ledgers the request as a 504.
+const STREAM_FAILED: u16 = 1;
 
 /// Drives `clients` concurrent loops against the replicas until every budget refuses, or the
 /// bound on requests or time is reached. Meanwhile, samples `spent + reserved ≤ limit` on every
@@ -366,16 +379,24 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
     // A settlement that lost a lock conflict more than five times is retried in the
     // background (the client has its answer): give those rows a moment to land.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let failed_seen: u64 = seen
+        .iter()
+        .filter(|(s, _)| **s == STREAM_FAILED || **s >= 500)
+        .map(|(_, n)| n)
+        .sum();
     loop {
-        let served: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM usage_ledger WHERE status = 200")
-                .fetch_one(&cluster.pool)
-                .await
-                .unwrap();
-        if served as u64 == seen[&200] || Instant::now() > deadline {
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&cluster.pool);
+        let served = count("SELECT COUNT(*) FROM usage_ledger WHERE status = 200")
+            .await
+            .unwrap() as u64;
+        let failed = count("SELECT COUNT(*) FROM usage_ledger WHERE status >= 500")
+            .await
+            .unwrap() as u64;
+        if (served, failed) == (seen[&200], failed_seen) || Instant::now() > deadline {
             assert_eq!(
-                served as u64, seen[&200],
-                "one ledger row per request served"
+                (served, failed),
+                (seen[&200], failed_seen),
+                "one ledger row per request served, and per request that failed upstream: {seen:?}"
             );
             break;
         }
