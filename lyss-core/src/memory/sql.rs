@@ -379,7 +379,7 @@ impl $crate::memory::MemoryStore for $store {
                     event: r.try_get("event")?,
                     old_text: r.try_get("old_text")?,
                     new_text: r.try_get("new_text")?,
-                    at: from_unix(r.try_get("at")?)?,
+                    at: $crate::clock::from_unix(r.try_get("at")?)?,
                 })
             })
             .collect()
@@ -450,8 +450,8 @@ impl $crate::memory::MemoryStore for $store {
              (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
              RETURNING id, scope, text, source, occurred_at, key_id",
         )
-        .bind(unix_ms(now + lease))
-        .bind(unix_ms(now))
+        .bind($crate::clock::unix_ms(now + lease))
+        .bind($crate::clock::unix_ms(now))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
@@ -467,7 +467,7 @@ impl $crate::memory::MemoryStore for $store {
                         source: r.try_get("source")?,
                         occurred_at: r
                             .try_get::<Option<i64>, _>("occurred_at")?
-                            .map(from_unix)
+                            .map($crate::clock::from_unix)
                             .transpose()?,
                     },
                     key_id: r.try_get("key_id")?,
@@ -500,10 +500,10 @@ fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
         source: r.try_get("source")?,
         occurred_at: r
             .try_get::<Option<i64>, _>("occurred_at")?
-            .map(from_unix)
+            .map($crate::clock::from_unix)
             .transpose()?,
-        created_at: from_unix(r.try_get("created_at")?)?,
-        updated_at: from_unix(r.try_get("updated_at")?)?,
+        created_at: $crate::clock::from_unix(r.try_get("created_at")?)?,
+        updated_at: $crate::clock::from_unix(r.try_get("updated_at")?)?,
     })
 }
 

@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 
 use super::sql::{Loaded, MEMORY_COLUMNS, from_blob, impl_sql_memory, to_blob};
 use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, Queued, SearchQuery};
-use crate::clock::{from_unix, unix_ms};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 
