@@ -115,8 +115,8 @@ impl Extractor {
     /// Charges every extraction call to the turn's workspace, user and key (when it came
     /// through one), like a request: its worst case is reserved on their budgets first (a
     /// turn whose budgets cannot take it is stored raw, at no cost), and it is settled into
-    /// the ledger (endpoint `memory`). Memory is not free, and hard budgets cover it too. `hold_for` is the
-    /// reservation's lifetime, as for requests.
+    /// the ledger (endpoint `memory`). Memory is not free, and hard budgets cover it too.
+    /// `hold_for` is the reservation's lifetime, as for requests.
     pub fn ledger(mut self, policy: Arc<dyn Policy>, hold_for: std::time::Duration) -> Self {
         self.ledger = Some((policy, hold_for));
         self
