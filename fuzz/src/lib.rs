@@ -103,22 +103,22 @@ pub fn stream_translators(data: &[u8]) -> bool {
 /// Anthropic's (the inbound `/v1/messages` path). Accepted when one of the three typed
 /// parsers took it (Gemini's is read as untyped JSON, which nearly anything is).
 pub fn vendor_responses(data: &[u8]) -> bool {
-    let mut typed = false;
+    let mut accepted = false;
     if let Ok(resp) = serde_json::from_slice::<MessagesResponse>(data) {
         let chat = response_to_openai(resp, 1);
         let _ = serde_json::to_vec(&response_from_openai(&chat, "m"));
-        typed = true;
+        accepted = true;
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         let chat = lyss_core::provider::gemini::response_to_openai(&value, 1);
-        typed |= chat.choices.iter().any(|c| c.message.content.is_some());
+        accepted |= chat.choices.iter().any(|c| c.message.content.is_some());
         let _ = serde_json::to_vec(&chat);
     }
     if let Ok(chat) = serde_json::from_slice::<ChatResponse>(data) {
         let _ = serde_json::to_vec(&response_from_openai(&chat, "m"));
-        typed = true;
+        accepted = true;
     }
-    typed
+    accepted
 }
 
 /// A configuration file from arbitrary text.
