@@ -52,36 +52,53 @@ pub fn command(name: &str) -> Command {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Holds the server's stderr, read back when it fails to start.
+    _logs: tempfile::TempDir,
 }
 
 impl Server {
-    /// Starts `lyss-server ARGS --bind 127.0.0.1:<free port>` and waits for `/readyz`.
+    /// Starts `lyss-server ARGS --bind 127.0.0.1:<free port>` and waits for `/readyz`. A server
+    /// that exits fails the test with its stderr; one that lost its port to another test (the
+    /// port is free when picked, not when bound) is started again on another.
     pub async fn start(args: &[&str]) -> Server {
-        let port = free_port();
-        let child = command("lyss-server")
-            .args(args)
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
-                && r.status().is_success()
-            {
-                return server;
+        for _ in 0..3 {
+            let logs = tempfile::tempdir().unwrap();
+            let stderr = logs.path().join("stderr");
+            let bind = format!("127.0.0.1:{}", free_port());
+            let mut child = command("lyss-server")
+                .args(args)
+                .args(["--bind", &bind])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    if log.contains("cannot listen on") {
+                        break;
+                    }
+                    panic!("lyss-server exited ({status}) before it was ready:\n{log}");
+                }
+                if let Ok(r) = reqwest::get(format!("http://{bind}/readyz")).await
+                    && r.status().is_success()
+                {
+                    return Server {
+                        child,
+                        base: format!("http://{bind}"),
+                        _logs: logs,
+                    };
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    panic!("lyss-server was not ready within 30 s:\n{log}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "lyss-server did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("lyss-server lost its port three times running");
     }
 
     /// `kill -9`: no chance to settle anything.

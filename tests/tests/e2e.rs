@@ -276,6 +276,13 @@ provider = "local"
     }
 }
 
+/// A server that cannot start fails its test at once, with the server's own reason.
+#[tokio::test]
+#[should_panic(expected = "config file /nonexistent/lyss.toml does not exist")]
+async fn a_server_that_cannot_start_fails_the_test_with_its_reason() {
+    Server::start(&["--config", "/nonexistent/lyss.toml"]).await;
+}
+
 #[tokio::test]
 async fn zero_configuration_starts_and_serves_health() {
     let dir = tempfile::tempdir().unwrap();
