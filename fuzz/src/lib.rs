@@ -11,6 +11,7 @@ use lyss_core::anthropic::{
 };
 use lyss_core::cache::answer::{Collector, replay};
 use lyss_core::openai::{ChatChunk, ChatRequest, ChatResponse};
+use serde_json::Value;
 
 /// An OpenAI chat request, then everything lyss does with one before the upstream: cache
 /// keys, the semantic partition, token counting, and the Anthropic and Gemini translations.
@@ -126,11 +127,120 @@ pub fn config(data: &[u8]) -> bool {
     std::str::from_utf8(data).is_ok_and(|text| toml::from_str::<lyss_core::Config>(text).is_ok())
 }
 
+/// The JSON strings, numbers and literals in a libFuzzer dictionary (`"\"role\""` is the string
+/// `role`): the words [`mutate_json`] puts into documents.
+pub fn dict_values(dict: &str) -> Vec<Value> {
+    dict.lines()
+        .filter_map(|line| line.trim().strip_prefix('"')?.strip_suffix('"'))
+        .map(|entry| {
+            entry
+                .replace("\\\\", "\u{0}")
+                .replace("\\\"", "\"")
+                .replace('\u{0}', "\\")
+        })
+        .filter_map(|token| serde_json::from_str::<Value>(&token).ok())
+        .filter(|v| !v.is_object() && !v.is_array())
+        .collect()
+}
+
+/// A structure-aware mutation for targets that read JSON, or `None` to leave the step to
+/// libFuzzer's byte mutations. Byte mutations seldom turn `"text"` into `1.5` or `[]` inside a
+/// document that still parses, yet each derived deserializer branches on every field × JSON
+/// type, duplicate and absence; those branches were where coverage still crept up after hours.
+/// So one node of the parsed document is swapped for a value of another type, wrapped, or
+/// given (or stripped of) a member named by the dictionary, and the document written back.
+pub fn mutate_json(
+    data: &mut [u8],
+    size: usize,
+    max_size: usize,
+    seed: u32,
+    words: &[Value],
+) -> Option<usize> {
+    let mut rng = fastrand::Rng::with_seed(seed.into());
+    if rng.bool() {
+        return None;
+    }
+    let mut doc = serde_json::from_slice::<Value>(data.get(..size)?).ok()?;
+    let nodes = count_nodes(&doc);
+    let node = nth_node(&mut doc, &mut rng.usize(..nodes))?;
+    let word = |rng: &mut fastrand::Rng| words.get(rng.usize(..words.len().max(1))).cloned();
+    let any = |rng: &mut fastrand::Rng| match rng.u8(..12) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.bool()),
+        2 => u64::MAX.into(),
+        3 => i64::MIN.into(),
+        4 => (-1).into(),
+        5 => 1.5.into(),
+        6 => 1e300.into(),
+        7 => "é\n\u{1}".into(),
+        8 => Value::Array(Vec::new()),
+        9 => Value::Object(serde_json::Map::new()),
+        _ => word(rng).unwrap_or_default(),
+    };
+    match (rng.u8(..4), node) {
+        (0, Value::Object(map)) if !map.is_empty() => {
+            let key = map.keys().nth(rng.usize(..map.len()))?.clone();
+            map.remove(&key);
+        }
+        (1, Value::Object(map)) => {
+            let key = match word(&mut rng) {
+                Some(Value::String(key)) => key,
+                _ => "type".to_owned(),
+            };
+            map.insert(key, any(&mut rng));
+        }
+        (0 | 1, Value::Array(items)) if !items.is_empty() => {
+            let i = rng.usize(..items.len());
+            if rng.bool() {
+                items.remove(i);
+            } else {
+                items.push(items[i].clone());
+            }
+        }
+        (2, node) => {
+            let inner = node.take();
+            *node = match word(&mut rng) {
+                Some(Value::String(key)) if rng.bool() => serde_json::json!({ key: inner }),
+                _ => Value::Array(vec![inner]),
+            };
+        }
+        (_, node) => *node = any(&mut rng),
+    }
+    let out = serde_json::to_vec(&doc)
+        .ok()
+        .filter(|out| out.len() <= max_size)?;
+    data.get_mut(..out.len())?.copy_from_slice(&out);
+    Some(out.len())
+}
+
+fn count_nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(items) => items.iter().map(count_nodes).sum(),
+        Value::Object(map) => map.values().map(count_nodes).sum(),
+        _ => 0,
+    }
+}
+
+/// The `n`th node in pre-order.
+fn nth_node<'v>(v: &'v mut Value, n: &mut usize) -> Option<&'v mut Value> {
+    if *n == 0 {
+        return Some(v);
+    }
+    *n -= 1;
+    match v {
+        Value::Array(items) => items.iter_mut().find_map(|c| nth_node(c, n)),
+        Value::Object(map) => map.values_mut().find_map(|c| nth_node(c, n)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::path::Path;
+
+    use serde_json::{Value, json};
 
     /// Every seed in `corpus/<target>` (and every crash input in `artifacts/<target>`, when a
     /// run left some) goes through its target on the stable toolchain, in CI: a fixed crash
@@ -157,6 +267,42 @@ mod tests {
                 target(&std::fs::read(&crash).unwrap());
             }
         }
+    }
+
+    /// The JSON-aware mutator leaves half the steps to libFuzzer, and otherwise writes back a
+    /// document that still parses and (nearly always) differs; non-JSON is never its to touch.
+    #[test]
+    fn json_mutations_keep_documents_parseable_and_change_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dict = std::fs::read_to_string(root.join("dict/vendor_responses.dict")).unwrap();
+        let words = super::dict_values(&dict);
+        for word in [json!("candidates"), json!(""), json!(null), json!(1e308)] {
+            assert!(words.contains(&word), "{word} is missing from {words:?}");
+        }
+        let doc = std::fs::read(root.join("corpus/vendor_responses/gemini.json")).unwrap();
+        let original: Value = serde_json::from_slice(&doc).unwrap();
+        let (mut applied, mut changed) = (0, 0);
+        for seed in 0..400 {
+            let mut buf = doc.clone();
+            buf.resize(4096, 0);
+            let Some(n) = super::mutate_json(&mut buf, doc.len(), 4096, seed, &words) else {
+                continue;
+            };
+            applied += 1;
+            let mutated: Value = serde_json::from_slice(&buf[..n]).unwrap();
+            changed += usize::from(mutated != original);
+            let mut text = *b"not json";
+            assert_eq!(super::mutate_json(&mut text, 8, 8, seed, &words), None);
+            assert_eq!(
+                super::mutate_json(&mut buf, doc.len(), 16, seed, &words),
+                None
+            );
+        }
+        assert!((100..300).contains(&applied), "{applied} of 400 applied");
+        assert!(
+            changed * 10 > applied * 8,
+            "{changed} of {applied} changed the document"
+        );
     }
 
     fn files(dir: &Path) -> Vec<std::path::PathBuf> {
