@@ -377,10 +377,11 @@ fn stop_reason(finish_reason: &str) -> &'static str {
 
 /// Anthropic usage as OpenAI usage: the prompt counts cache reads and writes too; reads are
 /// `cached_tokens` (billed at the cached price), writes are kept in `cache_creation_tokens`.
+/// Sums saturate: counts that overflow are charged as the most there is, never wrapped to a few.
 pub fn usage_to_openai(u: &AnthropicUsage) -> Usage {
     let read = u.cache_read_input_tokens.unwrap_or(0);
     let written = u.cache_creation_input_tokens.unwrap_or(0);
-    let prompt = u.input_tokens + read + written;
+    let prompt = u.input_tokens.saturating_add(read).saturating_add(written);
     let mut details = PromptTokensDetails {
         cached_tokens: Some(read),
         ..Default::default()
@@ -393,7 +394,7 @@ pub fn usage_to_openai(u: &AnthropicUsage) -> Usage {
     Usage {
         prompt_tokens: prompt,
         completion_tokens: u.output_tokens,
-        total_tokens: prompt + u.output_tokens,
+        total_tokens: prompt.saturating_add(u.output_tokens),
         prompt_tokens_details: Some(details),
         extra: Map::new(),
     }

@@ -1028,7 +1028,7 @@ impl LedgerDraft {
         self.settled = true;
         let mut entry = self.entry(&Usage::default(), 200, None);
         entry.cache = Some(kind.into());
-        entry.saved_tokens = saved.prompt_tokens + saved.completion_tokens;
+        entry.saved_tokens = saved.prompt_tokens.saturating_add(saved.completion_tokens);
         entry.saved_nusd = self.model.price.cost(saved);
         // Nothing was sent: the hit saved the whole prompt, memory nothing.
         entry.prompt_tokens_original = 0;

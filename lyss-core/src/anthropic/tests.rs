@@ -362,3 +362,19 @@ fn openai_chunks_go_back_as_anthropic_events() {
                "usage": {"input_tokens": 9, "output_tokens": 4}})
     );
 }
+
+/// Found by fuzzing: counts whose sum overflows saturate (and so cost the most there is)
+/// instead of wrapping to a handful of tokens that would be all the ledger charged.
+#[test]
+fn usage_that_overflows_saturates_rather_than_wrapping() {
+    let usage = usage_to_openai(&AnthropicUsage {
+        input_tokens: u64::MAX,
+        output_tokens: 7,
+        cache_creation_input_tokens: Some(3),
+        cache_read_input_tokens: Some(5),
+    });
+    assert_eq!(usage.prompt_tokens, u64::MAX);
+    assert_eq!(usage.total_tokens, u64::MAX);
+    let price = crate::models::Price::per_mtok(1.0, 1.0, 0.1);
+    assert_eq!(price.cost(&usage), i64::MAX);
+}

@@ -225,14 +225,15 @@ fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
 }
 
 /// `usageMetadata` as OpenAI usage (thinking tokens are output tokens: they are billed so).
+/// Sums saturate: counts that overflow are charged as the most there is, never wrapped to a few.
 fn usage(meta: &Value) -> Usage {
     let n = |k: &str| meta[k].as_u64().unwrap_or(0);
     let prompt = n("promptTokenCount");
-    let completion = n("candidatesTokenCount") + n("thoughtsTokenCount");
+    let completion = n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount"));
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         prompt_tokens_details: Some(PromptTokensDetails {
             cached_tokens: Some(n("cachedContentTokenCount")),
             extra: Map::new(),
@@ -543,5 +544,28 @@ impl Provider for GeminiProvider {
             .filter_map(|m| m["name"].as_str())
             .map(|n| n.trim_start_matches("models/").to_owned())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Found by fuzzing: answer and thinking counts whose sum overflows saturate (and so cost
+    /// the most there is) instead of wrapping to a handful of tokens.
+    #[test]
+    fn usage_that_overflows_saturates_rather_than_wrapping() {
+        let answer = json!({
+            "candidates": [{"content": {"parts": [{"text": "hi"}]}}],
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": u64::MAX,
+                "thoughtsTokenCount": 7
+            }
+        });
+        let usage = super::response_to_openai(&answer, 1).usage.unwrap();
+        assert_eq!(usage.completion_tokens, u64::MAX);
+        assert_eq!(usage.total_tokens, u64::MAX);
+        assert_eq!(usage.prompt_tokens, 3);
     }
 }
