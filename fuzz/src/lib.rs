@@ -127,6 +127,21 @@ pub fn config(data: &[u8]) -> bool {
     std::str::from_utf8(data).is_ok_and(|text| toml::from_str::<lyss_core::Config>(text).is_ok())
 }
 
+/// Makes a target's mutations JSON-aware half the time ([`mutate_json`], with the words of the
+/// dictionary text given), the other half libFuzzer's own.
+#[macro_export]
+macro_rules! json_mutator {
+    ($dict:expr) => {
+        static WORDS: std::sync::LazyLock<Vec<serde_json::Value>> =
+            std::sync::LazyLock::new(|| $crate::dict_values($dict));
+
+        libfuzzer_sys::fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
+            $crate::mutate_json(data, size, max_size, seed, &WORDS)
+                .unwrap_or_else(|| libfuzzer_sys::fuzzer_mutate(data, size, max_size))
+        });
+    };
+}
+
 /// The JSON strings, numbers and literals in a libFuzzer dictionary (`"\"role\""` is the string
 /// `role`): the words [`mutate_json`] puts into documents.
 pub fn dict_values(dict: &str) -> Vec<Value> {
