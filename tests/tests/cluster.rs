@@ -379,11 +379,18 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
     // A settlement that lost a lock conflict more than five times is retried in the
     // background (the client has its answer): give those rows a moment to land.
     let deadline = Instant::now() + Duration::from_secs(10);
+    // A 503 is the database refusing (its pool's wait ran out on this loaded machine): refused
+    // before the upstream, it has no row — unless the refusal came after admission, when the
+    // request is settled as failed. Every other 5xx, and every broken stream, has its row.
     let failed_seen: u64 = seen
         .iter()
-        .filter(|(s, _)| **s == STREAM_FAILED || **s >= 500)
+        .filter(|(s, _)| **s == STREAM_FAILED || (**s >= 500 && **s != 503))
         .map(|(_, n)| n)
         .sum();
+    let refused = seen.get(&503).copied().unwrap_or(0);
+    let rows_balance = |served: u64, failed: u64| {
+        served == seen[&200] && (failed_seen..=failed_seen + refused).contains(&failed)
+    };
     loop {
         let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&cluster.pool);
         let served = count("SELECT COUNT(*) FROM usage_ledger WHERE status = 200")
@@ -392,11 +399,11 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
         let failed = count("SELECT COUNT(*) FROM usage_ledger WHERE status >= 500")
             .await
             .unwrap() as u64;
-        if (served, failed) == (seen[&200], failed_seen) || Instant::now() > deadline {
-            assert_eq!(
-                (served, failed),
-                (seen[&200], failed_seen),
-                "one ledger row per request served, and per request that failed upstream: {seen:?}"
+        if rows_balance(served, failed) || Instant::now() > deadline {
+            assert!(
+                rows_balance(served, failed),
+                "one ledger row per request served, and per request that failed upstream \
+                 (rows: {served} served, {failed} failed): {seen:?}"
             );
             break;
         }
