@@ -136,6 +136,7 @@ async fn main() {
                             text: said,
                             source: t["dia_id"].as_str().map(str::to_owned),
                             occurred_at: day_start(&day),
+                            ..NewMemory::default()
                         },
                     )
                     .await

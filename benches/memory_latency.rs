@@ -51,7 +51,7 @@ async fn main() {
                     words[i % 10],
                     words[(i / 10) % 10]
                 );
-                (text, Some(unit(&mut rng, 384)))
+                (text, None, Some(unit(&mut rng, 384)))
             })
             .collect();
         // As a store loads a scope: all rows at once.

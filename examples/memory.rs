@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             text: text.into(),
             source: Some("example".into()),
             occurred_at: None,
+            ..NewMemory::default()
         };
         store.add(&ada, &new).await?;
     }

@@ -210,7 +210,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         checks.push(match loaded {
             Ok(dir) => ok("embedding model", format!("all-MiniLM-L6-v2 and ONNX Runtime load from {}", dir.display())),
             Err(e) => bad(
-                if config.memory.enabled || config.cache.any_semantic() { Status::Fail } else { Status::Warn },
+                if config.memory.any_on() || config.cache.any_semantic() { Status::Fail } else { Status::Warn },
                 "embedding model",
                 e.to_string(),
                 "run scripts/fetch-models.sh (or set embedder.models_dir / LYSS_MODELS_DIR); without it memory recall is keyword-only and semantic caching is exact",

@@ -162,6 +162,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                         text,
                         source: Some("cli".into()),
                         occurred_at: None,
+                        ..NewMemory::default()
                     },
                 )
                 .await?;
@@ -191,19 +192,15 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             let source = format!("import:{}", file.display());
-            for text in &turns {
-                store
-                    .enqueue(
-                        &scope,
-                        &NewMemory {
-                            text: text.clone(),
-                            source: Some(source.clone()),
-                            occurred_at: None,
-                        },
-                        None,
-                    )
-                    .await?;
-            }
+            let queued: Vec<NewMemory> = turns
+                .iter()
+                .map(|text| NewMemory {
+                    text: text.clone(),
+                    source: Some(source.clone()),
+                    ..NewMemory::default()
+                })
+                .collect();
+            store.enqueue(&scope, &queued, None).await?;
             // The same path as live turns: de-duplicated by similarity.
             let mut done = 0;
             while done < turns.len() {

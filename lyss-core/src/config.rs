@@ -124,27 +124,26 @@ impl Default for RouterConfig {
     }
 }
 
-/// Long-term memory: recall into the prompt, compress old history, remember new turns.
+/// Long-term memory: recall into the prompt, compress old history, remember every turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// On for every workspace not listed otherwise in `workspaces`. Default false: a gateway
-    /// must not rewrite the prompts of clients that manage their own context (agents, tools)
-    /// until an admin says so.
-    pub enabled: bool,
-    /// Per-workspace settings by workspace name: `name = true|false`, or a table with any of
-    /// `enabled`, `history_tokens`, `memory_tokens`, overriding the global ones.
+    /// For every workspace not listed otherwise in `workspaces`: `"auto"` (default), `true`
+    /// or `false` — see [`MemoryMode`].
+    pub enabled: MemoryMode,
+    /// Per-workspace settings by workspace name: `name = true|false|"auto"`, or a table with
+    /// any of `enabled`, `history_tokens`, `memory_tokens`, overriding the global ones.
     pub workspaces: std::collections::HashMap<String, WorkspaceMemory>,
-    /// Recent conversation kept verbatim, in tokens (the system prompt is always kept).
-    /// Default 2,000.
+    /// Recent conversation kept verbatim, in tokens (the system prompt and the newest
+    /// exchange always stay). Default 256.
     pub history_tokens: u64,
-    /// Largest block of recalled memories injected, in tokens. Default 1,024.
+    /// Largest block of recalled memories injected, in tokens. Default 1,400.
     pub memory_tokens: u64,
-    /// Memories recalled at most. Default 10.
+    /// Memories recalled at most (the block is filled by tokens first). Default 64.
     pub top_k: usize,
-    /// Vector matches below this cosine similarity are not recalled. Default 0.3.
+    /// Vector matches below this cosine similarity are not recalled. Default 0.2.
     pub min_similarity: f32,
-    /// A new turn (or extracted fact) this similar to an existing memory is not stored again.
+    /// An extracted fact this similar to an existing memory is not stored again.
     /// Default 0.92.
     pub dedupe_similarity: f32,
     /// A configured model (name or alias) that extracts facts from each new turn and decides
@@ -152,11 +151,65 @@ pub struct MemoryConfig {
     pub extraction_model: Option<String>,
 }
 
+/// When memory works on a workspace's chat requests.
+///
+/// `Auto` is the default because it is the cost-first choice that cannot hurt: a prompt it
+/// touches is one that costs more than memory's whole budget, and a client that manages its
+/// own context with tools (coding agents) is left alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// Never: requests go upstream as sent and nothing is remembered.
+    Off,
+    /// Only prompts longer than `history_tokens + memory_tokens` that declare no tools and
+    /// carry no tool calls or results: those are compressed (and their turns remembered);
+    /// every other request goes upstream exactly as sent.
+    #[default]
+    Auto,
+    /// Every chat request: its turns are remembered and the user's memories recalled into
+    /// it, even a short one (a new conversation starts with what lyss knows of the user).
+    On,
+}
+
+impl Serialize for MemoryMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => s.serialize_bool(false),
+            Self::On => s.serialize_bool(true),
+            Self::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryMode {
+    /// `true`/`false`, or one of the strings `auto`, `on`, `off`, `true`, `false` (as an
+    /// environment variable sets it).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                "auto" => Ok(Self::Auto),
+                "on" | "true" => Ok(Self::On),
+                "off" | "false" => Ok(Self::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "memory mode `{other}`: expected true, false or \"auto\""
+                ))),
+            },
+        }
+    }
+}
+
 /// One workspace's memory settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum WorkspaceMemory {
-    Switch(bool),
+    Switch(MemoryMode),
     Settings(WorkspaceMemorySettings),
 }
 
@@ -164,14 +217,17 @@ pub enum WorkspaceMemory {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceMemorySettings {
-    pub enabled: Option<bool>,
+    /// Default: on (a workspace listed with budgets wants memory).
+    pub enabled: Option<MemoryMode>,
     pub history_tokens: Option<u64>,
     pub memory_tokens: Option<u64>,
 }
 
-/// The token budgets memory works within for one workspace.
+/// How memory works for one workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBudgets {
+    /// `Auto` or `On` (a workspace with memory off has no budgets).
+    pub mode: MemoryMode,
     pub history_tokens: u64,
     pub memory_tokens: u64,
 }
@@ -179,12 +235,12 @@ pub struct MemoryBudgets {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: MemoryMode::Auto,
             workspaces: Default::default(),
-            history_tokens: 2_000,
-            memory_tokens: 1_024,
-            top_k: 10,
-            min_similarity: 0.3,
+            history_tokens: 256,
+            memory_tokens: 1_400,
+            top_k: 64,
+            min_similarity: 0.2,
             dedupe_similarity: 0.92,
             extraction_model: None,
         }
@@ -192,26 +248,43 @@ impl Default for MemoryConfig {
 }
 
 impl MemoryConfig {
-    /// Whether memory is on for a workspace.
+    /// Whether memory may work on some requests of a workspace.
     pub fn enabled_for(&self, workspace: &str) -> bool {
         self.budgets_for(workspace).is_some()
     }
 
-    /// A workspace's memory budgets, or `None` when memory is off for it.
-    pub fn budgets_for(&self, workspace: &str) -> Option<MemoryBudgets> {
-        let global = MemoryBudgets {
-            history_tokens: self.history_tokens,
-            memory_tokens: self.memory_tokens,
+    /// Whether any workspace may use memory (the store is needed).
+    pub fn any_enabled(&self) -> bool {
+        self.enabled != MemoryMode::Off || self.workspaces.keys().any(|w| self.enabled_for(w))
+    }
+
+    /// Whether some workspace has memory on for every request (not just `auto`).
+    pub fn any_on(&self) -> bool {
+        let on = |w: &str| {
+            self.budgets_for(w)
+                .is_some_and(|b| b.mode == MemoryMode::On)
         };
+        self.enabled == MemoryMode::On || self.workspaces.keys().any(|w| on(w))
+    }
+
+    /// A workspace's memory mode and budgets, or `None` when memory is off for it.
+    pub fn budgets_for(&self, workspace: &str) -> Option<MemoryBudgets> {
+        let with = |mode: MemoryMode, history_tokens, memory_tokens| {
+            (mode != MemoryMode::Off).then_some(MemoryBudgets {
+                mode,
+                history_tokens,
+                memory_tokens,
+            })
+        };
+        let (history, memory) = (self.history_tokens, self.memory_tokens);
         match self.workspaces.get(workspace) {
-            None => self.enabled.then_some(global),
-            Some(WorkspaceMemory::Switch(on)) => on.then_some(global),
-            Some(WorkspaceMemory::Settings(s)) => {
-                s.enabled.unwrap_or(true).then_some(MemoryBudgets {
-                    history_tokens: s.history_tokens.unwrap_or(global.history_tokens),
-                    memory_tokens: s.memory_tokens.unwrap_or(global.memory_tokens),
-                })
-            }
+            None => with(self.enabled, history, memory),
+            Some(WorkspaceMemory::Switch(mode)) => with(*mode, history, memory),
+            Some(WorkspaceMemory::Settings(s)) => with(
+                s.enabled.unwrap_or(MemoryMode::On),
+                s.history_tokens.unwrap_or(history),
+                s.memory_tokens.unwrap_or(memory),
+            ),
         }
     }
 }

@@ -18,7 +18,8 @@ use crate::config::{
     CacheBackend, Config, EmbedderKind, ModelConfig, ProviderConfig, ProviderKind, Secret,
 };
 use crate::embed::{
-    Embedder, LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, OpenAiEmbedder, default_models_dir,
+    CachedEmbedder, Embedder, LOCAL_MODEL_DIR, LazyEmbedder, LocalEmbedder, ORT_LIBRARY,
+    OpenAiEmbedder, default_models_dir,
 };
 use crate::error::{Error, Result};
 use crate::memory::{HnswMemoryStore, MemoryStore, PostgresMemoryStore};
@@ -416,12 +417,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
         .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
         .clock(clock);
-    let memory_on = config.memory.enabled
-        || config
-            .memory
-            .workspaces
-            .keys()
-            .any(|w| config.memory.enabled_for(w));
+    let memory_on = config.memory.any_enabled();
     // One embedder for memory and the semantic cache: loaded now when the config needs it,
     // else on first use (a workspace switched to semantic caching at run time).
     if memory_on || config.cache.any_semantic() {
@@ -484,15 +480,27 @@ pub async fn open_memory(
     ))
 }
 
-/// Runs [`Lyss::ingest_pending`] every half second; failures are logged and retried.
+/// Runs [`Lyss::ingest_pending`] when a request queued turns, and every half second (turns
+/// queued by other replicas, retries); again at once after a full batch, so a backlog drains
+/// without waiting a tick per batch. Failures are logged and retried.
 pub fn spawn_ingest(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if let Err(e) = lyss.ingest_pending().await {
-                tracing::warn!(error = %e, "memory ingestion failed; retrying");
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = lyss.turns_queued() => {}
+            }
+            loop {
+                match lyss.ingest_pending().await {
+                    Ok(n) if n >= crate::pipeline::INGEST_BATCH => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "memory ingestion failed; retrying");
+                        break;
+                    }
+                }
             }
         }
     })
@@ -517,6 +525,10 @@ pub fn spawn_reaper(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Vectors the embedder remembers by text (a user's message is embedded as its request's
+/// memory query, then again when the turn is stored): about 10,000 of all-MiniLM's.
+const EMBEDDING_CACHE_BYTES: u64 = 16 << 20;
+
 /// The configured embedder, or `None` (with a warning that says what is missing and how to
 /// fetch it) when it cannot be loaded: lyss then serves without semantic features.
 pub async fn open_embedder(
@@ -524,8 +536,8 @@ pub async fn open_embedder(
     providers: &HashMap<String, Arc<dyn Provider>>,
 ) -> Result<Option<Arc<dyn Embedder>>> {
     let e = &config.embedder;
-    match e.kind {
-        EmbedderKind::None => Ok(None),
+    let inner: Arc<dyn Embedder> = match e.kind {
+        EmbedderKind::None => return Ok(None),
         EmbedderKind::Openai => {
             let (Some(name), Some(model), Some(dimension)) = (&e.provider, &e.model, e.dimension)
             else {
@@ -536,28 +548,43 @@ pub async fn open_embedder(
             let provider = providers.get(name).ok_or_else(|| {
                 Error::Config(format!("embedder.provider: no provider named `{name}`"))
             })?;
-            Ok(Some(Arc::new(OpenAiEmbedder::new(
+            Arc::new(OpenAiEmbedder::new(
                 provider.clone(),
                 model.clone(),
                 dimension,
-            ))))
+            ))
         }
         EmbedderKind::Local => {
             let dir = e.models_dir.clone().unwrap_or_else(default_models_dir);
-            let loaded = tokio::task::spawn_blocking(move || {
-                LocalEmbedder::load(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("embedder load task: {e}")))?;
-            match loaded {
-                Ok(m) => Ok(Some(Arc::new(m))),
-                Err(err) => {
-                    tracing::warn!(error = %err, "no local embedding model: semantic features are off (keyword retrieval only)");
-                    Ok(None)
-                }
+            let (model, ort) = (dir.join(LOCAL_MODEL_DIR), dir.join(ORT_LIBRARY));
+            if let Err(err) = LocalEmbedder::check(&model, &ort) {
+                tracing::warn!(error = %err, "no local embedding model: semantic features are off (keyword retrieval only)");
+                return Ok(None);
             }
+            // Loaded by the first text to embed: memory is on by default, but a server that
+            // never compresses a prompt should not hold a model.
+            Arc::new(LazyEmbedder::new(
+                LOCAL_MODEL_DIR,
+                LocalEmbedder::DIMENSION,
+                Box::new(move || {
+                    let (model, ort) = (model.clone(), ort.clone());
+                    Box::pin(async move {
+                        let loaded =
+                            tokio::task::spawn_blocking(move || LocalEmbedder::load(&model, &ort))
+                                .await
+                                .map_err(|e| {
+                                    Error::Internal(format!("embedder load task: {e}"))
+                                })??;
+                        Ok(Arc::new(loaded) as Arc<dyn Embedder>)
+                    })
+                }),
+            ))
         }
-    }
+    };
+    Ok(Some(Arc::new(CachedEmbedder::new(
+        inner,
+        EMBEDDING_CACHE_BYTES,
+    ))))
 }
 
 /// Where the admin token came from.
@@ -640,11 +667,13 @@ mod tests {
 
     #[test]
     fn memory_is_switched_and_budgeted_per_workspace() {
+        use crate::config::{MemoryBudgets, MemoryConfig, MemoryMode};
         let toml = r#"
             [memory]
             enabled = true
             history_tokens = 3000
             workspaces.legal = false
+            workspaces.chat = "auto"
             [memory.workspaces.support]
             memory_tokens = 256
             [memory.workspaces.research]
@@ -655,22 +684,52 @@ mod tests {
             .extract()
             .unwrap();
         let m = &c.memory;
-        let budgets = |history_tokens, memory_tokens| {
-            Some(crate::config::MemoryBudgets {
+        let budgets = |mode, history_tokens, memory_tokens| {
+            Some(MemoryBudgets {
+                mode,
                 history_tokens,
                 memory_tokens,
             })
         };
-        assert_eq!(m.budgets_for("anyone"), budgets(3000, 1024));
-        assert_eq!(m.budgets_for("support"), budgets(3000, 256));
+        assert_eq!(m.budgets_for("anyone"), budgets(MemoryMode::On, 3000, 1400));
+        assert_eq!(m.budgets_for("support"), budgets(MemoryMode::On, 3000, 256));
+        assert_eq!(m.budgets_for("chat"), budgets(MemoryMode::Auto, 3000, 1400));
         assert_eq!(m.budgets_for("legal"), None);
         assert_eq!(m.budgets_for("research"), None);
-        let off = crate::config::MemoryConfig {
-            enabled: false,
+        let off = MemoryConfig {
+            enabled: MemoryMode::Off,
             ..m.clone()
         };
         assert_eq!(off.budgets_for("anyone"), None);
-        assert_eq!(off.budgets_for("support"), budgets(3000, 256));
+        assert_eq!(
+            off.budgets_for("support"),
+            budgets(MemoryMode::On, 3000, 256)
+        );
+        assert!(off.any_enabled());
+
+        // The default: auto for everyone, and the strings an environment variable sets.
+        let d = Config::default().memory;
+        assert_eq!(
+            d.budgets_for("anyone"),
+            budgets(MemoryMode::Auto, 256, 1400)
+        );
+        for (text, mode) in [
+            ("\"auto\"", MemoryMode::Auto),
+            ("\"off\"", MemoryMode::Off),
+            ("\"true\"", MemoryMode::On),
+        ] {
+            let c: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&format!("[memory]\nenabled = {text}")))
+                .extract()
+                .unwrap();
+            assert_eq!(c.memory.enabled, mode, "{text}");
+        }
+        let bad = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[memory]\nenabled = \"sometimes\""))
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("sometimes"), "{bad}");
     }
 
     #[test]

@@ -102,10 +102,10 @@ async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
         store
             .enqueue(
                 &ann,
-                &NewMemory {
+                &[NewMemory {
                     text: "I moved to Lyon last spring.".into(),
                     ..NewMemory::default()
-                },
+                }],
                 None,
             )
             .await

@@ -68,7 +68,7 @@ impl Respond for FakeModel {
 
 async fn app(down: bool) -> TestApp {
     let app = TestApp::with(|c| {
-        c.memory.enabled = true;
+        c.memory.enabled = lyss_core::config::MemoryMode::On;
         c.memory.extraction_model = Some("gpt-5-mini".into());
         c.embedder.kind = EmbedderKind::None;
         // One attempt per ingestion run, so that an outage does not also open the circuit.

@@ -186,7 +186,7 @@ async fn probe(
 #[tokio::test]
 async fn no_endpoint_reaches_another_tenants_memories_cache_budgets_or_models() {
     let app = TestApp::with(|c| {
-        c.memory.enabled = true;
+        c.memory.enabled = lyss_core::config::MemoryMode::On;
         c.embedder.kind = EmbedderKind::None;
         c.cache.mode = lyss_core::config::CacheMode::Exact;
     })
@@ -416,7 +416,7 @@ fn enc(s: &str) -> String {
 #[tokio::test]
 async fn hostile_names_are_refused_or_matched_exactly_never_run_as_sql() {
     let app = TestApp::with(|c| {
-        c.memory.enabled = true;
+        c.memory.enabled = lyss_core::config::MemoryMode::On;
         c.embedder.kind = EmbedderKind::None;
     })
     .await;

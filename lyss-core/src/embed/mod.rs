@@ -1,13 +1,17 @@
 //! The `Embedder` seam: text → fixed-size vectors, for memory recall and the semantic cache.
 
+mod cached;
 mod hash;
+mod lazy;
 mod local;
 mod openai;
 mod vectors;
 
 use async_trait::async_trait;
 
+pub use self::cached::CachedEmbedder;
 pub use self::hash::HashEmbedder;
+pub use self::lazy::LazyEmbedder;
 pub use self::local::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
 pub use self::openai::OpenAiEmbedder;
 pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};

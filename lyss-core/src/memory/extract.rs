@@ -25,8 +25,8 @@ use crate::tokens;
 const SHOWN: usize = 8;
 
 const INSTRUCTIONS: &str = "You maintain a user's long-term memory for an assistant. \
-From the user's new message, extract short, self-contained facts worth remembering about the \
-user: preferences, personal details, plans, decisions, people and things in their life. Write \
+From the new message (said by the user, or by the assistant or a tool to the user), extract \
+short, self-contained facts worth remembering about the user and their world: preferences, personal details, plans, decisions, people and things in their life. Write \
 each fact in the third person (\"Prefers short answers\"), with absolute dates instead of \
 relative ones, using the message date. Compare each fact with the existing memories, listed \
 by number, and choose one operation per fact: ADD a new fact; UPDATE an existing memory the \
@@ -147,8 +147,14 @@ impl Extractor {
         Ok(taken)
     }
 
-    /// Applies one turn's operations.
+    /// Applies one turn's operations. A conversation turn the scope remembers already (it
+    /// dropped out of a prompt before its extraction ran, and was stored raw then) is skipped.
     pub async fn ingest(&self, store: &dyn MemoryStore, q: &Queued) -> Result<Changes> {
+        if let Some(hash) = q.turn.turn_hash()
+            && store.remembered(&q.scope, &[hash]).await?.contains(&hash)
+        {
+            return Ok(Changes::default());
+        }
         let shown = shown(store, q).await?;
         let operations = match self.ask(q, &shown).await {
             Ok(Some(ops)) => ops,
@@ -216,7 +222,15 @@ impl Extractor {
                 Message::text(Role::System, INSTRUCTIONS),
                 Message::text(
                     Role::User,
-                    format!("{listed}\n\nNew message (date {date}):\n{}", q.turn.text),
+                    format!(
+                        "{listed}\n\nNew message (date {date}, said by {}):\n{}",
+                        q.turn.role.map_or("the user", |r| match r {
+                            super::TurnRole::User => "the user",
+                            super::TurnRole::Assistant => "the assistant",
+                            super::TurnRole::Tool => "a tool",
+                        }),
+                        q.turn.text
+                    ),
                 ),
             ],
             response_format: Some(ResponseFormat::JsonObject),
@@ -357,12 +371,24 @@ impl Extractor {
             text,
             source: q.turn.source.clone(),
             occurred_at: q.turn.occurred_at,
+            ..NewMemory::default()
         };
         store.add(scope, &new).await?;
         Ok(true)
     }
 
+    /// Stores the turn as said: a conversation turn as one (its passages), anything else
+    /// unless the scope knows it already.
     async fn raw(&self, store: &dyn MemoryStore, q: &Queued) -> Result<Changes> {
+        if q.turn.role.is_some() {
+            let added = store
+                .add_turns(&q.scope, std::slice::from_ref(&q.turn))
+                .await?;
+            return Ok(Changes {
+                added: added.len(),
+                ..Changes::default()
+            });
+        }
         let added = self.add(store, &q.scope, q, q.turn.text.clone()).await?;
         Ok(Changes {
             added: usize::from(added),

@@ -2,6 +2,10 @@
 //!
 //! Scope comes from the caller's key (workspace and user), optionally narrowed by the app's
 //! end-user (OpenAI's `user` field) and an agent tag — never from anything else in a request.
+//!
+//! Conversation turns (user, assistant and tool messages a client sent) are memories too, each
+//! remembered once per scope by a hash of its role and text ([`turn_hash`]), so a client that
+//! resends the whole history on every request costs a lookup, not a store, per turn.
 
 pub mod extract;
 pub mod index;
@@ -9,6 +13,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,23 +58,71 @@ impl MemoryScope {
     }
 }
 
-/// One remembered fact.
+/// Who said a conversation turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnRole {
+    User,
+    Assistant,
+    /// A tool's result, or an assistant's tool calls, summarised as text.
+    Tool,
+}
+
+impl TurnRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+
+    /// The role stored as [`TurnRole::as_str`]; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "assistant" => Some(Self::Assistant),
+            "tool" => Some(Self::Tool),
+            _ => None,
+        }
+    }
+}
+
+/// The identity of a conversation turn within a scope: a 128-bit hash of its role and text.
+/// Not a security boundary (a user can only collide with their own turns); chosen because a
+/// long history is hashed on every request (xxh3: microseconds for 100 KiB).
+pub fn turn_hash(role: TurnRole, text: &str) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(role.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(text.as_bytes());
+    h.digest128()
+}
+
+/// One remembered fact or conversation turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub id: String,
     pub text: String,
-    /// Where it came from (source message ids, an import, "api").
+    /// Where it came from (the request id that brought it, an import, "api").
     pub source: Option<String>,
     /// When the remembered thing happened (e.g. the chat session's date).
     #[serde(with = "time::serde::rfc3339::option")]
     pub occurred_at: Option<OffsetDateTime>,
+    /// Who said it, when the memory is a conversation turn (a long turn is stored as several
+    /// consecutive memories); `None` for facts (extracted, or added through the API).
+    #[serde(default)]
+    pub role: Option<TurnRole>,
+    /// The turn's position in its conversation (its index in the request's messages).
+    #[serde(default)]
+    pub position: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
-/// A memory to add.
+/// A memory to add: a fact, or (with `role`) a conversation turn.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewMemory {
     pub text: String,
@@ -77,6 +130,27 @@ pub struct NewMemory {
     pub source: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub occurred_at: Option<OffsetDateTime>,
+    /// Set for a conversation turn: who said it. A turn is remembered once per scope.
+    #[serde(default)]
+    pub role: Option<TurnRole>,
+    /// A turn's position in its conversation.
+    #[serde(default)]
+    pub position: Option<u32>,
+}
+
+impl NewMemory {
+    /// A fact (not a conversation turn).
+    pub fn fact(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The turn's identity in its scope, when this is a conversation turn.
+    pub fn turn_hash(&self) -> Option<u128> {
+        self.role.map(|r| turn_hash(r, &self.text))
+    }
 }
 
 /// What to look for.
@@ -130,13 +204,19 @@ pub struct Queued {
 /// - `add`, `update` and `delete` are durable when they return and recorded in the history.
 /// - `search` ranks by vector similarity (when the store has an embedder) and keywords
 ///   (BM25), fused; it never ranks memories of other scopes.
+/// - Conversation turns (a [`NewMemory`] with a `role`) are remembered at most once per scope,
+///   by [`turn_hash`]: `add_turns` stores the ones the scope does not remember yet, all in one
+///   batch, and they are durable and searchable when it returns; `remembered` says which of
+///   some hashes the scope remembers. A turn stays remembered when its memory is deleted (a
+///   deleted memory does not come back because a client resends its conversation).
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
-///   and their history ("forget me"); it returns how many memories went.
-/// - `enqueue` durably queues a new turn (it survives a crash). `claim` hands out the oldest
-///   unclaimed turns, in order, each to one caller only — across processes sharing the store —
-///   until `complete` removes it, `release` returns it, or the claim's lease runs out (its
-///   claimer died). A turn is completed only after its memories are written, so a crash in
-///   between ingests it again (after the lease), never loses it.
+///   their history and their remembered turns ("forget me"); it returns how many memories went.
+/// - `enqueue` durably queues new turns (they survive a crash); a conversation turn already in
+///   the queue for its scope is not queued twice. `claim` hands out the oldest unclaimed turns,
+///   in order, each to one caller only — across processes sharing the store — until `complete`
+///   removes it (a conversation turn is then remembered), `release` returns it, or the claim's
+///   lease runs out (its claimer died). A turn is completed only after its memories are
+///   written, so a crash in between ingests it again (after the lease), never loses it.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -151,40 +231,61 @@ pub trait MemoryStore: Send + Sync {
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
-    /// Queues a new conversation turn for ingestion (durable when it returns), said with
-    /// `key_id` when it came through a key.
+    /// Which of these turn hashes the scope remembers.
+    async fn remembered(&self, scope: &MemoryScope, hashes: &[u128]) -> Result<HashSet<u128>>;
+    /// Stores conversation turns (each with a `role`; others are refused) that the scope does
+    /// not remember yet, embedded in one batch; a turn longer than a passage becomes several
+    /// consecutive memories. Durable and searchable when it returns. Returns what it added.
+    async fn add_turns(&self, scope: &MemoryScope, turns: &[NewMemory]) -> Result<Vec<Memory>>;
+    /// Queues new turns for ingestion (durable when it returns), said with `key_id` when they
+    /// came through a key.
     async fn enqueue(
         &self,
         scope: &MemoryScope,
-        turn: &NewMemory,
+        turns: &[NewMemory],
         key_id: Option<&str>,
     ) -> Result<()>;
     /// Claims up to `max` unclaimed queued turns, oldest first, for `lease`.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Queued>>;
-    /// Removes a claimed turn once it is ingested.
+    /// Removes a claimed turn once it is ingested; a conversation turn is then remembered.
     async fn complete(&self, id: i64) -> Result<()>;
     /// Returns a claimed turn to the queue now (its ingestion failed; another run retries it).
     async fn release(&self, id: i64) -> Result<()>;
 
-    /// Raw ingestion: stores up to `max` queued turns as memories, skipping a turn identical
-    /// in text or at least `dedupe_similarity` similar to a memory of its scope (which also
-    /// makes a replay after a crash harmless). Returns how many turns it took.
+    /// Raw ingestion: stores up to `max` queued turns as memories. Conversation turns go
+    /// through `add_turns` (one batch per scope; a turn remembered meanwhile is skipped);
+    /// other text is skipped when identical or at least `dedupe_similarity` similar to a
+    /// memory of its scope (which also makes a replay after a crash harmless). Returns how
+    /// many turns it took.
     async fn ingest_pending(&self, max: usize, dedupe_similarity: f32) -> Result<usize> {
         let queued = self.claim(max, INGEST_LEASE).await?;
-        for (i, q) in queued.iter().enumerate() {
-            let ingested = async {
-                if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
+        let ingested = async {
+            let mut turns: Vec<(&MemoryScope, Vec<NewMemory>)> = Vec::new();
+            for q in &queued {
+                if q.turn.role.is_some() {
+                    match turns.iter_mut().find(|(s, _)| **s == q.scope) {
+                        Some((_, batch)) => batch.push(q.turn.clone()),
+                        None => turns.push((&q.scope, vec![q.turn.clone()])),
+                    }
+                } else if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
                     self.add(&q.scope, &q.turn).await?;
                 }
-                self.complete(q.id).await
-            };
-            if let Err(e) = ingested.await {
-                // Best effort: what is not released comes back when the lease runs out.
-                for rest in &queued[i..] {
-                    let _ = self.release(rest.id).await;
-                }
-                return Err(e);
             }
+            for (scope, batch) in turns {
+                self.add_turns(scope, &batch).await?;
+            }
+            for q in &queued {
+                self.complete(q.id).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = ingested.await {
+            // Best effort: what is not released comes back when the lease runs out; what was
+            // stored already is skipped (remembered, or known) when it comes back.
+            for q in &queued {
+                let _ = self.release(q.id).await;
+            }
+            return Err(e);
         }
         Ok(queued.len())
     }

@@ -6,46 +6,79 @@
 //! index was built at rebuilds it, so replicas sharing one Postgres never answer from a stale
 //! index.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::Memory;
 use super::index::ScopeIndex;
 
-/// A scope's index and the memory id of each of its rows.
+/// A scope's index, the memory of each of its rows, and the turns it remembers. Holding the
+/// memories themselves lets a search answer without reading them back from the database.
 #[derive(Default)]
 pub(crate) struct Loaded {
     /// The scope version the index reflects.
     pub(crate) version: i64,
     pub(crate) index: ScopeIndex,
-    pub(crate) ids: Vec<String>,
+    /// Row number → memory (rows of deleted memories stay, dead in the index).
+    pub(crate) memories: Vec<Memory>,
+    /// Memory id → row number, for live rows.
     pub(crate) rows: HashMap<String, usize>,
+    /// Turn hashes known to be remembered (the database may know more: another process
+    /// completed a turn without changing a memory).
+    pub(crate) turns: HashSet<u128>,
+    /// Versions this process committed and is applying: a reader that finds the database at
+    /// one of them is behind nothing it needs to rebuild for.
+    pub(crate) in_flight: BTreeSet<i64>,
+    /// Versions applied while an earlier one was still in flight.
+    pub(crate) ahead: BTreeSet<i64>,
 }
 
 impl Loaded {
-    pub(crate) fn add(&mut self, id: &str, text: &str, vector: Option<Vec<f32>>) {
-        let row = self.index.add(text, vector);
-        self.ids.push(id.to_owned());
-        self.rows.insert(id.to_owned(), row);
+    pub(crate) fn add(&mut self, memory: Memory, vector: Option<Vec<f32>>) {
+        let context = context_of(self.memories.last(), &memory).map(str::to_owned);
+        let row = self
+            .index
+            .add_in_context(&memory.text, context.as_deref(), vector);
+        self.rows.insert(memory.id.clone(), row);
+        self.memories.push(memory);
     }
 
     /// Adds many rows at once (see [`ScopeIndex::extend`]).
-    pub(crate) fn extend(&mut self, entries: Vec<(String, String, Option<Vec<f32>>)>) {
-        let first = self.ids.len();
+    pub(crate) fn extend(&mut self, entries: Vec<(Memory, Option<Vec<f32>>)>) {
+        let first = self.memories.len();
         let mut rows = Vec::with_capacity(entries.len());
-        for (i, (id, text, vector)) in entries.into_iter().enumerate() {
-            self.rows.insert(id.clone(), first + i);
-            self.ids.push(id);
-            rows.push((text, vector));
+        for (i, (memory, vector)) in entries.into_iter().enumerate() {
+            self.rows.insert(memory.id.clone(), first + i);
+            let context = context_of(self.memories.last(), &memory).map(str::to_owned);
+            rows.push((memory.text.clone(), context, vector));
+            self.memories.push(memory);
         }
         self.index.extend(rows);
     }
 
-    /// Records that the index now reflects `version` — if it was the next one. Otherwise
-    /// another process changed the scope meanwhile and the index stays behind (rebuilt on
-    /// next use).
-    pub(crate) fn advance(&mut self, version: i64) {
-        if self.version + 1 == version {
-            self.version = version;
+    /// Notes that this process committed `version` and is about to apply it.
+    pub(crate) fn expect(&mut self, version: i64) {
+        if version > self.version {
+            self.in_flight.insert(version);
         }
+    }
+
+    /// Records that the index now reflects this process's change `version`. The index's own
+    /// version moves only over an unbroken run of applied versions: one written by another
+    /// process in between leaves it behind (rebuilt on next use).
+    pub(crate) fn advance(&mut self, version: i64) {
+        self.in_flight.remove(&version);
+        if version > self.version {
+            self.ahead.insert(version);
+        }
+        while self.ahead.remove(&(self.version + 1)) {
+            self.version += 1;
+        }
+    }
+
+    /// Whether the index holds every change up to the database's `version` that is not this
+    /// process's own, in flight.
+    pub(crate) fn current(&self, version: i64) -> bool {
+        (self.version + 1..=version).all(|v| self.in_flight.contains(&v) || self.ahead.contains(&v))
     }
 
     pub(crate) fn remove(&mut self, id: &str) {
@@ -53,6 +86,17 @@ impl Loaded {
             self.index.remove(row);
         }
     }
+}
+
+/// The turn a memory answers: the memory stored just before it, when both are turns of one
+/// conversation, one after the other.
+fn context_of<'a>(previous: Option<&'a Memory>, memory: &Memory) -> Option<&'a str> {
+    let previous = previous?;
+    let follows = previous.role.is_some()
+        && memory.role.is_some()
+        && previous.role != memory.role
+        && matches!((previous.position, memory.position), (Some(a), Some(b)) if a + 1 == b);
+    follows.then_some(previous.text.as_str())
 }
 
 pub(crate) fn to_blob(v: &[f32]) -> Vec<u8> {
@@ -65,7 +109,64 @@ pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-pub(crate) const MEMORY_COLUMNS: &str = "id, text, source, occurred_at, created_at, updated_at";
+pub(crate) const MEMORY_COLUMNS: &str =
+    "id, text, source, occurred_at, created_at, updated_at, role, position";
+
+/// A turn hash as stored: 32 hex digits.
+pub(crate) fn hash_text(h: u128) -> String {
+    format!("{h:032x}")
+}
+
+pub(crate) fn hash_from_text(s: &str) -> Option<u128> {
+    u128::from_str_radix(s, 16).ok()
+}
+
+/// Longest memory a turn becomes, in bytes: about what the embedding model reads (MiniLM
+/// stops at 256 word pieces) and a small share of a memory block. Longer turns are cut into
+/// consecutive passages.
+pub(crate) const PASSAGE_BYTES: usize = 640;
+
+/// `text` cut into passages of at most [`PASSAGE_BYTES`] (a single longer word excepted),
+/// at the last line break, else sentence end, else space before the limit. Each passage is a
+/// slice of the text, trimmed, so nothing is reworded.
+pub(crate) fn passages(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while rest.len() > PASSAGE_BYTES {
+        let mut limit = PASSAGE_BYTES;
+        while !rest.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let head = &rest[..limit];
+        let sentence_end = [". ", "? ", "! "]
+            .iter()
+            .filter_map(|end| head.rfind(end).map(|i| i + 1))
+            .max();
+        let candidates = [
+            head.rfind('\n'),
+            sentence_end,
+            head.rfind(char::is_whitespace),
+        ];
+        // A break in the second half of the window keeps passages even; any break beats
+        // cutting a word.
+        let cut = candidates
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&i| i >= limit / 2)
+            .or_else(|| candidates.iter().flatten().copied().find(|&i| i > 0))
+            .unwrap_or(limit);
+        let (piece, tail) = rest.split_at(cut);
+        if !piece.trim().is_empty() {
+            out.push(piece.trim());
+        }
+        rest = tail.trim_start();
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
 
 /// Implements the memory store for a backend: `$store` must have fields `pool: $pool`,
 /// `embedder: Option<Arc<dyn Embedder>>` and `scopes: tokio::sync::Mutex<HashMap<String,
@@ -100,21 +201,22 @@ impl $store {
         if let Some(l) = scopes.get(&key) {
             let fresh = {
                 let g = l.lock().unwrap_or_else(|p| p.into_inner());
-                g.version == version && !g.index.needs_rebuild()
+                g.current(version) && !g.index.needs_rebuild()
             };
             if fresh {
                 return Ok(l.clone());
             }
         }
-        let rows = sqlx::query("SELECT id, text, embedding, embedder FROM memories WHERE scope = $1 ORDER BY created_at, id")
-            .bind(&key)
-            .fetch_all(&self.pool)
-            .await?;
+        // Stored order is conversation order: the index's neighbours are turns said together.
+        let rows = sqlx::query(&format!(
+            "SELECT {MEMORY_COLUMNS}, embedding, embedder FROM memories WHERE scope = $1 ORDER BY created_at, id"
+        ))
+        .bind(&key)
+        .fetch_all(&self.pool)
+        .await?;
         let mut entries = Vec::with_capacity(rows.len());
         let mut missing = Vec::new();
         for r in &rows {
-            let id: String = r.try_get("id")?;
-            let text: String = r.try_get("text")?;
             let stored: Option<Vec<u8>> = r.try_get("embedding")?;
             let by: Option<String> = r.try_get("embedder")?;
             let vector = match (stored, self.embedder_name()) {
@@ -125,25 +227,30 @@ impl $store {
                 }
                 (_, None) => None,
             };
-            entries.push((id, text, vector));
+            entries.push((memory_from_row(r)?, vector));
         }
         // Rows embedded by another model (or none): embed them again and keep the result.
         if let (Some(e), false) = (&self.embedder, missing.is_empty()) {
-            let texts: Vec<String> = missing.iter().map(|&i| entries[i].1.clone()).collect();
+            let texts: Vec<String> = missing.iter().map(|&i| entries[i].0.text.clone()).collect();
             let vectors = e.embed(&texts).await?;
             for (&i, v) in missing.iter().zip(vectors) {
                 sqlx::query("UPDATE memories SET embedding = $1, embedder = $2 WHERE id = $3")
                     .bind(to_blob(&v))
                     .bind(e.name())
-                    .bind(&entries[i].0)
+                    .bind(&entries[i].0.id)
                     .execute(&self.pool)
                     .await?;
-                entries[i].2 = Some(v);
+                entries[i].1 = Some(v);
             }
         }
+        let turns: Vec<String> = sqlx::query_scalar("SELECT hash FROM memory_turns WHERE scope = $1")
+            .bind(&key)
+            .fetch_all(&self.pool)
+            .await?;
         let loaded = tokio::task::spawn_blocking(move || {
             let mut l = Loaded::default();
             l.extend(entries);
+            l.turns = turns.iter().filter_map(|h| hash_from_text(h)).collect();
             l
         })
         .await
@@ -204,12 +311,14 @@ impl $crate::memory::MemoryStore for $store {
             text: new.text.clone(),
             source: new.source.clone(),
             occurred_at: new.occurred_at,
+            role: new.role,
+            position: new.position,
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
-            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
         )
         .bind(&memory.id)
         .bind(&scope.workspace_id)
@@ -221,15 +330,18 @@ impl $crate::memory::MemoryStore for $store {
         .bind(&memory.source)
         .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
         .bind(now.unix_timestamp())
+        .bind(memory.role.map(|r| r.as_str()))
+        .bind(memory.position.map(i64::from))
         .execute(&self.pool)
         .await?;
         let version = self
             .history_row(scope, &memory.id, "add", None, Some(&memory.text))
             .await?;
-        let (id, text) = (memory.id.clone(), memory.text.clone());
+        loaded.lock().unwrap_or_else(|p| p.into_inner()).expect(version);
+        let indexed = memory.clone();
         tokio::task::spawn_blocking(move || {
             let mut l = loaded.lock().unwrap_or_else(|p| p.into_inner());
-            l.add(&id, &text, vector);
+            l.add(indexed, vector);
             l.advance(version);
         })
         .await
@@ -257,16 +369,22 @@ impl $crate::memory::MemoryStore for $store {
         let version = self
             .history_row(scope, id, "update", Some(&old.text), Some(text))
             .await?;
-        let (id_owned, text_owned) = (id.to_owned(), text.to_owned());
+        loaded.lock().unwrap_or_else(|p| p.into_inner()).expect(version);
+        let updated = Memory {
+            text: text.to_owned(),
+            updated_at: $crate::clock::from_unix(now)?,
+            ..old
+        };
+        let indexed = updated.clone();
         tokio::task::spawn_blocking(move || {
             let mut l = loaded.lock().unwrap_or_else(|p| p.into_inner());
-            l.remove(&id_owned);
-            l.add(&id_owned, &text_owned, vector);
+            l.remove(&indexed.id);
+            l.add(indexed, vector);
             l.advance(version);
         })
         .await
         .map_err(|e| Error::Internal(format!("index update: {e}")))?;
-        self.get(scope, id).await
+        Ok(updated)
     }
 
     async fn delete(&self, scope: &MemoryScope, id: &str) -> $crate::Result<()> {
@@ -313,45 +431,20 @@ impl $crate::memory::MemoryStore for $store {
         let loaded = self.scope(scope).await?;
         let vector = self.embed_one(&query.text).await?;
         let (text, limit, floor) = (query.text.clone(), query.limit, query.min_similarity);
-        let found = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
             l.index
                 .search(&text, vector.as_deref(), limit, floor)
                 .into_iter()
-                .map(|s| (l.ids[s.row].clone(), s.score, s.similarity))
-                .collect::<Vec<_>>()
+                .map(|s| Hit {
+                    memory: l.memories[s.row].clone(),
+                    score: s.score,
+                    similarity: s.similarity,
+                })
+                .collect()
         })
         .await
-        .map_err(|e| Error::Internal(format!("index search: {e}")))?;
-        if found.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One query for all hits; rows deleted by another connection since are skipped.
-        let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-            "SELECT {MEMORY_COLUMNS} FROM memories WHERE scope = "
-        ));
-        q.push_bind(scope.key()).push(" AND id IN (");
-        let mut ids = q.separated(", ");
-        for (id, ..) in &found {
-            ids.push_bind(id);
-        }
-        q.push(")");
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut by_id = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let m = memory_from_row(r)?;
-            by_id.insert(m.id.clone(), m);
-        }
-        Ok(found
-            .into_iter()
-            .filter_map(|(id, score, similarity)| {
-                by_id.remove(&id).map(|memory| Hit {
-                    memory,
-                    score,
-                    similarity,
-                })
-            })
-            .collect())
+        .map_err(|e| Error::Internal(format!("index search: {e}")))
     }
 
     async fn history(&self, scope: &MemoryScope, id: &str) -> $crate::Result<Vec<HistoryEntry>> {
@@ -393,11 +486,14 @@ impl $crate::memory::MemoryStore for $store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM memory_history WHERE workspace_id = $1 AND user_id = $2")
-            .bind(&scope.workspace_id)
-            .bind(&scope.user_id)
-            .execute(&mut *tx)
-            .await?;
+        // The history, the remembered turns and the turns still queued go too.
+        for table in ["memory_history", "memory_turns", "memory_outbox"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE workspace_id = $1 AND user_id = $2"))
+                .bind(&scope.workspace_id)
+                .bind(&scope.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "UPDATE memory_scope_versions SET version = version + 1 \
              WHERE workspace_id = $1 AND user_id = $2",
@@ -417,26 +513,208 @@ impl $crate::memory::MemoryStore for $store {
         Ok(gone)
     }
 
+    async fn remembered(
+        &self,
+        scope: &MemoryScope,
+        hashes: &[u128],
+    ) -> $crate::Result<std::collections::HashSet<u128>> {
+        let loaded = self.scope(scope).await?;
+        let (mut found, missing): (std::collections::HashSet<u128>, Vec<u128>) = {
+            let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+            let (known, missing): (Vec<u128>, Vec<u128>) =
+                hashes.iter().partition(|h| l.turns.contains(h));
+            (known.into_iter().collect(), missing)
+        };
+        // What this process has not seen remembered may have been by another one.
+        for chunk in missing.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<$db>::new("SELECT hash FROM memory_turns WHERE scope = ");
+            q.push_bind(scope.key()).push(" AND hash IN (");
+            let mut list = q.separated(", ");
+            for h in chunk {
+                list.push_bind(hash_text(*h));
+            }
+            q.push(")");
+            let rows: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
+            let more: Vec<u128> = rows.iter().filter_map(|h| hash_from_text(h)).collect();
+            loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .turns
+                .extend(more.iter().copied());
+            found.extend(more);
+        }
+        Ok(found)
+    }
+
+    async fn add_turns(
+        &self,
+        scope: &MemoryScope,
+        turns: &[NewMemory],
+    ) -> $crate::Result<Vec<Memory>> {
+        let mut hashed = Vec::with_capacity(turns.len());
+        for t in turns {
+            let Some(hash) = t.turn_hash() else {
+                return Err(Error::invalid_param("a conversation turn needs a role", "role"));
+            };
+            if !t.text.trim().is_empty() && !hashed.iter().any(|(h, _)| *h == hash) {
+                hashed.push((hash, t));
+            }
+        }
+        let hashes: Vec<u128> = hashed.iter().map(|(h, _)| *h).collect();
+        let known = self.remembered(scope, &hashes).await?;
+        hashed.retain(|(h, _)| !known.contains(h));
+        if hashed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let loaded = self.scope(scope).await?;
+        // Every passage of every new turn, embedded in one batch.
+        let pieces: Vec<(usize, String)> = hashed
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, t))| passages(&t.text).into_iter().map(move |p| (i, p.to_owned())))
+            .collect();
+        let mut vectors = match &self.embedder {
+            Some(e) => {
+                let texts: Vec<String> = pieces.iter().map(|(_, p)| p.clone()).collect();
+                e.embed(&texts).await?.into_iter().map(Some).collect()
+            }
+            None => vec![None; pieces.len()],
+        };
+        vectors.resize(pieces.len(), None);
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let key = scope.key();
+        let mut tx = self.pool.begin().await?;
+        let mut added: Vec<(Memory, Option<Vec<f32>>)> = Vec::new();
+        let mut new_turns = Vec::new();
+        let mut pieces = pieces.into_iter().zip(vectors).peekable();
+        for (i, (hash, turn)) in hashed.iter().enumerate() {
+            let mine: Vec<(String, Option<Vec<f32>>)> = std::iter::from_fn(|| {
+                pieces.next_if(|((j, _), _)| *j == i).map(|((_, p), v)| (p, v))
+            })
+            .collect();
+            // Claimed here: a concurrent writer of the same turn (another request, the
+            // ingestion worker, another replica) finds it taken and adds nothing.
+            let claimed = sqlx::query(
+                "INSERT INTO memory_turns (scope, hash, workspace_id, user_id, at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, hash) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(hash_text(*hash))
+            .bind(&scope.workspace_id)
+            .bind(&scope.user_id)
+            .bind(now.unix_timestamp())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                continue;
+            }
+            new_turns.push(*hash);
+            for (text, vector) in mine {
+                let memory = Memory {
+                    id: format!("mem_{}", uuid::Uuid::now_v7().simple()),
+                    text,
+                    source: turn.source.clone(),
+                    occurred_at: turn.occurred_at,
+                    role: turn.role,
+                    position: turn.position,
+                    created_at: now,
+                    updated_at: now,
+                };
+                sqlx::query(
+                    "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+                )
+                .bind(&memory.id)
+                .bind(&scope.workspace_id)
+                .bind(&scope.user_id)
+                .bind(&key)
+                .bind(&memory.text)
+                .bind(vector.as_deref().map(to_blob))
+                .bind(self.embedder_name())
+                .bind(&memory.source)
+                .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
+                .bind(now.unix_timestamp())
+                .bind(memory.role.map(|r| r.as_str()))
+                .bind(memory.position.map(i64::from))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO memory_history (memory_id, workspace_id, user_id, event, old_text, new_text, at) \
+                     VALUES ($1, $2, $3, 'add', NULL, $4, $5)",
+                )
+                .bind(&memory.id)
+                .bind(&scope.workspace_id)
+                .bind(&scope.user_id)
+                .bind(&memory.text)
+                .bind(now.unix_timestamp())
+                .execute(&mut *tx)
+                .await?;
+                added.push((memory, vector));
+            }
+        }
+        // One version step for the batch: other processes rebuild their index of this scope.
+        let version = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO memory_scope_versions (scope, workspace_id, user_id, version) \
+             VALUES ($1, $2, $3, 1) ON CONFLICT (scope) \
+             DO UPDATE SET version = memory_scope_versions.version + 1 RETURNING version",
+        )
+        .bind(&key)
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        loaded.lock().unwrap_or_else(|p| p.into_inner()).expect(version);
+        let memories: Vec<Memory> = added.iter().map(|(m, _)| m.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+            l.turns.extend(new_turns);
+            for (m, vector) in added {
+                l.add(m, vector);
+            }
+            l.advance(version);
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index insert: {e}")))?;
+        Ok(memories)
+    }
+
     async fn enqueue(
         &self,
         scope: &MemoryScope,
-        turn: &NewMemory,
+        turns: &[NewMemory],
         key_id: Option<&str>,
     ) -> $crate::Result<()> {
-        sqlx::query(
-            "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&scope.workspace_id)
-        .bind(&scope.user_id)
-        .bind(serde_json::to_string(scope).map_err(|e| Error::Internal(e.to_string()))?)
-        .bind(&turn.text)
-        .bind(&turn.source)
-        .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
-        .bind(OffsetDateTime::now_utc().unix_timestamp())
-        .bind(key_id)
-        .execute(&self.pool)
-        .await?;
+        if turns.is_empty() {
+            return Ok(());
+        }
+        let queued_scope = serde_json::to_string(scope).map_err(|e| Error::Internal(e.to_string()))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut tx = self.pool.begin().await?;
+        for turn in turns {
+            // A conversation turn already waiting in the queue is not queued again.
+            sqlx::query(
+                "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id, role, position, turn_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (scope, turn_hash) DO NOTHING",
+            )
+            .bind(&scope.workspace_id)
+            .bind(&scope.user_id)
+            .bind(&queued_scope)
+            .bind(&turn.text)
+            .bind(&turn.source)
+            .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
+            .bind(now)
+            .bind(key_id)
+            .bind(turn.role.map(|r| r.as_str()))
+            .bind(turn.position.map(i64::from))
+            .bind(turn.turn_hash().map(hash_text))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -448,7 +726,7 @@ impl $crate::memory::MemoryStore for $store {
             "UPDATE memory_outbox SET claimed_until = $1 \
              WHERE claimed_until <= $2 AND id IN \
              (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
-             RETURNING id, scope, text, source, occurred_at, key_id",
+             RETURNING id, scope, text, source, occurred_at, key_id, role, position",
         )
         .bind($crate::clock::unix_ms(now + lease))
         .bind($crate::clock::unix_ms(now))
@@ -469,6 +747,12 @@ impl $crate::memory::MemoryStore for $store {
                             .try_get::<Option<i64>, _>("occurred_at")?
                             .map($crate::clock::from_unix)
                             .transpose()?,
+                        role: r
+                            .try_get::<Option<String>, _>("role")?
+                            .and_then(|s| $crate::memory::TurnRole::parse(&s)),
+                        position: r
+                            .try_get::<Option<i64>, _>("position")?
+                            .and_then(|p| u32::try_from(p).ok()),
                     },
                     key_id: r.try_get("key_id")?,
                 })
@@ -477,10 +761,38 @@ impl $crate::memory::MemoryStore for $store {
     }
 
     async fn complete(&self, id: i64) -> $crate::Result<()> {
-        sqlx::query("DELETE FROM memory_outbox WHERE id = $1")
+        let mut tx = self.pool.begin().await?;
+        // Writing first: a SQLite transaction that read before writing cannot wait for the
+        // lock (its snapshot may be stale), so it would fail with "database is locked".
+        let row = sqlx::query("DELETE FROM memory_outbox WHERE id = $1 RETURNING scope, turn_hash")
             .bind(id)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        let mut remembered = None;
+        if let Some(r) = row
+            && let Some(hash) = r.try_get::<Option<String>, _>("turn_hash")?
+        {
+            let scope: MemoryScope = serde_json::from_str(&r.try_get::<String, _>("scope")?)
+                .map_err(|e| Error::Internal(format!("queued scope: {e}")))?;
+            sqlx::query(
+                "INSERT INTO memory_turns (scope, hash, workspace_id, user_id, at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, hash) DO NOTHING",
+            )
+            .bind(scope.key())
+            .bind(&hash)
+            .bind(&scope.workspace_id)
+            .bind(&scope.user_id)
+            .bind(OffsetDateTime::now_utc().unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+            remembered = hash_from_text(&hash).map(|h| (scope.key(), h));
+        }
+        tx.commit().await?;
+        if let Some((key, hash)) = remembered
+            && let Some(l) = self.scopes.lock().await.get(&key)
+        {
+            l.lock().unwrap_or_else(|p| p.into_inner()).turns.insert(hash);
+        }
         Ok(())
     }
 
@@ -502,6 +814,12 @@ fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
             .try_get::<Option<i64>, _>("occurred_at")?
             .map($crate::clock::from_unix)
             .transpose()?,
+        role: r
+            .try_get::<Option<String>, _>("role")?
+            .and_then(|s| $crate::memory::TurnRole::parse(&s)),
+        position: r
+            .try_get::<Option<i64>, _>("position")?
+            .and_then(|p| u32::try_from(p).ok()),
         created_at: $crate::clock::from_unix(r.try_get("created_at")?)?,
         updated_at: $crate::clock::from_unix(r.try_get("updated_at")?)?,
     })

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use crate::memory::{MemoryScope, MemoryStore, NewMemory, SearchQuery, TurnRole, turn_hash};
 
 /// Generates one test per case for a memory store, given an `async` block that returns a
 /// fresh, empty `Some(Arc<dyn MemoryStore>)`, or `None` to skip.
@@ -16,6 +16,7 @@ macro_rules! memory_conformance {
             search_finds_by_meaning_and_by_keyword_within_a_limit,
             forget_removes_everything_of_a_user,
             queued_turns_are_claimed_by_one_worker_at_a_time,
+            conversation_turns_are_remembered_once,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -36,6 +37,7 @@ fn new(text: &str) -> NewMemory {
         text: text.into(),
         source: Some("test".into()),
         occurred_at: None,
+        ..NewMemory::default()
     }
 }
 
@@ -224,7 +226,7 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
         // The first came through a key, the others did not (an import).
         let key = (i == 0).then_some("key-1");
         store
-            .enqueue(&ann, &new(&format!("turn {i}")), key)
+            .enqueue(&ann, &[new(&format!("turn {i}"))], key)
             .await
             .expect("enqueue");
     }
@@ -253,7 +255,7 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
 
     // A claimer that died: its lease runs out and the turn comes back.
     store
-        .enqueue(&ann, &new("orphan"), None)
+        .enqueue(&ann, &[new("orphan")], None)
         .await
         .expect("enqueue");
     let orphan = store
@@ -270,7 +272,7 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     // Workers racing over one queue: every turn is taken exactly once.
     for i in 0..40 {
         store
-            .enqueue(&ann, &new(&format!("race {i}")), None)
+            .enqueue(&ann, &[new(&format!("race {i}"))], None)
             .await
             .expect("enqueue");
     }
@@ -297,4 +299,193 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     taken.sort_unstable();
     taken.dedup();
     assert_eq!((total, taken.len()), (40, 40), "each turn once");
+}
+
+fn turn(role: TurnRole, position: u32, text: &str) -> NewMemory {
+    NewMemory {
+        text: text.into(),
+        source: Some("req-1".into()),
+        role: Some(role),
+        position: Some(position),
+        ..NewMemory::default()
+    }
+}
+
+pub async fn conversation_turns_are_remembered_once(store: Arc<dyn MemoryStore>) {
+    use std::time::Duration;
+    let ann = MemoryScope::user("ws", "ann");
+    let said = turn(
+        TurnRole::User,
+        1,
+        "I moved to Lyon with my two cats last spring.",
+    );
+    let answer = turn(
+        TurnRole::Assistant,
+        2,
+        "Lyon is lovely; the cats must enjoy the light.",
+    );
+    let hashes = [
+        said.turn_hash().expect("a turn"),
+        answer.turn_hash().expect("a turn"),
+    ];
+    assert_eq!(hashes[0], turn_hash(TurnRole::User, &said.text));
+    assert!(
+        store
+            .remembered(&ann, &hashes)
+            .await
+            .expect("remembered")
+            .is_empty()
+    );
+
+    let added = store
+        .add_turns(&ann, &[said.clone(), answer.clone(), said.clone()])
+        .await
+        .expect("add turns");
+    assert_eq!(added.len(), 2, "a turn given twice is stored once");
+    assert_eq!(added[1].role, Some(TurnRole::Assistant));
+    assert_eq!(added[1].position, Some(2));
+    assert_eq!(
+        store
+            .remembered(&ann, &hashes)
+            .await
+            .expect("remembered")
+            .len(),
+        2
+    );
+    // Resending the same history stores nothing.
+    assert!(
+        store
+            .add_turns(&ann, &[said.clone(), answer.clone()])
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    assert_eq!(store.list(&ann, 10).await.expect("list").len(), 2);
+    // The same words said by the other side are another turn.
+    let echoed = turn(TurnRole::Assistant, 3, &said.text);
+    assert_eq!(
+        store.add_turns(&ann, &[echoed]).await.expect("echo").len(),
+        1
+    );
+
+    // Assistant turns are searchable like the user's, and say who said them.
+    let found = store
+        .search(&ann, &query("cats light Lyon", 5))
+        .await
+        .expect("search");
+    assert!(
+        found
+            .iter()
+            .any(|h| h.memory.role == Some(TurnRole::Assistant) && h.memory.text == answer.text)
+    );
+    let got = store.get(&ann, &added[0].id).await.expect("get");
+    assert_eq!(
+        (got.role, got.position, got.source.as_deref()),
+        (Some(TurnRole::User), Some(1), Some("req-1"))
+    );
+
+    // A long turn becomes consecutive passages, each a piece of it, in order.
+    let long_text = (0..40)
+        .map(|i| format!("Step {i} of the recipe: stir the sauce gently and taste it again."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let long = store
+        .add_turns(&ann, &[turn(TurnRole::Assistant, 4, &long_text)])
+        .await
+        .expect("long");
+    assert!(long.len() > 1, "one passage for {} bytes", long_text.len());
+    let mut rest = long_text.as_str();
+    for p in &long {
+        assert!(p.text.len() <= 640 && p.position == Some(4));
+        let at = rest
+            .find(&p.text)
+            .expect("each passage is the turn's own text, in order");
+        rest = &rest[at + p.text.len()..];
+    }
+
+    // Role-less text is no conversation turn.
+    assert!(matches!(
+        store.add_turns(&ann, &[new("a fact")]).await,
+        Err(Error::InvalidRequest { .. })
+    ));
+
+    // Queued turns: one queued copy per turn; completing one remembers it.
+    let next = turn(TurnRole::User, 5, "My sister Ida visits in June.");
+    store
+        .enqueue(&ann, &[next.clone(), next.clone()], None)
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&ann, std::slice::from_ref(&next), None)
+        .await
+        .expect("enqueue again");
+    let queued = store
+        .claim(10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(queued.len(), 1, "queued once");
+    assert_eq!(queued[0].turn, next);
+    store.complete(queued[0].id).await.expect("complete");
+    let next_hash = next.turn_hash().expect("a turn");
+    assert!(
+        store
+            .remembered(&ann, &[next_hash])
+            .await
+            .expect("remembered")
+            .contains(&next_hash)
+    );
+    // Raw ingestion stores a queued turn with its role, once.
+    let later = turn(
+        TurnRole::Assistant,
+        6,
+        "I hope Ida enjoys the Fête des Lumières.",
+    );
+    store
+        .enqueue(&ann, std::slice::from_ref(&later), Some("key-1"))
+        .await
+        .expect("enqueue");
+    assert_eq!(store.ingest_pending(10, 0.92).await.expect("ingest"), 1);
+    store
+        .enqueue(&ann, std::slice::from_ref(&later), Some("key-1"))
+        .await
+        .expect("enqueue again");
+    assert_eq!(store.ingest_pending(10, 0.92).await.expect("ingest"), 1);
+    let ida: Vec<_> = store
+        .list(&ann, 50)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|m| m.text == later.text)
+        .collect();
+    assert_eq!(ida.len(), 1);
+    assert_eq!(ida[0].role, Some(TurnRole::Assistant));
+
+    // A deleted turn stays deleted when the client sends it again; "forget me" forgets the
+    // turns too, so a resent conversation is remembered afresh.
+    store.delete(&ann, &added[0].id).await.expect("delete");
+    assert!(
+        store
+            .add_turns(&ann, std::slice::from_ref(&said))
+            .await
+            .expect("resent")
+            .is_empty()
+    );
+    store.forget(&ann).await.expect("forget");
+    assert!(
+        store
+            .remembered(&ann, &hashes)
+            .await
+            .expect("remembered")
+            .is_empty()
+    );
+    assert_eq!(
+        store.add_turns(&ann, &[said]).await.expect("afresh").len(),
+        1
+    );
+    // Another user's identical turn is theirs.
+    let bob = MemoryScope::user("ws", "bob");
+    assert_eq!(
+        store.add_turns(&bob, &[answer]).await.expect("bob").len(),
+        1
+    );
 }

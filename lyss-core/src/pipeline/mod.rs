@@ -31,11 +31,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, CacheScope, MemoryConfig};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::memory::{Extractor, MemoryScope, MemoryStore, NewMemory, SearchQuery};
+use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    Message, ModelList, ModelObject, Role, StreamOptions, Usage,
+    ModelList, ModelObject, StreamOptions, Usage,
 };
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::ratelimit::Charge;
@@ -45,6 +45,13 @@ use crate::policy::{
 };
 use crate::provider::ChunkStream;
 use crate::tokens;
+
+mod memory;
+
+use self::memory::Compressed;
+
+/// Queued turns [`Lyss::ingest_pending`] takes at most per call.
+pub const INGEST_BATCH: usize = 64;
 
 /// The response header that tells a caller what is left of its tightest budget.
 pub const BUDGET_REMAINING_HEADER: &str = "x-lyss-budget-remaining";
@@ -137,6 +144,9 @@ pub struct Lyss {
     clock: Arc<dyn Clock>,
     reservation_ttl: Duration,
     started: u64,
+    /// Poked when turns are queued, so they are ingested at once rather than at the next tick
+    /// (a turn remembered before it drops out of the prompt is not stored on the request path).
+    turns_queued: tokio::sync::Notify,
 }
 
 /// Builds a [`Lyss`] from its seams.
@@ -231,6 +241,7 @@ impl LyssBuilder {
             started: self.clock.now().unix_timestamp().max(0) as u64,
             clock: self.clock,
             reservation_ttl: self.reservation_ttl,
+            turns_queued: tokio::sync::Notify::new(),
         }
     }
 }
@@ -261,9 +272,14 @@ impl Lyss {
         };
         let dedupe = self.memory_config.dedupe_similarity;
         match self.extractor()? {
-            Some(x) => x.ingest_pending(store.as_ref(), 64).await,
-            None => store.ingest_pending(64, dedupe).await,
+            Some(x) => x.ingest_pending(store.as_ref(), INGEST_BATCH).await,
+            None => store.ingest_pending(INGEST_BATCH, dedupe).await,
         }
+    }
+
+    /// Returns when a request has queued turns since the last call (at once if one has).
+    pub async fn turns_queued(&self) {
+        self.turns_queued.notified().await
     }
 
     /// The extraction model's ingester, when `memory.extraction_model` is set.
@@ -358,124 +374,6 @@ impl Lyss {
             Some(m) if principal.allows(m) => Ok(m.clone()),
             _ => Err(Error::ModelNotFound(model.to_owned())),
         }
-    }
-
-    /// Stage 4: queues the new user turn for memory, drops the oldest history beyond
-    /// `history_tokens` and injects the user's relevant memories as one system message within
-    /// `memory_tokens`. Returns (prompt tokens before, after) when it ran. Memory failures never
-    /// fail the request: it goes on uncompressed and the log says why.
-    async fn recall_and_compress(
-        &self,
-        who: &Principal,
-        call: &Call,
-        req: &mut ChatRequest,
-        upstream: &str,
-        now: OffsetDateTime,
-    ) -> Option<(u64, u64)> {
-        let store = self.memory.as_ref()?;
-        let cfg = &self.memory_config;
-        if call.no_memory {
-            return None;
-        }
-        let budgets = cfg.budgets_for(&who.workspace_name)?;
-        let last_user = req.messages.iter().rposition(|m| m.role == Role::User)?;
-        let query = req.messages[last_user]
-            .content
-            .as_ref()
-            .map(|c| c.text())
-            .unwrap_or_default();
-        let scope = MemoryScope {
-            workspace_id: who.workspace_id.clone(),
-            user_id: who.user_id.clone(),
-            end_user: req.user.clone(),
-            agent: None,
-        };
-        if !query.trim().is_empty() {
-            let turn = NewMemory {
-                text: query.clone(),
-                source: Some(call.request_id.clone()),
-                occurred_at: Some(now),
-            };
-            if let Err(e) = store.enqueue(&scope, &turn, Some(&who.key_id)).await {
-                tracing::warn!(error = %e, "could not queue the turn for memory");
-            }
-        }
-        let original = tokens::count_request(upstream, req);
-        // Keep the leading system/developer messages, then the newest turns that fit.
-        let lead = req
-            .messages
-            .iter()
-            .take_while(|m| matches!(m.role, Role::System | Role::Developer))
-            .count()
-            .min(last_user);
-        let mut keep_from = req.messages.len();
-        let mut used = 0;
-        while keep_from > lead {
-            let cost =
-                tokens::count_messages(upstream, &req.messages[keep_from - 1..keep_from]) - 3;
-            // The latest user turn and what follows it always stay.
-            if keep_from > last_user || used + cost <= budgets.history_tokens {
-                used += cost;
-                keep_from -= 1;
-            } else {
-                break;
-            }
-        }
-        // Never start the kept history with tool results whose call was dropped.
-        while keep_from < last_user && req.messages[keep_from].role == Role::Tool {
-            keep_from += 1;
-        }
-        let kept_text: String = req.messages[keep_from..]
-            .iter()
-            .filter_map(|m| m.content.as_ref().map(|c| c.text()))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let hits = if query.trim().is_empty() {
-            Vec::new()
-        } else {
-            store
-                .search(
-                    &scope,
-                    &SearchQuery {
-                        text: query,
-                        limit: cfg.top_k,
-                        min_similarity: cfg.min_similarity,
-                    },
-                )
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "memory recall failed; answering without it");
-                    Vec::new()
-                })
-        };
-        let mut block = String::from(
-            "What you know about the user from earlier conversations (it may be out of date):",
-        );
-        let mut block_tokens = tokens::count_text(upstream, &block);
-        let mut recalled = 0;
-        for h in hits {
-            if kept_text.contains(&h.memory.text) {
-                continue;
-            }
-            let line = match h.memory.occurred_at {
-                Some(t) => format!("\n- [{}] {}", t.date(), h.memory.text),
-                None => format!("\n- {}", h.memory.text),
-            };
-            let cost = tokens::count_text(upstream, &line);
-            if block_tokens + cost > budgets.memory_tokens {
-                break;
-            }
-            block_tokens += cost;
-            block.push_str(&line);
-            recalled += 1;
-        }
-        let mut messages: Vec<Message> = req.messages.drain(..lead).collect();
-        if recalled > 0 {
-            messages.push(Message::text(Role::System, block));
-        }
-        messages.extend(req.messages.drain(keep_from - lead..));
-        req.messages = messages;
-        Some((original, tokens::count_request(upstream, req)))
     }
 
     /// Stage 3: charges the request on every rate limit of its workspace, user and key.
@@ -637,7 +535,7 @@ impl Lyss {
         model: &Arc<Model>,
         hit: Hit,
         started: Instant,
-        compressed: Option<(u64, u64)>,
+        compressed: Option<Compressed>,
     ) -> Result<ChatReply> {
         let Hit {
             answer: hit,
@@ -654,7 +552,7 @@ impl Lyss {
             started,
             reservation: Reservation::default(),
             prompt_tokens: 0,
-            prompt_tokens_original: compressed.map_or(0, |(original, _)| original),
+            prompt_tokens_original: compressed.map_or(0, |c| c.original),
             policy: self.policy.clone(),
             settled: false,
         };
@@ -749,7 +647,7 @@ impl Lyss {
         let requested_output = req.max_completion_tokens.or(req.max_tokens);
         let counts = principal.budgeted || principal.rate_limits.iter().any(|l| l.tpm.is_some());
         let prompt_tokens = match compressed {
-            Some((_, sent)) => sent,
+            Some(c) => c.sent,
             None if counts => tokens::count_request(&model.upstream, &req),
             None => 0,
         };
@@ -776,14 +674,14 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
-            prompt_tokens_original: compressed.map_or(0, |(original, _)| original),
+            prompt_tokens_original: compressed.map_or(0, |c| c.original),
             policy: self.policy.clone(),
             settled: false,
         };
-        let mut headers = compressed.map_or_else(Vec::new, |(original, sent)| {
+        let mut headers = compressed.map_or_else(Vec::new, |c| {
             vec![
-                (PROMPT_TOKENS_ORIGINAL_HEADER, original.to_string()),
-                (PROMPT_TOKENS_SENT_HEADER, sent.to_string()),
+                (PROMPT_TOKENS_ORIGINAL_HEADER, c.original.to_string()),
+                (PROMPT_TOKENS_SENT_HEADER, c.sent.to_string()),
             ]
         });
         if cache.is_some() {

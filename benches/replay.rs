@@ -1,0 +1,712 @@
+//! Memory end to end: LOCOMO conversations replayed through the real `lyss-server` as a chat
+//! client sends them, judged by what reaches the upstream.
+//!
+//! `cargo run --release -p lyss-benches --bin replay -- --data FILE [--json]`
+//!
+//! Starts `lyss-server` (built first with `cargo build --release -p lyss-server`, or `--server
+//! PATH`; or targets a running one with `--base URL --admin-token T --upstream-port P`, whose
+//! model `--model` must go to `http://127.0.0.1:P/v1`) with memory on (`--memory`), raw
+//! ingestion and the local embedder, against an in-process fake OpenAI upstream that answers
+//! at once and records every body. Each conversation is one user with its own key: speaker A
+//! is the user, speaker B the assistant, consecutive turns of one speaker merged into one
+//! message (a shared photo as its caption after the text, `[shares a photo of …]`), under a
+//! system prompt; every user message is sent with the whole history before it, as LobeChat
+//! sends it, after a pause (`--pause-ms`, default 50: a brisk client's think time). Then every
+//! question of categories 1–4 is asked as system prompt + the whole conversation + question.
+//!
+//! Reported per category, per conversation and overall: the client's and the upstream's mean
+//! prompt tokens (o200k) and the share saved; evidence reach — the share of questions where
+//! the normalised text (lower-cased, whitespace collapsed, first 80 characters; the caption
+//! excluded) of *every* evidence turn occurs in the messages that reached the upstream; the
+//! share of evidence turns that reached it, by speaker; the same for naive truncation (system
+//! prompt + the newest messages within the same budget, `history_tokens + memory_tokens`); and
+//! the time per request through lyss. `--json` prints one object (`question_savings`,
+//! `evidence_reach`, … as fractions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lyss_core::config::MemoryConfig;
+use lyss_core::openai::{ChatRequest, Message, Role};
+use lyss_core::tokens;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "replay-admin-token";
+const SYSTEM: &str = "You are a helpful assistant. You are chatting with a friend; answer in \
+                      their language, briefly, and use what you know of them and of your \
+                      earlier conversations.";
+
+struct Args {
+    data: String,
+    json: bool,
+    server: Option<String>,
+    base: Option<String>,
+    admin_token: String,
+    upstream_port: u16,
+    model: String,
+    memory: String,
+    embedder: String,
+    history_tokens: Option<u64>,
+    memory_tokens: Option<u64>,
+    conversations: Option<Vec<String>>,
+    pause: Duration,
+    server_log: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        data: String::new(),
+        json: false,
+        server: None,
+        base: None,
+        admin_token: ADMIN.into(),
+        upstream_port: 0,
+        model: "gpt-4o-mini".into(),
+        memory: "true".into(),
+        embedder: "local".into(),
+        history_tokens: None,
+        memory_tokens: None,
+        conversations: None,
+        pause: Duration::from_millis(50),
+        server_log: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = value(),
+            "--json" => a.json = true,
+            "--server" => a.server = Some(value()),
+            "--base" => a.base = Some(value()),
+            "--admin-token" => a.admin_token = value(),
+            "--upstream-port" => a.upstream_port = value().parse().expect("--upstream-port N"),
+            "--model" => a.model = value(),
+            "--memory" => a.memory = value(),
+            "--embedder" => a.embedder = value(),
+            "--history-tokens" => a.history_tokens = Some(value().parse().expect("a number")),
+            "--memory-tokens" => a.memory_tokens = Some(value().parse().expect("a number")),
+            "--server-log" => a.server_log = Some(value()),
+            "--pause-ms" => a.pause = Duration::from_millis(value().parse().expect("--pause-ms N")),
+            "--conversations" => {
+                a.conversations = Some(value().split(',').map(str::to_owned).collect())
+            }
+            other => panic!(
+                "unknown argument {other}; usage: replay --data FILE [--json] [--server PATH | \
+                 --base URL --admin-token T --upstream-port P] [--model M] \
+                 [--memory true|auto|false] [--embedder local|none] [--history-tokens N] \
+                 [--memory-tokens N] [--conversations ID,ID] [--pause-ms N] [--server-log FILE]"
+            ),
+        }
+    }
+    assert!(!a.data.is_empty(), "usage: replay --data FILE [--json]");
+    a
+}
+
+/// The fake upstream: answers every chat request at once and keeps its body.
+async fn upstream(port: u16) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let chat = move |axum::Json(body): axum::Json<Value>| {
+        let kept = kept.clone();
+        async move {
+            let model = body["model"].clone();
+            kept.lock().unwrap().push(body);
+            axum::Json(json!({
+                "id": "chatcmpl-replay", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Noted."},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+            }))
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, bodies)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `--server`, else `lyss-server` built now beside this binary (a no-op when up to date).
+fn server_binary(a: &Args) -> PathBuf {
+    if let Some(s) = &a.server {
+        return PathBuf::from(s);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().join("lyss-server");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    eprintln!("replay: cargo build --release -p lyss-server");
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--release", "--quiet", "-p", "lyss-server"])
+        .current_dir(root);
+    // What `cargo run` sets for this binary would make the inner build look different from a
+    // plain `cargo build` (and rebuild the workspace every run).
+    for (var, _) in std::env::vars() {
+        if var.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&var.as_str())
+        {
+            build.env_remove(var);
+        }
+    }
+    let built = build.status();
+    match built {
+        Ok(s) if s.success() => {}
+        _ => assert!(
+            bin.exists(),
+            "could not build lyss-server; pass --server PATH"
+        ),
+    }
+    bin
+}
+
+async fn start_server(a: &Args, upstream: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut memory = format!("enabled = {}\n", toml_mode(&a.memory));
+    if let Some(n) = a.history_tokens {
+        memory.push_str(&format!("history_tokens = {n}\n"));
+    }
+    if let Some(n) = a.memory_tokens {
+        memory.push_str(&format!("memory_tokens = {n}\n"));
+    }
+    let config = dir.path().join("lyss.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"bind = "127.0.0.1:{port}"
+admin_token = "{ADMIN}"
+auth_failures_per_minute = 0
+
+[memory]
+{memory}
+[embedder]
+kind = "{embedder}"
+
+[[providers]]
+name = "fake"
+kind = "openai"
+base_url = "{upstream}"
+
+[[models]]
+name = "{model}"
+provider = "fake"
+input_per_mtok = 0.15
+output_per_mtok = 0.60
+"#,
+            embedder = a.embedder,
+            model = a.model,
+        ),
+    )
+    .unwrap();
+    let log = std::env::var("REPLAY_SERVER_LOG")
+        .map_or_else(|_| dir.path().join("server.log"), PathBuf::from);
+    let child = Command::new(server_binary(a))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "lyss-server did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+}
+
+fn toml_mode(mode: &str) -> String {
+    match mode {
+        "true" | "on" => "true".into(),
+        "false" | "off" => "false".into(),
+        other => format!("\"{other}\""),
+    }
+}
+
+async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
+    let resp = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+/// Lower-cased, whitespace collapsed.
+fn normalise(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// What identifies a turn in a prompt: its first 80 normalised characters.
+fn evidence_key(text: &str) -> String {
+    normalise(text).chars().take(80).collect()
+}
+
+/// One message of the replayed chat, with the turns merged into it.
+struct Said {
+    role: Role,
+    text: String,
+    /// (dia_id, text) of each merged turn.
+    turns: Vec<(String, String)>,
+}
+
+/// A conversation as a chat: speaker A's turns as the user, speaker B's as the assistant,
+/// consecutive turns of one speaker merged.
+fn chat_of(conv: &Value) -> Vec<Said> {
+    let c = &conv["conversation"];
+    let user = c["speaker_a"].as_str().unwrap_or("");
+    let mut out: Vec<Said> = Vec::new();
+    let mut n = 1;
+    while let Some(turns) = c.get(format!("session_{n}")).and_then(Value::as_array) {
+        for t in turns {
+            let role = if t["speaker"].as_str() == Some(user) {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            let text = t["text"].as_str().unwrap_or("").trim().to_owned();
+            let id = t["dia_id"].as_str().unwrap_or("").to_owned();
+            // A shared photo reaches the chat as its caption after the text (as LOCOMO's own
+            // evaluation renders it); evidence is matched on the text alone.
+            let said = match t["blip_caption"].as_str() {
+                Some(caption) => format!("{text} [shares {caption}]"),
+                None => text.clone(),
+            };
+            match out.last_mut() {
+                Some(last) if last.role == role => {
+                    last.text.push('\n');
+                    last.text.push_str(&said);
+                    last.turns.push((id, text));
+                }
+                _ => out.push(Said {
+                    role,
+                    text: said,
+                    turns: vec![(id, text)],
+                }),
+            }
+        }
+        n += 1;
+    }
+    out
+}
+
+fn request(model: &str, history: &[Message], last: Option<&str>) -> ChatRequest {
+    let mut messages = vec![Message::text(Role::System, SYSTEM)];
+    messages.extend(history.iter().cloned());
+    if let Some(q) = last {
+        messages.push(Message::text(Role::User, q));
+    }
+    ChatRequest {
+        model: model.into(),
+        messages,
+        ..ChatRequest::default()
+    }
+}
+
+/// The system prompt and the newest messages within `budget` tokens (the last always kept).
+fn truncated(req: &ChatRequest, budget: u64) -> ChatRequest {
+    let model = req.model.as_str();
+    let mut used = tokens::count_messages(model, &req.messages[..1]);
+    let mut from = req.messages.len();
+    while from > 1 {
+        let cost = tokens::count_messages(model, &req.messages[from - 1..from]) - 3;
+        if from < req.messages.len() && used + cost > budget {
+            break;
+        }
+        used += cost;
+        from -= 1;
+    }
+    let mut messages = vec![req.messages[0].clone()];
+    messages.extend(req.messages[from..].iter().cloned());
+    ChatRequest {
+        model: req.model.clone(),
+        messages,
+        ..ChatRequest::default()
+    }
+}
+
+/// Everything the messages say, normalised (what evidence keys are looked for in).
+fn haystack(messages: &[Message]) -> String {
+    normalise(
+        &messages
+            .iter()
+            .filter_map(|m| m.content.as_ref().map(|c| c.text()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    questions: u64,
+    client_tokens: u64,
+    upstream_tokens: u64,
+    reached: u64,
+    naive_tokens: u64,
+    naive_reached: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.questions += o.questions;
+        self.client_tokens += o.client_tokens;
+        self.upstream_tokens += o.upstream_tokens;
+        self.reached += o.reached;
+        self.naive_tokens += o.naive_tokens;
+        self.naive_reached += o.naive_reached;
+    }
+
+    fn json(&self) -> Value {
+        let n = self.questions.max(1) as f64;
+        let saved = |t: u64| 1.0 - t as f64 / self.client_tokens.max(1) as f64;
+        json!({
+            "questions": self.questions,
+            "client_prompt_tokens_mean": self.client_tokens as f64 / n,
+            "upstream_prompt_tokens_mean": self.upstream_tokens as f64 / n,
+            "savings": saved(self.upstream_tokens),
+            "evidence_reach": self.reached as f64 / n,
+            "naive_prompt_tokens_mean": self.naive_tokens as f64 / n,
+            "naive_savings": saved(self.naive_tokens),
+            "naive_evidence_reach": self.naive_reached as f64 / n,
+        })
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn latency_json(ms: &mut [f64]) -> Value {
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "requests": ms.len(),
+        "p50_ms": percentile(ms, 0.5),
+        "p95_ms": percentile(ms, 0.95),
+        "mean_ms": ms.iter().sum::<f64>() / ms.len().max(1) as f64,
+    })
+}
+
+/// Sends one chat request after `pause` (a client's think time, in which lyss ingests what
+/// the last request queued); returns (latency ms, the body the upstream received).
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    req: &ChatRequest,
+    bodies: &Mutex<Vec<Value>>,
+    pause: Duration,
+) -> (f64, ChatRequest) {
+    tokio::time::sleep(pause).await;
+    let before = bodies.lock().unwrap().len();
+    let t0 = Instant::now();
+    let resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(req)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    assert!(status.is_success(), "lyss answered {status}: {text}");
+    let body = bodies
+        .lock()
+        .unwrap()
+        .get(before)
+        .cloned()
+        .expect("the upstream saw no request");
+    (
+        ms,
+        serde_json::from_value(body).expect("an OpenAI chat body"),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(&args.data).expect("read --data"))
+            .expect("--data is JSON");
+    let defaults = MemoryConfig::default();
+    let budget = args.history_tokens.unwrap_or(defaults.history_tokens)
+        + args.memory_tokens.unwrap_or(defaults.memory_tokens);
+    let (upstream_url, bodies) = upstream(args.upstream_port).await;
+    let (server, base) = match &args.base {
+        Some(b) => (None, b.clone()),
+        None => {
+            let s = start_server(&args, &upstream_url).await;
+            let b = s.base.clone();
+            (Some(s), b)
+        }
+    };
+    let http = reqwest::Client::new();
+    let token = if server.is_some() {
+        ADMIN.to_owned()
+    } else {
+        args.admin_token.clone()
+    };
+    let run = format!("replay{}", std::process::id());
+    admin(
+        &http,
+        &base,
+        &token,
+        "/admin/workspaces",
+        json!({"name": run, "models": [args.model]}),
+    )
+    .await;
+
+    let names = |c: u64| match c {
+        1 => "multi-hop",
+        2 => "temporal",
+        3 => "open-domain",
+        4 => "single-hop",
+        _ => "other",
+    };
+    let mut per_cat: BTreeMap<u64, Tally> = BTreeMap::new();
+    let mut per_conv: BTreeMap<String, Tally> = BTreeMap::new();
+    let (mut turn_ms, mut question_ms) = (Vec::new(), Vec::new());
+    // Evidence turns reached, by who said them: (reached, all) for the user and the assistant.
+    let mut by_role: HashMap<Role, (u64, u64)> = HashMap::new();
+    let started = Instant::now();
+    let mut conversations = 0;
+    for conv in data.as_array().expect("a list of conversations") {
+        let id = conv["sample_id"].as_str().unwrap_or("conv");
+        if args
+            .conversations
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|o| o == id))
+        {
+            continue;
+        }
+        conversations += 1;
+        let user = format!("{run}-{id}");
+        admin(
+            &http,
+            &base,
+            &token,
+            "/admin/users",
+            json!({"name": user, "workspace": run}),
+        )
+        .await;
+        let key = admin(&http, &base, &token, "/admin/keys", json!({"user": user})).await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let chat = chat_of(conv);
+        let mut turn_text: HashMap<String, (Role, String)> = HashMap::new();
+        for said in &chat {
+            for (dia, text) in &said.turns {
+                turn_text.insert(dia.clone(), (said.role, text.clone()));
+            }
+        }
+        // The conversation, one user message at a time, with the whole history.
+        let mut history: Vec<Message> = Vec::new();
+        for said in &chat {
+            if said.role == Role::User {
+                let (ms, _) = send(
+                    &http,
+                    &base,
+                    &key,
+                    &request(&args.model, &history, Some(&said.text)),
+                    &bodies,
+                    args.pause,
+                )
+                .await;
+                turn_ms.push(ms);
+            }
+            history.push(Message::text(said.role, said.text.clone()));
+        }
+        // Then the questions, each with the whole conversation.
+        for q in conv["qa"].as_array().expect("qa") {
+            let cat = q["category"].as_u64().unwrap_or(0);
+            if !(1..=4).contains(&cat) {
+                continue;
+            }
+            let evidence: Vec<&(Role, String)> = q["evidence"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .flat_map(|e| e.split([';', ',']))
+                .filter_map(|e| turn_text.get(e.trim()))
+                .collect();
+            if evidence.is_empty() {
+                continue;
+            }
+            let question = q["question"].as_str().unwrap_or("");
+            let req = request(&args.model, &history, Some(question));
+            let (ms, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
+            question_ms.push(ms);
+            let reached_in = |messages: &[Message]| {
+                let hay = haystack(messages);
+                evidence
+                    .iter()
+                    .map(|(role, text)| (*role, hay.contains(&evidence_key(text))))
+                    .collect::<Vec<_>>()
+            };
+            let reached = reached_in(&sent.messages);
+            for (role, hit) in &reached {
+                let e = by_role.entry(*role).or_default();
+                e.0 += u64::from(*hit);
+                e.1 += 1;
+            }
+            let naive = truncated(&req, budget);
+            let this = Tally {
+                questions: 1,
+                client_tokens: tokens::count_request(&args.model, &req),
+                upstream_tokens: tokens::count_request(&args.model, &sent),
+                reached: u64::from(reached.iter().all(|(_, hit)| *hit)),
+                naive_tokens: tokens::count_request(&args.model, &naive),
+                naive_reached: u64::from(reached_in(&naive.messages).iter().all(|(_, hit)| *hit)),
+            };
+            per_cat.entry(cat).or_default().add(&this);
+            per_conv.entry(id.to_owned()).or_default().add(&this);
+        }
+        if !args.json {
+            eprintln!(
+                "replay: {id} done ({} messages) after {:.0} s",
+                chat.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let mut all = Tally::default();
+    for t in per_cat.values() {
+        all.add(t);
+    }
+    let share = |role: Role| {
+        let (hit, n) = by_role.get(&role).copied().unwrap_or_default();
+        hit as f64 / n.max(1) as f64
+    };
+    let mut every_ms: Vec<f64> = turn_ms.iter().chain(&question_ms).copied().collect();
+    let overall = all.json();
+    let report = json!({
+        "data": args.data,
+        "conversations": conversations,
+        "memory": args.memory,
+        "embedder": args.embedder,
+        "budget_tokens": budget,
+        "question_savings": overall["savings"],
+        "evidence_reach": overall["evidence_reach"],
+        "naive_question_savings": overall["naive_savings"],
+        "naive_evidence_reach": overall["naive_evidence_reach"],
+        "turn_recall_user": share(Role::User),
+        "turn_recall_assistant": share(Role::Assistant),
+        "overall": overall,
+        "per_category": per_cat.iter().map(|(c, t)| (names(*c).to_owned(), t.json())).collect::<serde_json::Map<_, _>>(),
+        "per_conversation": per_conv.iter().map(|(c, t)| (c.clone(), t.json())).collect::<serde_json::Map<_, _>>(),
+        "latency": {
+            "conversation_turns": latency_json(&mut turn_ms),
+            "questions": latency_json(&mut question_ms),
+            "all": latency_json(&mut every_ms),
+        },
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{report}");
+        return;
+    }
+    println!(
+        "replay of {} ({} conversations) through lyss-server, memory {}, embedder {}; naive truncation at {budget} tokens",
+        args.data, conversations, args.memory, args.embedder
+    );
+    println!(
+        "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
+        "category", "questions", "client", "upstream", "saved", "reach", "naive", "n.reach"
+    );
+    let row = |name: &str, v: &Value| {
+        println!(
+            "{:<12} {:>9} {:>9.0} {:>9.0} {:>7.1}% {:>7.1}% {:>8.1}% {:>7.1}%",
+            name,
+            v["questions"],
+            v["client_prompt_tokens_mean"].as_f64().unwrap_or(0.0),
+            v["upstream_prompt_tokens_mean"].as_f64().unwrap_or(0.0),
+            100.0 * v["savings"].as_f64().unwrap_or(0.0),
+            100.0 * v["evidence_reach"].as_f64().unwrap_or(0.0),
+            100.0 * v["naive_savings"].as_f64().unwrap_or(0.0),
+            100.0 * v["naive_evidence_reach"].as_f64().unwrap_or(0.0),
+        )
+    };
+    for (c, t) in &per_cat {
+        row(names(*c), &t.json());
+    }
+    for (c, t) in &per_conv {
+        row(c, &t.json());
+    }
+    row("all 1-4", &report["overall"]);
+    println!(
+        "evidence turns reached: user {:.1}%, assistant {:.1}%",
+        100.0 * share(Role::User),
+        100.0 * share(Role::Assistant)
+    );
+    for (name, l) in report["latency"].as_object().unwrap() {
+        println!(
+            "time per request, {name}: p50 {:.2} ms, p95 {:.2} ms, mean {:.2} ms ({} requests)",
+            l["p50_ms"].as_f64().unwrap_or(0.0),
+            l["p95_ms"].as_f64().unwrap_or(0.0),
+            l["mean_ms"].as_f64().unwrap_or(0.0),
+            l["requests"]
+        );
+    }
+    drop(server);
+}
