@@ -230,8 +230,10 @@ output_per_mtok = 0.60
         ),
     )
     .unwrap();
-    let log = std::env::var("REPLAY_SERVER_LOG")
-        .map_or_else(|_| dir.path().join("server.log"), PathBuf::from);
+    let log = a
+        .server_log
+        .clone()
+        .map_or_else(|| dir.path().join("server.log"), PathBuf::from);
     let child = Command::new(server_binary(a))
         .arg("--config")
         .arg(&config)

@@ -41,6 +41,7 @@ pub mod provider;
 mod redis_conn;
 pub mod secrets;
 pub mod setup;
+mod sqlite;
 pub mod telemetry;
 pub mod testing;
 pub mod tokens;

@@ -343,3 +343,131 @@ async fn an_extraction_answer_without_usage_is_billed_what_lyss_counts() {
         (row.prompt_tokens * 1_000 + completion * 2_000) as i64
     );
 }
+
+/// The extraction requests the upstream received, by the new message each one asked about.
+async fn extracted(app: &TestApp) -> Vec<String> {
+    app.upstream_bodies()
+        .await
+        .iter()
+        .filter(|b| {
+            b["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|s| s.contains("long-term memory"))
+        })
+        .map(|b| {
+            b["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .rsplit("):\n")
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_turn_that_drops_out_before_its_extraction_is_kept_raw_and_never_extracted() {
+    let app = TestApp::with(|c| {
+        c.memory.enabled = lyss_core::config::MemoryMode::On;
+        c.memory.extraction_model = Some("gpt-5-mini".into());
+        c.memory.history_tokens = 120;
+        c.memory.memory_tokens = 200;
+        c.embedder.kind = EmbedderKind::None;
+        c.router.retries = 0;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(FakeModel { down: false })
+        .mount(&app.upstream)
+        .await;
+    const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
+    // Said as a short conversation: queued for extraction, not ingested yet.
+    say(&app, LYON).await;
+    // The conversation goes on; by the time it is long, that turn drops out of the prompt.
+    let mut messages = vec![
+        json!({"role": "user", "content": LYON}),
+        json!({"role": "assistant", "content": "Welcome to Lyon!"}),
+    ];
+    for i in 0..20 {
+        messages.push(
+            json!({"role": "user", "content": format!("Tell me about quarter {i} of the city.")}),
+        );
+        messages.push(json!({"role": "assistant", "content": format!("Quarter {i} has markets, bakeries and old streets.")}));
+    }
+    messages.push(json!({"role": "user", "content": "Which market is best on Sunday?"}));
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Before any extraction: the dropped turns are memories, as said.
+    let raw: Vec<Value> = memories(&app)
+        .await
+        .into_iter()
+        .filter(|m| m["text"] == LYON)
+        .collect();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0]["role"], "user");
+    assert!(extracted(&app).await.is_empty());
+
+    // Ingestion extracts the turns still kept in the prompt, and not the one stored raw.
+    while app.state.lyss.ingest_pending().await.unwrap() > 0 {}
+    let asked = extracted(&app).await;
+    assert!(!asked.is_empty());
+    assert!(!asked.iter().any(|t| t == LYON), "{asked:?}");
+    let texts: Vec<String> = memories(&app)
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(texts.iter().any(|t| t == LYON));
+    assert!(!texts.iter().any(|t| t == "Lives in Lyon"), "{texts:?}");
+}
+
+#[tokio::test]
+async fn a_turn_extracted_before_it_drops_out_is_remembered_by_its_facts_alone() {
+    let app = app(false).await;
+    const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
+    say(&app, LYON).await;
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    let mut messages = vec![
+        json!({"role": "user", "content": LYON}),
+        json!({"role": "assistant", "content": "Welcome to Lyon!"}),
+    ];
+    for i in 0..60 {
+        messages.push(
+            json!({"role": "user", "content": format!("Tell me about quarter {i} of the city.")}),
+        );
+        messages.push(json!({"role": "assistant", "content": format!("Quarter {i} has markets, bakeries and old streets.")}));
+    }
+    messages.push(json!({"role": "user", "content": "Which market is best on Sunday?"}));
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("x-lyss-prompt-tokens-sent").is_some(),
+        "compressed"
+    );
+    let listed: Value = app
+        .get("/v1/memories?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(texts.contains(&"Lives in Lyon"), "{texts:?}");
+    assert!(!texts.contains(&LYON), "not stored raw again: {texts:?}");
+}

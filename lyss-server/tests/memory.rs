@@ -346,3 +346,238 @@ async fn with_memory_off_the_api_says_so() {
             .contains("memory")
     );
 }
+
+/// Memory as it is by default (`auto`), with small budgets and keyword retrieval.
+async fn auto_app() -> TestApp {
+    let app = TestApp::with(|c| {
+        c.memory.history_tokens = 120;
+        c.memory.memory_tokens = 200;
+        c.embedder.kind = EmbedderKind::None;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .mount(&app.upstream)
+        .await;
+    app
+}
+
+const BIKE: &str = "My bike is a blue Gazelle with a wicker basket.";
+const KEY: &str = "Noted: the spare key of your flat is under the fern pot by the door.";
+
+/// A conversation lyss never saw: a fact of the user's, one the assistant stated, 24 filler
+/// exchanges, then `last` from the user.
+fn unseen_conversation(last: &str) -> Value {
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a helpful assistant."}),
+        json!({"role": "user", "content": BIKE}),
+        json!({"role": "assistant", "content": KEY}),
+    ];
+    for i in 0..24 {
+        messages.push(json!({"role": "user", "content": format!("Filler question {i} about the weather in general terms.")}));
+        messages.push(json!({"role": "assistant", "content": format!("Filler answer {i}: it was mild and grey all day.")}));
+    }
+    messages.push(json!({"role": "user", "content": last}));
+    json!({"model": "gpt-4o-mini", "messages": messages})
+}
+
+async fn ann_memories(app: &TestApp) -> Vec<Value> {
+    let listed: Value = app
+        .get("/v1/memories?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn turns_of_a_history_lyss_never_saw_are_remembered_when_dropped_and_then_recalled() {
+    let app = auto_app().await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&unseen_conversation(
+            "Where is the spare key of my flat again?",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (original, sent) = headers(&resp);
+    assert!(sent * 2 < original, "sent {sent} of {original}");
+
+    // The dropped turns were stored before the request went upstream — no ingestion ran —
+    // the assistant's as well as the user's, with who said them and where.
+    let stored = ann_memories(&app).await;
+    let find = |text: &str| stored.iter().find(|m| m["text"] == text).cloned();
+    let bike = find(BIKE).expect("the user's dropped turn is a memory");
+    let key = find(KEY).expect("the assistant's dropped turn is a memory");
+    assert_eq!(
+        (bike["role"].as_str(), bike["position"].as_u64()),
+        (Some("user"), Some(1))
+    );
+    assert_eq!(
+        (key["role"].as_str(), key["position"].as_u64()),
+        (Some("assistant"), Some(2))
+    );
+
+    // The question reached the model with the assistant's own words recalled.
+    let body = app.upstream_bodies().await.pop().unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    assert!(
+        !messages.iter().any(|m| m["content"] == KEY),
+        "dropped from the history"
+    );
+    let block = messages[1]["content"].as_str().unwrap();
+    assert!(block.contains(&format!("(assistant) {KEY}")), "{block}");
+
+    // And a later question on another topic finds the user's turn.
+    app.post("/v1/chat/completions")
+        .json(&unseen_conversation("Which bike do I ride, the Gazelle?"))
+        .send()
+        .await
+        .unwrap();
+    let body = app.upstream_bodies().await.pop().unwrap();
+    assert!(
+        body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains(BIKE),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn resending_the_same_history_stores_nothing_twice() {
+    let app = auto_app().await;
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post("/v1/chat/completions")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            app.state.lyss.ingest_pending().await.unwrap();
+        }
+    };
+    let first = unseen_conversation("And tomorrow?");
+    send(first.clone()).await;
+    let rows = ann_memories(&app).await.len();
+    // Every turn before the newest message, once; identical filler is one turn per role.
+    assert_eq!(rows, 2 + 24 * 2);
+    send(first.clone()).await;
+    send(first.clone()).await;
+    assert_eq!(
+        ann_memories(&app).await.len(),
+        rows,
+        "resent history adds nothing"
+    );
+
+    // The next turn of the conversation adds exactly its two new turns: the message before
+    // (now history) and the answer to it.
+    let mut next = first.clone();
+    let messages = next["messages"].as_array_mut().unwrap();
+    messages.push(json!({"role": "assistant", "content": "Tomorrow looks sunny and warm."}));
+    messages.push(json!({"role": "user", "content": "Great, thanks!"}));
+    send(next).await;
+    let after = ann_memories(&app).await;
+    assert_eq!(after.len(), rows + 2);
+    assert!(
+        after
+            .iter()
+            .any(|m| m["text"] == "And tomorrow?" && m["role"] == "user")
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| m["text"] == "Tomorrow looks sunny and warm.")
+    );
+}
+
+#[tokio::test]
+async fn by_default_only_long_prompts_without_tools_are_touched() {
+    let app = auto_app().await;
+    let ask = |body: Value, header: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut req = app.post("/v1/chat/completions").json(&body);
+            if let Some(h) = header {
+                req = req.header("x-lyss-memory", h);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let compressed = resp.headers().get("x-lyss-prompt-tokens-sent").is_some();
+            let mut expected = body;
+            expected["model"] = json!("up-mini");
+            let untouched = app.upstream_bodies().await.pop().unwrap() == expected;
+            assert_ne!(compressed, untouched, "compressed xor sent as is");
+            compressed
+        }
+    };
+    // A short conversation goes as sent, and nothing of it is remembered.
+    let short = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": BIKE},
+        {"role": "assistant", "content": "Nice bike!"},
+        {"role": "user", "content": "What colour is it?"}]});
+    assert!(!ask(short, None).await);
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 0);
+    assert!(ann_memories(&app).await.is_empty());
+
+    // A long one that declares tools, or carries tool calls and results, is left alone too.
+    let mut with_tools = unseen_conversation("And tomorrow?");
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "forecast",
+        "parameters": {"type": "object", "properties": {}}}}]);
+    assert!(!ask(with_tools, None).await);
+    let mut tool_turns = unseen_conversation("And tomorrow?");
+    let messages = tool_turns["messages"].as_array_mut().unwrap();
+    messages.insert(
+        3,
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+        "type": "function", "function": {"name": "forecast", "arguments": "{}"}}]}),
+    );
+    messages.insert(
+        4,
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "mild"}),
+    );
+    assert!(!ask(tool_turns, None).await);
+    assert!(ann_memories(&app).await.is_empty());
+
+    // A long tool-free one is compressed — unless the caller opts out.
+    assert!(!ask(unseen_conversation("And tomorrow?"), Some("off")).await);
+    assert!(ask(unseen_conversation("And tomorrow?"), None).await);
+}
+
+#[tokio::test]
+async fn a_workspace_switched_off_is_never_touched() {
+    let app = TestApp::with(|c| {
+        c.memory.history_tokens = 120;
+        c.memory.memory_tokens = 200;
+        c.embedder.kind = EmbedderKind::None;
+        c.memory.workspaces.insert(
+            "team".into(),
+            lyss_core::config::WorkspaceMemory::Switch(lyss_core::config::MemoryMode::Off),
+        );
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .mount(&app.upstream)
+        .await;
+    let body = unseen_conversation("And tomorrow?");
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("x-lyss-prompt-tokens-sent").is_none());
+    let mut expected = body;
+    expected["model"] = json!("up-mini");
+    assert_eq!(app.upstream_bodies().await.pop().unwrap(), expected);
+}

@@ -830,3 +830,29 @@ fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
 }
 
 pub(crate) use impl_sql_memory;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passages_are_the_text_itself_cut_at_breaks_within_the_limit() {
+        assert_eq!(passages("  short turn \n"), vec!["short turn"]);
+        assert!(passages("   ").is_empty());
+        let paragraph = "Une phrase accentuée, déjà écrite. ".repeat(12);
+        let text = format!("{paragraph}\n{paragraph}\n{}", "é".repeat(700));
+        let parts = passages(&text);
+        assert!(parts.len() >= 4, "{parts:?}");
+        let mut rest = text.as_str();
+        for p in &parts {
+            assert!(p.len() <= PASSAGE_BYTES, "{} bytes", p.len());
+            // A slice of the text, in order, nothing reworded.
+            let at = rest.find(p).expect("in order");
+            rest = &rest[at + p.len()..];
+        }
+        // Cut at the line break, then at sentence ends, and a word with no break at the limit.
+        assert_eq!(parts[0], paragraph.trim());
+        assert!(parts[1].ends_with('.'));
+        assert!(parts.last().is_some_and(|p| p.chars().all(|c| c == 'é')));
+    }
+}

@@ -49,6 +49,9 @@ impl HnswMemoryStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
+        if !url.contains(":memory:") {
+            crate::sqlite::prepare(&opts).await?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(if url.contains(":memory:") { 1 } else { 4 })
             .idle_timeout(None)

@@ -44,6 +44,9 @@ impl SqlitePolicy {
             // Checkpoints run in the background (below), not inside a request's commit.
             .pragma("wal_autocheckpoint", "0");
         let in_memory = url.contains(":memory:");
+        if !in_memory {
+            crate::sqlite::prepare(&opts).await?;
+        }
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
             .max_connections(if in_memory { 1 } else { 4 })
