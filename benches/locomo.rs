@@ -5,9 +5,10 @@
 //! Each conversation is one user's memory: every turn is ingested raw (`Speaker: text`, dated
 //! with its session's date), then every question of categories 1–4 searches that memory.
 //! Reported per category and overall: recall of the gold evidence turns in the top 10, and
-//! within a 1,024-token memory block (results in rank order, each as the pipeline injects it —
-//! `- [date] text` — until the block is full), and the tokens of that block against the whole
-//! conversation (every turn as `[date] Speaker: text`).
+//! within a 1,024-token memory block (results in rank order while they fit, each as the
+//! pipeline injects it — `- text` under a heading per day), and the tokens of that block
+//! against the whole conversation (every turn as `[date] Speaker: text`). The product path,
+//! with the conversation as a chat client sends it, is measured by the `replay` benchmark.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -179,17 +180,30 @@ async fn main() {
                 evidence.iter().filter(|e| got.contains(*e)).count() as f64 / evidence.len() as f64
             };
             let top10: Vec<_> = hits.iter().take(10).collect();
-            let mut block = Vec::new();
+            let mut block: Vec<&lyss_core::memory::Hit> = Vec::new();
             let mut used = 0;
             for h in &hits {
-                // As the pipeline injects it: one line, dated when the memory has a date.
-                let line = match h.memory.occurred_at {
-                    Some(t) => format!("\n- [{}] {}", t.date(), h.memory.text),
-                    None => format!("\n- {}", h.memory.text),
+                // As the pipeline injects it: a line per memory, a heading per day; what does
+                // not fit is skipped.
+                let day = h.memory.occurred_at.map(|t| t.date());
+                let heading = if block
+                    .iter()
+                    .any(|b| b.memory.occurred_at.map(|t| t.date()) == day)
+                {
+                    0
+                } else {
+                    lyss_core::tokens::count_text(
+                        TOKENIZER_MODEL,
+                        &format!("\n{}:", day.map(|d| d.to_string()).unwrap_or_default()),
+                    )
                 };
-                let cost = lyss_core::tokens::count_text(TOKENIZER_MODEL, &line);
+                let cost = heading
+                    + lyss_core::tokens::count_text(
+                        TOKENIZER_MODEL,
+                        &format!("\n- {}", h.memory.text),
+                    );
                 if used + cost > BLOCK_TOKENS {
-                    break;
+                    continue;
                 }
                 used += cost;
                 block.push(h);

@@ -2,8 +2,8 @@
 //!
 //! 1. authenticate the key → [`Principal`]
 //! 2. authorize the model against the workspace's and key's allow-lists
-//! 3. memory: recall into the prompt and compress old history (before limits and budgets, so
-//!    they charge what is actually sent)
+//! 3. memory (`memory.rs`): store the turns a long prompt drops, compress it, recall the user's
+//!    memories into it (before limits and budgets, so they charge what is actually sent)
 //! 4. cache lookup on the final request — exact, then by meaning in semantic workspaces; a hit
 //!    is answered at once (one request against RPM limits, no tokens, no reservation)
 //! 5. rate limits (requests and tokens per minute on workspace, user and key)
@@ -376,7 +376,7 @@ impl Lyss {
         }
     }
 
-    /// Stage 3: charges the request on every rate limit of its workspace, user and key.
+    /// Stage 5: charges the request on every rate limit of its workspace, user and key.
     async fn rate_limit(&self, who: &Principal, tokens: u64, now: OffsetDateTime) -> Result<()> {
         if who.rate_limits.is_empty() {
             return Ok(());
@@ -463,7 +463,7 @@ impl Lyss {
             .clone()
     }
 
-    /// Stage 5: the cache entry this request reads and writes, when its workspace caches and
+    /// Stage 4: the cache entry this request reads and writes, when its workspace caches and
     /// the caller did not opt out. The key covers the request as it goes upstream.
     async fn cache_plan(
         &self,
