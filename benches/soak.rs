@@ -22,11 +22,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use lyss_benches::{Server, free_port};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "soak-admin-token";
@@ -138,26 +139,9 @@ async fn fresh_schema(base: &str) -> String {
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
-struct Lyss {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Lyss {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_lyss(a: &Args, upstream: &str) -> Lyss {
+async fn start_lyss(a: &Args, upstream: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let stores = match a.backend.as_str() {
         "embedded" => String::new(),
         "cluster" => format!(
@@ -202,44 +186,11 @@ output_per_mtok = 0.60
         ),
     )
     .unwrap();
-    let child = Command::new(&a.server)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lyss = Lyss {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{}/readyz", lyss.base))
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "lyss-server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    lyss
+    Server::start(Path::new(&a.server), dir, port, None).await
 }
 
 async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
-    let resp = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
+    lyss_benches::admin(http, base, ADMIN, path, body).await
 }
 
 /// Keys: [0] for the plain workspace, [1..=10] for the memory workspace's users.
@@ -484,7 +435,7 @@ async fn main() {
         .pool_max_idle_per_host(4_096)
         .build()
         .unwrap();
-    let pid = lyss.child.id();
+    let pid = lyss.pid();
     let target = Target {
         keys: Arc::new(tenants(&http, &lyss.base).await),
         http: http.clone(),

@@ -94,15 +94,7 @@ async fn say(app: &TestApp, text: &str) -> String {
 }
 
 async fn memories(app: &TestApp) -> Vec<Value> {
-    let listed: Value = app
-        .get("/v1/memories")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed["data"].as_array().unwrap().clone()
+    app.memories().await
 }
 
 async fn events(app: &TestApp, id: &str) -> Vec<(String, Value)> {
@@ -344,6 +336,24 @@ async fn an_extraction_answer_without_usage_is_billed_what_lyss_counts() {
     );
 }
 
+const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
+
+/// A conversation that opens with [`LYON`], then `quarters` exchanges about the city.
+fn lyon_conversation(quarters: usize) -> Value {
+    let mut messages = vec![
+        json!({"role": "user", "content": LYON}),
+        json!({"role": "assistant", "content": "Welcome to Lyon!"}),
+    ];
+    for i in 0..quarters {
+        messages.push(
+            json!({"role": "user", "content": format!("Tell me about quarter {i} of the city.")}),
+        );
+        messages.push(json!({"role": "assistant", "content": format!("Quarter {i} has markets, bakeries and old streets.")}));
+    }
+    messages.push(json!({"role": "user", "content": "Which market is best on Sunday?"}));
+    json!({"model": "gpt-4o-mini", "messages": messages})
+}
+
 /// The extraction requests the upstream received, by the new message each one asked about.
 async fn extracted(app: &TestApp) -> Vec<String> {
     app.upstream_bodies()
@@ -381,24 +391,12 @@ async fn a_turn_that_drops_out_before_its_extraction_is_kept_raw_and_never_extra
         .respond_with(FakeModel { down: false })
         .mount(&app.upstream)
         .await;
-    const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
     // Said as a short conversation: queued for extraction, not ingested yet.
     say(&app, LYON).await;
     // The conversation goes on; by the time it is long, that turn drops out of the prompt.
-    let mut messages = vec![
-        json!({"role": "user", "content": LYON}),
-        json!({"role": "assistant", "content": "Welcome to Lyon!"}),
-    ];
-    for i in 0..20 {
-        messages.push(
-            json!({"role": "user", "content": format!("Tell me about quarter {i} of the city.")}),
-        );
-        messages.push(json!({"role": "assistant", "content": format!("Quarter {i} has markets, bakeries and old streets.")}));
-    }
-    messages.push(json!({"role": "user", "content": "Which market is best on Sunday?"}));
     let resp = app
         .post("/v1/chat/completions")
-        .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
+        .json(&lyon_conversation(20))
         .send()
         .await
         .unwrap();
@@ -430,23 +428,11 @@ async fn a_turn_that_drops_out_before_its_extraction_is_kept_raw_and_never_extra
 #[tokio::test]
 async fn a_turn_extracted_before_it_drops_out_is_remembered_by_its_facts_alone() {
     let app = app(false).await;
-    const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
     say(&app, LYON).await;
     assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
-    let mut messages = vec![
-        json!({"role": "user", "content": LYON}),
-        json!({"role": "assistant", "content": "Welcome to Lyon!"}),
-    ];
-    for i in 0..60 {
-        messages.push(
-            json!({"role": "user", "content": format!("Tell me about quarter {i} of the city.")}),
-        );
-        messages.push(json!({"role": "assistant", "content": format!("Quarter {i} has markets, bakeries and old streets.")}));
-    }
-    messages.push(json!({"role": "user", "content": "Which market is best on Sunday?"}));
     let resp = app
         .post("/v1/chat/completions")
-        .json(&json!({"model": "gpt-4o-mini", "messages": messages}))
+        .json(&lyon_conversation(60))
         .send()
         .await
         .unwrap();
@@ -454,20 +440,8 @@ async fn a_turn_extracted_before_it_drops_out_is_remembered_by_its_facts_alone()
         resp.headers().get("x-lyss-prompt-tokens-sent").is_some(),
         "compressed"
     );
-    let listed: Value = app
-        .get("/v1/memories?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let texts: Vec<&str> = listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let listed = app.memories().await;
+    let texts: Vec<&str> = listed.iter().map(|m| m["text"].as_str().unwrap()).collect();
     assert!(texts.contains(&"Lives in Lyon"), "{texts:?}");
     assert!(!texts.contains(&LYON), "not stored raw again: {texts:?}");
 }

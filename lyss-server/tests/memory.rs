@@ -13,13 +13,21 @@ use wiremock::{Mock, ResponseTemplate};
 const PREFERENCE: &str = "By the way, I'm a Python developer and I like short answers.";
 const QUESTION: &str = "Which language should a developer like me use for a quick CSV script?";
 
+/// Memory on for every request, small history, keyword retrieval (the model's own recall is
+/// tested in lyss-core's memory suite).
 async fn app() -> TestApp {
-    let app = TestApp::with(|c| {
+    app_with(|c| {
         c.memory.enabled = lyss_core::config::MemoryMode::On;
         c.memory.history_tokens = 300;
-        // Keyword retrieval keeps this test independent of the model files; the model's own
-        // recall is tested in lyss-core's memory suite.
+    })
+    .await
+}
+
+/// An app with keyword retrieval and an upstream that answers "ok", configured by `tweak`.
+async fn app_with(tweak: impl FnOnce(&mut lyss_core::config::Config)) -> TestApp {
+    let app = TestApp::with(|c| {
         c.embedder.kind = EmbedderKind::None;
+        tweak(c);
     })
     .await;
     Mock::given(method("POST"))
@@ -347,19 +355,13 @@ async fn with_memory_off_the_api_says_so() {
     );
 }
 
-/// Memory as it is by default (`auto`), with small budgets and keyword retrieval.
+/// Memory as it is by default (`auto`), with small budgets.
 async fn auto_app() -> TestApp {
-    let app = TestApp::with(|c| {
+    app_with(|c| {
         c.memory.history_tokens = 120;
         c.memory.memory_tokens = 200;
-        c.embedder.kind = EmbedderKind::None;
     })
-    .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
-        .mount(&app.upstream)
-        .await;
-    app
+    .await
 }
 
 const BIKE: &str = "My bike is a blue Gazelle with a wicker basket.";
@@ -381,18 +383,6 @@ fn unseen_conversation(last: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": messages})
 }
 
-async fn ann_memories(app: &TestApp) -> Vec<Value> {
-    let listed: Value = app
-        .get("/v1/memories?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed["data"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn turns_of_a_history_lyss_never_saw_are_remembered_when_dropped_and_then_recalled() {
     let app = auto_app().await;
@@ -410,7 +400,7 @@ async fn turns_of_a_history_lyss_never_saw_are_remembered_when_dropped_and_then_
 
     // The dropped turns were stored before the request went upstream — no ingestion ran —
     // the assistant's as well as the user's, with who said them and where.
-    let stored = ann_memories(&app).await;
+    let stored = app.memories().await;
     let find = |text: &str| stored.iter().find(|m| m["text"] == text).cloned();
     let bike = find(BIKE).expect("the user's dropped turn is a memory");
     let key = find(KEY).expect("the assistant's dropped turn is a memory");
@@ -467,13 +457,13 @@ async fn resending_the_same_history_stores_nothing_twice() {
     };
     let first = unseen_conversation("And tomorrow?");
     send(first.clone()).await;
-    let rows = ann_memories(&app).await.len();
+    let rows = app.memories().await.len();
     // Every turn before the newest message, once; identical filler is one turn per role.
     assert_eq!(rows, 2 + 24 * 2);
     send(first.clone()).await;
     send(first.clone()).await;
     assert_eq!(
-        ann_memories(&app).await.len(),
+        app.memories().await.len(),
         rows,
         "resent history adds nothing"
     );
@@ -485,7 +475,7 @@ async fn resending_the_same_history_stores_nothing_twice() {
     messages.push(json!({"role": "assistant", "content": "Tomorrow looks sunny and warm."}));
     messages.push(json!({"role": "user", "content": "Great, thanks!"}));
     send(next).await;
-    let after = ann_memories(&app).await;
+    let after = app.memories().await;
     assert_eq!(after.len(), rows + 2);
     assert!(
         after
@@ -527,7 +517,7 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
         {"role": "user", "content": "What colour is it?"}]});
     assert!(!ask(short, None).await);
     assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 0);
-    assert!(ann_memories(&app).await.is_empty());
+    assert!(app.memories().await.is_empty());
 
     // A long one that declares tools, or carries tool calls and results, is left alone too.
     let mut with_tools = unseen_conversation("And tomorrow?");
@@ -546,7 +536,7 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
         json!({"role": "tool", "tool_call_id": "call_1", "content": "mild"}),
     );
     assert!(!ask(tool_turns, None).await);
-    assert!(ann_memories(&app).await.is_empty());
+    assert!(app.memories().await.is_empty());
 
     // A long tool-free one is compressed — unless the caller opts out.
     assert!(!ask(unseen_conversation("And tomorrow?"), Some("off")).await);
@@ -555,20 +545,15 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
 
 #[tokio::test]
 async fn a_workspace_switched_off_is_never_touched() {
-    let app = TestApp::with(|c| {
+    let app = app_with(|c| {
         c.memory.history_tokens = 120;
         c.memory.memory_tokens = 200;
-        c.embedder.kind = EmbedderKind::None;
         c.memory.workspaces.insert(
             "team".into(),
             lyss_core::config::WorkspaceMemory::Switch(lyss_core::config::MemoryMode::Off),
         );
     })
     .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
-        .mount(&app.upstream)
-        .await;
     let body = unseen_conversation("And tomorrow?");
     let resp = app
         .post("/v1/chat/completions")

@@ -260,6 +260,35 @@ impl $store {
         Ok(loaded)
     }
 
+    /// Writes a new memory's row (its history row is the caller's).
+    async fn insert_row<'c, E: sqlx::Executor<'c, Database = $db>>(
+        &self,
+        exec: E,
+        scope: &MemoryScope,
+        memory: &Memory,
+        vector: Option<&[f32]>,
+    ) -> $crate::Result<()> {
+        sqlx::query(
+            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+        )
+        .bind(&memory.id)
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .bind(scope.key())
+        .bind(&memory.text)
+        .bind(vector.map(to_blob))
+        .bind(self.embedder_name())
+        .bind(&memory.source)
+        .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
+        .bind(memory.created_at.unix_timestamp())
+        .bind(memory.role.map(|r| r.as_str()))
+        .bind(memory.position.map(i64::from))
+        .execute(exec)
+        .await?;
+        Ok(())
+    }
+
     async fn history_row(
         &self,
         scope: &MemoryScope,
@@ -316,24 +345,8 @@ impl $crate::memory::MemoryStore for $store {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(
-            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
-        )
-        .bind(&memory.id)
-        .bind(&scope.workspace_id)
-        .bind(&scope.user_id)
-        .bind(scope.key())
-        .bind(&memory.text)
-        .bind(vector.as_deref().map(to_blob))
-        .bind(self.embedder_name())
-        .bind(&memory.source)
-        .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
-        .bind(now.unix_timestamp())
-        .bind(memory.role.map(|r| r.as_str()))
-        .bind(memory.position.map(i64::from))
-        .execute(&self.pool)
-        .await?;
+        self.insert_row(&self.pool, scope, &memory, vector.as_deref())
+            .await?;
         let version = self
             .history_row(scope, &memory.id, "add", None, Some(&memory.text))
             .await?;
@@ -623,24 +636,8 @@ impl $crate::memory::MemoryStore for $store {
                     created_at: now,
                     updated_at: now,
                 };
-                sqlx::query(
-                    "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
-                )
-                .bind(&memory.id)
-                .bind(&scope.workspace_id)
-                .bind(&scope.user_id)
-                .bind(&key)
-                .bind(&memory.text)
-                .bind(vector.as_deref().map(to_blob))
-                .bind(self.embedder_name())
-                .bind(&memory.source)
-                .bind(memory.occurred_at.map(|t| t.unix_timestamp()))
-                .bind(now.unix_timestamp())
-                .bind(memory.role.map(|r| r.as_str()))
-                .bind(memory.position.map(i64::from))
-                .execute(&mut *tx)
-                .await?;
+                self.insert_row(&mut *tx, scope, &memory, vector.as_deref())
+                    .await?;
                 sqlx::query(
                     "INSERT INTO memory_history (memory_id, workspace_id, user_id, event, old_text, new_text, at) \
                      VALUES ($1, $2, $3, 'add', NULL, $4, $5)",

@@ -164,6 +164,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The caller's memories, newest first (up to 1,000).
+    #[allow(dead_code)] // Not every test file that includes this module uses it.
+    pub async fn memories(&self) -> Vec<Value> {
+        let listed: Value = self
+            .get("/v1/memories?limit=1000")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed["data"].as_array().unwrap().clone()
+    }
+
     /// The JSON bodies the upstream received, in order.
     pub async fn upstream_bodies(&self) -> Vec<Value> {
         self.upstream
