@@ -541,6 +541,18 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
     // A long tool-free one is compressed — unless the caller opts out.
     assert!(!ask(unseen_conversation("And tomorrow?"), Some("off")).await);
     assert!(ask(unseen_conversation("And tomorrow?"), None).await);
+
+    // A long prompt that is all newest exchange has nothing to drop: memories would only
+    // make it longer, so it goes as sent (though the user now has memories to recall).
+    assert!(!app.memories().await.is_empty());
+    let pasted = format!(
+        "Summarise this, and mind my Gazelle bike: {}",
+        "The weather report says mild and grey. ".repeat(60)
+    );
+    let one_message = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": pasted}]});
+    assert!(!ask(one_message, None).await);
 }
 
 #[tokio::test]

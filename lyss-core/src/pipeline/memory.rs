@@ -57,6 +57,22 @@ impl Lyss {
             _ => tokens::count_request(upstream, req),
         };
         let window = Window::of(req, upstream, last_user, budgets.history_tokens);
+        // What the block may take: in `auto` no more than what is dropped, so the prompt can
+        // only shrink (a long prompt that is all newest exchange is left alone).
+        let block_tokens = match budgets.mode {
+            MemoryMode::Auto => {
+                let dropped = req.messages[window.lead..window.keep_from]
+                    .iter()
+                    .filter(|m| !matches!(m.role, Role::System | Role::Developer))
+                    .map(|m| tokens::count_messages(upstream, std::slice::from_ref(m)) - 3)
+                    .sum::<u64>();
+                if dropped == 0 {
+                    return None;
+                }
+                dropped.min(budgets.memory_tokens)
+            }
+            _ => budgets.memory_tokens,
+        };
         let scope = MemoryScope {
             workspace_id: who.workspace_id.clone(),
             user_id: who.user_id.clone(),
@@ -81,22 +97,22 @@ impl Lyss {
                 &window,
                 query,
                 upstream,
-                &budgets,
+                block_tokens,
             )
             .await;
-        let mut messages: Vec<Message> = req.messages.drain(..window.lead).collect();
-        let rest: Vec<Message> = req.messages.drain(..).collect();
-        let (old, newest) = rest.split_at(window.keep_from - window.lead);
+        let mut rest = std::mem::take(&mut req.messages);
+        let newest = rest.split_off(window.keep_from);
+        let old = rest.split_off(window.lead);
+        let mut messages = rest;
         // Instructions given mid-conversation stay in force; they are not turns.
         messages.extend(
-            old.iter()
-                .filter(|m| matches!(m.role, Role::System | Role::Developer))
-                .cloned(),
+            old.into_iter()
+                .filter(|m| matches!(m.role, Role::System | Role::Developer)),
         );
         if let Some(block) = block {
             messages.push(Message::text(Role::System, block));
         }
-        messages.extend(newest.iter().cloned());
+        messages.extend(newest);
         req.messages = messages;
         Some(Compressed {
             original,
@@ -177,7 +193,7 @@ impl Lyss {
     }
 
     /// The memory block for a request: the user's memories that best match its query, minus
-    /// what the kept history already says, within `memory_tokens`.
+    /// what the kept history already says, within `block_tokens`.
     #[allow(clippy::too_many_arguments)]
     async fn recall(
         &self,
@@ -187,7 +203,7 @@ impl Lyss {
         window: &Window,
         query: String,
         upstream: &str,
-        budgets: &MemoryBudgets,
+        block_tokens: u64,
     ) -> Option<String> {
         if query.trim().is_empty() {
             return None;
@@ -211,7 +227,7 @@ impl Lyss {
             .map(text_of)
             .collect::<Vec<_>>()
             .join("\n");
-        render_block(&hits, &kept, upstream, budgets.memory_tokens)
+        render_block(&hits, &kept, upstream, block_tokens)
     }
 }
 
