@@ -185,6 +185,8 @@ fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
         saved_tokens: 0,
         saved_nusd: 0,
         memory_saved_nusd: 0,
+        cache_write_tokens: 0,
+        prompt_cache_saved_nusd: 0,
     }
 }
 

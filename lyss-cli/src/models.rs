@@ -22,6 +22,7 @@ struct Row {
     input_per_mtok: f64,
     output_per_mtok: f64,
     cached_input_per_mtok: f64,
+    cache_write_per_mtok: f64,
 }
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
@@ -44,6 +45,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                         input_per_mtok: i,
                         output_per_mtok: o,
                         cached_input_per_mtok: c,
+                        cache_write_per_mtok: m.price.cache_write_per_mtok(),
                     }
                 })
                 .collect();
@@ -63,6 +65,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                     "in $/1M",
                     "out $/1M",
                     "cached $/1M",
+                    "cache write $/1M",
                 ],
                 || {
                     rows.iter()
@@ -75,6 +78,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                                 format!("{}", r.input_per_mtok),
                                 format!("{}", r.output_per_mtok),
                                 format!("{}", r.cached_input_per_mtok),
+                                format!("{}", r.cache_write_per_mtok),
                             ]
                         })
                         .collect()

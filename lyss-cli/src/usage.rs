@@ -70,7 +70,7 @@ fn charts(daily: &[UsageRow], since: OffsetDateTime, until: OffsetDateTime) -> S
         "",
         "spend",
         "requests",
-        "saved (cache + memory)",
+        "saved (memory + cache + provider cache)",
     );
     for g in groups {
         let mut series = [vec![0i64; days], vec![0i64; days], vec![0i64; days]];
@@ -82,7 +82,8 @@ fn charts(daily: &[UsageRow], since: OffsetDateTime, until: OffsetDateTime) -> S
             if i < days {
                 series[0][i] += r.cost_nusd;
                 series[1][i] += r.requests;
-                series[2][i] += r.cache_saved_nusd + r.memory_saved_nusd;
+                series[2][i] +=
+                    r.cache_saved_nusd + r.memory_saved_nusd + r.prompt_cache_saved_nusd;
             }
         }
         out.push_str(&format!(
@@ -141,6 +142,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 "cost $",
                 "memory saved $",
                 "cache saved $",
+                "provider cache saved $",
             ],
             || {
                 rows.iter()
@@ -155,6 +157,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                             format!("{:.6}", nano_to_usd(r.cost_nusd)),
                             format!("{:.6}", nano_to_usd(r.memory_saved_nusd)),
                             format!("{:.6}", nano_to_usd(r.cache_saved_nusd)),
+                            format!("{:.6}", nano_to_usd(r.prompt_cache_saved_nusd)),
                         ]
                     })
                     .collect()
@@ -172,8 +175,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             "completion tokens",
             "cost $",
             "memory saved tokens",
+            "memory saved $",
             "cache hits",
             "cache saved $",
+            "provider cached tokens",
+            "provider cache writes",
+            "provider cache saved $",
         ],
         || {
             let mut out: Vec<Vec<String>> = rows
@@ -187,8 +194,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                         r.completion_tokens.to_string(),
                         format!("{:.6}", nano_to_usd(r.cost_nusd)),
                         r.memory_saved_tokens.to_string(),
+                        format!("{:.6}", nano_to_usd(r.memory_saved_nusd)),
                         r.cache_hits.to_string(),
                         format!("{:.6}", nano_to_usd(r.cache_saved_nusd)),
+                        r.cached_tokens.to_string(),
+                        r.cache_write_tokens.to_string(),
+                        format!("{:.6}", nano_to_usd(r.prompt_cache_saved_nusd)),
                     ]
                 })
                 .collect();
@@ -201,8 +212,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 sum(|r| r.completion_tokens).to_string(),
                 format!("{:.6}", nano_to_usd(sum(|r| r.cost_nusd))),
                 sum(|r| r.memory_saved_tokens).to_string(),
+                format!("{:.6}", nano_to_usd(sum(|r| r.memory_saved_nusd))),
                 sum(|r| r.cache_hits).to_string(),
                 format!("{:.6}", nano_to_usd(sum(|r| r.cache_saved_nusd))),
+                sum(|r| r.cached_tokens).to_string(),
+                sum(|r| r.cache_write_tokens).to_string(),
+                format!("{:.6}", nano_to_usd(sum(|r| r.prompt_cache_saved_nusd))),
             ]);
             out
         },

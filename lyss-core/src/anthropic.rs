@@ -192,7 +192,7 @@ fn invalid(message: impl Into<String>) -> Error {
 /// An OpenAI chat request as a Messages request. `max_tokens` is required by Anthropic:
 /// the request's own cap, else `default_max_tokens`.
 pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result<MessagesRequest> {
-    let mut system = Vec::new();
+    let mut system: Vec<(String, Vec<Block>)> = Vec::new();
     let mut messages: Vec<AnthropicMessage> = Vec::new();
     let mut push = |role: &str, blocks: Vec<Block>| {
         if blocks.is_empty() {
@@ -210,13 +210,23 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
             }),
         }
     };
-    for m in &req.messages {
+    let lead = req
+        .messages
+        .iter()
+        .take_while(|m| matches!(m.role, Role::System | Role::Developer))
+        .count();
+    for (i, m) in req.messages.iter().enumerate() {
         match m.role {
-            Role::System | Role::Developer => {
+            // Leading instructions are Anthropic's `system`. One given mid-conversation (lyss's
+            // memory block is one) stays where it was said, as text of the user turn it falls
+            // in: hoisted into `system` it would change the start of the prompt on every
+            // request, and with it the provider's cached prefix.
+            Role::System | Role::Developer if i < lead => {
                 if let Some(c) = &m.content {
-                    system.push(c.text());
+                    system.push((c.text(), text_blocks(c)));
                 }
             }
+            Role::System | Role::Developer => push("user", content_blocks(m.content.as_ref())?),
             Role::User => push("user", content_blocks(m.content.as_ref())?),
             Role::Assistant => {
                 let mut blocks = content_blocks(m.content.as_ref())?;
@@ -291,7 +301,7 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
             .or(req.max_tokens)
             .unwrap_or(default_max_tokens),
         messages,
-        system: (!system.is_empty()).then(|| AnthropicContent::Text(system.join("\n\n"))),
+        system: system_content(system),
         stop_sequences,
         stream: req.stream,
         // OpenAI's range is 0–2, Anthropic's 0–1.
@@ -305,22 +315,190 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
     })
 }
 
-/// OpenAI message content as Anthropic blocks (images by data URL or by URL).
-fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
-    let text = |t: &str| {
-        Block::Known(KnownBlock::Text {
-            text: t.to_owned(),
-            extra: Map::new(),
-        })
+/// The field of a content block that makes it a prompt-cache breakpoint.
+const CACHE_CONTROL: &str = "cache_control";
+
+/// The shortest prefix Anthropic caches (Sonnet and Opus; Haiku needs 2,048), in tokens: a
+/// breakpoint on a shorter one would do nothing.
+const MIN_CACHEABLE_TOKENS: usize = 1_024;
+
+/// Whether a block is a cache breakpoint.
+fn has_breakpoint(block: &Block) -> bool {
+    match block {
+        Block::Known(KnownBlock::Text { extra, .. } | KnownBlock::Image { extra, .. }) => {
+            extra.contains_key(CACHE_CONTROL)
+        }
+        Block::Other(v) => v.get(CACHE_CONTROL).is_some(),
+        Block::Known(_) => false,
+    }
+}
+
+/// Marks the last text or image block of `content` as a breakpoint; `false` when it has none.
+fn mark_last(content: &mut AnthropicContent) -> bool {
+    if let AnthropicContent::Text(t) = content {
+        *content = AnthropicContent::Blocks(vec![text_block(t, None)]);
+    }
+    let AnthropicContent::Blocks(blocks) = content else {
+        return false;
     };
+    let last = blocks.iter_mut().rev().find_map(|b| match b {
+        Block::Known(KnownBlock::Text { extra, .. } | KnownBlock::Image { extra, .. }) => {
+            Some(extra)
+        }
+        _ => None,
+    });
+    match last {
+        Some(extra) => {
+            extra.insert(CACHE_CONTROL.into(), json!({"type": "ephemeral"}));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Bytes of text in some content (images count nothing: the estimate stays low).
+fn text_len(content: &AnthropicContent) -> usize {
+    match content {
+        AnthropicContent::Text(t) => t.len(),
+        AnthropicContent::Blocks(blocks) => blocks
+            .iter()
+            .map(|b| match b {
+                Block::Known(KnownBlock::Text { text, .. }) => text.len(),
+                Block::Known(KnownBlock::ToolResult {
+                    content: Some(c), ..
+                }) => text_len(c),
+                Block::Known(KnownBlock::ToolUse { input, .. }) => input.to_string().len(),
+                _ => 0,
+            })
+            .sum(),
+    }
+}
+
+/// Inserts prompt-cache breakpoints into a Messages request translated from `req`, where the
+/// prefix they close is long enough to cache and likely to be sent again:
+/// - the end of the system prompt (with the tools before it, the start of every request);
+/// - the end of the conversation's stable part: the whole prompt (the next turn extends it),
+///   or, when instructions were injected into the last user turn (lyss's memory block, which
+///   changes per request), the turn before it.
+///
+/// A request that carries breakpoints of its own (the client's) is left as it is. Anthropic
+/// bills a cache write at 1.25× input and a read at 0.1×, and reads back a prefix written up
+/// to 20 blocks before a breakpoint, so one breakpoint at the end of each request serves the
+/// next.
+pub fn mark_cache_breakpoints(req: &ChatRequest, body: &mut MessagesRequest) {
+    let marked = |c: &AnthropicContent| matches!(c, AnthropicContent::Blocks(b) if b.iter().any(has_breakpoint));
+    let tools_marked = body
+        .tools
+        .iter()
+        .flatten()
+        .any(|t| t.extra.contains_key(CACHE_CONTROL));
+    if tools_marked
+        || body.system.as_ref().is_some_and(marked)
+        || body.messages.iter().any(|m| marked(&m.content))
+    {
+        return;
+    }
+    let long = |bytes: usize| bytes / 4 >= MIN_CACHEABLE_TOKENS;
+    let mut prefix = body
+        .tools
+        .as_ref()
+        .map_or(0, |t| serde_json::to_string(t).map_or(0, |s| s.len()));
+    if let Some(system) = &mut body.system {
+        prefix += text_len(system);
+        if long(prefix) {
+            mark_last(system);
+        }
+    }
+    let first_turn = req
+        .messages
+        .iter()
+        .position(|m| !matches!(m.role, Role::System | Role::Developer))
+        .unwrap_or(req.messages.len());
+    let last_answer = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::Assistant)
+        .unwrap_or(0);
+    let injected = req.messages[first_turn.max(last_answer)..]
+        .iter()
+        .any(|m| matches!(m.role, Role::System | Role::Developer));
+    let stable = body.messages.len() - usize::from(injected && !body.messages.is_empty());
+    prefix += body.messages[..stable]
+        .iter()
+        .map(|m| text_len(&m.content))
+        .sum::<usize>();
+    if stable > 0 && long(prefix) {
+        // A turn of tool calls or results alone has no block that can carry the mark.
+        body.messages[..stable]
+            .iter_mut()
+            .rev()
+            .take(2)
+            .any(|m| mark_last(&mut m.content));
+    }
+}
+
+/// The system prompt: the messages' text joined, or their text blocks when the client marked
+/// a cache breakpoint in one.
+fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent> {
+    if system.is_empty() {
+        return None;
+    }
+    if system.iter().flat_map(|(_, b)| b).any(has_breakpoint) {
+        return Some(AnthropicContent::Blocks(
+            system.into_iter().flat_map(|(_, b)| b).collect(),
+        ));
+    }
+    Some(AnthropicContent::Text(
+        system
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    ))
+}
+
+/// The text of OpenAI content as text blocks, each text part's `cache_control` kept.
+fn text_blocks(content: &Content) -> Vec<Block> {
+    match content {
+        Content::Text(t) if t.is_empty() => Vec::new(),
+        Content::Text(t) => vec![text_block(t, None)],
+        Content::Parts(parts) => parts
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Known(KnownPart::Text { text, extra }) => {
+                    Some(text_block(text, Some(extra)))
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// A text block; `from` is the OpenAI part's other fields, of which `cache_control` is kept.
+fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
+    let mut extra = Map::new();
+    if let Some(mark) = from.and_then(|e| e.get(CACHE_CONTROL)) {
+        extra.insert(CACHE_CONTROL.into(), mark.clone());
+    }
+    Block::Known(KnownBlock::Text {
+        text: text.to_owned(),
+        extra,
+    })
+}
+
+/// OpenAI message content as Anthropic blocks (images by data URL or by URL). A text part's
+/// `cache_control` (the client's own cache breakpoint) is kept.
+fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
     Ok(match content {
         None => Vec::new(),
         Some(Content::Text(t)) if t.is_empty() => Vec::new(),
-        Some(Content::Text(t)) => vec![text(t)],
+        Some(Content::Text(t)) => vec![text_block(t, None)],
         Some(Content::Parts(parts)) => parts
             .iter()
             .map(|p| match p {
-                ContentPart::Known(KnownPart::Text { text: t, .. }) => Ok(Some(text(t))),
+                ContentPart::Known(KnownPart::Text { text: t, extra }) => {
+                    Ok(Some(text_block(t, Some(extra))))
+                }
                 ContentPart::Known(KnownPart::ImageUrl { image_url, .. }) => {
                     Ok(Some(image_block(&image_url.url)))
                 }
@@ -815,6 +993,7 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
             .and_then(|m| m["user_id"].as_str())
             .map(str::to_owned),
         extra,
+        prompt_cache_key: None,
     })
 }
 

@@ -531,6 +531,24 @@ pub struct ProviderConfig {
     /// Azure OpenAI's `api-version`, e.g. `2024-10-21`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// Help the provider's prompt cache: Anthropic upstreams get `cache_control` breakpoints
+    /// (when the client set none), OpenAI gets a stable `prompt_cache_key` per caller and
+    /// conversation (when the client set none). Default: on for Anthropic and for
+    /// `api.openai.com`; off for other OpenAI-compatible servers, which may reject the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<bool>,
+}
+
+impl ProviderConfig {
+    /// Whether lyss helps this provider's prompt cache (see [`ProviderConfig::prompt_cache`]).
+    pub fn prompt_cache(&self) -> bool {
+        self.prompt_cache.unwrap_or(match self.kind {
+            ProviderKind::Anthropic => true,
+            ProviderKind::Openai => reqwest::Url::parse(&self.base_url)
+                .is_ok_and(|u| u.host_str() == Some("api.openai.com")),
+            _ => false,
+        })
+    }
 }
 
 fn default_connect_timeout() -> u64 {
@@ -564,6 +582,10 @@ pub struct ModelConfig {
     /// USD per 1M cached input tokens. Default: the built-in price table, else the input price.
     #[serde(default)]
     pub cached_input_per_mtok: Option<f64>,
+    /// USD per 1M input tokens written to the provider's prompt cache. Default: the built-in
+    /// price table (1.25× input for Anthropic models), else the input price.
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
     /// Largest completion the model can produce. Optional.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,

@@ -32,6 +32,11 @@ pub struct ChatRequest {
     /// Every other field (temperature, top_p, seed, n, logprobs, …), passed upstream untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Lyss's key for the provider's prompt cache, one per caller and conversation; providers
+    /// configured for it send it as `prompt_cache_key` when the client set none. Not part of
+    /// the wire format.
+    #[serde(skip)]
+    pub prompt_cache_key: Option<String>,
 }
 
 impl ChatRequest {
@@ -245,6 +250,16 @@ impl Usage {
         self.prompt_tokens_details
             .as_ref()
             .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+    }
+
+    /// Prompt tokens written to the provider's prompt cache on this request (Anthropic's
+    /// `cache_creation_input_tokens`, kept as `prompt_tokens_details.cache_creation_tokens`).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.extra.get("cache_creation_tokens"))
+            .and_then(Value::as_u64)
             .unwrap_or(0)
     }
 }

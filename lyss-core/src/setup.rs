@@ -128,6 +128,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             timeout_secs: 600,
             discover_models: false,
             api_version: None,
+            prompt_cache: None,
         });
         for name in OPENAI_ENV_MODELS {
             let taken = config
@@ -162,6 +163,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             timeout_secs: 600,
             discover_models: true,
             api_version: None,
+            prompt_cache: None,
         });
     }
 }
@@ -235,8 +237,9 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 Error::Config(format!("data_dir {}: cannot create: {e}", dir.display()))
             })?;
-            // A read-only directory would only fail at the first request: say so now.
-            let probe = dir.join(".lyss-write-check");
+            // A read-only directory would only fail at the first request: say so now. The
+            // probe is this process's own: a server and an admin's `lyss` may check at once.
+            let probe = dir.join(format!(".lyss-write-check-{}", std::process::id()));
             std::fs::write(&probe, b"")
                 .and_then(|()| std::fs::remove_file(&probe))
                 .map_err(|e| {
@@ -333,6 +336,7 @@ pub async fn with_stored_providers(config: &Config, policy: &dyn Policy) -> Resu
             timeout_secs: 600,
             discover_models: p.discover_models,
             api_version: p.api_version,
+            prompt_cache: None,
         });
     }
     validate(&config)?;

@@ -1,18 +1,82 @@
 //! Opening a SQLite file shared by several pools (the policy store and the memory store use the
-//! same one).
+//! same one) and by several processes (the server, and an admin's `lyss` command beside it).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Creates the database if needed, switches it to WAL and applies the migrations, on one
-/// connection. A pool that did this itself would open its connections concurrently against a
-/// file still being created and switched to WAL, and one of them could fail at once with
+/// connection, holding an exclusive lock on `<file>.lock` meanwhile.
+///
+/// One connection: a pool that did this itself would open its connections concurrently against
+/// a file still being created and switched to WAL, and one of them could fail at once with
 /// "database is locked" (seen about once in 50 starts on a fresh data directory).
+///
+/// The lock file: sqlx's SQLite migrator takes no lock (Postgres's takes an advisory lock), so
+/// two processes opening a new data directory at once would both apply migration 1 and one
+/// would fail with "duplicate column name". The lock is the OS's (`flock`), released when the
+/// process exits however it exits, so a crashed migration never leaves a stale lock behind.
 pub(crate) async fn prepare(opts: &SqliteConnectOptions) -> Result<()> {
+    let lock = lock_path(opts.get_filename());
+    let guard = tokio::task::spawn_blocking(move || exclusive(&lock))
+        .await
+        .map_err(|e| Error::Internal(format!("migration lock: {e}")))??;
+    // Another process may be writing (a server already running while an admin runs `lyss`):
+    // the busy timeout covers a statement, not switching the journal mode while a checkpoint
+    // runs, so a busy store is retried for a while before startup gives up.
+    let mut attempt = 0;
+    let done = loop {
+        match migrate(opts).await {
+            Err(e) if attempt < BUSY_RETRIES && is_busy(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            other => break other,
+        }
+    };
+    drop(guard);
+    done
+}
+
+/// How many times a busy store is retried at startup (about 9 s in all).
+const BUSY_RETRIES: u64 = 8;
+
+async fn migrate(opts: &SqliteConnectOptions) -> Result<()> {
     let mut conn = SqliteConnection::connect_with(opts).await?;
     sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
     conn.close().await?;
     Ok(())
+}
+
+fn is_busy(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("database is busy")
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Blocks until this process holds the lock; dropping the file releases it.
+fn exclusive(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| Error::Config(format!("{}: cannot lock: {e}", path.display())))?;
+    Ok(file)
 }

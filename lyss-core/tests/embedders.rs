@@ -95,6 +95,7 @@ fn provider(upstream: &wiremock::MockServer) -> Arc<dyn lyss_core::Provider> {
             timeout_secs: 5,
             discover_models: false,
             api_version: None,
+            prompt_cache: None,
         })
         .expect("provider"),
     )

@@ -34,6 +34,7 @@ fn config(kind: ProviderKind, base_url: String) -> ProviderConfig {
         timeout_secs: 5,
         discover_models: false,
         api_version: Some("2024-10-21".into()),
+        prompt_cache: None,
     }
 }
 

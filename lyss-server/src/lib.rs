@@ -206,6 +206,18 @@ fn init_tracing(format: LogFormat) {
     let _ = registry.try_init();
 }
 
+/// Runs the server as the binary does: a failure to start is one line on stderr (the reason and
+/// its causes) and a failing exit code, not a debug dump.
+pub async fn main(args: Args) -> std::process::ExitCode {
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lyss-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Loads config, builds the pipeline and serves until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = setup::load_config(&Overrides {

@@ -1,6 +1,6 @@
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    lyss_server::run(lyss_server::Args::parse()).await
+async fn main() -> std::process::ExitCode {
+    lyss_server::main(lyss_server::Args::parse()).await
 }

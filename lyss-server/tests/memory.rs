@@ -115,8 +115,14 @@ async fn an_early_preference_reaches_the_model_after_its_turn_is_dropped() {
     let sent_body = app.upstream_bodies().await.pop().unwrap();
     let messages = sent_body["messages"].as_array().unwrap();
     assert_eq!(messages[0]["content"], "You are a helpful assistant.");
-    let block = messages[1]["content"].as_str().unwrap();
-    assert_eq!(messages[1]["role"], "system");
+    // The block comes just before the newest user message, after the kept history: the
+    // prompt's prefix stays stable for the provider's prompt cache.
+    let block = messages[messages.len() - 2]["content"].as_str().unwrap();
+    assert_eq!(messages[messages.len() - 2]["role"], "system");
+    assert_eq!(
+        messages[1]["role"], "user",
+        "kept history after the system prompt"
+    );
     assert!(
         block.contains("Python developer"),
         "no memory block: {block}"
@@ -420,7 +426,7 @@ async fn turns_of_a_history_lyss_never_saw_are_remembered_when_dropped_and_then_
         !messages.iter().any(|m| m["content"] == KEY),
         "dropped from the history"
     );
-    let block = messages[1]["content"].as_str().unwrap();
+    let block = messages[messages.len() - 2]["content"].as_str().unwrap();
     assert!(block.contains(&format!("(assistant) {KEY}")), "{block}");
 
     // And a later question on another topic finds the user's turn.
@@ -430,13 +436,50 @@ async fn turns_of_a_history_lyss_never_saw_are_remembered_when_dropped_and_then_
         .await
         .unwrap();
     let body = app.upstream_bodies().await.pop().unwrap();
+    let messages = body["messages"].as_array().unwrap();
     assert!(
-        body["messages"][1]["content"]
+        messages[messages.len() - 2]["content"]
             .as_str()
             .unwrap()
             .contains(BIKE),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn questions_on_one_history_share_the_prompt_prefix_up_to_the_block() {
+    let app = auto_app().await;
+    for question in ["Which bike do I ride?", "Where did I leave the spare key?"] {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&unseen_conversation(question))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let bodies = app.upstream_bodies().await;
+    let [a, b] = &bodies[bodies.len() - 2..] else {
+        unreachable!()
+    };
+    let (a, b) = (
+        a["messages"].as_array().unwrap(),
+        b["messages"].as_array().unwrap(),
+    );
+    // System prompt and kept history, byte for byte; then each question's block and question.
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() > 3, "history kept: {a:?}");
+    assert_eq!(a[..a.len() - 2], b[..b.len() - 2]);
+    for m in [a, b] {
+        assert!(
+            m[m.len() - 2]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("What you know about the user"),
+            "{m:?}"
+        );
+    }
+    assert_ne!(a.last(), b.last());
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ async fn app(tweak: impl FnOnce(&mut lyss_core::Config)) -> (TestApp, MockServer
             timeout_secs: 5,
             discover_models: false,
             api_version: None,
+            prompt_cache: None,
         });
         let m = c
             .models

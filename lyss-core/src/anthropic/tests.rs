@@ -378,3 +378,55 @@ fn usage_that_overflows_saturates_rather_than_wrapping() {
     let price = crate::models::Price::per_mtok(1.0, 1.0, 0.1);
     assert_eq!(price.cost(&usage), i64::MAX);
 }
+
+#[test]
+fn injected_instructions_stay_in_place_and_the_breakpoint_goes_before_them() {
+    let system = "Answer as the shop's assistant. ".repeat(200);
+    let history = "The chain skips on the smallest sprocket. ".repeat(10);
+    let req = chat(json!({"model": "m", "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": history},
+        {"role": "assistant", "content": "Is it an old chain?"},
+        // Injected context (lyss's memory block), then the question.
+        {"role": "system", "content": "What you know about the user: rides a Gazelle."},
+        {"role": "user", "content": "Which chain fits?"}
+    ]}));
+    let mut body = request_from_openai(&req, 100).unwrap();
+    // Mid-conversation instructions are text of the user turn they fall in, not `system`.
+    assert_eq!(
+        serde_json::to_value(&body.system).unwrap(),
+        json!(system.clone())
+    );
+    let last = serde_json::to_value(&body.messages[2]).unwrap();
+    assert_eq!(
+        last,
+        json!({"role": "user", "content": [
+            {"type": "text", "text": "What you know about the user: rides a Gazelle."},
+            {"type": "text", "text": "Which chain fits?"}]})
+    );
+    mark_cache_breakpoints(&req, &mut body);
+    let v = serde_json::to_value(&body).unwrap();
+    assert_eq!(
+        v["system"],
+        json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}])
+    );
+    // The stable part ends with the answer before the injected context.
+    assert_eq!(
+        v["messages"][1]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert!(!v["messages"][2].to_string().contains("cache_control"));
+
+    // Without injected context the whole prompt is the stable part.
+    let plain = chat(json!({"model": "m", "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Which chain fits?"}
+    ]}));
+    let mut body = request_from_openai(&plain, 100).unwrap();
+    mark_cache_breakpoints(&plain, &mut body);
+    let v = serde_json::to_value(&body).unwrap();
+    assert_eq!(
+        v["messages"][0]["content"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+}

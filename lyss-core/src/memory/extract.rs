@@ -340,6 +340,8 @@ impl Extractor {
             saved_tokens: 0,
             saved_nusd: 0,
             memory_saved_nusd: 0,
+            cache_write_tokens: usage.cache_write_tokens(),
+            prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
         }
     }
 

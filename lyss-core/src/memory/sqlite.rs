@@ -49,16 +49,19 @@ impl HnswMemoryStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        if !url.contains(":memory:") {
+        let in_memory = url.contains(":memory:");
+        if !in_memory {
             crate::sqlite::prepare(&opts).await?;
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(if url.contains(":memory:") { 1 } else { 4 })
+            .max_connections(if in_memory { 1 } else { 4 })
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        if in_memory {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        }
         Ok(Self {
             pool,
             embedder,

@@ -3,8 +3,9 @@
 //! A chat client resends the whole conversation on every request. When memory works on a
 //! request (always with `enabled = true`; with `"auto"` only on long prompts without tools),
 //! it keeps the leading system prompt and the newest turns within `history_tokens`, and puts
-//! the user's most relevant memories in their place as one system message within
-//! `memory_tokens`. The guarantee that makes dropping safe: every turn removed from the prompt
+//! the user's most relevant memories in place of the rest as one system message within
+//! `memory_tokens`, just before the newest user message (so that the prompt's prefix stays
+//! cacheable by the provider). The guarantee that makes dropping safe: every turn removed from the prompt
 //! is in the user's memory before the request goes upstream. Turns lyss has not remembered yet
 //! are stored now (one batch, embedded together); the kept turns are queued and ingested off
 //! the request path. Both are idempotent per turn ([`crate::memory::turn_hash`]), so resending
@@ -101,7 +102,8 @@ impl Lyss {
             )
             .await;
         let mut rest = std::mem::take(&mut req.messages);
-        let newest = rest.split_off(window.keep_from);
+        let mut kept = rest.split_off(window.keep_from);
+        let asked = kept.split_off(window.last_user - window.keep_from);
         let old = rest.split_off(window.lead);
         let mut messages = rest;
         // Instructions given mid-conversation stay in force; they are not turns.
@@ -109,10 +111,14 @@ impl Lyss {
             old.into_iter()
                 .filter(|m| matches!(m.role, Role::System | Role::Developer)),
         );
+        // The block goes last, just before the newest user message: what comes before it
+        // (system prompt, kept history) is then the same from one request to the next where
+        // the conversation allows, a prefix the provider's prompt cache can serve.
+        messages.extend(kept);
         if let Some(block) = block {
             messages.push(Message::text(Role::System, block));
         }
-        messages.extend(newest);
+        messages.extend(asked);
         req.messages = messages;
         Some(Compressed {
             original,

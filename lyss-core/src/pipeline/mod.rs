@@ -35,7 +35,7 @@ use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, StreamOptions, Usage,
+    ModelList, ModelObject, Role, StreamOptions, Usage,
 };
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::ratelimit::Charge;
@@ -663,6 +663,9 @@ impl Lyss {
         if let Some(n) = reservation.set_max_tokens {
             set_output_cap(&mut req, &model.upstream, n);
         }
+        if !req.extra.contains_key("prompt_cache_key") {
+            req.prompt_cache_key = Some(prompt_cache_key(&principal, &req));
+        }
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let mut ledger = LedgerDraft {
             principal,
@@ -815,6 +818,39 @@ impl Lyss {
 
 /// Caps the completion length. Reasoning families (o-series, GPT-5) only take
 /// `max_completion_tokens`; most OpenAI-compatible servers only know `max_tokens`.
+/// One key per caller and conversation for the provider's prompt cache: the caller (and the
+/// application's end user) and how the conversation opens (its system prompt and first user
+/// message), so requests of one conversation reach the same cache while other callers' never
+/// share it.
+fn prompt_cache_key(who: &Principal, req: &ChatRequest) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [
+        who.workspace_id.as_str(),
+        who.user_id.as_str(),
+        req.user.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    let opening = req
+        .messages
+        .iter()
+        .take_while(|m| m.role != Role::Assistant)
+        .filter(|m| matches!(m.role, Role::System | Role::Developer | Role::User))
+        .take(3);
+    for m in opening {
+        h.update(
+            m.content
+                .as_ref()
+                .map(|c| c.text())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.update(&[0]);
+    }
+    format!("lyss-{:016x}", h.digest())
+}
+
 fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
     let m = upstream.rsplit('/').next().unwrap_or(upstream);
     let reasoning = m.starts_with("gpt-5")
@@ -909,14 +945,16 @@ impl LedgerDraft {
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
-            memory_saved_nusd: if self.prompt_tokens_original > usage.prompt_tokens {
-                self.model.price.cost(&Usage {
-                    prompt_tokens: self.prompt_tokens_original - usage.prompt_tokens,
-                    ..Usage::default()
-                })
-            } else {
-                0
-            },
+            // Against a plain gateway with the provider's prompt caching: the dropped history
+            // is what it would have resent as a cached prefix, so it is priced as cache reads.
+            memory_saved_nusd: i64::try_from(
+                self.prompt_tokens_original
+                    .saturating_sub(usage.prompt_tokens),
+            )
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.model.price.cached_input),
+            cache_write_tokens: usage.cache_write_tokens(),
+            prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
         }
     }
 

@@ -250,7 +250,8 @@ fn to_i64(n: u64) -> i64 {
 fn costs(unit: Unit, ask: &Ask) -> (i64, i64) {
     match unit {
         Unit::Usd => (
-            to_i64(ask.prompt_tokens).saturating_mul(ask.price.input),
+            // A prompt may be written to the provider's cache, at more than the input price.
+            to_i64(ask.prompt_tokens).saturating_mul(ask.price.prompt_worst()),
             ask.price.output,
         ),
         Unit::Tokens => (to_i64(ask.prompt_tokens), 1),

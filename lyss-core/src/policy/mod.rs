@@ -208,9 +208,17 @@ pub struct LedgerEntry {
     /// Cost a cache hit saved.
     #[serde(default)]
     pub saved_nusd: NanoUsd,
-    /// Cost memory compression saved (the prompt tokens it removed, at the input price).
+    /// Cost memory compression saved: the prompt tokens it removed, at the cached-input price
+    /// (a plain gateway would have resent them as a prefix the provider caches).
     #[serde(default)]
     pub memory_saved_nusd: NanoUsd,
+    /// Prompt tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// What the provider's prompt cache saved against the same prompt uncached (negative when
+    /// a cache write cost more than it saved).
+    #[serde(default)]
+    pub prompt_cache_saved_nusd: NanoUsd,
 }
 
 /// Which ledger rows to read, newest first.
@@ -351,9 +359,17 @@ pub struct UsageRow {
     pub cache_saved_nusd: i64,
     #[serde(default)]
     pub cache_saved_tokens: i64,
-    /// What memory compression saved, at the models' input prices.
+    /// What memory compression saved, at the models' cached-input prices.
     #[serde(default)]
     pub memory_saved_nusd: i64,
+    /// Prompt tokens read from and written to the providers' prompt caches.
+    #[serde(default)]
+    pub cached_tokens: i64,
+    #[serde(default)]
+    pub cache_write_tokens: i64,
+    /// What the providers' prompt caches saved.
+    #[serde(default)]
+    pub prompt_cache_saved_nusd: i64,
 }
 
 /// Governance: keys, workspaces and users, allow-lists, and the usage ledger.

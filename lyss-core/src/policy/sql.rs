@@ -191,7 +191,7 @@ pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_na
 pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
      endpoint, model, provider, upstream_model, stream, prompt_tokens, prompt_tokens_original, \
      completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error, cache, saved_tokens, \
-     saved_nusd, memory_saved_nusd";
+     saved_nusd, memory_saved_nusd, cache_write_tokens, prompt_cache_saved_nusd";
 
 /// Implements [`super::store::BudgetTx`], the writer task and [`super::Policy`] for a backend.
 ///
@@ -336,7 +336,9 @@ macro_rules! impl_sql_policy {
                     .push_bind(&e.cache)
                     .push_bind(to_i64(e.saved_tokens))
                     .push_bind(e.saved_nusd)
-                    .push_bind(e.memory_saved_nusd);
+                    .push_bind(e.memory_saved_nusd)
+                    .push_bind(to_i64(e.cache_write_tokens))
+                    .push_bind(e.prompt_cache_saved_nusd);
             });
             q
         }
@@ -405,6 +407,8 @@ macro_rules! impl_sql_policy {
                 saved_tokens: n("saved_tokens")?,
                 saved_nusd: r.try_get("saved_nusd")?,
                 memory_saved_nusd: r.try_get("memory_saved_nusd")?,
+                cache_write_tokens: n("cache_write_tokens")?,
+                prompt_cache_saved_nusd: r.try_get("prompt_cache_saved_nusd")?,
             })
         }
 
@@ -706,7 +710,10 @@ macro_rules! impl_sql_policy {
                      CAST(SUM(l.memory_saved_nusd) AS BIGINT) AS memory_saved_nusd, \
                      CAST(SUM(CASE WHEN l.cache IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS cache_hits, \
                      CAST(SUM(l.saved_tokens) AS BIGINT) AS cache_saved_tokens, \
-                     CAST(SUM(l.saved_nusd) AS BIGINT) AS cache_saved \
+                     CAST(SUM(l.saved_nusd) AS BIGINT) AS cache_saved, \
+                     CAST(SUM(l.cached_tokens) AS BIGINT) AS cached_tokens, \
+                     CAST(SUM(l.cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+                     CAST(SUM(l.prompt_cache_saved_nusd) AS BIGINT) AS prompt_cache_saved \
                      FROM usage_ledger l LEFT JOIN workspaces w ON w.id = l.workspace_id \
                      LEFT JOIN users u ON u.id = l.user_id \
                      WHERE ($1 IS NULL OR l.at_ms >= $1) AND ($2 IS NULL OR l.at_ms < $2) \
@@ -738,6 +745,9 @@ macro_rules! impl_sql_policy {
                             cache_hits: r.try_get("cache_hits")?,
                             cache_saved_tokens: r.try_get("cache_saved_tokens")?,
                             cache_saved_nusd: r.try_get("cache_saved")?,
+                            cached_tokens: r.try_get("cached_tokens")?,
+                            cache_write_tokens: r.try_get("cache_write_tokens")?,
+                            prompt_cache_saved_nusd: r.try_get("prompt_cache_saved")?,
                         })
                     })
                     .collect()

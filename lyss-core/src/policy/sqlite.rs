@@ -59,7 +59,9 @@ impl SqlitePolicy {
             .test_before_acquire(false)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        if in_memory {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        }
         let writer = Self::spawn_writer(pool.clone());
         if !in_memory {
             tokio::spawn(checkpoints(pool.clone()));

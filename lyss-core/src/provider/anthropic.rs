@@ -7,7 +7,8 @@ use serde::Deserialize;
 use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
 use crate::anthropic::{
-    API_VERSION, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
+    API_VERSION, MessagesResponse, StreamToOpenAi, mark_cache_breakpoints, request_from_openai,
+    response_to_openai,
 };
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
@@ -20,13 +21,26 @@ const DEFAULT_MAX_TOKENS: u32 = 4_096;
 #[derive(Debug)]
 pub struct AnthropicProvider {
     http: Http,
+    /// Insert prompt-cache breakpoints ([`ProviderConfig::prompt_cache`]).
+    prompt_cache: bool,
 }
 
 impl AnthropicProvider {
     pub fn from_config(cfg: &ProviderConfig) -> Result<Self> {
         Ok(Self {
             http: Http::new(cfg, Auth::Header("x-api-key"))?,
+            prompt_cache: cfg.prompt_cache(),
         })
+    }
+
+    /// The Messages request for `req`, with cache breakpoints when configured.
+    fn body(&self, req: &ChatRequest, stream: bool) -> Result<crate::anthropic::MessagesRequest> {
+        let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
+        body.stream = stream.then_some(true);
+        if self.prompt_cache {
+            mark_cache_breakpoints(req, &mut body);
+        }
+        Ok(body)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -43,8 +57,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
-        let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
-        body.stream = None;
+        let body = self.body(req, false)?;
         let resp = self
             .http
             .send(self.request(reqwest::Method::POST, "/messages").json(&body))
@@ -54,8 +67,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
-        let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
-        body.stream = Some(true);
+        let body = self.body(req, true)?;
         let resp = self
             .http
             .send(

@@ -18,6 +18,17 @@ pub struct OpenAiProvider {
     http: Http,
     /// Azure's `api-version`, when this is Azure OpenAI.
     azure: Option<String>,
+    /// Send lyss's `prompt_cache_key` ([`ProviderConfig::prompt_cache`]).
+    prompt_cache: bool,
+}
+
+/// A chat request with lyss's `prompt_cache_key` added: the body is serialised once, with no
+/// copy of the request.
+#[derive(serde::Serialize)]
+struct WithCacheKey<'a> {
+    #[serde(flatten)]
+    req: &'a ChatRequest,
+    prompt_cache_key: &'a str,
 }
 
 impl OpenAiProvider {
@@ -42,7 +53,22 @@ impl OpenAiProvider {
         Ok(Self {
             http: Http::new(cfg, auth)?,
             azure,
+            prompt_cache: cfg.prompt_cache(),
         })
+    }
+
+    /// `POST /chat/completions` with the request as its body, and lyss's cache key when this
+    /// upstream takes it and the client set none.
+    fn chat_request(&self, req: &ChatRequest) -> reqwest::RequestBuilder {
+        let post = self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model));
+        match &req.prompt_cache_key {
+            Some(key) if self.prompt_cache && !req.extra.contains_key("prompt_cache_key") => post
+                .json(&WithCacheKey {
+                    req,
+                    prompt_cache_key: key,
+                }),
+            _ => post.json(req),
+        }
     }
 
     /// A request for `operation` (`/chat/completions`, `/embeddings`, `/models`) of `model`:
@@ -73,13 +99,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
-        let resp = self
-            .http
-            .send(
-                self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model))
-                    .json(req),
-            )
-            .await?;
+        let resp = self.http.send(self.chat_request(req)).await?;
         self.http.json(resp).await
     }
 
@@ -87,9 +107,8 @@ impl Provider for OpenAiProvider {
         let resp = self
             .http
             .send(
-                self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model))
-                    .header(reqwest::header::ACCEPT, "text/event-stream")
-                    .json(req),
+                self.chat_request(req)
+                    .header(reqwest::header::ACCEPT, "text/event-stream"),
             )
             .await?;
         let provider = self.http.name.clone();

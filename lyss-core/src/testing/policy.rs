@@ -254,6 +254,8 @@ pub async fn ledger_rows_are_durable_and_read_back(policy: Arc<dyn Policy>) {
         saved_tokens: 0,
         saved_nusd: 0,
         memory_saved_nusd: 0,
+        cache_write_tokens: i / 2,
+        prompt_cache_saved_nusd: -(i as i64),
     };
     // Many concurrent writers: every row lands exactly once.
     let tasks: Vec<_> = (0..200u64)
@@ -412,6 +414,8 @@ fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
         saved_tokens: 0,
         saved_nusd: 0,
         memory_saved_nusd: 0,
+        cache_write_tokens: 0,
+        prompt_cache_saved_nusd: 0,
     }
 }
 
@@ -826,6 +830,9 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
     let mut old = spent_entry(&who, 5, 5);
     old.at -= Duration::hours(3);
     old.memory_saved_nusd = 777;
+    old.cached_tokens = 3;
+    old.cache_write_tokens = 2;
+    old.prompt_cache_saved_nusd = -55;
     policy
         .settle(&Reservation::default(), &old)
         .await
@@ -848,6 +855,15 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
     assert_eq!(
         (first.bucket, first.requests, first.memory_saved_nusd),
         (Some(hour(old.at)), 1, 777)
+    );
+    // Provider prompt caching is summed too (a write that saved nothing is a negative saving).
+    assert_eq!(
+        (
+            first.cached_tokens,
+            first.cache_write_tokens,
+            first.prompt_cache_saved_nusd
+        ),
+        (3, 2, -55)
     );
     assert!(
         series[1..]

@@ -54,10 +54,10 @@ button.danger{background:#c53030}.msg{background:#e8f5e9;padding:.6rem 1rem;bord
 .secret{font-family:monospace;background:#fff8e1;padding:.5rem;display:block;word-break:break-all}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.chart{margin:0}.chart svg{width:100%;height:auto}
 figcaption{font-weight:600;margin-bottom:.3rem}.total{font-weight:400;color:#5a6272}
-.tick{font-size:10px;fill:#5a6272}.axis{stroke:#ccd}.spend{fill:#2f6fed}.memory{fill:#2e9e6b}.cache{fill:#8fd694}
+.tick{font-size:10px;fill:#5a6272}.axis{stroke:#ccd}.spend{fill:#2f6fed}.memory{fill:#2e9e6b}.cache{fill:#8fd694}.provider{fill:#d4a72c}
 .requests{fill:#6b7a99}.errors{fill:#c53030}.legend{font-size:.8rem;color:#5a6272}
 .key{display:inline-block;width:.7rem;height:.7rem;margin:0 .3rem 0 .6rem;border-radius:2px}
-.key.memory{background:#2e9e6b}.key.cache{background:#8fd694}.key.requests{background:#6b7a99}.key.errors{background:#c53030}
+.key.memory{background:#2e9e6b}.key.cache{background:#8fd694}.key.provider{background:#d4a72c}.key.requests{background:#6b7a99}.key.errors{background:#c53030}
 .bar{background:#eceef2;border-radius:3px;height:.5rem;min-width:6rem}.bar i{display:block;height:100%;background:#2f6fed;border-radius:3px}
 "#;
 
@@ -294,8 +294,9 @@ async fn overview(
             format!("{:02}-{:02}", u8::from(d.month()), d.day())
         })
         .collect();
-    let mut series = vec![vec![0.0f64; days as usize]; 5];
-    let (mut spent, mut saved_memory, mut saved_cache, mut requests, mut errors) = (0, 0, 0, 0, 0);
+    let mut series = vec![vec![0.0f64; days as usize]; 6];
+    let (mut spent, mut saved_memory, mut saved_cache, mut saved_provider) = (0, 0, 0, 0);
+    let (mut requests, mut errors) = (0, 0);
     for r in &rows {
         let Some(b) = r.bucket else { continue };
         let i = (b - since).whole_days();
@@ -308,7 +309,9 @@ async fn overview(
         series[2][i] += nano_to_usd(r.cache_saved_nusd);
         series[3][i] += (r.requests - r.errors) as f64;
         series[4][i] += r.errors as f64;
+        series[5][i] += nano_to_usd(r.prompt_cache_saved_nusd);
         spent += r.cost_nusd;
+        saved_provider += r.prompt_cache_saved_nusd;
         saved_memory += r.memory_saved_nusd;
         saved_cache += r.cache_saved_nusd;
         requests += r.requests;
@@ -322,20 +325,21 @@ async fn overview(
         }
     };
     let count = |v: f64| format!("{v:.0}");
-    let [spend, memory, cache, ok, failed]: [Vec<f64>; 5] = series
+    let [spend, memory, cache, ok, failed, provider]: [Vec<f64>; 6] = series
         .try_into()
-        .unwrap_or_else(|_| unreachable!("five series"));
+        .unwrap_or_else(|_| unreachable!("six series"));
     let budgets = policy.budgets(until).await.unwrap_or_default();
     let body = html! {
         (notices(&n))
         section {
             p { "Last " (days) " days: " strong { (usd(spent)) } " spent on " (requests) " requests ("
-                (errors) " failed); memory saved " strong { (usd(saved_memory)) } ", the cache " strong { (usd(saved_cache)) } "." }
+                (errors) " failed); memory saved " strong { (usd(saved_memory)) } ", the cache " strong { (usd(saved_cache)) } ", the providers' prompt caches " strong { (usd(saved_provider)) } "." }
             div.grid {
                 (bars("Spend per day", &labels, &[Series { label: "spend", class: "spend", values: spend }], &money))
                 (bars("Saved per day", &labels, &[
                     Series { label: "memory", class: "memory", values: memory },
                     Series { label: "cache", class: "cache", values: cache },
+                    Series { label: "provider cache", class: "provider", values: provider },
                 ], &money))
                 (bars("Requests per day", &labels, &[
                     Series { label: "answered", class: "requests", values: ok },

@@ -157,6 +157,7 @@ pub struct ModelInfo {
     input_per_mtok: f64,
     output_per_mtok: f64,
     cached_input_per_mtok: f64,
+    cache_write_per_mtok: f64,
 }
 
 pub async fn models(State(s): State<AppState>) -> Json<Vec<ModelInfo>> {
@@ -174,6 +175,7 @@ pub async fn models(State(s): State<AppState>) -> Json<Vec<ModelInfo>> {
                     input_per_mtok: i,
                     output_per_mtok: o,
                     cached_input_per_mtok: c,
+                    cache_write_per_mtok: m.price.cache_write_per_mtok(),
                 }
             })
             .collect(),

@@ -63,6 +63,7 @@ impl TestApp {
                 timeout_secs: 5,
                 discover_models: false,
                 api_version: None,
+                prompt_cache: None,
             }],
             models: vec![
                 model("gpt-4o-mini", "up-mini", &["gpt-5-mini"]),
