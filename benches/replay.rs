@@ -20,8 +20,10 @@
 //! excluded) of *every* evidence turn occurs in the messages that reached the upstream; the
 //! share of evidence turns that reached it, by speaker; the same for naive truncation (system
 //! prompt + the newest messages within the same budget, `history_tokens + memory_tokens`); and
-//! the time per request through lyss. `--json` prints one object (`question_savings`,
-//! `evidence_reach`, … as fractions).
+//! the time per request through lyss. And the prompt dollars of lyss and of a plain gateway,
+//! each with the provider's prompt cache simulated (`replay/prompt_cache.rs`), at OpenAI's and
+//! Anthropic's prices. `--json` prints one object (`question_savings`, `evidence_reach`,
+//! `dollars`, … as fractions and USD).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,12 +33,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lyss_benches::{Server, admin, free_port};
+use prompt_cache::{Cache, Prompt, Spend};
+
+#[path = "replay/prompt_cache.rs"]
+mod prompt_cache;
 use lyss_core::config::MemoryConfig;
 use lyss_core::openai::{ChatRequest, Message, Role};
 use lyss_core::tokens;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "replay-admin-token";
+/// How lyss's memory block starts (where its Anthropic breakpoint goes before).
+const BLOCK_HEADER: &str = "What you know about the user";
 const SYSTEM: &str = "You are a helpful assistant. You are chatting with a friend; answer in \
                       their language, briefly, and use what you know of them and of your \
                       earlier conversations.";
@@ -263,6 +271,8 @@ fn evidence_key(text: &str) -> String {
 /// One message of the replayed chat, with the turns merged into it.
 struct Said {
     role: Role,
+    /// LOCOMO's session (a sitting; sessions are days apart) of its first turn.
+    session: u32,
     text: String,
     /// (dia_id, text) of each merged turn.
     turns: Vec<(String, String)>,
@@ -298,6 +308,7 @@ fn chat_of(conv: &Value) -> Vec<Said> {
                 }
                 _ => out.push(Said {
                     role,
+                    session: n,
                     text: said,
                     turns: vec![(id, text)],
                 }),
@@ -388,6 +399,52 @@ impl Tally {
             "naive_evidence_reach": self.naive_reached as f64 / n,
         })
     }
+}
+
+/// One request's prompt as lyss sent it upstream and as the client sent it (what a plain
+/// gateway forwards); `session` is LOCOMO's sitting, `None` for the questions asked after.
+struct Sent {
+    ours: Prompt,
+    plain: Prompt,
+    session: Option<u32>,
+}
+
+/// Prompt spend per price table, (lyss, plain gateway), for the questions and for every
+/// request; `expiring`: the provider's cache is cold at each new sitting (days apart).
+fn bill(
+    conversations: &[Vec<Sent>],
+    tables: &[prompt_cache::Table],
+    model: &str,
+    expiring: bool,
+) -> (Vec<(Spend, Spend)>, Vec<(Spend, Spend)>) {
+    let mut questions = vec![(Spend::default(), Spend::default()); tables.len()];
+    let mut all = questions.clone();
+    for conversation in conversations {
+        let mut caches: Vec<(Cache, Cache)> = tables
+            .iter()
+            .map(|t| (Cache::new(*t, model), Cache::new(*t, model)))
+            .collect();
+        let mut sitting = None;
+        for sent in conversation {
+            if expiring && sent.session != sitting {
+                for (ours, plain) in &mut caches {
+                    ours.expire();
+                    plain.expire();
+                }
+            }
+            sitting = sent.session;
+            for (i, (ours, plain)) in caches.iter_mut().enumerate() {
+                let (l, p) = (ours.bill(&sent.ours), plain.bill(&sent.plain));
+                all[i].0.add(&l);
+                all[i].1.add(&p);
+                if sent.session.is_none() {
+                    questions[i].0.add(&l);
+                    questions[i].1.add(&p);
+                }
+            }
+        }
+    }
+    (questions, all)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -489,6 +546,9 @@ async fn main() {
     let (mut turn_ms, mut question_ms) = (Vec::new(), Vec::new());
     // Evidence turns reached, by who said them: (reached, all) for the user and the assistant.
     let mut by_role: HashMap<Role, (u64, u64)> = HashMap::new();
+    // Every request's prompt as lyss sent it and as a plain gateway would have, by conversation
+    // (billed at the end: tokenizing them here would load the cores lyss is measured on).
+    let mut prompts: Vec<Vec<Sent>> = Vec::new();
     let started = Instant::now();
     let mut conversations = 0;
     for conv in data.as_array().expect("a list of conversations") {
@@ -521,20 +581,22 @@ async fn main() {
                 turn_text.insert(dia.clone(), (said.role, text.clone()));
             }
         }
+        let mut sent_prompts = Vec::new();
+        let mut keep = |sent: &ChatRequest, asked: &ChatRequest, session: Option<u32>| {
+            sent_prompts.push(Sent {
+                ours: Prompt::of(&sent.messages, BLOCK_HEADER),
+                plain: Prompt::of(&asked.messages, BLOCK_HEADER),
+                session,
+            });
+        };
         // The conversation, one user message at a time, with the whole history.
         let mut history: Vec<Message> = Vec::new();
         for said in &chat {
             if said.role == Role::User {
-                let (ms, _) = send(
-                    &http,
-                    &base,
-                    &key,
-                    &request(&args.model, &history, Some(&said.text)),
-                    &bodies,
-                    args.pause,
-                )
-                .await;
+                let req = request(&args.model, &history, Some(&said.text));
+                let (ms, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
                 turn_ms.push(ms);
+                keep(&sent, &req, Some(said.session));
             }
             history.push(Message::text(said.role, said.text.clone()));
         }
@@ -559,6 +621,7 @@ async fn main() {
             let req = request(&args.model, &history, Some(question));
             let (ms, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
             question_ms.push(ms);
+            keep(&sent, &req, None);
             let reached_in = |messages: &[Message]| {
                 let hay = haystack(messages);
                 evidence
@@ -584,6 +647,7 @@ async fn main() {
             per_cat.entry(cat).or_default().add(&this);
             per_conv.entry(id.to_owned()).or_default().add(&this);
         }
+        prompts.push(sent_prompts);
         if !args.json {
             eprintln!(
                 "replay: {id} done ({} messages) after {:.0} s",
@@ -601,7 +665,42 @@ async fn main() {
         hit as f64 / n.max(1) as f64
     };
     let mut every_ms: Vec<f64> = turn_ms.iter().chain(&question_ms).copied().collect();
+    let tables = prompt_cache::tables();
+    let dollars = |spend: &[(Spend, Spend)]| {
+        tables
+            .iter()
+            .zip(spend)
+            .map(|(t, (ours, plain))| {
+                let saved = 1.0 - ours.nusd as f64 / plain.nusd.max(1) as f64;
+                (
+                    t.model.to_owned(),
+                    json!({
+                        "lyss": ours.json(),
+                        "plain": plain.json(),
+                        "saved_vs_plain_cached": saved,
+                        "saved_vs_plain_uncached":
+                            1.0 - ours.nusd as f64 / plain.nusd_uncached.max(1) as f64,
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
     let overall = all.json();
+    let dollar_report: serde_json::Map<String, Value> = [false, true]
+        .into_iter()
+        .map(|expiring| {
+            let (questions, every) = bill(&prompts, &tables, &args.model, expiring);
+            let name = if expiring {
+                "cache_expires_between_sessions"
+            } else {
+                "cache_never_expires"
+            };
+            (
+                name.to_owned(),
+                json!({"questions": dollars(&questions), "all_requests": dollars(&every)}),
+            )
+        })
+        .collect();
     let report = json!({
         "data": args.data,
         "conversations": conversations,
@@ -612,6 +711,7 @@ async fn main() {
         "evidence_reach": overall["evidence_reach"],
         "naive_question_savings": overall["naive_savings"],
         "naive_evidence_reach": overall["naive_evidence_reach"],
+        "dollars": dollar_report,
         "turn_recall_user": share(Role::User),
         "turn_recall_assistant": share(Role::Assistant),
         "overall": overall,
@@ -661,6 +761,27 @@ async fn main() {
         100.0 * share(Role::User),
         100.0 * share(Role::Assistant)
     );
+    println!(
+        "prompt dollars with the provider's prompt cache (no expiry), lyss vs a plain gateway:"
+    );
+    for (expiry, by_scope) in report["dollars"].as_object().unwrap() {
+        println!("  {expiry}:");
+        for (scope, by_model) in by_scope.as_object().unwrap() {
+            for (model, d) in by_model.as_object().unwrap() {
+                let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+                println!(
+                    "    {scope:<12} {model:<18} lyss ${:.4} ({:.1}% cached) vs plain ${:.4} ({:.1}% cached, ${:.4} uncached): {:.1}% saved ({:.1}% vs uncached)",
+                    f(&d["lyss"]["usd"]),
+                    100.0 * f(&d["lyss"]["cached_share"]),
+                    f(&d["plain"]["usd"]),
+                    100.0 * f(&d["plain"]["cached_share"]),
+                    f(&d["plain"]["usd_uncached"]),
+                    100.0 * f(&d["saved_vs_plain_cached"]),
+                    100.0 * f(&d["saved_vs_plain_uncached"]),
+                );
+            }
+        }
+    }
     for (name, l) in report["latency"].as_object().unwrap() {
         println!(
             "time per request, {name}: p50 {:.2} ms, p95 {:.2} ms, mean {:.2} ms ({} requests)",

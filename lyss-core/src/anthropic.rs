@@ -377,9 +377,11 @@ fn text_len(content: &AnthropicContent) -> usize {
 /// Inserts prompt-cache breakpoints into a Messages request translated from `req`, where the
 /// prefix they close is long enough to cache and likely to be sent again:
 /// - the end of the system prompt (with the tools before it, the start of every request);
-/// - the end of the conversation's stable part: the whole prompt (the next turn extends it),
-///   or, when instructions were injected into the last user turn (lyss's memory block, which
-///   changes per request), the turn before it.
+/// - the ends of the conversation's stable part's last two turns: the stable part is the whole
+///   prompt (the next turn extends it), or, when instructions were injected into the last user
+///   turn (lyss's memory block, which changes per request), everything before that turn; the
+///   turn before its end serves a branch (a regenerated answer, another question on the same
+///   history).
 ///
 /// A request that carries breakpoints of its own (the client's) is left as it is. Anthropic
 /// bills a cache write at 1.25× input and a read at 0.1×, and reads back a prefix written up
@@ -423,17 +425,22 @@ pub fn mark_cache_breakpoints(req: &ChatRequest, body: &mut MessagesRequest) {
         .iter()
         .any(|m| matches!(m.role, Role::System | Role::Developer));
     let stable = body.messages.len() - usize::from(injected && !body.messages.is_empty());
-    prefix += body.messages[..stable]
+    // The stable part's last two turns: the next turn reads the last, a branch from here (a
+    // regenerated answer, another question on the same history) the one before.
+    let mut ends: Vec<usize> = body.messages[..stable]
         .iter()
-        .map(|m| text_len(&m.content))
-        .sum::<usize>();
-    if stable > 0 && long(prefix) {
+        .scan(prefix, |sum, m| {
+            *sum += text_len(&m.content);
+            Some(*sum)
+        })
+        .collect();
+    let first_marked = stable.saturating_sub(2);
+    ends.drain(..first_marked);
+    for (m, end) in body.messages[first_marked..stable].iter_mut().zip(ends) {
         // A turn of tool calls or results alone has no block that can carry the mark.
-        body.messages[..stable]
-            .iter_mut()
-            .rev()
-            .take(2)
-            .any(|m| mark_last(&mut m.content));
+        if long(end) {
+            mark_last(&mut m.content);
+        }
     }
 }
 

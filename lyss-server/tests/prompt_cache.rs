@@ -102,12 +102,16 @@ async fn anthropic_gets_breakpoints_and_cache_reads_and_writes_are_priced() {
         2000
     );
 
-    // The end of the system prompt and the end of the conversation are breakpoints.
+    // The end of the system prompt and of the conversation's last two turns are breakpoints.
     let body = app.upstream_bodies().await.pop().unwrap();
     assert_eq!(
         breakpoints(&body),
         [
             ("system".to_owned(), system.clone()),
+            (
+                "messages[1]".to_owned(),
+                "Is it a new chain or an old one?".to_owned()
+            ),
             ("messages[2]".to_owned(), "It is old.".to_owned())
         ]
     );

@@ -10,6 +10,16 @@ use lyss_tests::{command, free_port};
 /// Rounds of the race; each is a fresh directory, so every round races on migration 1.
 const ROUNDS: usize = 6;
 
+/// A child process killed when the test ends, passing or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_server_and_admin_commands_open_a_new_data_directory_at_once() {
     for round in 0..ROUNDS {
@@ -17,12 +27,15 @@ async fn a_server_and_admin_commands_open_a_new_data_directory_at_once() {
         let data = dir.path().join("data");
         let data = data.to_str().unwrap();
         let bind = format!("127.0.0.1:{}", free_port());
-        let mut server = command("lyss-server")
-            .args(["--data-dir", data, "--bind", &bind])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let logs = dir.path().join("server.log");
+        let mut server = Killed(
+            command("lyss-server")
+                .args(["--data-dir", data, "--bind", &bind])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&logs).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         // Three admin commands started in the same instant as the server.
         let admins: Vec<_> = (0..3)
             .map(|i| {
@@ -45,11 +58,10 @@ async fn a_server_and_admin_commands_open_a_new_data_directory_at_once() {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = server.try_wait().unwrap() {
-                let out = server.wait_with_output().unwrap();
+            if let Some(status) = server.0.try_wait().unwrap() {
                 panic!(
                     "round {round}: lyss-server exited ({status}) beside lyss: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    std::fs::read_to_string(&logs).unwrap_or_default()
                 );
             }
             if let Ok(r) = reqwest::get(format!("http://{bind}/readyz")).await
@@ -60,8 +72,7 @@ async fn a_server_and_admin_commands_open_a_new_data_directory_at_once() {
             assert!(Instant::now() < deadline, "round {round}: server not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(server);
         // All three workspaces were created, once each.
         let out = command("lyss")
             .args(["--data-dir", data, "--json", "workspace", "list"])

@@ -410,11 +410,15 @@ fn injected_instructions_stay_in_place_and_the_breakpoint_goes_before_them() {
         v["system"],
         json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}])
     );
-    // The stable part ends with the answer before the injected context.
-    assert_eq!(
-        v["messages"][1]["content"][0]["cache_control"],
-        json!({"type": "ephemeral"})
-    );
+    // The stable part ends with the answer before the injected context; the turn before it
+    // is marked too (another question on the same history reads it).
+    for i in [0, 1] {
+        assert_eq!(
+            v["messages"][i]["content"][0]["cache_control"],
+            json!({"type": "ephemeral"}),
+            "{i}"
+        );
+    }
     assert!(!v["messages"][2].to_string().contains("cache_control"));
 
     // Without injected context the whole prompt is the stable part.
