@@ -409,14 +409,17 @@ struct Sent {
     session: Option<u32>,
 }
 
-/// Prompt spend per price table, (lyss, plain gateway), for the questions and for every
-/// request; `expiring`: the provider's cache is cold at each new sitting (days apart).
+/// Spend per price table: (lyss, plain gateway).
+type Spends = Vec<(Spend, Spend)>;
+
+/// Prompt spend per price table, for the questions and for every request; `expiring`: the
+/// provider's cache is cold at each new sitting (days apart).
 fn bill(
     conversations: &[Vec<Sent>],
     tables: &[prompt_cache::Table],
     model: &str,
     expiring: bool,
-) -> (Vec<(Spend, Spend)>, Vec<(Spend, Spend)>) {
+) -> (Spends, Spends) {
     let mut questions = vec![(Spend::default(), Spend::default()); tables.len()];
     let mut all = questions.clone();
     for conversation in conversations {
