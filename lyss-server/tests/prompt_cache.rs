@@ -160,15 +160,7 @@ async fn anthropic_gets_breakpoints_and_cache_reads_and_writes_are_priced() {
         .iter()
         .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
         .collect();
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .set_body_string(sse),
-        )
-        .mount(&app.upstream)
-        .await;
+    common::mount_sse(&app.upstream, "/v1/messages", sse).await;
     let mut next = conversation(&system, "It is old.");
     let messages = next["messages"].as_array_mut().unwrap();
     messages.push(json!({"role": "assistant", "content": "An old one."}));
@@ -338,15 +330,7 @@ async fn openai_gets_one_cache_key_per_conversation_and_cached_tokens_are_priced
     .map(|c| format!("data: {c}\n\n"))
     .chain(["data: [DONE]\n\n".to_owned()])
     .collect::<String>();
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .set_body_string(sse),
-        )
-        .mount(&app.upstream)
-        .await;
+    common::mount_sse(&app.upstream, "/v1/chat/completions", sse).await;
     let mut streamed = first.clone();
     streamed["stream"] = json!(true);
     let resp = app

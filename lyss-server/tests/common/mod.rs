@@ -244,6 +244,20 @@ pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
     out
 }
 
+/// Answers every POST to `path` with `body` as a server-sent-event stream.
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+pub async fn mount_sse(upstream: &MockServer, path: &str, body: String) {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(path))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(body),
+        )
+        .mount(upstream)
+        .await;
+}
+
 /// The `data:` payloads of an SSE body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.lines()
