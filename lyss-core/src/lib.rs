@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod provider;
 mod redis_conn;
+pub mod responses;
 pub mod secrets;
 pub mod setup;
 mod sqlite;

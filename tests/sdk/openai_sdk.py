@@ -1,6 +1,7 @@
 """The official `openai` Python SDK against a running lyss-server, as a new user would use it.
 
-Run by tests/tests/e2e.rs with LYSS_BASE_URL, LYSS_KEY and LYSS_EXPECT_MODELS set; the
+Run by tests/tests/e2e.rs with LYSS_BASE_URL, LYSS_KEY, LYSS_BROKE_KEY (a key whose budget
+admits nothing) and LYSS_EXPECT_MODELS set; the
 upstream behind lyss is a wiremock fake that answers "Hello!" (chat), "Hel"+"lo" (stream, with
 usage 9/12) and a 3-float embedding.
 """
@@ -66,5 +67,39 @@ try:
     sys.exit("a model outside the allow-list was served")
 except (openai.NotFoundError, openai.PermissionDeniedError) as e:
     assert e.code == "model_not_found", e
+
+# The Responses API (`client.responses.create`), on the same pipeline.
+first = client.responses.create(model="gpt-4o-mini", instructions="Be brief.", input="hi")
+assert first.output_text == "Hello!", first
+assert first.status == "completed" and first.usage.input_tokens == 1117, first.usage
+follow = client.responses.create(
+    model="gpt-4o-mini", input="and again?", previous_response_id=first.id
+)
+assert follow.output_text == "Hello!" and follow.previous_response_id == first.id, follow
+
+events = list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
+assert events[0].type == "response.created", events[0]
+text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+assert text == "Hello", text
+done = events[-1]
+assert done.type == "response.completed", done
+assert done.response.output_text == "Hello" and done.response.usage.output_tokens == 12, done
+
+with client.responses.stream(model="gpt-4o-mini", input="hi") as stream:
+    final = stream.get_final_response()
+assert final.output_text == "Hello", final
+
+try:
+    client.responses.create(model="gpt-4o", input="hi")
+    sys.exit("a model outside the allow-list was served by the Responses API")
+except (openai.NotFoundError, openai.PermissionDeniedError) as e:
+    assert e.code == "model_not_found", e
+
+broke = openai.OpenAI(base_url=base, api_key=os.environ["LYSS_BROKE_KEY"], max_retries=0)
+try:
+    broke.responses.create(model="gpt-4o-mini", input="hi")
+    sys.exit("a request over budget was served by the Responses API")
+except openai.RateLimitError as e:
+    assert e.code == "insufficient_quota", e
 
 print("openai sdk: ok")

@@ -148,6 +148,21 @@ provider = "local"
     );
     let created = lyss(&config, &data, &["key", "create", "--user", "ann"]);
     let key = created["key"].as_str().unwrap().to_owned();
+    // A user whose budget admits nothing, for the SDK's view of a budget refusal.
+    lyss(
+        &config,
+        &data,
+        &["user", "create", "broke", "--workspace", "team"],
+    );
+    let broke = lyss(&config, &data, &["key", "create", "--user", "broke"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lyss(
+        &config,
+        &data,
+        &["budget", "set", "--user", "broke", "--tokens", "5"],
+    );
     let id = created["id"].as_str().unwrap().to_owned();
 
     let client = reqwest::Client::new();
@@ -192,6 +207,7 @@ provider = "local"
                 .arg(script)
                 .env("LYSS_BASE_URL", format!("{}/v1", server.base))
                 .env("LYSS_KEY", &key)
+                .env("LYSS_BROKE_KEY", &broke)
                 .env(
                     "LYSS_EXPECT_MODELS",
                     "gpt-4o-mini,gpt-5-mini,text-embedding-3-small",

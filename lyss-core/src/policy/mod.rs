@@ -464,6 +464,13 @@ pub trait Policy: Send + Sync {
     /// Removes a stored provider.
     async fn delete_provider(&self, name: &str) -> Result<()>;
 
+    /// Keeps the conversation a Responses API answer ended (`messages`: JSON chat messages) under
+    /// its id, for the user's later `previous_response_id`.
+    async fn save_response(&self, id: &str, user_id: &str, messages: &str) -> Result<()>;
+    /// The conversation saved under `id`; [`Error::NotFound`] when there is none or it is
+    /// another user's (the two look the same).
+    async fn load_response(&self, id: &str, user_id: &str) -> Result<String>;
+
     /// Checks that the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 }

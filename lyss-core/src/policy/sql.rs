@@ -978,6 +978,30 @@ macro_rules! impl_sql_policy {
                 Ok(())
             }
 
+            async fn save_response(&self, id: &str, user_id: &str, messages: &str) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO responses (id, user_id, messages, created_at_ms) VALUES ($1, $2, $3, $4)")
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(messages)
+                    .bind($crate::clock::unix_ms(time::OffsetDateTime::now_utc()))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn load_response(&self, id: &str, user_id: &str) -> $crate::Result<String> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT messages FROM responses WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    Some(r) => Ok(r.try_get("messages")?),
+                    None => Err($crate::Error::NotFound(format!("response `{id}`"))),
+                }
+            }
+
             async fn create_user(&self, name: &str, workspace: &str) -> $crate::Result<$crate::policy::User> {
                 use $crate::policy::sql::{new_id, now_secs, validate_name};
                 validate_name("user", name)?;

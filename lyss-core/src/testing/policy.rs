@@ -34,6 +34,7 @@ macro_rules! policy_conformance {
             usage_reports_group_the_ledger,
             rate_limits_and_budgets_reach_the_principal,
             workspace_updates_change_only_what_they_name,
+            responses_are_kept_for_their_user_only,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -1009,4 +1010,25 @@ pub async fn workspace_updates_change_only_what_they_name(policy: Arc<dyn Policy
         Err(Error::NotFound(_))
     ));
     assert_eq!(policy.list_workspaces().await.unwrap()[0], updated);
+}
+
+pub async fn responses_are_kept_for_their_user_only(policy: Arc<dyn Policy>) {
+    let messages = r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"Hello!"}]"#;
+    policy
+        .save_response("resp_1", "u-ann", messages)
+        .await
+        .expect("save");
+    assert_eq!(
+        policy.load_response("resp_1", "u-ann").await.expect("load"),
+        messages
+    );
+    // Another user's, or one that never was: the same not found.
+    for (id, user) in [("resp_1", "u-bob"), ("resp_2", "u-ann")] {
+        assert!(matches!(
+            policy.load_response(id, user).await,
+            Err(crate::Error::NotFound(_))
+        ));
+    }
+    // An id is kept once.
+    assert!(policy.save_response("resp_1", "u-ann", "[]").await.is_err());
 }

@@ -8,6 +8,7 @@ pub mod memories;
 pub mod messages;
 pub mod metrics;
 pub mod models;
+pub mod responses;
 pub mod throttle;
 
 use axum::extract::rejection::BytesRejection;

@@ -1,0 +1,701 @@
+//! OpenAI's Responses API (`POST /v1/responses`): its request, answer and event shapes, and
+//! their translation to and from chat completions. A Responses call runs through the pipeline
+//! as a chat request (keys, allow-lists, budgets, limits, memory, cache, ledger) and so reaches
+//! every upstream kind; `previous_response_id` is served from the conversations lyss stores
+//! itself ([`crate::policy::Policy::save_response`]), whatever the upstream.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::openai::{
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
+    ImageUrl, KnownPart, Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall, Usage,
+};
+
+/// `POST /v1/responses` request body (the fields lyss translates; the rest are kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponsesRequest {
+    pub model: String,
+    /// A string (one user message) or a list of input items.
+    #[serde(default)]
+    pub input: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
+    /// Whether lyss keeps the conversation for a later `previous_response_id` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// `{"format": {"type": "text" | "json_object" | "json_schema", …}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"effort": "low" | "medium" | "high"}`: chat's `reasoning_effort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_key: Option<String>,
+    /// Everything else (`include`, `truncation`, `service_tier`, …): accepted, not translated.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResponsesRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the conversation is kept for `previous_response_id`.
+    pub fn stores(&self) -> bool {
+        self.store.unwrap_or(true)
+    }
+}
+
+/// A new response id (`resp_…`), message id (`msg_…`) or call item id (`fc_…`).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> Error {
+    Error::invalid_param(message, param)
+}
+
+/// The request's input as chat messages (what it adds to the conversation).
+pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
+    let items = match &req.input {
+        None | Some(Value::Null) => return Err(invalid("`input` is required", "input")),
+        Some(Value::String(text)) => return Ok(vec![Message::text(Role::User, text.clone())]),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(invalid("`input` must be a string or a list", "input")),
+    };
+    let mut out: Vec<Message> = Vec::new();
+    for item in items {
+        let kind = item["type"].as_str().unwrap_or("message");
+        match kind {
+            "message" => {
+                let role = match item["role"].as_str() {
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some("system") => Role::System,
+                    Some("developer") => Role::Developer,
+                    other => {
+                        return Err(invalid(
+                            format!(
+                                "input message role {other:?} is not one of user, assistant, system, developer"
+                            ),
+                            "input",
+                        ));
+                    }
+                };
+                out.push(Message {
+                    content: Some(content(&item["content"])?),
+                    ..Message::text(role, "")
+                });
+            }
+            "function_call" => {
+                let call = ToolCall {
+                    id: item["call_id"].as_str().map(str::to_owned),
+                    kind: Some("function".into()),
+                    function: Some(FunctionCall {
+                        name: item["name"].as_str().map(str::to_owned),
+                        arguments: item["arguments"].as_str().map(str::to_owned),
+                    }),
+                    index: None,
+                };
+                // Calls made together are one assistant turn, with any text it said.
+                match out.last_mut() {
+                    Some(m) if m.role == Role::Assistant => {
+                        m.tool_calls.get_or_insert_with(Vec::new).push(call);
+                    }
+                    _ => out.push(Message {
+                        content: None,
+                        tool_calls: Some(vec![call]),
+                        ..Message::text(Role::Assistant, "")
+                    }),
+                }
+            }
+            "function_call_output" => {
+                let output = match &item["output"] {
+                    Value::String(s) => s.clone(),
+                    other => content(other)?.text(),
+                };
+                out.push(Message {
+                    tool_call_id: item["call_id"].as_str().map(str::to_owned),
+                    ..Message::text(Role::Tool, output)
+                });
+            }
+            // Reasoning a model did earlier is the upstream's own business.
+            "reasoning" => {}
+            other => {
+                return Err(invalid(
+                    format!(
+                        "input items of type `{other}` are not supported: lyss serves messages, function calls and their outputs"
+                    ),
+                    "input",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A message's content: a string, or input/output text and image parts.
+fn content(v: &Value) -> Result<Content> {
+    let parts = match v {
+        Value::String(s) => return Ok(Content::Text(s.clone())),
+        Value::Array(parts) => parts,
+        _ => {
+            return Err(invalid(
+                "message content must be a string or a list",
+                "input",
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for p in parts {
+        match p["type"].as_str() {
+            Some("input_text" | "output_text" | "text") => {
+                out.push(ContentPart::Known(KnownPart::Text {
+                    text: p["text"].as_str().unwrap_or("").to_owned(),
+                    extra: Map::new(),
+                }));
+            }
+            Some("input_image") => {
+                let url = p["image_url"].as_str().ok_or_else(|| {
+                    invalid(
+                        "input_image needs an `image_url` (a URL or a data URL); file ids are not supported",
+                        "input",
+                    )
+                })?;
+                out.push(ContentPart::Known(KnownPart::ImageUrl {
+                    image_url: ImageUrl {
+                        url: url.to_owned(),
+                        detail: p["detail"].as_str().map(str::to_owned),
+                    },
+                    extra: Map::new(),
+                }));
+            }
+            Some("refusal") => {}
+            other => {
+                return Err(invalid(
+                    format!(
+                        "content parts of type {other:?} are not supported (text and images are)"
+                    ),
+                    "input",
+                ));
+            }
+        }
+    }
+    Ok(Content::Parts(out))
+}
+
+/// The chat request for a Responses request: its instructions, the stored conversation it
+/// continues (`history`), then its input.
+pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequest> {
+    let mut messages = Vec::new();
+    // Instructions are this request's only: they do not carry over from a previous response.
+    if let Some(i) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
+        messages.push(Message::text(Role::System, i));
+    }
+    messages.extend(history);
+    messages.extend(input_messages(req)?);
+    let tools = req
+        .tools
+        .as_ref()
+        .map(|tools| tools.iter().map(tool).collect::<Result<Vec<_>>>())
+        .transpose()?;
+    let tool_choice = match &req.tool_choice {
+        Some(Value::Object(o)) if o.get("type") == Some(&json!("function")) => {
+            Some(json!({"type": "function", "function": {"name": o.get("name")}}))
+        }
+        Some(Value::String(s)) => Some(Value::String(s.clone())),
+        Some(other) => {
+            return Err(invalid(
+                format!(
+                    "tool_choice {other} is not supported (auto, none, required or a function are)"
+                ),
+                "tool_choice",
+            ));
+        }
+        None => None,
+    };
+    let format = req.text.as_ref().and_then(|t| t.get("format"));
+    let response_format = match format.and_then(|f| f["type"].as_str()) {
+        None | Some("text") => None,
+        Some("json_object") => Some(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let f = format.unwrap_or(&Value::Null);
+            let mut schema = Map::new();
+            for k in ["name", "schema", "strict", "description"] {
+                if let Some(v) = f.get(k) {
+                    schema.insert(k.into(), v.clone());
+                }
+            }
+            Some(ResponseFormat::JsonSchema {
+                json_schema: Value::Object(schema),
+            })
+        }
+        Some(other) => {
+            return Err(invalid(
+                format!("text.format `{other}` is not supported"),
+                "text",
+            ));
+        }
+    };
+    let mut extra = Map::new();
+    for (k, v) in [
+        ("temperature", req.temperature.map(|t| json!(t))),
+        ("top_p", req.top_p.map(|t| json!(t))),
+        (
+            "parallel_tool_calls",
+            req.parallel_tool_calls.map(Value::Bool),
+        ),
+        (
+            "reasoning_effort",
+            req.reasoning
+                .as_ref()
+                .and_then(|r| r.get("effort"))
+                .cloned(),
+        ),
+        (
+            "prompt_cache_key",
+            req.prompt_cache_key.clone().map(Value::String),
+        ),
+    ] {
+        if let Some(v) = v {
+            extra.insert(k.into(), v);
+        }
+    }
+    Ok(ChatRequest {
+        model: req.model.clone(),
+        messages,
+        stream: req.is_stream().then_some(true),
+        // A streamed response ends with its usage: the pipeline passes the usage chunk on.
+        stream_options: req.is_stream().then(|| StreamOptions {
+            include_usage: Some(true),
+            extra: Map::new(),
+        }),
+        max_completion_tokens: req.max_output_tokens,
+        tools,
+        tool_choice,
+        response_format,
+        user: req.user.clone(),
+        extra,
+        ..ChatRequest::default()
+    })
+}
+
+/// A Responses tool as a chat tool: function tools only (built-in tools such as web search run
+/// inside OpenAI and have no meaning for other upstreams).
+fn tool(t: &Value) -> Result<Tool> {
+    if t["type"].as_str() != Some("function") {
+        return Err(invalid(
+            format!(
+                "tools of type {:?} are not supported: lyss serves function tools",
+                t["type"].as_str().unwrap_or("?")
+            ),
+            "tools",
+        ));
+    }
+    let name = t["name"]
+        .as_str()
+        .ok_or_else(|| invalid("a function tool needs a `name`", "tools"))?;
+    Ok(Tool {
+        kind: "function".into(),
+        function: Some(FunctionDef {
+            name: name.to_owned(),
+            description: t["description"].as_str().map(str::to_owned),
+            parameters: t.get("parameters").cloned(),
+            strict: t["strict"].as_bool(),
+        }),
+        extra: Map::new(),
+    })
+}
+
+/// What the caller asked for that a response echoes back.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    pub id: String,
+    pub model: String,
+    pub created_at: u64,
+    request: Value,
+}
+
+impl Echo {
+    /// `model` is the public name the caller asked for.
+    pub fn new(req: &ResponsesRequest, created_at: u64) -> Self {
+        Self {
+            id: new_id("resp"),
+            model: req.model.clone(),
+            created_at,
+            request: json!({
+                "instructions": req.instructions,
+                "max_output_tokens": req.max_output_tokens,
+                "metadata": req.metadata.clone().unwrap_or_else(|| json!({})),
+                "parallel_tool_calls": req.parallel_tool_calls.unwrap_or(true),
+                "previous_response_id": req.previous_response_id,
+                "store": req.stores(),
+                "temperature": req.temperature,
+                "text": req.text.clone().unwrap_or_else(|| json!({"format": {"type": "text"}})),
+                "tool_choice": req.tool_choice.clone().unwrap_or_else(|| json!("auto")),
+                "tools": req.tools.clone().unwrap_or_default(),
+                "top_p": req.top_p,
+                "user": req.user,
+            }),
+        }
+    }
+
+    /// The response object: `status` and its output items, usage when known.
+    fn response(
+        &self,
+        status: &str,
+        output: Vec<Value>,
+        usage: Option<&Usage>,
+        finish: Option<&str>,
+    ) -> Value {
+        let mut r = json!({
+            "id": self.id, "object": "response", "created_at": self.created_at,
+            "status": status, "error": null,
+            "incomplete_details": (finish == Some("length")).then(|| json!({"reason": "max_output_tokens"})),
+            "model": self.model, "output": output, "usage": usage.map(usage_json),
+        });
+        if let (Value::Object(r), Value::Object(echo)) = (&mut r, &self.request) {
+            r.extend(echo.clone());
+        }
+        r
+    }
+}
+
+/// Chat usage in the Responses shape.
+fn usage_json(u: &Usage) -> Value {
+    let reasoning = u
+        .extra
+        .get("completion_tokens_details")
+        .and_then(|d| d.get("reasoning_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    json!({
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens(), "cache_write_tokens": u.cache_write_tokens()},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
+}
+
+fn message_item(id: &str, text: &str, status: &str) -> Value {
+    json!({"type": "message", "id": id, "status": status, "role": "assistant",
+           "content": if status == "in_progress" { json!([]) } else { json!([text_part(text)]) }})
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+           "arguments": arguments, "status": status})
+}
+
+fn status_of(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length" | "content_filter") => "incomplete",
+        _ => "completed",
+    }
+}
+
+/// A chat completion as a response object.
+pub fn from_chat(resp: &ChatResponse, echo: &Echo) -> Value {
+    let choice = resp.choices.first();
+    let mut output = Vec::new();
+    if let Some(m) = choice.map(|c| &c.message) {
+        let text = m.content.as_ref().map(Content::text).unwrap_or_default();
+        if !text.is_empty() {
+            output.push(message_item(&new_id("msg"), &text, "completed"));
+        }
+        for call in m.tool_calls.iter().flatten() {
+            let f = call.function.as_ref();
+            output.push(call_item(
+                &new_id("fc"),
+                call.id.as_deref().unwrap_or(""),
+                f.and_then(|f| f.name.as_deref()).unwrap_or(""),
+                f.and_then(|f| f.arguments.as_deref()).unwrap_or("{}"),
+                "completed",
+            ));
+        }
+    }
+    let finish = choice.and_then(|c| c.finish_reason.as_deref());
+    echo.response(status_of(finish), output, resp.usage.as_ref(), finish)
+}
+
+/// The assistant turn a response's output adds to the conversation (what is stored for
+/// `previous_response_id`).
+pub fn output_message(response: &Value) -> Message {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for item in response["output"].as_array().into_iter().flatten() {
+        match item["type"].as_str() {
+            Some("message") => {
+                for p in item["content"].as_array().into_iter().flatten() {
+                    text.push_str(p["text"].as_str().unwrap_or(""));
+                }
+            }
+            Some("function_call") => calls.push(ToolCall {
+                id: item["call_id"].as_str().map(str::to_owned),
+                kind: Some("function".into()),
+                function: Some(FunctionCall {
+                    name: item["name"].as_str().map(str::to_owned),
+                    arguments: item["arguments"].as_str().map(str::to_owned),
+                }),
+                index: None,
+            }),
+            _ => {}
+        }
+    }
+    Message {
+        content: (!text.is_empty()).then_some(Content::Text(text)),
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        ..Message::text(Role::Assistant, "")
+    }
+}
+
+/// One function call being streamed.
+struct StreamedCall {
+    output_index: usize,
+    item_id: String,
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Chat chunks as the Responses API's stream events, `(event type, data)`.
+pub struct StreamToResponses {
+    echo: Echo,
+    sequence: u64,
+    started: bool,
+    /// The message item being streamed: (output index, item id, text so far).
+    text: Option<(usize, String, String)>,
+    calls: Vec<(u32, StreamedCall)>,
+    /// Finished output items, in order.
+    output: Vec<(usize, Value)>,
+    next_index: usize,
+    usage: Option<Usage>,
+    finish: Option<String>,
+}
+
+/// Events of a stream: (type, data).
+pub type Events = Vec<(&'static str, Value)>;
+
+impl StreamToResponses {
+    pub fn new(echo: Echo) -> Self {
+        Self {
+            echo,
+            sequence: 0,
+            started: false,
+            text: None,
+            calls: Vec::new(),
+            output: Vec::new(),
+            next_index: 0,
+            usage: None,
+            finish: None,
+        }
+    }
+
+    /// The response's id.
+    pub fn id(&self) -> &str {
+        &self.echo.id
+    }
+
+    fn emit(&mut self, out: &mut Events, kind: &'static str, mut data: Value) {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        out.push((kind, data));
+    }
+
+    fn start(&mut self, out: &mut Events) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let r = self.echo.response("in_progress", Vec::new(), None, None);
+        self.emit(out, "response.created", json!({"response": r}));
+        self.emit(out, "response.in_progress", json!({"response": r}));
+    }
+
+    fn close_text(&mut self, out: &mut Events) {
+        let Some((index, id, text)) = self.text.take() else {
+            return;
+        };
+        self.emit(
+            out,
+            "response.output_text.done",
+            json!({"item_id": id, "output_index": index,
+            "content_index": 0, "text": text, "logprobs": []}),
+        );
+        self.emit(
+            out,
+            "response.content_part.done",
+            json!({"item_id": id, "output_index": index,
+            "content_index": 0, "part": text_part(&text)}),
+        );
+        let item = message_item(&id, &text, "completed");
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+        self.output.push((index, item));
+    }
+
+    /// The events one chunk makes.
+    pub fn on_chunk(&mut self, chunk: &ChatChunk) -> Events {
+        let mut out = Vec::new();
+        self.start(&mut out);
+        if let Some(u) = &chunk.usage {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = chunk.choices.first() else {
+            return out;
+        };
+        if let Some(delta) = choice.delta.content.as_deref().filter(|d| !d.is_empty()) {
+            if self.text.is_none() {
+                let (index, id) = (self.next_index, new_id("msg"));
+                self.next_index += 1;
+                self.emit(
+                    &mut out,
+                    "response.output_item.added",
+                    json!({"output_index": index,
+                    "item": message_item(&id, "", "in_progress")}),
+                );
+                self.emit(
+                    &mut out,
+                    "response.content_part.added",
+                    json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "part": text_part("")}),
+                );
+                self.text = Some((index, id, String::new()));
+            }
+            if let Some((index, id, text)) = &mut self.text {
+                text.push_str(delta);
+                let data = json!({"item_id": id, "output_index": index, "content_index": 0,
+                    "delta": delta, "logprobs": []});
+                self.emit(&mut out, "response.output_text.delta", data);
+            }
+        }
+        for tc in choice.delta.tool_calls.iter().flatten() {
+            let key = tc.index.unwrap_or(0);
+            if !self.calls.iter().any(|(k, _)| *k == key) {
+                self.close_text(&mut out);
+                let call = StreamedCall {
+                    output_index: self.next_index,
+                    item_id: new_id("fc"),
+                    call_id: tc.id.clone().unwrap_or_default(),
+                    name: tc
+                        .function
+                        .as_ref()
+                        .and_then(|f| f.name.clone())
+                        .unwrap_or_default(),
+                    arguments: String::new(),
+                };
+                self.next_index += 1;
+                let item = call_item(&call.item_id, &call.call_id, &call.name, "", "in_progress");
+                self.emit(
+                    &mut out,
+                    "response.output_item.added",
+                    json!({"output_index": call.output_index, "item": item}),
+                );
+                self.calls.push((key, call));
+            }
+            let delta = tc.function.as_ref().and_then(|f| f.arguments.clone());
+            if let Some(delta) = delta.filter(|d| !d.is_empty())
+                && let Some((_, call)) = self.calls.iter_mut().find(|(k, _)| *k == key)
+            {
+                call.arguments.push_str(&delta);
+                let data = json!({"item_id": call.item_id, "output_index": call.output_index,
+                    "delta": delta});
+                self.emit(&mut out, "response.function_call_arguments.delta", data);
+            }
+        }
+        if let Some(f) = &choice.finish_reason {
+            self.finish = Some(f.clone());
+        }
+        out
+    }
+
+    /// The closing events: every open item done, then `response.completed` with the whole
+    /// response (returned too, for storing).
+    pub fn finish(&mut self) -> (Events, Value) {
+        let mut out = Vec::new();
+        self.start(&mut out);
+        self.close_text(&mut out);
+        for (_, call) in std::mem::take(&mut self.calls) {
+            self.emit(
+                &mut out,
+                "response.function_call_arguments.done",
+                json!({
+                "item_id": call.item_id, "output_index": call.output_index,
+                "name": call.name, "arguments": call.arguments}),
+            );
+            let item = call_item(
+                &call.item_id,
+                &call.call_id,
+                &call.name,
+                &call.arguments,
+                "completed",
+            );
+            self.emit(
+                &mut out,
+                "response.output_item.done",
+                json!({"output_index": call.output_index, "item": item}),
+            );
+            self.output.push((call.output_index, item));
+        }
+        self.output.sort_by_key(|(i, _)| *i);
+        let output = self.output.iter().map(|(_, v)| v.clone()).collect();
+        let finish = self.finish.clone();
+        let status = status_of(finish.as_deref());
+        let response = self
+            .echo
+            .response(status, output, self.usage.as_ref(), finish.as_deref());
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.emit(&mut out, kind, json!({"response": response}));
+        (out, response)
+    }
+
+    /// The event that ends a stream that failed after it started.
+    pub fn error(&mut self, code: &str, message: &str) -> Events {
+        let mut out = Vec::new();
+        self.emit(
+            &mut out,
+            "error",
+            json!({"code": code, "message": message, "param": null}),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

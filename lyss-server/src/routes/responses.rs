@@ -1,0 +1,155 @@
+//! `POST /v1/responses`: OpenAI's Responses API, streaming and not, on the chat pipeline (keys,
+//! allow-lists, budgets, limits, memory, cache, ledger) and so in front of every upstream kind.
+//! Lyss keeps each answered conversation (unless `store: false`) so that
+//! `previous_response_id` works whatever the upstream; errors have OpenAI's shape.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use lyss_core::openai::Message;
+use lyss_core::policy::Policy;
+use lyss_core::responses::{
+    Echo, Events, ResponsesRequest, StreamToResponses, from_chat, input_messages, output_message,
+    to_chat,
+};
+use lyss_core::{ChatBody, ChatStream, Error};
+
+use super::{call, json_body};
+use crate::AppState;
+use crate::error::{ApiError, body};
+
+/// Where an answered conversation is kept: the user it belongs to and its turns so far.
+struct Keep {
+    policy: Arc<dyn Policy>,
+    user_id: String,
+    conversation: Vec<Message>,
+}
+
+impl Keep {
+    /// Saves the conversation with the response's output under the response's id. A failure
+    /// is logged, not returned: the answer is paid for and delivered either way.
+    async fn save(mut self, response: &serde_json::Value) {
+        self.conversation.push(output_message(response));
+        let id = response["id"].as_str().unwrap_or_default();
+        let saved = match serde_json::to_string(&self.conversation) {
+            Ok(json) => self.policy.save_response(id, &self.user_id, &json).await,
+            Err(e) => Err(Error::Internal(e.to_string())),
+        };
+        if let Err(e) = saved {
+            tracing::error!(error = %e, response = id, "could not keep the conversation for previous_response_id");
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let call = call(&headers);
+    let req: ResponsesRequest = json_body(&state, &call, raw).await?;
+    let who = state.lyss.authenticate(&call.api_key).await?;
+    let policy = state.lyss.policy().clone();
+    let history: Vec<Message> = match &req.previous_response_id {
+        Some(id) => {
+            let saved = policy
+                .load_response(id, &who.user_id)
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound(_) => Error::invalid_param(
+                        format!("Previous response with id '{id}' not found."),
+                        "previous_response_id",
+                    ),
+                    other => other,
+                })?;
+            serde_json::from_str(&saved)
+                .map_err(|e| Error::Internal(format!("stored response {id}: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    let keep = req.stores().then(|| -> Result<Keep, Error> {
+        let mut conversation = history.clone();
+        conversation.extend(input_messages(&req)?);
+        Ok(Keep {
+            policy,
+            user_id: who.user_id.clone(),
+            conversation,
+        })
+    });
+    let keep = keep.transpose()?;
+    let chat = to_chat(&req, history)?;
+    let created_at = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let echo = Echo::new(&req, created_at);
+    let reply = state.lyss.chat(&call, chat).await?;
+    let mut resp = match reply.body {
+        ChatBody::Complete(c) => {
+            let response = from_chat(&c, &echo);
+            if let Some(keep) = keep {
+                keep.save(&response).await;
+            }
+            axum::Json(response).into_response()
+        }
+        ChatBody::Stream(s) => {
+            Sse::new(events(s, StreamToResponses::new(echo), keep)).into_response()
+        }
+    };
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Chunks as the Responses API's named events; the conversation is kept once the stream has
+/// completed. A failure mid-stream is an `error` event, the last.
+fn events(
+    stream: ChatStream,
+    translator: StreamToResponses,
+    keep: Option<Keep>,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
+    futures::stream::unfold(Some((stream, translator, keep)), |state| async move {
+        let (mut stream, mut translator, keep) = state?;
+        let (batch, next): (Events, bool) = match stream.next().await {
+            Some(Ok(chunk)) => (translator.on_chunk(&chunk), true),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "stream failed after it started");
+                let (_, err) = body(&e);
+                let code = err["error"]["code"].as_str().unwrap_or("server_error");
+                let message = err["error"]["message"].as_str().unwrap_or("stream failed");
+                (translator.error(code, message), false)
+            }
+            None => {
+                let (events, response) = translator.finish();
+                if let Some(keep) = keep {
+                    keep.save(&response).await;
+                }
+                return Some((futures::stream::iter(to_sse(events)), None));
+            }
+        };
+        Some((
+            futures::stream::iter(to_sse(batch)),
+            next.then_some((stream, translator, keep)),
+        ))
+    })
+    .flatten()
+}
+
+fn to_sse(events: Events) -> Vec<Result<Event, Infallible>> {
+    events
+        .into_iter()
+        .map(|(name, data)| {
+            Ok(Event::default()
+                .event(name)
+                .json_data(&data)
+                .unwrap_or_else(|_| Event::default().event(name).data("{}")))
+        })
+        .collect()
+}

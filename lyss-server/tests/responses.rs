@@ -1,0 +1,246 @@
+//! `POST /v1/responses` through the real server: the Responses API on the chat pipeline, to an
+//! OpenAI-compatible fake and to an Anthropic one, streaming and not, with conversations kept
+//! by lyss for `previous_response_id`, and governance (allow-lists, budgets) in OpenAI's shape.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{TestApp, completion, mount_sse, sse, token_budget};
+use lyss_core::config::ProviderKind;
+use lyss_core::policy::Scope;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+async fn answering(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("up-mini", "Hello!")))
+        .mount(&app.upstream)
+        .await;
+}
+
+async fn respond(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
+    let resp = app
+        .client
+        .post(format!("{}/v1/responses", app.base))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_response_runs_on_the_pipeline_and_continues_from_its_id() {
+    let app = TestApp::new().await;
+    answering(&app).await;
+    let (status, first) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["object"], "response");
+    assert_eq!(first["status"], "completed");
+    assert_eq!(first["model"], "gpt-4o-mini");
+    assert_eq!(first["output"][0]["type"], "message");
+    assert_eq!(first["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(first["output"][0]["content"][0]["text"], "Hello!");
+    assert_eq!(
+        (
+            &first["usage"]["input_tokens"],
+            &first["usage"]["output_tokens"]
+        ),
+        (&json!(1117), &json!(46))
+    );
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["model"], "up-mini");
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    );
+    // The ledger has it, priced as any chat request.
+    let row = &app.ledger().await[0];
+    assert_eq!(
+        (row.model.as_str(), row.prompt_tokens, row.completion_tokens),
+        ("gpt-4o-mini", 1117, 46)
+    );
+
+    // The next turn names the previous response: lyss sends the conversation so far (the
+    // instructions were that request's only).
+    let id = first["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_"));
+    let (status, second) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "and again?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["previous_response_id"], id);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": "and again?"}])
+    );
+
+    // Another user cannot continue it; a response not stored cannot be continued.
+    let bob = app.key_for("bob", "team").await;
+    let (status, err) = respond(
+        &app,
+        &bob,
+        json!({"model": "gpt-4o-mini", "input": "x", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    common::assert_openai_error(&err, "invalid_request_error", None);
+    assert_eq!(err["error"]["param"], "previous_response_id");
+    let (_, unstored) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "hi", "store": false}),
+    )
+    .await;
+    let (status, _) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "x",
+               "previous_response_id": unstored["id"]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_events_and_is_kept() {
+    let app = TestApp::new().await;
+    mount_sse(
+        &app.upstream,
+        "/v1/chat/completions",
+        sse("up-mini", &["Hel", "lo"], true),
+    )
+    .await;
+    let resp = app
+        .post("/v1/responses")
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Hello");
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+    assert_eq!(done["usage"]["output_tokens"], 12);
+    // The upstream was asked for usage; the ledger has the stream's.
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["stream"], true);
+    let row = &app.ledger().await[0];
+    assert!(row.stream);
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (9, 12));
+
+    // And the streamed conversation continues like any other.
+    app.upstream.reset().await;
+    answering(&app).await;
+    let (status, next) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "more", "previous_response_id": done["id"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "assistant", "content": "Hello"})
+    );
+}
+
+#[tokio::test]
+async fn governance_refuses_in_openais_shape() {
+    let app = TestApp::new().await;
+    answering(&app).await;
+    token_budget(&app, Scope::User, "ann", 5).await;
+    // gpt-4o exists but is not on the workspace's allow-list.
+    let (status, err) = respond(&app, &app.key, json!({"model": "gpt-4o", "input": "hi"})).await;
+    assert_eq!(status, 404);
+    common::assert_openai_error(&err, "invalid_request_error", Some("model_not_found"));
+    // A budget that cannot admit the request: refused, nothing sent.
+    let (status, err) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(err["error"]["code"], "insufficient_quota");
+    // Bad input is a 400 that names the field.
+    let (status, err) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "hi", "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "tools");
+    assert!(app.upstream_bodies().await.is_empty());
+    // No key, no answer.
+    let resp = app
+        .client
+        .post(format!("{}/v1/responses", app.base))
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_response_reaches_an_anthropic_upstream_translated() {
+    let app = TestApp::with(|c| c.providers[0].kind = ProviderKind::Anthropic).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "up-mini",
+            "content": [{"type": "text", "text": "Bonjour !"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 4}
+        })))
+        .mount(&app.upstream)
+        .await;
+    let (status, r) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "instructions": "Answer in French.", "input": "Hello",
+               "max_output_tokens": 64}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["output"][0]["content"][0]["text"], "Bonjour !");
+    assert_eq!(r["usage"]["input_tokens"], 12);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["system"], "Answer in French.");
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "Hello");
+}
