@@ -111,15 +111,7 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
                 });
             }
             "function_call" => {
-                let call = ToolCall {
-                    id: item["call_id"].as_str().map(str::to_owned),
-                    kind: Some("function".into()),
-                    function: Some(FunctionCall {
-                        name: item["name"].as_str().map(str::to_owned),
-                        arguments: item["arguments"].as_str().map(str::to_owned),
-                    }),
-                    index: None,
-                };
+                let call = function_call(item);
                 // Calls made together are one assistant turn, with any text it said.
                 match out.last_mut() {
                     Some(m) if m.role == Role::Assistant => {
@@ -155,6 +147,19 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
         }
     }
     Ok(out)
+}
+
+/// A `function_call` item as the assistant's tool call.
+fn function_call(item: &Value) -> ToolCall {
+    ToolCall {
+        id: item["call_id"].as_str().map(str::to_owned),
+        kind: Some("function".into()),
+        function: Some(FunctionCall {
+            name: item["name"].as_str().map(str::to_owned),
+            arguments: item["arguments"].as_str().map(str::to_owned),
+        }),
+        index: None,
+    }
 }
 
 /// A message's content: a string, or input/output text and image parts.
@@ -458,15 +463,7 @@ pub fn output_message(response: &Value) -> Message {
                     text.push_str(p["text"].as_str().unwrap_or(""));
                 }
             }
-            Some("function_call") => calls.push(ToolCall {
-                id: item["call_id"].as_str().map(str::to_owned),
-                kind: Some("function".into()),
-                function: Some(FunctionCall {
-                    name: item["name"].as_str().map(str::to_owned),
-                    arguments: item["arguments"].as_str().map(str::to_owned),
-                }),
-                index: None,
-            }),
+            Some("function_call") => calls.push(function_call(item)),
             _ => {}
         }
     }

@@ -88,19 +88,7 @@ async fn a_streamed_message_is_anthropics_event_stream() {
     let resp = send(&app, &app.key, &message(true)).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let events: Vec<(String, Value)> = text
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap()
-                .to_owned();
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (name, serde_json::from_str(data).unwrap())
-        })
-        .collect();
+    let events = common::sse_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

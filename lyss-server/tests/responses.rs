@@ -132,15 +132,7 @@ async fn a_streamed_response_is_events_and_is_kept() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let events: Vec<(String, Value)> = text
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect();
+    let events = common::sse_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"response.created"));
     assert_eq!(names.last(), Some(&"response.completed"));

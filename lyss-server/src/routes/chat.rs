@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -24,16 +24,11 @@ pub async fn completions(
     let call = call(&headers);
     let req: ChatRequest = json_body(&state, &call, raw).await?;
     let reply = state.lyss.chat(&call, req).await?;
-    let mut resp = match reply.body {
+    let resp = match reply.body {
         ChatBody::Complete(c) => axum::Json(c).into_response(),
         ChatBody::Stream(s) => Sse::new(sse_events(s)).into_response(),
     };
-    for (name, value) in reply.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(HeaderName::from_static(name), v);
-        }
-    }
-    Ok(resp)
+    Ok(super::with_headers(resp, reply.headers))
 }
 
 /// Chunks as OpenAI's SSE: one `data:` event per chunk, then `data: [DONE]` — unless the

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -107,16 +107,11 @@ pub async fn create(
         }
     };
     let reply = state.lyss.chat(&call, chat).await?;
-    let mut resp = match reply.body {
+    let resp = match reply.body {
         ChatBody::Complete(c) => axum::Json(response_from_openai(&c, &model)).into_response(),
         ChatBody::Stream(s) => Sse::new(events(s, model)).into_response(),
     };
-    for (name, value) in reply.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(HeaderName::from_static(name), v);
-        }
-    }
-    Ok(resp)
+    Ok(super::with_headers(resp, reply.headers))
 }
 
 /// Chunks as Anthropic's named events; a failure mid-stream is an `error` event, the last.

@@ -12,7 +12,8 @@ pub mod responses;
 pub mod throttle;
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use lyss_core::pipeline::{CACHE_HEADER, CACHE_THRESHOLD_HEADER, CacheControl};
 use lyss_core::{Call, Error};
@@ -69,6 +70,16 @@ pub fn call(headers: &HeaderMap) -> Call {
                 .unwrap_or(f32::NAN)
         }),
     }
+}
+
+/// A response with the pipeline's headers (budget left, tokens sent, cache) added.
+pub fn with_headers(mut resp: Response, headers: Vec<(&'static str, String)>) -> Response {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+    resp
 }
 
 /// Parses a JSON body. A body that is too large is 413; malformed JSON is 400 — but only

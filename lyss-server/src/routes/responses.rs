@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -88,7 +88,7 @@ pub async fn create(
     let created_at = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let echo = Echo::new(&req, created_at);
     let reply = state.lyss.chat(&call, chat).await?;
-    let mut resp = match reply.body {
+    let resp = match reply.body {
         ChatBody::Complete(c) => {
             let response = from_chat(&c, &echo);
             if let Some(keep) = keep {
@@ -100,12 +100,7 @@ pub async fn create(
             Sse::new(events(s, StreamToResponses::new(echo), keep)).into_response()
         }
     };
-    for (name, value) in reply.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(HeaderName::from_static(name), v);
-        }
-    }
-    Ok(resp)
+    Ok(super::with_headers(resp, reply.headers))
 }
 
 /// Chunks as the Responses API's named events; the conversation is kept once the stream has

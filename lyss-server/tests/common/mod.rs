@@ -258,6 +258,19 @@ pub async fn mount_sse(upstream: &MockServer, path: &str, body: String) {
         .await;
 }
 
+/// The named events of an SSE body: (event, parsed data).
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+pub fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
 /// The `data:` payloads of an SSE body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.lines()
