@@ -131,17 +131,8 @@ fn events(
             }
             None => (translator.finish(), false),
         };
-        let events: Vec<Result<Event, Infallible>> = batch
-            .into_iter()
-            .map(|(name, data)| {
-                Ok(Event::default()
-                    .event(name)
-                    .json_data(&data)
-                    .unwrap_or_else(|_| Event::default().event(name).data("{}")))
-            })
-            .collect();
         Some((
-            futures::stream::iter(events),
+            futures::stream::iter(super::named_events(batch)),
             next.then_some((stream, translator)),
         ))
     })

@@ -82,6 +82,23 @@ pub fn with_headers(mut resp: Response, headers: Vec<(&'static str, String)>) ->
     resp
 }
 
+/// `(event name, data)` pairs as named server-sent events (Anthropic's and the Responses
+/// API's streams name every event).
+pub fn named_events(
+    events: Vec<(&'static str, serde_json::Value)>,
+) -> Vec<Result<axum::response::sse::Event, std::convert::Infallible>> {
+    use axum::response::sse::Event;
+    events
+        .into_iter()
+        .map(|(name, data)| {
+            Ok(Event::default()
+                .event(name)
+                .json_data(&data)
+                .unwrap_or_else(|_| Event::default().event(name).data("{}")))
+        })
+        .collect()
+}
+
 /// Parses a JSON body. A body that is too large is 413; malformed JSON is 400 — but only
 /// after the key checks out, so that unauthenticated callers learn nothing but 401.
 pub async fn json_body<T: DeserializeOwned>(

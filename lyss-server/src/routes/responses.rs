@@ -126,25 +126,13 @@ fn events(
                 if let Some(keep) = keep {
                     keep.save(&response).await;
                 }
-                return Some((futures::stream::iter(to_sse(events)), None));
+                return Some((futures::stream::iter(super::named_events(events)), None));
             }
         };
         Some((
-            futures::stream::iter(to_sse(batch)),
+            futures::stream::iter(super::named_events(batch)),
             next.then_some((stream, translator, keep)),
         ))
     })
     .flatten()
-}
-
-fn to_sse(events: Events) -> Vec<Result<Event, Infallible>> {
-    events
-        .into_iter()
-        .map(|(name, data)| {
-            Ok(Event::default()
-                .event(name)
-                .json_data(&data)
-                .unwrap_or_else(|_| Event::default().event(name).data("{}")))
-        })
-        .collect()
 }
