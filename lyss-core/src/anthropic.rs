@@ -585,13 +585,18 @@ pub fn usage_to_openai(u: &AnthropicUsage) -> Usage {
     }
 }
 
-/// OpenAI usage as Anthropic usage (cached prompt tokens are cache reads).
+/// OpenAI usage as Anthropic usage (cached prompt tokens are cache reads, and the cache writes
+/// an Anthropic upstream reported are writes again).
 pub fn usage_from_openai(u: &Usage) -> AnthropicUsage {
     let cached = u.cached_tokens();
+    let written = u.cache_write_tokens();
     AnthropicUsage {
-        input_tokens: u.prompt_tokens.saturating_sub(cached),
+        input_tokens: u
+            .prompt_tokens
+            .saturating_sub(cached)
+            .saturating_sub(written),
         output_tokens: u.completion_tokens,
-        cache_creation_input_tokens: None,
+        cache_creation_input_tokens: (written > 0).then_some(written),
         cache_read_input_tokens: (cached > 0).then_some(cached),
     }
 }
@@ -830,11 +835,37 @@ impl StreamToOpenAi {
 // ---------------------------------------------------------------------------------------
 // Inbound: `POST /v1/messages`.
 
+/// A text block as an OpenAI text part, its `cache_control` kept (an Anthropic upstream gets
+/// it back; an OpenAI one has it removed).
+fn marked_part(block: &Block) -> Option<ContentPart> {
+    let Block::Known(KnownBlock::Text { text, extra }) = block else {
+        return None;
+    };
+    let mut kept = Map::new();
+    if let Some(mark) = extra.get(CACHE_CONTROL) {
+        kept.insert(CACHE_CONTROL.into(), mark.clone());
+    }
+    Some(ContentPart::Known(KnownPart::Text {
+        text: text.clone(),
+        extra: kept,
+    }))
+}
+
 /// A Messages request as an OpenAI chat request, to run through the pipeline.
 pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
     let mut messages = Vec::new();
-    if let Some(system) = &req.system {
-        messages.push(Message::text(Role::System, system.text()));
+    match &req.system {
+        // The client's cache breakpoints in its system prompt go on as marked text parts.
+        Some(AnthropicContent::Blocks(blocks)) if blocks.iter().any(has_breakpoint) => {
+            messages.push(Message {
+                content: Some(Content::Parts(
+                    blocks.iter().filter_map(marked_part).collect(),
+                )),
+                ..Message::text(Role::System, "")
+            });
+        }
+        Some(system) => messages.push(Message::text(Role::System, system.text())),
+        None => {}
     }
     for m in req.messages {
         let role = match m.role.as_str() {
@@ -858,12 +889,7 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
         let mut calls = Vec::new();
         for b in blocks {
             match b {
-                Block::Known(KnownBlock::Text { text, .. }) => {
-                    parts.push(ContentPart::Known(KnownPart::Text {
-                        text,
-                        extra: Map::new(),
-                    }))
-                }
+                b @ Block::Known(KnownBlock::Text { .. }) => parts.extend(marked_part(&b)),
                 Block::Known(KnownBlock::Image { source, .. }) => {
                     let url = match source {
                         ImageSource::Base64 { media_type, data } => {
@@ -911,9 +937,10 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
         if parts.is_empty() && calls.is_empty() {
             continue;
         }
-        let all_text = parts
-            .iter()
-            .all(|p| matches!(p, ContentPart::Known(KnownPart::Text { .. })));
+        // Plain text collapses to a string, unless a part carries a cache breakpoint.
+        let all_text = parts.iter().all(
+            |p| matches!(p, ContentPart::Known(KnownPart::Text { extra, .. }) if extra.is_empty()),
+        );
         let content = if parts.is_empty() {
             None
         } else if all_text {

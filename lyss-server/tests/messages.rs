@@ -191,3 +191,47 @@ async fn errors_have_anthropics_shape_and_governance_applies() {
     );
     assert_eq!(app.upstream_bodies().await.len(), before);
 }
+
+/// A Messages request with the client's own cache breakpoints (as Claude Code sends them).
+fn marked_message() -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": 64,
+           "system": [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}],
+           "messages": [{"role": "user", "content": [
+               {"type": "text", "text": "The whole repository map.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+               {"type": "text", "text": "Fix the bug."}]}]})
+}
+
+#[tokio::test]
+async fn a_clients_cache_breakpoints_reach_an_anthropic_upstream_and_never_an_openai_one() {
+    // To an OpenAI-compatible upstream: the marks are Anthropic's, not OpenAI's; removed.
+    let app = app().await;
+    let resp = send(&app, &app.key, &marked_message()).await;
+    assert_eq!(resp.status(), 200);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert!(!sent.to_string().contains("cache_control"), "{sent}");
+    assert_eq!(
+        sent["messages"][0]["content"][0]["text"],
+        "You are a coding agent."
+    );
+    assert_eq!(sent["messages"][1]["content"][1]["text"], "Fix the bug.");
+
+    // To an Anthropic upstream: exactly where the client put them.
+    let app =
+        TestApp::with(|c| c.providers[0].kind = lyss_core::config::ProviderKind::Anthropic).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "up-mini",
+            "content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn",
+            "stop_sequence": null, "usage": {"input_tokens": 30, "output_tokens": 2,
+            "cache_read_input_tokens": 0, "cache_creation_input_tokens": 20}
+        })))
+        .mount(&app.upstream)
+        .await;
+    let resp = send(&app, &app.key, &marked_message()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["usage"]["cache_creation_input_tokens"], 20);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["system"], marked_message()["system"]);
+    assert_eq!(sent["messages"], marked_message()["messages"]);
+}

@@ -22,6 +22,39 @@ pub struct OpenAiProvider {
     prompt_cache: bool,
 }
 
+/// The request without Anthropic's `cache_control` marks on text parts (a client of
+/// `/v1/messages` sets them; OpenAI refuses fields it does not know in a part), or `None` when
+/// it has none.
+fn without_cache_marks(req: &ChatRequest) -> Option<ChatRequest> {
+    let marked = |m: &crate::openai::Message| {
+        match &m.content {
+        Some(crate::openai::Content::Parts(parts)) => parts.iter().any(|p| {
+            matches!(p, crate::openai::ContentPart::Known(crate::openai::KnownPart::Text { extra, .. })
+                if extra.contains_key("cache_control"))
+        }),
+        _ => false,
+    }
+    };
+    if !req.messages.iter().any(marked) {
+        return None;
+    }
+    let mut req = req.clone();
+    for m in &mut req.messages {
+        if let Some(crate::openai::Content::Parts(parts)) = &mut m.content {
+            for p in parts {
+                if let crate::openai::ContentPart::Known(crate::openai::KnownPart::Text {
+                    extra,
+                    ..
+                }) = p
+                {
+                    extra.remove("cache_control");
+                }
+            }
+        }
+    }
+    Some(req)
+}
+
 /// A chat request with lyss's `prompt_cache_key` added: the body is serialised once, with no
 /// copy of the request.
 #[derive(serde::Serialize)]
@@ -60,6 +93,8 @@ impl OpenAiProvider {
     /// `POST /chat/completions` with the request as its body, and lyss's cache key when this
     /// upstream takes it and the client set none.
     fn chat_request(&self, req: &ChatRequest) -> reqwest::RequestBuilder {
+        let unmarked = without_cache_marks(req);
+        let req = unmarked.as_ref().unwrap_or(req);
         let post = self.request(reqwest::Method::POST, "/chat/completions", Some(&req.model));
         match &req.prompt_cache_key {
             Some(key) if self.prompt_cache && !req.extra.contains_key("prompt_cache_key") => post
