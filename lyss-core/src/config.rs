@@ -537,9 +537,31 @@ pub struct ProviderConfig {
     /// `api.openai.com`; off for other OpenAI-compatible servers, which may reject the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache: Option<bool>,
+    /// Upstream models this provider serves through its Responses API (`/responses`) instead of
+    /// chat completions: OpenAI's models that have no chat completions (`gpt-5-pro`,
+    /// `gpt-5-codex`, …). Lyss translates both ways, so chat clients can use them too. Default:
+    /// for `api.openai.com`, models whose name ends in `-pro` or contains `codex`; none elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_models: Option<Vec<String>>,
 }
 
 impl ProviderConfig {
+    /// Whether `upstream` is served through this provider's Responses API
+    /// (see [`ProviderConfig::responses_models`]).
+    pub fn via_responses(&self, upstream: &str) -> bool {
+        match &self.responses_models {
+            Some(models) => models.iter().any(|m| m == upstream),
+            None => {
+                self.kind == ProviderKind::Openai
+                    && reqwest::Url::parse(&self.base_url)
+                        .is_ok_and(|u| u.host_str() == Some("api.openai.com"))
+                    && (upstream.ends_with("-pro")
+                        || upstream.contains("-pro-")
+                        || upstream.contains("codex"))
+            }
+        }
+    }
+
     /// Whether lyss helps this provider's prompt cache (see [`ProviderConfig::prompt_cache`]).
     pub fn prompt_cache(&self) -> bool {
         self.prompt_cache.unwrap_or(match self.kind {
@@ -684,6 +706,31 @@ mod tests {
         };
         assert_eq!(c.policy_for("team", &off), None);
         assert_eq!(c.policy_for("others", &none), None);
+    }
+
+    #[test]
+    fn responses_only_models_and_prompt_caching_default_by_provider() {
+        let provider = |kind: &str, base_url: &str| -> ProviderConfig {
+            serde_json::from_value(serde_json::json!({
+                "name": "p", "kind": kind, "base_url": base_url
+            }))
+            .unwrap()
+        };
+        let openai = provider("openai", "https://api.openai.com/v1");
+        assert!(openai.via_responses("gpt-5-pro"));
+        assert!(openai.via_responses("gpt-5-pro-2025-10-06"));
+        assert!(openai.via_responses("gpt-5-codex"));
+        assert!(!openai.via_responses("gpt-5-mini"));
+        assert!(openai.prompt_cache());
+        let vllm = provider("openai", "http://gpu:8000/v1");
+        assert!(!vllm.via_responses("my-codex-finetune"));
+        assert!(!vllm.prompt_cache());
+        assert!(provider("anthropic", "https://api.anthropic.com/v1").prompt_cache());
+        let listed = ProviderConfig {
+            responses_models: Some(vec!["o3-deep-research".into()]),
+            ..vllm
+        };
+        assert!(listed.via_responses("o3-deep-research"));
     }
 
     #[test]

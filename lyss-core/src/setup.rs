@@ -129,6 +129,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             discover_models: false,
             api_version: None,
             prompt_cache: None,
+            responses_models: None,
         });
         for name in OPENAI_ENV_MODELS {
             let taken = config
@@ -164,6 +165,7 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             discover_models: true,
             api_version: None,
             prompt_cache: None,
+            responses_models: None,
         });
     }
 }
@@ -337,6 +339,7 @@ pub async fn with_stored_providers(config: &Config, policy: &dyn Policy) -> Resu
             discover_models: p.discover_models,
             api_version: p.api_version,
             prompt_cache: None,
+            responses_models: None,
         });
     }
     validate(&config)?;

@@ -96,6 +96,7 @@ fn provider(upstream: &wiremock::MockServer) -> Arc<dyn lyss_core::Provider> {
             discover_models: false,
             api_version: None,
             prompt_cache: None,
+            responses_models: None,
         })
         .expect("provider"),
     )

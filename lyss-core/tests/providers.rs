@@ -35,6 +35,7 @@ fn config(kind: ProviderKind, base_url: String) -> ProviderConfig {
         discover_models: false,
         api_version: Some("2024-10-21".into()),
         prompt_cache: None,
+        responses_models: None,
     }
 }
 
@@ -310,4 +311,173 @@ async fn azure_uses_deployments_api_version_and_its_key_header() {
         OpenAiProvider::from_config(&no_version),
         Err(Error::Config(_))
     ));
+}
+
+/// OpenAI's Responses API event stream for a text answer and a function call, as the API sends
+/// it (trimmed to the fields a client reads).
+fn responses_sse() -> String {
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": "resp_1", "object": "response", "created_at": 1741476777, "status": status,
+               "model": "gpt-5-pro", "output": output, "usage": usage, "incomplete_details": null})
+    };
+    let call = json!({"type": "function_call", "id": "fc_1", "call_id": "call_7",
+                      "name": "get_weather", "arguments": "", "status": "in_progress"});
+    let events = [
+        (
+            "response.created",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        (
+            "response.in_progress",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        (
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message",
+            "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}}),
+        ),
+        (
+            "response.content_part.added",
+            json!({"item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        (
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "delta": "Check"}),
+        ),
+        (
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "delta": "ing."}),
+        ),
+        (
+            "response.output_item.added",
+            json!({"output_index": 1, "item": call}),
+        ),
+        (
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_1", "output_index": 1,
+            "delta": "{\"location\":"}),
+        ),
+        (
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_1", "output_index": 1,
+            "delta": "\"Paris\"}"}),
+        ),
+        (
+            "response.completed",
+            json!({"response": response("completed", json!([]),
+            json!({"input_tokens": 40, "input_tokens_details": {"cached_tokens": 32},
+                   "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 12},
+                   "total_tokens": 60}))}),
+        ),
+    ];
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, data))| {
+            let mut data = data.clone();
+            data["type"] = json!(kind);
+            data["sequence_number"] = json!(i);
+            format!("event: {kind}\ndata: {data}\n\n")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_serves_responses_only_models_through_its_responses_api() {
+    let server = MockServer::start().await;
+    let mut cfg = config(ProviderKind::Openai, format!("{}/v1", server.uri()));
+    cfg.responses_models = Some(vec!["gpt-5-pro".into()]);
+    let p = OpenAiProvider::from_config(&cfg).unwrap();
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(header("authorization", "Bearer secret-key"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(sse(responses_sse()))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "resp_2", "object": "response", "created_at": 1741476777, "status": "completed",
+            "model": "gpt-5-pro", "incomplete_details": null,
+            "output": [
+                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "message", "id": "msg_2", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}]}],
+            "usage": {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 25},
+                      "total_tokens": 70}
+        })))
+        .mount(&server)
+        .await;
+
+    let mut q = question(false);
+    q.model = "gpt-5-pro".into();
+    let answer = p.chat(&q).await.unwrap();
+    assert_eq!(
+        answer.choices[0].message.content.as_ref().unwrap().text(),
+        "Sunny."
+    );
+    assert_eq!(answer.choices[0].finish_reason.as_deref(), Some("stop"));
+    let usage = answer.usage.unwrap();
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (40, 30));
+    // The request went out in the Responses shape: instructions, input items, function tools.
+    let sent: Value =
+        serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "gpt-5-pro", "store": false, "instructions": "Be brief.",
+               "max_output_tokens": 100,
+               "input": [{"role": "user", "content": [{"type": "input_text", "text": "Weather in SF?"}]}],
+               "tools": [{"type": "function", "name": "get_weather", "description": null,
+                          "parameters": {"type": "object"}, "strict": false}]})
+    );
+
+    let mut q = question(true);
+    q.model = "gpt-5-pro".into();
+    let (chunks, err) = drain(&p, &q).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(text(&chunks), "Checking.");
+    let calls: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .flat_map(|c| c.delta.tool_calls.iter().flatten())
+        .collect();
+    assert_eq!(calls[0].id.as_deref(), Some("call_7"));
+    let args: String = calls
+        .iter()
+        .filter_map(|t| t.function.as_ref()?.arguments.clone())
+        .collect();
+    assert_eq!(args, "{\"location\":\"Paris\"}");
+    let finish = chunks
+        .iter()
+        .flat_map(|c| &c.choices)
+        .find_map(|c| c.finish_reason.clone());
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    let usage = chunks.last().unwrap().usage.as_ref().unwrap();
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens()
+        ),
+        (40, 20, 32)
+    );
+
+    // Other models keep chat completions.
+    server.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "c", "object":
+            "chat.completion", "created": 1, "model": "up-model", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]})),
+        )
+        .mount(&server)
+        .await;
+    assert!(p.chat(&question(false)).await.is_ok());
 }

@@ -30,6 +30,7 @@ async fn app(tweak: impl FnOnce(&mut lyss_core::Config)) -> (TestApp, MockServer
             discover_models: false,
             api_version: None,
             prompt_cache: None,
+            responses_models: None,
         });
         let m = c
             .models

@@ -20,6 +20,8 @@ pub struct OpenAiProvider {
     azure: Option<String>,
     /// Send lyss's `prompt_cache_key` ([`ProviderConfig::prompt_cache`]).
     prompt_cache: bool,
+    /// The provider's settings, without its key: which models go through `/responses`.
+    settings: ProviderConfig,
 }
 
 /// The request without Anthropic's `cache_control` marks on text parts (a client of
@@ -87,7 +89,23 @@ impl OpenAiProvider {
             http: Http::new(cfg, auth)?,
             azure,
             prompt_cache: cfg.prompt_cache(),
+            settings: ProviderConfig {
+                api_key: None,
+                ..cfg.clone()
+            },
         })
+    }
+
+    /// `POST /responses` with a chat request translated (a model served there only).
+    fn responses_request(&self, req: &ChatRequest) -> reqwest::RequestBuilder {
+        let mut body = crate::responses::request_from_chat(req);
+        if let Some(key) = req.prompt_cache_key.as_ref().filter(|_| self.prompt_cache)
+            && body.get("prompt_cache_key").is_none()
+        {
+            body["prompt_cache_key"] = serde_json::json!(key);
+        }
+        self.request(reqwest::Method::POST, "/responses", Some(&req.model))
+            .json(&body)
     }
 
     /// `POST /chat/completions` with the request as its body, and lyss's cache key when this
@@ -134,11 +152,41 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
+        if self.settings.via_responses(&req.model) {
+            let resp = self.http.send(self.responses_request(req)).await?;
+            let answer: serde_json::Value = self.http.json(resp).await?;
+            return Ok(crate::responses::chat_from_response(&answer));
+        }
         let resp = self.http.send(self.chat_request(req)).await?;
         self.http.json(resp).await
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
+        if self.settings.via_responses(&req.model) {
+            let resp = self
+                .http
+                .send(
+                    self.responses_request(req)
+                        .header(reqwest::header::ACCEPT, "text/event-stream"),
+                )
+                .await?;
+            let mut translator = crate::responses::StreamToChat::new(req.wants_stream_usage());
+            let provider = self.http.name.clone();
+            return Ok(self.http.chunks(resp, move |ev| {
+                let malformed = |e: String| Error::UpstreamUnavailable {
+                    provider: provider.clone(),
+                    message: e,
+                };
+                let data: serde_json::Value = serde_json::from_str(&ev.data)
+                    .map_err(|e| malformed(format!("malformed stream event: {e}")))?;
+                let (chunks, done) =
+                    translator.on_event(&ev.event, &data).map_err(|e| match e {
+                        Error::UpstreamUnavailable { message, .. } => malformed(message),
+                        other => other,
+                    })?;
+                Ok(Step { chunks, done })
+            }));
+        }
         let resp = self
             .http
             .send(

@@ -64,6 +64,7 @@ impl TestApp {
                 discover_models: false,
                 api_version: None,
                 prompt_cache: None,
+                responses_models: None,
             }],
             models: vec![
                 model("gpt-4o-mini", "up-mini", &["gpt-5-mini"]),
