@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    FunctionCall, FunctionDef, ImageUrl, KnownPart, Message, PromptTokensDetails, Role,
-    StreamOptions, Tool, ToolCall, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
+    FunctionDef, ImageUrl, KnownPart, Message, PromptTokensDetails, Role, StreamOptions, Tool,
+    ToolCall, Usage,
 };
 
 /// The API version lyss speaks upstream (`anthropic-version`).
@@ -210,11 +210,7 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
             }),
         }
     };
-    let lead = req
-        .messages
-        .iter()
-        .take_while(|m| matches!(m.role, Role::System | Role::Developer))
-        .count();
+    let lead = req.leading_instructions();
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             // Leading instructions are Anthropic's `system`. One given mid-conversation (lyss's
@@ -671,20 +667,7 @@ impl StreamToOpenAi {
     }
 
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map(str::to_owned),
-                extra: Map::new(),
-            }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::of(&self.id, &self.model, self.created, delta, finish)
     }
 
     /// The chunks one event becomes, and whether the stream is over (`message_stop`). An

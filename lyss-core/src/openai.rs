@@ -40,6 +40,15 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// How many messages open the request as instructions (system or developer) before the
+    /// first turn.
+    pub fn leading_instructions(&self) -> usize {
+        self.messages
+            .iter()
+            .take_while(|m| matches!(m.role, Role::System | Role::Developer))
+            .count()
+    }
+
     /// Whether the client asked for a server-sent-event stream.
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
@@ -325,6 +334,26 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl ChatChunk {
+    /// A chunk of one choice: `delta`, and the finish reason when this is the last.
+    pub fn of(id: &str, model: &str, created: u64, delta: Delta, finish: Option<&str>) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: chunk_object(),
+            created,
+            model: model.to_owned(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map(str::to_owned),
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
 }
 
 fn chunk_object() -> String {

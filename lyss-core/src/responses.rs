@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    FunctionCall, FunctionDef, ImageUrl, KnownPart, Message, ResponseFormat, Role, StreamOptions,
-    Tool, ToolCall, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
+    FunctionDef, ImageUrl, KnownPart, Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall,
+    Usage,
 };
 
 /// `POST /v1/responses` request body (the fields lyss translates; the rest are kept).
@@ -705,11 +705,7 @@ impl StreamToResponses {
 pub fn request_from_chat(req: &ChatRequest) -> Value {
     let mut instructions = Vec::new();
     let mut input = Vec::new();
-    let lead = req
-        .messages
-        .iter()
-        .take_while(|m| matches!(m.role, Role::System | Role::Developer))
-        .count();
+    let lead = req.leading_instructions();
     for (i, m) in req.messages.iter().enumerate() {
         let text = m.content.as_ref().map(Content::text).unwrap_or_default();
         match m.role {
@@ -883,20 +879,7 @@ impl StreamToChat {
     }
 
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: 0,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map(str::to_owned),
-                extra: Map::new(),
-            }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::of(&self.id, &self.model, 0, delta, finish)
     }
 
     fn call_delta(call: ToolCall) -> Delta {

@@ -303,11 +303,7 @@ struct Window {
 impl Window {
     fn of(req: &ChatRequest, upstream: &str, last_user: usize, history_tokens: u64) -> Self {
         let messages = &req.messages;
-        let lead = messages
-            .iter()
-            .take_while(|m| matches!(m.role, Role::System | Role::Developer))
-            .count()
-            .min(last_user);
+        let lead = req.leading_instructions().min(last_user);
         let anchor = if last_user > lead && messages[last_user - 1].role == Role::Assistant {
             last_user - 1
         } else {

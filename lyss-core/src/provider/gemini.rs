@@ -11,9 +11,9 @@ use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    Embedding, EmbeddingInput, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
-    FunctionCall, KnownPart, Message, PromptTokensDetails, ResponseFormat, Role, ToolCall, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Embedding,
+    EmbeddingInput, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, FunctionCall,
+    KnownPart, Message, PromptTokensDetails, ResponseFormat, Role, ToolCall, Usage,
 };
 
 /// Google's Gemini API (`base_url` like `https://generativelanguage.googleapis.com/v1beta`).
@@ -354,19 +354,14 @@ impl StreamToOpenAi {
         if let Some(message) = v["error"]["message"].as_str() {
             return Err(Error::invalid(message.to_owned()));
         }
-        let chunk = |delta: Delta, finish: Option<&str>| ChatChunk {
-            id: v["responseId"].as_str().unwrap_or_default().to_owned(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: v["modelVersion"].as_str().unwrap_or_default().to_owned(),
-            choices: vec![ChunkChoice {
-                index: 0,
+        let chunk = |delta: Delta, finish: Option<&str>| {
+            ChatChunk::of(
+                v["responseId"].as_str().unwrap_or_default(),
+                v["modelVersion"].as_str().unwrap_or_default(),
+                self.created,
                 delta,
-                finish_reason: finish.map(str::to_owned),
-                extra: Map::new(),
-            }],
-            usage: None,
-            extra: Map::new(),
+                finish,
+            )
         };
         let mut out = Vec::new();
         if !self.started {
