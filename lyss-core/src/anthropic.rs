@@ -1011,6 +1011,7 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
             .map(str::to_owned),
         extra,
         prompt_cache_key: None,
+        builtin_tools: None,
     })
 }
 

@@ -37,6 +37,10 @@ pub struct ChatRequest {
     /// the wire format.
     #[serde(skip)]
     pub prompt_cache_key: Option<String>,
+    /// OpenAI's built-in tools (web search) asked for through `/v1/responses`: only an
+    /// OpenAI upstream's Responses API runs them. Not part of chat completions' wire format.
+    #[serde(skip)]
+    pub builtin_tools: Option<Vec<Value>>,
 }
 
 impl ChatRequest {

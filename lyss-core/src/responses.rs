@@ -223,10 +223,16 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
     }
     messages.extend(history);
     messages.extend(input_messages(req)?);
+    let (builtin, functions): (Vec<&Value>, Vec<&Value>) = req
+        .tools
+        .iter()
+        .flatten()
+        .partition(|t| BUILTIN_TOOLS.contains(&t["type"].as_str().unwrap_or("")));
     let tools = req
         .tools
         .as_ref()
-        .map(|tools| tools.iter().map(tool).collect::<Result<Vec<_>>>())
+        .filter(|_| !functions.is_empty())
+        .map(|_| functions.into_iter().map(tool).collect::<Result<Vec<_>>>())
         .transpose()?;
     let tool_choice = match &req.tool_choice {
         Some(Value::Object(o)) if o.get("type") == Some(&json!("function")) => {
@@ -305,9 +311,14 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
         response_format,
         user: req.user.clone(),
         extra,
+        builtin_tools: (!builtin.is_empty()).then(|| builtin.into_iter().cloned().collect()),
         ..ChatRequest::default()
     })
 }
+
+/// The built-in tools lyss passes to an OpenAI upstream's Responses API: web search, whose
+/// answer is text (with citations) a chat completion can carry.
+const BUILTIN_TOOLS: &[&str] = &["web_search", "web_search_preview"];
 
 /// A Responses tool as a chat tool: function tools only (built-in tools such as web search run
 /// inside OpenAI and have no meaning for other upstreams).
@@ -315,7 +326,7 @@ fn tool(t: &Value) -> Result<Tool> {
     if t["type"].as_str() != Some("function") {
         return Err(invalid(
             format!(
-                "tools of type {:?} are not supported: lyss serves function tools",
+                "tools of type {:?} are not supported: lyss serves function tools and web search",
                 t["type"].as_str().unwrap_or("?")
             ),
             "tools",
@@ -737,15 +748,19 @@ pub fn request_from_chat(req: &ChatRequest) -> Value {
     if let Some(n) = req.max_completion_tokens.or(req.max_tokens) {
         body["max_output_tokens"] = json!(n);
     }
-    if let Some(tools) = &req.tools {
-        body["tools"] = tools
-            .iter()
-            .filter_map(|t| t.function.as_ref())
-            .map(|f| {
-                json!({"type": "function", "name": f.name, "description": f.description,
-                            "parameters": f.parameters, "strict": f.strict.unwrap_or(false)})
-            })
-            .collect();
+    let tools: Vec<Value> = req
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.function.as_ref())
+        .map(|f| {
+            json!({"type": "function", "name": f.name, "description": f.description,
+                   "parameters": f.parameters, "strict": f.strict.unwrap_or(false)})
+        })
+        .chain(req.builtin_tools.iter().flatten().cloned())
+        .collect();
+    if !tools.is_empty() {
+        body["tools"] = Value::Array(tools);
     }
     match &req.tool_choice {
         Some(Value::Object(o)) => {

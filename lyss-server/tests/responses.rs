@@ -191,7 +191,7 @@ async fn governance_refuses_in_openais_shape() {
     let (status, err) = respond(
         &app,
         &app.key,
-        json!({"model": "gpt-4o-mini", "input": "hi", "tools": [{"type": "web_search"}]}),
+        json!({"model": "gpt-4o-mini", "input": "hi", "tools": [{"type": "file_search"}]}),
     )
     .await;
     assert_eq!(status, 400);
@@ -235,4 +235,51 @@ async fn a_response_reaches_an_anthropic_upstream_translated() {
     assert_eq!(sent["system"], "Answer in French.");
     assert_eq!(sent["max_tokens"], 64);
     assert_eq!(sent["messages"][0]["content"][0]["text"], "Hello");
+}
+
+#[tokio::test]
+async fn web_search_goes_to_an_openai_upstreams_responses_api_and_is_never_cached() {
+    let app = TestApp::with(|c| {
+        c.cache.mode = lyss_core::config::CacheMode::Exact;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "resp_up", "object": "response", "created_at": 1, "status": "completed",
+            "model": "up-mini", "incomplete_details": null,
+            "output": [
+                {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+                {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "It rained in Lyon today.",
+                              "annotations": [{"type": "url_citation", "url": "https://meteo.example"}]}]}],
+            "usage": {"input_tokens": 300, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 309}
+        })))
+        .mount(&app.upstream)
+        .await;
+    let ask = json!({"model": "gpt-4o-mini", "input": "Weather in Lyon today?",
+                     "tools": [{"type": "web_search"}]});
+    for _ in 0..2 {
+        let (status, r) = respond(&app, &app.key, ask.clone()).await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(
+            r["output"][0]["content"][0]["text"],
+            "It rained in Lyon today."
+        );
+    }
+    // Both went upstream (a search is never answered from the cache), with the tool.
+    let sent = app.upstream_bodies().await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["tools"], json!([{"type": "web_search"}]));
+    assert_eq!(sent[0]["model"], "up-mini");
+    assert_eq!(app.ledger().await[0].prompt_tokens, 300);
+
+    // An upstream without built-in tools says so.
+    let app = TestApp::with(|c| c.providers[0].kind = ProviderKind::Anthropic).await;
+    let (status, err) = respond(&app, &app.key, ask).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["param"], "tools");
+    assert!(app.upstream_bodies().await.is_empty());
 }

@@ -476,7 +476,8 @@ impl Lyss {
         let policy = self
             .cache_config
             .policy_for(&who.workspace_name, &who.workspace_cache)?;
-        if call.cache == CacheControl::NoCache {
+        // A web search answers from the web as it is now: never from the cache.
+        if call.cache == CacheControl::NoCache || req.builtin_tools.is_some() {
             return None;
         }
         // Every scope but the global one starts with its workspace, so that clearing a

@@ -57,6 +57,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
+        super::no_builtin_tools(req)?;
         let body = self.body(req, false)?;
         let resp = self
             .http
@@ -67,6 +68,7 @@ impl Provider for AnthropicProvider {
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
+        super::no_builtin_tools(req)?;
         let body = self.body(req, true)?;
         let resp = self
             .http

@@ -422,6 +422,7 @@ impl Provider for GeminiProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
+        super::no_builtin_tools(req)?;
         let body = request_from_openai(req)?;
         let resp = self
             .http
@@ -439,6 +440,7 @@ impl Provider for GeminiProvider {
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
+        super::no_builtin_tools(req)?;
         let body = request_from_openai(req)?;
         let resp = self
             .http

@@ -18,6 +18,18 @@ pub use self::router::{BreakerStatus, Router, Target, retryable};
 use crate::error::Result;
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
+/// Refuses a request with OpenAI's built-in tools (web search): only an OpenAI upstream's
+/// Responses API runs them.
+pub(crate) fn no_builtin_tools(req: &ChatRequest) -> Result<()> {
+    match &req.builtin_tools {
+        Some(_) => Err(crate::Error::invalid_param(
+            "built-in tools (web search) run only on an OpenAI upstream; this model's provider has none",
+            "tools",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A stream of chat chunks from upstream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
 

@@ -96,7 +96,13 @@ impl OpenAiProvider {
         })
     }
 
-    /// `POST /responses` with a chat request translated (a model served there only).
+    /// Whether a request goes to the upstream's Responses API: a model served there only, or
+    /// built-in tools (web search) that only it runs.
+    fn via_responses(&self, req: &ChatRequest) -> bool {
+        req.builtin_tools.is_some() || self.settings.via_responses(&req.model)
+    }
+
+    /// `POST /responses` with a chat request translated.
     fn responses_request(&self, req: &ChatRequest) -> reqwest::RequestBuilder {
         let mut body = crate::responses::request_from_chat(req);
         if let Some(key) = req.prompt_cache_key.as_ref().filter(|_| self.prompt_cache)
@@ -152,7 +158,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
-        if self.settings.via_responses(&req.model) {
+        if self.via_responses(req) {
             let resp = self.http.send(self.responses_request(req)).await?;
             let answer: serde_json::Value = self.http.json(resp).await?;
             return Ok(crate::responses::chat_from_response(&answer));
@@ -162,7 +168,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {
-        if self.settings.via_responses(&req.model) {
+        if self.via_responses(req) {
             let resp = self
                 .http
                 .send(

@@ -50,11 +50,26 @@ fn a_responses_request_becomes_a_chat_request() {
             ]
         })
     );
-    // A string is one user message; built-in tools and unknown items are refused clearly.
+    // Web search is kept aside for an OpenAI upstream's Responses API, which sends it on.
+    let searching = request(json!({"model": "m", "input": "News?",
+        "tools": [{"type": "web_search", "search_context_size": "low"}]}));
+    let chat = to_chat(&searching, Vec::new()).unwrap();
+    assert!(chat.tools.is_none());
+    assert_eq!(
+        chat.builtin_tools,
+        Some(vec![
+            json!({"type": "web_search", "search_context_size": "low"})
+        ])
+    );
+    assert_eq!(
+        request_from_chat(&chat)["tools"],
+        json!([{"type": "web_search", "search_context_size": "low"}])
+    );
+    // A string is one user message; other built-in tools and unknown items are refused clearly.
     let simple = to_chat(&request(json!({"model": "m", "input": "Hi"})), Vec::new()).unwrap();
     assert_eq!(simple.messages, vec![Message::text(Role::User, "Hi")]);
     for bad in [
-        json!({"model": "m", "input": "Hi", "tools": [{"type": "web_search"}]}),
+        json!({"model": "m", "input": "Hi", "tools": [{"type": "file_search"}]}),
         json!({"model": "m", "input": [{"type": "file_search_call", "id": "x"}]}),
         json!({"model": "m"}),
     ] {
