@@ -21,7 +21,7 @@ SECS="${1:-60}"
 JOBS="${LYSS_FUZZ_JOBS:-1}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(chat_request messages_request stream_translators vendor_responses config)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(chat_request messages_request responses_request stream_translators vendor_responses config)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lyss/fuzz-target}"

@@ -15,7 +15,8 @@ use lyss_core::openai::{ChatChunk, ChatRequest, ChatResponse};
 use serde_json::Value;
 
 /// An OpenAI chat request, then everything lyss does with one before the upstream: cache
-/// keys, the semantic partition, token counting, and the Anthropic and Gemini translations.
+/// keys, the semantic partition, token counting, and the Anthropic (with its cache
+/// breakpoints) and Gemini translations.
 pub fn chat_request(data: &[u8]) -> bool {
     let Ok(req) = serde_json::from_slice::<ChatRequest>(data) else {
         return false;
@@ -23,7 +24,8 @@ pub fn chat_request(data: &[u8]) -> bool {
     let _ = lyss_core::cache::exact_key("w:1:", "m", &req);
     let _ = lyss_core::cache::semantic_partition("w:1:", "m", &req);
     let _ = lyss_core::tokens::count_request("gpt-4o-mini", &req);
-    if let Ok(m) = request_from_openai(&req, 4096) {
+    if let Ok(mut m) = request_from_openai(&req, 4096) {
+        lyss_core::anthropic::mark_cache_breakpoints(&req, &mut m);
         let _ = serde_json::to_vec(&m);
     }
     let _ = lyss_core::provider::gemini::request_from_openai(&req);
@@ -40,6 +42,44 @@ pub fn messages_request(data: &[u8]) -> bool {
         let _ = request_from_openai(&chat, 1024);
     }
     true
+}
+
+/// The Responses API both ways: a client's Responses request translated to a chat request
+/// (the inbound `/v1/responses` path) and on to an upstream Responses request; and the same
+/// bytes as an upstream's Responses answer and as one of its stream events, translated to a
+/// completion and chunks. Accepted when one of the parsers took the input.
+pub fn responses_request(data: &[u8]) -> bool {
+    use lyss_core::responses::{
+        Echo, ResponsesRequest, StreamToChat, StreamToResponses, chat_from_response, from_chat,
+        output_message, request_from_chat, to_chat,
+    };
+    let mut accepted = false;
+    if let Ok(req) = serde_json::from_slice::<ResponsesRequest>(data) {
+        accepted = true;
+        if let Ok(chat) = to_chat(&req, Vec::new()) {
+            let _ = serde_json::to_vec(&request_from_chat(&chat));
+            let _ = lyss_core::tokens::count_request("gpt-4o-mini", &chat);
+        }
+        let echo = Echo::new(&req, 0);
+        let mut stream = StreamToResponses::new(echo.clone());
+        let _ = stream.finish();
+        let answer = r#"{"choices": [{"index": 0, "finish_reason": "length",
+            "message": {"role": "assistant", "content": "x", "tool_calls": [{"id": "c"}]}}]}"#;
+        if let Ok(answer) = serde_json::from_str::<ChatResponse>(answer) {
+            let _ = from_chat(&answer, &echo);
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        accepted = accepted || v.is_object();
+        let answer = chat_from_response(&v);
+        let _ = serde_json::to_vec(&answer);
+        let _ = output_message(&v);
+        let mut chunks = StreamToChat::new(true);
+        let kind = v["type"].as_str().unwrap_or("").to_owned();
+        let _ = chunks.on_event(&kind, &v);
+        let _ = chunks.on_event("response.completed", &v);
+    }
+    accepted
 }
 
 /// An upstream event stream, framed as lyss frames them, through every translator: Anthropic
@@ -264,9 +304,10 @@ mod tests {
     #[test]
     fn seeds_are_accepted_and_crash_inputs_stay_fixed() {
         type Target = fn(&[u8]) -> bool;
-        let targets: [(&str, Target); 5] = [
+        let targets: [(&str, Target); 6] = [
             ("chat_request", super::chat_request),
             ("messages_request", super::messages_request),
+            ("responses_request", super::responses_request),
             ("stream_translators", super::stream_translators),
             ("vendor_responses", super::vendor_responses),
             ("config", super::config),

@@ -414,7 +414,7 @@ fn usage_json(u: &Usage) -> Value {
         "input_tokens_details": {"cached_tokens": u.cached_tokens(), "cache_write_tokens": u.cache_write_tokens()},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
     })
 }
 
@@ -831,7 +831,8 @@ fn usage_from(u: &Value) -> Usage {
     let mut usage: Usage = serde_json::from_value(json!({
         "prompt_tokens": n(&u["input_tokens"]),
         "completion_tokens": n(&u["output_tokens"]),
-        "total_tokens": n(&u["input_tokens"]) + n(&u["output_tokens"]),
+        // Sums saturate: counts that overflow are charged as the most there is, never wrapped.
+        "total_tokens": n(&u["input_tokens"]).saturating_add(n(&u["output_tokens"])),
         "prompt_tokens_details": {"cached_tokens": n(&u["input_tokens_details"]["cached_tokens"])},
     }))
     .unwrap_or_default();

@@ -217,3 +217,18 @@ fn chat_chunks_become_response_events() {
     assert_eq!(response["usage"]["output_tokens"], 12);
     assert_eq!(events.last().unwrap().1["response"], response);
 }
+
+#[test]
+fn usage_that_overflows_saturates_rather_than_wrapping() {
+    let answer = json!({"id": "resp_1", "output": [], "usage": {"input_tokens": 40,
+        "output_tokens": u64::MAX, "input_tokens_details": {"cached_tokens": 1}}});
+    let usage = chat_from_response(&answer).usage.unwrap();
+    assert_eq!(
+        (usage.completion_tokens, usage.total_tokens),
+        (u64::MAX, u64::MAX)
+    );
+    let echo = Echo::new(&request(json!({"model": "m", "input": "x"})), 0);
+    let mut wide = completion(json!({"role": "assistant", "content": "x"}), "stop");
+    wide.usage.as_mut().unwrap().completion_tokens = u64::MAX;
+    assert_eq!(from_chat(&wide, &echo)["usage"]["total_tokens"], u64::MAX);
+}
