@@ -546,19 +546,15 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
-    /// Whether `upstream` is served through this provider's Responses API
-    /// (see [`ProviderConfig::responses_models`]).
-    pub fn via_responses(&self, upstream: &str) -> bool {
+    /// Which upstream models go through the Responses API, decided once (the provider asks on
+    /// every request).
+    pub fn responses_models(&self) -> ResponsesModels {
         match &self.responses_models {
-            Some(models) => models.iter().any(|m| m == upstream),
-            None => {
-                self.kind == ProviderKind::Openai
-                    && reqwest::Url::parse(&self.base_url)
-                        .is_ok_and(|u| u.host_str() == Some("api.openai.com"))
-                    && (upstream.ends_with("-pro")
-                        || upstream.contains("-pro-")
-                        || upstream.contains("codex"))
+            Some(models) => ResponsesModels::Listed(models.clone()),
+            None if self.kind == ProviderKind::Openai && self.is_openai() => {
+                ResponsesModels::OpenAiOnly
             }
+            None => ResponsesModels::Listed(Vec::new()),
         }
     }
 
@@ -566,10 +562,36 @@ impl ProviderConfig {
     pub fn prompt_cache(&self) -> bool {
         self.prompt_cache.unwrap_or(match self.kind {
             ProviderKind::Anthropic => true,
-            ProviderKind::Openai => reqwest::Url::parse(&self.base_url)
-                .is_ok_and(|u| u.host_str() == Some("api.openai.com")),
+            ProviderKind::Openai => self.is_openai(),
             _ => false,
         })
+    }
+
+    /// Whether `base_url` is OpenAI's own API.
+    fn is_openai(&self) -> bool {
+        reqwest::Url::parse(&self.base_url).is_ok_and(|u| u.host_str() == Some("api.openai.com"))
+    }
+}
+
+/// The upstream models a provider serves through its Responses API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponsesModels {
+    /// These, by name (configured; none by default off OpenAI).
+    Listed(Vec<String>),
+    /// OpenAI's models that have no chat completions: named `…-pro` or `…codex…`.
+    OpenAiOnly,
+}
+
+impl ResponsesModels {
+    pub fn includes(&self, upstream: &str) -> bool {
+        match self {
+            Self::Listed(models) => models.iter().any(|m| m == upstream),
+            Self::OpenAiOnly => {
+                upstream.ends_with("-pro")
+                    || upstream.contains("-pro-")
+                    || upstream.contains("codex")
+            }
+        }
     }
 }
 
@@ -717,20 +739,20 @@ mod tests {
             .unwrap()
         };
         let openai = provider("openai", "https://api.openai.com/v1");
-        assert!(openai.via_responses("gpt-5-pro"));
-        assert!(openai.via_responses("gpt-5-pro-2025-10-06"));
-        assert!(openai.via_responses("gpt-5-codex"));
-        assert!(!openai.via_responses("gpt-5-mini"));
+        assert!(openai.responses_models().includes("gpt-5-pro"));
+        assert!(openai.responses_models().includes("gpt-5-pro-2025-10-06"));
+        assert!(openai.responses_models().includes("gpt-5-codex"));
+        assert!(!openai.responses_models().includes("gpt-5-mini"));
         assert!(openai.prompt_cache());
         let vllm = provider("openai", "http://gpu:8000/v1");
-        assert!(!vllm.via_responses("my-codex-finetune"));
+        assert!(!vllm.responses_models().includes("my-codex-finetune"));
         assert!(!vllm.prompt_cache());
         assert!(provider("anthropic", "https://api.anthropic.com/v1").prompt_cache());
         let listed = ProviderConfig {
             responses_models: Some(vec!["o3-deep-research".into()]),
             ..vllm
         };
-        assert!(listed.via_responses("o3-deep-research"));
+        assert!(listed.responses_models().includes("o3-deep-research"));
     }
 
     #[test]

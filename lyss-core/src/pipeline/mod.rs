@@ -34,8 +34,9 @@ use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, Role, StreamOptions, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingsRequest,
+    EmbeddingsResponse, EncodingFormat, KnownPart, ModelList, ModelObject, Role, StreamOptions,
+    Usage,
 };
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::ratelimit::Charge;
@@ -840,13 +841,18 @@ fn prompt_cache_key(who: &Principal, req: &ChatRequest) -> String {
         .filter(|m| matches!(m.role, Role::System | Role::Developer | Role::User))
         .take(3);
     for m in opening {
-        h.update(
-            m.content
-                .as_ref()
-                .map(|c| c.text())
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        // Hashed in place: the opening is hashed on every request.
+        match &m.content {
+            Some(Content::Text(t)) => h.update(t.as_bytes()),
+            Some(Content::Parts(parts)) => {
+                for p in parts {
+                    if let ContentPart::Known(KnownPart::Text { text, .. }) = p {
+                        h.update(text.as_bytes());
+                    }
+                }
+            }
+            None => {}
+        }
         h.update(&[0]);
     }
     format!("lyss-{:016x}", h.digest())

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::http::{Auth, Http, Step, upstream_message};
 use super::{ChunkStream, Provider};
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, ResponsesModels};
 use crate::error::{Error, Result};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
@@ -20,8 +20,8 @@ pub struct OpenAiProvider {
     azure: Option<String>,
     /// Send lyss's `prompt_cache_key` ([`ProviderConfig::prompt_cache`]).
     prompt_cache: bool,
-    /// The provider's settings, without its key: which models go through `/responses`.
-    settings: ProviderConfig,
+    /// Which models go through `/responses` ([`ProviderConfig::responses_models`]).
+    responses_models: ResponsesModels,
 }
 
 /// The request without Anthropic's `cache_control` marks on text parts (a client of
@@ -89,17 +89,14 @@ impl OpenAiProvider {
             http: Http::new(cfg, auth)?,
             azure,
             prompt_cache: cfg.prompt_cache(),
-            settings: ProviderConfig {
-                api_key: None,
-                ..cfg.clone()
-            },
+            responses_models: cfg.responses_models(),
         })
     }
 
     /// Whether a request goes to the upstream's Responses API: a model served there only, or
     /// built-in tools (web search) that only it runs.
     fn via_responses(&self, req: &ChatRequest) -> bool {
-        req.builtin_tools.is_some() || self.settings.via_responses(&req.model)
+        req.builtin_tools.is_some() || self.responses_models.includes(&req.model)
     }
 
     /// `POST /responses` with a chat request translated.
