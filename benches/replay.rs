@@ -21,9 +21,11 @@
 //! share of evidence turns that reached it, by speaker; the same for naive truncation (system
 //! prompt + the newest messages within the same budget, `history_tokens + memory_tokens`); and
 //! the time per request through lyss. And the prompt dollars of lyss and of a plain gateway,
-//! each with the provider's prompt cache simulated (`replay/prompt_cache.rs`), at OpenAI's and
-//! Anthropic's prices. `--json` prints one object (`question_savings`, `evidence_reach`,
-//! `dollars`, … as fractions and USD).
+//! each with the provider's prompt cache simulated (`replay/prompt_cache.rs`), at the prices of
+//! `--model` when it is `gpt-4o-mini` or `claude-sonnet-4-5` (the prices lyss weighed the
+//! cache by in `--memory auto`: the fake provider caches prompts), else at both. `--json`
+//! prints one object (`question_savings`, `evidence_reach`, `dollars`, … as fractions and
+//! USD).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -231,12 +233,11 @@ kind = "{embedder}"
 name = "fake"
 kind = "openai"
 base_url = "{upstream}"
+prompt_cache = true
 
 [[models]]
 name = "{model}"
 provider = "fake"
-input_per_mtok = 0.15
-output_per_mtok = 0.60
 "#,
             embedder = a.embedder,
             model = a.model,
@@ -668,7 +669,16 @@ async fn main() {
         hit as f64 / n.max(1) as f64
     };
     let mut every_ms: Vec<f64> = turn_ms.iter().chain(&question_ms).copied().collect();
-    let tables = prompt_cache::tables();
+    // Lyss weighed the provider's cache at the model's own prices: bill it at those alone.
+    let tables: Vec<_> = prompt_cache::tables()
+        .into_iter()
+        .filter(|t| t.model == args.model)
+        .collect();
+    let tables = if tables.is_empty() {
+        prompt_cache::tables()
+    } else {
+        tables
+    };
     let dollars = |spend: &[(Spend, Spend)]| {
         tables
             .iter()

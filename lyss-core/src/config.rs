@@ -161,8 +161,11 @@ pub enum MemoryMode {
     /// Never: requests go upstream as sent and nothing is remembered.
     Off,
     /// Only prompts longer than `history_tokens + memory_tokens` that declare no tools and
-    /// carry no tool calls or results: those are compressed (and their turns remembered);
-    /// every other request goes upstream exactly as sent.
+    /// carry no tool calls or results, and that cost more sent whole than compressed: those are
+    /// compressed (and their turns remembered); every other request goes upstream exactly as
+    /// sent. Sent whole, a conversation lyss sent lately to a provider that caches prompts is
+    /// read from that cache at a fraction of the input price (Anthropic a tenth): until it
+    /// outgrows that, it is left whole, its turns queued for memory.
     #[default]
     Auto,
     /// Every chat request: its turns are remembered and the user's memories recalled into

@@ -372,3 +372,119 @@ async fn an_openai_compatible_server_gets_no_cache_key_unless_configured() {
     let body = app.upstream_bodies().await.pop().unwrap();
     assert!(body.get("prompt_cache_key").is_none(), "{body}");
 }
+
+/// A conversation of `exchanges` user/assistant turns, then the next question, as a chat
+/// client resends it turn after turn.
+fn chat_of(exchanges: usize) -> Value {
+    let question = |i: usize| {
+        json!({"role": "user", "content": format!(
+            "Tell me about the history of town square number {i}, its fountain and its market days.")})
+    };
+    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
+    for i in 0..exchanges {
+        messages.push(question(i));
+        messages.push(json!({"role": "assistant", "content": format!(
+            "Square {i} was laid out in the twelfth century; its fountain dates from 1790.")}));
+    }
+    messages.push(question(exchanges));
+    json!({"model": "gpt-4o-mini", "messages": messages})
+}
+
+fn prompt_tokens(body: &Value) -> u64 {
+    let req: lyss_core::openai::ChatRequest = serde_json::from_value(body.clone()).unwrap();
+    lyss_core::tokens::count_request("claude-sonnet-4-5", &req)
+}
+
+#[tokio::test]
+async fn auto_memory_sends_a_conversation_whole_while_the_providers_cache_makes_that_cheaper() {
+    let clock = std::sync::Arc::new(lyss_core::clock::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let app = TestApp::with_clock(
+        |c| {
+            c.providers[0].kind = ProviderKind::Anthropic;
+            c.models = vec![ModelConfig {
+                name: "gpt-4o-mini".into(),
+                provider: "up".into(),
+                upstream: Some("claude-sonnet-4-5".into()),
+                ..ModelConfig::default()
+            }];
+            c.embedder.kind = lyss_core::config::EmbedderKind::None;
+            // `auto` (the default) compresses prompts over 1,400 tokens.
+            c.memory.history_tokens = 200;
+            c.memory.memory_tokens = 1_200;
+        },
+        clock.clone(),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Noted."}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 50, "output_tokens": 2}
+        })))
+        .mount(&app.upstream)
+        .await;
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post("/v1/chat/completions")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let compressed = resp.headers().contains_key("x-lyss-prompt-tokens-sent");
+            let upstream = app.upstream_bodies().await.pop().unwrap();
+            (compressed, upstream["messages"].as_array().unwrap().len())
+        }
+    };
+    // A conversation over the 1,024 tokens Anthropic caches, under memory's threshold: whole.
+    let mut exchanges = 1;
+    while prompt_tokens(&chat_of(exchanges)) < 1_100 {
+        exchanges += 1;
+    }
+    let first = chat_of(exchanges);
+    assert!(prompt_tokens(&first) < 1_400);
+    assert_eq!(send(first).await, (false, exchanges * 2 + 1));
+
+    // Eight exchanges later it is over the threshold, but its first 1,100 tokens are in the
+    // provider's cache: read at 0.1× and the rest written at 1.25× costs less than ~1,400
+    // tokens sent fresh, so it goes whole, and its turns are queued for memory.
+    let grown = chat_of(exchanges + 8);
+    assert!(prompt_tokens(&grown) > 1_400);
+    assert_eq!(send(grown.clone()).await, (false, (exchanges + 8) * 2 + 1));
+    assert_eq!(app.memories().await.len(), 0, "nothing stored on the way");
+    let mut ingested = 0;
+    loop {
+        match app.state.lyss.ingest_pending().await.unwrap() {
+            0 => break,
+            n => ingested += n,
+        }
+    }
+    assert_eq!(
+        ingested,
+        (exchanges + 8) * 2,
+        "every turn but the newest queued"
+    );
+
+    // Another question on the same history reads the history from the cache too: whole.
+    let mut sibling = grown.clone();
+    let newest = sibling["messages"].as_array().unwrap().len() - 1;
+    sibling["messages"][newest]["content"] = json!("Which square has the oldest fountain?");
+    assert_eq!(send(sibling).await, (false, (exchanges + 8) * 2 + 1));
+
+    // Another conversation of the same user's (another opening) finds no cache: compressed.
+    let mut other = grown.clone();
+    other["messages"][1]["content"] = json!("A different opening.");
+    assert!(send(other).await.0);
+
+    // Six minutes later the provider's cache has expired: compressed, turns already stored.
+    clock.advance(time::Duration::minutes(6));
+    let (compressed, sent) = send(chat_of(exchanges + 9)).await;
+    assert!(compressed);
+    assert!(sent < exchanges * 2, "{sent} messages sent");
+}

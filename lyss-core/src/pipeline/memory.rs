@@ -1,22 +1,24 @@
 //! Stage 3 — memory: remember the conversation, compress the prompt, recall into it.
 //!
 //! A chat client resends the whole conversation on every request. When memory works on a
-//! request (always with `enabled = true`; with `"auto"` only on long prompts without tools),
-//! it keeps the leading system prompt and the newest turns within `history_tokens`, and puts
-//! the user's most relevant memories in place of the rest as one system message within
-//! `memory_tokens`, just before the newest user message (so that the prompt's prefix stays
-//! cacheable by the provider). The guarantee that makes dropping safe: every turn removed from the prompt
-//! is in the user's memory before the request goes upstream. Turns lyss has not remembered yet
-//! are stored now (one batch, embedded together); the kept turns are queued and ingested off
-//! the request path. Both are idempotent per turn ([`crate::memory::turn_hash`]), so resending
-//! a history costs one lookup, not a store, per turn. If the dropped turns cannot be stored,
+//! request (always with `enabled = true`; with `"auto"` only on long prompts without tools,
+//! and not while the provider's prompt cache makes the prompt cheaper sent whole), it keeps
+//! the leading system prompt and the newest turns within `history_tokens`, and puts the user's
+//! most relevant memories in place of the rest as one system message within `memory_tokens`,
+//! just before the newest user message (so that the prompt's prefix stays cacheable by the
+//! provider). The guarantee that makes dropping safe: every turn removed from the prompt is in
+//! the user's memory before the request goes upstream. Turns lyss has not remembered yet are
+//! stored now (one batch, embedded together); the kept turns are queued and ingested off the
+//! request path. Both are idempotent per turn ([`crate::memory::turn_hash`]), so resending a
+//! history costs one lookup, not a store, per turn. If the dropped turns cannot be stored,
 //! nothing is dropped: the request goes upstream as sent.
 
 use time::OffsetDateTime;
 
-use super::{Call, Lyss};
+use super::{Call, Lyss, prompt_cache};
 use crate::config::{MemoryBudgets, MemoryMode};
 use crate::memory::{Hit, MemoryScope, MemoryStore, NewMemory, SearchQuery, TurnRole};
+use crate::models::Model;
 use crate::openai::{ChatRequest, Content, Message, Role};
 use crate::policy::Principal;
 use crate::tokens;
@@ -44,9 +46,11 @@ impl Lyss {
         who: &Principal,
         call: &Call,
         req: &mut ChatRequest,
-        upstream: &str,
+        model: &Model,
+        conversation: &str,
         now: OffsetDateTime,
     ) -> Option<Compressed> {
+        let upstream = model.upstream.as_str();
         let store = self.memory.as_ref()?;
         if call.no_memory {
             return None;
@@ -80,12 +84,29 @@ impl Lyss {
             end_user: req.user.clone(),
             agent: None,
         };
+        if budgets.mode == MemoryMode::Auto
+            && self.whole_is_cheaper(
+                req,
+                model,
+                conversation,
+                &window,
+                original,
+                block_tokens,
+                now,
+            )
+        {
+            // Sent whole; its turns are queued, so that they need not be stored on the request
+            // path when the conversation outgrows the provider's cache.
+            self.remember(store.as_ref(), &scope, who, call, req, &window, false, now)
+                .await;
+            return None;
+        }
         let query = query(req, &window);
         // The query is embedded (on another thread) while the turns are remembered; the
         // embedder keeps the vector, so the search finds it ready.
         let (_, remembered) = tokio::join!(
             self.embed_ahead(&query),
-            self.remember(store.as_ref(), &scope, who, call, req, &window, now)
+            self.remember(store.as_ref(), &scope, who, call, req, &window, true, now)
         );
         if !remembered {
             return None;
@@ -126,10 +147,50 @@ impl Lyss {
         })
     }
 
+    /// In `auto`, whether this prompt costs less sent whole, its prefix read from the
+    /// provider's prompt cache, than compressed and sent fresh (see [`super::prompt_cache`]).
+    #[allow(clippy::too_many_arguments)]
+    fn whole_is_cheaper(
+        &self,
+        req: &ChatRequest,
+        model: &Model,
+        conversation: &str,
+        window: &Window,
+        original: u64,
+        block_tokens: u64,
+        now: OffsetDateTime,
+    ) -> bool {
+        if !model.provider.caches_prompts() {
+            return false;
+        }
+        let warm = self
+            .sent_whole
+            .warm_messages(conversation, &model.upstream, &req.messages, now);
+        if warm == 0 {
+            return false;
+        }
+        let warm = tokens::count_messages(&model.upstream, &req.messages[..warm]);
+        let kept = tokens::count_messages(&model.upstream, &req.messages[..window.lead])
+            + tokens::count_messages(&model.upstream, &req.messages[window.keep_from..]);
+        // The compressed prompt: instructions, kept history and a block at most this large.
+        let compressed = kept + block_tokens + 3;
+        prompt_cache::whole_is_cheaper(&model.price, original, warm, compressed)
+    }
+
+    /// Whether memory weighs the provider's prompt cache for this caller's requests: in
+    /// `auto`, where it decides per request what is worth compressing.
+    pub(super) fn weighs_prompt_cache(&self, who: &Principal) -> bool {
+        self.memory.is_some()
+            && self
+                .memory_config
+                .budgets_for(&who.workspace_name)
+                .is_some_and(|b| b.mode == MemoryMode::Auto)
+    }
+
     /// Remembers every turn of the conversation that the user's memory does not hold yet:
-    /// the ones this request drops are stored now, the kept ones queued (ingested off the
-    /// request path). `false` when the dropped turns could not be stored: then nothing may be
-    /// dropped.
+    /// when `dropping`, the ones this request drops are stored now; the rest are queued
+    /// (ingested off the request path). `false` when the dropped turns could not be stored:
+    /// then nothing may be dropped.
     #[allow(clippy::too_many_arguments)]
     async fn remember(
         &self,
@@ -139,6 +200,7 @@ impl Lyss {
         call: &Call,
         req: &ChatRequest,
         window: &Window,
+        dropping: bool,
         now: OffsetDateTime,
     ) -> bool {
         let turns: Vec<(usize, NewMemory)> = req.messages[window.lead..]
@@ -163,7 +225,7 @@ impl Lyss {
         let (dropped, kept): (Vec<_>, Vec<_>) = turns
             .into_iter()
             .filter(|(_, t)| t.turn_hash().is_some_and(|h| !known.contains(&h)))
-            .partition(|(p, _)| *p < window.keep_from);
+            .partition(|(p, _)| dropping && *p < window.keep_from);
         let dropped: Vec<NewMemory> = dropped.into_iter().map(|(_, t)| t).collect();
         if let Err(e) = store.add_turns(scope, &dropped).await {
             tracing::warn!(error = %e, "could not remember the dropped turns: the request goes upstream as sent");
@@ -172,10 +234,10 @@ impl Lyss {
         // The newest message of a long conversation is remembered when the client sends it
         // back as history: a regenerated, edited or abandoned one never is. A short prompt may
         // be the whole conversation ("remember that I …"): its newest message is queued now.
-        let compressing = window.keep_from > window.lead;
+        let long = window.keep_from > window.lead;
         let kept: Vec<NewMemory> = kept
             .into_iter()
-            .filter(|(p, _)| *p < window.last_user || !compressing)
+            .filter(|(p, _)| *p < window.last_user || !long)
             .map(|(_, t)| t)
             .collect();
         match store.enqueue(scope, &kept, Some(&who.key_id)).await {

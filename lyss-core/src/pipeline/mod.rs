@@ -34,9 +34,8 @@ use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingsRequest,
-    EmbeddingsResponse, EncodingFormat, KnownPart, ModelList, ModelObject, Role, StreamOptions,
-    Usage,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
+    ModelList, ModelObject, StreamOptions, Usage,
 };
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::ratelimit::Charge;
@@ -48,8 +47,10 @@ use crate::provider::ChunkStream;
 use crate::tokens;
 
 mod memory;
+mod prompt_cache;
 
 use self::memory::Compressed;
+use self::prompt_cache::{SentWhole, conversation_key};
 
 /// Queued turns [`Lyss::ingest_pending`] takes at most per call.
 pub const INGEST_BATCH: usize = 64;
@@ -148,6 +149,8 @@ pub struct Lyss {
     /// Poked when turns are queued, so they are ingested at once rather than at the next tick
     /// (a turn remembered before it drops out of the prompt is not stored on the request path).
     turns_queued: tokio::sync::Notify,
+    /// Conversations lately sent upstream whole, whose prefix the provider's cache may hold.
+    sent_whole: SentWhole,
 }
 
 /// Builds a [`Lyss`] from its seams.
@@ -243,6 +246,7 @@ impl LyssBuilder {
             clock: self.clock,
             reservation_ttl: self.reservation_ttl,
             turns_queued: tokio::sync::Notify::new(),
+            sent_whole: SentWhole::default(),
         }
     }
 }
@@ -632,9 +636,10 @@ impl Lyss {
             ));
         }
         let now = self.clock.now();
+        let conversation = conversation_key(&principal, &req);
         // Memory runs before limits and budgets, so that they charge what is actually sent.
         let compressed = self
-            .recall_and_compress(&principal, call, &mut req, &model.upstream, now)
+            .recall_and_compress(&principal, call, &mut req, &model, &conversation, now)
             .await;
         let mut cache = self.cache_plan(&principal, call, &req, &model).await;
         if let Some(plan) = &mut cache
@@ -665,8 +670,12 @@ impl Lyss {
         if let Some(n) = reservation.set_max_tokens {
             set_output_cap(&mut req, &model.upstream, n);
         }
+        // Sent whole to a provider that caches prompts: the next turn may find it there.
+        let sent_whole = compressed.is_none()
+            && model.provider.caches_prompts()
+            && self.weighs_prompt_cache(&principal);
         if !req.extra.contains_key("prompt_cache_key") {
-            req.prompt_cache_key = Some(prompt_cache_key(&principal, &req));
+            req.prompt_cache_key = Some(conversation.clone());
         }
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let mut ledger = LedgerDraft {
@@ -704,6 +713,10 @@ impl Lyss {
             let upstream_time = asked.elapsed();
             return match answer {
                 Ok(resp) => {
+                    if sent_whole {
+                        self.sent_whole
+                            .record(&conversation, &model.upstream, &req.messages, now);
+                    }
                     let usage = resp.usage.clone().unwrap_or_else(|| Usage {
                         prompt_tokens: tokens::count_request(&model.upstream, &req),
                         completion_tokens: resp
@@ -741,6 +754,10 @@ impl Lyss {
             Ok(s) => s,
             Err(e) => return Err(ledger.failed(e).await),
         };
+        if sent_whole {
+            self.sent_whole
+                .record(&conversation, &model.upstream, &req.messages, now);
+        }
         let prompt_estimate = if counts {
             prompt_tokens
         } else {
@@ -820,44 +837,6 @@ impl Lyss {
 
 /// Caps the completion length. Reasoning families (o-series, GPT-5) only take
 /// `max_completion_tokens`; most OpenAI-compatible servers only know `max_tokens`.
-/// One key per caller and conversation for the provider's prompt cache: the caller (and the
-/// application's end user) and how the conversation opens (its system prompt and first user
-/// message), so requests of one conversation reach the same cache while other callers' never
-/// share it.
-fn prompt_cache_key(who: &Principal, req: &ChatRequest) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for part in [
-        who.workspace_id.as_str(),
-        who.user_id.as_str(),
-        req.user.as_deref().unwrap_or(""),
-    ] {
-        h.update(part.as_bytes());
-        h.update(&[0]);
-    }
-    let opening = req
-        .messages
-        .iter()
-        .take_while(|m| m.role != Role::Assistant)
-        .filter(|m| matches!(m.role, Role::System | Role::Developer | Role::User))
-        .take(3);
-    for m in opening {
-        // Hashed in place: the opening is hashed on every request.
-        match &m.content {
-            Some(Content::Text(t)) => h.update(t.as_bytes()),
-            Some(Content::Parts(parts)) => {
-                for p in parts {
-                    if let ContentPart::Known(KnownPart::Text { text, .. }) = p {
-                        h.update(text.as_bytes());
-                    }
-                }
-            }
-            None => {}
-        }
-        h.update(&[0]);
-    }
-    format!("lyss-{:016x}", h.digest())
-}
-
 fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
     let m = upstream.rsplit('/').next().unwrap_or(upstream);
     let reasoning = m.starts_with("gpt-5")

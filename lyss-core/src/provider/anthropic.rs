@@ -56,6 +56,10 @@ impl Provider for AnthropicProvider {
         &self.http.name
     }
 
+    fn caches_prompts(&self) -> bool {
+        self.prompt_cache
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         super::no_builtin_tools(req)?;
         let body = self.body(req, false)?;

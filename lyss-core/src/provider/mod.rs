@@ -65,4 +65,11 @@ pub trait Provider: Send + Sync {
 
     /// The upstream's model ids.
     async fn list_models(&self) -> Result<Vec<String>>;
+
+    /// Whether the upstream keeps a repeated prompt prefix in a prompt cache that lyss helps
+    /// (breakpoints, a cache key) and bills it cheaper: the memory stage then weighs what a
+    /// warm cache makes cheap against what compressing saves. Default: no.
+    fn caches_prompts(&self) -> bool {
+        false
+    }
 }

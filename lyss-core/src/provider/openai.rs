@@ -154,6 +154,10 @@ impl Provider for OpenAiProvider {
         &self.http.name
     }
 
+    fn caches_prompts(&self) -> bool {
+        self.prompt_cache
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         if self.via_responses(req) {
             let resp = self.http.send(self.responses_request(req)).await?;

@@ -325,6 +325,12 @@ impl Provider for Router {
         &self.name
     }
 
+    /// Only a model served by one target (standbys aside) finds its cache where it left it.
+    fn caches_prompts(&self) -> bool {
+        let mut serving = self.targets.iter().filter(|t| t.weight > 0);
+        matches!((serving.next(), serving.next()), (Some(t), None) if t.provider.caches_prompts())
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         self.route(|t| async move {
             let req = for_target(req, t);
