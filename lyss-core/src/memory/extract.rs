@@ -250,7 +250,7 @@ impl Extractor {
         let answer = match self.model.provider.chat(&req).await {
             Ok(answer) => answer,
             Err(e) => {
-                let (status, usage) = crate::pipeline::failure(&e, prompt_tokens);
+                let (status, usage) = crate::policy::settle::failure(&e, prompt_tokens);
                 let entry = self.entry(q, &usage, started, status, Some(e.to_string()));
                 self.record(&reservation, entry).await;
                 return Err(e);
@@ -352,7 +352,7 @@ impl Extractor {
             return;
         };
         crate::telemetry::finished(&entry);
-        if let Err(e) = crate::pipeline::settle_or_retry(policy, reservation, &entry).await {
+        if let Err(e) = crate::policy::settle::settle_or_retry(policy, reservation, &entry).await {
             tracing::warn!(error = %e, "could not record an extraction call in the ledger");
         }
     }

@@ -8,6 +8,7 @@ pub mod keys;
 mod postgres;
 pub mod ratelimit;
 mod redis;
+pub(crate) mod settle;
 pub(crate) mod sql;
 mod sqlite;
 pub(crate) mod store;

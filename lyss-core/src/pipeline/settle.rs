@@ -1,0 +1,141 @@
+//! Stage 8 — settle: a request in flight becomes its ledger row and its reservation turns
+//! into spend, once, whatever way it ends (answered, failed, abandoned).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::openai::Usage;
+use crate::policy::settle::{failure, settle_or_retry};
+use crate::policy::{BudgetLeft, LedgerEntry, Policy, Principal, Reservation};
+
+/// What the ledger needs to know about a request in flight.
+pub(super) struct LedgerDraft {
+    pub(super) principal: Arc<Principal>,
+    pub(super) request_id: String,
+    pub(super) endpoint: &'static str,
+    pub(super) model: Arc<Model>,
+    pub(super) public_model: String,
+    pub(super) stream: bool,
+    pub(super) started: Instant,
+    pub(super) reservation: Reservation,
+    /// Prompt tokens as counted before sending (0 when nothing needed the count).
+    pub(super) prompt_tokens: u64,
+    /// Prompt tokens before memory compression (0 when it did not run).
+    pub(super) prompt_tokens_original: u64,
+    pub(super) policy: Arc<dyn Policy>,
+    /// Set once settlement was attempted; a draft dropped before that settles itself.
+    pub(super) settled: bool,
+}
+
+impl LedgerDraft {
+    /// Stage 8: settles the reservation with this usage and appends the ledger row.
+    pub(super) async fn settle(
+        &mut self,
+        usage: &Usage,
+        status: u16,
+        error: Option<String>,
+    ) -> Result<BudgetLeft> {
+        self.settled = true;
+        let entry = self.entry(usage, status, error);
+        crate::telemetry::finished(&entry);
+        settle_or_retry(&self.policy, &self.reservation, &entry).await
+    }
+
+    fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
+        LedgerEntry {
+            at: OffsetDateTime::now_utc(),
+            request_id: self.request_id.clone(),
+            workspace_id: self.principal.workspace_id.clone(),
+            user_id: self.principal.user_id.clone(),
+            key_id: self.principal.key_id.clone(),
+            endpoint: self.endpoint.into(),
+            model: self.public_model.clone(),
+            provider: self.model.provider.name().to_owned(),
+            upstream_model: self.model.upstream.clone(),
+            stream: self.stream,
+            prompt_tokens: usage.prompt_tokens,
+            prompt_tokens_original: if self.prompt_tokens_original > 0 {
+                self.prompt_tokens_original
+            } else {
+                usage.prompt_tokens
+            },
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens(),
+            cost_nusd: self.model.price.cost(usage),
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            status,
+            error,
+            cache: None,
+            saved_tokens: 0,
+            saved_nusd: 0,
+            // Against a plain gateway with the provider's prompt caching: the dropped history
+            // is what it would have resent as a cached prefix, so it is priced as cache reads.
+            memory_saved_nusd: i64::try_from(
+                self.prompt_tokens_original
+                    .saturating_sub(usage.prompt_tokens),
+            )
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.model.price.cached_input),
+            cache_write_tokens: usage.cache_write_tokens(),
+            prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
+        }
+    }
+
+    /// Records an answer served from the cache (`kind`: `hit` or `semantic`): nothing billed,
+    /// `saved` the usage it replaced.
+    pub(super) async fn record_hit(&mut self, saved: &Usage, kind: &str) -> Result<BudgetLeft> {
+        self.settled = true;
+        let mut entry = self.entry(&Usage::default(), 200, None);
+        entry.cache = Some(kind.into());
+        entry.saved_tokens = saved.prompt_tokens.saturating_add(saved.completion_tokens);
+        entry.saved_nusd = self.model.price.cost(saved);
+        // Nothing was sent: the hit saved the whole prompt, memory nothing.
+        entry.prompt_tokens_original = 0;
+        entry.memory_saved_nusd = 0;
+        crate::telemetry::finished(&entry);
+        settle_or_retry(&self.policy, &self.reservation, &entry).await
+    }
+
+    /// Records a failed upstream call (no tokens billed, the reservation released) and hands
+    /// the error back.
+    pub(super) async fn failed(&mut self, e: Error) -> Error {
+        let (status, usage) = failure(&e, self.prompt_tokens);
+        if let Err(le) = self.settle(&usage, status, Some(e.to_string())).await {
+            tracing::error!(error = %le, "could not record a failed request in the ledger");
+        }
+        e
+    }
+}
+
+impl Drop for LedgerDraft {
+    /// The request was abandoned before it settled (the client went away while lyss waited
+    /// for the upstream, which is then cancelled): release the reservation now rather than at
+    /// the reaper's timeout, and bill the prompt, which the upstream may have processed.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            ..Usage::default()
+        };
+        let entry = self.entry(
+            &usage,
+            499,
+            Some("client disconnected before the answer".into()),
+        );
+        crate::telemetry::finished(&entry);
+        let (policy, reservation) = (self.policy.clone(), std::mem::take(&mut self.reservation));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = settle_or_retry(&policy, &reservation, &entry).await {
+                    tracing::error!(error = %e, "could not record an abandoned request");
+                }
+            });
+        }
+    }
+}
