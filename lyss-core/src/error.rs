@@ -40,9 +40,9 @@ pub enum Error {
         scope: String,
         retry_after: Duration,
     },
-    /// A budget cannot admit the request.
-    #[error("{0}")]
-    BudgetExceeded(String),
+    /// A budget cannot admit the request: which one, where it stands and when it resets.
+    #[error("{}", .0.message)]
+    BudgetExceeded(Box<crate::policy::BudgetRefusal>),
     /// The upstream provider answered with an error status.
     #[error("upstream {provider} answered {status}: {message}")]
     Upstream {

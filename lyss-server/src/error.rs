@@ -107,6 +107,29 @@ pub fn public_message(e: &Error, status: StatusCode) -> String {
     }
 }
 
+/// The status and the message a person sees for an error (the dashboard shows errors as pages
+/// and notices, not JSON); 5xx details go to the log.
+pub fn status_and_message(e: &Error) -> (StatusCode, String) {
+    let (status, _, _) = classify(e);
+    if status.is_server_error() {
+        tracing::error!(error = %e, "request failed");
+    }
+    (status, public_message(e, status))
+}
+
+/// Seconds until a refused request may succeed: a rate limit's window, or the refusing
+/// budget's next period (none for a budget that does not reset).
+fn retry_after(e: &Error) -> Option<u64> {
+    match e {
+        Error::RateLimited { retry_after, .. } => Some(retry_after.as_secs()),
+        Error::BudgetExceeded(refusal) => refusal.resets_at.map(|at| {
+            let secs = (at - time::OffsetDateTime::now_utc()).whole_seconds();
+            u64::try_from(secs).unwrap_or(0)
+        }),
+        _ => None,
+    }
+}
+
 /// The OpenAI error body of an error.
 pub fn body(e: &Error) -> (StatusCode, serde_json::Value) {
     let (status, kind, code) = classify(e);
@@ -131,11 +154,9 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self.0, status = status.as_u16(), "request refused");
         }
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Error::RateLimited { retry_after, .. } = &self.0 {
-            let secs = retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = retry_after(&self.0) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }

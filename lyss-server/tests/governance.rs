@@ -51,6 +51,13 @@ async fn a_request_no_budget_can_admit_is_429_insufficient_quota_and_never_sent(
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
+    // Retry when the month turns: at most 31 days from now.
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 86_400).contains(&retry), "retry-after {retry}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(body["error"]["type"], "insufficient_quota");

@@ -33,7 +33,10 @@ impl Scope {
             "workspace" => Ok(Scope::Workspace),
             "user" => Ok(Scope::User),
             "key" => Ok(Scope::Key),
-            other => Err(Error::Internal(format!("unknown scope `{other}`"))),
+            other => Err(Error::invalid_param(
+                format!("unknown scope `{other}` (workspace, user, key)"),
+                "scope",
+            )),
         }
     }
 }
@@ -59,7 +62,10 @@ impl Unit {
         match s {
             "usd" => Ok(Unit::Usd),
             "tokens" => Ok(Unit::Tokens),
-            other => Err(Error::Internal(format!("unknown unit `{other}`"))),
+            other => Err(Error::invalid_param(
+                format!("unknown unit `{other}` (usd, tokens)"),
+                "unit",
+            )),
         }
     }
 
@@ -266,6 +272,31 @@ pub fn spend(unit: Unit, cost_nusd: NanoUsd, prompt_tokens: u64, completion_toke
     }
 }
 
+/// Why a budget refused a request, with what a caller needs to act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRefusal {
+    /// For people: which budget, why, what is spent and reserved, when it resets.
+    pub message: String,
+    /// The refusing budget (its scope, limit and unit).
+    pub budget: Budget,
+    /// Spent and reserved in the current period, in the budget's unit.
+    pub spent: i64,
+    pub reserved: i64,
+    /// When the current period ends and the budget admits requests again (`None`: it does
+    /// not reset, or it has expired).
+    pub resets_at: Option<OffsetDateTime>,
+}
+
+fn refused(s: &BudgetStatus, message: String, resets_at: Option<OffsetDateTime>) -> Error {
+    Error::BudgetExceeded(Box::new(BudgetRefusal {
+        message,
+        budget: s.budget.clone(),
+        spent: s.spent,
+        reserved: s.reserved,
+        resets_at,
+    }))
+}
+
 fn refusal(s: &BudgetStatus, why: &str) -> Error {
     let resets = s
         .resets_at
@@ -275,12 +306,13 @@ fn refusal(s: &BudgetStatus, why: &str) -> Error {
         })
         .map(|t| format!(" It resets at {t}."))
         .unwrap_or_else(|| " It does not reset.".into());
-    Error::BudgetExceeded(format!(
+    let message = format!(
         "Budget exceeded: {} ({why}; spent {}, reserved {}).{resets}",
         s.budget.describe(),
         s.budget.unit.show(s.spent),
         s.budget.unit.show(s.reserved),
-    ))
+    );
+    refused(s, message, s.resets_at)
 }
 
 /// Decides whether every budget admits the request, and how much to reserve on each.
@@ -293,10 +325,8 @@ pub fn admit(states: &[BudgetStatus], ask: &Ask, now: OffsetDateTime) -> Result<
         if let Some(exp) = s.budget.expires_at
             && exp <= now
         {
-            return Err(Error::BudgetExceeded(format!(
-                "Budget expired: {} expired at {exp}.",
-                s.budget.describe()
-            )));
+            let message = format!("Budget expired: {} expired at {exp}.", s.budget.describe());
+            return Err(refused(s, message, None));
         }
         let (fixed, per_out) = costs(s.budget.unit, ask);
         let room = s.remaining().saturating_sub(fixed);
@@ -428,6 +458,22 @@ mod tests {
         assert_eq!((a.output, a.set_max_tokens), (4096, None));
         let none = admit(&[], &ask(10, None), NOW).unwrap();
         assert!(none.amounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_scopes_units_and_periods_are_the_callers_error_naming_the_field() {
+        for (parsed, param) in [
+            (Scope::parse("team").map(|_| ()), "scope"),
+            (Unit::parse("eur").map(|_| ()), "unit"),
+            (Period::parse("hourly").map(|_| ()), "period"),
+        ] {
+            match parsed {
+                Err(Error::InvalidRequest { param: Some(p), .. }) => assert_eq!(p, param),
+                other => panic!("{param}: expected an invalid request, got {other:?}"),
+            }
+        }
+        assert_eq!(Scope::parse("key").unwrap(), Scope::Key);
+        assert_eq!(Unit::parse("usd").unwrap(), Unit::Usd);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use self::budget::{Ask, Budget, BudgetStatus, NewBudget, Period, Scope, Unit};
+pub use self::budget::{Ask, Budget, BudgetRefusal, BudgetStatus, NewBudget, Period, Scope, Unit};
 pub use self::postgres::PostgresPolicy;
 pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
 pub use self::redis::RedisRateLimiter;

@@ -444,12 +444,24 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     assert!(who.budgeted);
     match policy.reserve(&who, &ask(50, Some(100)), now, TTL).await {
-        Err(Error::BudgetExceeded(msg)) => {
+        Err(Error::BudgetExceeded(refusal)) => {
+            let msg = &refusal.message;
             assert!(
                 msg.contains("user `ann` monthly budget of 100 tokens"),
                 "{msg}"
             );
             assert!(msg.contains("resets at"), "{msg}");
+            // The same, typed, for callers that act on it.
+            assert_eq!(
+                (
+                    refusal.budget.scope,
+                    refusal.budget.unit,
+                    refusal.budget.limit
+                ),
+                (Scope::User, Unit::Tokens, 100)
+            );
+            let resets_at = refusal.resets_at.expect("a monthly budget resets");
+            assert!(resets_at > now && resets_at <= now + Duration::days(31));
         }
         other => panic!("expected BudgetExceeded, got {other:?}"),
     }
@@ -733,7 +745,14 @@ pub async fn expired_budgets_admit_nothing(policy: Arc<dyn Policy>) {
         .expect("budget");
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     match policy.reserve(&who, &ask(1, Some(1)), now, TTL).await {
-        Err(Error::BudgetExceeded(msg)) => assert!(msg.contains("expired"), "{msg}"),
+        Err(Error::BudgetExceeded(refusal)) => {
+            let msg = &refusal.message;
+            assert!(msg.contains("expired"), "{msg}");
+            assert_eq!(
+                refusal.resets_at, None,
+                "an expired budget does not come back"
+            );
+        }
         other => panic!("expected an expired budget to refuse, got {other:?}"),
     }
     assert!(

@@ -239,7 +239,7 @@ fn notices(n: &Notice) -> Markup {
 fn back(to: &str, result: lyss_core::Result<String>) -> Response {
     let (k, v) = match result {
         Ok(m) => ("msg", m),
-        Err(e) => ("err", e.to_string()),
+        Err(e) => ("err", crate::error::status_and_message(&e).1),
     };
     let q: String = url_encode(&v);
     Redirect::to(&format!("{to}?{k}={q}")).into_response()
@@ -286,7 +286,7 @@ async fn overview(
         .await
     {
         Ok(r) => r,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
     };
     let labels: Vec<String> = (0..days)
         .map(|i| {
