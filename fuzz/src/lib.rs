@@ -6,7 +6,7 @@
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
-use lyss_core::anthropic::{
+use lyss_core::provider::anthropic::{
     MessagesRequest, MessagesResponse, StreamFromOpenAi, StreamToOpenAi, request_from_openai,
     request_to_openai, response_from_openai, response_to_openai,
 };
@@ -25,7 +25,7 @@ pub fn chat_request(data: &[u8]) -> bool {
     let _ = lyss_core::cache::semantic_partition("w:1:", "m", &req);
     let _ = lyss_core::tokens::count_request("gpt-4o-mini", &req);
     if let Ok(mut m) = request_from_openai(&req, 4096) {
-        lyss_core::anthropic::mark_cache_breakpoints(&req, &mut m);
+        lyss_core::provider::anthropic::mark_cache_breakpoints(&req, &mut m);
         let _ = serde_json::to_vec(&m);
     }
     let _ = lyss_core::provider::gemini::request_from_openai(&req);
@@ -49,9 +49,11 @@ pub fn messages_request(data: &[u8]) -> bool {
 /// bytes as an upstream's Responses answer and as one of its stream events, translated to a
 /// completion and chunks. Accepted when one of the parsers took the input.
 pub fn responses_request(data: &[u8]) -> bool {
+    use lyss_core::provider::openai::responses::{
+        StreamToChat, chat_from_response, request_from_chat,
+    };
     use lyss_core::responses::{
-        Echo, ResponsesRequest, StreamToChat, StreamToResponses, chat_from_response, from_chat,
-        output_message, request_from_chat, to_chat,
+        Echo, ResponsesRequest, StreamToResponses, from_chat, output_message, to_chat,
     };
     let mut accepted = false;
     if let Ok(req) = serde_json::from_slice::<ResponsesRequest>(data) {

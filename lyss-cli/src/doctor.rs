@@ -65,12 +65,7 @@ fn provider_fix(
             None => "the provider refused the key: set api_key_env (or store a key with `lyss provider add … --api-key -`)".into(),
         },
         Error::Upstream { status: 404, .. } => {
-            let example = match kind {
-                ProviderKind::Anthropic => "https://api.anthropic.com/v1",
-                ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
-                ProviderKind::Azure => "https://NAME.openai.azure.com (and check api_version)",
-                ProviderKind::Openai => "http://host:port/v1",
-            };
+            let example = kind.url_example();
             format!("nothing answers at {base_url}: base_url needs the API's version path, e.g. {example}")
         }
         Error::UpstreamTimeout { .. } => format!("{base_url} did not answer in time: check the URL, a firewall or a proxy"),

@@ -7,7 +7,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use lyss_core::config::ProviderKind;
 use lyss_core::policy::StoredProvider;
 use lyss_core::secrets::MasterKey;
@@ -16,32 +16,11 @@ use lyss_core::setup;
 use crate::Ctx;
 use crate::output::{print, when};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Kind {
-    Openai,
-    Azure,
-    Anthropic,
-    Gemini,
-}
-
-impl Kind {
-    fn kind(self) -> ProviderKind {
-        match self {
-            Kind::Openai => ProviderKind::Openai,
-            Kind::Azure => ProviderKind::Azure,
-            Kind::Anthropic => ProviderKind::Anthropic,
-            Kind::Gemini => ProviderKind::Gemini,
-        }
-    }
-
-    fn default_url(self) -> Option<&'static str> {
-        match self {
-            Kind::Openai => Some("https://api.openai.com/v1"),
-            Kind::Anthropic => Some("https://api.anthropic.com/v1"),
-            Kind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
-            Kind::Azure => None,
-        }
-    }
+/// `--kind`: a name from lyss-core's registry of provider kinds.
+fn kind_arg() -> impl clap::builder::TypedValueParser<Value = ProviderKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(ProviderKind::ALL.map(ProviderKind::as_str))
+        .try_map(|name| ProviderKind::parse(&name))
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,8 +28,8 @@ pub enum Cmd {
     /// Store a provider (replacing one of the same name). Servers pick it up when they start.
     Add {
         name: String,
-        #[arg(long, value_enum)]
-        kind: Kind,
+        #[arg(long, value_parser = kind_arg())]
+        kind: ProviderKind,
         /// Default: the vendor's public API (required for Azure and self-hosted servers).
         #[arg(long)]
         base_url: Option<String>,
@@ -83,13 +62,6 @@ fn only_stdin(v: &str) -> Result<String, String> {
     }
 }
 
-fn kind_name(k: ProviderKind) -> String {
-    serde_json::to_value(k)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
     let policy = ctx.policy().await?;
     match cmd {
@@ -120,7 +92,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             };
             let stored = StoredProvider {
                 name,
-                kind: kind.kind(),
+                kind,
                 base_url,
                 api_key_env,
                 sealed_key,
@@ -159,7 +131,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 .map(|p| {
                     vec![
                         p.name.clone(),
-                        kind_name(p.kind),
+                        p.kind.as_str().to_owned(),
                         p.base_url.clone(),
                         match (&p.api_key, &p.api_key_env) {
                             (Some(_), _) => "in config file".into(),
@@ -220,7 +192,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
 fn row(p: &StoredProvider) -> Vec<String> {
     vec![
         p.name.clone(),
-        kind_name(p.kind),
+        p.kind.as_str().to_owned(),
         p.base_url.clone(),
         match (&p.sealed_key, &p.api_key_env) {
             (Some(_), _) => "stored (encrypted)".into(),

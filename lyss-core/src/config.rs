@@ -488,21 +488,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Any OpenAI-compatible API: OpenAI, Ollama, vLLM, Groq, DeepSeek, OpenRouter, Together …
-    #[default]
-    Openai,
-    /// Azure OpenAI: models are deployment names, `api_version` is required, the key goes in
-    /// the `api-key` header. `base_url` is the resource, `https://NAME.openai.azure.com`.
-    Azure,
-    /// Anthropic's Messages API, `https://api.anthropic.com/v1`.
-    Anthropic,
-    /// Google's Gemini API, `https://generativelanguage.googleapis.com/v1beta`.
-    Gemini,
-}
+pub use crate::provider::ProviderKind;
 
 /// One upstream provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -26,7 +26,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod anthropic;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -28,7 +28,7 @@ use crate::pipeline::Lyss;
 use crate::policy::{
     InMemoryRateLimiter, Policy, PostgresPolicy, RateLimiter, RedisRateLimiter, SqlitePolicy, keys,
 };
-use crate::provider::{AnthropicProvider, GeminiProvider, OpenAiProvider, Provider};
+use crate::provider::Provider;
 
 /// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
 #[derive(Debug, Clone, Default)]
@@ -121,7 +121,9 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
         config.providers.push(ProviderConfig {
             name: "openai".into(),
             kind: ProviderKind::Openai,
-            base_url: env("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            base_url: env("OPENAI_BASE_URL")
+                .or_else(|| ProviderKind::Openai.default_url().map(str::to_owned))
+                .unwrap_or_default(),
             api_key_env: Some("OPENAI_API_KEY".into()),
             api_key: None,
             connect_timeout_secs: 10,
@@ -351,16 +353,7 @@ pub fn build_providers(config: &Config) -> Result<HashMap<String, Arc<dyn Provid
     config
         .providers
         .iter()
-        .map(|p| {
-            let provider: Arc<dyn Provider> = match p.kind {
-                ProviderKind::Openai | ProviderKind::Azure => {
-                    Arc::new(OpenAiProvider::from_config(p)?)
-                }
-                ProviderKind::Anthropic => Arc::new(AnthropicProvider::from_config(p)?),
-                ProviderKind::Gemini => Arc::new(GeminiProvider::from_config(p)?),
-            };
-            Ok((p.name.clone(), provider))
-        })
+        .map(|p| Ok((p.name.clone(), p.kind.build(p)?)))
         .collect()
 }
 

@@ -1,9 +1,10 @@
 //! The `Provider` seam: one upstream LLM API each, spoken in OpenAI's shapes.
 
-mod anthropic;
+pub mod anthropic;
 pub mod gemini;
 mod http;
-mod openai;
+mod kind;
+pub mod openai;
 mod router;
 
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use futures::Stream;
 
 pub use self::anthropic::AnthropicProvider;
 pub use self::gemini::GeminiProvider;
+pub use self::kind::ProviderKind;
 pub use self::openai::OpenAiProvider;
 pub use self::router::{BreakerStatus, Router, Target, retryable};
 use crate::error::Result;

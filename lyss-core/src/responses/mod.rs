@@ -150,7 +150,7 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
 }
 
 /// A `function_call` item as the assistant's tool call.
-fn function_call(item: &Value) -> ToolCall {
+pub(crate) fn function_call(item: &Value) -> ToolCall {
     ToolCall {
         id: item["call_id"].as_str().map(str::to_owned),
         kind: Some("function".into()),
@@ -699,10 +699,6 @@ impl StreamToResponses {
         out
     }
 }
-
-mod upstream;
-
-pub use upstream::{StreamToChat, chat_from_response, request_from_chat};
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::openai::{ChunkChoice, Delta};
+use crate::provider::openai::responses::{chat_from_response, request_from_chat};
 
 fn request(body: Value) -> ResponsesRequest {
     serde_json::from_value(body).unwrap()

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use lyss_core::anthropic::{
+use lyss_core::provider::anthropic::{
     MessagesRequest, StreamFromOpenAi, error_body, request_to_openai, response_from_openai,
 };
 use lyss_core::{ChatBody, ChatStream, Error};

@@ -1,6 +1,8 @@
 //! `OpenAiProvider`: any OpenAI-compatible API (OpenAI, Ollama, vLLM, Groq, DeepSeek, …), and
 //! Azure OpenAI, which speaks the same JSON under other paths and another key header.
 
+pub mod responses;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -101,7 +103,7 @@ impl OpenAiProvider {
 
     /// `POST /responses` with a chat request translated.
     fn responses_request(&self, req: &ChatRequest) -> reqwest::RequestBuilder {
-        let mut body = crate::responses::request_from_chat(req);
+        let mut body = responses::request_from_chat(req);
         if let Some(key) = req.prompt_cache_key.as_ref().filter(|_| self.prompt_cache)
             && body.get("prompt_cache_key").is_none()
         {
@@ -162,7 +164,7 @@ impl Provider for OpenAiProvider {
         if self.via_responses(req) {
             let resp = self.http.send(self.responses_request(req)).await?;
             let answer: serde_json::Value = self.http.json(resp).await?;
-            return Ok(crate::responses::chat_from_response(&answer));
+            return Ok(responses::chat_from_response(&answer));
         }
         let resp = self.http.send(self.chat_request(req)).await?;
         self.http.json(resp).await
@@ -177,7 +179,7 @@ impl Provider for OpenAiProvider {
                         .header(reqwest::header::ACCEPT, "text/event-stream"),
                 )
                 .await?;
-            let mut translator = crate::responses::StreamToChat::new(req.wants_stream_usage());
+            let mut translator = responses::StreamToChat::new(req.wants_stream_usage());
             let provider = self.http.name.clone();
             return Ok(self.http.chunks(resp, move |ev| {
                 let malformed = |e: String| Error::UpstreamUnavailable {

@@ -1,15 +1,20 @@
-//! `AnthropicProvider`: Anthropic's Messages API, translated to and from OpenAI's shapes
-//! ([`crate::anthropic`]).
+//! Anthropic: the provider (`AnthropicProvider`), and its Messages API on the wire
+//! (`wire.rs`) translated to and from OpenAI's shapes both ways — outbound for this provider
+//! (`outbound.rs`), inbound for `POST /v1/messages` (`inbound.rs`).
+
+mod inbound;
+mod outbound;
+mod wire;
+
+pub use self::inbound::*;
+pub use self::outbound::*;
+pub use self::wire::*;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
-use crate::anthropic::{
-    API_VERSION, MessagesResponse, StreamToOpenAi, mark_cache_breakpoints, request_from_openai,
-    response_to_openai,
-};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
 use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
@@ -34,7 +39,7 @@ impl AnthropicProvider {
     }
 
     /// The Messages request for `req`, with cache breakpoints when configured.
-    fn body(&self, req: &ChatRequest, stream: bool) -> Result<crate::anthropic::MessagesRequest> {
+    fn body(&self, req: &ChatRequest, stream: bool) -> Result<MessagesRequest> {
         let mut body = request_from_openai(req, DEFAULT_MAX_TOKENS)?;
         body.stream = stream.then_some(true);
         if self.prompt_cache {
@@ -122,3 +127,6 @@ impl Provider for AnthropicProvider {
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,10 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::*;
+use super::inbound::*;
+use super::outbound::*;
+use super::wire::*;
+use crate::error::Error;
+use crate::openai::*;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(

@@ -1,193 +1,16 @@
-//! Anthropic's Messages API: its wire types, and translation to and from OpenAI's shapes both
-//! ways — outbound for the Anthropic provider (OpenAI request in, Messages request out, and
-//! the answer and its event stream back), inbound for `POST /v1/messages` (a Messages request
-//! runs through the pipeline as a chat request; the answer and its chunks go back as Anthropic's
-//! message and events).
+//! Outbound, for the Anthropic provider: an OpenAI chat request as a Messages request (with
+//! prompt-cache breakpoints), and the answer and its event stream back as OpenAI's.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::wire::*;
 use crate::error::{Error, Result};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
-    FunctionDef, ImageUrl, KnownPart, Message, PromptTokensDetails, Role, StreamOptions, Tool,
-    ToolCall, Usage,
+    KnownPart, Message, PromptTokensDetails, Role, ToolCall, Usage,
 };
-
-/// The API version lyss speaks upstream (`anthropic-version`).
-pub const API_VERSION: &str = "2023-06-01";
-
-/// `POST /v1/messages` request body.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MessagesRequest {
-    pub model: String,
-    pub max_tokens: u32,
-    pub messages: Vec<AnthropicMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<AnthropicContent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_sequences: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<AnthropicTool>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
-    /// Everything else (`thinking`, `service_tier`, …), kept.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnthropicMessage {
-    pub role: String,
-    pub content: AnthropicContent,
-}
-
-/// A string, or content blocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum AnthropicContent {
-    Text(String),
-    Blocks(Vec<Block>),
-}
-
-impl AnthropicContent {
-    /// The text blocks, joined.
-    pub fn text(&self) -> String {
-        match self {
-            Self::Text(t) => t.clone(),
-            Self::Blocks(blocks) => blocks
-                .iter()
-                .filter_map(|b| match b {
-                    Block::Known(KnownBlock::Text { text, .. }) => Some(text.as_str()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        }
-    }
-}
-
-/// A content block; unknown block types are kept verbatim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Block {
-    Known(KnownBlock),
-    Other(Value),
-}
-
-/// The content blocks lyss translates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum KnownBlock {
-    Text {
-        text: String,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
-    },
-    Image {
-        source: ImageSource,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    ToolResult {
-        tool_use_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        content: Option<AnthropicContent>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        is_error: Option<bool>,
-    },
-}
-
-/// Where an image comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ImageSource {
-    Base64 { media_type: String, data: String },
-    Url { url: String },
-}
-
-/// A tool the model may call. Server tools (web search …) have no `input_schema`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnthropicTool {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_schema: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// A complete answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessagesResponse {
-    pub id: String,
-    #[serde(rename = "type", default = "message_type")]
-    pub kind: String,
-    #[serde(default = "assistant")]
-    pub role: String,
-    #[serde(default)]
-    pub model: String,
-    pub content: Vec<Block>,
-    #[serde(default)]
-    pub stop_reason: Option<String>,
-    #[serde(default)]
-    pub stop_sequence: Option<String>,
-    #[serde(default)]
-    pub usage: AnthropicUsage,
-}
-
-fn message_type() -> String {
-    "message".into()
-}
-
-fn assistant() -> String {
-    "assistant".into()
-}
-
-/// Tokens as Anthropic counts them: `input_tokens` excludes cache reads and writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnthropicUsage {
-    #[serde(default)]
-    pub input_tokens: u64,
-    #[serde(default)]
-    pub output_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_creation_input_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_read_input_tokens: Option<u64>,
-}
-
-/// Anthropic's error body: `{"type":"error","error":{"type","message"}}`.
-pub fn error_body(kind: &str, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": kind, "message": message}})
-}
-
-fn invalid(message: impl Into<String>) -> Error {
-    Error::invalid(message)
-}
-
-// ---------------------------------------------------------------------------------------
-// Outbound: the Anthropic provider.
 
 /// An OpenAI chat request as a Messages request. `max_tokens` is required by Anthropic:
 /// the request's own cap, else `default_max_tokens`.
@@ -312,14 +135,14 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
 }
 
 /// The field of a content block that makes it a prompt-cache breakpoint.
-const CACHE_CONTROL: &str = "cache_control";
+pub(super) const CACHE_CONTROL: &str = "cache_control";
 
 /// The shortest prefix Anthropic caches (Sonnet and Opus; Haiku needs 2,048), in tokens: a
 /// breakpoint on a shorter one would do nothing.
-const MIN_CACHEABLE_TOKENS: usize = 1_024;
+pub(super) const MIN_CACHEABLE_TOKENS: usize = 1_024;
 
 /// Whether a block is a cache breakpoint.
-fn has_breakpoint(block: &Block) -> bool {
+pub(super) fn has_breakpoint(block: &Block) -> bool {
     match block {
         Block::Known(KnownBlock::Text { extra, .. } | KnownBlock::Image { extra, .. }) => {
             extra.contains_key(CACHE_CONTROL)
@@ -330,7 +153,7 @@ fn has_breakpoint(block: &Block) -> bool {
 }
 
 /// Marks the last text or image block of `content` as a breakpoint; `false` when it has none.
-fn mark_last(content: &mut AnthropicContent) -> bool {
+pub(super) fn mark_last(content: &mut AnthropicContent) -> bool {
     if let AnthropicContent::Text(t) = content {
         *content = AnthropicContent::Blocks(vec![text_block(t, None)]);
     }
@@ -353,7 +176,7 @@ fn mark_last(content: &mut AnthropicContent) -> bool {
 }
 
 /// Bytes of text in some content (images count nothing: the estimate stays low).
-fn text_len(content: &AnthropicContent) -> usize {
+pub(super) fn text_len(content: &AnthropicContent) -> usize {
     match content {
         AnthropicContent::Text(t) => t.len(),
         AnthropicContent::Blocks(blocks) => blocks
@@ -442,7 +265,7 @@ pub fn mark_cache_breakpoints(req: &ChatRequest, body: &mut MessagesRequest) {
 
 /// The system prompt: the messages' text joined, or their text blocks when the client marked
 /// a cache breakpoint in one.
-fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent> {
+pub(super) fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent> {
     if system.is_empty() {
         return None;
     }
@@ -461,7 +284,7 @@ fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent>
 }
 
 /// The text of OpenAI content as text blocks, each text part's `cache_control` kept.
-fn text_blocks(content: &Content) -> Vec<Block> {
+pub(super) fn text_blocks(content: &Content) -> Vec<Block> {
     match content {
         Content::Text(t) if t.is_empty() => Vec::new(),
         Content::Text(t) => vec![text_block(t, None)],
@@ -478,7 +301,7 @@ fn text_blocks(content: &Content) -> Vec<Block> {
 }
 
 /// A text block; `from` is the OpenAI part's other fields, of which `cache_control` is kept.
-fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
+pub(super) fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
     let mut extra = Map::new();
     if let Some(mark) = from.and_then(|e| e.get(CACHE_CONTROL)) {
         extra.insert(CACHE_CONTROL.into(), mark.clone());
@@ -491,7 +314,7 @@ fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
 
 /// OpenAI message content as Anthropic blocks (images by data URL or by URL). A text part's
 /// `cache_control` (the client's own cache breakpoint) is kept.
-fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
+pub(super) fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
     Ok(match content {
         None => Vec::new(),
         Some(Content::Text(t)) if t.is_empty() => Vec::new(),
@@ -517,7 +340,7 @@ fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
     })
 }
 
-fn image_block(url: &str) -> Block {
+pub(super) fn image_block(url: &str) -> Block {
     let source = match url
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
@@ -537,7 +360,7 @@ fn image_block(url: &str) -> Block {
 }
 
 /// Anthropic's stop reason in OpenAI's words.
-fn finish_reason(stop_reason: &str) -> &'static str {
+pub(super) fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
         "max_tokens" => "length",
         "tool_use" => "tool_calls",
@@ -547,7 +370,7 @@ fn finish_reason(stop_reason: &str) -> &'static str {
 }
 
 /// OpenAI's finish reason in Anthropic's words.
-fn stop_reason(finish_reason: &str) -> &'static str {
+pub(super) fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
         "length" => "max_tokens",
         "tool_calls" | "function_call" => "tool_use",
@@ -814,395 +637,3 @@ impl StreamToOpenAi {
         Ok((out, false))
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// Inbound: `POST /v1/messages`.
-
-/// A text block as an OpenAI text part, its `cache_control` kept (an Anthropic upstream gets
-/// it back; an OpenAI one has it removed).
-fn marked_part(block: &Block) -> Option<ContentPart> {
-    let Block::Known(KnownBlock::Text { text, extra }) = block else {
-        return None;
-    };
-    let mut kept = Map::new();
-    if let Some(mark) = extra.get(CACHE_CONTROL) {
-        kept.insert(CACHE_CONTROL.into(), mark.clone());
-    }
-    Some(ContentPart::Known(KnownPart::Text {
-        text: text.clone(),
-        extra: kept,
-    }))
-}
-
-/// A Messages request as an OpenAI chat request, to run through the pipeline.
-pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
-    let mut messages = Vec::new();
-    match &req.system {
-        // The client's cache breakpoints in its system prompt go on as marked text parts.
-        Some(AnthropicContent::Blocks(blocks)) if blocks.iter().any(has_breakpoint) => {
-            messages.push(Message {
-                content: Some(Content::Parts(
-                    blocks.iter().filter_map(marked_part).collect(),
-                )),
-                ..Message::text(Role::System, "")
-            });
-        }
-        Some(system) => messages.push(Message::text(Role::System, system.text())),
-        None => {}
-    }
-    for m in req.messages {
-        let role = match m.role.as_str() {
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                return Err(Error::invalid_param(
-                    format!("messages: unexpected role `{other}`; use user or assistant"),
-                    "messages",
-                ));
-            }
-        };
-        let blocks = match m.content {
-            AnthropicContent::Text(t) => {
-                messages.push(Message::text(role, t));
-                continue;
-            }
-            AnthropicContent::Blocks(b) => b,
-        };
-        let mut parts = Vec::new();
-        let mut calls = Vec::new();
-        for b in blocks {
-            match b {
-                b @ Block::Known(KnownBlock::Text { .. }) => parts.extend(marked_part(&b)),
-                Block::Known(KnownBlock::Image { source, .. }) => {
-                    let url = match source {
-                        ImageSource::Base64 { media_type, data } => {
-                            format!("data:{media_type};base64,{data}")
-                        }
-                        ImageSource::Url { url } => url,
-                    };
-                    parts.push(ContentPart::Known(KnownPart::ImageUrl {
-                        image_url: ImageUrl { url, detail: None },
-                        extra: Map::new(),
-                    }));
-                }
-                Block::Known(KnownBlock::ToolUse { id, name, input }) => calls.push(ToolCall {
-                    id: Some(id),
-                    kind: Some("function".into()),
-                    function: Some(FunctionCall {
-                        name: Some(name),
-                        arguments: Some(input.to_string()),
-                    }),
-                    index: None,
-                }),
-                // Tool results come first in a user turn: each becomes a `tool` message.
-                Block::Known(KnownBlock::ToolResult {
-                    tool_use_id,
-                    content,
-                    is_error,
-                }) => {
-                    let mut text = content.map(|c| c.text()).unwrap_or_default();
-                    if is_error == Some(true) {
-                        text = format!("Error: {text}");
-                    }
-                    messages.push(Message {
-                        role: Role::Tool,
-                        content: Some(Content::Text(text)),
-                        name: None,
-                        tool_calls: None,
-                        tool_call_id: Some(tool_use_id),
-                        extra: Map::new(),
-                    });
-                }
-                // Thinking and other blocks have no OpenAI counterpart: dropped.
-                Block::Other(_) => {}
-            }
-        }
-        if parts.is_empty() && calls.is_empty() {
-            continue;
-        }
-        // Plain text collapses to a string, unless a part carries a cache breakpoint.
-        let all_text = parts.iter().all(
-            |p| matches!(p, ContentPart::Known(KnownPart::Text { extra, .. }) if extra.is_empty()),
-        );
-        let content = if parts.is_empty() {
-            None
-        } else if all_text {
-            Some(Content::Text(Content::Parts(parts).text()))
-        } else {
-            Some(Content::Parts(parts))
-        };
-        messages.push(Message {
-            role,
-            content,
-            name: None,
-            tool_calls: (!calls.is_empty()).then_some(calls),
-            tool_call_id: None,
-            extra: Map::new(),
-        });
-    }
-    let tools = req
-        .tools
-        .map(|tools| {
-            tools
-                .into_iter()
-                .map(|t| match t.input_schema {
-                    Some(schema) => Ok(Tool {
-                        kind: "function".into(),
-                        function: Some(FunctionDef {
-                            name: t.name,
-                            description: t.description,
-                            parameters: Some(schema),
-                            strict: None,
-                        }),
-                        extra: Map::new(),
-                    }),
-                    None => Err(Error::invalid_param(
-                        format!(
-                            "tools: `{}` is a server tool, which lyss cannot run",
-                            t.name
-                        ),
-                        "tools",
-                    )),
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
-    let mut extra = Map::new();
-    let mut tool_choice = None;
-    if let Some(choice) = &req.tool_choice {
-        tool_choice = match choice["type"].as_str() {
-            Some("any") => Some(json!("required")),
-            Some("none") => Some(json!("none")),
-            Some("tool") => Some(json!({"type": "function", "function": {"name": choice["name"]}})),
-            _ => Some(json!("auto")),
-        };
-        if choice["disable_parallel_tool_use"] == true {
-            extra.insert("parallel_tool_calls".into(), false.into());
-        }
-    }
-    if let Some(t) = req.temperature {
-        extra.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        extra.insert("top_p".into(), json!(p));
-    }
-    if let Some(stop) = req.stop_sequences.filter(|s| !s.is_empty()) {
-        extra.insert("stop".into(), json!(stop));
-    }
-    let stream = req.stream.unwrap_or(false);
-    Ok(ChatRequest {
-        model: req.model,
-        messages,
-        stream: stream.then_some(true),
-        // Usage is needed for Anthropic's final `message_delta`.
-        stream_options: stream.then(|| StreamOptions {
-            include_usage: Some(true),
-            extra: Map::new(),
-        }),
-        max_tokens: Some(req.max_tokens),
-        max_completion_tokens: None,
-        tools,
-        tool_choice,
-        response_format: None,
-        user: req
-            .metadata
-            .as_ref()
-            .and_then(|m| m["user_id"].as_str())
-            .map(str::to_owned),
-        extra,
-        prompt_cache_key: None,
-        builtin_tools: None,
-    })
-}
-
-/// An OpenAI completion as a Messages answer, under the model name the caller asked for.
-pub fn response_from_openai(resp: &ChatResponse, model: &str) -> MessagesResponse {
-    let choice = resp.choices.first();
-    let mut content = Vec::new();
-    if let Some(text) = choice
-        .and_then(|c| c.message.content.as_ref())
-        .map(Content::text)
-        .filter(|t| !t.is_empty())
-    {
-        content.push(Block::Known(KnownBlock::Text {
-            text,
-            extra: Map::new(),
-        }));
-    }
-    for call in choice
-        .and_then(|c| c.message.tool_calls.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        let f = call.function.as_ref();
-        content.push(Block::Known(KnownBlock::ToolUse {
-            id: call.id.clone().unwrap_or_default(),
-            name: f.and_then(|f| f.name.clone()).unwrap_or_default(),
-            input: f
-                .and_then(|f| f.arguments.as_deref())
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or_else(|| json!({})),
-        }));
-    }
-    MessagesResponse {
-        id: message_id(&resp.id),
-        kind: message_type(),
-        role: assistant(),
-        model: model.to_owned(),
-        content,
-        stop_reason: Some(
-            stop_reason(
-                choice
-                    .and_then(|c| c.finish_reason.as_deref())
-                    .unwrap_or("stop"),
-            )
-            .into(),
-        ),
-        stop_sequence: None,
-        usage: resp
-            .usage
-            .as_ref()
-            .map(usage_from_openai)
-            .unwrap_or_default(),
-    }
-}
-
-fn message_id(id: &str) -> String {
-    if id.starts_with("msg_") {
-        id.to_owned()
-    } else {
-        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
-    }
-}
-
-/// OpenAI chunks turned into Anthropic's events (name, data), one chunk at a time.
-#[derive(Debug)]
-pub struct StreamFromOpenAi {
-    model: String,
-    started: bool,
-    /// The open content block: its index and whether it is text.
-    open: Option<(u64, bool)>,
-    next_index: u64,
-    /// Tool call index → content block index.
-    tools: HashMap<u32, u64>,
-    stop_reason: Option<&'static str>,
-    usage: AnthropicUsage,
-}
-
-impl StreamFromOpenAi {
-    pub fn new(model: &str) -> Self {
-        Self {
-            model: model.to_owned(),
-            started: false,
-            open: None,
-            next_index: 0,
-            tools: HashMap::new(),
-            stop_reason: None,
-            usage: AnthropicUsage::default(),
-        }
-    }
-
-    fn start(&mut self, id: &str, out: &mut Vec<(&'static str, Value)>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        out.push((
-            "message_start",
-            json!({"type": "message_start", "message": {
-                "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0}}}),
-        ));
-    }
-
-    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
-        if let Some((index, _)) = self.open.take() {
-            out.push((
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            ));
-        }
-    }
-
-    fn open(&mut self, text: bool, block: Value, out: &mut Vec<(&'static str, Value)>) -> u64 {
-        self.close(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((index, text));
-        out.push((
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": block}),
-        ));
-        index
-    }
-
-    /// The events one chunk becomes.
-    pub fn on_chunk(&mut self, chunk: &ChatChunk) -> Vec<(&'static str, Value)> {
-        let mut out = Vec::new();
-        self.start(&chunk.id, &mut out);
-        if let Some(u) = &chunk.usage {
-            self.usage = usage_from_openai(u);
-        }
-        let Some(choice) = chunk.choices.iter().find(|c| c.index == 0) else {
-            return out;
-        };
-        if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
-            let index = match self.open {
-                Some((i, true)) => i,
-                _ => self.open(true, json!({"type": "text", "text": ""}), &mut out),
-            };
-            out.push((
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index,
-                       "delta": {"type": "text_delta", "text": text}}),
-            ));
-        }
-        for call in choice.delta.tool_calls.iter().flatten() {
-            let tool = call.index.unwrap_or(0);
-            let f = call.function.as_ref();
-            let index = match self.tools.get(&tool) {
-                Some(&i) => i,
-                None => {
-                    let block = json!({"type": "tool_use", "id": call.id.clone().unwrap_or_default(),
-                        "name": f.and_then(|f| f.name.clone()).unwrap_or_default(), "input": {}});
-                    let i = self.open(false, block, &mut out);
-                    self.tools.insert(tool, i);
-                    i
-                }
-            };
-            if let Some(args) = f
-                .and_then(|f| f.arguments.as_deref())
-                .filter(|a| !a.is_empty())
-            {
-                out.push((
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": index,
-                           "delta": {"type": "input_json_delta", "partial_json": args}}),
-                ));
-            }
-        }
-        if let Some(reason) = &choice.finish_reason {
-            self.stop_reason = Some(stop_reason(reason));
-        }
-        out
-    }
-
-    /// The closing events, once the chunks have ended.
-    pub fn finish(&mut self) -> Vec<(&'static str, Value)> {
-        let mut out = Vec::new();
-        self.start("", &mut out);
-        self.close(&mut out);
-        out.push((
-            "message_delta",
-            json!({"type": "message_delta",
-                   "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
-                   "usage": self.usage}),
-        ));
-        out.push(("message_stop", json!({"type": "message_stop"})));
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests;
