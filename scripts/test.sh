@@ -69,6 +69,8 @@ if [ -n "$LYSS_TEST_POSTGRES_URL" ] && command -v psql >/dev/null && pg_up; then
 fi
 
 cargo test --workspace --locked "$@"
+# The embedded example is a check too: it fails unless a recalled memory reaches its model.
+[ $# -gt 0 ] || cargo run --quiet --locked -p lyss-examples --example embedded >/dev/null
 # The fuzz targets' seeds and crash inputs, replayed (fuzz/ is its own workspace; fuzzing needs
 # nightly, replaying does not). Skipped when arguments narrow the run.
 [ $# -gt 0 ] || cargo test --manifest-path fuzz/Cargo.toml --lib --locked
