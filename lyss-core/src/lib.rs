@@ -15,7 +15,18 @@
 //! | [`Provider`] | one upstream API in OpenAI's shapes | [`OpenAiProvider`] (any OpenAI-compatible API) |
 //!
 //! [`Lyss`] composes them into the one request path ([`pipeline`]); [`setup`] builds it from
-//! [`Config`]. Each trait has a conformance suite in [`testing`] that every backend runs.
+//! [`Config`]. Each trait has a conformance suite in `testing` that every backend runs.
+//!
+//! ## Cargo features
+//! All on by default: `lyss-server` and `lyss` use them all. With `default-features = false`
+//! an app gets SQLite and the in-process parts (HNSW/BM25 memory, cache, rate limits), with no
+//! Postgres driver, Redis client or ONNX Runtime compiled in; a config that asks for one of
+//! them is refused at start with the feature to turn on.
+//! - `postgres`: `PostgresPolicy`, `memory::PostgresMemoryStore` (`postgres://` URLs)
+//! - `redis`: `policy::RedisRateLimiter`, `cache::RedisCache` (`redis_url`)
+//! - `local-embeddings`: `embed::LocalEmbedder` (`[embedder] kind = "local"`; without it,
+//!   memory recalls by keywords)
+//! - `testing`: the conformance suites and the helpers that reach test services
 //!
 //! ```no_run
 //! # async fn demo() -> lyss_core::Result<()> {
@@ -37,12 +48,14 @@ pub mod openai;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;
+#[cfg(feature = "redis")]
 mod redis_conn;
 pub mod responses;
 pub mod secrets;
 pub mod setup;
 mod sqlite;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
 
@@ -50,5 +63,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use models::{Model, ModelRegistry, Price};
 pub use pipeline::{Call, ChatBody, ChatReply, ChatStream, Lyss};
-pub use policy::{Policy, PostgresPolicy, Principal, SqlitePolicy};
+#[cfg(feature = "postgres")]
+pub use policy::PostgresPolicy;
+pub use policy::{Policy, Principal, SqlitePolicy};
 pub use provider::{OpenAiProvider, Provider};

@@ -12,22 +12,17 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 
-use crate::cache::{Cache, InMemoryCache, RedisCache};
+use crate::cache::{Cache, InMemoryCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     CacheBackend, Config, EmbedderKind, ModelConfig, ProviderConfig, ProviderKind, Secret,
 };
-use crate::embed::{
-    CachedEmbedder, Embedder, LOCAL_MODEL_DIR, LazyEmbedder, LocalEmbedder, ORT_LIBRARY,
-    OpenAiEmbedder, default_models_dir,
-};
+use crate::embed::{CachedEmbedder, Embedder, OpenAiEmbedder};
 use crate::error::{Error, Result};
-use crate::memory::{HnswMemoryStore, MemoryStore, PostgresMemoryStore};
+use crate::memory::{HnswMemoryStore, MemoryStore};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
-use crate::policy::{
-    InMemoryRateLimiter, Policy, PostgresPolicy, RateLimiter, RedisRateLimiter, SqlitePolicy, keys,
-};
+use crate::policy::{InMemoryRateLimiter, Policy, RateLimiter, SqlitePolicy, keys};
 use crate::provider::Provider;
 
 /// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
@@ -255,8 +250,11 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
         }
         return Ok(Arc::new(SqlitePolicy::connect(&url).await?));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return PostgresPolicy::connect(&url)
+    if is_postgres(&url) {
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built_in("database_url: Postgres", "postgres"));
+        #[cfg(feature = "postgres")]
+        return crate::policy::PostgresPolicy::connect(&url)
             .await
             .map(|p| Arc::new(p) as Arc<dyn Policy>)
             .map_err(|e| {
@@ -272,10 +270,25 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
     )))
 }
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A backend the config asks for that this build of lyss-core left out.
+#[cfg(not(all(feature = "postgres", feature = "redis")))]
+fn not_built_in(what: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "{what} is not in this build: lyss-core was compiled without its `{feature}` feature"
+    ))
+}
+
 /// The rate limiter named by the config: Redis when `redis_url` is set, else in process.
 pub async fn open_rate_limiter(config: &Config) -> Result<Arc<dyn RateLimiter>> {
     match &config.redis_url {
-        Some(url) => RedisRateLimiter::connect(url, "lyss:rl:")
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err(not_built_in("redis_url: Redis", "redis")),
+        #[cfg(feature = "redis")]
+        Some(url) => crate::policy::RedisRateLimiter::connect(url, "lyss:rl:")
             .await
             .map(|r| Arc::new(r) as Arc<dyn RateLimiter>)
             .map_err(|e| {
@@ -461,7 +474,15 @@ pub async fn open_cache(config: &Config) -> Result<Arc<dyn Cache>> {
                 .redis_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("cache.backend = \"redis\" needs redis_url".into()))?;
-            Ok(Arc::new(RedisCache::connect(url, &c.redis_prefix).await?))
+            #[cfg(not(feature = "redis"))]
+            return Err(not_built_in(
+                &format!("cache.backend = \"redis\" ({})", redact_url(url)),
+                "redis",
+            ));
+            #[cfg(feature = "redis")]
+            Ok(Arc::new(
+                crate::cache::RedisCache::connect(url, &c.redis_prefix).await?,
+            ))
         }
     }
 }
@@ -475,8 +496,11 @@ pub async fn open_memory(
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(HnswMemoryStore::connect(&url, embedder).await?));
     }
+    #[cfg(not(feature = "postgres"))]
+    return Err(not_built_in("database_url: Postgres", "postgres"));
+    #[cfg(feature = "postgres")]
     Ok(Arc::new(
-        PostgresMemoryStore::connect(&url, embedder).await?,
+        crate::memory::PostgresMemoryStore::connect(&url, embedder).await?,
     ))
 }
 
@@ -554,7 +578,18 @@ pub async fn open_embedder(
                 dimension,
             ))
         }
+        #[cfg(not(feature = "local-embeddings"))]
         EmbedderKind::Local => {
+            tracing::warn!(
+                "lyss-core was compiled without its `local-embeddings` feature: semantic features are off (keyword retrieval only)"
+            );
+            return Ok(None);
+        }
+        #[cfg(feature = "local-embeddings")]
+        EmbedderKind::Local => {
+            use crate::embed::{
+                LOCAL_MODEL_DIR, LazyEmbedder, LocalEmbedder, ORT_LIBRARY, default_models_dir,
+            };
             let dir = e.models_dir.clone().unwrap_or_else(default_models_dir);
             let (model, ort) = (dir.join(LOCAL_MODEL_DIR), dir.join(ORT_LIBRARY));
             if let Err(err) = LocalEmbedder::check(&model, &ort) {

@@ -1,10 +1,13 @@
 //! The `Cache` conformance suite on both backends, and the in-process cache's byte bound.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 use std::time::Duration;
 
-use lyss_core::cache::{Cache, InMemoryCache, RedisCache};
+#[cfg(feature = "redis")]
+use lyss_core::cache::RedisCache;
+use lyss_core::cache::{Cache, InMemoryCache};
 
 mod in_memory {
     lyss_core::cache_conformance!(async {
@@ -16,6 +19,7 @@ mod in_memory {
     });
 }
 
+#[cfg(feature = "redis")]
 mod redis {
     lyss_core::cache_conformance!(async {
         let (url, prefix) = lyss_core::testing::services::redis().await?;
@@ -44,6 +48,7 @@ async fn the_in_process_cache_stays_within_its_bytes() {
     assert!(stats.entries < 200);
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn two_caches_on_one_redis_share_entries_but_not_prefixes() {
     let Some((url, prefix)) = lyss_core::testing::services::redis().await else {

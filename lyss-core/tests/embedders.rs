@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use lyss_core::embed::{Embedder, OpenAiEmbedder, cosine};
+#[cfg(feature = "local-embeddings")]
+use lyss_core::embed::cosine;
+use lyss_core::embed::{Embedder, OpenAiEmbedder};
 
 mod hash {
     lyss_core::embedder_conformance!(async {
@@ -15,10 +17,12 @@ mod hash {
     });
 }
 
+#[cfg(feature = "local-embeddings")]
 mod local {
     lyss_core::embedder_conformance!(lyss_core::testing::services::local_embedder());
 }
 
+#[cfg(feature = "local-embeddings")]
 #[tokio::test]
 async fn the_local_model_puts_paraphrases_close_and_unrelated_text_far() {
     let Some(e) = lyss_core::testing::services::local_embedder().await else {
@@ -40,6 +44,7 @@ async fn the_local_model_puts_paraphrases_close_and_unrelated_text_far() {
     assert!(close > far + 0.3);
 }
 
+#[cfg(feature = "local-embeddings")]
 #[tokio::test]
 async fn a_missing_model_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -102,6 +107,7 @@ fn provider(upstream: &wiremock::MockServer) -> Arc<dyn lyss_core::Provider> {
     )
 }
 
+#[cfg(feature = "local-embeddings")]
 #[tokio::test]
 async fn the_configured_embedder_is_opened_or_reported_missing() {
     use lyss_core::config::{Config, EmbedderConfig, EmbedderKind};

@@ -18,6 +18,7 @@ mod hash {
     });
 }
 
+#[cfg(feature = "local-embeddings")]
 mod local_model {
     lyss_core::memory_conformance!(async {
         let embedder = lyss_core::testing::services::local_embedder().await?;

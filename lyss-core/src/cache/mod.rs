@@ -9,6 +9,7 @@
 
 pub mod answer;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 mod semantic;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::InMemoryCache;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
 use crate::error::{Error, Result};
 use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Role};
@@ -126,6 +128,7 @@ pub fn semantic_partition(
 }
 
 /// Whether a backend key names a semantic partition rather than an answer.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn is_partition(key: &str) -> bool {
     key.rsplit(':').nth(1) == Some("s")
 }

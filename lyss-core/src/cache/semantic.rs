@@ -318,11 +318,13 @@ impl Partition {
     }
 
     /// How far a mirrored stream has been read.
+    #[cfg(feature = "redis")]
     pub(crate) fn cursor(&self) -> Option<String> {
         self.inner.read().cursor.clone()
     }
 
     /// Moves the cursor forward (never back: two readers may race).
+    #[cfg(feature = "redis")]
     pub(crate) fn advance(&self, to: &str) {
         let mut inner = self.inner.write();
         if inner
@@ -336,6 +338,7 @@ impl Partition {
 }
 
 /// A Redis stream id (`ms-seq`) as numbers, for ordering.
+#[cfg(feature = "redis")]
 fn stream_id(id: &str) -> (u64, u64) {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
@@ -408,6 +411,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
     fn the_cursor_only_moves_forward() {
         let idx = SemanticIndex::default();
         let p = idx.partition("p", Duration::from_secs(1));

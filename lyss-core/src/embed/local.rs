@@ -5,7 +5,7 @@
 //! packages from PyPI). If either is missing, loading fails with a message that says which
 //! file and how to fetch it — never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -13,28 +13,14 @@ use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
 
-use super::{Embedder, normalize};
+use super::{Embedder, LOCAL_MODEL_DIR, ORT_LIBRARY, default_models_dir, normalize};
 use crate::error::{Error, Result};
-
-/// The model's folder under the models directory.
-pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
-/// ONNX Runtime under the models directory.
-pub const ORT_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.0";
 
 const DIMENSION: usize = 384;
 /// MiniLM was trained on 256-token inputs; longer texts are truncated.
 const MAX_TOKENS: usize = 256;
 /// Texts embedded per run of the model (about 20 ms of one core for short turns).
 const CHUNK: usize = 8;
-
-/// Where `scripts/fetch-models.sh` puts models with no argument: `$LYSS_MODELS_DIR`, else
-/// the user's data directory + `lyss/models`.
-pub fn default_models_dir() -> PathBuf {
-    std::env::var_os("LYSS_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| dirs::data_dir().map(|d| d.join("lyss").join("models")))
-        .unwrap_or_else(|| PathBuf::from("models"))
-}
 
 /// ONNX Runtime allows one environment per process: the first load creates it from its
 /// library; later loads share it (a second library path is ignored).

@@ -3,6 +3,7 @@
 mod cached;
 mod hash;
 mod lazy;
+#[cfg(feature = "local-embeddings")]
 mod local;
 mod openai;
 mod vectors;
@@ -12,9 +13,24 @@ use async_trait::async_trait;
 pub use self::cached::CachedEmbedder;
 pub use self::hash::HashEmbedder;
 pub use self::lazy::LazyEmbedder;
-pub use self::local::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
+#[cfg(feature = "local-embeddings")]
+pub use self::local::LocalEmbedder;
 pub use self::openai::OpenAiEmbedder;
 pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};
+
+/// The model's folder under the models directory.
+pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
+/// ONNX Runtime under the models directory.
+pub const ORT_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.0";
+
+/// Where `scripts/fetch-models.sh` puts models with no argument: `$LYSS_MODELS_DIR`, else
+/// the user's data directory + `lyss/models`.
+pub fn default_models_dir() -> std::path::PathBuf {
+    std::env::var_os("LYSS_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("lyss").join("models")))
+        .unwrap_or_else(|| std::path::PathBuf::from("models"))
+}
 use crate::error::Result;
 
 /// Turns texts into vectors of one fixed dimension.

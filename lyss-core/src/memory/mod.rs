@@ -9,6 +9,7 @@
 
 pub mod extract;
 pub mod index;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sql;
 mod sqlite;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use self::extract::Extractor;
+#[cfg(feature = "postgres")]
 pub use self::postgres::PostgresMemoryStore;
 pub use self::sqlite::HnswMemoryStore;
 use crate::error::Result;

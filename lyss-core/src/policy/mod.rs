@@ -5,8 +5,10 @@
 
 pub mod budget;
 pub mod keys;
+#[cfg(feature = "postgres")]
 mod postgres;
 pub mod ratelimit;
+#[cfg(feature = "redis")]
 mod redis;
 pub(crate) mod settle;
 pub(crate) mod sql;
@@ -21,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use self::budget::{Ask, Budget, BudgetRefusal, BudgetStatus, NewBudget, Period, Scope, Unit};
+#[cfg(feature = "postgres")]
 pub use self::postgres::PostgresPolicy;
 pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
+#[cfg(feature = "redis")]
 pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;

@@ -3,12 +3,18 @@
 //! Unset locally: the test is skipped with a printed reason. With `CI=true`, an unset or
 //! unreachable service fails the test — CI never passes by skipping.
 
+#[cfg(feature = "postgres")]
 use sqlx::Connection as _;
 
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "local-embeddings")),
+    allow(dead_code)
+)]
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
 fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
@@ -22,6 +28,7 @@ fn service_url(var: &str) -> Option<String> {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// A fresh, empty Postgres schema for one test: the returned URL selects it with
 /// `search_path`. Schemas are named `lyss_t_…` (`scripts/test.sh` drops old ones).
 pub async fn postgres() -> Option<String> {
@@ -38,6 +45,7 @@ pub async fn postgres() -> Option<String> {
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
+#[cfg(feature = "redis")]
 /// The Redis URL and a unique key prefix for one test (never `FLUSHDB`).
 pub async fn redis() -> Option<(String, String)> {
     let url = service_url("LYSS_TEST_REDIS_URL")?;
@@ -54,6 +62,7 @@ pub async fn redis() -> Option<(String, String)> {
     Some((url, format!("lyss-test:{}:", uuid::Uuid::new_v4().simple())))
 }
 
+#[cfg(feature = "local-embeddings")]
 /// The local embedding model from the default models directory (`scripts/fetch-models.sh`).
 pub async fn local_embedder() -> Option<std::sync::Arc<dyn crate::embed::Embedder>> {
     let loaded = tokio::task::spawn_blocking(crate::embed::LocalEmbedder::load_default)
