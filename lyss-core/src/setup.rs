@@ -660,6 +660,34 @@ pub fn admin_token(config: &Config) -> Result<(Secret, AdminTokenSource)> {
 mod tests {
     use super::*;
 
+    /// Built without a backend's feature, a config that asks for it is refused at start,
+    /// naming the feature (run by CI's minimal-feature tests).
+    #[cfg(not(all(feature = "postgres", feature = "redis")))]
+    #[tokio::test]
+    async fn a_backend_left_out_of_the_build_is_refused_naming_its_feature() {
+        let config = Config {
+            database_url: Some("postgres://lyss@127.0.0.1/lyss".into()),
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..Config::default()
+        };
+        for (opened, feature) in [
+            (open_policy(&config).await.map(|_| ()), "postgres"),
+            (open_rate_limiter(&config).await.map(|_| ()), "redis"),
+        ] {
+            if cfg!(feature = "postgres") && feature == "postgres"
+                || cfg!(feature = "redis") && feature == "redis"
+            {
+                continue;
+            }
+            match opened {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains(&format!("`{feature}` feature")), "{m}")
+                }
+                other => panic!("{feature}: expected a config error, got {:?}", other.err()),
+            }
+        }
+    }
+
     #[test]
     fn openai_env_adds_a_provider_and_its_models() {
         let mut c = Config::default();
