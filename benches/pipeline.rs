@@ -10,10 +10,11 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lyss_core::models::Price;
 use lyss_core::openai::ChatRequest;
+use lyss_core::policy::prelude::*;
 use lyss_core::policy::{
     Ask, CreatedKey, LedgerEntry, NewBudget, NewKey, Period, Reservation, Scope, Unit,
 };
-use lyss_core::{Lyss, Policy as _, SqlitePolicy};
+use lyss_core::{Lyss, SqlitePolicy};
 use serde_json::json;
 
 fn chat_body(turns: usize) -> Vec<u8> {

@@ -15,9 +15,10 @@ use lyss_core::openai::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, EmbeddingsRequest,
     EmbeddingsResponse, Message, Role, Usage,
 };
+use lyss_core::policy::prelude::*;
 use lyss_core::policy::{NewBudget, NewKey, Period, Scope, Unit};
 use lyss_core::provider::ChunkStream;
-use lyss_core::{Call, ChatBody, Error, Lyss, Policy as _, Provider, Result, SqlitePolicy};
+use lyss_core::{Call, ChatBody, Error, Lyss, Provider, Result, SqlitePolicy};
 
 /// Answers "You said: …", counting one token per word.
 struct Echo;

@@ -19,9 +19,10 @@ use lyss_core::openai::{
     ChatRequest, ChatResponse, Choice, Content, EmbeddingsRequest, EmbeddingsResponse, Message,
     Role, Usage,
 };
+use lyss_core::policy::prelude::*;
 use lyss_core::policy::{LedgerQuery, NewBudget, NewKey, Period, Scope, Unit};
 use lyss_core::provider::ChunkStream;
-use lyss_core::{Call, ChatBody, Error, Lyss, Policy as _, Provider, Result, SqlitePolicy};
+use lyss_core::{Call, ChatBody, Error, Lyss, Provider, Result, SqlitePolicy};
 
 /// The app's own model: it answers with the memories lyss recalled into its prompt, if any.
 struct Recollection;

@@ -31,7 +31,7 @@ mod redis {
 /// the reservation instead of admitting it.
 #[tokio::test]
 async fn postgres_failure_refuses_reservations() {
-    use lyss_core::Policy as _;
+    use lyss_core::policy::prelude::*;
     use lyss_core::policy::{Ask, NewBudget, NewKey, Period, Scope, Unit};
     let Some(url) = lyss_core::testing::services::postgres().await else {
         return;

@@ -23,7 +23,7 @@ mod in_memory_limiter {
 
 #[tokio::test]
 async fn data_survives_reopening_the_file() {
-    use lyss_core::Policy as _;
+    use lyss_core::policy::prelude::*;
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("lyss.db").display());
     let key = {

@@ -377,7 +377,27 @@ pub struct UsageRow {
     pub prompt_cache_saved_nusd: i64,
 }
 
-/// Governance: keys, workspaces and users, allow-lists, and the usage ledger.
+/// Governance: who may call (the directory), what they may spend (budgets), what they spent
+/// (the ledger) and the upstreams stored for them (providers) — four traits by meaning, one
+/// store implementing them all. `Arc<dyn Policy>` is how the pipeline and the apps hold it;
+/// `use lyss_core::policy::prelude::*` brings every part's methods into scope.
+///
+/// # Contract
+/// - Each part's contract is on its trait: [`Directory`], [`Budgets`], [`Ledger`],
+///   [`ProviderStore`]; the conformance suite checks each (`testing::policy`).
+/// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
+#[async_trait]
+pub trait Policy: Directory + Budgets + Ledger + ProviderStore + Send + Sync {
+    /// Checks that the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Every part of the policy, for `use lyss_core::policy::prelude::*`.
+pub mod prelude {
+    pub use super::{Budgets as _, Directory as _, Ledger as _, Policy as _, ProviderStore as _};
+}
+
+/// The directory: workspaces, users, keys and their limits, and who a key belongs to.
 ///
 /// # Contract
 /// - `authenticate` returns the principal of a valid key. Unknown, malformed, revoked and
@@ -389,57 +409,11 @@ pub struct UsageRow {
 /// - `create_key` returns the full key exactly once; it cannot be read back.
 /// - `revoke_key` is immediate in the store; callers that cache principals must bound the
 ///   cache's lifetime (the pipeline keeps them at most `key_cache_ms`).
-/// - Budgets: for every budget, at every instant, `spent + reserved ≤ limit`. `reserve` admits
-///   a request's worst case on *every* applicable budget or on none ([`Error::BudgetExceeded`]
-///   names the refusing budget, its limit and when it resets); it is durable when it returns.
-///   A reservation belongs to the period it was made in and settles there.
-/// - `settle` turns a reservation into the spend the ledger entry reports, releases the rest
-///   and appends the ledger row, atomically; it returns only once that is durable (commits
-///   may be grouped with concurrent requests). An empty reservation just appends the row.
-/// - `release_expired` releases reservations older than their deadline (their request died);
-///   it is safe to run from every replica at once.
-/// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
+/// - Any store failure is [`Error::Unavailable`].
 #[async_trait]
-pub trait Policy: Send + Sync {
+pub trait Directory: Send + Sync {
     /// The principal of a presented key.
     async fn authenticate(&self, key: &str) -> Result<Principal>;
-
-    /// Reserves the worst case of a request on every budget that applies to `who`.
-    async fn reserve(
-        &self,
-        who: &Principal,
-        ask: &Ask,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<Reservation>;
-
-    /// Settles a reservation with what the request used and appends its ledger row.
-    async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft>;
-
-    /// Releases reservations whose deadline passed; returns how many holds were released.
-    async fn release_expired(&self, now: OffsetDateTime) -> Result<u64>;
-
-    /// Creates or replaces the budget of (scope, target, unit, period).
-    async fn set_budget(&self, new: &NewBudget) -> Result<Budget>;
-    /// Deletes a budget by id.
-    async fn delete_budget(&self, id: &str) -> Result<()>;
-    /// Every budget with its usage in the period containing `now`.
-    async fn budgets(&self, now: OffsetDateTime) -> Result<Vec<BudgetStatus>>;
-
-    /// Sets (or with `None`, clears) the rate limits of a workspace, user (name or id) or key.
-    async fn set_rate_limit(
-        &self,
-        scope: Scope,
-        target: &str,
-        rpm: Option<u32>,
-        tpm: Option<u32>,
-    ) -> Result<()>;
-
-    /// Sums the ledger by workspace, user, key, model or day.
-    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>>;
-
-    /// Reads ledger rows, newest first.
-    async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<LedgerEntry>>;
 
     async fn create_workspace(&self, name: &str, models: &[String]) -> Result<Workspace>;
     async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
@@ -462,12 +436,70 @@ pub trait Policy: Send + Sync {
     /// Revokes a key by public id. Revoking twice is not an error.
     async fn revoke_key(&self, id: &str) -> Result<KeyInfo>;
 
-    /// Stores a provider, replacing one of the same name (a key rotation).
-    async fn put_provider(&self, provider: &StoredProvider) -> Result<()>;
-    /// Stored providers by name.
-    async fn list_providers(&self) -> Result<Vec<StoredProvider>>;
-    /// Removes a stored provider.
-    async fn delete_provider(&self, name: &str) -> Result<()>;
+    /// Sets (or with `None`, clears) the rate limits of a workspace, user (name or id) or key.
+    async fn set_rate_limit(
+        &self,
+        scope: Scope,
+        target: &str,
+        rpm: Option<u32>,
+        tpm: Option<u32>,
+    ) -> Result<()>;
+}
+
+/// Budgets and the reservations that keep them: the budget invariant lives here.
+///
+/// # Contract
+/// - For every budget, at every instant, `spent + reserved ≤ limit`. `reserve` admits a
+///   request's worst case on *every* applicable budget or on none ([`Error::BudgetExceeded`]
+///   names the refusing budget, its limit and when it resets); it is durable when it returns.
+///   A reservation belongs to the period it was made in and settles there.
+/// - `settle` turns a reservation into the spend the ledger entry reports, releases the rest
+///   and appends the ledger row, atomically; it returns only once that is durable (commits
+///   may be grouped with concurrent requests). An empty reservation just appends the row.
+/// - `release_expired` releases reservations older than their deadline (their request died);
+///   it is safe to run from every replica at once.
+/// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
+#[async_trait]
+pub trait Budgets: Send + Sync {
+    /// Reserves the worst case of a request on every budget that applies to `who`.
+    async fn reserve(
+        &self,
+        who: &Principal,
+        ask: &Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Reservation>;
+
+    /// Settles a reservation with what the request used and appends its ledger row.
+    async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft>;
+
+    /// Releases reservations whose deadline passed; returns how many holds were released.
+    async fn release_expired(&self, now: OffsetDateTime) -> Result<u64>;
+
+    /// Creates or replaces the budget of (scope, target, unit, period).
+    async fn set_budget(&self, new: &NewBudget) -> Result<Budget>;
+    /// Deletes a budget by id.
+    async fn delete_budget(&self, id: &str) -> Result<()>;
+    /// Every budget with its usage in the period containing `now`.
+    async fn budgets(&self, now: OffsetDateTime) -> Result<Vec<BudgetStatus>>;
+}
+
+/// The ledger: every request's row (appended by [`Budgets::settle`]), its sums, and the
+/// conversations Responses API answers ended, for their `previous_response_id`.
+///
+/// # Contract
+/// - `ledger` reads rows newest first, exactly as settled; `usage` sums them, and its sums
+///   equal the rows'.
+/// - `load_response` finds a conversation only for the user who saved it; another user's id
+///   and an unknown one are the same [`Error::NotFound`].
+/// - Any store failure is [`Error::Unavailable`].
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Sums the ledger by workspace, user, key, model or day.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>>;
+
+    /// Reads ledger rows, newest first.
+    async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<LedgerEntry>>;
 
     /// Keeps the conversation a Responses API answer ended (`messages`: JSON chat messages) under
     /// its id, for the user's later `previous_response_id`.
@@ -475,9 +507,23 @@ pub trait Policy: Send + Sync {
     /// The conversation saved under `id`; [`Error::NotFound`] when there is none or it is
     /// another user's (the two look the same).
     async fn load_response(&self, id: &str, user_id: &str) -> Result<String>;
+}
 
-    /// Checks that the store answers (for `/readyz`).
-    async fn ping(&self) -> Result<()>;
+/// Upstream providers stored in the database (`lyss provider …`), their keys sealed.
+///
+/// # Contract
+/// - `put_provider` replaces a provider of the same name (a key rotation); the sealed key is
+///   stored as given and never decrypted by the store.
+/// - `delete_provider` of an unknown name is [`Error::NotFound`].
+/// - Any store failure is [`Error::Unavailable`].
+#[async_trait]
+pub trait ProviderStore: Send + Sync {
+    /// Stores a provider, replacing one of the same name (a key rotation).
+    async fn put_provider(&self, provider: &StoredProvider) -> Result<()>;
+    /// Stored providers by name.
+    async fn list_providers(&self) -> Result<Vec<StoredProvider>>;
+    /// Removes a stored provider.
+    async fn delete_provider(&self, name: &str) -> Result<()>;
 }
 
 /// Remembers verified keys for a short time so that a request does not read the store.

@@ -1,0 +1,368 @@
+//! Budgets and reservations in SQL: the budget transaction ([`super::super::store::BudgetTx`]),
+//! the writer task that commits reservations and settlements in groups, and [`crate::policy::Budgets`].
+
+/// Implements the budget transaction, the writer task and [`crate::policy::Budgets`] for a backend.
+macro_rules! impl_sql_budgets {
+    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
+        struct Tx<'a>(&'a mut $conn);
+
+        impl $crate::policy::store::BudgetTx for Tx<'_> {
+            const LOCKS_ROWS: bool = $locks_rows;
+
+            async fn budgets_for(
+                &mut self,
+                scope_ids: &[&str],
+            ) -> $crate::Result<Vec<$crate::policy::Budget>> {
+                let mut q = sqlx::query(
+                    "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at \
+                     FROM budgets WHERE scope_id IN ($1, $2, $3) ORDER BY id",
+                );
+                for id in scope_ids.iter().chain(std::iter::repeat(&"")).take(3) {
+                    q = q.bind(*id);
+                }
+                let rows = q.fetch_all(&mut *self.0).await?;
+                rows.iter().map(budget_from_row).collect()
+            }
+
+            async fn usage_row(&mut self, budget_id: &str, period_start: i64) -> $crate::Result<(i64, i64)> {
+                // An upsert that changes nothing but locks the row (Postgres) and returns it.
+                Ok(sqlx::query_as::<_, (i64, i64)>(
+                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
+                     VALUES ($1, $2, 0, 0) ON CONFLICT (budget_id, period_start) \
+                     DO UPDATE SET spent = budget_usage.spent RETURNING spent, reserved",
+                )
+                .bind(budget_id)
+                .bind(period_start)
+                .fetch_one(&mut *self.0)
+                .await?)
+            }
+
+            async fn add_usage(
+                &mut self,
+                budget_id: &str,
+                period_start: i64,
+                spent: i64,
+                reserved: i64,
+            ) -> $crate::Result<(i64, i64)> {
+                Ok(sqlx::query_as::<_, (i64, i64)>(
+                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (budget_id, period_start) \
+                     DO UPDATE SET spent = budget_usage.spent + $3, \
+                     reserved = budget_usage.reserved + $4 RETURNING spent, reserved",
+                )
+                .bind(budget_id)
+                .bind(period_start)
+                .bind(spent)
+                .bind(reserved)
+                .fetch_one(&mut *self.0)
+                .await?)
+            }
+
+            async fn insert_holds(
+                &mut self,
+                reservation_id: &str,
+                holds: &[$crate::policy::Hold],
+                expires_at: i64,
+            ) -> $crate::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
+                );
+                q.push_values(holds, |mut row, h| {
+                    row.push_bind(reservation_id)
+                        .push_bind(&h.budget_id)
+                        .push_bind(h.period_start)
+                        .push_bind(h.amount)
+                        .push_bind(expires_at);
+                });
+                q.build().execute(&mut *self.0).await?;
+                Ok(())
+            }
+
+            async fn take_holds(&mut self, reservation_id: &str) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, i64)>(
+                    "DELETE FROM reservations WHERE id = $1 RETURNING budget_id, amount",
+                )
+                .bind(reservation_id)
+                .fetch_all(&mut *self.0)
+                .await?)
+            }
+
+            async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> $crate::Result<Option<i64>> {
+                Ok(sqlx::query_scalar::<_, i64>(
+                    "DELETE FROM reservations WHERE id = $1 AND budget_id = $2 RETURNING amount",
+                )
+                .bind(reservation_id)
+                .bind(budget_id)
+                .fetch_optional(&mut *self.0)
+                .await?)
+            }
+
+            async fn expired_holds(&mut self, now: i64) -> $crate::Result<Vec<(String, String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, String, i64)>(
+                    "SELECT id, budget_id, period_start FROM reservations WHERE expires_at <= $1 \
+                     ORDER BY budget_id, period_start LIMIT 10000",
+                )
+                .bind(now)
+                .fetch_all(&mut *self.0)
+                .await?)
+            }
+
+            async fn insert_ledger(&mut self, e: &$crate::policy::LedgerEntry) -> $crate::Result<()> {
+                ledger_insert(&[e]).build().execute(&mut *self.0).await?;
+                Ok(())
+            }
+        }
+
+        /// One multi-row `INSERT` of ledger rows.
+        fn ledger_insert<'a>(entries: &'a [&'a $crate::policy::LedgerEntry]) -> sqlx::QueryBuilder<'a, $db> {
+            use $crate::clock::unix_ms;
+            use $crate::policy::sql::{LEDGER_COLUMNS, to_i64};
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
+            q.push_values(entries, |mut row, e| {
+                row.push_bind(unix_ms(e.at))
+                    .push_bind(&e.request_id)
+                    .push_bind(&e.workspace_id)
+                    .push_bind(&e.user_id)
+                    .push_bind(&e.key_id)
+                    .push_bind(&e.endpoint)
+                    .push_bind(&e.model)
+                    .push_bind(&e.provider)
+                    .push_bind(&e.upstream_model)
+                    .push_bind(e.stream)
+                    .push_bind(to_i64(e.prompt_tokens))
+                    .push_bind(to_i64(e.prompt_tokens_original))
+                    .push_bind(to_i64(e.completion_tokens))
+                    .push_bind(to_i64(e.cached_tokens))
+                    .push_bind(e.cost_nusd)
+                    .push_bind(e.latency_ms)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(&e.error)
+                    .push_bind(&e.cache)
+                    .push_bind(to_i64(e.saved_tokens))
+                    .push_bind(e.saved_nusd)
+                    .push_bind(e.memory_saved_nusd)
+                    .push_bind(to_i64(e.cache_write_tokens))
+                    .push_bind(e.prompt_cache_saved_nusd);
+            });
+            q
+        }
+
+        fn budget_from_row(r: &$row) -> $crate::Result<$crate::policy::Budget> {
+            use sqlx::Row as _;
+            use $crate::policy::budget::{Period, Scope, Unit};
+            let scope_id: String = r.try_get("scope_id")?;
+            Ok($crate::policy::Budget {
+                id: r.try_get("id")?,
+                scope: Scope::parse(&r.try_get::<String, _>("scope")?)?,
+                scope_name: scope_id.clone(),
+                scope_id,
+                unit: Unit::parse(&r.try_get::<String, _>("unit")?)?,
+                limit: r.try_get("limit_amount")?,
+                period: Period::parse(&r.try_get::<String, _>("period")?)?,
+                tz: r.try_get("tz")?,
+                expires_at: $crate::policy::sql::opt_ts(r.try_get("expires_at")?)?,
+            })
+        }
+
+        /// Runs one batch in one transaction; outcomes are only valid if this returns `Ok`.
+        async fn run_batch(
+            pool: &$pool,
+            jobs: &[$crate::policy::sql::Job],
+        ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
+            use $crate::policy::sql::{Job, Outcome};
+            use $crate::policy::store;
+            // Only ledger rows (requests without budgets): one multi-row INSERT, which is its
+            // own transaction — no BEGIN/COMMIT round trips.
+            let rows_only: Option<Vec<&$crate::policy::LedgerEntry>> = jobs
+                .iter()
+                .map(|j| match j {
+                    Job::Settle { reservation, entry, .. } if reservation.holds.is_empty() => Some(&**entry),
+                    _ => None,
+                })
+                .collect();
+            if let Some(entries) = rows_only {
+                ledger_insert(&entries).build().execute(pool).await?;
+                return Ok(entries.iter().map(|_| Outcome::Settled($crate::policy::BudgetLeft::default())).collect());
+            }
+            let mut conn = pool.acquire().await?;
+            sqlx::query($begin).execute(&mut *conn).await?;
+            let result = store::run_jobs(&mut Tx(&mut *conn), jobs).await;
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
+                // Never hand a connection in an unknown transaction state back to the pool.
+                conn.close_on_drop();
+                return Err(e.into());
+            }
+            result
+        }
+
+        async fn writer(pool: $pool, mut rx: tokio::sync::mpsc::Receiver<$crate::policy::sql::Job>) {
+            use $crate::policy::sql::{MAX_BATCH, retryable};
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let mut attempt = 0;
+                let result = loop {
+                    match run_batch(&pool, &batch).await {
+                        Err(e) if retryable(&e) && attempt < 5 => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                        }
+                        other => break other,
+                    }
+                };
+                match result {
+                    Ok(outcomes) => {
+                        for (job, o) in batch.drain(..).zip(outcomes) {
+                            job.reply(Ok(o));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, jobs = batch.len(), "policy write failed");
+                        let msg = e.to_string();
+                        for job in batch.drain(..) {
+                            job.reply(Err($crate::Error::Unavailable { backend: "database", message: msg.clone() }));
+                        }
+                    }
+                }
+            }
+        }
+
+        impl $policy {
+            fn spawn_writer(pool: $pool) -> tokio::sync::mpsc::Sender<$crate::policy::sql::Job> {
+                let (tx, rx) = tokio::sync::mpsc::channel(4 * $crate::policy::sql::MAX_BATCH);
+                tokio::spawn(writer(pool, rx));
+                tx
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::policy::Budgets for $policy {
+            async fn reserve(
+                &self,
+                who: &$crate::policy::Principal,
+                ask: &$crate::policy::Ask,
+                now: time::OffsetDateTime,
+                ttl: std::time::Duration,
+            ) -> $crate::Result<$crate::policy::Reservation> {
+                let who = std::sync::Arc::new(who.clone());
+                let ask = *ask;
+                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Reserve {
+                    who,
+                    ask,
+                    now,
+                    ttl,
+                    done,
+                })
+                .await
+            }
+
+            async fn settle(
+                &self,
+                reservation: &$crate::policy::Reservation,
+                entry: &$crate::policy::LedgerEntry,
+            ) -> $crate::Result<$crate::policy::BudgetLeft> {
+                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Settle {
+                    reservation: Box::new(reservation.clone()),
+                    entry: Box::new(entry.clone()),
+                    done,
+                })
+                .await
+            }
+
+            async fn release_expired(&self, now: time::OffsetDateTime) -> $crate::Result<u64> {
+                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Reap { now, done }).await
+            }
+
+            async fn set_budget(&self, new: &$crate::policy::NewBudget) -> $crate::Result<$crate::policy::Budget> {
+                use $crate::policy::sql::{new_id, now_secs};
+                if new.limit < 0 {
+                    return Err($crate::Error::invalid_param("a budget's limit cannot be negative", "limit"));
+                }
+                // Rejects an unknown time zone before anything is stored.
+                new.period.bounds(time::OffsetDateTime::now_utc(), new.tz.as_deref())?;
+                let scope_id = self.scope_id(new.scope, &new.target).await?;
+                let id: String = sqlx::query_scalar(
+                    "INSERT INTO budgets (id, scope, scope_id, unit, limit_amount, period, tz, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (scope, scope_id, unit, period) DO UPDATE SET \
+                     limit_amount = excluded.limit_amount, tz = excluded.tz, expires_at = excluded.expires_at \
+                     RETURNING id",
+                )
+                .bind(new_id("b"))
+                .bind(new.scope.as_str())
+                .bind(&scope_id)
+                .bind(new.unit.as_str())
+                .bind(new.limit)
+                .bind(new.period.as_str())
+                .bind(&new.tz)
+                .bind(new.expires_at.map(|t| t.unix_timestamp()))
+                .bind(now_secs().unix_timestamp())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::policy::Budget {
+                    id,
+                    scope: new.scope,
+                    scope_name: new.target.clone(),
+                    scope_id,
+                    unit: new.unit,
+                    limit: new.limit,
+                    period: new.period,
+                    tz: new.tz.clone(),
+                    expires_at: new.expires_at,
+                })
+            }
+
+            async fn delete_budget(&self, id: &str) -> $crate::Result<()> {
+                let done = sqlx::query("DELETE FROM budgets WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::Error::NotFound(format!("budget `{id}`")));
+                }
+                Ok(())
+            }
+
+            async fn budgets(
+                &self,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<Vec<$crate::policy::BudgetStatus>> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT b.id, b.scope, b.scope_id, b.unit, b.limit_amount, b.period, b.tz, b.expires_at, \
+                     CASE b.scope WHEN 'workspace' THEN (SELECT name FROM workspaces WHERE id = b.scope_id) \
+                     WHEN 'user' THEN (SELECT name FROM users WHERE id = b.scope_id) ELSE b.scope_id END AS scope_name \
+                     FROM budgets b ORDER BY b.scope, scope_name, b.unit, b.period",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let mut budget = budget_from_row(r)?;
+                    if let Some(name) = r.try_get::<Option<String>, _>("scope_name")? {
+                        budget.scope_name = name;
+                    }
+                    let (period_start, resets) = budget.period.bounds(now, budget.tz.as_deref())?;
+                    let (spent, reserved) = sqlx::query_as::<_, (i64, i64)>(
+                        "SELECT spent, reserved FROM budget_usage WHERE budget_id = $1 AND period_start = $2",
+                    )
+                    .bind(&budget.id)
+                    .bind(period_start)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .unwrap_or((0, 0));
+                    out.push($crate::policy::BudgetStatus {
+                        budget,
+                        period_start,
+                        resets_at: $crate::policy::sql::opt_ts(resets)?,
+                        spent,
+                        reserved,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_budgets;

@@ -1,0 +1,161 @@
+//! The `Policy` conformance suite, one file per part of the policy (`directory.rs`,
+//! `budgets.rs`, `ledger.rs`, `providers.rs`). Each function panics on a contract violation.
+
+mod budgets;
+mod directory;
+mod ledger;
+mod providers;
+
+pub use self::budgets::*;
+pub use self::directory::*;
+pub use self::ledger::*;
+pub use self::providers::*;
+
+use time::OffsetDateTime;
+
+use crate::error::Error;
+use crate::models::Price;
+use crate::policy::{Ask, LedgerEntry, NewBudget, NewKey, Period, Policy, Principal, Scope, Unit};
+
+/// Generates one test per case for a policy backend, given an `async` block that returns a
+/// fresh, empty `Some(Arc<dyn Policy>)`, or `None` to skip.
+#[macro_export]
+macro_rules! policy_conformance {
+    ($factory:expr) => {
+        $crate::policy_conformance!(@cases $factory;
+            keys_authenticate_until_revoked,
+            bad_keys_are_unauthenticated,
+            expired_keys_are_unauthenticated,
+            names_are_unique_and_resolve_by_name_or_id,
+            key_lists_never_show_secrets,
+            ledger_rows_are_durable_and_read_back,
+            reservation_is_all_or_nothing_across_budgets,
+            concurrent_reservations_never_exceed_a_limit,
+            settlement_spends_actual_usage_and_releases_the_rest,
+            max_tokens_is_capped_to_what_the_tightest_budget_allows,
+            the_reaper_releases_reservations_of_dead_requests,
+            periods_roll_over_and_reservations_settle_where_made,
+            lowering_a_limit_applies_at_once,
+            expired_budgets_admit_nothing,
+            usage_reports_group_the_ledger,
+            rate_limits_and_budgets_reach_the_principal,
+            workspace_updates_change_only_what_they_name,
+            responses_are_kept_for_their_user_only,
+            stored_providers_are_replaced_by_name_and_deleted,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(policy): Option<::std::sync::Arc<dyn $crate::policy::Policy>> = $factory.await else {
+                    return;
+                };
+                $crate::testing::policy::$case(policy).await;
+            }
+        )+
+    };
+}
+
+pub(super) const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(super) async fn setup(policy: &dyn Policy, ws: &str, user: &str) {
+    policy
+        .create_workspace(ws, &["m1".into(), "m2".into()])
+        .await
+        .expect("create workspace");
+    policy.create_user(user, ws).await.expect("create user");
+}
+
+pub(super) fn assert_unauthenticated(r: crate::Result<impl std::fmt::Debug>) {
+    match r {
+        Err(Error::Unauthenticated(_)) => {}
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+}
+
+/// A principal for `ann` in `team`, and its key.
+pub(super) async fn principal(policy: &dyn Policy) -> (Principal, String) {
+    setup(policy, "team", "ann").await;
+    let key = policy
+        .create_key(&NewKey {
+            user: "ann".into(),
+            ..NewKey::default()
+        })
+        .await
+        .expect("key")
+        .key;
+    (policy.authenticate(&key).await.expect("authenticate"), key)
+}
+
+pub(super) async fn budget(
+    policy: &dyn Policy,
+    scope: Scope,
+    target: &str,
+    unit: Unit,
+    limit: i64,
+    period: Period,
+) -> String {
+    policy
+        .set_budget(&NewBudget {
+            scope,
+            target: target.into(),
+            unit,
+            limit,
+            period,
+            tz: None,
+            expires_at: None,
+        })
+        .await
+        .expect("set budget")
+        .id
+}
+
+/// (spent, reserved) of a budget in the period containing `now`.
+pub(super) async fn usage_of(policy: &dyn Policy, id: &str, now: OffsetDateTime) -> (i64, i64) {
+    let all = policy.budgets(now).await.expect("budgets");
+    let b = all
+        .iter()
+        .find(|b| b.budget.id == id)
+        .expect("budget listed");
+    (b.spent, b.reserved)
+}
+
+pub(super) fn ask(prompt: u64, output: Option<u32>) -> Ask {
+    Ask {
+        prompt_tokens: prompt,
+        requested_output: output,
+        output_cap: 1000,
+        price: Price::per_mtok(1.0, 2.0, 1.0),
+    }
+}
+
+pub(super) fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
+    let price = Price::per_mtok(1.0, 2.0, 1.0);
+    LedgerEntry {
+        at: OffsetDateTime::now_utc(),
+        request_id: "r".into(),
+        workspace_id: who.workspace_id.clone(),
+        user_id: who.user_id.clone(),
+        key_id: who.key_id.clone(),
+        endpoint: "chat".into(),
+        model: "m1".into(),
+        provider: "p".into(),
+        upstream_model: "m1".into(),
+        stream: false,
+        prompt_tokens: prompt,
+        prompt_tokens_original: prompt,
+        completion_tokens: completion,
+        cached_tokens: 0,
+        cost_nusd: prompt as i64 * price.input + completion as i64 * price.output,
+        latency_ms: 1.0,
+        status: 200,
+        error: None,
+        cache: None,
+        saved_tokens: 0,
+        saved_nusd: 0,
+        memory_saved_nusd: 0,
+        cache_write_tokens: 0,
+        prompt_cache_saved_nusd: 0,
+    }
+}
