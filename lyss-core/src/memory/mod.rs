@@ -9,6 +9,8 @@
 
 pub mod extract;
 pub mod index;
+mod loaded;
+mod passages;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sql;

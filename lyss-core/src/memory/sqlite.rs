@@ -13,10 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::Row as _;
 use time::OffsetDateTime;
 
-use super::sql::{
-    Loaded, MEMORY_COLUMNS, from_blob, hash_from_text, hash_text, impl_sql_memory, passages,
-    to_blob,
-};
+use super::loaded::Loaded;
+use super::passages::passages;
+use super::sql::{MEMORY_COLUMNS, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob};
 use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, Queued, SearchQuery};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};

@@ -1,0 +1,198 @@
+use time::macros::datetime;
+
+use super::*;
+use crate::memory::Memory;
+
+const MODEL: &str = "gpt-4o-mini";
+
+fn hit(id: &str, text: &str, role: Option<TurnRole>, day: Option<OffsetDateTime>) -> Hit {
+    let created = datetime!(2026-12-01 0:00 UTC);
+    Hit {
+        memory: Memory {
+            id: id.into(),
+            text: text.into(),
+            source: None,
+            occurred_at: day,
+            role,
+            position: None,
+            created_at: created,
+            updated_at: created,
+        },
+        score: 1.0,
+        similarity: None,
+    }
+}
+
+#[test]
+fn the_block_keeps_the_best_that_fit_in_the_order_they_were_said_under_their_days() {
+    let may = Some(datetime!(2024-05-08 10:00 UTC));
+    let june = Some(datetime!(2024-06-01 9:00 UTC));
+    let long = "a very long memory that will not fit ".repeat(40);
+    // Best first, as the search ranks them.
+    let hits = [
+        hit("m3", "Moved to Lyon in June.", Some(TurnRole::User), june),
+        hit("m9", &long, Some(TurnRole::User), june),
+        hit("m1", "Has two cats.", Some(TurnRole::User), may),
+        hit(
+            "m2",
+            "Lyon is lovely in spring.",
+            Some(TurnRole::Assistant),
+            may,
+        ),
+        hit(
+            "m4",
+            "Already in the kept history.",
+            Some(TurnRole::User),
+            june,
+        ),
+        hit("m5", "A fact from the API.", None, None),
+    ];
+    let block = render_block(&hits, "… Already in the kept history. …", MODEL, 90).unwrap();
+    assert_eq!(
+        block,
+        format!(
+            "{BLOCK_HEADER}\nEarlier:\n- A fact from the API.\n2024-05-08:\n- Has two cats.\n\
+             - (assistant) Lyon is lovely in spring.\n2024-06-01:\n- Moved to Lyon in June."
+        )
+    );
+    assert!(tokens::count_text(MODEL, &block) <= 90);
+    // What does not fit is skipped, and nothing at all gives no block.
+    assert!(render_block(&hits[1..2], "", MODEL, 90).is_none());
+    assert!(render_block(&[], "", MODEL, 1_000).is_none());
+}
+
+#[test]
+fn the_block_never_exceeds_its_budget() {
+    let hits: Vec<Hit> = (0..80)
+        .map(|i| {
+            let text = format!(
+                "Memory number {i}: the user mentioned item {i} and liked it.\nA second line, {i}!"
+            );
+            let role = [
+                Some(TurnRole::User),
+                Some(TurnRole::Assistant),
+                Some(TurnRole::Tool),
+                None,
+            ][i % 4];
+            hit(
+                &format!("m{i:02}"),
+                &text,
+                role,
+                Some(datetime!(2024-05-08 0:00 UTC)),
+            )
+        })
+        .collect();
+    for budget in [70, 100, 333, 1_000] {
+        let block = render_block(&hits, "", MODEL, budget).unwrap();
+        let n = tokens::count_text(MODEL, &block);
+        assert!(n <= budget, "{n} tokens in a block of {budget}");
+        assert!(n + 60 > budget, "{n} of {budget}: the block is filled");
+    }
+}
+
+fn request(messages: &[(Role, &str)]) -> ChatRequest {
+    ChatRequest {
+        model: MODEL.into(),
+        messages: messages
+            .iter()
+            .map(|(r, t)| Message::text(*r, *t))
+            .collect(),
+        ..ChatRequest::default()
+    }
+}
+
+#[test]
+fn the_window_keeps_the_lead_the_newest_exchange_and_what_fits() {
+    let long = "word ".repeat(300);
+    let req = request(&[
+        (Role::System, "Be brief."),
+        (Role::User, "old question"),
+        (Role::Assistant, "old answer"),
+        (Role::User, "recent question"),
+        (Role::Assistant, &long),
+        (Role::User, "so?"),
+    ]);
+    let w = Window::of(&req, MODEL, 5, 20);
+    assert_eq!((w.lead, w.last_user, w.anchor), (1, 5, 4));
+    // The newest exchange alone is over the budget: it stays, nothing older does.
+    assert_eq!(w.keep_from, 4);
+    let w = Window::of(&req, MODEL, 5, 2_000);
+    assert_eq!(w.keep_from, 1, "everything fits");
+    // A short follow-up is searched with the turn it follows.
+    let req = request(&[
+        (Role::User, "Tell me about Lyon"),
+        (Role::Assistant, "Lyon has traboules."),
+        (Role::User, "why?"),
+    ]);
+    let w = Window::of(&req, MODEL, 2, 1_000);
+    assert_eq!(query(&req, &w), "why?\nLyon has traboules.");
+    let req = request(&[
+        (Role::Assistant, "Hi!"),
+        (Role::User, "Which bakery in Lyon opens early?"),
+    ]);
+    let w = Window::of(&req, MODEL, 1, 1_000);
+    assert_eq!(query(&req, &w), "Which bakery in Lyon opens early?");
+}
+
+#[test]
+fn auto_mode_leaves_short_prompts_and_tools_alone_without_counting_small_ones() {
+    let budgets = MemoryBudgets {
+        mode: MemoryMode::Auto,
+        history_tokens: 50,
+        memory_tokens: 50,
+    };
+    let short = request(&[(Role::User, "hello")]);
+    assert_eq!(worth_compressing(&short, MODEL, &budgets), None);
+    let text = "many words in this turn ".repeat(20);
+    let long = request(&[
+        (Role::User, &text),
+        (Role::Assistant, &text),
+        (Role::User, "and?"),
+    ]);
+    let n = worth_compressing(&long, MODEL, &budgets).expect("long enough");
+    assert_eq!(n, tokens::count_request(MODEL, &long));
+    let mut tools = long.clone();
+    tools.tools = Some(vec![
+        serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "f"}}))
+            .unwrap(),
+    ]);
+    assert_eq!(worth_compressing(&tools, MODEL, &budgets), None);
+    let mut tool_result = long.clone();
+    tool_result.messages.insert(
+        1,
+        Message {
+            tool_call_id: Some("c1".into()),
+            ..Message::text(Role::Tool, "42")
+        },
+    );
+    assert_eq!(worth_compressing(&tool_result, MODEL, &budgets), None);
+}
+
+#[test]
+fn tool_turns_are_remembered_as_text() {
+    let call = Call {
+        request_id: "req-1".into(),
+        ..Call::default()
+    };
+    let mut asked = Message::text(Role::Assistant, "");
+    asked.content = None;
+    asked.tool_calls = Some(vec![serde_json::from_value(serde_json::json!(
+        {"id": "c1", "type": "function", "function": {"name": "forecast", "arguments": "{\"city\":\"Lyon\"}"}}
+    )).unwrap()]);
+    let turn = as_turn(&asked, 3, &call, None).unwrap();
+    assert_eq!(turn.text, "Called forecast({\"city\":\"Lyon\"})");
+    assert_eq!(
+        (turn.role, turn.position, turn.source.as_deref()),
+        (Some(TurnRole::Assistant), Some(3), Some("req-1"))
+    );
+    let result = Message {
+        name: Some("forecast".into()),
+        ..Message::text(Role::Tool, "Sunny, 24°C")
+    };
+    assert_eq!(
+        as_turn(&result, 4, &call, None).unwrap().text,
+        "Result of forecast: Sunny, 24°C"
+    );
+    assert!(as_turn(&Message::text(Role::System, "Be brief."), 0, &call, None).is_none());
+    assert!(as_turn(&Message::text(Role::User, "  "), 5, &call, None).is_none());
+}
