@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lyss_core::models::{Model, ModelRegistry, Price};
 use lyss_core::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, EmbeddingsRequest,
+    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, Delta, EmbeddingsRequest,
     EmbeddingsResponse, Message, Role, Usage,
 };
 use lyss_core::policy::prelude::*;
@@ -49,20 +49,9 @@ impl Provider for Echo {
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         let (answer, usage) = answer_to(req);
-        Ok(ChatResponse {
-            id: "echo-1".into(),
-            object: "chat.completion".into(),
-            created: 0,
-            model: req.model.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: Message::text(Role::Assistant, answer),
-                finish_reason: Some("stop".into()),
-                extra: Default::default(),
-            }],
-            usage: Some(usage),
-            extra: Default::default(),
-        })
+        Ok(ChatResponse::of(
+            "echo-1", &req.model, answer, "stop", usage,
+        ))
     }
 
     async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream> {

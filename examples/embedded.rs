@@ -16,8 +16,7 @@ use lyss_core::config::{MemoryConfig, MemoryMode};
 use lyss_core::memory::HnswMemoryStore;
 use lyss_core::models::{Model, ModelRegistry, Price};
 use lyss_core::openai::{
-    ChatRequest, ChatResponse, Choice, Content, EmbeddingsRequest, EmbeddingsResponse, Message,
-    Role, Usage,
+    ChatRequest, ChatResponse, Content, EmbeddingsRequest, EmbeddingsResponse, Message, Role, Usage,
 };
 use lyss_core::policy::prelude::*;
 use lyss_core::policy::{LedgerQuery, NewBudget, NewKey, Period, Scope, Unit};
@@ -64,20 +63,13 @@ impl Provider for Recollection {
             total_tokens: prompt_tokens + words(&answer),
             ..Usage::default()
         };
-        Ok(ChatResponse {
-            id: "in-house-1".into(),
-            object: "chat.completion".into(),
-            created: 0,
-            model: req.model.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: Message::text(Role::Assistant, answer),
-                finish_reason: Some("stop".into()),
-                extra: Default::default(),
-            }],
-            usage: Some(usage),
-            extra: Default::default(),
-        })
+        Ok(ChatResponse::of(
+            "in-house-1",
+            &req.model,
+            answer,
+            "stop",
+            usage,
+        ))
     }
 
     async fn chat_stream(&self, _: &ChatRequest) -> Result<ChunkStream> {

@@ -340,6 +340,26 @@ pub struct ChatChunk {
     pub extra: Map<String, Value>,
 }
 
+impl ChatResponse {
+    /// A completion of one choice: the assistant's `text`, why it stopped, and its usage.
+    pub fn of(id: &str, model: &str, text: impl Into<String>, finish: &str, usage: Usage) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: chat_completion_object(),
+            created: 0,
+            model: model.to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message: Message::text(Role::Assistant, text),
+                finish_reason: Some(finish.to_owned()),
+                extra: Map::new(),
+            }],
+            usage: Some(usage),
+            extra: Map::new(),
+        }
+    }
+}
+
 impl ChatChunk {
     /// A chunk of one choice: `delta`, and the finish reason when this is the last.
     pub fn of(id: &str, model: &str, created: u64, delta: Delta, finish: Option<&str>) -> Self {

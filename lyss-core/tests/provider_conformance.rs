@@ -226,17 +226,9 @@ async fn conforms(wire: Wire) {
     let provider = wire
         .kind
         .build(&ProviderConfig {
-            name: "up".into(),
-            kind: wire.kind,
-            base_url: format!("{}{}", server.uri(), wire.base),
-            api_key_env: None,
             api_key: Some(Secret::new("secret-key")),
-            connect_timeout_secs: 2,
-            timeout_secs: 5,
-            discover_models: false,
             api_version: Some("2024-10-21".into()),
-            prompt_cache: None,
-            responses_models: None,
+            ..ProviderConfig::new("up", wire.kind, format!("{}{}", server.uri(), wire.base))
         })
         .unwrap();
     let (auth, key) = wire.auth;

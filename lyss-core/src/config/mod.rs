@@ -535,6 +535,24 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// A provider as a config file with only these three keys makes it: no key, the default
+    /// timeouts, everything else off or default.
+    pub fn new(name: impl Into<String>, kind: ProviderKind, base_url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            base_url: base_url.into(),
+            api_key_env: None,
+            api_key: None,
+            connect_timeout_secs: default_connect_timeout(),
+            timeout_secs: default_request_timeout(),
+            discover_models: false,
+            api_version: None,
+            prompt_cache: None,
+            responses_models: None,
+        }
+    }
+
     /// Which upstream models go through the Responses API, decided once (the provider asks on
     /// every request).
     pub fn responses_models(&self) -> ResponsesModels {

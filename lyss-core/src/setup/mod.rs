@@ -113,20 +113,12 @@ pub fn load_config(flags: &Overrides) -> Result<Config> {
 fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) {
     let has = |c: &Config, name: &str| c.providers.iter().any(|p| p.name == name);
     if env("OPENAI_API_KEY").is_some() && !has(config, "openai") {
+        let base_url = env("OPENAI_BASE_URL")
+            .or_else(|| ProviderKind::Openai.default_url().map(str::to_owned))
+            .unwrap_or_default();
         config.providers.push(ProviderConfig {
-            name: "openai".into(),
-            kind: ProviderKind::Openai,
-            base_url: env("OPENAI_BASE_URL")
-                .or_else(|| ProviderKind::Openai.default_url().map(str::to_owned))
-                .unwrap_or_default(),
             api_key_env: Some("OPENAI_API_KEY".into()),
-            api_key: None,
-            connect_timeout_secs: 10,
-            timeout_secs: 600,
-            discover_models: false,
-            api_version: None,
-            prompt_cache: None,
-            responses_models: None,
+            ..ProviderConfig::new("openai", ProviderKind::Openai, base_url)
         });
         for name in OPENAI_ENV_MODELS {
             let taken = config
@@ -152,17 +144,8 @@ fn add_env_providers(config: &mut Config, env: impl Fn(&str) -> Option<String>) 
             format!("{base}/v1")
         };
         config.providers.push(ProviderConfig {
-            name: "ollama".into(),
-            kind: ProviderKind::Openai,
-            base_url,
-            api_key_env: None,
-            api_key: None,
-            connect_timeout_secs: 10,
-            timeout_secs: 600,
             discover_models: true,
-            api_version: None,
-            prompt_cache: None,
-            responses_models: None,
+            ..ProviderConfig::new("ollama", ProviderKind::Openai, base_url)
         });
     }
 }
@@ -344,17 +327,11 @@ pub async fn with_stored_providers(config: &Config, policy: &dyn Policy) -> Resu
             None => None,
         };
         config.providers.push(ProviderConfig {
-            name: p.name,
-            kind: p.kind,
-            base_url: p.base_url,
             api_key_env: p.api_key_env,
             api_key,
-            connect_timeout_secs: 10,
-            timeout_secs: 600,
             discover_models: p.discover_models,
             api_version: p.api_version,
-            prompt_cache: None,
-            responses_models: None,
+            ..ProviderConfig::new(p.name, p.kind, p.base_url)
         });
     }
     validate(&config)?;
