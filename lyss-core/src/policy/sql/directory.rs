@@ -2,7 +2,7 @@
 
 /// Implements [`crate::policy::Directory`] for a backend.
 macro_rules! impl_sql_directory {
-    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
+    ($policy:ident, $row:ty) => {
         fn key_info_from_row(row: &$row) -> $crate::Result<$crate::policy::KeyInfo> {
             use sqlx::Row as _;
             use $crate::clock::from_unix;

@@ -3,7 +3,7 @@
 
 /// Implements [`crate::policy::Ledger`] for a backend.
 macro_rules! impl_sql_ledger {
-    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
+    ($policy:ident, $row:ty) => {
         fn ledger_from_row(r: &$row) -> $crate::Result<$crate::policy::LedgerEntry> {
             use sqlx::Row as _;
             let at_ms: i64 = r.try_get("at_ms")?;

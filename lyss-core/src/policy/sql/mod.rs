@@ -216,33 +216,9 @@ macro_rules! impl_sql_policy {
             $begin,
             $locks_rows
         );
-        $crate::policy::sql::directory::impl_sql_directory!(
-            $policy,
-            $db,
-            $pool,
-            $conn,
-            $row,
-            $begin,
-            $locks_rows
-        );
-        $crate::policy::sql::ledger::impl_sql_ledger!(
-            $policy,
-            $db,
-            $pool,
-            $conn,
-            $row,
-            $begin,
-            $locks_rows
-        );
-        $crate::policy::sql::providers::impl_sql_providers!(
-            $policy,
-            $db,
-            $pool,
-            $conn,
-            $row,
-            $begin,
-            $locks_rows
-        );
+        $crate::policy::sql::directory::impl_sql_directory!($policy, $row);
+        $crate::policy::sql::ledger::impl_sql_ledger!($policy, $row);
+        $crate::policy::sql::providers::impl_sql_providers!($policy);
 
         #[async_trait::async_trait]
         impl $crate::policy::Policy for $policy {

@@ -2,7 +2,7 @@
 
 /// Implements [`crate::policy::ProviderStore`] for a backend.
 macro_rules! impl_sql_providers {
-    ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
+    ($policy:ident) => {
         #[async_trait::async_trait]
         impl $crate::policy::ProviderStore for $policy {
             async fn put_provider(&self, p: &$crate::policy::StoredProvider) -> $crate::Result<()> {
