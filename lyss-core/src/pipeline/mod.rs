@@ -10,8 +10,8 @@
 //!    reservation)
 //! 5. `limits.rs` — rate limits (requests and tokens per minute on workspace, user and key)
 //! 6. `budget.rs` — reserve the worst case on every applicable budget (and cap `max_tokens`)
-//! 7. here — call the provider: the model's router (targets, retries, fallbacks, breakers);
-//!    a stream is relayed by `stream.rs`
+//! 7. `call.rs` — call the provider: the model's router (targets, retries, fallbacks,
+//!    breakers); a stream is relayed by `stream.rs`
 //! 8. `settle.rs` — turn the reservation into actual spend and append the ledger row, durably,
 //!    before the response completes (through [`crate::policy::settle`])
 //! 9. `cache.rs` — store the answer (streams once complete); memory's queue takes the turn
@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 
 use crate::cache::Cache;
-use crate::cache::answer::Collector;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, MemoryConfig};
 use crate::embed::Embedder;
@@ -37,7 +36,7 @@ use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, StreamOptions, Usage,
+    ModelList, ModelObject, Usage,
 };
 use crate::policy::{InMemoryRateLimiter, KeyCache, Policy, RateLimiter};
 use crate::tokens;
@@ -45,16 +44,17 @@ use crate::tokens;
 mod auth;
 mod budget;
 mod cache;
+mod call;
 mod limits;
 mod memory;
 mod prompt_cache;
 mod settle;
 mod stream;
 
-use self::budget::{budget_headers, set_output_cap};
+use self::budget::set_output_cap;
+use self::call::Outgoing;
 use self::prompt_cache::{SentWhole, conversation_key};
 use self::settle::LedgerDraft;
-use self::stream::StreamRelay;
 
 /// Queued turns [`Lyss::ingest_pending`] takes at most per call.
 pub const INGEST_BATCH: usize = 64;
@@ -447,7 +447,6 @@ impl Lyss {
         if let Some(n) = reservation.set_max_tokens {
             set_output_cap(&mut req, &model.upstream, n);
         }
-        // Sent whole to a provider that caches prompts: the next turn may find it there.
         let sent_whole = compressed.is_none()
             && model.provider.caches_prompts()
             && self.weighs_prompt_cache(&principal);
@@ -455,7 +454,7 @@ impl Lyss {
             req.prompt_cache_key = Some(conversation.clone());
         }
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
-        let mut ledger = LedgerDraft {
+        let ledger = LedgerDraft {
             principal,
             request_id: call.request_id.clone(),
             endpoint: "chat",
@@ -479,84 +478,30 @@ impl Lyss {
             headers.push((CACHE_HEADER, "miss".into()));
         }
         // An answer cut short by a budget's cap is not the answer to the request as sent.
-        let mut cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
+        let cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
 
-        let deadline = self.deadline(started);
-        if !req.is_stream() {
-            let asked = Instant::now();
-            let answer = tokio::time::timeout_at(deadline, model.provider.chat(&req))
-                .await
-                .unwrap_or_else(|_| Err(outlived(&model)));
-            let upstream_time = asked.elapsed();
-            return match answer {
-                Ok(resp) => {
-                    if sent_whole {
-                        self.sent_whole
-                            .record(&conversation, &model.upstream, &req.messages, now);
-                    }
-                    let usage = resp.usage.clone().unwrap_or_else(|| Usage {
-                        prompt_tokens: tokens::count_request(&model.upstream, &req),
-                        completion_tokens: resp
-                            .choices
-                            .iter()
-                            .filter_map(|c| c.message.content.as_ref())
-                            .map(|c| tokens::count_text(&model.upstream, &c.text()))
-                            .sum(),
-                        ..Usage::default()
-                    });
-                    let left = ledger.settle(&usage, 200, None).await?;
-                    headers.extend(budget_headers(&left));
-                    if let Some(plan) = &mut cache {
-                        plan.store(&resp).await;
-                    }
-                    crate::telemetry::gateway_time(started.elapsed().saturating_sub(upstream_time));
-                    Ok(ChatReply {
-                        body: ChatBody::Complete(resp),
-                        headers,
-                    })
-                }
-                Err(e) => Err(ledger.failed(e).await),
-            };
-        }
-
-        // Always ask upstream for usage; pass the usage chunk on only if the client asked.
-        let client_wants_usage = req.wants_stream_usage();
-        req.stream_options
-            .get_or_insert_with(StreamOptions::default)
-            .include_usage = Some(true);
-        let upstream = tokio::time::timeout_at(deadline, model.provider.chat_stream(&req))
-            .await
-            .unwrap_or_else(|_| Err(outlived(&model)));
-        let upstream = match upstream {
-            Ok(s) => s,
-            Err(e) => return Err(ledger.failed(e).await),
-        };
-        if sent_whole {
-            self.sent_whole
-                .record(&conversation, &model.upstream, &req.messages, now);
-        }
-        let prompt_estimate = if counts {
-            prompt_tokens
-        } else {
-            tokens::count_request(&model.upstream, &req)
-        };
-        ledger.stream = true;
-        headers.extend(budget_headers(&ledger.reservation.left));
-        let relay = StreamRelay {
-            upstream,
-            ledger: Some(ledger),
-            usage: None,
-            prompt_estimate,
-            completion_text: String::new(),
-            finished: false,
-            client_wants_usage,
-            deadline,
-            cache: cache.map(|plan| (plan, Collector::default())),
-        };
-        Ok(ChatReply {
-            body: ChatBody::Stream(relay.into_stream()),
+        let outgoing = Outgoing {
+            deadline: self.deadline(started),
+            prompt_estimate: counts.then_some(prompt_tokens),
+            req,
+            model,
+            ledger,
             headers,
-        })
+            cache,
+            started,
+        };
+        // Sent whole to a provider that caches prompts: the next turn may find it there.
+        let sent = |req: &ChatRequest| {
+            if sent_whole {
+                self.sent_whole
+                    .record(&conversation, &req.model, &req.messages, now);
+            }
+        };
+        if outgoing.req.is_stream() {
+            self.stream(outgoing, sent).await
+        } else {
+            self.answer(outgoing, sent).await
+        }
     }
 
     /// `POST /v1/embeddings`.

@@ -1,0 +1,133 @@
+//! Stage 7 — call the provider (the model's router: targets, retries, fallbacks, breakers),
+//! then hand the answer to settlement (stage 8) and the cache (stage 9): whole, or relayed as
+//! a stream that settles when it ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::budget::budget_headers;
+use super::cache::CachePlan;
+use super::settle::LedgerDraft;
+use super::stream::StreamRelay;
+use super::{ChatBody, ChatReply, Lyss, outlived};
+use crate::cache::answer::Collector;
+use crate::error::Result;
+use crate::models::Model;
+use crate::openai::{ChatRequest, StreamOptions, Usage};
+use crate::tokens;
+
+/// A request past admission, ready for the upstream, with what the later stages need.
+pub(super) struct Outgoing {
+    pub req: ChatRequest,
+    pub model: Arc<Model>,
+    pub ledger: LedgerDraft,
+    pub headers: Vec<(&'static str, String)>,
+    /// Where the answer is cached, when it may be.
+    pub cache: Option<CachePlan>,
+    /// The request is cut here, before its reservation could be reaped.
+    pub deadline: tokio::time::Instant,
+    pub started: Instant,
+    /// The prompt's tokens, when admission counted them.
+    pub prompt_estimate: Option<u64>,
+}
+
+impl Lyss {
+    /// A whole answer: settled, cached, returned. `sent` learns the request went upstream.
+    pub(super) async fn answer(
+        &self,
+        out: Outgoing,
+        sent: impl FnOnce(&ChatRequest),
+    ) -> Result<ChatReply> {
+        let Outgoing {
+            req,
+            model,
+            mut ledger,
+            mut headers,
+            mut cache,
+            deadline,
+            started,
+            ..
+        } = out;
+        let asked = Instant::now();
+        let answer = tokio::time::timeout_at(deadline, model.provider.chat(&req))
+            .await
+            .unwrap_or_else(|_| Err(outlived(&model)));
+        let upstream_time = asked.elapsed();
+        match answer {
+            Ok(resp) => {
+                sent(&req);
+                let usage = resp.usage.clone().unwrap_or_else(|| Usage {
+                    prompt_tokens: tokens::count_request(&model.upstream, &req),
+                    completion_tokens: resp
+                        .choices
+                        .iter()
+                        .filter_map(|c| c.message.content.as_ref())
+                        .map(|c| tokens::count_text(&model.upstream, &c.text()))
+                        .sum(),
+                    ..Usage::default()
+                });
+                let left = ledger.settle(&usage, 200, None).await?;
+                headers.extend(budget_headers(&left));
+                if let Some(plan) = &mut cache {
+                    plan.store(&resp).await;
+                }
+                crate::telemetry::gateway_time(started.elapsed().saturating_sub(upstream_time));
+                Ok(ChatReply {
+                    body: ChatBody::Complete(resp),
+                    headers,
+                })
+            }
+            Err(e) => Err(ledger.failed(e).await),
+        }
+    }
+
+    /// A stream, relayed chunk by chunk; it settles (and is cached) when the upstream's ends.
+    pub(super) async fn stream(
+        &self,
+        out: Outgoing,
+        sent: impl FnOnce(&ChatRequest),
+    ) -> Result<ChatReply> {
+        let Outgoing {
+            mut req,
+            model,
+            mut ledger,
+            mut headers,
+            cache,
+            deadline,
+            prompt_estimate,
+            ..
+        } = out;
+        // Always ask upstream for usage; pass the usage chunk on only if the client asked.
+        let client_wants_usage = req.wants_stream_usage();
+        req.stream_options
+            .get_or_insert_with(StreamOptions::default)
+            .include_usage = Some(true);
+        let upstream = tokio::time::timeout_at(deadline, model.provider.chat_stream(&req))
+            .await
+            .unwrap_or_else(|_| Err(outlived(&model)));
+        let upstream = match upstream {
+            Ok(s) => s,
+            Err(e) => return Err(ledger.failed(e).await),
+        };
+        sent(&req);
+        let prompt_estimate =
+            prompt_estimate.unwrap_or_else(|| tokens::count_request(&model.upstream, &req));
+        ledger.stream = true;
+        headers.extend(budget_headers(&ledger.reservation.left));
+        let relay = StreamRelay {
+            upstream,
+            ledger: Some(ledger),
+            usage: None,
+            prompt_estimate,
+            completion_text: String::new(),
+            finished: false,
+            client_wants_usage,
+            deadline,
+            cache: cache.map(|plan| (plan, Collector::default())),
+        };
+        Ok(ChatReply {
+            body: ChatBody::Stream(relay.into_stream()),
+            headers,
+        })
+    }
+}
