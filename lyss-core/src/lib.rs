@@ -7,10 +7,10 @@
 //! ## The seams
 //! | trait | contract | backends here |
 //! |---|---|---|
-//! | [`Policy`] | keys → principal, allow-lists, budgets (reserve/settle), durable ledger | [`SqlitePolicy`], [`PostgresPolicy`] |
+//! | [`Policy`] | keys → principal, allow-lists, budgets (reserve/settle), durable ledger | [`SqlitePolicy`], `PostgresPolicy` |
 //! | [`policy::RateLimiter`] | requests/tokens per minute, all limits or none | in process, Redis |
 //! | [`memory::MemoryStore`] | scoped long-term memories, hybrid search, history | SQLite or Postgres + in-process HNSW/BM25 |
-//! | [`cache::Cache`] | answers by key with a TTL, never across scopes | [`cache::InMemoryCache`] (bounded by bytes), [`cache::RedisCache`] |
+//! | [`cache::Cache`] | answers by key with a TTL, never across scopes | [`cache::InMemoryCache`] (bounded by bytes), `cache::RedisCache` |
 //! | [`embed::Embedder`] | texts → unit vectors of one dimension | local ONNX model, OpenAI-compatible, hash |
 //! | [`Provider`] | one upstream API in OpenAI's shapes | [`OpenAiProvider`] (any OpenAI-compatible API) |
 //!

@@ -5,7 +5,7 @@
 //! another's answer) and a hash of the final upstream request. The semantic cache finds an
 //! answer by the embedding of the last user message within a [`semantic_partition`]: the same
 //! scope and a hash of everything else in the request. Backends: [`InMemoryCache`] (one
-//! process, bounded by bytes) and [`RedisCache`] (shared by replicas).
+//! process, bounded by bytes) and `RedisCache` (shared by replicas).
 
 pub mod answer;
 mod memory;

@@ -3,7 +3,7 @@
 //! the keys of their answers.
 //!
 //! A partition's index lives in this process. [`super::InMemoryCache`] is its only writer;
-//! [`super::RedisCache`] mirrors a Redis stream into it, so every replica sees every answer.
+//! `RedisCache` mirrors a Redis stream into it, so every replica sees every answer.
 //! A lookup never blocks on a writer: a partition busy being written is a miss.
 
 use std::collections::HashMap;
