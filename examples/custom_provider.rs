@@ -158,12 +158,7 @@ async fn main() -> anyhow::Result<()> {
         match lyss.chat(&call, req).await {
             Ok(reply) => {
                 let text = match reply.body {
-                    ChatBody::Complete(c) => c.choices[0]
-                        .message
-                        .content
-                        .as_ref()
-                        .map(Content::text)
-                        .unwrap_or_default(),
+                    ChatBody::Complete(c) => c.text(),
                     ChatBody::Stream(mut s) => {
                         use futures::StreamExt as _;
                         let mut text = String::new();

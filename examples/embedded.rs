@@ -1,7 +1,7 @@
 //! Embedding lyss-core in a Rust app: a chat through the whole pipeline, in-process, with no
 //! HTTP server — your own model behind lyss's keys, budget, memory and ledger.
 //!
-//! A throwaway SQLite database holds the workspace, user, key and budget; the user's memory is
+//! A throwaway SQLite database holds the workspace, user and key; the user's memory is
 //! an in-process store (keyword retrieval here: `examples/memory.rs` shows the local embedding
 //! model). The model is a `Provider` of the app's own (a real one would call a local model or
 //! an in-house service; this one answers from what lyss put in its prompt). Ada says something
@@ -19,7 +19,7 @@ use lyss_core::openai::{
     ChatRequest, ChatResponse, Content, EmbeddingsRequest, EmbeddingsResponse, Message, Role, Usage,
 };
 use lyss_core::policy::prelude::*;
-use lyss_core::policy::{LedgerQuery, NewBudget, NewKey, Period, Scope, Unit};
+use lyss_core::policy::{LedgerQuery, NewKey};
 use lyss_core::provider::ChunkStream;
 use lyss_core::{Call, ChatBody, Error, Lyss, Provider, Result, SqlitePolicy};
 
@@ -87,7 +87,8 @@ impl Provider for Recollection {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Governance: a workspace that may use one model, a user, her key, a budget.
+    // Governance: a workspace that may use one model, a user, her key (budgets: see
+    // `custom_provider.rs`).
     let policy = Arc::new(SqlitePolicy::connect("sqlite::memory:").await?);
     policy
         .create_workspace("research", &["assistant".into()])
@@ -97,17 +98,6 @@ async fn main() -> anyhow::Result<()> {
         .create_key(&NewKey {
             user: "ada".into(),
             ..NewKey::default()
-        })
-        .await?;
-    policy
-        .set_budget(&NewBudget {
-            scope: Scope::User,
-            target: "ada".into(),
-            unit: Unit::Usd,
-            limit: 1_000_000_000, // $1 a month, in nano-dollars
-            period: Period::Monthly,
-            tz: None,
-            expires_at: None,
         })
         .await?;
 
@@ -144,12 +134,7 @@ async fn main() -> anyhow::Result<()> {
         ..ChatRequest::default()
     };
     let answer = |body: ChatBody| match body {
-        ChatBody::Complete(c) => c.choices[0]
-            .message
-            .content
-            .as_ref()
-            .map(Content::text)
-            .unwrap_or_default(),
+        ChatBody::Complete(c) => c.text(),
         ChatBody::Stream(_) => unreachable!("not streamed"),
     };
 
@@ -170,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         "the memory did not reach the model"
     );
 
-    // Every request is in the ledger, priced; the budget holds what is left.
+    // Every request is in the ledger, priced.
     let rows = policy.ledger(&LedgerQuery::default()).await?;
     let spent: i64 = rows.iter().map(|r| r.cost_nusd).sum();
     println!(

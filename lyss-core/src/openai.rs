@@ -358,6 +358,15 @@ impl ChatResponse {
             extra: Map::new(),
         }
     }
+
+    /// The first choice's text (empty when it has none).
+    pub fn text(&self) -> String {
+        self.choices
+            .first()
+            .and_then(|c| c.message.content.as_ref())
+            .map(Content::text)
+            .unwrap_or_default()
+    }
 }
 
 impl ChatChunk {

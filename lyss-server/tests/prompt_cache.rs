@@ -60,18 +60,20 @@ fn breakpoints(body: &Value) -> Vec<(String, String)> {
     found
 }
 
+/// The test upstream as Anthropic's, serving `gpt-4o-mini` as Claude — with the built-in Claude
+/// prices: 3 USD in, 15 out, 0.30 cache reads, 3.75 cache writes.
+fn claude_upstream(c: &mut lyss_core::config::Config) {
+    c.providers[0].kind = ProviderKind::Anthropic;
+    c.models = vec![ModelConfig {
+        name: "gpt-4o-mini".into(),
+        provider: "up".into(),
+        upstream: Some("claude-sonnet-4-5".into()),
+        ..ModelConfig::default()
+    }];
+}
+
 async fn anthropic_app() -> TestApp {
-    TestApp::with(|c| {
-        c.providers[0].kind = ProviderKind::Anthropic;
-        // Built-in Claude prices: 3 USD in, 15 out, 0.30 cache reads, 3.75 cache writes.
-        c.models = vec![ModelConfig {
-            name: "gpt-4o-mini".into(),
-            provider: "up".into(),
-            upstream: Some("claude-sonnet-4-5".into()),
-            ..ModelConfig::default()
-        }];
-    })
-    .await
+    TestApp::with(claude_upstream).await
 }
 
 #[tokio::test]
@@ -402,13 +404,7 @@ async fn auto_memory_sends_a_conversation_whole_while_the_providers_cache_makes_
     ));
     let app = TestApp::with_clock(
         |c| {
-            c.providers[0].kind = ProviderKind::Anthropic;
-            c.models = vec![ModelConfig {
-                name: "gpt-4o-mini".into(),
-                provider: "up".into(),
-                upstream: Some("claude-sonnet-4-5".into()),
-                ..ModelConfig::default()
-            }];
+            claude_upstream(c);
             c.embedder.kind = lyss_core::config::EmbedderKind::None;
             // `auto` (the default) compresses prompts over 1,400 tokens.
             c.memory.history_tokens = 200;
@@ -430,12 +426,7 @@ async fn auto_memory_sends_a_conversation_whole_while_the_providers_cache_makes_
     let send = |body: Value| {
         let app = &app;
         async move {
-            let resp = app
-                .post("/v1/chat/completions")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let resp = app.chat(&body).await;
             assert_eq!(resp.status(), 200);
             let compressed = resp.headers().contains_key("x-lyss-prompt-tokens-sent");
             let upstream = app.upstream_bodies().await.pop().unwrap();

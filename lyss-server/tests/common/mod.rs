@@ -150,6 +150,16 @@ impl TestApp {
             .bearer_auth(&self.key)
     }
 
+    /// A chat completion with the test key.
+    #[allow(dead_code)]
+    pub async fn chat(&self, body: &Value) -> reqwest::Response {
+        self.post("/v1/chat/completions")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .get(format!("{}{path}", self.base))
