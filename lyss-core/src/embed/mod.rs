@@ -8,6 +8,8 @@ mod local;
 mod openai;
 mod vectors;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 
 pub use self::cached::CachedEmbedder;
@@ -17,6 +19,7 @@ pub use self::lazy::LazyEmbedder;
 pub use self::local::LocalEmbedder;
 pub use self::openai::OpenAiEmbedder;
 pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};
+use crate::error::Result;
 
 /// The model's folder under the models directory.
 pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
@@ -25,13 +28,12 @@ pub const ORT_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.0";
 
 /// Where `scripts/fetch-models.sh` puts models with no argument: `$LYSS_MODELS_DIR`, else
 /// the user's data directory + `lyss/models`.
-pub fn default_models_dir() -> std::path::PathBuf {
+pub fn default_models_dir() -> PathBuf {
     std::env::var_os("LYSS_MODELS_DIR")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .or_else(|| dirs::data_dir().map(|d| d.join("lyss").join("models")))
-        .unwrap_or_else(|| std::path::PathBuf::from("models"))
+        .unwrap_or_else(|| PathBuf::from("models"))
 }
-use crate::error::Result;
 
 /// Turns texts into vectors of one fixed dimension.
 ///

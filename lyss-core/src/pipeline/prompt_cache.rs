@@ -98,8 +98,17 @@ struct Sent {
     at: OffsetDateTime,
 }
 
-/// Which conversations lyss lately sent whole to which upstream model.
-pub(super) struct SentWhole(moka::sync::Cache<(String, String), Sent>);
+/// Which conversations lyss lately sent whole to which upstream model, by [`slot`].
+pub(super) struct SentWhole(moka::sync::Cache<u64, Sent>);
+
+/// One conversation at one upstream model, hashed: looking it up allocates nothing.
+fn slot(conversation: &str, upstream: &str) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(conversation.as_bytes());
+    h.update(&[0]);
+    h.update(upstream.as_bytes());
+    h.digest()
+}
 
 impl Default for SentWhole {
     fn default() -> Self {
@@ -131,7 +140,7 @@ impl SentWhole {
         let all_but_newest = (before.len(), h.digest());
         hash_message(&mut h, newest);
         self.0.insert(
-            (conversation.to_owned(), upstream.to_owned()),
+            slot(conversation, upstream),
             Sent {
                 prefixes: [(messages.len(), h.digest()), all_but_newest],
                 at: now,
@@ -148,7 +157,7 @@ impl SentWhole {
         messages: &[Message],
         now: OffsetDateTime,
     ) -> usize {
-        let Some(sent) = self.0.get(&(conversation.to_owned(), upstream.to_owned())) else {
+        let Some(sent) = self.0.get(&slot(conversation, upstream)) else {
             return 0;
         };
         if now - sent.at >= LIFETIME {
