@@ -147,6 +147,7 @@ fn budgets(c: &mut Criterion) {
         requested_output: Some(32),
         output_cap: 16_384,
         price: Price::per_mtok(0.15, 0.6, 0.075),
+        grows: None,
     };
     let entry = ledger_entry(&who.workspace_id, &who.user_id, &who.key_id);
     c.bench_function("reserve_and_settle/sqlite_two_budgets", |b| {

@@ -42,6 +42,13 @@ fn is_o200k(model: &str) -> bool {
         || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
 }
 
+/// Whether the count is the model's own: OpenAI's families. Others (Claude, Gemini, Llama …)
+/// are counted with `cl100k_base`, an approximation that can fall short of their tokenizers.
+pub fn is_exact(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    is_o200k(m) || m.starts_with("gpt-4") || m.starts_with("gpt-3.5")
+}
+
 /// Builds both tokenizers now (≈0.4 s and ≈50 MiB), so that the first request that needs a
 /// count does not wait for them. Blocking: call from `spawn_blocking`.
 pub fn warm_up() {

@@ -80,6 +80,7 @@ async fn postgres_failure_refuses_reservations() {
         requested_output: Some(10),
         output_cap: 100,
         price: lyss_core::Price::default(),
+        grows: None,
     };
     let result = policy
         .reserve(

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{ADMIN, TestApp, budget, spent_reserved, sse, sse_data, token_budget};
+use common::{ADMIN, TestApp, budget, spent_reserved, sse, sse_data, sse_with_usage, token_budget};
 use lyss_core::policy::{Period, Scope};
 use serde_json::{Value, json};
-use wiremock::matchers::method;
+use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, ResponseTemplate};
 
 fn small_completion(prompt: u64, completion: u64) -> Value {
@@ -18,7 +18,18 @@ fn small_completion(prompt: u64, completion: u64) -> Value {
     })
 }
 
+/// Answers 10 + 5 tokens, as JSON or — when lyss asks for a stream — as SSE.
 async fn mock_small(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse_with_usage("up-mini", &["ok"], Some((10, 5)))),
+        )
+        .with_priority(1)
+        .mount(&app.upstream)
+        .await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(small_completion(10, 5)))
         .mount(&app.upstream)
@@ -85,8 +96,16 @@ async fn max_tokens_is_set_to_what_is_left_and_the_caller_sees_the_remainder() {
     // The prompt ("hello there" + framing) is 8 tokens on o200k: 992 left for the answer.
     let sent = &app.upstream_bodies().await[0];
     assert_eq!(sent["max_tokens"], 992);
+    // A whole answer of a small budget is followed as a stream (its reservation grows with
+    // it) and handed back whole, as asked.
+    assert_eq!(sent["stream"], true);
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "ok");
+    assert_eq!(body["usage"]["total_tokens"], 15);
     // Settled with the upstream's usage (10 + 5), the rest released.
-    assert_eq!(resp.headers()["x-lyss-budget-remaining"], "tokens=985");
+    assert_eq!(headers["x-lyss-budget-remaining"], "tokens=985");
     assert_eq!(spent_reserved(&app, &id).await, (15, 0));
 
     // A request that sets its own cap is left alone when it fits...

@@ -24,6 +24,13 @@ pub struct Config {
     /// Seconds a budget reservation may stay open before the reaper releases it (its request
     /// died). Default 900: longer than any upstream timeout. Env `LYSS_RESERVATION_TIMEOUT_SECS`.
     pub reservation_timeout_secs: u64,
+    /// Output tokens reserved up front for an answer without `max_tokens`; the rest is
+    /// reserved as it streams. Default 512. Env `LYSS_RESERVE_OUTPUT_TOKENS`.
+    pub reserve_output_tokens: u32,
+    /// …but never more than this share of what the tightest budget has left, so concurrent
+    /// requests on a small budget each get a turn. In (0, 1]; default 0.05. Env
+    /// `LYSS_RESERVE_OUTPUT_SHARE`.
+    pub reserve_output_share: f64,
     /// The admin token. Default: generated on first start and kept in `<data_dir>/admin_token`
     /// (mode 0600). Env `LYSS_ADMIN_TOKEN`.
     #[serde(skip_serializing)]
@@ -73,6 +80,8 @@ impl Default for Config {
             database_url: None,
             redis_url: None,
             reservation_timeout_secs: 900,
+            reserve_output_tokens: 512,
+            reserve_output_share: 0.05,
             admin_token: None,
             body_limit: 32 * 1024 * 1024,
             cors_origins: vec!["*".into()],

@@ -303,6 +303,7 @@ impl Extractor {
             requested_output: req.max_tokens,
             output_cap: self.model.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP),
             price: self.model.price,
+            grows: None,
         };
         policy
             .reserve(&who, &ask, time::OffsetDateTime::now_utc(), *hold_for)

@@ -5,15 +5,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt as _;
+
 use super::budget::budget_headers;
 use super::cache::CachePlan;
 use super::settle::LedgerDraft;
-use super::stream::StreamRelay;
-use super::{ChatBody, ChatReply, Lyss, outlived};
+use super::stream::{Growth, StreamRelay};
+use super::{BUDGET_REMAINING_HEADER, ChatBody, ChatReply, Lyss, outlived};
 use crate::cache::answer::Collector;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::openai::{ChatRequest, StreamOptions, Usage};
+use crate::policy::BudgetLeft;
 use crate::tokens;
 
 /// A request past admission, ready for the upstream, with what the later stages need.
@@ -87,6 +90,55 @@ impl Lyss {
         out: Outgoing,
         sent: impl FnOnce(&ChatRequest),
     ) -> Result<ChatReply> {
+        let (relay, headers) = self.relay(out, sent, None).await?;
+        Ok(ChatReply {
+            body: ChatBody::Stream(relay.into_stream()),
+            headers,
+        })
+    }
+
+    /// A whole answer whose reservation grows with it: asked for as a stream, so that the relay
+    /// can count it and top the reservation up, and gathered into the completion the caller
+    /// asked for.
+    pub(super) async fn answer_gathered(
+        &self,
+        mut out: Outgoing,
+        sent: impl FnOnce(&ChatRequest),
+    ) -> Result<ChatReply> {
+        out.req.stream = Some(true);
+        out.req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default)
+            .include_usage = Some(true);
+        let (settled, left) = tokio::sync::oneshot::channel();
+        let (relay, mut headers) = self.relay(out, sent, Some(settled)).await?;
+        let mut stream = relay.into_stream();
+        let mut gathered = Collector::default();
+        while let Some(chunk) = stream.next().await {
+            gathered.push(&chunk?);
+        }
+        let resp = gathered.finish().ok_or_else(|| {
+            Error::Internal("a gathered stream ended with no finished choice".into())
+        })?;
+        // Like any whole answer: what is left after settlement, not after reservation.
+        if let Ok(left) = left.await {
+            headers.retain(|(name, _)| *name != BUDGET_REMAINING_HEADER);
+            headers.extend(budget_headers(&left));
+        }
+        Ok(ChatReply {
+            body: ChatBody::Complete(resp),
+            headers,
+        })
+    }
+
+    /// Opens the upstream stream and the relay that settles it; `settled` learns what is left
+    /// once it has.
+    async fn relay(
+        &self,
+        out: Outgoing,
+        sent: impl FnOnce(&ChatRequest),
+        settled: Option<tokio::sync::oneshot::Sender<BudgetLeft>>,
+    ) -> Result<(StreamRelay, Vec<(&'static str, String)>)> {
         let Outgoing {
             mut req,
             model,
@@ -112,10 +164,10 @@ impl Lyss {
         sent(&req);
         let prompt_estimate =
             prompt_estimate.unwrap_or_else(|| tokens::count_request(&model.upstream, &req));
-        ledger.stream = true;
         headers.extend(budget_headers(&ledger.reservation.left));
         let relay = StreamRelay {
             upstream,
+            growth: Growth::of(&ledger.reservation, &model.upstream),
             ledger: Some(ledger),
             usage: None,
             prompt_estimate,
@@ -124,10 +176,8 @@ impl Lyss {
             client_wants_usage,
             deadline,
             cache: cache.map(|plan| (plan, Collector::default())),
+            settled,
         };
-        Ok(ChatReply {
-            body: ChatBody::Stream(relay.into_stream()),
-            headers,
-        })
+        Ok((relay, headers))
     }
 }

@@ -38,7 +38,7 @@ use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelList, ModelObject, Usage,
 };
-use crate::policy::{InMemoryRateLimiter, KeyCache, Policy, RateLimiter};
+use crate::policy::{FirstShare, InMemoryRateLimiter, KeyCache, Policy, RateLimiter};
 use crate::tokens;
 
 mod auth;
@@ -51,7 +51,7 @@ mod prompt_cache;
 mod settle;
 mod stream;
 
-use self::budget::set_output_cap;
+use self::budget::{answer_is_countable, set_output_cap};
 use self::call::Outgoing;
 use self::prompt_cache::{SentWhole, conversation_key};
 use self::settle::LedgerDraft;
@@ -149,6 +149,7 @@ pub struct Lyss {
     keys: KeyCache,
     clock: Arc<dyn Clock>,
     reservation_ttl: Duration,
+    first_share: FirstShare,
     started: u64,
     /// Poked when turns are queued, so they are ingested at once rather than at the next tick
     /// (a turn remembered before it drops out of the prompt is not stored on the request path).
@@ -171,6 +172,7 @@ pub struct LyssBuilder {
     key_cache_ttl: Duration,
     clock: Arc<dyn Clock>,
     reservation_ttl: Duration,
+    first_share: FirstShare,
 }
 
 impl LyssBuilder {
@@ -231,6 +233,13 @@ impl LyssBuilder {
         self
     }
 
+    /// How much of an answer without `max_tokens` is reserved before it starts; the rest is
+    /// reserved as it streams (default: 512 tokens, at most 5% of what a budget has left).
+    pub fn first_output_share(mut self, first: FirstShare) -> Self {
+        self.first_share = first;
+        self
+    }
+
     pub fn build(self) -> Lyss {
         Lyss {
             policy: self.policy,
@@ -249,6 +258,7 @@ impl LyssBuilder {
             started: self.clock.now().unix_timestamp().max(0) as u64,
             clock: self.clock,
             reservation_ttl: self.reservation_ttl,
+            first_share: self.first_share,
             turns_queued: tokio::sync::Notify::new(),
             sent_whole: SentWhole::default(),
         }
@@ -271,6 +281,7 @@ impl Lyss {
             key_cache_ttl: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
             reservation_ttl: Duration::from_secs(900),
+            first_share: FirstShare::default(),
         }
     }
 
@@ -441,8 +452,16 @@ impl Lyss {
             now,
         )
         .await?;
+        let grows = requested_output.is_none() && answer_is_countable(&model.upstream, &req);
         let reservation = self
-            .reserve(&principal, &model, prompt_tokens, requested_output, now)
+            .reserve(
+                &principal,
+                &model,
+                prompt_tokens,
+                requested_output,
+                grows,
+                now,
+            )
             .await?;
         if let Some(n) = reservation.set_max_tokens {
             set_output_cap(&mut req, &model.upstream, n);
@@ -499,6 +518,8 @@ impl Lyss {
         };
         if outgoing.req.is_stream() {
             self.stream(outgoing, sent).await
+        } else if outgoing.ledger.reservation.grows() {
+            self.answer_gathered(outgoing, sent).await
         } else {
             self.answer(outgoing, sent).await
         }
@@ -517,7 +538,7 @@ impl Lyss {
         let prompt_tokens = tokens::count_embedding_input(&model.upstream, &req.input);
         self.rate_limit(&principal, prompt_tokens, now).await?;
         let reservation = self
-            .reserve(&principal, &model, prompt_tokens, Some(0), now)
+            .reserve(&principal, &model, prompt_tokens, Some(0), false, now)
             .await?;
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let want_base64 = req.encoding_format == Some(EncodingFormat::Base64);

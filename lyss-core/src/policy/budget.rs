@@ -226,7 +226,7 @@ pub const MIN_OUTPUT_TOKENS: u32 = 16;
 pub const DEFAULT_OUTPUT_CAP: u32 = 16_384;
 
 /// The worst case a request can cost, before it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ask {
     pub prompt_tokens: u64,
     /// `max_completion_tokens` or `max_tokens` of the request, if set.
@@ -234,6 +234,30 @@ pub struct Ask {
     /// The model's output cap.
     pub output_cap: u32,
     pub price: Price,
+    /// `Some`: the answer is counted as it streams and its reservation topped up as it grows
+    /// ([`crate::policy::Budgets::top_up`]), so a request without an output cap reserves only
+    /// this first share of it. `None`: the whole possible answer is reserved up front.
+    pub grows: Option<FirstShare>,
+}
+
+/// How much of an uncapped answer is reserved before it starts: `tokens`, but never more than
+/// `share` of what the tightest budget has left — so that concurrent requests on a small budget
+/// each get a turn instead of the first one holding all of it. An answer whose whole possible
+/// length is itself within that share is reserved whole: growing it would gain nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstShare {
+    pub tokens: u32,
+    /// In (0, 1].
+    pub share: f64,
+}
+
+impl Default for FirstShare {
+    fn default() -> Self {
+        Self {
+            tokens: 512,
+            share: 0.05,
+        }
+    }
 }
 
 /// What admission decided.
@@ -241,6 +265,8 @@ pub struct Ask {
 pub struct Admitted {
     /// Output tokens reserved for.
     pub output: u32,
+    /// The most output tokens the answer may grow to (`output` unless the ask grows).
+    pub ceiling: u32,
     /// `Some(n)`: the request had no output cap and the budgets allow less than the model's —
     /// send `max_tokens = n` upstream.
     pub set_max_tokens: Option<u32>,
@@ -254,14 +280,12 @@ fn to_i64(n: u64) -> i64 {
 
 /// (fixed cost of the prompt, cost per output token) of a request on a budget.
 fn costs(unit: Unit, ask: &Ask) -> (i64, i64) {
-    match unit {
-        Unit::Usd => (
-            // A prompt may be written to the provider's cache, at more than the input price.
-            to_i64(ask.prompt_tokens).saturating_mul(ask.price.prompt_worst()),
-            ask.price.output,
-        ),
-        Unit::Tokens => (to_i64(ask.prompt_tokens), 1),
-    }
+    let fixed = match unit {
+        // A prompt may be written to the provider's cache, at more than the input price.
+        Unit::Usd => to_i64(ask.prompt_tokens).saturating_mul(ask.price.prompt_worst()),
+        Unit::Tokens => to_i64(ask.prompt_tokens),
+    };
+    (fixed, per_output_token(unit, &ask.price))
 }
 
 /// The amount a settled request spends on a budget of `unit`.
@@ -343,7 +367,7 @@ pub fn admit(states: &[BudgetStatus], ask: &Ask, now: OffsetDateTime) -> Result<
             tightest = Some(s);
         }
     }
-    let (output, set_max_tokens) = match ask.requested_output {
+    let (ceiling, set_max_tokens) = match ask.requested_output {
         Some(req) => {
             if u64::from(req) > affordable
                 && let Some(s) = tightest
@@ -366,6 +390,22 @@ pub fn admit(states: &[BudgetStatus], ask: &Ask, now: OffsetDateTime) -> Result<
             (n, Some(n))
         }
     };
+    // An answer that may grow reserves its whole ceiling when that is a small share of what
+    // is left (nothing to gain), and only a first share of it otherwise.
+    let output = match (ask.grows, ask.requested_output) {
+        (Some(first), None) => {
+            let share = (affordable.min(u64::from(u32::MAX)) as f64 * first.share) as u64;
+            if u64::from(ceiling) <= share {
+                ceiling
+            } else {
+                let first = u64::from(first.tokens)
+                    .min(share)
+                    .max(u64::from(MIN_OUTPUT_TOKENS));
+                ceiling.min(first as u32)
+            }
+        }
+        _ => ceiling,
+    };
     let amounts = states
         .iter()
         .map(|s| {
@@ -375,9 +415,30 @@ pub fn admit(states: &[BudgetStatus], ask: &Ask, now: OffsetDateTime) -> Result<
         .collect();
     Ok(Admitted {
         output,
+        ceiling,
         set_max_tokens,
         amounts,
     })
+}
+
+/// Cost of one more output token on a budget of `unit`.
+pub fn per_output_token(unit: Unit, price: &Price) -> i64 {
+    match unit {
+        Unit::Usd => price.output,
+        Unit::Tokens => 1,
+    }
+}
+
+/// The most output tokens, up to `want`, that fit in every budget's `room` (what it has left
+/// after spent and reserved) — a top-up is all or nothing across budgets, token by token.
+pub fn grant(rooms: &[(Unit, i64)], price: &Price, want: u32) -> u32 {
+    rooms
+        .iter()
+        .map(|&(unit, room)| match per_output_token(unit, price) {
+            0 => u64::from(want),
+            per => (room.max(0) / per) as u64,
+        })
+        .fold(u64::from(want), u64::min) as u32
 }
 
 #[cfg(test)]
@@ -412,6 +473,7 @@ mod tests {
             requested_output: requested,
             output_cap: 4096,
             price: Price::per_mtok(1.0, 2.0, 0.5),
+            grows: None,
         }
     }
 
@@ -437,6 +499,48 @@ mod tests {
             .to_string();
         assert!(e.contains("user `ann` daily budget of 1000 tokens"), "{e}");
         assert!(e.contains("resets at 2026-12-01T00:00:00Z"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_that_grows_reserves_a_first_share_and_may_grow_to_what_fits() {
+        let growing = |prompt, requested| Ask {
+            grows: Some(FirstShare::default()),
+            ..ask(prompt, requested)
+        };
+        // 400 tokens, 10 in the prompt: 390 could be written; 5% of that (19) is reserved.
+        let states = [status(Unit::Tokens, 400, 0, 0)];
+        let a = admit(&states, &growing(10, None), NOW).unwrap();
+        assert_eq!(
+            (a.output, a.ceiling, a.set_max_tokens),
+            (19, 390, Some(390))
+        );
+        assert_eq!(a.amounts, vec![10 + 19]);
+        // Never less than a minimal answer, never more than `tokens`.
+        let tight = [status(Unit::Tokens, 400, 300, 0)];
+        assert_eq!(admit(&tight, &growing(10, None), NOW).unwrap().output, 16);
+        let large = [status(Unit::Tokens, 50_000, 0, 0)];
+        let a = admit(&large, &growing(10, None), NOW).unwrap();
+        assert_eq!((a.output, a.ceiling, a.set_max_tokens), (512, 4096, None));
+        // Where the whole answer is a small share of what is left, it is reserved whole.
+        let roomy = [status(Unit::Tokens, 10_000_000, 0, 0)];
+        let a = admit(&roomy, &growing(10, None), NOW).unwrap();
+        assert_eq!((a.output, a.ceiling), (4096, 4096));
+        // An explicit cap is reserved whole: the caller asked for that much.
+        let a = admit(&states, &growing(10, Some(300)), NOW).unwrap();
+        assert_eq!((a.output, a.ceiling), (300, 300));
+    }
+
+    #[test]
+    fn a_top_up_grants_what_every_budget_can_still_take() {
+        let price = Price::per_mtok(1.0, 2.0, 0.5); // 2,000 nano-USD per output token
+        assert_eq!(grant(&[(Unit::Tokens, 100)], &price, 64), 64);
+        assert_eq!(
+            grant(&[(Unit::Tokens, 100), (Unit::Usd, 20_000)], &price, 64),
+            10
+        );
+        assert_eq!(grant(&[(Unit::Tokens, 0)], &price, 64), 0);
+        assert_eq!(grant(&[(Unit::Tokens, -5)], &price, 64), 0);
+        assert_eq!(grant(&[], &price, 64), 64);
     }
 
     #[test]
@@ -529,17 +633,22 @@ mod tests {
             cap in 1u32..200_000,
             input in 0.0f64..20.0,
             output in 0.0f64..80.0,
+            grows in any::<bool>(),
         ) {
             let states: Vec<_> = limits.iter().map(|&(l, s, r, usd)| {
                 status(if usd { Unit::Usd } else { Unit::Tokens }, l, s.min(l), r.min(l - s.min(l)))
             }).collect();
-            let a = Ask { prompt_tokens: prompt, requested_output: requested, output_cap: cap, price: Price::per_mtok(input, output, input) };
+            let a = Ask { prompt_tokens: prompt, requested_output: requested, output_cap: cap, price: Price::per_mtok(input, output, input), grows: grows.then(FirstShare::default) };
             if let Ok(adm) = admit(&states, &a, NOW) {
                 for (s, amount) in states.iter().zip(&adm.amounts) {
                     prop_assert!(s.spent + s.reserved + amount <= s.budget.limit);
                 }
                 if let Some(m) = adm.set_max_tokens {
                     prop_assert!(m >= MIN_OUTPUT_TOKENS && m < cap && requested.is_none());
+                }
+                prop_assert!(adm.output <= adm.ceiling);
+                if !grows || requested.is_some() {
+                    prop_assert_eq!(adm.output, adm.ceiling);
                 }
             }
         }

@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use self::budget::{Ask, Budget, BudgetRefusal, BudgetStatus, NewBudget, Period, Scope, Unit};
+pub use self::budget::{
+    Ask, Budget, BudgetRefusal, BudgetStatus, FirstShare, NewBudget, Period, Scope, Unit,
+};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresPolicy;
 pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
@@ -31,7 +33,7 @@ pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
-use crate::models::{Model, NanoUsd};
+use crate::models::{Model, NanoUsd, Price};
 
 /// The model list that means "every configured model".
 pub const ALL_MODELS: &str = "*";
@@ -258,8 +260,19 @@ pub struct Reservation {
     /// Set `max_tokens` to this upstream: the request had none and the budgets allow less
     /// than the model's cap.
     pub set_max_tokens: Option<u32>,
+    /// Output tokens reserved for; below `ceiling` when the answer is topped up as it grows.
+    pub output: u32,
+    /// The most output tokens the answer may grow to.
+    pub ceiling: u32,
     /// What is left after this reservation.
     pub left: BudgetLeft,
+}
+
+impl Reservation {
+    /// Whether the answer must be counted as it flows and the reservation topped up.
+    pub fn grows(&self) -> bool {
+        !self.holds.is_empty() && self.output < self.ceiling
+    }
 }
 
 /// The least left on any applicable budget, per unit (for `x-lyss-budget-remaining`).
@@ -453,6 +466,10 @@ pub trait Directory: Send + Sync {
 ///   request's worst case on *every* applicable budget or on none ([`Error::BudgetExceeded`]
 ///   names the refusing budget, its limit and when it resets); it is durable when it returns.
 ///   A reservation belongs to the period it was made in and settles there.
+/// - `top_up` grows an open reservation by up to `want` output tokens, as many as *every*
+///   budget it holds can still take (the same invariant); it returns the tokens granted — 0
+///   when none fit or the reservation was already settled or released — and is durable when
+///   it returns.
 /// - `settle` turns a reservation into the spend the ledger entry reports, releases the rest
 ///   and appends the ledger row, atomically; it returns only once that is durable (commits
 ///   may be grouped with concurrent requests). An empty reservation just appends the row.
@@ -469,6 +486,9 @@ pub trait Budgets: Send + Sync {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<Reservation>;
+
+    /// Grows a reservation by up to `want` output tokens at `price`; returns those granted.
+    async fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32>;
 
     /// Settles a reservation with what the request used and appends its ledger row.
     async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft>;

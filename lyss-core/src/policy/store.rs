@@ -18,6 +18,7 @@ use super::budget::{self, Ask, Budget, BudgetStatus};
 use super::sql::{Job, Outcome};
 use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
 use crate::error::Result;
+use crate::models::Price;
 
 /// Statements of one write transaction. Row-locking backends lock the usage rows they read.
 #[allow(async_fn_in_trait)]
@@ -46,6 +47,13 @@ pub(crate) trait BudgetTx: Send {
         holds: &[Hold],
         expires_at: i64,
     ) -> Result<()>;
+    /// Adds to one hold's amount and returns the new one; `None` if it was already released.
+    async fn grow_hold(
+        &mut self,
+        reservation_id: &str,
+        budget_id: &str,
+        by: i64,
+    ) -> Result<Option<i64>>;
     /// Removes one hold and returns its amount; `None` if it was already released.
     async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
     /// Removes all holds of a reservation: `(budget_id, amount)` of those still there.
@@ -152,8 +160,45 @@ async fn reserve_in<T: BudgetTx>(
         id,
         holds,
         set_max_tokens: admitted.set_max_tokens,
+        output: admitted.output,
+        ceiling: admitted.ceiling,
         left,
     }))
+}
+
+/// Grows every hold of a reservation by `want` output tokens, or as many as the tightest of
+/// its budgets can still take; returns the tokens granted. A released hold (settled, reaped)
+/// grants nothing: the request it belonged to is over.
+async fn top_up_in<T: BudgetTx>(
+    tx: &mut T,
+    rows: &mut Rows,
+    reservation: &Reservation,
+    price: &Price,
+    want: u32,
+) -> Result<u32> {
+    let mut rooms = Vec::with_capacity(reservation.holds.len());
+    for h in &reservation.holds {
+        let (spent, reserved) = rows.get(tx, &h.budget_id, h.period_start).await?;
+        rooms.push((h.unit, h.limit - spent - reserved));
+    }
+    let granted = budget::grant(&rooms, price, want);
+    if granted == 0 {
+        return Ok(0);
+    }
+    let mut all_held = true;
+    for h in &reservation.holds {
+        let by = i64::from(granted).saturating_mul(budget::per_output_token(h.unit, price));
+        if tx
+            .grow_hold(&reservation.id, &h.budget_id, by)
+            .await?
+            .is_some()
+        {
+            rows.add(tx, &h.budget_id, h.period_start, 0, by).await?;
+        } else {
+            all_held = false;
+        }
+    }
+    Ok(if all_held { granted } else { 0 })
 }
 
 /// Turns a reservation into spend (what the entry says was used), releases the rest, and
@@ -209,6 +254,7 @@ async fn reap_in<T: BudgetTx>(
 enum Plan {
     Reserve(Vec<Budget>),
     Settle,
+    TopUp,
     Reap(Vec<(String, String, i64)>),
 }
 
@@ -237,6 +283,12 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                     rows.insert((h.budget_id.clone(), h.period_start));
                 }
                 Plan::Settle
+            }
+            Job::TopUp { reservation, .. } => {
+                for h in &reservation.holds {
+                    rows.insert((h.budget_id.clone(), h.period_start));
+                }
+                Plan::TopUp
             }
             Job::Reap { now, .. } => {
                 let expired = tx.expired_holds(now.unix_timestamp()).await?;
@@ -270,6 +322,15 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                 },
                 Plan::Settle,
             ) => Outcome::Settled(settle_in(tx, &mut cache, reservation, entry).await?),
+            (
+                Job::TopUp {
+                    reservation,
+                    price,
+                    want,
+                    ..
+                },
+                Plan::TopUp,
+            ) => Outcome::ToppedUp(top_up_in(tx, &mut cache, reservation, price, *want).await?),
             (Job::Reap { .. }, Plan::Reap(expired)) => {
                 Outcome::Reaped(reap_in(tx, &mut cache, &expired).await?)
             }

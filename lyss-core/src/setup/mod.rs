@@ -45,6 +45,8 @@ const ENV_KEYS: &[&str] = &[
     "database_url",
     "redis_url",
     "reservation_timeout_secs",
+    "reserve_output_tokens",
+    "reserve_output_share",
     "admin_token",
     "body_limit",
     "log_format",
@@ -166,6 +168,18 @@ fn validate(config: &Config) -> Result<()> {
                 "providers[{i}].base_url must be http or https"
             )));
         }
+    }
+    let share = config.reserve_output_share;
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(Error::Config(format!(
+            "reserve_output_share must be in (0, 1], not {share}"
+        )));
+    }
+    if config.reserve_output_tokens < crate::policy::budget::MIN_OUTPUT_TOKENS {
+        return Err(Error::Config(format!(
+            "reserve_output_tokens must be at least {}",
+            crate::policy::budget::MIN_OUTPUT_TOKENS
+        )));
     }
     if config.body_limit < 1024 {
         return Err(Error::Config(
@@ -406,6 +420,10 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .rate_limiter(limiter)
         .key_cache_ttl(Duration::from_millis(config.key_cache_ms))
         .reservation_ttl(Duration::from_secs(config.reservation_timeout_secs))
+        .first_output_share(crate::policy::FirstShare {
+            tokens: config.reserve_output_tokens,
+            share: config.reserve_output_share,
+        })
         .clock(clock);
     let memory_on = config.memory.any_enabled();
     // One embedder for memory and the semantic cache: loaded now when the config needs it,

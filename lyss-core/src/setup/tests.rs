@@ -157,3 +157,24 @@ fn unknown_keys_are_named() {
         .to_string();
     assert!(err.contains("bnid"), "{err}");
 }
+
+#[test]
+fn output_reservation_settings_are_checked() {
+    for (tokens, share, bad) in [
+        (512, 0.0, Some("reserve_output_share")),
+        (512, 1.5, Some("reserve_output_share")),
+        (8, 0.05, Some("reserve_output_tokens")),
+        (64, 1.0, None),
+    ] {
+        let c = Config {
+            reserve_output_tokens: tokens,
+            reserve_output_share: share,
+            ..Config::default()
+        };
+        match (validate(&c), bad) {
+            (Err(Error::Config(m)), Some(field)) => assert!(m.contains(field), "{m}"),
+            (Ok(()), None) => {}
+            (other, _) => panic!("{tokens}, {share}: {other:?}"),
+        }
+    }
+}

@@ -228,6 +228,11 @@ pub fn completion(model: &str, text: &str) -> Value {
 
 /// An OpenAI SSE stream: role chunk, content chunks, finish chunk, usage chunk, `[DONE]`.
 pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
+    sse_with_usage(model, parts, usage.then_some((9, 12)))
+}
+
+/// [`sse`] whose usage chunk reports `(prompt, completion)` tokens.
+pub fn sse_with_usage(model: &str, parts: &[&str], usage: Option<(u64, u64)>) -> String {
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
                "model": model, "system_fingerprint": "fp_44709d6fcb",
@@ -244,11 +249,12 @@ pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
         push(chunk(json!({"content": p}), Value::Null));
     }
     push(chunk(json!({}), json!("stop")));
-    if usage {
+    if let Some((prompt, completion)) = usage {
         push(
             json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
                     "model": model, "system_fingerprint": "fp_44709d6fcb", "choices": [],
-                    "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}),
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion}}),
         );
     }
     out.push_str("data: [DONE]\n\n");

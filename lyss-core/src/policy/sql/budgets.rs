@@ -78,6 +78,17 @@ macro_rules! impl_sql_budgets {
                 Ok(())
             }
 
+            async fn grow_hold(&mut self, reservation_id: &str, budget_id: &str, by: i64) -> $crate::Result<Option<i64>> {
+                Ok(sqlx::query_scalar::<_, i64>(
+                    "UPDATE reservations SET amount = amount + $3 WHERE id = $1 AND budget_id = $2 RETURNING amount",
+                )
+                .bind(reservation_id)
+                .bind(budget_id)
+                .bind(by)
+                .fetch_optional(&mut *self.0)
+                .await?)
+            }
+
             async fn take_holds(&mut self, reservation_id: &str) -> $crate::Result<Vec<(String, i64)>> {
                 Ok(sqlx::query_as::<_, (String, i64)>(
                     "DELETE FROM reservations WHERE id = $1 RETURNING budget_id, amount",
@@ -251,6 +262,24 @@ macro_rules! impl_sql_budgets {
                     ask,
                     now,
                     ttl,
+                    done,
+                })
+                .await
+            }
+
+            async fn top_up(
+                &self,
+                reservation: &$crate::policy::Reservation,
+                price: $crate::models::Price,
+                want: u32,
+            ) -> $crate::Result<u32> {
+                if reservation.holds.is_empty() || want == 0 {
+                    return Ok(want);
+                }
+                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::TopUp {
+                    reservation: Box::new(reservation.clone()),
+                    price,
+                    want,
                     done,
                 })
                 .await

@@ -26,6 +26,7 @@ use super::budget::Ask;
 use super::{BudgetLeft, LedgerEntry, Principal, Reservation};
 use crate::clock::from_unix;
 use crate::error::{Error, Result};
+use crate::models::Price;
 
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -44,6 +45,12 @@ pub(crate) enum Job {
         entry: Box<LedgerEntry>,
         done: oneshot::Sender<Result<BudgetLeft>>,
     },
+    TopUp {
+        reservation: Box<Reservation>,
+        price: Price,
+        want: u32,
+        done: oneshot::Sender<Result<u32>>,
+    },
     Reap {
         now: OffsetDateTime,
         done: oneshot::Sender<Result<u64>>,
@@ -54,6 +61,7 @@ pub(crate) enum Job {
 pub(crate) enum Outcome {
     Reserved(Result<Reservation>),
     Settled(BudgetLeft),
+    ToppedUp(u32),
     Reaped(u64),
 }
 
@@ -65,6 +73,9 @@ impl Job {
             }
             (Job::Settle { done, .. }, Ok(Outcome::Settled(l))) => {
                 let _ = done.send(Ok(l));
+            }
+            (Job::TopUp { done, .. }, Ok(Outcome::ToppedUp(n))) => {
+                let _ = done.send(Ok(n));
             }
             (Job::Reap { done, .. }, Ok(Outcome::Reaped(n))) => {
                 let _ = done.send(Ok(n));
@@ -81,6 +92,7 @@ impl Job {
                 match job {
                     Job::Reserve { done, .. } => drop(done.send(Err(e))),
                     Job::Settle { done, .. } => drop(done.send(Err(e))),
+                    Job::TopUp { done, .. } => drop(done.send(Err(e))),
                     Job::Reap { done, .. } => drop(done.send(Err(e))),
                 }
             }

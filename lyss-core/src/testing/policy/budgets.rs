@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::error::Error;
-use crate::policy::{LedgerQuery, NewBudget, Period, Policy, Scope, Unit};
+use crate::policy::{Ask, FirstShare, LedgerQuery, NewBudget, Period, Policy, Scope, Unit};
 
 pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy>) {
     let (_, key) = principal(policy.as_ref()).await;
@@ -358,4 +358,59 @@ pub async fn expired_budgets_admit_nothing(policy: Arc<dyn Policy>) {
             .await
             .is_err()
     );
+}
+
+pub async fn top_ups_grow_a_reservation_only_as_far_as_every_budget_allows(
+    policy: Arc<dyn Policy>,
+) {
+    let (who, key) = principal(policy.as_ref()).await;
+    let now = OffsetDateTime::now_utc();
+    let tokens = budget(
+        policy.as_ref(),
+        Scope::Key,
+        &who.key_id,
+        Unit::Tokens,
+        1_000,
+        Period::Daily,
+    )
+    .await;
+    let who = policy.authenticate(&key).await.expect("re-authenticate");
+    let growing = Ask {
+        grows: Some(FirstShare {
+            tokens: 50,
+            share: 0.5,
+        }),
+        ..ask(100, None)
+    };
+    // 100 prompt + 50 output of the 900 that could be written.
+    let r = policy
+        .reserve(&who, &growing, now, TTL)
+        .await
+        .expect("reserve");
+    assert_eq!((r.output, r.ceiling), (50, 900));
+    assert!(r.grows());
+    assert_eq!(usage_of(policy.as_ref(), &tokens, now).await, (0, 150));
+    // Twenty concurrent top-ups of 100 against the 850 left: exactly 850 granted in all.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (policy, r) = (policy.clone(), r.clone());
+            tokio::spawn(async move { policy.top_up(&r, price(), 100).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.expect("join").expect("top up");
+    }
+    assert_eq!(granted, 850);
+    assert_eq!(usage_of(policy.as_ref(), &tokens, now).await, (0, 1_000));
+    assert_eq!(policy.top_up(&r, price(), 1).await.expect("full"), 0);
+    // Settling releases every topped-up token it did not use.
+    policy
+        .settle(&r, &spent_entry(&who, 100, 600))
+        .await
+        .expect("settle");
+    assert_eq!(usage_of(policy.as_ref(), &tokens, now).await, (700, 0));
+    // A settled reservation grows no more, and holds nothing.
+    assert_eq!(policy.top_up(&r, price(), 10).await.expect("settled"), 0);
+    assert_eq!(usage_of(policy.as_ref(), &tokens, now).await, (700, 0));
 }

@@ -37,6 +37,7 @@ macro_rules! policy_conformance {
             periods_roll_over_and_reservations_settle_where_made,
             lowering_a_limit_applies_at_once,
             expired_budgets_admit_nothing,
+            top_ups_grow_a_reservation_only_as_far_as_every_budget_allows,
             usage_reports_group_the_ledger,
             rate_limits_and_budgets_reach_the_principal,
             workspace_updates_change_only_what_they_name,
@@ -126,12 +127,18 @@ pub(super) fn ask(prompt: u64, output: Option<u32>) -> Ask {
         prompt_tokens: prompt,
         requested_output: output,
         output_cap: 1000,
-        price: Price::per_mtok(1.0, 2.0, 1.0),
+        price: price(),
+        grows: None,
     }
 }
 
+/// The price the suite's asks and ledger entries use (nano-USD: 1,000 in, 2,000 out).
+pub(super) fn price() -> Price {
+    Price::per_mtok(1.0, 2.0, 1.0)
+}
+
 pub(super) fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
-    let price = Price::per_mtok(1.0, 2.0, 1.0);
+    let price = price();
     LedgerEntry {
         at: OffsetDateTime::now_utc(),
         request_id: "r".into(),
