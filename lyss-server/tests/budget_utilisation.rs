@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestApp, spent_reserved, sse_data, sse_with_usage, token_budget};
+use common::{TestApp, completion, spent_reserved, sse_data, sse_with_usage, token_budget};
 use lyss_core::policy::Scope;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
@@ -22,6 +22,14 @@ async fn upstream_writing(app: &TestApp, words: usize) {
                 .insert_header("content-type", "text/event-stream")
                 .set_body_string(sse_with_usage("up-mini", &parts, Some((8, words as u64)))),
         )
+        .with_priority(1)
+        .mount(&app.upstream)
+        .await;
+    let mut whole = completion("up-mini", &parts.concat());
+    whole["usage"] = json!({"prompt_tokens": 8, "completion_tokens": words,
+                            "total_tokens": 8 + words});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(whole))
         .mount(&app.upstream)
         .await;
 }
@@ -34,9 +42,13 @@ fn ask(stream: bool) -> Value {
 /// 60 requests at once on a 400-token key budget, each answer 27 tokens: returns how many were
 /// served whole, how many cut, and the budget's (spent, reserved) afterwards. (Before answers
 /// grew with their reservations, one request held all 400 tokens and 59 were refused.)
-async fn sixty_at_once(stream: bool) -> (usize, usize, (i64, i64), TestApp) {
+async fn sixty_at_once(stream: bool, share: f64) -> (usize, usize, (i64, i64), TestApp) {
     // A model whose tokenizer lyss has exactly, so the count it cuts at is the provider's.
-    let app = TestApp::with(|c| c.models[0].upstream = Some("gpt-4o-mini".into())).await;
+    let app = TestApp::with(|c| {
+        c.models[0].upstream = Some("gpt-4o-mini".into());
+        c.reserve_output_share = share;
+    })
+    .await;
     upstream_writing(&app, 27).await;
     let key_id = app.key.split('-').nth(2).unwrap().to_owned();
     let id = token_budget(&app, Scope::Key, &key_id, 400).await;
@@ -87,7 +99,7 @@ async fn sixty_at_once(stream: bool) -> (usize, usize, (i64, i64), TestApp) {
 }
 
 async fn spends_to_the_limit(stream: bool) {
-    let (whole, cut, (spent, reserved), app) = sixty_at_once(stream).await;
+    let (whole, cut, (spent, reserved), app) = sixty_at_once(stream, 0.05).await;
     eprintln!(
         "stream={stream}: {whole} answered whole, {cut} cut, spent {spent} of 400 ({:.1}%)",
         spent as f64 / 4.0
@@ -120,6 +132,15 @@ async fn sixty_concurrent_streams_spend_a_small_budget_to_its_limit_and_never_pa
 #[tokio::test]
 async fn sixty_concurrent_whole_answers_spend_a_small_budget_to_its_limit_and_never_past_it() {
     spends_to_the_limit(false).await;
+}
+
+#[tokio::test]
+async fn with_the_whole_share_reserved_up_front_one_request_holds_the_budget() {
+    // `reserve_output_share = 1`: every answer is reserved whole, as before answers grew.
+    let (whole, cut, (spent, reserved), _app) = sixty_at_once(false, 1.0).await;
+    eprintln!("share=1: {whole} answered, spent {spent} of 400");
+    assert_eq!((whole, cut, reserved), (1, 0, 0));
+    assert_eq!(spent, 8 + 27);
 }
 
 #[tokio::test]
