@@ -1,14 +1,17 @@
 //! The budget algorithm, written once for every SQL backend.
 //!
-//! A backend provides [`BudgetTx`]: a handful of statements run inside *one* of its write
-//! transactions. [`run_jobs`] composes them for a batch of jobs, so a reservation is
-//! all-or-nothing across budgets and a settlement commits together with its ledger row
-//! (durable before acknowledged).
+//! A backend provides [`BudgetTx`]: set-based statements run inside *one* of its write
+//! transactions. [`run_jobs`] runs a batch of jobs with a fixed number of statements whatever
+//! its size — read everything the batch touches, decide every job in memory and in order, write
+//! the result back — so a reservation is all-or-nothing across budgets, a settlement commits
+//! together with its ledger row (durable before acknowledged), and a batch of a hundred costs
+//! about the round trips of one. (Statement by statement, a replica on Postgres spent ~0.5 ms of
+//! round trips per request and topped out near 2,000 requests a second.)
 //!
-//! Lock order: before any job runs, the batch locks every budget-usage row it will touch, in
-//! one global order (budget id, period). Replicas that run batches at the same time therefore
-//! wait for each other but never deadlock — a deadlock would stall both for the database's
-//! detection timeout, long enough for reservations to outlive their requests.
+//! Lock order: the batch first locks every budget-usage row it will touch, in one global order
+//! (budget id, period), then the holds it will change. Replicas that run batches at the same
+//! time therefore wait for each other but never deadlock — a deadlock would stall both for the
+//! database's detection timeout, long enough for reservations to outlive their requests.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -20,95 +23,96 @@ use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
 use crate::error::Result;
 use crate::models::Price;
 
-/// Statements of one write transaction. Row-locking backends lock the usage rows they read.
+/// A usage row's key: (budget id, period start).
+pub(crate) type UsageKey = (String, i64);
+
+/// A hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HoldRow {
+    pub reservation_id: String,
+    pub budget_id: String,
+    pub period_start: i64,
+    pub amount: i64,
+    pub expires_at: i64,
+}
+
+/// Set-based statements of one write transaction; each is one round trip.
 #[allow(async_fn_in_trait)]
 pub(crate) trait BudgetTx: Send {
-    /// Whether concurrent transactions can touch the same rows (Postgres), so that a batch must
-    /// lock its usage rows up front in one global order. SQLite's `BEGIN IMMEDIATE` already
-    /// serializes writers.
-    const LOCKS_ROWS: bool;
-
-    /// Budgets attached to any of these scope ids (workspace, user, key), ordered by id.
+    /// Budgets attached to any of these scope ids (workspace, user, key).
     async fn budgets_for(&mut self, scope_ids: &[&str]) -> Result<Vec<Budget>>;
-    /// `(spent, reserved)` of a budget's period, creating the row at zero if needed.
-    async fn usage_row(&mut self, budget_id: &str, period_start: i64) -> Result<(i64, i64)>;
-    /// Adds to `spent` and `reserved` (either may be negative); returns the new pair.
-    async fn add_usage(
-        &mut self,
-        budget_id: &str,
-        period_start: i64,
-        spent: i64,
-        reserved: i64,
-    ) -> Result<(i64, i64)>;
-    /// Records a reservation's holds (one statement).
-    async fn insert_holds(
-        &mut self,
-        reservation_id: &str,
-        holds: &[Hold],
-        expires_at: i64,
-    ) -> Result<()>;
-    /// Adds to one hold's amount and returns the new one; `None` if it was already released.
-    async fn grow_hold(
-        &mut self,
-        reservation_id: &str,
-        budget_id: &str,
-        by: i64,
-    ) -> Result<Option<i64>>;
-    /// Removes one hold and returns its amount; `None` if it was already released.
-    async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Result<Option<i64>>;
-    /// Removes all holds of a reservation: `(budget_id, amount)` of those still there.
-    async fn take_holds(&mut self, reservation_id: &str) -> Result<Vec<(String, i64)>>;
+    /// `(spent, reserved)` of these usage rows (sorted, distinct), created at zero where
+    /// missing. Row-locking backends lock them, in the order given.
+    async fn usage_rows(&mut self, keys: &[&UsageKey]) -> Result<Vec<(UsageKey, (i64, i64))>>;
+    /// Sets these usage rows to these `(spent, reserved)`.
+    async fn write_usage(&mut self, rows: &[(&UsageKey, (i64, i64))]) -> Result<()>;
+    /// The holds of these reservations still there, locked by row-locking backends.
+    async fn holds_of(&mut self, reservation_ids: &[&str]) -> Result<Vec<HoldRow>>;
+    /// Inserts these holds, or sets the amount of those already there.
+    async fn put_holds(&mut self, holds: &[&HoldRow]) -> Result<()>;
+    /// Deletes these holds: (reservation id, budget id).
+    async fn delete_holds(&mut self, keys: &[&(String, String)]) -> Result<()>;
     /// Holds that expired at or before `now` (read only): `(reservation id, budget_id,
     /// period_start)`.
     async fn expired_holds(&mut self, now: i64) -> Result<Vec<(String, String, i64)>>;
-    async fn insert_ledger(&mut self, entry: &LedgerEntry) -> Result<()>;
+    async fn insert_ledger(&mut self, entries: &[&LedgerEntry]) -> Result<()>;
 }
 
-/// The usage rows a batch has read or written, so a job sees the ones before it without
-/// reading them again.
+/// What a batch has read, and what its jobs changed, until it is written back.
 #[derive(Default)]
-struct Rows(HashMap<(String, i64), (i64, i64)>);
+struct State {
+    rows: HashMap<UsageKey, (i64, i64)>,
+    dirty: BTreeSet<UsageKey>,
+    /// Holds that exist (read, or made by an earlier job of the batch), by (reservation, budget).
+    holds: HashMap<(String, String), HoldRow>,
+    put: BTreeSet<(String, String)>,
+    gone: BTreeSet<(String, String)>,
+}
 
-impl Rows {
-    async fn get<T: BudgetTx>(
-        &mut self,
-        tx: &mut T,
-        budget_id: &str,
-        start: i64,
-    ) -> Result<(i64, i64)> {
-        if let Some(v) = self.0.get(&(budget_id.to_owned(), start)) {
-            return Ok(*v);
-        }
-        let v = tx.usage_row(budget_id, start).await?;
-        self.0.insert((budget_id.to_owned(), start), v);
-        Ok(v)
+impl State {
+    fn usage(&self, budget_id: &str, start: i64) -> (i64, i64) {
+        self.rows
+            .get(&(budget_id.to_owned(), start))
+            .copied()
+            .unwrap_or((0, 0))
     }
 
-    async fn add<T: BudgetTx>(
-        &mut self,
-        tx: &mut T,
-        budget_id: &str,
-        start: i64,
-        spent: i64,
-        reserved: i64,
-    ) -> Result<(i64, i64)> {
-        let v = tx.add_usage(budget_id, start, spent, reserved).await?;
-        self.0.insert((budget_id.to_owned(), start), v);
-        Ok(v)
+    fn add(&mut self, budget_id: &str, start: i64, spent: i64, reserved: i64) -> (i64, i64) {
+        let key = (budget_id.to_owned(), start);
+        let row = self.rows.entry(key.clone()).or_insert((0, 0));
+        row.0 = row.0.saturating_add(spent);
+        row.1 = row.1.saturating_add(reserved);
+        let now = *row;
+        self.dirty.insert(key);
+        now
+    }
+
+    fn put_hold(&mut self, hold: HoldRow) {
+        let key = (hold.reservation_id.clone(), hold.budget_id.clone());
+        self.gone.remove(&key);
+        self.put.insert(key.clone());
+        self.holds.insert(key, hold);
+    }
+
+    /// Removes a hold; its amount, or `None` if it was already released.
+    fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Option<i64> {
+        let key = (reservation_id.to_owned(), budget_id.to_owned());
+        let hold = self.holds.remove(&key)?;
+        self.put.remove(&key);
+        self.gone.insert(key);
+        Some(hold.amount)
     }
 }
 
-/// Admits and reserves, or refuses. The outer error is a store failure (roll back); the inner
-/// one a refusal (nothing was written).
-async fn reserve_in<T: BudgetTx>(
-    tx: &mut T,
-    rows: &mut Rows,
+/// Admits and reserves, or refuses (the inner error; nothing is changed then).
+fn reserve_in(
+    state: &mut State,
     budgets: Vec<Budget>,
     who: &Principal,
     ask: &Ask,
     now: OffsetDateTime,
     ttl: std::time::Duration,
-) -> Result<Result<Reservation>> {
+) -> Result<Reservation> {
     let mut states = Vec::with_capacity(budgets.len());
     for mut b in budgets {
         b.scope_name = match b.scope {
@@ -116,11 +120,8 @@ async fn reserve_in<T: BudgetTx>(
             budget::Scope::User => who.user_name.clone(),
             budget::Scope::Key => who.key_id.clone(),
         };
-        let (period_start, resets) = match b.period.bounds(now, b.tz.as_deref()) {
-            Ok(bounds) => bounds,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (spent, reserved) = rows.get(tx, &b.id, period_start).await?;
+        let (period_start, resets) = b.period.bounds(now, b.tz.as_deref())?;
+        let (spent, reserved) = state.usage(&b.id, period_start);
         states.push(BudgetStatus {
             period_start,
             resets_at: resets.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
@@ -129,10 +130,7 @@ async fn reserve_in<T: BudgetTx>(
             budget: b,
         });
     }
-    let admitted = match budget::admit(&states, ask, now) {
-        Ok(a) => a,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
+    let admitted = budget::admit(&states, ask, now)?;
     let id = uuid::Uuid::now_v7().to_string();
     // Rounded up: a hold never expires before `ttl` has passed.
     let deadline = now + ttl;
@@ -140,82 +138,38 @@ async fn reserve_in<T: BudgetTx>(
     let mut holds = Vec::with_capacity(states.len());
     let mut left = BudgetLeft::default();
     for (s, amount) in states.iter().zip(&admitted.amounts) {
-        let hold = Hold {
+        let (spent, reserved) = state.add(&s.budget.id, s.period_start, 0, *amount);
+        left.note(s.budget.unit, s.budget.limit - spent - reserved);
+        state.put_hold(HoldRow {
+            reservation_id: id.clone(),
+            budget_id: s.budget.id.clone(),
+            period_start: s.period_start,
+            amount: *amount,
+            expires_at,
+        });
+        holds.push(Hold {
             budget_id: s.budget.id.clone(),
             unit: s.budget.unit,
             period_start: s.period_start,
             amount: *amount,
             limit: s.budget.limit,
-        };
-        let (spent, reserved) = rows
-            .add(tx, &hold.budget_id, hold.period_start, 0, *amount)
-            .await?;
-        left.note(hold.unit, hold.limit - spent - reserved);
-        holds.push(hold);
+        });
     }
-    if !holds.is_empty() {
-        tx.insert_holds(&id, &holds, expires_at).await?;
-    }
-    Ok(Ok(Reservation {
+    Ok(Reservation {
         id,
         holds,
         set_max_tokens: admitted.set_max_tokens,
         output: admitted.output,
         ceiling: admitted.ceiling,
         left,
-    }))
+    })
 }
 
-/// Grows every hold of a reservation by `want` output tokens, or as many as the tightest of
-/// its budgets can still take; returns the tokens granted. A released hold (settled, reaped)
-/// grants nothing: the request it belonged to is over.
-async fn top_up_in<T: BudgetTx>(
-    tx: &mut T,
-    rows: &mut Rows,
-    reservation: &Reservation,
-    price: &Price,
-    want: u32,
-) -> Result<u32> {
-    let mut rooms = Vec::with_capacity(reservation.holds.len());
-    for h in &reservation.holds {
-        let (spent, reserved) = rows.get(tx, &h.budget_id, h.period_start).await?;
-        rooms.push((h.unit, h.limit - spent - reserved));
-    }
-    let granted = budget::grant(&rooms, price, want);
-    if granted == 0 {
-        return Ok(0);
-    }
-    let mut all_held = true;
-    for h in &reservation.holds {
-        let by = i64::from(granted).saturating_mul(budget::per_output_token(h.unit, price));
-        if tx
-            .grow_hold(&reservation.id, &h.budget_id, by)
-            .await?
-            .is_some()
-        {
-            rows.add(tx, &h.budget_id, h.period_start, 0, by).await?;
-        } else {
-            all_held = false;
-        }
-    }
-    Ok(if all_held { granted } else { 0 })
-}
-
-/// Turns a reservation into spend (what the entry says was used), releases the rest, and
-/// appends the ledger row — in the caller's transaction. A hold the reaper already released
-/// still gets its spend: tokens that flowed are never dropped.
-async fn settle_in<T: BudgetTx>(
-    tx: &mut T,
-    rows: &mut Rows,
-    reservation: &Reservation,
-    entry: &LedgerEntry,
-) -> Result<BudgetLeft> {
+/// Turns a reservation into spend (what the entry says was used) and releases the rest. A
+/// hold the reaper already released still gets its spend: tokens that flowed are never
+/// dropped.
+fn settle_in(state: &mut State, reservation: &Reservation, entry: &LedgerEntry) -> BudgetLeft {
     let mut left = BudgetLeft::default();
-    let held: HashMap<String, i64> = if reservation.holds.is_empty() {
-        HashMap::new()
-    } else {
-        tx.take_holds(&reservation.id).await?.into_iter().collect()
-    };
     for hold in &reservation.holds {
         let spent = budget::spend(
             hold.unit,
@@ -223,119 +177,237 @@ async fn settle_in<T: BudgetTx>(
             entry.prompt_tokens,
             entry.completion_tokens,
         );
-        let held = held.get(&hold.budget_id).copied().unwrap_or(0);
-        let (s, r) = rows
-            .add(tx, &hold.budget_id, hold.period_start, spent, -held)
-            .await?;
+        let held = state
+            .take_hold(&reservation.id, &hold.budget_id)
+            .unwrap_or(0);
+        let (s, r) = state.add(&hold.budget_id, hold.period_start, spent, -held);
         left.note(hold.unit, hold.limit - s - r);
     }
-    tx.insert_ledger(entry).await?;
-    Ok(left)
+    left
+}
+
+/// Grows every hold of a reservation by `want` output tokens, or as many as the tightest of
+/// its budgets can still take; returns the tokens granted. A reservation with a released hold
+/// (settled, reaped) grants nothing: the request it belonged to is over.
+fn top_up_in(state: &mut State, reservation: &Reservation, price: &Price, want: u32) -> u32 {
+    let key = |h: &Hold| (reservation.id.clone(), h.budget_id.clone());
+    if reservation
+        .holds
+        .iter()
+        .any(|h| !state.holds.contains_key(&key(h)))
+    {
+        return 0;
+    }
+    let rooms: Vec<_> = reservation
+        .holds
+        .iter()
+        .map(|h| {
+            let (spent, reserved) = state.usage(&h.budget_id, h.period_start);
+            (h.unit, h.limit - spent - reserved)
+        })
+        .collect();
+    let granted = budget::grant(&rooms, price, want);
+    if granted == 0 {
+        return 0;
+    }
+    for h in &reservation.holds {
+        let by = i64::from(granted).saturating_mul(budget::per_output_token(h.unit, price));
+        state.add(&h.budget_id, h.period_start, 0, by);
+        if let Some(mut row) = state.holds.get(&key(h)).cloned() {
+            row.amount = row.amount.saturating_add(by);
+            state.put_hold(row);
+        }
+    }
+    granted
 }
 
 /// Releases reservations whose request died (client gone, process killed): the holds found
 /// by the pre-pass, if nobody settled them meanwhile.
-async fn reap_in<T: BudgetTx>(
-    tx: &mut T,
-    rows: &mut Rows,
-    expired: &[(String, String, i64)],
-) -> Result<u64> {
+fn reap_in(state: &mut State, expired: &[(String, String, i64)]) -> u64 {
     let mut released = 0;
     for (reservation_id, budget_id, period_start) in expired {
-        if let Some(amount) = tx.take_hold(reservation_id, budget_id).await? {
-            rows.add(tx, budget_id, *period_start, 0, -amount).await?;
+        if let Some(amount) = state.take_hold(reservation_id, budget_id) {
+            state.add(budget_id, *period_start, 0, -amount);
             released += 1;
         }
     }
-    Ok(released)
+    released
 }
 
-/// What a job needs that the pre-pass reads before locking.
-enum Plan {
-    Reserve(Vec<Budget>),
-    Settle,
-    TopUp,
-    Reap(Vec<(String, String, i64)>),
-}
-
-/// Runs a batch of jobs in the caller's transaction: reads what they touch, locks every usage
-/// row in one global order, then runs each job in turn. Outcomes are only valid once the
-/// caller commits.
+/// Runs a batch of jobs in the caller's transaction: reads what they touch (usage rows locked
+/// in one global order, then holds), decides each job in turn in memory, and writes back what
+/// changed. Outcomes are only valid once the caller commits.
 pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Vec<Outcome>> {
-    let mut plans = Vec::with_capacity(jobs.len());
-    let mut rows = BTreeSet::new();
+    // 1. What the batch touches.
+    let mut scope_ids = BTreeSet::new();
+    let mut reservation_ids = BTreeSet::new();
+    let mut expired = Vec::new();
     for job in jobs {
-        plans.push(match job {
-            Job::Reserve { who, now, .. } => {
-                let budgets = tx
-                    .budgets_for(&[&who.workspace_id, &who.user_id, &who.key_id])
-                    .await?;
-                for b in &budgets {
-                    // A bad time zone surfaces as the job's own refusal below.
-                    if let Ok((start, _)) = b.period.bounds(*now, b.tz.as_deref()) {
-                        rows.insert((b.id.clone(), start));
-                    }
-                }
-                Plan::Reserve(budgets)
+        match job {
+            Job::Reserve { who, .. } => {
+                scope_ids.extend([&*who.workspace_id, &*who.user_id, &*who.key_id]);
             }
-            Job::Settle { reservation, .. } => {
-                for h in &reservation.holds {
-                    rows.insert((h.budget_id.clone(), h.period_start));
+            Job::Settle { reservation, .. } | Job::TopUp { reservation, .. } => {
+                if !reservation.holds.is_empty() {
+                    reservation_ids.insert(reservation.id.as_str());
                 }
-                Plan::Settle
-            }
-            Job::TopUp { reservation, .. } => {
-                for h in &reservation.holds {
-                    rows.insert((h.budget_id.clone(), h.period_start));
-                }
-                Plan::TopUp
             }
             Job::Reap { now, .. } => {
-                let expired = tx.expired_holds(now.unix_timestamp()).await?;
-                for (_, budget_id, start) in &expired {
-                    rows.insert((budget_id.clone(), *start));
+                // Every reaper in the batch would find the same holds; the first releases them.
+                if expired.is_empty() {
+                    expired = tx.expired_holds(now.unix_timestamp()).await?;
                 }
-                Plan::Reap(expired)
             }
-        });
-    }
-    let mut cache = Rows::default();
-    if T::LOCKS_ROWS {
-        for (budget_id, start) in &rows {
-            cache.get(tx, budget_id, *start).await?;
         }
     }
+    let budgets = if scope_ids.is_empty() {
+        Vec::new()
+    } else {
+        tx.budgets_for(&scope_ids.into_iter().collect::<Vec<_>>())
+            .await?
+    };
+    let mut by_scope: HashMap<&str, Vec<&Budget>> = HashMap::new();
+    for b in &budgets {
+        by_scope.entry(b.scope_id.as_str()).or_default().push(b);
+    }
+    let budgets_of = |who: &Principal| -> Vec<Budget> {
+        let mut of: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
+            .into_iter()
+            .flat_map(|id| by_scope.get(id.as_str()).into_iter().flatten())
+            .map(|b| (*b).clone())
+            .collect();
+        of.sort_by(|a, b| a.id.cmp(&b.id));
+        of.dedup_by(|a, b| a.id == b.id);
+        of
+    };
+    let mut keys: BTreeSet<UsageKey> = BTreeSet::new();
+    for job in jobs {
+        match job {
+            Job::Reserve { who, now, .. } => {
+                for b in budgets_of(who) {
+                    // A bad time zone surfaces as the job's own refusal below.
+                    if let Ok((start, _)) = b.period.bounds(*now, b.tz.as_deref()) {
+                        keys.insert((b.id.clone(), start));
+                    }
+                }
+            }
+            Job::Settle { reservation, .. } | Job::TopUp { reservation, .. } => {
+                keys.extend(
+                    reservation
+                        .holds
+                        .iter()
+                        .map(|h| (h.budget_id.clone(), h.period_start)),
+                );
+            }
+            Job::Reap { .. } => {}
+        }
+    }
+    keys.extend(expired.iter().map(|(_, b, start)| (b.clone(), *start)));
+    reservation_ids.extend(expired.iter().map(|(id, _, _)| id.as_str()));
+
+    // 2. Read (and lock) it: usage rows in global order, then the holds.
+    let mut state = State::default();
+    if !keys.is_empty() {
+        let read = tx.usage_rows(&keys.iter().collect::<Vec<_>>()).await?;
+        state.rows.extend(read);
+    }
+    if !reservation_ids.is_empty() {
+        let read = tx
+            .holds_of(&reservation_ids.into_iter().collect::<Vec<_>>())
+            .await?;
+        state.holds.extend(
+            read.into_iter()
+                .map(|h| ((h.reservation_id.clone(), h.budget_id.clone()), h)),
+        );
+    }
+
+    // 3. Decide, in order.
     let mut outcomes = Vec::with_capacity(jobs.len());
-    for (job, plan) in jobs.iter().zip(plans) {
-        outcomes.push(match (job, plan) {
-            (
-                Job::Reserve {
-                    who, ask, now, ttl, ..
-                },
-                Plan::Reserve(budgets),
-            ) => {
-                Outcome::Reserved(reserve_in(tx, &mut cache, budgets, who, ask, *now, *ttl).await?)
+    let mut ledger = Vec::new();
+    let mut reaped = false;
+    for job in jobs {
+        outcomes.push(match job {
+            Job::Reserve {
+                who, ask, now, ttl, ..
+            } => Outcome::Reserved(reserve_in(
+                &mut state,
+                budgets_of(who),
+                who,
+                ask,
+                *now,
+                *ttl,
+            )),
+            Job::Settle {
+                reservation, entry, ..
+            } => {
+                ledger.push(&**entry);
+                Outcome::Settled(settle_in(&mut state, reservation, entry))
             }
-            (
-                Job::Settle {
-                    reservation, entry, ..
-                },
-                Plan::Settle,
-            ) => Outcome::Settled(settle_in(tx, &mut cache, reservation, entry).await?),
-            (
-                Job::TopUp {
-                    reservation,
-                    price,
-                    want,
-                    ..
-                },
-                Plan::TopUp,
-            ) => Outcome::ToppedUp(top_up_in(tx, &mut cache, reservation, price, *want).await?),
-            (Job::Reap { .. }, Plan::Reap(expired)) => {
-                Outcome::Reaped(reap_in(tx, &mut cache, &expired).await?)
+            Job::TopUp {
+                reservation,
+                price,
+                want,
+                ..
+            } => Outcome::ToppedUp(top_up_in(&mut state, reservation, price, *want)),
+            Job::Reap { .. } => {
+                let n = if reaped {
+                    0
+                } else {
+                    reap_in(&mut state, &expired)
+                };
+                reaped = true;
+                Outcome::Reaped(n)
             }
-            _ => return Err(crate::Error::Internal("job and plan out of step".into())),
         });
     }
+
+    // 4. Write back what changed.
+    if !state.dirty.is_empty() {
+        let rows: Vec<_> = state
+            .dirty
+            .iter()
+            .map(|k| (k, state.rows.get(k).copied().unwrap_or((0, 0))))
+            .collect();
+        tx.write_usage(&rows).await?;
+    }
+    if !state.gone.is_empty() {
+        tx.delete_holds(&state.gone.iter().collect::<Vec<_>>())
+            .await?;
+    }
+    if !state.put.is_empty() {
+        let holds: Vec<_> = state
+            .put
+            .iter()
+            .filter_map(|k| state.holds.get(k))
+            .collect();
+        tx.put_holds(&holds).await?;
+    }
+    if !ledger.is_empty() {
+        tx.insert_ledger(&ledger).await?;
+    }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_made_and_released_in_one_batch_is_neither_written_nor_deleted_twice() {
+        let mut s = State::default();
+        s.put_hold(HoldRow {
+            reservation_id: "r".into(),
+            budget_id: "b".into(),
+            period_start: 0,
+            amount: 10,
+            expires_at: 1,
+        });
+        assert_eq!(s.take_hold("r", "b"), Some(10));
+        assert_eq!(s.take_hold("r", "b"), None);
+        assert!(s.put.is_empty());
+        assert_eq!(s.gone.len(), 1);
+        assert_eq!(s.add("b", 0, 3, 5), (3, 5));
+        assert_eq!(s.add("b", 0, 1, -5), (4, 0));
+        assert_eq!(s.dirty.len(), 1);
+    }
 }

@@ -6,106 +6,131 @@ macro_rules! impl_sql_budgets {
     ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
         struct Tx<'a>(&'a mut $conn);
 
-        impl $crate::policy::store::BudgetTx for Tx<'_> {
-            const LOCKS_ROWS: bool = $locks_rows;
+        /// `FOR UPDATE` where other writers can run at the same time (Postgres); SQLite's
+        /// `BEGIN IMMEDIATE` already serializes writers.
+        const FOR_UPDATE: &str = if $locks_rows { " FOR UPDATE" } else { "" };
 
+        impl $crate::policy::store::BudgetTx for Tx<'_> {
             async fn budgets_for(
                 &mut self,
                 scope_ids: &[&str],
             ) -> $crate::Result<Vec<$crate::policy::Budget>> {
-                let mut q = sqlx::query(
+                let mut q = sqlx::QueryBuilder::<$db>::new(
                     "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at \
-                     FROM budgets WHERE scope_id IN ($1, $2, $3) ORDER BY id",
+                     FROM budgets WHERE scope_id IN (",
                 );
-                for id in scope_ids.iter().chain(std::iter::repeat(&"")).take(3) {
-                    q = q.bind(*id);
+                let mut ids = q.separated(", ");
+                for id in scope_ids {
+                    ids.push_bind(*id);
                 }
-                let rows = q.fetch_all(&mut *self.0).await?;
+                q.push(")");
+                let rows = q.build().fetch_all(&mut *self.0).await?;
                 rows.iter().map(budget_from_row).collect()
             }
 
-            async fn usage_row(&mut self, budget_id: &str, period_start: i64) -> $crate::Result<(i64, i64)> {
-                // An upsert that changes nothing but locks the row (Postgres) and returns it.
-                Ok(sqlx::query_as::<_, (i64, i64)>(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
-                     VALUES ($1, $2, 0, 0) ON CONFLICT (budget_id, period_start) \
-                     DO UPDATE SET spent = budget_usage.spent RETURNING spent, reserved",
-                )
-                .bind(budget_id)
-                .bind(period_start)
-                .fetch_one(&mut *self.0)
-                .await?)
+            async fn usage_rows(
+                &mut self,
+                keys: &[&$crate::policy::store::UsageKey],
+            ) -> $crate::Result<Vec<($crate::policy::store::UsageKey, (i64, i64))>> {
+                // An upsert that changes nothing but creates missing rows and locks them
+                // (Postgres), in the order given, and returns them.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ",
+                );
+                q.push_values(keys, |mut row, (budget_id, start)| {
+                    row.push_bind(budget_id).push_bind(*start).push_bind(0i64).push_bind(0i64);
+                });
+                q.push(
+                    " ON CONFLICT (budget_id, period_start) DO UPDATE SET spent = budget_usage.spent \
+                     RETURNING budget_id, period_start, spent, reserved",
+                );
+                let rows = q
+                    .build_query_as::<(String, i64, i64, i64)>()
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                Ok(rows.into_iter().map(|(b, p, s, r)| ((b, p), (s, r))).collect())
             }
 
-            async fn add_usage(
+            async fn write_usage(
                 &mut self,
-                budget_id: &str,
-                period_start: i64,
-                spent: i64,
-                reserved: i64,
-            ) -> $crate::Result<(i64, i64)> {
-                Ok(sqlx::query_as::<_, (i64, i64)>(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (budget_id, period_start) \
-                     DO UPDATE SET spent = budget_usage.spent + $3, \
-                     reserved = budget_usage.reserved + $4 RETURNING spent, reserved",
-                )
-                .bind(budget_id)
-                .bind(period_start)
-                .bind(spent)
-                .bind(reserved)
-                .fetch_one(&mut *self.0)
-                .await?)
+                rows: &[(&$crate::policy::store::UsageKey, (i64, i64))],
+            ) -> $crate::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ",
+                );
+                q.push_values(rows, |mut row, ((budget_id, start), (spent, reserved))| {
+                    row.push_bind(budget_id).push_bind(*start).push_bind(*spent).push_bind(*reserved);
+                });
+                q.push(
+                    " ON CONFLICT (budget_id, period_start) DO UPDATE SET \
+                     spent = excluded.spent, reserved = excluded.reserved",
+                );
+                q.build().execute(&mut *self.0).await?;
+                Ok(())
             }
 
-            async fn insert_holds(
+            async fn holds_of(
                 &mut self,
-                reservation_id: &str,
-                holds: &[$crate::policy::Hold],
-                expires_at: i64,
+                reservation_ids: &[&str],
+            ) -> $crate::Result<Vec<$crate::policy::store::HoldRow>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, budget_id, period_start, amount, expires_at FROM reservations WHERE id IN (",
+                );
+                let mut ids = q.separated(", ");
+                for id in reservation_ids {
+                    ids.push_bind(*id);
+                }
+                q.push(")");
+                q.push(FOR_UPDATE);
+                let rows = q
+                    .build_query_as::<(String, String, i64, i64, i64)>()
+                    .fetch_all(&mut *self.0)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(reservation_id, budget_id, period_start, amount, expires_at)| {
+                        $crate::policy::store::HoldRow {
+                            reservation_id,
+                            budget_id,
+                            period_start,
+                            amount,
+                            expires_at,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn put_holds(
+                &mut self,
+                holds: &[&$crate::policy::store::HoldRow],
             ) -> $crate::Result<()> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
                 );
                 q.push_values(holds, |mut row, h| {
-                    row.push_bind(reservation_id)
+                    row.push_bind(&h.reservation_id)
                         .push_bind(&h.budget_id)
                         .push_bind(h.period_start)
                         .push_bind(h.amount)
-                        .push_bind(expires_at);
+                        .push_bind(h.expires_at);
                 });
+                q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
                 q.build().execute(&mut *self.0).await?;
                 Ok(())
             }
 
-            async fn grow_hold(&mut self, reservation_id: &str, budget_id: &str, by: i64) -> $crate::Result<Option<i64>> {
-                Ok(sqlx::query_scalar::<_, i64>(
-                    "UPDATE reservations SET amount = amount + $3 WHERE id = $1 AND budget_id = $2 RETURNING amount",
-                )
-                .bind(reservation_id)
-                .bind(budget_id)
-                .bind(by)
-                .fetch_optional(&mut *self.0)
-                .await?)
-            }
-
-            async fn take_holds(&mut self, reservation_id: &str) -> $crate::Result<Vec<(String, i64)>> {
-                Ok(sqlx::query_as::<_, (String, i64)>(
-                    "DELETE FROM reservations WHERE id = $1 RETURNING budget_id, amount",
-                )
-                .bind(reservation_id)
-                .fetch_all(&mut *self.0)
-                .await?)
-            }
-
-            async fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> $crate::Result<Option<i64>> {
-                Ok(sqlx::query_scalar::<_, i64>(
-                    "DELETE FROM reservations WHERE id = $1 AND budget_id = $2 RETURNING amount",
-                )
-                .bind(reservation_id)
-                .bind(budget_id)
-                .fetch_optional(&mut *self.0)
-                .await?)
+            async fn delete_holds(&mut self, keys: &[&(String, String)]) -> $crate::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM reservations WHERE ");
+                let mut any = q.separated(" OR ");
+                for (id, budget_id) in keys {
+                    any.push("(id = ");
+                    any.push_bind_unseparated(id);
+                    any.push_unseparated(" AND budget_id = ");
+                    any.push_bind_unseparated(budget_id);
+                    any.push_unseparated(")");
+                }
+                q.build().execute(&mut *self.0).await?;
+                Ok(())
             }
 
             async fn expired_holds(&mut self, now: i64) -> $crate::Result<Vec<(String, String, i64)>> {
@@ -118,8 +143,8 @@ macro_rules! impl_sql_budgets {
                 .await?)
             }
 
-            async fn insert_ledger(&mut self, e: &$crate::policy::LedgerEntry) -> $crate::Result<()> {
-                ledger_insert(&[e]).build().execute(&mut *self.0).await?;
+            async fn insert_ledger(&mut self, entries: &[&$crate::policy::LedgerEntry]) -> $crate::Result<()> {
+                ledger_insert(entries).build().execute(&mut *self.0).await?;
                 Ok(())
             }
         }
