@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN, TestApp, assert_openai_error, completion, sse, sse_data};
+use common::{ADMIN, TestApp, assert_openai_error, completion, sse, sse_chunks, sse_data};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -113,12 +113,7 @@ async fn stream_relays_chunks_and_the_usage_chunk_when_asked() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let data = sse_data(&resp.text().await.unwrap());
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = sse_chunks(&resp.text().await.unwrap());
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestApp, completion, spent_reserved, sse_data, sse_with_usage, token_budget};
+use common::{TestApp, completion, spent_reserved, sse_chunks, sse_with_usage, token_budget};
 use lyss_core::policy::Scope;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
@@ -70,13 +70,7 @@ async fn sixty_at_once(stream: bool, share: f64) -> (usize, usize, (i64, i64), T
         }
         assert_eq!(status, 200, "{body}");
         let finish = if stream {
-            let data = sse_data(&body);
-            assert_eq!(data.last().unwrap(), "[DONE]", "{body}");
-            let chunks: Vec<Value> = data[..data.len() - 1]
-                .iter()
-                .map(|d| serde_json::from_str(d).unwrap())
-                .collect();
-            chunks
+            sse_chunks(&body)
                 .iter()
                 .find_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_owned))
                 .unwrap()
@@ -152,12 +146,7 @@ async fn an_answer_no_budget_can_hold_is_cut_with_length_and_settled_at_what_flo
     req["stream_options"] = json!({"include_usage": true});
     let resp = app.chat(&req).await;
     assert_eq!(resp.status(), 200);
-    let data = sse_data(&resp.text().await.unwrap());
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = sse_chunks(&resp.text().await.unwrap());
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "length");
     let words = chunks

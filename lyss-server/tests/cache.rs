@@ -263,12 +263,7 @@ async fn streams_are_stored_once_complete_and_replayed_either_way(backend: Backe
     // And streamed again: well-formed SSE with the usage chunk, then [DONE].
     let (hit, sse) = ask(&app, &key, &story(true), None).await;
     assert_eq!(hit, "hit");
-    let data = common::sse_data(&sse);
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = common::sse_chunks(&sse);
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

@@ -296,6 +296,17 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of an OpenAI SSE body, which must end with `[DONE]`.
+#[allow(dead_code)] // Not every test file that includes this module uses it.
+pub fn sse_chunks(body: &str) -> Vec<Value> {
+    let data = sse_data(body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// An error in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, of this
 /// type and code.
 #[allow(dead_code)] // Not every test file that includes this module uses it.
