@@ -168,3 +168,29 @@ async fn an_answer_no_budget_can_hold_is_cut_with_length_and_settled_at_what_flo
     let sent = &app.upstream_bodies().await[0];
     assert!(sent["max_tokens"].as_u64().unwrap() <= 100);
 }
+
+#[tokio::test]
+async fn a_whole_answer_cut_at_the_limit_says_length_and_what_is_left() {
+    let app = TestApp::new().await;
+    upstream_writing(&app, 200).await;
+    let id = token_budget(&app, Scope::User, "ann", 100).await;
+    let resp = app.chat(&ask(false)).await;
+    assert_eq!(resp.status(), 200);
+    let left = resp.headers()["x-lyss-budget-remaining"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let words = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .matches(" ok")
+        .count() as i64;
+    let billed = body["usage"]["prompt_tokens"].as_i64().unwrap() + words;
+    assert_eq!(body["usage"]["completion_tokens"].as_i64().unwrap(), words);
+    // The header is what is left after settlement, as for any whole answer.
+    assert_eq!(spent_reserved(&app, &id).await, (billed, 0));
+    assert_eq!(left, format!("tokens={}", 100 - billed));
+}

@@ -259,8 +259,9 @@ impl StreamRelay {
         if self.client_wants_usage {
             last.usage = Some(usage.clone());
         }
-        if let Some(mut ledger) = self.ledger.take()
-            && let Err(e) = ledger.settle(&usage, 200, Some(CUT_AT_LIMIT.into())).await
+        if let Err(e) = self
+            .settle_with(usage, 200, Some(CUT_AT_LIMIT.into()))
+            .await
         {
             tracing::error!(error = %e, "could not settle an answer cut at its budget");
         }
@@ -284,7 +285,15 @@ impl StreamRelay {
     }
 
     async fn settle(&mut self, status: u16, error: Option<String>) -> Result<()> {
-        let usage = self.usage();
+        self.settle_with(self.usage(), status, error).await
+    }
+
+    async fn settle_with(
+        &mut self,
+        usage: Usage,
+        status: u16,
+        error: Option<String>,
+    ) -> Result<()> {
         let Some(mut ledger) = self.ledger.take() else {
             return Ok(());
         };
