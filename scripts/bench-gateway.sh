@@ -12,6 +12,9 @@
 #   cluster   governed on Postgres + Redis (LYSS_BENCH_POSTGRES_URL, default
 #             postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is recreated;
 #             LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+#   memory    governed + long-term memory on every request (`[memory] enabled = true`, the local
+#             embedder): the question embedded and memories recalled on the path, turns ingested
+#             in the background (models: scripts/fetch-models.sh)
 #   plain-nometrics  plain with `metrics = false` (no Prometheus recorder): the cost of metrics
 #   cached    plain + the exact cache in process: every request after the first is a hit
 #   cached-redis  the same with the cache in Redis (LYSS_BENCH_REDIS_URL)
@@ -59,6 +62,9 @@ for v in "${list[@]}"; do
   top=""
   if [ "$v" = plain-nometrics ]; then
     top="metrics = false"
+  elif [ "$v" = memory ]; then
+    "$ROOT/scripts/fetch-models.sh" >/dev/null
+    cache=$'[memory]\nenabled = true\n\n[embedder]\nkind = "local"'
   elif [ "$v" = cached ]; then
     cache=$'[cache]\nmode = "exact"'
   elif [ "$v" = cached-redis ]; then
@@ -86,7 +92,7 @@ TOML
   lyss workspace create bench --models gpt-4o-mini >/dev/null
   lyss user create bench --workspace bench >/dev/null
   key="$(lyss key create --user bench 2>/dev/null)"
-  if [ "$v" = governed ] || [ "$v" = cluster ]; then
+  if [ "$v" = governed ] || [ "$v" = cluster ] || [ "$v" = memory ]; then
     id="$(echo "$key" | cut -d- -f3)"
     lyss budget set --workspace bench --usd 1000000 --period monthly >/dev/null
     lyss budget set --key "$id" --tokens 1000000000000 >/dev/null
