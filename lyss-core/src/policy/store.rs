@@ -44,18 +44,24 @@ pub(crate) trait BudgetTx: Send {
     /// `(spent, reserved)` of these usage rows (sorted, distinct), created at zero where
     /// missing. Row-locking backends lock them, in the order given.
     async fn usage_rows(&mut self, keys: &[&UsageKey]) -> Result<Vec<(UsageKey, (i64, i64))>>;
-    /// Sets these usage rows to these `(spent, reserved)`.
-    async fn write_usage(&mut self, rows: &[(&UsageKey, (i64, i64))]) -> Result<()>;
     /// The holds of these reservations still there, locked by row-locking backends.
     async fn holds_of(&mut self, reservation_ids: &[&str]) -> Result<Vec<HoldRow>>;
-    /// Inserts these holds, or sets the amount of those already there.
-    async fn put_holds(&mut self, holds: &[&HoldRow]) -> Result<()>;
-    /// Deletes these holds: (reservation id, budget id).
-    async fn delete_holds(&mut self, keys: &[&(String, String)]) -> Result<()>;
     /// Holds that expired at or before `now` (read only): `(reservation id, budget_id,
     /// period_start)`.
     async fn expired_holds(&mut self, now: i64) -> Result<Vec<(String, String, i64)>>;
-    async fn insert_ledger(&mut self, entries: &[&LedgerEntry]) -> Result<()>;
+    /// Writes what a batch changed (in one round trip where the database allows it).
+    async fn write_back(&mut self, changes: &WriteBack<'_>) -> Result<()>;
+}
+
+/// What a batch changed, for [`BudgetTx::write_back`]. Its parts never touch the same row.
+pub(crate) struct WriteBack<'a> {
+    /// Usage rows set to these `(spent, reserved)`.
+    pub usage: Vec<(&'a UsageKey, (i64, i64))>,
+    /// Holds deleted: (reservation id, budget id).
+    pub gone: Vec<&'a (String, String)>,
+    /// Holds inserted, or whose amount is set.
+    pub put: Vec<&'a HoldRow>,
+    pub ledger: Vec<&'a LedgerEntry>,
 }
 
 /// What a batch has read, and what its jobs changed, until it is written back.
@@ -362,29 +368,21 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     }
 
     // 4. Write back what changed.
-    if !state.dirty.is_empty() {
-        let rows: Vec<_> = state
+    let changes = WriteBack {
+        usage: state
             .dirty
             .iter()
             .map(|k| (k, state.rows.get(k).copied().unwrap_or((0, 0))))
-            .collect();
-        tx.write_usage(&rows).await?;
-    }
-    if !state.gone.is_empty() {
-        tx.delete_holds(&state.gone.iter().collect::<Vec<_>>())
-            .await?;
-    }
-    if !state.put.is_empty() {
-        let holds: Vec<_> = state
+            .collect(),
+        gone: state.gone.iter().collect(),
+        put: state
             .put
             .iter()
             .filter_map(|k| state.holds.get(k))
-            .collect();
-        tx.put_holds(&holds).await?;
-    }
-    if !ledger.is_empty() {
-        tx.insert_ledger(&ledger).await?;
-    }
+            .collect(),
+        ledger,
+    };
+    tx.write_back(&changes).await?;
     Ok(outcomes)
 }
 

@@ -51,21 +51,64 @@ macro_rules! impl_sql_budgets {
                 Ok(rows.into_iter().map(|(b, p, s, r)| ((b, p), (s, r))).collect())
             }
 
-            async fn write_usage(
-                &mut self,
-                rows: &[(&$crate::policy::store::UsageKey, (i64, i64))],
-            ) -> $crate::Result<()> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ",
-                );
-                q.push_values(rows, |mut row, ((budget_id, start), (spent, reserved))| {
-                    row.push_bind(budget_id).push_bind(*start).push_bind(*spent).push_bind(*reserved);
-                });
-                q.push(
-                    " ON CONFLICT (budget_id, period_start) DO UPDATE SET \
-                     spent = excluded.spent, reserved = excluded.reserved",
-                );
-                q.build().execute(&mut *self.0).await?;
+            async fn write_back(&mut self, w: &$crate::policy::store::WriteBack<'_>) -> $crate::Result<()> {
+                if $locks_rows {
+                    // Postgres: one statement, one round trip — each write a data-modifying
+                    // `WITH` part (their rows never overlap), the ledger rows the main one.
+                    let mut q = sqlx::QueryBuilder::<$db>::new("");
+                    let mut parts = 0;
+                    let mut part = |q: &mut sqlx::QueryBuilder<'_, $db>, name: &str| {
+                        q.push(if parts == 0 { "WITH " } else { ", " });
+                        q.push(name);
+                        q.push(" AS (");
+                        parts += 1;
+                    };
+                    if !w.usage.is_empty() {
+                        part(&mut q, "u");
+                        push_usage(&mut q, &w.usage);
+                        q.push(")");
+                    }
+                    if !w.gone.is_empty() {
+                        part(&mut q, "d");
+                        push_delete_holds(&mut q, &w.gone);
+                        q.push(")");
+                    }
+                    if !w.put.is_empty() {
+                        part(&mut q, "h");
+                        push_put_holds(&mut q, &w.put);
+                        q.push(")");
+                    }
+                    if !w.ledger.is_empty() {
+                        q.push(" ");
+                        push_ledger(&mut q, &w.ledger);
+                    } else if parts > 0 {
+                        q.push(" SELECT 1");
+                    } else {
+                        return Ok(());
+                    }
+                    q.build().execute(&mut *self.0).await?;
+                } else {
+                    // SQLite has no writes inside `WITH`; its statements are calls into this
+                    // process, not round trips.
+                    if !w.usage.is_empty() {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        push_usage(&mut q, &w.usage);
+                        q.build().execute(&mut *self.0).await?;
+                    }
+                    if !w.gone.is_empty() {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        push_delete_holds(&mut q, &w.gone);
+                        q.build().execute(&mut *self.0).await?;
+                    }
+                    if !w.put.is_empty() {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        push_put_holds(&mut q, &w.put);
+                        q.build().execute(&mut *self.0).await?;
+                    }
+                    if !w.ledger.is_empty() {
+                        ledger_insert(&w.ledger).build().execute(&mut *self.0).await?;
+                    }
+                }
                 Ok(())
             }
 
@@ -100,39 +143,6 @@ macro_rules! impl_sql_budgets {
                     .collect())
             }
 
-            async fn put_holds(
-                &mut self,
-                holds: &[&$crate::policy::store::HoldRow],
-            ) -> $crate::Result<()> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
-                );
-                q.push_values(holds, |mut row, h| {
-                    row.push_bind(&h.reservation_id)
-                        .push_bind(&h.budget_id)
-                        .push_bind(h.period_start)
-                        .push_bind(h.amount)
-                        .push_bind(h.expires_at);
-                });
-                q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
-                q.build().execute(&mut *self.0).await?;
-                Ok(())
-            }
-
-            async fn delete_holds(&mut self, keys: &[&(String, String)]) -> $crate::Result<()> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM reservations WHERE ");
-                let mut any = q.separated(" OR ");
-                for (id, budget_id) in keys {
-                    any.push("(id = ");
-                    any.push_bind_unseparated(id);
-                    any.push_unseparated(" AND budget_id = ");
-                    any.push_bind_unseparated(budget_id);
-                    any.push_unseparated(")");
-                }
-                q.build().execute(&mut *self.0).await?;
-                Ok(())
-            }
-
             async fn expired_holds(&mut self, now: i64) -> $crate::Result<Vec<(String, String, i64)>> {
                 Ok(sqlx::query_as::<_, (String, String, i64)>(
                     "SELECT id, budget_id, period_start FROM reservations WHERE expires_at <= $1 \
@@ -142,18 +152,13 @@ macro_rules! impl_sql_budgets {
                 .fetch_all(&mut *self.0)
                 .await?)
             }
-
-            async fn insert_ledger(&mut self, entries: &[&$crate::policy::LedgerEntry]) -> $crate::Result<()> {
-                ledger_insert(entries).build().execute(&mut *self.0).await?;
-                Ok(())
-            }
         }
 
-        /// One multi-row `INSERT` of ledger rows.
-        fn ledger_insert<'a>(entries: &'a [&'a $crate::policy::LedgerEntry]) -> sqlx::QueryBuilder<'a, $db> {
+        /// One multi-row `INSERT` of ledger rows, pushed onto `q`.
+        fn push_ledger<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, entries: &'a [&'a $crate::policy::LedgerEntry]) {
             use $crate::clock::unix_ms;
             use $crate::policy::sql::{LEDGER_COLUMNS, to_i64};
-            let mut q = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
+            q.push(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
             q.push_values(entries, |mut row, e| {
                 row.push_bind(unix_ms(e.at))
                     .push_bind(&e.request_id)
@@ -180,7 +185,54 @@ macro_rules! impl_sql_budgets {
                     .push_bind(to_i64(e.cache_write_tokens))
                     .push_bind(e.prompt_cache_saved_nusd);
             });
+        }
+
+        /// One multi-row `INSERT` of ledger rows.
+        fn ledger_insert<'a>(entries: &'a [&'a $crate::policy::LedgerEntry]) -> sqlx::QueryBuilder<'a, $db> {
+            let mut q = sqlx::QueryBuilder::<$db>::new("");
+            push_ledger(&mut q, entries);
             q
+        }
+
+        /// Sets usage rows to these `(spent, reserved)`.
+        fn push_usage<'a>(
+            q: &mut sqlx::QueryBuilder<'a, $db>,
+            rows: &'a [(&'a $crate::policy::store::UsageKey, (i64, i64))],
+        ) {
+            q.push("INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ");
+            q.push_values(rows, |mut row, ((budget_id, start), (spent, reserved))| {
+                row.push_bind(budget_id).push_bind(*start).push_bind(*spent).push_bind(*reserved);
+            });
+            q.push(
+                " ON CONFLICT (budget_id, period_start) DO UPDATE SET \
+                 spent = excluded.spent, reserved = excluded.reserved",
+            );
+        }
+
+        /// Deletes holds: (reservation id, budget id).
+        fn push_delete_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, keys: &'a [&'a (String, String)]) {
+            q.push("DELETE FROM reservations WHERE ");
+            let mut any = q.separated(" OR ");
+            for (id, budget_id) in keys {
+                any.push("(id = ");
+                any.push_bind_unseparated(id);
+                any.push_unseparated(" AND budget_id = ");
+                any.push_bind_unseparated(budget_id);
+                any.push_unseparated(")");
+            }
+        }
+
+        /// Inserts holds, or sets the amount of those already there.
+        fn push_put_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, holds: &'a [&'a $crate::policy::store::HoldRow]) {
+            q.push("INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ");
+            q.push_values(holds, |mut row, h| {
+                row.push_bind(&h.reservation_id)
+                    .push_bind(&h.budget_id)
+                    .push_bind(h.period_start)
+                    .push_bind(h.amount)
+                    .push_bind(h.expires_at);
+            });
+            q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
         }
 
         fn budget_from_row(r: &$row) -> $crate::Result<$crate::policy::Budget> {
