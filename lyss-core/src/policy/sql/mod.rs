@@ -216,7 +216,7 @@ pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_i
 ///
 /// `$policy` must have fields `pool: $pool` and `writer: mpsc::Sender<Job>`; `$begin` is the
 /// statement that opens a write transaction; `$locks_rows` whether other writers can run at the
-/// same time (see [`super::store::BudgetTx::LOCKS_ROWS`]).
+/// same time (Postgres), so that a batch locks what it reads and writes back in one statement.
 macro_rules! impl_sql_policy {
     ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
         $crate::policy::sql::budgets::impl_sql_budgets!(
