@@ -114,6 +114,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/v1/messages", post(routes::messages::create))
         .route("/v1/responses", post(routes::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(routes::responses::retrieve).delete(routes::responses::delete),
+        )
         .route("/v1/models", get(routes::models::list))
         .route("/v1/embeddings", post(routes::embeddings::create))
         .route(

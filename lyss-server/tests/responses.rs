@@ -1,6 +1,7 @@
 //! `POST /v1/responses` through the real server: the Responses API on the chat pipeline, to an
 //! OpenAI-compatible fake and to an Anthropic one, streaming and not, with conversations kept
-//! by lyss for `previous_response_id`, and governance (allow-lists, budgets) in OpenAI's shape.
+//! by lyss for `previous_response_id` (and `GET`/`DELETE /v1/responses/{id}`), and governance
+//! (allow-lists, budgets) in OpenAI's shape.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -110,6 +111,72 @@ async fn a_response_runs_on_the_pipeline_and_continues_from_its_id() {
         &app.key,
         json!({"model": "gpt-4o-mini", "input": "x",
                "previous_response_id": unstored["id"]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_kept_response_is_read_back_and_deleted_by_its_user_only() {
+    let app = TestApp::new().await;
+    answering(&app).await;
+    let (status, created) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let url = format!(
+        "{}/v1/responses/{}",
+        app.base,
+        created["id"].as_str().unwrap()
+    );
+    let get = |key: &str| app.client.get(&url).bearer_auth(key.to_owned()).send();
+    // Read back exactly as it was returned.
+    let resp = get(&app.key).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), created);
+    // Another user's is not there, to read or to delete; without a key, 401.
+    let bob = app.key_for("bob", "team").await;
+    let resp = get(&bob).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let err: Value = resp.json().await.unwrap();
+    common::assert_openai_error(&err, "invalid_request_error", Some("not_found"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Response with id")
+    );
+    let resp = app
+        .client
+        .delete(&url)
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 401);
+    // Deleted by its user: gone, and no longer a previous_response_id.
+    let resp = app
+        .client
+        .delete(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deleted: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&deleted["id"], &deleted["deleted"]),
+        (&created["id"], &json!(true))
+    );
+    assert_eq!(get(&app.key).await.unwrap().status(), 404);
+    let (status, _) = respond(
+        &app,
+        &app.key,
+        json!({"model": "gpt-4o-mini", "input": "x", "previous_response_id": created["id"]}),
     )
     .await;
     assert_eq!(status, 400);

@@ -76,6 +76,15 @@ follow = client.responses.create(
     model="gpt-4o-mini", input="and again?", previous_response_id=first.id
 )
 assert follow.output_text == "Hello!" and follow.previous_response_id == first.id, follow
+# Kept responses are read back and deleted (`client.responses.retrieve` / `.delete`).
+again = client.responses.retrieve(first.id)
+assert again.id == first.id and again.output_text == "Hello!", again
+client.responses.delete(follow.id)
+try:
+    client.responses.retrieve(follow.id)
+    sys.exit("a deleted response was read back")
+except openai.NotFoundError as e:
+    assert e.code == "not_found", e
 
 events = list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
 assert events[0].type == "response.created", events[0]

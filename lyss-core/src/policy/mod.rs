@@ -510,8 +510,9 @@ pub trait Budgets: Send + Sync {
 /// # Contract
 /// - `ledger` reads rows newest first, exactly as settled; `usage` sums them, and its sums
 ///   equal the rows'.
-/// - `load_response` finds a conversation only for the user who saved it; another user's id
-///   and an unknown one are the same [`Error::NotFound`].
+/// - `load_response`, `get_response` and `delete_response` find a response only for the user
+///   who saved it; another user's id and an unknown one are the same [`Error::NotFound`]. A
+///   deleted response is gone for all three.
 /// - Any store failure is [`Error::Unavailable`].
 #[async_trait]
 pub trait Ledger: Send + Sync {
@@ -522,11 +523,23 @@ pub trait Ledger: Send + Sync {
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<LedgerEntry>>;
 
     /// Keeps the conversation a Responses API answer ended (`messages`: JSON chat messages) under
-    /// its id, for the user's later `previous_response_id`.
-    async fn save_response(&self, id: &str, user_id: &str, messages: &str) -> Result<()>;
+    /// its id, for the user's later `previous_response_id`, with the response object itself
+    /// (`response`: JSON) for `GET /v1/responses/{id}`.
+    async fn save_response(
+        &self,
+        id: &str,
+        user_id: &str,
+        messages: &str,
+        response: &str,
+    ) -> Result<()>;
     /// The conversation saved under `id`; [`Error::NotFound`] when there is none or it is
     /// another user's (the two look the same).
     async fn load_response(&self, id: &str, user_id: &str) -> Result<String>;
+    /// The response object saved under `id` (JSON); [`Error::NotFound`] as for `load_response`,
+    /// and for responses kept before lyss kept their objects.
+    async fn get_response(&self, id: &str, user_id: &str) -> Result<String>;
+    /// Deletes the response saved under `id`; [`Error::NotFound`] as for `load_response`.
+    async fn delete_response(&self, id: &str, user_id: &str) -> Result<()>;
 }
 
 /// Upstream providers stored in the database (`lyss provider …`), their keys sealed.

@@ -1,13 +1,14 @@
 //! `POST /v1/responses`: OpenAI's Responses API, streaming and not, on the chat pipeline (keys,
 //! allow-lists, budgets, limits, memory, cache, ledger) and so in front of every upstream kind.
 //! Lyss keeps each answered conversation (unless `store: false`) so that
-//! `previous_response_id` works whatever the upstream; errors have OpenAI's shape.
+//! `previous_response_id` works whatever the upstream, and `GET`/`DELETE /v1/responses/{id}`
+//! read and delete it, for its user only; errors have OpenAI's shape.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +40,11 @@ impl Keep {
         self.conversation.push(output_message(response));
         let id = response["id"].as_str().unwrap_or_default();
         let saved = match serde_json::to_string(&self.conversation) {
-            Ok(json) => self.policy.save_response(id, &self.user_id, &json).await,
+            Ok(json) => {
+                self.policy
+                    .save_response(id, &self.user_id, &json, &response.to_string())
+                    .await
+            }
             Err(e) => Err(Error::Internal(e.to_string())),
         };
         if let Err(e) = saved {
@@ -101,6 +106,54 @@ pub async fn create(
         }
     };
     Ok(super::with_headers(resp, reply.headers))
+}
+
+/// `GET /v1/responses/{id}`: a kept response, as it was returned.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = state.lyss.authenticate(&call(&headers).api_key).await?;
+    let kept = state
+        .lyss
+        .policy()
+        .get_response(&id, &who.user_id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        kept,
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/responses/{id}`: forgets a kept response (it can no longer be a
+/// `previous_response_id`).
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = state.lyss.authenticate(&call(&headers).api_key).await?;
+    state
+        .lyss
+        .policy()
+        .delete_response(&id, &who.user_id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
+    Ok(
+        axum::Json(serde_json::json!({"id": id, "object": "response", "deleted": true}))
+            .into_response(),
+    )
+}
+
+/// OpenAI's words for a response that is not there (or is another user's).
+fn not_found(e: Error, id: &str) -> Error {
+    match e {
+        Error::NotFound(_) => Error::NotFound(format!("Response with id '{id}'")),
+        other => other,
+    }
 }
 
 /// Chunks as the Responses API's named events; the conversation is kept once the stream has
