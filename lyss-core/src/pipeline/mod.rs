@@ -452,7 +452,9 @@ impl Lyss {
             now,
         )
         .await?;
-        let grows = requested_output.is_none() && answer_is_countable(&model.upstream, &req);
+        let grows = principal.budgeted
+            && requested_output.is_none()
+            && answer_is_countable(&model.upstream, &req);
         let reservation = self
             .reserve(
                 &principal,

@@ -286,11 +286,19 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
         of.dedup_by(|a, b| a.id == b.id);
         of
     };
+    // The budgets of each reservation job (none for the others), in job order.
+    let mut budgets_by_job: Vec<Vec<Budget>> = jobs
+        .iter()
+        .map(|job| match job {
+            Job::Reserve { who, .. } => budgets_of(who),
+            _ => Vec::new(),
+        })
+        .collect();
     let mut keys: BTreeSet<UsageKey> = BTreeSet::new();
-    for job in jobs {
+    for (job, budgets) in jobs.iter().zip(&budgets_by_job) {
         match job {
-            Job::Reserve { who, now, .. } => {
-                for b in budgets_of(who) {
+            Job::Reserve { now, .. } => {
+                for b in budgets {
                     // A bad time zone surfaces as the job's own refusal below.
                     if let Ok((start, _)) = b.period.bounds(*now, b.tz.as_deref()) {
                         keys.insert((b.id.clone(), start));
@@ -331,13 +339,13 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut ledger = Vec::new();
     let mut reaped = false;
-    for job in jobs {
+    for (job, budgets) in jobs.iter().zip(&mut budgets_by_job) {
         outcomes.push(match job {
             Job::Reserve {
                 who, ask, now, ttl, ..
             } => Outcome::Reserved(reserve_in(
                 &mut state,
-                budgets_of(who),
+                std::mem::take(budgets),
                 who,
                 ask,
                 *now,
