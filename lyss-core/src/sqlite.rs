@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 /// would fail with "duplicate column name". The lock is the OS's (`flock`), released when the
 /// process exits however it exits, so a crashed migration never leaves a stale lock behind.
 pub(crate) async fn prepare(opts: &SqliteConnectOptions) -> Result<()> {
-    let lock = lock_path(opts.get_filename());
+    let lock = lock_path(opts.get_filename(), "lock");
     let guard = tokio::task::spawn_blocking(move || exclusive(&lock))
         .await
         .map_err(|e| Error::Internal(format!("migration lock: {e}")))??;
@@ -58,9 +58,11 @@ fn is_busy(e: &Error) -> bool {
     text.contains("database is locked") || text.contains("database is busy")
 }
 
-fn lock_path(db: &Path) -> PathBuf {
+/// `<db>.<suffix>`: a lock file beside the database.
+pub(crate) fn lock_path(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
+    name.push(".");
+    name.push(suffix);
     PathBuf::from(name)
 }
 

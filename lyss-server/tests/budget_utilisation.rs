@@ -12,7 +12,8 @@ use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, ResponseTemplate};
 
 /// An upstream that streams `words` one-token words (ignoring any `max_tokens`), with a usage
-/// chunk — as JSON, too, should lyss ask for a whole answer.
+/// chunk — as JSON, too, should lyss ask for a whole answer — after thinking for a while, as
+/// models do: requests sent together are in flight together, whatever lyss's own speed.
 async fn upstream_writing(app: &TestApp, words: usize) {
     let parts = vec![" ok"; words];
     Mock::given(method("POST"))
@@ -20,7 +21,8 @@ async fn upstream_writing(app: &TestApp, words: usize) {
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("content-type", "text/event-stream")
-                .set_body_string(sse_with_usage("up-mini", &parts, Some((8, words as u64)))),
+                .set_body_string(sse_with_usage("up-mini", &parts, Some((8, words as u64))))
+                .set_delay(THINKING),
         )
         .with_priority(1)
         .mount(&app.upstream)
@@ -29,10 +31,16 @@ async fn upstream_writing(app: &TestApp, words: usize) {
     whole["usage"] = json!({"prompt_tokens": 8, "completion_tokens": words,
                             "total_tokens": 8 + words});
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(whole))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(whole)
+                .set_delay(THINKING),
+        )
         .mount(&app.upstream)
         .await;
 }
+
+const THINKING: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn ask(stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "stream": stream,

@@ -252,12 +252,12 @@ async fn a_broken_budget_store_refuses_instead_of_overspending() {
     let app = TestApp::new().await;
     mock_small(&app).await;
     token_budget(&app, Scope::User, "ann", 5_000).await;
-    // Break the store under the running server: reservations can no longer be written.
+    // Break the store under the running server: the budget's usage cannot be read.
     let db = app.data_dir().join("lyss.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    sqlx::query("DROP TABLE reservations")
+    sqlx::query("DROP TABLE budget_usage")
         .execute(&pool)
         .await
         .unwrap();
@@ -271,13 +271,61 @@ async fn a_broken_budget_store_refuses_instead_of_overspending() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "service_unavailable");
     assert!(
-        !body.to_string().contains("reservations"),
+        !body.to_string().contains("budget_usage"),
         "5xx bodies stay generic"
     );
     assert!(
         app.upstream_bodies().await.is_empty(),
         "nothing may reach upstream unreserved"
     );
+}
+
+#[tokio::test]
+async fn a_settlement_that_cannot_be_written_closes_admission_until_one_can() {
+    let app = TestApp::new().await;
+    mock_small(&app).await;
+    token_budget(&app, Scope::User, "ann", 5_000).await;
+    assert_eq!(app.chat(&chat(json!({}))).await.status(), 200);
+    // The ledger breaks under the running server, whose reservations live in memory.
+    let db = app.data_dir().join("lyss.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE usage_ledger RENAME TO usage_ledger_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Answered (the upstream has spent the tokens), its row kept for later ...
+    assert_eq!(app.chat(&chat(json!({}))).await.status(), 200);
+    // ... but nothing more is let through while rows cannot be written.
+    let sent = app.upstream_bodies().await.len();
+    let refused = app.chat(&chat(json!({}))).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        app.upstream_bodies().await.len(),
+        sent,
+        "refused before upstream"
+    );
+    sqlx::query("ALTER TABLE usage_ledger_away RENAME TO usage_ledger")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The deferred settlement lands, and admission opens again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = app.chat(&chat(json!({}))).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admission never reopened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rows = app.ledger().await;
+    assert_eq!(rows.iter().filter(|r| r.status == 200).count(), 3);
 }
 
 #[tokio::test]

@@ -43,6 +43,16 @@ impl PostgresPolicy {
         let writer = Self::spawn_writer(pool.clone());
         Ok(Self { pool, writer })
     }
+
+    /// Replicas share the budgets: every reservation lives in the database.
+    fn in_process(&self) -> Option<&super::sqlite::Books> {
+        None
+    }
+
+    /// Any replica may reserve.
+    fn may_reserve(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl_sql_policy!(

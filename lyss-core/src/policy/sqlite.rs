@@ -1,11 +1,17 @@
 //! `SqlitePolicy`: the embedded default, one SQLite file (WAL mode).
 //!
+//! Two ways to open it: [`SqlitePolicy::connect`] keeps reservations in the file, so any number
+//! of processes may reserve on it (the admin's `lyss`, embedders); [`SqlitePolicy::serve`]
+//! makes this process the file's only server and holds reservations in memory ([`books`]),
+//! so governance costs no database round trip until settlement.
+//!
 //! Budget writes and ledger rows go through one writer task that commits whatever is waiting
 //! in a single `BEGIN IMMEDIATE` transaction (group commit, see [`super::sql`]): each caller
 //! still waits for its own commit, but concurrent requests share one write. WAL checkpoints
 //! run in a background task so that no request pays for one.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
@@ -15,11 +21,20 @@ use tokio::sync::mpsc;
 use super::sql::{Job, impl_sql_policy};
 use crate::error::{Error, Result};
 
+mod books;
+
+pub(crate) use self::books::Books;
+use self::books::Claim;
+
 /// Governance in one SQLite file.
 #[derive(Clone)]
 pub struct SqlitePolicy {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
+    /// Reservations held in this process ([`SqlitePolicy::serve`]).
+    books: Option<Arc<Books>>,
+    /// Reservations kept in a file ([`SqlitePolicy::connect`]): the right to make them.
+    claim: Option<Arc<Claim>>,
 }
 
 impl std::fmt::Debug for SqlitePolicy {
@@ -30,8 +45,22 @@ impl std::fmt::Debug for SqlitePolicy {
 
 impl SqlitePolicy {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`)
-    /// and applies migrations.
+    /// and applies migrations. Reservations are kept in the file: slower than [`Self::serve`],
+    /// but any number of processes may open it this way.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::open(url, false).await
+    }
+
+    /// Opens the database at `url` as its only server: reservations are held in this
+    /// process's memory and only settlements (spend and ledger row) are written, durable
+    /// before they return. Fails if another process serves the file (an exclusive lock on
+    /// `<file>.server.lock`, held until this policy and its clones are dropped). Opening with
+    /// [`Self::connect`] meanwhile is fine for everything but reserving.
+    pub async fn serve(url: &str) -> Result<Self> {
+        Self::open(url, true).await
+    }
+
+    async fn open(url: &str, serve: bool) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("database_url: {e}")))?
             .create_if_missing(true)
@@ -47,6 +76,12 @@ impl SqlitePolicy {
         if !in_memory {
             crate::sqlite::prepare(&opts).await?;
         }
+        // Locked before anything is read: a second server must not even reset the holds.
+        let lock = match (serve, in_memory) {
+            (true, false) => Some(books::lock(opts.get_filename())?),
+            _ => None,
+        };
+        let claim = (!serve && !in_memory).then(|| Arc::new(Claim::new(opts.get_filename())));
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
             .max_connections(if in_memory { 1 } else { 4 })
@@ -63,10 +98,31 @@ impl SqlitePolicy {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         }
         let writer = Self::spawn_writer(pool.clone());
+        let books = match serve {
+            true => Some(Arc::new(
+                Books::open(pool.clone(), writer.clone(), lock).await?,
+            )),
+            false => None,
+        };
         if !in_memory {
             tokio::spawn(checkpoints(pool.clone()));
         }
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            books,
+            claim,
+        })
+    }
+
+    /// The reservations this process holds, when it serves the file.
+    fn in_process(&self) -> Option<&Books> {
+        self.books.as_deref()
+    }
+
+    /// Whether this process may keep reservations in the file: no server holds it.
+    fn may_reserve(&self) -> Result<()> {
+        self.claim.as_ref().map_or(Ok(()), |c| c.take())
     }
 }
 

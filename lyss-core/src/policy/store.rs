@@ -64,26 +64,33 @@ pub(crate) struct WriteBack<'a> {
     pub ledger: Vec<&'a LedgerEntry>,
 }
 
-/// What a batch has read, and what its jobs changed, until it is written back.
+/// What a batch has read, and what its jobs changed, until it is written back. (In-process
+/// budgets keep one for the life of the process: see `super::sqlite::books`.)
 #[derive(Default)]
-struct State {
-    rows: HashMap<UsageKey, (i64, i64)>,
+pub(crate) struct State {
+    pub(crate) rows: HashMap<UsageKey, (i64, i64)>,
     dirty: BTreeSet<UsageKey>,
     /// Holds that exist (read, or made by an earlier job of the batch), by (reservation, budget).
-    holds: HashMap<(String, String), HoldRow>,
+    pub(crate) holds: HashMap<(String, String), HoldRow>,
     put: BTreeSet<(String, String)>,
     gone: BTreeSet<(String, String)>,
 }
 
 impl State {
-    fn usage(&self, budget_id: &str, start: i64) -> (i64, i64) {
+    pub(crate) fn usage(&self, budget_id: &str, start: i64) -> (i64, i64) {
         self.rows
             .get(&(budget_id.to_owned(), start))
             .copied()
             .unwrap_or((0, 0))
     }
 
-    fn add(&mut self, budget_id: &str, start: i64, spent: i64, reserved: i64) -> (i64, i64) {
+    pub(crate) fn add(
+        &mut self,
+        budget_id: &str,
+        start: i64,
+        spent: i64,
+        reserved: i64,
+    ) -> (i64, i64) {
         let key = (budget_id.to_owned(), start);
         let row = self.rows.entry(key.clone()).or_insert((0, 0));
         row.0 = row.0.saturating_add(spent);
@@ -100,6 +107,13 @@ impl State {
         self.holds.insert(key, hold);
     }
 
+    /// Forgets what changed (state that is never written back).
+    pub(crate) fn forget_changes(&mut self) {
+        self.dirty.clear();
+        self.put.clear();
+        self.gone.clear();
+    }
+
     /// Removes a hold; its amount, or `None` if it was already released.
     fn take_hold(&mut self, reservation_id: &str, budget_id: &str) -> Option<i64> {
         let key = (reservation_id.to_owned(), budget_id.to_owned());
@@ -111,7 +125,7 @@ impl State {
 }
 
 /// Admits and reserves, or refuses (the inner error; nothing is changed then).
-fn reserve_in(
+pub(crate) fn reserve_in(
     state: &mut State,
     budgets: Vec<Budget>,
     who: &Principal,
@@ -174,15 +188,14 @@ fn reserve_in(
 /// Turns a reservation into spend (what the entry says was used) and releases the rest. A
 /// hold the reaper already released still gets its spend: tokens that flowed are never
 /// dropped.
-fn settle_in(state: &mut State, reservation: &Reservation, entry: &LedgerEntry) -> BudgetLeft {
+pub(crate) fn settle_in(
+    state: &mut State,
+    reservation: &Reservation,
+    entry: &LedgerEntry,
+) -> BudgetLeft {
     let mut left = BudgetLeft::default();
     for hold in &reservation.holds {
-        let spent = budget::spend(
-            hold.unit,
-            entry.cost_nusd,
-            entry.prompt_tokens,
-            entry.completion_tokens,
-        );
+        let spent = spend_on(hold, entry);
         let held = state
             .take_hold(&reservation.id, &hold.budget_id)
             .unwrap_or(0);
@@ -192,10 +205,25 @@ fn settle_in(state: &mut State, reservation: &Reservation, entry: &LedgerEntry) 
     left
 }
 
+/// What a request's ledger entry spends on the budget of one of its holds.
+pub(crate) fn spend_on(hold: &Hold, entry: &LedgerEntry) -> i64 {
+    budget::spend(
+        hold.unit,
+        entry.cost_nusd,
+        entry.prompt_tokens,
+        entry.completion_tokens,
+    )
+}
+
 /// Grows every hold of a reservation by `want` output tokens, or as many as the tightest of
 /// its budgets can still take; returns the tokens granted. A reservation with a released hold
 /// (settled, reaped) grants nothing: the request it belonged to is over.
-fn top_up_in(state: &mut State, reservation: &Reservation, price: &Price, want: u32) -> u32 {
+pub(crate) fn top_up_in(
+    state: &mut State,
+    reservation: &Reservation,
+    price: &Price,
+    want: u32,
+) -> u32 {
     let key = |h: &Hold| (reservation.id.clone(), h.budget_id.clone());
     if reservation
         .holds
@@ -229,7 +257,7 @@ fn top_up_in(state: &mut State, reservation: &Reservation, price: &Price, want: 
 
 /// Releases reservations whose request died (client gone, process killed): the holds found
 /// by the pre-pass, if nobody settled them meanwhile.
-fn reap_in(state: &mut State, expired: &[(String, String, i64)]) -> u64 {
+pub(crate) fn reap_in(state: &mut State, expired: &[(String, String, i64)]) -> u64 {
     let mut released = 0;
     for (reservation_id, budget_id, period_start) in expired {
         if let Some(amount) = state.take_hold(reservation_id, budget_id) {
@@ -258,6 +286,7 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                     reservation_ids.insert(reservation.id.as_str());
                 }
             }
+            Job::Persist { .. } => {}
             Job::Reap { now, .. } => {
                 // Every reaper in the batch would find the same holds; the first releases them.
                 if expired.is_empty() {
@@ -313,6 +342,7 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                         .map(|h| (h.budget_id.clone(), h.period_start)),
                 );
             }
+            Job::Persist { spend, .. } => keys.extend(spend.iter().map(|(k, _)| k.clone())),
             Job::Reap { .. } => {}
         }
     }
@@ -363,6 +393,13 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                 want,
                 ..
             } => Outcome::ToppedUp(top_up_in(&mut state, reservation, price, *want)),
+            Job::Persist { spend, entry, .. } => {
+                for ((budget_id, start), spent) in spend {
+                    state.add(budget_id, *start, *spent, 0);
+                }
+                ledger.push(&**entry);
+                Outcome::Settled(BudgetLeft::default())
+            }
             Job::Reap { .. } => {
                 let n = if reaped {
                     0

@@ -224,8 +224,19 @@ pub fn database_url(config: &Config) -> String {
         .unwrap_or_else(|| format!("sqlite://{}", data_dir(config).join("lyss.db").display()))
 }
 
-/// Opens the policy store named by the config, creating the data directory if needed.
+/// Opens the policy store named by the config for administration (the `lyss` CLI): on SQLite,
+/// beside a server that holds the file's reservations. Creates the data directory if needed.
 pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
+    open_policy_as(config, false).await
+}
+
+/// Opens the policy store to serve requests: on SQLite this process becomes the file's only
+/// server and holds its reservations in memory ([`SqlitePolicy::serve`]).
+pub async fn open_serving_policy(config: &Config) -> Result<Arc<dyn Policy>> {
+    open_policy_as(config, true).await
+}
+
+async fn open_policy_as(config: &Config, serve: bool) -> Result<Arc<dyn Policy>> {
     let url = database_url(config);
     if url.starts_with("sqlite:") {
         if config.database_url.is_none() {
@@ -245,7 +256,10 @@ pub async fn open_policy(config: &Config) -> Result<Arc<dyn Policy>> {
                     ))
                 })?;
         }
-        return Ok(Arc::new(SqlitePolicy::connect(&url).await?));
+        return Ok(Arc::new(match serve {
+            true => SqlitePolicy::serve(&url).await?,
+            false => SqlitePolicy::connect(&url).await?,
+        }));
     }
     if is_postgres(&url) {
         #[cfg(not(feature = "postgres"))]
@@ -403,7 +417,7 @@ pub async fn build(config: &Config) -> Result<Lyss> {
 
 /// [`build`] with another clock (tests move it across period boundaries).
 pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Lyss> {
-    let policy = open_policy(config).await?;
+    let policy = open_serving_policy(config).await?;
     let config = &with_stored_providers(config, policy.as_ref()).await?;
     let providers = build_providers(config)?;
     let models = build_models(config, &providers).await?;

@@ -9,7 +9,9 @@
 //! it takes every job waiting at that moment and runs them in *one* write transaction (group
 //! commit), replying to each only after the commit. Jobs run in order inside the transaction,
 //! so each admission sees the holds of the ones before it. Postgres row locks (taken by the
-//! usage upsert) serialize replicas; a deadlock between two replicas' batches is retried.
+//! usage upsert) serialize replicas; a deadlock between two replicas' batches is retried. A
+//! SQLite file's server decides reservations in memory and sends only settlements
+//! ([`Job::Persist`]) through the writer.
 
 pub(crate) mod budgets;
 pub(crate) mod directory;
@@ -23,6 +25,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::budget::Ask;
+use super::store::UsageKey;
 use super::{BudgetLeft, LedgerEntry, Principal, Reservation};
 use crate::clock::from_unix;
 use crate::error::{Error, Result};
@@ -55,6 +58,13 @@ pub(crate) enum Job {
         now: OffsetDateTime,
         done: oneshot::Sender<Result<u64>>,
     },
+    /// A settlement decided in process ([`super::sqlite`]'s in-process budgets): adds its
+    /// spend to the usage rows and appends its ledger row, in one commit.
+    Persist {
+        spend: Vec<(UsageKey, i64)>,
+        entry: Box<LedgerEntry>,
+        done: oneshot::Sender<Result<BudgetLeft>>,
+    },
 }
 
 /// What one job produced inside the transaction (sent only after the commit).
@@ -71,7 +81,7 @@ impl Job {
             (Job::Reserve { done, .. }, Ok(Outcome::Reserved(r))) => {
                 let _ = done.send(r);
             }
-            (Job::Settle { done, .. }, Ok(Outcome::Settled(l))) => {
+            (Job::Settle { done, .. } | Job::Persist { done, .. }, Ok(Outcome::Settled(l))) => {
                 let _ = done.send(Ok(l));
             }
             (Job::TopUp { done, .. }, Ok(Outcome::ToppedUp(n))) => {
@@ -91,7 +101,7 @@ impl Job {
                 };
                 match job {
                     Job::Reserve { done, .. } => drop(done.send(Err(e))),
-                    Job::Settle { done, .. } => drop(done.send(Err(e))),
+                    Job::Settle { done, .. } | Job::Persist { done, .. } => drop(done.send(Err(e))),
                     Job::TopUp { done, .. } => drop(done.send(Err(e))),
                     Job::Reap { done, .. } => drop(done.send(Err(e))),
                 }

@@ -76,7 +76,7 @@ pub(super) fn assert_unauthenticated(r: crate::Result<impl std::fmt::Debug>) {
 }
 
 /// A principal for `ann` in `team`, and its key.
-pub(super) async fn principal(policy: &dyn Policy) -> (Principal, String) {
+pub async fn principal(policy: &dyn Policy) -> (Principal, String) {
     setup(policy, "team", "ann").await;
     let key = policy
         .create_key(&NewKey {
@@ -89,7 +89,8 @@ pub(super) async fn principal(policy: &dyn Policy) -> (Principal, String) {
     (policy.authenticate(&key).await.expect("authenticate"), key)
 }
 
-pub(super) async fn budget(
+/// Sets a budget on `target`; its id.
+pub async fn budget(
     policy: &dyn Policy,
     scope: Scope,
     target: &str,
@@ -113,7 +114,7 @@ pub(super) async fn budget(
 }
 
 /// (spent, reserved) of a budget in the period containing `now`.
-pub(super) async fn usage_of(policy: &dyn Policy, id: &str, now: OffsetDateTime) -> (i64, i64) {
+pub async fn usage_of(policy: &dyn Policy, id: &str, now: OffsetDateTime) -> (i64, i64) {
     let all = policy.budgets(now).await.expect("budgets");
     let b = all
         .iter()
@@ -122,7 +123,8 @@ pub(super) async fn usage_of(policy: &dyn Policy, id: &str, now: OffsetDateTime)
     (b.spent, b.reserved)
 }
 
-pub(super) fn ask(prompt: u64, output: Option<u32>) -> Ask {
+/// An ask of `prompt` tokens and at most `output` more, at [`price`], reserved whole.
+pub fn ask(prompt: u64, output: Option<u32>) -> Ask {
     Ask {
         prompt_tokens: prompt,
         requested_output: output,
@@ -133,11 +135,12 @@ pub(super) fn ask(prompt: u64, output: Option<u32>) -> Ask {
 }
 
 /// The price the suite's asks and ledger entries use (nano-USD: 1,000 in, 2,000 out).
-pub(super) fn price() -> Price {
+pub fn price() -> Price {
     Price::per_mtok(1.0, 2.0, 1.0)
 }
 
-pub(super) fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
+/// A ledger entry for `who` that used `prompt` and `completion` tokens at [`price`].
+pub fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
     let price = price();
     LedgerEntry {
         at: OffsetDateTime::now_utc(),

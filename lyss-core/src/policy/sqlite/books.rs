@@ -1,0 +1,375 @@
+//! In-process budgets: the embedded tier's reservations, held in the serving process.
+//!
+//! When one process serves a database file — enforced by an exclusive lock on
+//! `<file>.server.lock`
+//! — the budget counters need no database round trip to stay true: admission, top-ups and
+//! the reaper decide in memory under one mutex (microseconds), and only a settlement writes:
+//! its spend and its ledger row, in one commit of the writer's group commit, durable before
+//! the response completes. The file's `spent` therefore always equals what its ledger rows
+//! spent. A crash loses only the holds of requests in flight — the reaper would have
+//! released them — never recorded spend. While the database refuses writes (a full disk),
+//! admission is closed: nothing is spent that cannot be recorded.
+//!
+//! Budget definitions are read from the file and kept for at most [`DEFINITIONS_FRESH`], so
+//! a limit the admin's `lyss` (another process) lowers applies within a second; changes made
+//! through this policy apply at once.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::SqlitePool;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::models::Price;
+use crate::policy::budget::{Ask, Budget, BudgetStatus};
+use crate::policy::sql::{Job, submit};
+use crate::policy::store::{self, State, UsageKey};
+use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+
+/// How long budget definitions read from the file are used before being read again.
+const DEFINITIONS_FRESH: Duration = Duration::from_millis(500);
+
+/// Budgets by the scope id (workspace, user or key) they are attached to.
+type Definitions = Arc<HashMap<String, Vec<Budget>>>;
+
+/// Reservations and usage counters of one database file, held by the one process serving it.
+pub(crate) struct Books {
+    pool: SqlitePool,
+    writer: mpsc::Sender<Job>,
+    held: Mutex<Held>,
+    definitions: RwLock<Option<(Instant, Definitions)>>,
+    /// Set when a settlement could not be written; cleared by the next commit.
+    failing: AtomicBool,
+    /// The exclusive lock on `<file>.server.lock`, held while this lives (none for `:memory:`).
+    _lock: Option<File>,
+}
+
+#[derive(Default)]
+struct Held {
+    state: State,
+    /// Reservations settled in memory whose ledger row is not durable yet: settling one again
+    /// (the caller retrying a failed write) writes its row without spending twice.
+    unwritten: HashSet<String>,
+}
+
+impl Books {
+    /// Takes `lock` (see [`lock`]) and starts from the file: spend as recorded, no holds (a
+    /// previous process's requests are over).
+    pub(crate) async fn open(
+        pool: SqlitePool,
+        writer: mpsc::Sender<Job>,
+        lock: Option<File>,
+    ) -> Result<Self> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM reservations")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE budget_usage SET reserved = 0 WHERE reserved <> 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Self {
+            pool,
+            writer,
+            held: Mutex::default(),
+            definitions: RwLock::new(None),
+            failing: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        // A panic while holding the lock leaves plain numbers behind, never a torn invariant
+        // check (each operation decides before it changes anything): keep going.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        who: &Principal,
+        ask: &Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Reservation> {
+        if self.failing.load(Ordering::Acquire) {
+            return Err(Error::Unavailable {
+                backend: "database",
+                message: "settlements cannot be written; admission is closed until they are".into(),
+            });
+        }
+        let definitions = self.definitions().await?;
+        let mut budgets: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
+            .into_iter()
+            .flat_map(|id| definitions.get(id.as_str()).into_iter().flatten())
+            .cloned()
+            .collect();
+        budgets.sort_by(|a, b| a.id.cmp(&b.id));
+        budgets.dedup_by(|a, b| a.id == b.id);
+        // Counters not seen since this process started come from the file, once.
+        let missing: Vec<UsageKey> = {
+            let held = self.held();
+            // A bad time zone surfaces as the admission's own refusal below.
+            budgets
+                .iter()
+                .filter_map(|b| {
+                    let (start, _) = b.period.bounds(now, b.tz.as_deref()).ok()?;
+                    Some((b.id.clone(), start))
+                })
+                .filter(|k| !held.state.rows.contains_key(k))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let spent = self.recorded_spend(&missing).await?;
+            let mut held = self.held();
+            for key in missing {
+                let s = spent.get(&key).copied().unwrap_or(0);
+                held.state.rows.entry(key).or_insert((s, 0));
+            }
+        }
+        let mut held = self.held();
+        let reserved = store::reserve_in(&mut held.state, budgets, who, ask, now, ttl);
+        held.state.forget_changes();
+        reserved
+    }
+
+    pub(crate) fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> u32 {
+        let mut held = self.held();
+        let granted = store::top_up_in(&mut held.state, reservation, &price, want);
+        held.state.forget_changes();
+        granted
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        reservation: &Reservation,
+        entry: &LedgerEntry,
+    ) -> Result<BudgetLeft> {
+        let (left, spend) = {
+            let mut held = self.held();
+            let again = held.unwritten.contains(&reservation.id);
+            let left = if again {
+                left_after(&held.state, reservation)
+            } else {
+                store::settle_in(&mut held.state, reservation, entry)
+            };
+            if !again && !reservation.holds.is_empty() {
+                held.unwritten.insert(reservation.id.clone());
+            }
+            held.state.forget_changes();
+            let spend: Vec<(UsageKey, i64)> = reservation
+                .holds
+                .iter()
+                .map(|h| {
+                    let key = (h.budget_id.clone(), h.period_start);
+                    (key, store::spend_on(h, entry))
+                })
+                .collect();
+            (left, spend)
+        };
+        let written = submit(&self.writer, |done| Job::Persist {
+            spend,
+            entry: Box::new(entry.clone()),
+            done,
+        })
+        .await;
+        match written {
+            Ok(_) => {
+                self.failing.store(false, Ordering::Release);
+                self.held().unwritten.remove(&reservation.id);
+                Ok(left)
+            }
+            Err(e) => {
+                self.failing.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn release_expired(&self, now: OffsetDateTime) -> u64 {
+        let mut held = self.held();
+        let now = now.unix_timestamp();
+        let expired: Vec<(String, String, i64)> = held
+            .state
+            .holds
+            .values()
+            .filter(|h| h.expires_at <= now)
+            .map(|h| {
+                (
+                    h.reservation_id.clone(),
+                    h.budget_id.clone(),
+                    h.period_start,
+                )
+            })
+            .collect();
+        let released = store::reap_in(&mut held.state, &expired);
+        held.state.forget_changes();
+        released
+    }
+
+    /// Replaces what the file says is reserved with what this process holds.
+    pub(crate) fn overlay(&self, statuses: &mut [BudgetStatus]) {
+        let held = self.held();
+        for s in statuses {
+            if let Some(&(spent, reserved)) =
+                held.state.rows.get(&(s.budget.id.clone(), s.period_start))
+            {
+                (s.spent, s.reserved) = (spent, reserved);
+            }
+        }
+    }
+
+    /// Budget definitions changed through this process apply to the next admission.
+    pub(crate) fn definitions_changed(&self) {
+        *self.definitions.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn definitions(&self) -> Result<Definitions> {
+        if let Some((at, defs)) = &*self.definitions.read().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < DEFINITIONS_FRESH
+        {
+            return Ok(defs.clone());
+        }
+        let read_at = Instant::now();
+        let rows = sqlx::query(
+            "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at FROM budgets",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_scope: HashMap<String, Vec<Budget>> = HashMap::new();
+        for row in &rows {
+            let b = super::budget_from_row(row)?;
+            by_scope.entry(b.scope_id.clone()).or_default().push(b);
+        }
+        let defs = Arc::new(by_scope);
+        *self.definitions.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((read_at, defs.clone()));
+        Ok(defs)
+    }
+
+    async fn recorded_spend(&self, keys: &[UsageKey]) -> Result<HashMap<UsageKey, i64>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT budget_id, period_start, spent FROM budget_usage WHERE ",
+        );
+        let mut any = q.separated(" OR ");
+        for (budget_id, start) in keys {
+            any.push("(budget_id = ");
+            any.push_bind_unseparated(budget_id);
+            any.push_unseparated(" AND period_start = ");
+            any.push_bind_unseparated(*start);
+            any.push_unseparated(")");
+        }
+        let rows = q
+            .build_query_as::<(String, i64, i64)>()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(b, p, s)| ((b, p), s)).collect())
+    }
+}
+
+/// What is left on each budget of a reservation already settled.
+fn left_after(state: &State, reservation: &Reservation) -> BudgetLeft {
+    let mut left = BudgetLeft::default();
+    for h in &reservation.holds {
+        let (spent, reserved) = state.usage(&h.budget_id, h.period_start);
+        left.note(h.unit, h.limit - spent - reserved);
+    }
+    left
+}
+
+/// Takes the exclusive lock on `<db>.server.lock` that makes this process the only one serving
+/// `db`'s budgets, and writes its pid there for whoever is refused next. (`<db>.lock` is the
+/// migration lock, held only while opening.)
+pub(crate) fn lock(db: &Path) -> Result<File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = crate::sqlite::lock_path(db, "server.lock");
+    let mut file = open_lock(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(", last served by process {pid}"),
+            };
+            return Err(Error::Config(format!(
+                "{} is in use by another process that serves it or reserves budgets in it \
+                 (lock file {}{holder}): one process serves a SQLite database; run replicas \
+                 on Postgres",
+                db.display(),
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::Config(format!(
+                "{}: cannot lock: {e}",
+                path.display()
+            )));
+        }
+    }
+    let pid = std::process::id().to_string();
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(pid.as_bytes()));
+    Ok(file)
+}
+
+fn open_lock(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::Config(format!("{}: cannot open: {e}", path.display())))
+}
+
+/// The right of a process that keeps reservations in the file ([`super::SqlitePolicy::connect`])
+/// to reserve: a shared lock on `<db>.server.lock`, taken at its first reservation and kept.
+/// A server cannot start beside it, and it cannot reserve beside a server, whose holds it
+/// could not see. (The admin's `lyss` never reserves, so never takes it.)
+pub(crate) struct Claim {
+    path: PathBuf,
+    held: Mutex<Option<File>>,
+}
+
+impl Claim {
+    pub(crate) fn new(db: &Path) -> Self {
+        Self {
+            path: crate::sqlite::lock_path(db, "server.lock"),
+            held: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn take(&self) -> Result<()> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return Ok(());
+        }
+        let file = open_lock(&self.path)?;
+        match file.try_lock_shared() {
+            Ok(()) => {
+                *held = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable {
+                backend: "database",
+                message: format!(
+                    "a server holds this database's reservations ({}): reserve through it",
+                    self.path.display()
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Unavailable {
+                backend: "database",
+                message: format!("{}: cannot lock: {e}", self.path.display()),
+            }),
+        }
+    }
+}
