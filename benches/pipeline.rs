@@ -53,8 +53,9 @@ fn parse(c: &mut Criterion) {
 }
 
 /// A one-worker runtime (the gateway benchmark gives lyss one core) and a SQLite store in a
-/// temporary directory with workspace, user and key `bench`.
-fn store(file: &str) -> (tokio::runtime::Runtime, Arc<SqlitePolicy>, CreatedKey) {
+/// temporary directory with workspace, user and key `bench`: served by this process
+/// (reservations in memory, as `lyss-server` runs it) or with reservations in the file.
+fn store(file: &str, serve: bool) -> (tokio::runtime::Runtime, Arc<SqlitePolicy>, CreatedKey) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -62,11 +63,11 @@ fn store(file: &str) -> (tokio::runtime::Runtime, Arc<SqlitePolicy>, CreatedKey)
         .unwrap();
     let dir = tempfile_dir();
     let (policy, key) = rt.block_on(async {
-        let policy = Arc::new(
-            SqlitePolicy::connect(&format!("sqlite://{}/{file}", dir.display()))
-                .await
-                .unwrap(),
-        );
+        let url = format!("sqlite://{}/{file}", dir.display());
+        let policy = Arc::new(match serve {
+            true => SqlitePolicy::serve(&url).await.unwrap(),
+            false => SqlitePolicy::connect(&url).await.unwrap(),
+        });
         policy
             .create_workspace("bench", &["*".into()])
             .await
@@ -85,7 +86,7 @@ fn store(file: &str) -> (tokio::runtime::Runtime, Arc<SqlitePolicy>, CreatedKey)
 }
 
 fn governance(c: &mut Criterion) {
-    let (rt, policy, key) = store("bench.db");
+    let (rt, policy, key) = store("bench.db", true);
     let key = key.key;
     let lyss = Lyss::builder(policy.clone()).build();
     c.bench_function("authenticate/cached", |b| {
@@ -116,7 +117,13 @@ fn governance(c: &mut Criterion) {
 }
 
 fn budgets(c: &mut Criterion) {
-    let (rt, policy, key) = store("budgets.db");
+    for (serve, name) in [(true, "in_process"), (false, "in_file")] {
+        reserve_and_settle(c, serve, name);
+    }
+}
+
+fn reserve_and_settle(c: &mut Criterion, serve: bool, name: &str) {
+    let (rt, policy, key) = store(&format!("budgets-{name}.db"), serve);
     let who = rt.block_on(async {
         for (scope, target, unit, limit) in [
             (
@@ -150,16 +157,19 @@ fn budgets(c: &mut Criterion) {
         grows: None,
     };
     let entry = ledger_entry(&who.workspace_id, &who.user_id, &who.key_id);
-    c.bench_function("reserve_and_settle/sqlite_two_budgets", |b| {
-        b.to_async(&rt).iter(|| async {
-            let now = time::OffsetDateTime::now_utc();
-            let r = policy
-                .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
-                .await
-                .unwrap();
-            policy.settle(&r, &entry).await.unwrap()
-        })
-    });
+    c.bench_function(
+        &format!("reserve_and_settle/sqlite_two_budgets_{name}"),
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let now = time::OffsetDateTime::now_utc();
+                let r = policy
+                    .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
+                    .await
+                    .unwrap();
+                policy.settle(&r, &entry).await.unwrap()
+            })
+        },
+    );
 }
 
 /// A small chat request as the ledger records it.

@@ -104,7 +104,7 @@ impl Provider for Echo {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let policy = Arc::new(SqlitePolicy::connect("sqlite::memory:").await?);
+    let policy = Arc::new(SqlitePolicy::serve("sqlite::memory:").await?);
     policy.create_workspace("lab", &["echo".into()]).await?;
     policy.create_user("ada", "lab").await?;
     let key = policy

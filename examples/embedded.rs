@@ -89,7 +89,7 @@ impl Provider for Recollection {
 async fn main() -> anyhow::Result<()> {
     // Governance: a workspace that may use one model, a user, her key (budgets: see
     // `custom_provider.rs`).
-    let policy = Arc::new(SqlitePolicy::connect("sqlite::memory:").await?);
+    let policy = Arc::new(SqlitePolicy::serve("sqlite::memory:").await?);
     policy
         .create_workspace("research", &["assistant".into()])
         .await?;

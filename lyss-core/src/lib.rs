@@ -32,7 +32,8 @@
 //! # async fn demo() -> lyss_core::Result<()> {
 //! use std::sync::Arc;
 //! use lyss_core::{Lyss, SqlitePolicy};
-//! let policy = Arc::new(SqlitePolicy::connect("sqlite://lyss.db").await?);
+//! // This process serves the file: reservations held in memory, settlements on disk.
+//! let policy = Arc::new(SqlitePolicy::serve("sqlite://lyss.db").await?);
 //! let lyss = Lyss::builder(policy).build();
 //! # Ok(()) }
 //! ```

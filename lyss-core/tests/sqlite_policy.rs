@@ -157,49 +157,6 @@ mod served_file {
     }
 
     #[tokio::test]
-    async fn a_budget_deleted_while_its_request_runs_still_gets_the_ledger_row() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let now = OffsetDateTime::now_utc();
-        let p: Arc<dyn Policy> = Arc::new(SqlitePolicy::serve(&url(&dir)).await.expect("serve"));
-        let (who, _) = principal(p.as_ref()).await;
-        let gone = budget(
-            p.as_ref(),
-            Scope::Key,
-            &who.key_id,
-            Unit::Tokens,
-            1_000,
-            Period::Monthly,
-        )
-        .await;
-        let kept = budget(
-            p.as_ref(),
-            Scope::User,
-            "ann",
-            Unit::Tokens,
-            1_000,
-            Period::Monthly,
-        )
-        .await;
-        let r = p
-            .reserve(&who, &ask(10, Some(100)), now, TTL)
-            .await
-            .expect("fits");
-        p.delete_budget(&gone).await.expect("delete");
-        p.settle(&r, &spent_entry(&who, 10, 20))
-            .await
-            .expect("settled");
-        assert_eq!(usage_of(p.as_ref(), &kept, now).await, (30, 0));
-        assert_eq!(
-            p.ledger(&Default::default()).await.expect("ledger").len(),
-            1
-        );
-        // Admission is still open.
-        p.reserve(&who, &ask(10, Some(100)), now, TTL)
-            .await
-            .expect("fits");
-    }
-
-    #[tokio::test]
     async fn a_limit_lowered_by_another_process_applies_within_a_second() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = OffsetDateTime::now_utc();

@@ -113,3 +113,50 @@ async fn a_server_that_cannot_open_its_store_says_why_in_one_line() {
     assert!(stderr.contains("data"), "no path in: {stderr}");
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_second_server_on_a_data_directory_refuses_to_start_and_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let first = Killed(
+        command("lyss-server")
+            .args(["--data-dir", data, "--bind", &bind])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(reqwest::get(format!("http://{bind}/readyz")).await, Ok(r) if r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "first server not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = command("lyss-server")
+        .args(["--data-dir", data])
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(
+        stderr.contains("lyss.db.server.lock")
+            && stderr.contains(&format!("process {}", first.0.id())),
+        "{stderr}"
+    );
+    // An admin's `lyss` still works beside the first server.
+    let out = command("lyss")
+        .args(["--data-dir", data, "workspace", "create", "team"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

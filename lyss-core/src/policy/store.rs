@@ -42,7 +42,8 @@ pub(crate) trait BudgetTx: Send {
     /// Budgets attached to any of these scope ids (workspace, user, key).
     async fn budgets_for(&mut self, scope_ids: &[&str]) -> Result<Vec<Budget>>;
     /// `(spent, reserved)` of these usage rows (sorted, distinct), created at zero where
-    /// missing. Row-locking backends lock them, in the order given.
+    /// missing; none for a budget that no longer exists. Row-locking backends lock them, in
+    /// the order given.
     async fn usage_rows(&mut self, keys: &[&UsageKey]) -> Result<Vec<(UsageKey, (i64, i64))>>;
     /// The holds of these reservations still there, locked by row-locking backends.
     async fn holds_of(&mut self, reservation_ids: &[&str]) -> Result<Vec<HoldRow>>;
@@ -355,6 +356,7 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
         let read = tx.usage_rows(&keys.iter().collect::<Vec<_>>()).await?;
         state.rows.extend(read);
     }
+    let existing: BTreeSet<UsageKey> = state.rows.keys().cloned().collect();
     if !reservation_ids.is_empty() {
         let read = tx
             .holds_of(&reservation_ids.into_iter().collect::<Vec<_>>())
@@ -412,11 +414,13 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
         });
     }
 
-    // 4. Write back what changed.
+    // 4. Write back what changed — on budgets that still exist: the spend of a request whose
+    // budget was deleted while it ran has nowhere to go, but its ledger row is still written.
     let changes = WriteBack {
         usage: state
             .dirty
             .iter()
+            .filter(|k| existing.contains(*k))
             .map(|k| (k, state.rows.get(k).copied().unwrap_or((0, 0))))
             .collect(),
         gone: state.gone.iter().collect(),

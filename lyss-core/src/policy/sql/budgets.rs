@@ -33,15 +33,18 @@ macro_rules! impl_sql_budgets {
                 keys: &[&$crate::policy::store::UsageKey],
             ) -> $crate::Result<Vec<($crate::policy::store::UsageKey, (i64, i64))>> {
                 // An upsert that changes nothing but creates missing rows and locks them
-                // (Postgres), in the order given, and returns them.
+                // (Postgres), in the order given, and returns them — those of budgets that
+                // still exist (one deleted while its request ran has no row to come back to).
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ",
+                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
+                     SELECT column1, column2, 0, 0 FROM (",
                 );
                 q.push_values(keys, |mut row, (budget_id, start)| {
-                    row.push_bind(budget_id).push_bind(*start).push_bind(0i64).push_bind(0i64);
+                    row.push_bind(budget_id).push_bind(*start);
                 });
                 q.push(
-                    " ON CONFLICT (budget_id, period_start) DO UPDATE SET spent = budget_usage.spent \
+                    ") AS v WHERE column1 IN (SELECT id FROM budgets) \
+                     ON CONFLICT (budget_id, period_start) DO UPDATE SET spent = budget_usage.spent \
                      RETURNING budget_id, period_start, spent, reserved",
                 );
                 let rows = q
@@ -323,7 +326,7 @@ macro_rules! impl_sql_budgets {
                     row.push_bind(budget_id).push_bind(*start).push_bind(*spent);
                 });
                 q.push(
-                    ") WHERE column1 IN (SELECT id FROM budgets) \
+                    ") AS v WHERE column1 IN (SELECT id FROM budgets) \
                      ON CONFLICT (budget_id, period_start) DO UPDATE SET \
                      spent = budget_usage.spent + excluded.spent; ",
                 );

@@ -414,3 +414,38 @@ pub async fn top_ups_grow_a_reservation_only_as_far_as_every_budget_allows(
     assert_eq!(policy.top_up(&r, price(), 10).await.expect("settled"), 0);
     assert_eq!(usage_of(policy.as_ref(), &tokens, now).await, (700, 0));
 }
+
+pub async fn a_budget_deleted_while_its_request_runs_still_gets_its_ledger_row(
+    policy: Arc<dyn Policy>,
+) {
+    let (who, key) = principal(policy.as_ref()).await;
+    let now = OffsetDateTime::now_utc();
+    let p = policy.as_ref();
+    let gone = budget(
+        p,
+        Scope::Key,
+        &who.key_id,
+        Unit::Tokens,
+        1_000,
+        Period::Monthly,
+    )
+    .await;
+    let kept = budget(p, Scope::User, "ann", Unit::Tokens, 1_000, Period::Monthly).await;
+    let who = p.authenticate(&key).await.expect("re-authenticate");
+    let r = p
+        .reserve(&who, &ask(10, Some(100)), now, TTL)
+        .await
+        .expect("fits");
+    assert_eq!(r.holds.len(), 2);
+    p.delete_budget(&gone).await.expect("delete");
+    p.settle(&r, &spent_entry(&who, 10, 20))
+        .await
+        .expect("settled on what is left");
+    assert_eq!(usage_of(p, &kept, now).await, (30, 0));
+    assert_eq!(p.budgets(now).await.expect("list").len(), 1);
+    let rows = p.ledger(&LedgerQuery::default()).await.expect("ledger");
+    assert_eq!(rows.len(), 1, "the request is on the books");
+    p.reserve(&who, &ask(10, Some(100)), now, TTL)
+        .await
+        .expect("admission still works");
+}

@@ -38,6 +38,7 @@ macro_rules! policy_conformance {
             lowering_a_limit_applies_at_once,
             expired_budgets_admit_nothing,
             top_ups_grow_a_reservation_only_as_far_as_every_budget_allows,
+            a_budget_deleted_while_its_request_runs_still_gets_its_ledger_row,
             usage_reports_group_the_ledger,
             rate_limits_and_budgets_reach_the_principal,
             workspace_updates_change_only_what_they_name,
