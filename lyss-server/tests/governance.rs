@@ -247,16 +247,21 @@ async fn tokens_per_minute_count_the_prompt_and_the_requested_answer() {
     assert_eq!(refused.status(), 429);
 }
 
+/// The running server's SQLite file, opened beside it to break it.
+async fn side_door(app: &TestApp) -> sqlx::SqlitePool {
+    let db = app.data_dir().join("lyss.db");
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_broken_budget_store_refuses_instead_of_overspending() {
     let app = TestApp::new().await;
     mock_small(&app).await;
     token_budget(&app, Scope::User, "ann", 5_000).await;
     // Break the store under the running server: the budget's usage cannot be read.
-    let db = app.data_dir().join("lyss.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = side_door(&app).await;
     sqlx::query("DROP TABLE budget_usage")
         .execute(&pool)
         .await
@@ -287,10 +292,7 @@ async fn a_settlement_that_cannot_be_written_closes_admission_until_one_can() {
     token_budget(&app, Scope::User, "ann", 5_000).await;
     assert_eq!(app.chat(&chat(json!({}))).await.status(), 200);
     // The ledger breaks under the running server, whose reservations live in memory.
-    let db = app.data_dir().join("lyss.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = side_door(&app).await;
     sqlx::query("ALTER TABLE usage_ledger RENAME TO usage_ledger_away")
         .execute(&pool)
         .await

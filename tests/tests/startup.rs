@@ -98,17 +98,7 @@ async fn a_server_that_cannot_open_its_store_says_why_in_one_line() {
     // A file where the data directory should be: the store cannot be created.
     let data = dir.path().join("data");
     std::fs::write(&data, "not a directory").unwrap();
-    let out = command("lyss-server")
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
-        .env("RUST_BACKTRACE", "1")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    let stderr = refused_start(data.to_str().unwrap());
     assert!(stderr.starts_with("lyss-server: "), "{stderr}");
     assert!(stderr.contains("data"), "no path in: {stderr}");
     assert!(!stderr.contains("backtrace"), "{stderr}");
@@ -134,16 +124,7 @@ async fn a_second_server_on_a_data_directory_refuses_to_start_and_names_the_firs
         assert!(Instant::now() < deadline, "first server not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = command("lyss-server")
-        .args(["--data-dir", data])
-        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    let stderr = refused_start(data);
     assert!(
         stderr.contains("lyss.db.server.lock")
             && stderr.contains(&format!("process {}", first.0.id())),
@@ -159,4 +140,20 @@ async fn a_second_server_on_a_data_directory_refuses_to_start_and_names_the_firs
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts `lyss-server` on `data`, which must refuse to start with one line on stderr: that line.
+fn refused_start(data: &str) -> String {
+    let out = command("lyss-server")
+        .args(["--data-dir", data])
+        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    stderr
 }
