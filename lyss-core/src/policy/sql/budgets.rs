@@ -421,7 +421,7 @@ macro_rules! impl_sql_budgets {
                     return Ok(want);
                 }
                 if let Some(books) = self.in_process() {
-                    return Ok(books.top_up(reservation, price, want));
+                    return books.top_up(reservation, price, want);
                 }
                 $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::TopUp {
                     reservation: Box::new(reservation.clone()),

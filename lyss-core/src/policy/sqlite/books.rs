@@ -97,12 +97,7 @@ impl Books {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<Reservation> {
-        if self.failing.load(Ordering::Acquire) {
-            return Err(Error::Unavailable {
-                backend: "database",
-                message: "settlements cannot be written; admission is closed until they are".into(),
-            });
-        }
+        self.open_for_spending()?;
         let definitions = self.definitions().await?;
         let mut budgets: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
             .into_iter()
@@ -138,11 +133,24 @@ impl Books {
         reserved
     }
 
-    pub(crate) fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> u32 {
+    /// Fails closed while settlements cannot be written: nothing more may be spent.
+    fn open_for_spending(&self) -> Result<()> {
+        if self.failing.load(Ordering::Acquire) {
+            return Err(Error::Unavailable {
+                backend: "database",
+                message: "settlements cannot be written; nothing more is admitted until they are"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
+        self.open_for_spending()?;
         let mut held = self.held();
         let granted = store::top_up_in(&mut held.state, reservation, &price, want);
         held.state.forget_changes();
-        granted
+        Ok(granted)
     }
 
     pub(crate) async fn settle(
