@@ -1,9 +1,8 @@
 //! In-process budgets: the embedded tier's reservations, held in the serving process.
 //!
 //! When one process serves a database file — enforced by an exclusive lock on
-//! `<file>.server.lock`
-//! — the budget counters need no database round trip to stay true: admission, top-ups and
-//! the reaper decide in memory under one mutex (microseconds), and only a settlement writes:
+//! `<file>.server.lock` — the budget counters need no database round trip to stay true:
+//! admission, top-ups and the reaper decide in memory under one mutex (microseconds), and only a settlement writes:
 //! its spend and its ledger row, in one commit of the writer's group commit, durable before
 //! the response completes. The file's `spent` therefore always equals what its ledger rows
 //! spent. A crash loses only the holds of requests in flight — the reaper would have
@@ -17,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,10 @@ pub(crate) struct Books {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
     held: Mutex<Held>,
-    definitions: RwLock<Option<(Instant, Definitions)>>,
+    /// When read, at which [`Self::changes`], and what.
+    definitions: RwLock<Option<(Instant, u64, Definitions)>>,
+    /// Budget changes made through this process: a read that overlapped one is not reused.
+    changes: AtomicU64,
     /// Set when a settlement could not be written; cleared by the next commit.
     failing: AtomicBool,
     /// The exclusive lock on `<file>.server.lock`, held while this lives (none for `:memory:`).
@@ -79,6 +81,7 @@ impl Books {
             writer,
             held: Mutex::default(),
             definitions: RwLock::new(None),
+            changes: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             _lock: lock,
         })
@@ -234,12 +237,14 @@ impl Books {
 
     /// Budget definitions changed through this process apply to the next admission.
     pub(crate) fn definitions_changed(&self) {
-        *self.definitions.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     async fn definitions(&self) -> Result<Definitions> {
-        if let Some((at, defs)) = &*self.definitions.read().unwrap_or_else(|e| e.into_inner())
+        let changes = self.changes.load(Ordering::Acquire);
+        if let Some((at, seen, defs)) = &*self.definitions.read().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < DEFINITIONS_FRESH
+            && *seen == changes
         {
             return Ok(defs.clone());
         }
@@ -256,7 +261,7 @@ impl Books {
         }
         let defs = Arc::new(by_scope);
         *self.definitions.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((read_at, defs.clone()));
+            Some((read_at, changes, defs.clone()));
         Ok(defs)
     }
 
