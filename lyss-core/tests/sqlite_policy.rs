@@ -157,6 +157,70 @@ mod served_file {
     }
 
     #[tokio::test]
+    async fn admission_closed_by_a_failed_settlement_reopens_once_the_file_takes_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = OffsetDateTime::now_utc();
+        let p: Arc<dyn Policy> = Arc::new(SqlitePolicy::serve(&url(&dir)).await.expect("serve"));
+        let (who, _) = principal(p.as_ref()).await;
+        let id = budget(
+            p.as_ref(),
+            Scope::User,
+            "ann",
+            Unit::Tokens,
+            1_000,
+            Period::Monthly,
+        )
+        .await;
+        let r = p
+            .reserve(&who, &ask(10, Some(100)), now, TTL)
+            .await
+            .expect("fits");
+        let side = sqlx::SqlitePool::connect(&url(&dir))
+            .await
+            .expect("side door");
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(&rename("usage_ledger", "away"))
+            .execute(&side)
+            .await
+            .expect("break");
+        assert!(matches!(
+            p.settle(&r, &spent_entry(&who, 10, 20)).await,
+            Err(Error::Unavailable { .. })
+        ));
+        assert!(matches!(
+            p.reserve(&who, &ask(1, Some(1)), now, TTL).await,
+            Err(Error::Unavailable { .. })
+        ));
+        sqlx::query(&rename("away", "usage_ledger"))
+            .execute(&side)
+            .await
+            .expect("mend");
+        // Nobody retries the settlement here: admission reopens by itself.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let second = loop {
+            match p.reserve(&who, &ask(1, Some(1)), now, TTL).await {
+                Ok(r) => break r,
+                Err(Error::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("admission did not reopen: {other:?}"),
+            }
+        };
+        // The failed settlement, retried, spends once.
+        p.settle(&r, &spent_entry(&who, 10, 20))
+            .await
+            .expect("settled");
+        assert_eq!(
+            usage_of(p.as_ref(), &id, now).await,
+            (30, second.holds[0].amount)
+        );
+        assert_eq!(
+            p.ledger(&Default::default()).await.expect("ledger").len(),
+            1
+        );
+    }
+
+    #[tokio::test]
     async fn a_limit_lowered_by_another_process_applies_within_a_second() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = OffsetDateTime::now_utc();

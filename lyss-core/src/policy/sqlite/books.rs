@@ -7,7 +7,8 @@
 //! the response completes. The file's `spent` therefore always equals what its ledger rows
 //! spent. A crash loses only the holds of requests in flight — the reaper would have
 //! released them — never recorded spend. While the database refuses writes (a full disk),
-//! admission is closed: nothing is spent that cannot be recorded.
+//! admission is closed — nothing is spent that cannot be recorded — and checks once a second
+//! whether it takes them again.
 //!
 //! Budget definitions are read from the file and kept for at most [`DEFINITIONS_FRESH`], so
 //! a limit the admin's `lyss` (another process) lowers applies within a second; changes made
@@ -34,6 +35,9 @@ use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
 /// How long budget definitions read from the file are used before being read again.
 const DEFINITIONS_FRESH: Duration = Duration::from_millis(500);
 
+/// How often a closed admission checks whether the file takes writes again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// Budgets by the scope id (workspace, user or key) they are attached to.
 type Definitions = Arc<HashMap<String, Vec<Budget>>>;
 
@@ -46,8 +50,10 @@ pub(crate) struct Books {
     definitions: RwLock<Option<(Instant, u64, Definitions)>>,
     /// Budget changes made through this process: a read that overlapped one is not reused.
     changes: AtomicU64,
-    /// Set when a settlement could not be written; cleared by the next commit.
+    /// Set when a settlement could not be written; cleared by the next commit, or by a probe.
     failing: AtomicBool,
+    /// When admission last probed whether the file takes writes again.
+    probed: Mutex<Option<Instant>>,
     /// The exclusive lock on `<file>.server.lock`, held while this lives (none for `:memory:`).
     _lock: Option<File>,
 }
@@ -83,6 +89,7 @@ impl Books {
             definitions: RwLock::new(None),
             changes: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            probed: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -100,7 +107,9 @@ impl Books {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<Reservation> {
-        self.open_for_spending()?;
+        if self.open_for_spending().is_err() && !self.takes_writes_again().await {
+            self.open_for_spending()?;
+        }
         let definitions = self.definitions().await?;
         let mut budgets: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
             .into_iter()
@@ -146,6 +155,29 @@ impl Books {
             });
         }
         Ok(())
+    }
+
+    /// Whether the file takes a write again (probed at most once a second), reopening
+    /// admission if so — whether or not anyone still retries the settlement that failed.
+    async fn takes_writes_again(&self) -> bool {
+        {
+            let mut probed = self.probed.lock().unwrap_or_else(|e| e.into_inner());
+            if probed.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+                return false;
+            }
+            *probed = Some(Instant::now());
+        }
+        let probe = probe_writes(&self.pool);
+        match probe.await {
+            Ok(()) => {
+                self.failing.store(false, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the database still refuses writes");
+                false
+            }
+        }
     }
 
     pub(crate) fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
@@ -385,4 +417,25 @@ impl Claim {
             }),
         }
     }
+}
+
+/// What a settlement does, minus the rows: its statements run against the tables it writes, and
+/// the file takes a write (SQLite rewrites the header page — a WAL frame — on
+/// `PRAGMA user_version = …` even when the value does not change).
+async fn probe_writes(pool: &SqlitePool) -> std::result::Result<(), sqlx::Error> {
+    let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    // Dropped without a commit, the transaction rolls back.
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE budget_usage SET spent = spent WHERE 0")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE usage_ledger SET status = status WHERE 0")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("PRAGMA user_version = {v}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
