@@ -1,5 +1,8 @@
-//! The policy conformance suite against SQLite (a fresh in-memory database per test), plus
-//! SQLite-specific behaviour; the in-process rate limiter's suite.
+//! The policy conformance suite against SQLite (a fresh in-memory database per test) opened
+//! both ways — reservations in the file, and held by the process serving it — plus
+//! SQLite-specific behaviour (a served file's lock, restart and failure rules); the in-process
+//! rate limiter's suite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod sqlite {
     lyss_core::policy_conformance!(async {
@@ -59,7 +62,7 @@ mod served_file {
     use std::time::Duration;
 
     use lyss_core::policy::prelude::*;
-    use lyss_core::policy::{Period, Scope, Unit};
+    use lyss_core::policy::{Period, Principal, Reservation, Scope, Unit};
     use lyss_core::testing::policy::{ask, budget, principal, spent_entry, usage_of};
     use lyss_core::{Error, Policy, SqlitePolicy};
     use time::OffsetDateTime;
@@ -68,6 +71,30 @@ mod served_file {
 
     fn url(dir: &tempfile::TempDir) -> String {
         format!("sqlite://{}", dir.path().join("lyss.db").display())
+    }
+
+    /// A served file with ann's 1,000-token monthly budget and one reservation on it (10
+    /// prompt tokens, up to 100 more): the policy, ann, the budget's id and the reservation.
+    async fn served_with_a_reservation(
+        dir: &tempfile::TempDir,
+        now: OffsetDateTime,
+    ) -> (Arc<dyn Policy>, Principal, String, Reservation) {
+        let p: Arc<dyn Policy> = Arc::new(SqlitePolicy::serve(&url(dir)).await.expect("serve"));
+        let (who, _) = principal(p.as_ref()).await;
+        let id = budget(
+            p.as_ref(),
+            Scope::User,
+            "ann",
+            Unit::Tokens,
+            1_000,
+            Period::Monthly,
+        )
+        .await;
+        let r = p
+            .reserve(&who, &ask(10, Some(100)), now, TTL)
+            .await
+            .expect("fits");
+        (p, who, id, r)
     }
 
     #[tokio::test]
@@ -112,22 +139,7 @@ mod served_file {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = OffsetDateTime::now_utc();
         let (who, id) = {
-            let p: Arc<dyn Policy> =
-                Arc::new(SqlitePolicy::serve(&url(&dir)).await.expect("serve"));
-            let (who, _) = principal(p.as_ref()).await;
-            let id = budget(
-                p.as_ref(),
-                Scope::User,
-                "ann",
-                Unit::Tokens,
-                1_000,
-                Period::Monthly,
-            )
-            .await;
-            let r = p
-                .reserve(&who, &ask(10, Some(100)), now, TTL)
-                .await
-                .expect("fits");
+            let (p, who, id, r) = served_with_a_reservation(&dir, now).await;
             p.settle(&r, &spent_entry(&who, 10, 20))
                 .await
                 .expect("settle");
@@ -160,21 +172,7 @@ mod served_file {
     async fn admission_closed_by_a_failed_settlement_reopens_once_the_file_takes_writes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = OffsetDateTime::now_utc();
-        let p: Arc<dyn Policy> = Arc::new(SqlitePolicy::serve(&url(&dir)).await.expect("serve"));
-        let (who, _) = principal(p.as_ref()).await;
-        let id = budget(
-            p.as_ref(),
-            Scope::User,
-            "ann",
-            Unit::Tokens,
-            1_000,
-            Period::Monthly,
-        )
-        .await;
-        let r = p
-            .reserve(&who, &ask(10, Some(100)), now, TTL)
-            .await
-            .expect("fits");
+        let (p, who, id, r) = served_with_a_reservation(&dir, now).await;
         let side = sqlx::SqlitePool::connect(&url(&dir))
             .await
             .expect("side door");
