@@ -61,8 +61,8 @@ pub(crate) struct Books {
 #[derive(Default)]
 struct Held {
     state: State,
-    /// Reservations settled in memory whose ledger row is not durable yet: settling one again
-    /// (the caller retrying a failed write) writes its row without spending twice.
+    /// Reservations settled in memory whose ledger row could not be written: settling one
+    /// again (the caller retrying) writes its row without spending twice.
     unwritten: HashSet<String>,
 }
 
@@ -193,7 +193,7 @@ impl Books {
         reservation: &Reservation,
         entry: &LedgerEntry,
     ) -> Result<BudgetLeft> {
-        let (left, spend) = {
+        let (again, left, spend) = {
             let mut held = self.held();
             let again = held.unwritten.contains(&reservation.id);
             let left = if again {
@@ -201,9 +201,6 @@ impl Books {
             } else {
                 store::settle_in(&mut held.state, reservation, entry)
             };
-            if !again && !reservation.holds.is_empty() {
-                held.unwritten.insert(reservation.id.clone());
-            }
             held.state.forget_changes();
             let spend: Vec<(UsageKey, i64)> = reservation
                 .holds
@@ -213,7 +210,7 @@ impl Books {
                     (key, store::spend_on(h, entry))
                 })
                 .collect();
-            (left, spend)
+            (again, left, spend)
         };
         let written = submit(&self.writer, |done| Job::Persist {
             spend,
@@ -224,11 +221,17 @@ impl Books {
         match written {
             Ok(_) => {
                 self.failing.store(false, Ordering::Release);
-                self.held().unwritten.remove(&reservation.id);
+                if again {
+                    self.held().unwritten.remove(&reservation.id);
+                }
                 Ok(left)
             }
             Err(e) => {
                 self.failing.store(true, Ordering::Release);
+                // Only the caller settles this reservation again, and only after this error.
+                if !reservation.holds.is_empty() {
+                    self.held().unwritten.insert(reservation.id.clone());
+                }
                 Err(e)
             }
         }
