@@ -1,6 +1,8 @@
-//! The policy conformance suite against Postgres (a fresh schema per test) and the rate-limit
-//! suite against Redis (a unique key prefix per test). They need `LYSS_TEST_POSTGRES_URL` and
+//! The policy conformance suite against Postgres (a fresh schema per test), alone and with its
+//! budget counters in Redis, and the rate-limit suite against Redis (a unique key prefix per
+//! test); budget counters that Redis loses. They need `LYSS_TEST_POSTGRES_URL` and
 //! `LYSS_TEST_REDIS_URL`; unset, they skip locally and fail in CI.
+#![allow(clippy::expect_used)]
 
 mod postgres {
     lyss_core::policy_conformance!(async {
@@ -9,6 +11,21 @@ mod postgres {
             lyss_core::PostgresPolicy::connect(&url)
                 .await
                 .expect("connect to postgres"),
+        ) as std::sync::Arc<dyn lyss_core::Policy>)
+    });
+}
+
+mod postgres_with_redis_counters {
+    lyss_core::policy_conformance!(async {
+        let url = lyss_core::testing::services::postgres().await?;
+        let (redis, prefix) = lyss_core::testing::services::redis().await?;
+        Some(std::sync::Arc::new(
+            lyss_core::PostgresPolicy::connect(&url)
+                .await
+                .expect("connect to postgres")
+                .with_redis_counters(&url, &redis, &prefix)
+                .await
+                .expect("connect to redis"),
         ) as std::sync::Arc<dyn lyss_core::Policy>)
     });
 }
@@ -235,4 +252,211 @@ async fn memory_is_right_across_replicas() {
             .expect("search")
             .is_empty()
     );
+}
+
+/// A policy with its budget counters in a Redis of the test's own, and a 1,000-token budget
+/// on its principal's user.
+async fn counted_in_private_redis() -> Option<(
+    lyss_core::testing::services::PrivateRedis,
+    String,
+    lyss_core::PostgresPolicy,
+    lyss_core::policy::Principal,
+    String,
+)> {
+    use lyss_core::policy::{Period, Scope, Unit};
+    use lyss_core::testing::policy::{budget, principal};
+    let url = lyss_core::testing::services::postgres().await?;
+    lyss_core::testing::services::redis().await?;
+    let redis = lyss_core::testing::services::PrivateRedis::start().await;
+    let policy = lyss_core::PostgresPolicy::connect(&url)
+        .await
+        .expect("connect")
+        .with_redis_counters(&url, &redis.url(), "b:")
+        .await
+        .expect("counters");
+    let (who, _) = principal(&policy).await;
+    let id = budget(
+        &policy,
+        Scope::User,
+        "ann",
+        Unit::Tokens,
+        1_000,
+        Period::None,
+    )
+    .await;
+    Some((redis, url, policy, who, id))
+}
+
+/// What Postgres recorded for a budget: (spent, hold rows' total).
+async fn recorded(url: &str, id: &str) -> (i64, i64) {
+    let db = sqlx::PgPool::connect(url).await.expect("postgres");
+    let spent: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(spent), 0)::BIGINT FROM budget_usage WHERE budget_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .expect("spent");
+    let held: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(amount), 0)::BIGINT FROM reservations WHERE budget_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .expect("held");
+    (spent, held)
+}
+
+/// Redis restarts empty while one request is in flight and another settles: admission is
+/// refused while Redis is down, the counters are rebuilt from Postgres when it is back (the
+/// open hold included), nothing is counted twice, and the budget still fills exactly to its
+/// limit.
+#[tokio::test]
+async fn budget_counters_lost_with_redis_are_rebuilt_from_postgres() {
+    use lyss_core::policy::prelude::*;
+    use lyss_core::testing::policy::{ask, spent_entry, usage_of};
+    let Some((mut redis, url, policy, who, id)) = counted_in_private_redis().await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = std::time::Duration::from_secs(60);
+    let open = policy
+        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .await
+        .expect("open");
+    let done = policy
+        .reserve(&who, &ask(50, Some(50)), now, ttl)
+        .await
+        .expect("done");
+    assert_eq!(usage_of(&policy, &id, now).await, (0, 300));
+
+    redis.kill();
+    assert!(matches!(
+        policy.reserve(&who, &ask(10, Some(10)), now, ttl).await,
+        Err(lyss_core::Error::Unavailable { .. })
+    ));
+    // Durable in Postgres while Redis is down; it reaches the counters after the rebuild.
+    policy
+        .settle(&done, &spent_entry(&who, 50, 20))
+        .await
+        .expect("a settlement is recorded while Redis is down");
+    assert_eq!(recorded(&url, &id).await, (70, 200));
+    redis.restart().await;
+
+    let mut rebuilt = None;
+    for _ in 0..50 {
+        if let Ok(all) = policy.budgets(now).await {
+            rebuilt = all.into_iter().find(|b| b.budget.id == id);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rebuilt = rebuilt.expect("the counters are rebuilt once Redis is back");
+    // The settled request's spend, the open one's hold; then the background retry of the
+    // settlement finds nothing left to do (it must not count its spend again).
+    assert_eq!((rebuilt.spent, rebuilt.reserved), (70, 200));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(usage_of(&policy, &id, now).await, (70, 200));
+
+    policy
+        .settle(&open, &spent_entry(&who, 100, 30))
+        .await
+        .expect("settle across the rebuild");
+    assert_eq!(usage_of(&policy, &id, now).await, (200, 0));
+    // 800 tokens left: 8 requests of 100 fit, the ninth does not.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(
+            policy
+                .reserve(&who, &ask(50, Some(50)), now, ttl)
+                .await
+                .expect("fits"),
+        );
+    }
+    assert!(matches!(
+        policy.reserve(&who, &ask(50, Some(50)), now, ttl).await,
+        Err(lyss_core::Error::BudgetExceeded(_))
+    ));
+    for r in &held {
+        policy
+            .settle(r, &spent_entry(&who, 50, 50))
+            .await
+            .expect("settle");
+    }
+    assert_eq!(usage_of(&policy, &id, now).await, (1_000, 0));
+    assert_eq!(recorded(&url, &id).await, (1_000, 0));
+}
+
+/// A Redis that restarted from an old snapshot has counters, but old ones: they are noticed
+/// (the server's `run_id` changed) and rebuilt from Postgres within about a second.
+#[tokio::test]
+async fn budget_counters_from_an_old_snapshot_are_rebuilt() {
+    use lyss_core::policy::prelude::*;
+    use lyss_core::testing::policy::{ask, spent_entry, usage_of};
+    let Some((redis, _url, policy, who, id)) = counted_in_private_redis().await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = std::time::Duration::from_secs(60);
+    let r = policy
+        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .await
+        .expect("reserve");
+    policy
+        .settle(&r, &spent_entry(&who, 100, 100))
+        .await
+        .expect("settle");
+    assert_eq!(usage_of(&policy, &id, now).await, (200, 0));
+    // What a reloaded snapshot looks like: the spend is missing, and `ready` names the
+    // process that wrote it.
+    let client = ::redis::Client::open(redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = ::redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flush");
+    let _: () = ::redis::cmd("SET")
+        .arg("b:ready")
+        .arg("a-process-before-the-restart")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let seen = policy.budgets(now).await.map(|all| {
+            let b = all.into_iter().find(|b| b.budget.id == id).expect("listed");
+            (b.spent, b.reserved)
+        });
+        if let Ok((200, 0)) = seen {
+            let exists: bool = ::redis::cmd("EXISTS")
+                .arg(format!("b:u:{id}:0"))
+                .query_async(&mut conn)
+                .await
+                .expect("exists");
+            if exists {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rebuilt: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // 800 left, exactly.
+    let r = policy
+        .reserve(&who, &ask(400, Some(400)), now, ttl)
+        .await
+        .expect("fits");
+    assert!(matches!(
+        policy.reserve(&who, &ask(1, Some(1)), now, ttl).await,
+        Err(lyss_core::Error::BudgetExceeded(_))
+    ));
+    policy
+        .settle(&r, &spent_entry(&who, 400, 400))
+        .await
+        .expect("settle");
 }

@@ -1,9 +1,10 @@
-//! Three `lyss-server` replicas sharing one Postgres and one Redis, under concurrent streaming
-//! and non-streaming load with small budgets: no budget is ever exceeded (sampled while the
-//! load runs), the ledger and the budgets agree, nothing stays reserved — also after a replica
-//! is killed with SIGKILL mid-load. Revocation, lowered limits and rate limits reach every
-//! replica. Needs `LYSS_TEST_POSTGRES_URL` and `LYSS_TEST_REDIS_URL` (skipped locally without
-//! them, a failure in CI).
+//! Three `lyss-server` replicas sharing one Postgres and one Redis (which holds the budget
+//! counters), under concurrent streaming and non-streaming load with small budgets: no budget
+//! is ever exceeded (sampled in Postgres and in Redis while the load runs), the ledger, the
+//! budgets and the counters agree, nothing stays reserved — also after a replica is killed
+//! with SIGKILL mid-load, and after Redis is killed mid-load and restarts empty. Revocation,
+//! lowered limits and rate limits reach every replica. Needs `LYSS_TEST_POSTGRES_URL` and
+//! `LYSS_TEST_REDIS_URL` (skipped locally without them, a failure in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -84,6 +85,9 @@ struct Cluster {
     replicas: Vec<Server>,
     db: String,
     pool: PgPool,
+    /// Where the budget counters live: Redis and their key prefix.
+    redis: redis::Client,
+    prefix: String,
     _dir: tempfile::TempDir,
 }
 
@@ -95,15 +99,21 @@ impl Cluster {
 
     /// [`Cluster::start`] with more configuration (TOML appended to the shared file).
     async fn start_with(extra: &str) -> Option<Cluster> {
+        let (redis, prefix) = lyss_core::testing::services::redis().await?;
+        Self::start_on(&redis, &prefix, extra).await
+    }
+
+    /// [`Cluster::start_with`] on the Redis at `redis`, keys under `prefix`.
+    async fn start_on(redis: &str, prefix: &str, extra: &str) -> Option<Cluster> {
         let db = lyss_core::testing::services::postgres().await?;
-        let (redis, _) = lyss_core::testing::services::redis().await?;
         let dir = tempfile::tempdir().unwrap();
         let upstream = upstream().await;
+        let prefix = format!("{prefix}budget:");
         let config = write_config(
             dir.path(),
             &upstream,
             &format!(
-                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\"\n{extra}"
+                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\"\n{extra}\n[budget_counters]\nredis_prefix = \"{prefix}\"\n"
             ),
         );
         let config = config.to_str().unwrap().to_owned();
@@ -119,8 +129,52 @@ impl Cluster {
             replicas,
             db,
             pool,
+            redis: redis::Client::open(redis).unwrap(),
+            prefix,
             _dir: dir,
         })
+    }
+
+    /// Every budget's counters in Redis, summed over periods: budget id → (spent, reserved).
+    async fn counters(&self) -> redis::RedisResult<HashMap<String, (i64, i64)>> {
+        let mut conn = self.redis.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}u:*", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        let mut out: HashMap<String, (i64, i64)> = HashMap::new();
+        for key in keys {
+            let (s, r): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("s")
+                .arg("r")
+                .query_async(&mut conn)
+                .await?;
+            let budget = key[self.prefix.len() + 2..]
+                .rsplit_once(':')
+                .unwrap()
+                .0
+                .to_owned();
+            let c = out.entry(budget).or_default();
+            c.0 += s.unwrap_or(0);
+            c.1 += r.unwrap_or(0);
+        }
+        Ok(out)
+    }
+
+    /// Budgets whose Redis counters are over their limit (none while Redis is down).
+    async fn counters_over_limit(&self) -> u64 {
+        let Ok(counters) = self.counters().await else {
+            return 0;
+        };
+        let limits: Vec<(String, i64)> = sqlx::query_as("SELECT id, limit_amount FROM budgets")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+        limits
+            .iter()
+            .filter(|(id, limit)| counters.get(id).is_some_and(|(s, r)| s + r > *limit))
+            .count() as u64
     }
 
     fn lyss(&self, args: &[&str]) -> Value {
@@ -205,31 +259,29 @@ async fn one_request(client: &reqwest::Client, base: &str, key: &str, i: u64) ->
 const STREAM_FAILED: u16 = 1;
 
 /// Drives `clients` concurrent loops against the replicas until every budget refuses, or the
-/// bound on requests or time is reached. Meanwhile, samples `spent + reserved ≤ limit` on every
-/// budget. Returns the statuses seen.
+/// bound on requests or time is reached, while `fault` runs. Meanwhile, samples `spent +
+/// reserved ≤ limit` on every budget, in Postgres and in Redis. Returns the statuses seen.
 async fn load(
     cluster: &Cluster,
     keys: &[(String, String)],
-    kill_one_after: Option<Duration>,
+    fault: impl std::future::Future<Output = ()>,
 ) -> HashMap<u16, u64> {
     let bases: Vec<String> = cluster.replicas.iter().map(|r| r.base.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let violations = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, violations, pool) = (stop.clone(), violations.clone(), cluster.pool.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let over: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM budget_usage u JOIN budgets b ON b.id = u.budget_id \
-                     WHERE u.spent + u.reserved > b.limit_amount",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                violations.fetch_add(over as u64, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+    let sampler = async {
+        while !stop.load(Ordering::SeqCst) {
+            let over: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM budget_usage u JOIN budgets b ON b.id = u.budget_id \
+                 WHERE u.spent + u.reserved > b.limit_amount",
+            )
+            .fetch_one(&cluster.pool)
+            .await
+            .unwrap();
+            let over = over as u64 + cluster.counters_over_limit().await;
+            violations.fetch_add(over, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -253,6 +305,8 @@ async fn load(
                     match status {
                         200 => refused_in_a_row = 0,
                         429 => refused_in_a_row += 1,
+                        // Refused while a backend is down: give it a moment.
+                        503 => tokio::time::sleep(Duration::from_millis(50)).await,
                         _ => {}
                     }
                 }
@@ -260,18 +314,17 @@ async fn load(
             })
         })
         .collect();
-    if let Some(after) = kill_one_after {
-        tokio::time::sleep(after).await;
-        sigkill(cluster, 0);
-    }
-    let mut seen: HashMap<u16, u64> = HashMap::new();
-    for t in tasks {
-        for (s, n) in t.await.unwrap() {
-            *seen.entry(s).or_default() += n;
+    let driven = async {
+        let mut seen: HashMap<u16, u64> = HashMap::new();
+        for t in tasks {
+            for (s, n) in t.await.unwrap() {
+                *seen.entry(s).or_default() += n;
+            }
         }
-    }
-    stop.store(true, Ordering::SeqCst);
-    sampler.await.unwrap();
+        stop.store(true, Ordering::SeqCst);
+        seen
+    };
+    let (seen, (), ()) = tokio::join!(driven, sampler, fault);
     assert_eq!(
         violations.load(Ordering::SeqCst),
         0,
@@ -294,23 +347,25 @@ fn sigkill(cluster: &Cluster, i: usize) {
 
 /// After the load (and the reaper): the ledger equals the budgets' spend, no budget is over
 /// its limit, nothing is reserved.
-async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)]) {
+async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)], counted: Counted) {
     let deadline = Instant::now() + Duration::from_secs(RESERVATION_TIMEOUT_SECS * 4 + 5);
-    loop {
+    let counters = loop {
         let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations")
             .fetch_one(&cluster.pool)
             .await
             .unwrap();
         let reserved: i64 = cluster.budget_rows().await.iter().map(|r| r.3).sum();
-        if open == 0 && reserved == 0 {
-            break;
+        let counters = cluster.counters().await.unwrap();
+        let held: i64 = counters.values().map(|c| c.1).sum();
+        if open == 0 && reserved == 0 && held == 0 {
+            break counters;
         }
         assert!(
             Instant::now() < deadline,
-            "{open} reservations ({reserved} reserved) left behind"
+            "{open} reservations ({reserved} reserved, {held} held in Redis) left behind"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let ledger_cost: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(cost_nusd), 0)::BIGINT FROM usage_ledger")
             .fetch_one(&cluster.pool)
@@ -337,9 +392,30 @@ async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)]) {
             other => panic!("unexpected budget scope {other}"),
         };
         assert_eq!(spent, ledger, "budget {} and the ledger disagree", b["id"]);
+        let id = b["id"].as_str().unwrap();
+        let in_redis = counters.get(id).map_or(0, |c| c.0);
+        match counted {
+            Counted::Exactly => {
+                assert_eq!(in_redis, spent, "budget {id}: Redis and Postgres disagree")
+            }
+            Counted::AtLeast => assert!(
+                (spent..=limit).contains(&in_redis),
+                "budget {id}: Redis counts {in_redis}, Postgres {spent} of {limit}"
+            ),
+        }
         checked += 1;
     }
     assert_eq!(checked, keys.len() + 1);
+}
+
+/// What the Redis counters must say of the spend once the load is over.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// What Postgres recorded.
+    Exactly,
+    /// At least that, never over the limit: a replica killed between a settlement's commit
+    /// and its Redis script leaves a hold that is counted whole when it expires.
+    AtLeast,
 }
 
 fn set_budgets(cluster: &Cluster, keys: &[(String, String)]) {
@@ -366,7 +442,7 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
     };
     let keys = cluster.tenants(6);
     set_budgets(&cluster, &keys);
-    let seen = load(&cluster, &keys, None).await;
+    let seen = load(&cluster, &keys, async {}).await;
     assert!(
         seen.get(&200).copied().unwrap_or(0) >= 20,
         "too few requests served: {seen:?}"
@@ -409,7 +485,7 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_books_balance(&cluster, &keys).await;
+    assert_books_balance(&cluster, &keys, Counted::Exactly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -419,13 +495,50 @@ async fn a_replica_killed_mid_load_leaves_nothing_reserved_and_nothing_double_co
     };
     let keys = cluster.tenants(6);
     set_budgets(&cluster, &keys);
-    let seen = load(&cluster, &keys, Some(Duration::from_millis(300))).await;
+    let seen = load(&cluster, &keys, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sigkill(&cluster, 0);
+    })
+    .await;
     assert!(seen.get(&200).copied().unwrap_or(0) >= 10, "{seen:?}");
     assert!(
         seen.get(&0).copied().unwrap_or(0) > 0,
         "the kill hit no request in flight: {seen:?}"
     );
-    assert_books_balance(&cluster, &keys).await;
+    assert_books_balance(&cluster, &keys, Counted::AtLeast).await;
+}
+
+/// Redis dies mid-load and comes back empty: while it is down requests are refused (503),
+/// never admitted unchecked; when it is back the counters are rebuilt from Postgres and the
+/// load goes on until the budgets refuse. Nothing is overspent and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_loses_every_counter_and_nothing_is_overspent() {
+    if lyss_core::testing::services::redis().await.is_none() {
+        return;
+    }
+    let mut redis = lyss_core::testing::services::PrivateRedis::start().await;
+    let Some(cluster) = Cluster::start_on(&redis.url(), "", "").await else {
+        return;
+    };
+    let keys = cluster.tenants(6);
+    set_budgets(&cluster, &keys);
+    let seen = load(&cluster, &keys, async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        redis.kill();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        redis.restart().await;
+    })
+    .await;
+    assert!(seen.get(&200).copied().unwrap_or(0) >= 20, "{seen:?}");
+    assert!(
+        seen.get(&503).copied().unwrap_or(0) > 0,
+        "nothing was refused while Redis was down: {seen:?}"
+    );
+    assert!(
+        seen.get(&429).copied().unwrap_or(0) > 0,
+        "budgets never refused after Redis came back: {seen:?}"
+    );
+    assert_books_balance(&cluster, &keys, Counted::Exactly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,9 +18,12 @@ pub struct Config {
     /// The governance store: `sqlite://…` or `postgres://…`. Default
     /// `sqlite://<data_dir>/lyss.db`. Env `LYSS_DATABASE_URL`.
     pub database_url: Option<String>,
-    /// Redis for rate-limit counters shared by replicas. Default: none (counters in process).
+    /// Redis for counters shared by replicas: rate limits, and on Postgres the budget counters
+    /// (`budget_counters`). Default: none (counters in process, budgets in the database).
     /// Env `LYSS_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// Where a Postgres cluster keeps its budget counters.
+    pub budget_counters: BudgetCountersConfig,
     /// Seconds a budget reservation may stay open before the reaper releases it (its request
     /// died). Default 900: longer than any upstream timeout. Env `LYSS_RESERVATION_TIMEOUT_SECS`.
     pub reservation_timeout_secs: u64,
@@ -79,6 +82,7 @@ impl Default for Config {
             data_dir: None,
             database_url: None,
             redis_url: None,
+            budget_counters: BudgetCountersConfig::default(),
             reservation_timeout_secs: 900,
             reserve_output_tokens: 512,
             reserve_output_share: 0.05,
@@ -299,6 +303,38 @@ impl MemoryConfig {
             ),
         }
     }
+}
+
+/// Where a Postgres cluster keeps its budget counters (`spent`, `reserved`, open holds).
+/// SQLite's server always keeps them in its own memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetCountersConfig {
+    /// `redis` (`redis_url`): admission is one Lua script, Postgres keeps the ledger and
+    /// rebuilds the counters if Redis loses them; `database`: a Postgres transaction per
+    /// admission. Default: `redis` when `redis_url` is set. Every replica of a database must
+    /// use the same.
+    pub store: Option<CounterStore>,
+    /// Where in Redis this deployment's budget counters live (every key starts with it).
+    /// Default `lyss:budget:`; deployments sharing one Redis each need their own.
+    pub redis_prefix: String,
+}
+
+impl Default for BudgetCountersConfig {
+    fn default() -> Self {
+        Self {
+            store: None,
+            redis_prefix: "lyss:budget:".into(),
+        }
+    }
+}
+
+/// Where budget counters live; see [`BudgetCountersConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterStore {
+    Redis,
+    Database,
 }
 
 /// Response caching: an identical (or, in `semantic` mode, equivalent) request is answered

@@ -4,6 +4,7 @@
 //! ([`Error::Unavailable`], 503) — it never lets a request through unchecked.
 
 pub mod budget;
+pub(crate) mod counters;
 pub mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;

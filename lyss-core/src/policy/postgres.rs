@@ -4,8 +4,14 @@
 //! period (an `INSERT … ON CONFLICT DO UPDATE` upsert) in budget-id order inside one
 //! transaction, so replicas serialize on the budgets they share and `spent + reserved ≤ limit`
 //! holds across all of them. Ledger rows commit in the same transaction as their settlement.
+//!
+//! With [`PostgresPolicy::with_redis_counters`] the budget counters move to Redis
+//! ([`counters`]): admission is one Lua script instead of a transaction on shared rows, and
+//! Postgres keeps the ledger, the spend and the hold rows it rebuilds the counters from.
 
 use std::str::FromStr as _;
+#[cfg(feature = "redis")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -15,11 +21,16 @@ use tokio::sync::mpsc;
 use super::sql::{Job, impl_sql_policy};
 use crate::error::{Error, Result};
 
+#[cfg(feature = "redis")]
+mod counters;
+
 /// Governance in Postgres.
 #[derive(Clone)]
 pub struct PostgresPolicy {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
+    #[cfg(feature = "redis")]
+    counters: Option<Arc<counters::RedisCounters>>,
 }
 
 impl std::fmt::Debug for PostgresPolicy {
@@ -41,11 +52,65 @@ impl PostgresPolicy {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let writer = Self::spawn_writer(pool.clone());
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            #[cfg(feature = "redis")]
+            counters: None,
+        })
     }
 
-    /// Replicas share the budgets: every reservation lives in the database.
-    fn in_process(&self) -> Option<&super::sqlite::Books> {
+    /// Keeps the budget counters in Redis at `redis_url` under keys starting with `prefix`
+    /// (one prefix per database: replicas of one cluster share it). Every replica of the
+    /// database must use the same counters. See [`counters`] for what lives where and how the
+    /// counters are rebuilt after Redis loses them.
+    #[cfg(feature = "redis")]
+    pub async fn with_redis_counters(
+        mut self,
+        database_url: &str,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Self> {
+        let holds = PgPoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(3))
+            // Hold rows are read back only to rebuild the counters after Redis lost them:
+            // they need not wait for the disk (a Postgres crash loses at most the last fraction
+            // of a second of them, while Redis still holds them).
+            .connect_with(
+                PgConnectOptions::from_str(database_url)
+                    .map_err(|e| Error::Config(format!("database_url: {e}")))?
+                    .options([("synchronous_commit", "off")]),
+            )
+            .await?;
+        self.counters = Some(
+            counters::RedisCounters::connect(
+                self.pool.clone(),
+                holds,
+                self.writer.clone(),
+                redis_url,
+                prefix,
+            )
+            .await?,
+        );
+        Ok(self)
+    }
+
+    /// Makes the next process with Redis counters under `prefix` rebuild them: a server that
+    /// keeps its counters in the database forgets any left in Redis, since they miss what it
+    /// spends.
+    #[cfg(feature = "redis")]
+    pub async fn forget_redis_counters(redis_url: &str, prefix: &str) -> Result<()> {
+        counters::forget(redis_url, prefix).await
+    }
+
+    /// Budget counters in Redis ([`Self::with_redis_counters`]), else in the database.
+    fn counters(&self) -> Option<&dyn super::counters::Counters> {
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.counters {
+            return Some(&**c);
+        }
         None
     }
 

@@ -116,8 +116,8 @@ impl SqlitePolicy {
     }
 
     /// The reservations this process holds, when it serves the file.
-    fn in_process(&self) -> Option<&Books> {
-        self.books.as_deref()
+    fn counters(&self) -> Option<&dyn super::counters::Counters> {
+        self.books.as_deref().map(|b| b as _)
     }
 
     /// Whether this process may keep reservations in the file: no server holds it.

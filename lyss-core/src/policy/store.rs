@@ -287,7 +287,7 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                     reservation_ids.insert(reservation.id.as_str());
                 }
             }
-            Job::Persist { .. } => {}
+            Job::Persist { release, .. } => reservation_ids.extend(release.as_deref()),
             Job::Reap { now, .. } => {
                 // Every reaper in the batch would find the same holds; the first releases them.
                 if expired.is_empty() {
@@ -395,9 +395,20 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
                 want,
                 ..
             } => Outcome::ToppedUp(top_up_in(&mut state, reservation, price, *want)),
-            Job::Persist { spend, entry, .. } => {
+            Job::Persist {
+                spend,
+                entry,
+                release,
+                ..
+            } => {
                 for ((budget_id, start), spent) in spend {
                     state.add(budget_id, *start, *spent, 0);
+                }
+                // Rows kept for recovery only: their amounts were never in `reserved` here.
+                if let Some(id) = release {
+                    for (budget_id, _) in spend.iter().map(|(k, _)| k) {
+                        state.take_hold(id, budget_id);
+                    }
                 }
                 ledger.push(&**entry);
                 Outcome::Settled(BudgetLeft::default())

@@ -265,20 +265,74 @@ async fn open_policy_as(config: &Config, serve: bool) -> Result<Arc<dyn Policy>>
         #[cfg(not(feature = "postgres"))]
         return Err(not_built_in("database_url: Postgres", "postgres"));
         #[cfg(feature = "postgres")]
-        return crate::policy::PostgresPolicy::connect(&url)
-            .await
-            .map(|p| Arc::new(p) as Arc<dyn Policy>)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "database_url: cannot use Postgres at {}: {e}",
-                    redact_url(&url)
-                ))
-            });
+        {
+            let policy = crate::policy::PostgresPolicy::connect(&url)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "database_url: cannot use Postgres at {}: {e}",
+                        redact_url(&url)
+                    ))
+                })?;
+            return match serve {
+                true => with_budget_counters(config, &url, policy).await,
+                // The admin's `lyss` reads and changes budgets in Postgres; replicas pick up
+                // changes within a second.
+                false => Ok(Arc::new(policy)),
+            };
+        }
     }
     Err(Error::Config(format!(
         "database_url: unsupported scheme in `{}` (supported: sqlite://, postgres://)",
         url.split("://").next().unwrap_or_default()
     )))
+}
+
+/// A serving Postgres policy with its budget counters where the config puts them.
+#[cfg(feature = "postgres")]
+async fn with_budget_counters(
+    config: &Config,
+    url: &str,
+    policy: crate::policy::PostgresPolicy,
+) -> Result<Arc<dyn Policy>> {
+    use crate::config::CounterStore;
+    let c = &config.budget_counters;
+    let store = c.store.unwrap_or(match config.redis_url {
+        Some(_) => CounterStore::Redis,
+        None => CounterStore::Database,
+    });
+    let redis_url = config.redis_url.as_deref();
+    match (store, redis_url) {
+        (CounterStore::Database, None) => Ok(Arc::new(policy)),
+        (CounterStore::Redis, None) => Err(Error::Config(
+            "budget_counters.store = \"redis\" needs redis_url".into(),
+        )),
+        #[cfg(not(feature = "redis"))]
+        (_, Some(_)) => Err(not_built_in("redis_url: Redis", "redis")),
+        #[cfg(feature = "redis")]
+        (CounterStore::Database, Some(redis)) => {
+            // Counters left in Redis by an earlier run would miss what is spent meanwhile:
+            // the next run with Redis counters rebuilds them.
+            crate::policy::PostgresPolicy::forget_redis_counters(redis, &c.redis_prefix)
+                .await
+                .map_err(|e| redis_error(redis, e))?;
+            Ok(Arc::new(policy))
+        }
+        #[cfg(feature = "redis")]
+        (CounterStore::Redis, Some(redis)) => policy
+            .with_redis_counters(url, redis, &c.redis_prefix)
+            .await
+            .map(|p| Arc::new(p) as Arc<dyn Policy>)
+            .map_err(|e| redis_error(redis, e)),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_error(url: &str, e: Error) -> Error {
+    Error::Config(format!(
+        "redis_url: cannot use Redis at {}: {e}",
+        redact_url(url)
+    ))
 }
 
 fn is_postgres(url: &str) -> bool {
@@ -302,12 +356,7 @@ pub async fn open_rate_limiter(config: &Config) -> Result<Arc<dyn RateLimiter>> 
         Some(url) => crate::policy::RedisRateLimiter::connect(url, "lyss:rl:")
             .await
             .map(|r| Arc::new(r) as Arc<dyn RateLimiter>)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "redis_url: cannot use Redis at {}: {e}",
-                    redact_url(url)
-                ))
-            }),
+            .map_err(|e| redis_error(url, e)),
         None => {
             if database_url(config).starts_with("postgres") {
                 tracing::warn!(

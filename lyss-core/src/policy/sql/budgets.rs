@@ -238,6 +238,17 @@ macro_rules! impl_sql_budgets {
             q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
         }
 
+        /// Every budget's definition (for counters kept outside the tables).
+        #[allow(dead_code)]
+        pub(crate) async fn all_budgets(pool: &$pool) -> $crate::Result<Vec<$crate::policy::Budget>> {
+            let rows = sqlx::query(
+                "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at FROM budgets",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(budget_from_row).collect()
+        }
+
         fn budget_from_row(r: &$row) -> $crate::Result<$crate::policy::Budget> {
             use sqlx::Row as _;
             use $crate::policy::budget::{Period, Scope, Unit};
@@ -268,7 +279,7 @@ macro_rules! impl_sql_budgets {
                 .iter()
                 .map(|j| match j {
                     Job::Settle { reservation, entry, .. } if reservation.holds.is_empty() => Some(&**entry),
-                    Job::Persist { spend, entry, .. } if spend.is_empty() => Some(&**entry),
+                    Job::Persist { spend, entry, release: None, .. } if spend.is_empty() => Some(&**entry),
                     _ => None,
                 })
                 .collect();
@@ -276,17 +287,15 @@ macro_rules! impl_sql_budgets {
                 ledger_insert(&entries).build().execute(pool).await?;
                 return Ok(entries.iter().map(|_| Outcome::Settled($crate::policy::BudgetLeft::default())).collect());
             }
-            if !$locks_rows {
-                let persisted: Option<Vec<_>> = jobs
-                    .iter()
-                    .map(|j| match j {
-                        Job::Persist { spend, entry, .. } => Some((spend, &**entry)),
-                        _ => None,
-                    })
-                    .collect();
-                if let Some(persisted) = persisted {
-                    return persist(pool, &persisted).await;
-                }
+            let persisted: Option<Vec<_>> = jobs
+                .iter()
+                .map(|j| match j {
+                    Job::Persist { spend, entry, release, .. } => Some((spend, &**entry, release.as_deref())),
+                    _ => None,
+                })
+                .collect();
+            if let Some(persisted) = persisted {
+                return persist(pool, &persisted).await;
             }
             let mut conn = pool.acquire().await?;
             sqlx::query($begin).execute(&mut *conn).await?;
@@ -300,24 +309,34 @@ macro_rules! impl_sql_budgets {
             result
         }
 
-        /// In-process settlements (SQLite's server, [`Job::Persist`](crate::policy::sql::Job)):
-        /// their spend added and their ledger rows appended in one transaction sent to SQLite
-        /// as one call — `BEGIN`, two statements and `COMMIT` in one trip to sqlx's worker
-        /// thread instead of four.
+        /// Settlements decided outside the tables ([`Job::Persist`](crate::policy::sql::Job)):
+        /// their spend added, their ledger rows appended and their hold rows deleted in one
+        /// transaction sent as one call — on SQLite `BEGIN`, the statements and `COMMIT` in one
+        /// trip to sqlx's worker thread; on Postgres one statement whose parts are `WITH`
+        /// clauses. Spend goes to the usage rows in one global order (no deadlock between
+        /// replicas) and only to budgets that still exist: a request whose budget was deleted
+        /// while it ran still gets its ledger row.
         async fn persist(
             pool: &$pool,
-            persisted: &[(&Vec<($crate::policy::store::UsageKey, i64)>, &$crate::policy::LedgerEntry)],
+            persisted: &[(&Vec<($crate::policy::store::UsageKey, i64)>, &$crate::policy::LedgerEntry, Option<&str>)],
         ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
             let mut spend: std::collections::BTreeMap<&$crate::policy::store::UsageKey, i64> =
                 std::collections::BTreeMap::new();
-            for (key, spent) in persisted.iter().flat_map(|(s, _)| s.iter()) {
+            for (key, spent) in persisted.iter().flat_map(|(s, _, _)| s.iter()) {
                 *spend.entry(key).or_default() += spent;
             }
-            let entries: Vec<&$crate::policy::LedgerEntry> = persisted.iter().map(|(_, e)| *e).collect();
-            let mut q = sqlx::QueryBuilder::<$db>::new("BEGIN IMMEDIATE; ");
+            let entries: Vec<&$crate::policy::LedgerEntry> = persisted.iter().map(|(_, e, _)| *e).collect();
+            let released: Vec<&str> = persisted.iter().filter_map(|(_, _, r)| *r).collect();
+            // Postgres: one statement (one round trip) whose writes are `WITH` parts; SQLite:
+            // the transaction's statements in one call.
+            let (open, between, close) = if $locks_rows {
+                ("WITH ", ", ", "")
+            } else {
+                ("BEGIN IMMEDIATE; ", "; ", "; COMMIT")
+            };
+            let mut q = sqlx::QueryBuilder::<$db>::new(open);
             if !spend.is_empty() {
-                // Spend on a budget deleted while its request ran has nowhere to go; the
-                // request's ledger row is still written.
+                q.push(if $locks_rows { "u AS (" } else { "" });
                 q.push(
                     "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
                      SELECT column1, column2, column3, 0 FROM (",
@@ -328,15 +347,35 @@ macro_rules! impl_sql_budgets {
                 q.push(
                     ") AS v WHERE column1 IN (SELECT id FROM budgets) \
                      ON CONFLICT (budget_id, period_start) DO UPDATE SET \
-                     spent = budget_usage.spent + excluded.spent; ",
+                     spent = budget_usage.spent + excluded.spent",
                 );
+                q.push(if $locks_rows { ")" } else { "" });
+            }
+            if !released.is_empty() {
+                if !spend.is_empty() {
+                    q.push(between);
+                }
+                q.push(if $locks_rows { "d AS (" } else { "" });
+                q.push("DELETE FROM reservations WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for id in &released {
+                    ids.push_bind(*id);
+                }
+                q.push(")");
+                q.push(if $locks_rows { ")" } else { "" });
+            }
+            if !spend.is_empty() || !released.is_empty() {
+                q.push(if $locks_rows { " " } else { "; " });
+            } else if $locks_rows {
+                // Nothing but ledger rows: no `WITH`.
+                q = sqlx::QueryBuilder::<$db>::new("");
             }
             push_ledger(&mut q, &entries);
-            q.push("; COMMIT");
+            q.push(close);
             let mut conn = pool.acquire().await?;
             if let Err(e) = q.build().execute(&mut *conn).await {
                 // Never hand a connection in an unknown transaction state back to the pool.
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                if !$locks_rows && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
                     conn.close_on_drop();
                 }
                 return Err(e.into());
@@ -395,8 +434,8 @@ macro_rules! impl_sql_budgets {
                 now: time::OffsetDateTime,
                 ttl: std::time::Duration,
             ) -> $crate::Result<$crate::policy::Reservation> {
-                if let Some(books) = self.in_process() {
-                    return books.reserve(who, ask, now, ttl).await;
+                if let Some(counters) = self.counters() {
+                    return counters.reserve(who, ask, now, ttl).await;
                 }
                 self.may_reserve()?;
                 let who = std::sync::Arc::new(who.clone());
@@ -420,8 +459,8 @@ macro_rules! impl_sql_budgets {
                 if reservation.holds.is_empty() || want == 0 {
                     return Ok(want);
                 }
-                if let Some(books) = self.in_process() {
-                    return books.top_up(reservation, price, want);
+                if let Some(counters) = self.counters() {
+                    return counters.top_up(reservation, price, want).await;
                 }
                 $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::TopUp {
                     reservation: Box::new(reservation.clone()),
@@ -437,8 +476,8 @@ macro_rules! impl_sql_budgets {
                 reservation: &$crate::policy::Reservation,
                 entry: &$crate::policy::LedgerEntry,
             ) -> $crate::Result<$crate::policy::BudgetLeft> {
-                if let Some(books) = self.in_process() {
-                    return books.settle(reservation, entry).await;
+                if let Some(counters) = self.counters() {
+                    return counters.settle(reservation, entry).await;
                 }
                 $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Settle {
                     reservation: Box::new(reservation.clone()),
@@ -449,8 +488,8 @@ macro_rules! impl_sql_budgets {
             }
 
             async fn release_expired(&self, now: time::OffsetDateTime) -> $crate::Result<u64> {
-                if let Some(books) = self.in_process() {
-                    return Ok(books.release_expired(now));
+                if let Some(counters) = self.counters() {
+                    return counters.release_expired(now).await;
                 }
                 $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Reap { now, done }).await
             }
@@ -481,8 +520,8 @@ macro_rules! impl_sql_budgets {
                 .bind(now_secs().unix_timestamp())
                 .fetch_one(&self.pool)
                 .await?;
-                if let Some(books) = self.in_process() {
-                    books.definitions_changed();
+                if let Some(counters) = self.counters() {
+                    counters.definitions_changed();
                 }
                 Ok($crate::policy::Budget {
                     id,
@@ -505,8 +544,8 @@ macro_rules! impl_sql_budgets {
                 if done.rows_affected() == 0 {
                     return Err($crate::Error::NotFound(format!("budget `{id}`")));
                 }
-                if let Some(books) = self.in_process() {
-                    books.definitions_changed();
+                if let Some(counters) = self.counters() {
+                    counters.definitions_changed();
                 }
                 Ok(())
             }
@@ -547,8 +586,8 @@ macro_rules! impl_sql_budgets {
                         reserved,
                     });
                 }
-                if let Some(books) = self.in_process() {
-                    books.overlay(&mut out);
+                if let Some(counters) = self.counters() {
+                    counters.overlay(&mut out).await?;
                 }
                 Ok(out)
             }

@@ -58,11 +58,13 @@ pub(crate) enum Job {
         now: OffsetDateTime,
         done: oneshot::Sender<Result<u64>>,
     },
-    /// A settlement decided in process ([`super::sqlite`]'s in-process budgets): adds its
-    /// spend to the usage rows and appends its ledger row, in one commit.
+    /// A settlement decided outside the tables ([`super::counters`]): adds its spend to the
+    /// usage rows, appends its ledger row and deletes the hold rows of `release` (Redis
+    /// counters keep them for recovery), in one commit.
     Persist {
         spend: Vec<(UsageKey, i64)>,
         entry: Box<LedgerEntry>,
+        release: Option<String>,
         done: oneshot::Sender<Result<BudgetLeft>>,
     },
 }

@@ -10,46 +10,40 @@
 //! admission is closed — nothing is spent that cannot be recorded — and checks once a second
 //! whether it takes them again.
 //!
-//! Budget definitions are read from the file and kept for at most [`DEFINITIONS_FRESH`], so
-//! a limit the admin's `lyss` (another process) lowers applies within a second; changes made
-//! through this policy apply at once.
+//! Budget definitions are read from the file and kept for at most
+//! [`DEFINITIONS_FRESH`](crate::policy::counters::DEFINITIONS_FRESH), so a limit the admin's
+//! `lyss` (another process) lowers applies within a second; changes made through this policy
+//! apply at once.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::models::Price;
-use crate::policy::budget::{Ask, Budget, BudgetStatus};
+use crate::policy::budget::{Ask, BudgetStatus};
+use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
 use crate::policy::sql::{Job, submit};
 use crate::policy::store::{self, State, UsageKey};
 use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
 
-/// How long budget definitions read from the file are used before being read again.
-const DEFINITIONS_FRESH: Duration = Duration::from_millis(500);
-
 /// How often a closed admission checks whether the file takes writes again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// Budgets by the scope id (workspace, user or key) they are attached to.
-type Definitions = Arc<HashMap<String, Vec<Budget>>>;
 
 /// Reservations and usage counters of one database file, held by the one process serving it.
 pub(crate) struct Books {
     pool: SqlitePool,
     writer: mpsc::Sender<Job>,
     held: Mutex<Held>,
-    /// When read, at which [`Self::changes`], and what.
-    definitions: RwLock<Option<(Instant, u64, Definitions)>>,
-    /// Budget changes made through this process: a read that overlapped one is not reused.
-    changes: AtomicU64,
+    definitions: DefinitionCache,
     /// Set when a settlement could not be written; cleared by the next commit, or by a probe.
     failing: AtomicBool,
     /// When admission last probed whether the file takes writes again.
@@ -86,8 +80,7 @@ impl Books {
             pool,
             writer,
             held: Mutex::default(),
-            definitions: RwLock::new(None),
-            changes: AtomicU64::new(0),
+            definitions: DefinitionCache::default(),
             failing: AtomicBool::new(false),
             probed: Mutex::new(None),
             _lock: lock,
@@ -98,51 +91,6 @@ impl Books {
         // A panic while holding the lock leaves plain numbers behind, never a torn invariant
         // check (each operation decides before it changes anything): keep going.
         self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) async fn reserve(
-        &self,
-        who: &Principal,
-        ask: &Ask,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<Reservation> {
-        if self.open_for_spending().is_err() && !self.takes_writes_again().await {
-            self.open_for_spending()?;
-        }
-        let definitions = self.definitions().await?;
-        let mut budgets: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
-            .into_iter()
-            .flat_map(|id| definitions.get(id.as_str()).into_iter().flatten())
-            .cloned()
-            .collect();
-        budgets.sort_by(|a, b| a.id.cmp(&b.id));
-        budgets.dedup_by(|a, b| a.id == b.id);
-        // Counters not seen since this process started come from the file, once.
-        let missing: Vec<UsageKey> = {
-            let held = self.held();
-            // A bad time zone surfaces as the admission's own refusal below.
-            budgets
-                .iter()
-                .filter_map(|b| {
-                    let (start, _) = b.period.bounds(now, b.tz.as_deref()).ok()?;
-                    Some((b.id.clone(), start))
-                })
-                .filter(|k| !held.state.rows.contains_key(k))
-                .collect()
-        };
-        if !missing.is_empty() {
-            let spent = self.recorded_spend(&missing).await?;
-            let mut held = self.held();
-            for key in missing {
-                let s = spent.get(&key).copied().unwrap_or(0);
-                held.state.rows.entry(key).or_insert((s, 0));
-            }
-        }
-        let mut held = self.held();
-        let reserved = store::reserve_in(&mut held.state, budgets, who, ask, now, ttl);
-        held.state.forget_changes();
-        reserved
     }
 
     /// Fails closed while settlements cannot be written: nothing more may be spent.
@@ -180,7 +128,69 @@ impl Books {
         }
     }
 
-    pub(crate) fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
+    async fn recorded_spend(&self, keys: &[UsageKey]) -> Result<HashMap<UsageKey, i64>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT budget_id, period_start, spent FROM budget_usage WHERE ",
+        );
+        let mut any = q.separated(" OR ");
+        for (budget_id, start) in keys {
+            any.push("(budget_id = ");
+            any.push_bind_unseparated(budget_id);
+            any.push_unseparated(" AND period_start = ");
+            any.push_bind_unseparated(*start);
+            any.push_unseparated(")");
+        }
+        let rows = q
+            .build_query_as::<(String, i64, i64)>()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(b, p, s)| ((b, p), s)).collect())
+    }
+}
+
+#[async_trait]
+impl Counters for Books {
+    async fn reserve(
+        &self,
+        who: &Principal,
+        ask: &Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Reservation> {
+        if self.open_for_spending().is_err() && !self.takes_writes_again().await {
+            self.open_for_spending()?;
+        }
+        let pool = &self.pool;
+        let definitions = self.definitions.get(|| super::all_budgets(pool)).await?;
+        let budgets = budgets_of(&definitions, who);
+        // Counters not seen since this process started come from the file, once.
+        let missing: Vec<UsageKey> = {
+            let held = self.held();
+            // A bad time zone surfaces as the admission's own refusal below.
+            budgets
+                .iter()
+                .filter_map(|b| {
+                    let (start, _) = b.period.bounds(now, b.tz.as_deref()).ok()?;
+                    Some((b.id.clone(), start))
+                })
+                .filter(|k| !held.state.rows.contains_key(k))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let spent = self.recorded_spend(&missing).await?;
+            let mut held = self.held();
+            for key in missing {
+                let s = spent.get(&key).copied().unwrap_or(0);
+                held.state.rows.entry(key).or_insert((s, 0));
+            }
+        }
+        let mut held = self.held();
+        let reserved = store::reserve_in(&mut held.state, budgets, who, ask, now, ttl);
+        held.state.forget_changes();
+        reserved
+    }
+
+    async fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
         self.open_for_spending()?;
         let mut held = self.held();
         let granted = store::top_up_in(&mut held.state, reservation, &price, want);
@@ -188,11 +198,7 @@ impl Books {
         Ok(granted)
     }
 
-    pub(crate) async fn settle(
-        &self,
-        reservation: &Reservation,
-        entry: &LedgerEntry,
-    ) -> Result<BudgetLeft> {
+    async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft> {
         let (again, left, spend) = {
             let mut held = self.held();
             let again = held.unwritten.contains(&reservation.id);
@@ -215,6 +221,7 @@ impl Books {
         let written = submit(&self.writer, |done| Job::Persist {
             spend,
             entry: Box::new(entry.clone()),
+            release: None,
             done,
         })
         .await;
@@ -237,7 +244,7 @@ impl Books {
         }
     }
 
-    pub(crate) fn release_expired(&self, now: OffsetDateTime) -> u64 {
+    async fn release_expired(&self, now: OffsetDateTime) -> Result<u64> {
         let mut held = self.held();
         let now = now.unix_timestamp();
         let expired: Vec<(String, String, i64)> = held
@@ -255,11 +262,11 @@ impl Books {
             .collect();
         let released = store::reap_in(&mut held.state, &expired);
         held.state.forget_changes();
-        released
+        Ok(released)
     }
 
     /// Replaces what the file says is reserved with what this process holds.
-    pub(crate) fn overlay(&self, statuses: &mut [BudgetStatus]) {
+    async fn overlay(&self, statuses: &mut [BudgetStatus]) -> Result<()> {
         let held = self.held();
         for s in statuses {
             if let Some(&(spent, reserved)) =
@@ -268,55 +275,11 @@ impl Books {
                 (s.spent, s.reserved) = (spent, reserved);
             }
         }
+        Ok(())
     }
 
-    /// Budget definitions changed through this process apply to the next admission.
-    pub(crate) fn definitions_changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
-    }
-
-    async fn definitions(&self) -> Result<Definitions> {
-        let changes = self.changes.load(Ordering::Acquire);
-        if let Some((at, seen, defs)) = &*self.definitions.read().unwrap_or_else(|e| e.into_inner())
-            && at.elapsed() < DEFINITIONS_FRESH
-            && *seen == changes
-        {
-            return Ok(defs.clone());
-        }
-        let read_at = Instant::now();
-        let rows = sqlx::query(
-            "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at FROM budgets",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_scope: HashMap<String, Vec<Budget>> = HashMap::new();
-        for row in &rows {
-            let b = super::budget_from_row(row)?;
-            by_scope.entry(b.scope_id.clone()).or_default().push(b);
-        }
-        let defs = Arc::new(by_scope);
-        *self.definitions.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((read_at, changes, defs.clone()));
-        Ok(defs)
-    }
-
-    async fn recorded_spend(&self, keys: &[UsageKey]) -> Result<HashMap<UsageKey, i64>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT budget_id, period_start, spent FROM budget_usage WHERE ",
-        );
-        let mut any = q.separated(" OR ");
-        for (budget_id, start) in keys {
-            any.push("(budget_id = ");
-            any.push_bind_unseparated(budget_id);
-            any.push_unseparated(" AND period_start = ");
-            any.push_bind_unseparated(*start);
-            any.push_unseparated(")");
-        }
-        let rows = q
-            .build_query_as::<(String, i64, i64)>()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|(b, p, s)| ((b, p), s)).collect())
+    fn definitions_changed(&self) {
+        self.definitions.changed();
     }
 }
 

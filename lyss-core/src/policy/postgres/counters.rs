@@ -1,0 +1,983 @@
+//! Budget counters in Redis, for every replica of a Postgres cluster.
+//!
+//! **What lives where.** Redis holds, per (budget, period), the counters `spent` and
+//! `reserved`, and per open reservation its holds; admission, top-ups and the release of
+//! expired holds are one Lua script each, atomic across every budget of a request. Postgres
+//! keeps what the counters are rebuilt from: the spend (`budget_usage.spent`, written with the
+//! ledger row in one commit) and one row per open hold (`reservations`), written *before* the
+//! hold reaches Redis and deleted by the settlement's commit. So a hold in Redis always has
+//! its row, and a spend in Postgres is either in the Redis counters or still has the hold
+//! record that its settlement script will turn into spend.
+//!
+//! **Losing Redis.** Every script first checks the key `<prefix>ready`; a Redis that
+//! restarted empty has none, and a restarted one that reloaded a snapshot is caught by a check
+//! of its `run_id` once a second. Until the counters are rebuilt, every reservation is refused
+//! (fail closed) and settlements commit to Postgres and wait to reach Redis. One replica (a
+//! Postgres advisory lock) rebuilds from one snapshot: spend from `budget_usage`, holds from
+//! `reservations`, then sets `ready`. A settlement that committed before the snapshot is in
+//! its spend and finds no hold record; one that committed after finds its hold and applies —
+//! so nothing is counted twice or lost. A hold row written before the snapshot whose script
+//! had not run yet stands only if its budgets are within their limits.
+//!
+//! **Requests that die.** The reaper releases expired holds in Redis, leaving a marker so a
+//! late settlement still adds its spend. A released hold whose row is already gone belonged
+//! to a settlement that committed but never reached Redis (its replica was killed in between):
+//! the whole hold is counted as spent — never less than was spent. Hold rows of dead requests
+//! are deleted a few seconds after Redis released them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::models::Price;
+use crate::policy::budget::{self, Ask, BudgetStatus};
+use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
+use crate::policy::sql::{Job, submit};
+use crate::policy::store::{self, HoldRow, State, UsageKey};
+use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+
+/// Rounds of admission against counters that moved in between before giving up (503).
+const ATTEMPTS: usize = 8;
+
+/// How long after Redis released a dead request's hold its row may be deleted: a replica that
+/// released holds checks which still have rows right after (see the module docs), and must
+/// not find one gone because another replica deleted it meanwhile.
+const ROW_GRACE_SECS: i64 = 5;
+
+/// How often Redis's `run_id` is compared with the one the counters were built on.
+const RESTART_CHECK: Duration = Duration::from_secs(1);
+
+/// The counters of each budget: `{s, r}` per key, returned after every script's status.
+const COUNTS: &str = r#"
+local function counts(from, n)
+  local out = {}
+  for i = 1, n do
+    local c = redis.call('HMGET', KEYS[from + i], 's', 'r')
+    out[2 * i - 1] = tonumber(c[1] or 0)
+    out[2 * i] = tonumber(c[2] or 0)
+  end
+  return out
+end
+local function reply(status, from, n)
+  local out = counts(from, n)
+  table.insert(out, 1, status)
+  return out
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+"#;
+
+/// KEYS: ready, expiries, hold record, counters…; ARGV: reservation id, expires at, then per
+/// budget (field, limit, amount). 1: held; 0: does not fit.
+const RESERVE: &str = r#"
+local n = #KEYS - 3
+local c = counts(3, n)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  -- Already held: a retry, or a rebuild read this hold's row before this script ran.
+  for i = 1, n do
+    if c[2 * i - 1] + c[2 * i] > tonumber(ARGV[3 * i + 1]) then
+      for j = 1, n do
+        local held = tonumber(redis.call('HGET', KEYS[3], ARGV[3 * j]) or 0)
+        redis.call('HINCRBY', KEYS[3 + j], 'r', -held)
+      end
+      redis.call('DEL', KEYS[3])
+      redis.call('ZREM', KEYS[2], ARGV[1])
+      return reply(0, 3, n)
+    end
+  end
+  return reply(1, 3, n)
+end
+for i = 1, n do
+  if c[2 * i - 1] + c[2 * i] + tonumber(ARGV[3 * i + 2]) > tonumber(ARGV[3 * i + 1]) then
+    return reply(0, 3, n)
+  end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[3 + i], 'r', ARGV[3 * i + 2])
+  redis.call('HSET', KEYS[3], ARGV[3 * i], ARGV[3 * i + 2])
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return reply(1, 3, n)
+"#;
+
+/// KEYS: ready, hold record, counters…; ARGV per budget (field, limit, amount). 1: grown;
+/// 0: does not fit; 2: the reservation is gone (settled or released).
+const TOP_UP: &str = r#"
+local n = #KEYS - 2
+if redis.call('EXISTS', KEYS[2]) == 0 then return reply(2, 2, n) end
+local c = counts(2, n)
+for i = 1, n do
+  if c[2 * i - 1] + c[2 * i] + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i - 1]) then
+    return reply(0, 2, n)
+  end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[2 + i], 'r', ARGV[3 * i])
+  redis.call('HINCRBY', KEYS[2], ARGV[3 * i - 2], ARGV[3 * i])
+end
+return reply(1, 2, n)
+"#;
+
+/// KEYS: ready, expiries, released, hold record, counters…; ARGV: reservation id, then per
+/// budget (field, spend). Turns the hold into spend; a released hold only adds the spend
+/// (once); neither: the spend is already counted (the counters were rebuilt after it).
+const SETTLE: &str = r#"
+local n = #KEYS - 4
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  for i = 1, n do
+    local held = tonumber(redis.call('HGET', KEYS[4], ARGV[2 * i]) or 0)
+    redis.call('HINCRBY', KEYS[4 + i], 'r', -held)
+    redis.call('HINCRBY', KEYS[4 + i], 's', ARGV[2 * i + 1])
+  end
+  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+elseif redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
+  for i = 1, n do
+    redis.call('HINCRBY', KEYS[4 + i], 's', ARGV[2 * i + 1])
+  end
+end
+return reply(1, 4, n)
+"#;
+
+/// KEYS: ready, counters…
+const READ: &str = r#"
+return reply(1, 1, #KEYS - 1)
+"#;
+
+/// KEYS: ready, expiries, released; ARGV: now, key prefix, most to release. Releases holds
+/// that expired, marks them released; returns `{1, {id, field, amount, …}, …}`.
+const REAP: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {1}
+for _, id in ipairs(ids) do
+  local record = ARGV[2] .. 'h:' .. id
+  local fields = redis.call('HGETALL', record)
+  local item = {id}
+  for k = 1, #fields, 2 do
+    redis.call('HINCRBY', ARGV[2] .. 'u:' .. fields[k], 'r', -tonumber(fields[k + 1]))
+    item[#item + 1] = fields[k]
+    item[#item + 1] = fields[k + 1]
+  end
+  redis.call('DEL', record)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[3], ARGV[1], id)
+  out[#out + 1] = item
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[1]) - 86400)
+return out
+"#;
+
+/// KEYS: ready, released; ARGV: key prefix, reservation id, then (field, amount) pairs. Adds
+/// the amounts as spend unless a late settlement already took the released marker.
+const CLAIM: &str = r#"
+if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+  for k = 3, #ARGV, 2 do
+    redis.call('HINCRBY', ARGV[1] .. 'u:' .. ARGV[k], 's', ARGV[k + 1])
+  end
+end
+return {1}
+"#;
+
+/// KEYS: ready; ARGV: the `run_id` the counters were built on. Forgets them if it differs.
+const FORGET_IF: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return {1}
+"#;
+
+struct Scripts {
+    reserve: redis::Script,
+    top_up: redis::Script,
+    settle: redis::Script,
+    read: redis::Script,
+    reap: redis::Script,
+    claim: redis::Script,
+    forget_if: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_counts = |body: &str| redis::Script::new(&format!("{COUNTS}{body}"));
+        Self {
+            reserve: with_counts(RESERVE),
+            top_up: with_counts(TOP_UP),
+            settle: with_counts(SETTLE),
+            read: with_counts(READ),
+            reap: with_counts(REAP),
+            claim: with_counts(CLAIM),
+            forget_if: redis::Script::new(FORGET_IF),
+        }
+    }
+}
+
+/// What a counting script said.
+enum Said {
+    /// Done (or, for a top-up, gone: `Gone`); the counters of its budgets after it.
+    Done(Vec<(i64, i64)>),
+    Refused(Vec<(i64, i64)>),
+    Gone,
+    /// The counters are not known: rebuild them first.
+    NotReady,
+}
+
+/// Budget counters in Redis; see the module docs.
+pub(crate) struct RedisCounters {
+    pool: PgPool,
+    /// Hold rows, written without waiting for the disk.
+    holds: PgPool,
+    writer: mpsc::Sender<Job>,
+    redis: ConnectionManager,
+    prefix: String,
+    scripts: Scripts,
+    definitions: DefinitionCache,
+    /// The counters each script last returned: the first guess of the next admission.
+    seen: Mutex<HashMap<UsageKey, (i64, i64)>>,
+    rebuilding: tokio::sync::Mutex<()>,
+    /// For background work that outlives a call (retried settlements, the restart check).
+    me: Weak<RedisCounters>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    crate::redis_conn::unavailable("redis", e)
+}
+
+impl RedisCounters {
+    pub(crate) async fn connect(
+        pool: PgPool,
+        holds: PgPool,
+        writer: mpsc::Sender<Job>,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Arc<Self>> {
+        let redis = crate::redis_conn::connect(redis_url, Duration::from_secs(1), "redis").await?;
+        let counters = Arc::new_cyclic(|me| Self {
+            pool,
+            holds,
+            writer,
+            redis,
+            prefix: prefix.to_owned(),
+            scripts: Scripts::new(),
+            definitions: DefinitionCache::default(),
+            seen: Mutex::default(),
+            rebuilding: tokio::sync::Mutex::new(()),
+            me: me.clone(),
+        });
+        counters.check_restart().await?;
+        counters.watch();
+        Ok(counters)
+    }
+
+    /// Starts the once-a-second check for a Redis that restarted from a snapshot (its
+    /// counters would be old); it stops when the counters are dropped.
+    fn watch(&self) {
+        let weak = self.me.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESTART_CHECK);
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.check_restart().await {
+                    tracing::debug!(error = %e, "budget counters: Redis restart check failed");
+                }
+            }
+        });
+    }
+
+    /// Exists while the counters are known; its value is the `run_id` they were built on.
+    fn ready_key(&self) -> String {
+        format!("{}ready", self.prefix)
+    }
+
+    fn counter_key(&self, budget_id: &str, start: i64) -> String {
+        format!("{}u:{}", self.prefix, field(budget_id, start))
+    }
+
+    fn record_key(&self, reservation_id: &str) -> String {
+        format!("{}h:{reservation_id}", self.prefix)
+    }
+
+    fn expiries_key(&self) -> String {
+        format!("{}exp", self.prefix)
+    }
+
+    fn released_key(&self) -> String {
+        format!("{}released", self.prefix)
+    }
+
+    /// Forgets counters built on another Redis process than the one answering now (it
+    /// restarted, and may have reloaded old counters from a snapshot).
+    async fn check_restart(&self) -> Result<()> {
+        let mut conn = self.redis.clone();
+        let built_on: Option<String> = redis::cmd("GET")
+            .arg(self.ready_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(built_on) = built_on else {
+            return Ok(());
+        };
+        if built_on != run_id(&mut conn).await? {
+            tracing::warn!("budget counters: Redis restarted; rebuilding them from Postgres");
+            let mut inv = self.scripts.forget_if.prepare_invoke();
+            inv.key(self.ready_key()).arg(&built_on);
+            inv.invoke_async::<redis::Value>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a counting script; parses its status and counters.
+    async fn run(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Said> {
+        let mut conn = self.redis.clone();
+        let out: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let counts = |rest: &[i64]| rest.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+        Ok(match out.split_first() {
+            Some((-1, _)) => Said::NotReady,
+            Some((1, rest)) => Said::Done(counts(rest)),
+            Some((0, rest)) => Said::Refused(counts(rest)),
+            Some((2, _)) => Said::Gone,
+            _ => {
+                return Err(Error::Internal(
+                    "budget counters: unexpected script reply".into(),
+                ));
+            }
+        })
+    }
+
+    /// Notes the counters a script returned for `keys`.
+    fn note(&self, keys: impl IntoIterator<Item = UsageKey>, counts: &[(i64, i64)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, c) in keys.into_iter().zip(counts) {
+            seen.insert(k, *c);
+        }
+    }
+
+    /// The counters last seen for every key, if all were.
+    fn guess(&self, keys: &[UsageKey]) -> Option<Vec<(i64, i64)>> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter().map(|k| seen.get(k).copied()).collect()
+    }
+
+    /// The counters of `keys` now, rebuilding them first if Redis lost them.
+    async fn read(&self, keys: &[UsageKey]) -> Result<Vec<(i64, i64)>> {
+        for _ in 0..2 {
+            let mut inv = self.scripts.read.prepare_invoke();
+            inv.key(self.ready_key());
+            for (b, start) in keys {
+                inv.key(self.counter_key(b, *start));
+            }
+            match self.run(&inv).await? {
+                Said::Done(c) => {
+                    self.note(keys.iter().cloned(), &c);
+                    return Ok(c);
+                }
+                Said::NotReady => self.rebuild().await?,
+                Said::Refused(_) | Said::Gone => break,
+            }
+        }
+        Err(not_ready())
+    }
+
+    /// Writes (or rewrites the amounts of) a reservation's hold rows.
+    async fn write_holds(&self, reservation: &Reservation, expires_at: i64) -> Result<()> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
+        );
+        q.push_values(&reservation.holds, |mut row, h| {
+            row.push_bind(&reservation.id)
+                .push_bind(&h.budget_id)
+                .push_bind(h.period_start)
+                .push_bind(h.amount)
+                .push_bind(expires_at);
+        });
+        q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
+        q.build().execute(&self.holds).await?;
+        Ok(())
+    }
+
+    /// Deletes the hold rows of a reservation that was refused (in the background: a row
+    /// left behind only makes a rebuild hold a little more until it expires).
+    fn forget_holds(&self, reservation_id: String) {
+        let holds = self.holds.clone();
+        tokio::spawn(async move {
+            let _ = sqlx::query("DELETE FROM reservations WHERE id = $1")
+                .bind(reservation_id)
+                .execute(&holds)
+                .await;
+        });
+    }
+
+    /// Rebuilds the counters from Postgres if Redis has none (see the module docs).
+    async fn rebuild(&self) -> Result<()> {
+        let _one = self.rebuilding.lock().await;
+        let mut conn = self.redis.clone();
+        let ready: bool = redis::cmd("EXISTS")
+            .arg(self.ready_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ready {
+            return Ok(());
+        }
+        let mut db = self.pool.acquire().await?;
+        let lock = advisory_key(&self.prefix);
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock)
+            .execute(&mut *db)
+            .await?;
+        let rebuilt = self.rebuild_locked(&mut db, &mut conn).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock)
+            .execute(&mut *db)
+            .await;
+        if rebuilt.is_err() || unlocked.is_err() {
+            // Never hand back a connection that may still hold the lock or a transaction.
+            db.close_on_drop();
+        }
+        rebuilt
+    }
+
+    async fn rebuild_locked(
+        &self,
+        db: &mut sqlx::PgConnection,
+        conn: &mut ConnectionManager,
+    ) -> Result<()> {
+        // Another replica may have rebuilt them while this one waited for the lock.
+        let ready: bool = redis::cmd("EXISTS")
+            .arg(self.ready_key())
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        if ready {
+            return Ok(());
+        }
+        // One snapshot, taken after the lock: what every settlement committed so far spent,
+        // and every hold not yet settled.
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *db)
+            .await?;
+        let usage = sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT budget_id, period_start, spent FROM budget_usage",
+        )
+        .fetch_all(&mut *db)
+        .await;
+        let holds = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT id, budget_id, period_start, amount, expires_at FROM reservations",
+        )
+        .fetch_all(&mut *db)
+        .await;
+        sqlx::query("COMMIT").execute(&mut *db).await?;
+        let (usage, holds) = (usage?, holds?);
+        let built_on = run_id(conn).await?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+
+        // Whatever is left under the prefix (a partial loss) is replaced, not added to.
+        let mut stale: Vec<String> = Vec::new();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await
+                .map_err(unavailable)?;
+            stale.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for chunk in stale.chunks(500) {
+            pipe.del(chunk).ignore();
+        }
+        for (budget_id, start, spent) in &usage {
+            pipe.hset(self.counter_key(budget_id, *start), "s", *spent)
+                .ignore();
+        }
+        for (id, budget_id, start, amount, expires_at) in &holds {
+            if *expires_at <= now {
+                // A dead request's: released, but a late settlement still adds its spend.
+                pipe.zadd(self.released_key(), id, now).ignore();
+                continue;
+            }
+            pipe.hincr(self.counter_key(budget_id, *start), "r", *amount)
+                .ignore()
+                .hset(self.record_key(id), field(budget_id, *start), *amount)
+                .ignore()
+                .zadd(self.expiries_key(), id, *expires_at)
+                .ignore();
+        }
+        pipe.set(self.ready_key(), &built_on).ignore();
+        pipe.query_async::<()>(conn).await.map_err(unavailable)?;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        tracing::info!(
+            budgets = usage.len(),
+            holds = holds.len(),
+            "budget counters rebuilt from Postgres"
+        );
+        Ok(())
+    }
+
+    /// The reservation script for `reservation`; its hold `field`s and counters in order.
+    fn reserve_call(
+        &self,
+        reservation: &Reservation,
+        expires_at: i64,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(self.ready_key())
+            .key(self.expiries_key())
+            .key(self.record_key(&reservation.id))
+            .arg(&reservation.id)
+            .arg(expires_at);
+        for h in &reservation.holds {
+            inv.key(self.counter_key(&h.budget_id, h.period_start))
+                .arg(field(&h.budget_id, h.period_start))
+                .arg(h.limit)
+                .arg(h.amount);
+        }
+        inv
+    }
+
+    /// The settlement's Redis part, until it lands (or the counters were rebuilt after it).
+    async fn settle_counters(
+        &self,
+        reservation: &Reservation,
+        spend: &[i64],
+    ) -> Result<Vec<(i64, i64)>> {
+        for _ in 0..2 {
+            let mut inv = self.scripts.settle.prepare_invoke();
+            inv.key(self.ready_key())
+                .key(self.expiries_key())
+                .key(self.released_key())
+                .key(self.record_key(&reservation.id))
+                .arg(&reservation.id);
+            for (h, s) in reservation.holds.iter().zip(spend) {
+                inv.key(self.counter_key(&h.budget_id, h.period_start))
+                    .arg(field(&h.budget_id, h.period_start))
+                    .arg(*s);
+            }
+            match self.run(&inv).await? {
+                Said::Done(c) => return Ok(c),
+                Said::NotReady => self.rebuild().await?,
+                Said::Refused(_) | Said::Gone => break,
+            }
+        }
+        Err(not_ready())
+    }
+}
+
+#[async_trait]
+impl Counters for RedisCounters {
+    async fn reserve(
+        &self,
+        who: &Principal,
+        ask: &Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<Reservation> {
+        let pool = &self.pool;
+        let definitions = self.definitions.get(|| super::all_budgets(pool)).await?;
+        let budgets = budgets_of(&definitions, who);
+        // A bad time zone surfaces as the admission's own refusal.
+        let keys: Vec<UsageKey> = budgets
+            .iter()
+            .filter_map(|b| {
+                let (start, _) = b.period.bounds(now, b.tz.as_deref()).ok()?;
+                Some((b.id.clone(), start))
+            })
+            .collect();
+        if keys.is_empty() {
+            return store::reserve_in(&mut State::default(), budgets, who, ask, now, ttl);
+        }
+        let (mut counts, mut fresh) = match self.guess(&keys) {
+            Some(c) => (c, false),
+            None => (self.read(&keys).await?, true),
+        };
+        let mut id: Option<String> = None;
+        for _ in 0..ATTEMPTS {
+            let mut state = State::default();
+            state
+                .rows
+                .extend(keys.iter().cloned().zip(counts.iter().copied()));
+            let decided = store::reserve_in(&mut state, budgets.clone(), who, ask, now, ttl);
+            let mut reservation = match decided {
+                // Refused on counters last seen: ask Redis before saying no.
+                Err(Error::BudgetExceeded(_)) if !fresh => {
+                    counts = self.read(&keys).await?;
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => {
+                    if let Some(id) = id {
+                        self.forget_holds(id);
+                    }
+                    return Err(e);
+                }
+                Ok(r) => r,
+            };
+            // One id for every round: its rows are rewritten, not added to.
+            match &id {
+                Some(id) => reservation.id.clone_from(id),
+                None => id = Some(reservation.id.clone()),
+            }
+            let expires_at = state
+                .holds
+                .values()
+                .map(|h| h.expires_at)
+                .max()
+                .unwrap_or_default();
+            self.write_holds(&reservation, expires_at).await?;
+            let said = self.run(&self.reserve_call(&reservation, expires_at)).await;
+            let held: Vec<UsageKey> = reservation
+                .holds
+                .iter()
+                .map(|h| (h.budget_id.clone(), h.period_start))
+                .collect();
+            match said {
+                Ok(Said::Done(c)) => {
+                    self.note(held, &c);
+                    let mut left = BudgetLeft::default();
+                    for (h, (s, r)) in reservation.holds.iter().zip(&c) {
+                        left.note(h.unit, h.limit - s - r);
+                    }
+                    reservation.left = left;
+                    return Ok(reservation);
+                }
+                Ok(Said::Refused(c)) => {
+                    // The holds are the budgets in `keys`' order.
+                    self.note(held, &c);
+                    counts = c;
+                    fresh = true;
+                }
+                Ok(Said::NotReady) => self.rebuild().await?,
+                Ok(Said::Gone) => {}
+                Err(e) => {
+                    self.forget_holds(reservation.id);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(id) = id {
+            self.forget_holds(id);
+        }
+        Err(Error::Unavailable {
+            backend: "redis",
+            message: "budget counters kept moving; try again".into(),
+        })
+    }
+
+    async fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
+        let keys: Vec<UsageKey> = reservation
+            .holds
+            .iter()
+            .map(|h| (h.budget_id.clone(), h.period_start))
+            .collect();
+        let mut counts = match self.guess(&keys) {
+            Some(c) => c,
+            None => self.read(&keys).await?,
+        };
+        for _ in 0..ATTEMPTS {
+            let mut state = State::default();
+            state
+                .rows
+                .extend(keys.iter().cloned().zip(counts.iter().copied()));
+            for h in &reservation.holds {
+                state.holds.insert(
+                    (reservation.id.clone(), h.budget_id.clone()),
+                    HoldRow {
+                        reservation_id: reservation.id.clone(),
+                        budget_id: h.budget_id.clone(),
+                        period_start: h.period_start,
+                        amount: h.amount,
+                        expires_at: 0,
+                    },
+                );
+            }
+            let granted = store::top_up_in(&mut state, reservation, &price, want);
+            if granted == 0 {
+                return Ok(0);
+            }
+            let by: Vec<i64> = reservation
+                .holds
+                .iter()
+                .map(|h| {
+                    i64::from(granted).saturating_mul(budget::per_output_token(h.unit, &price))
+                })
+                .collect();
+            // The row first: a rebuild never holds less than Redis did.
+            let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "UPDATE reservations SET amount = reservations.amount + v.by FROM (",
+            );
+            q.push_values(reservation.holds.iter().zip(&by), |mut row, (h, by)| {
+                row.push_bind(&h.budget_id).push_bind(*by);
+            });
+            q.push(") AS v (budget_id, by) WHERE reservations.id = ");
+            q.push_bind(&reservation.id);
+            q.push(" AND reservations.budget_id = v.budget_id");
+            q.build().execute(&self.holds).await?;
+            let mut inv = self.scripts.top_up.prepare_invoke();
+            inv.key(self.ready_key())
+                .key(self.record_key(&reservation.id));
+            for (h, by) in reservation.holds.iter().zip(&by) {
+                inv.key(self.counter_key(&h.budget_id, h.period_start))
+                    .arg(field(&h.budget_id, h.period_start))
+                    .arg(h.limit)
+                    .arg(*by);
+            }
+            match self.run(&inv).await? {
+                Said::Done(c) => {
+                    self.note(keys, &c);
+                    return Ok(granted);
+                }
+                Said::Refused(c) => {
+                    self.note(keys.iter().cloned(), &c);
+                    counts = c;
+                }
+                Said::Gone => return Ok(0),
+                Said::NotReady => {
+                    self.rebuild().await?;
+                    counts = self.read(&keys).await?;
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    async fn settle(&self, reservation: &Reservation, entry: &LedgerEntry) -> Result<BudgetLeft> {
+        let spend: Vec<i64> = reservation
+            .holds
+            .iter()
+            .map(|h| store::spend_on(h, entry))
+            .collect();
+        let keyed: Vec<(UsageKey, i64)> = reservation
+            .holds
+            .iter()
+            .zip(&spend)
+            .map(|(h, s)| ((h.budget_id.clone(), h.period_start), *s))
+            .collect();
+        // Durable first: the spend, the ledger row, the hold rows gone — one commit.
+        submit(&self.writer, |done| Job::Persist {
+            spend: keyed,
+            entry: Box::new(entry.clone()),
+            release: (!reservation.holds.is_empty()).then(|| reservation.id.clone()),
+            done,
+        })
+        .await?;
+        if reservation.holds.is_empty() {
+            return Ok(BudgetLeft::default());
+        }
+        match self.settle_counters(reservation, &spend).await {
+            Ok(c) => {
+                self.note(
+                    reservation
+                        .holds
+                        .iter()
+                        .map(|h| (h.budget_id.clone(), h.period_start)),
+                    &c,
+                );
+                let mut left = BudgetLeft::default();
+                for (h, (s, r)) in reservation.holds.iter().zip(&c) {
+                    left.note(h.unit, h.limit - s - r);
+                }
+                Ok(left)
+            }
+            Err(e) => {
+                // Recorded: the counters catch up in the background. Until then they hold
+                // more than is left (the hold), never less.
+                tracing::warn!(error = %e, "budget counters: settlement not yet in Redis; retrying");
+                let me = self.me.clone();
+                let (reservation, spend) = (reservation.clone(), spend);
+                tokio::spawn(async move {
+                    for attempt in 1..=60u64 {
+                        tokio::time::sleep(Duration::from_millis(250 * attempt.min(8))).await;
+                        let Some(me) = me.upgrade() else { return };
+                        if me.settle_counters(&reservation, &spend).await.is_ok() {
+                            return;
+                        }
+                    }
+                    tracing::error!(
+                        reservation = %reservation.id,
+                        "budget counters: settlement never reached Redis; its hold counts as spent when it expires"
+                    );
+                });
+                Ok(BudgetLeft::default())
+            }
+        }
+    }
+
+    async fn release_expired(&self, now: OffsetDateTime) -> Result<u64> {
+        let now = now.unix_timestamp();
+        let mut released = Vec::new();
+        for _ in 0..2 {
+            let mut inv = self.scripts.reap.prepare_invoke();
+            inv.key(self.ready_key())
+                .key(self.expiries_key())
+                .key(self.released_key())
+                .arg(now)
+                .arg(&self.prefix)
+                .arg(10_000);
+            let mut conn = self.redis.clone();
+            let out: redis::Value = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            match parse_reaped(out)? {
+                Some(r) => {
+                    released = r;
+                    break;
+                }
+                None => self.rebuild().await?,
+            }
+        }
+        if !released.is_empty() {
+            // A hold whose rows are gone was settled in Postgres but never in Redis.
+            let ids: Vec<&str> = released.iter().map(|(id, _)| id.as_str()).collect();
+            let alive: HashSet<String> = sqlx::query_scalar::<_, String>(
+                "SELECT DISTINCT id FROM reservations WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+            let mut conn = self.redis.clone();
+            for (id, holds) in released.iter().filter(|(id, _)| !alive.contains(id)) {
+                tracing::warn!(reservation = %id, "budget counters: a settlement never reached Redis; counting its whole hold as spent");
+                let mut inv = self.scripts.claim.prepare_invoke();
+                inv.key(self.ready_key())
+                    .key(self.released_key())
+                    .arg(&self.prefix)
+                    .arg(id);
+                for (f, amount) in holds {
+                    inv.arg(f).arg(*amount);
+                }
+                inv.invoke_async::<redis::Value>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        sqlx::query("DELETE FROM reservations WHERE expires_at <= $1")
+            .bind(now - ROW_GRACE_SECS)
+            .execute(&self.pool)
+            .await?;
+        Ok(released.iter().map(|(_, h)| h.len() as u64).sum())
+    }
+
+    async fn overlay(&self, statuses: &mut [BudgetStatus]) -> Result<()> {
+        let keys: Vec<UsageKey> = statuses
+            .iter()
+            .map(|s| (s.budget.id.clone(), s.period_start))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let counts = self.read(&keys).await?;
+        for (s, (spent, reserved)) in statuses.iter_mut().zip(counts) {
+            // Never below what Postgres recorded (a counter not yet touched reads as zero).
+            s.spent = s.spent.max(spent);
+            s.reserved = reserved;
+        }
+        Ok(())
+    }
+
+    fn definitions_changed(&self) {
+        self.definitions.changed();
+    }
+}
+
+/// Deletes the `ready` key under `prefix`: the counters there are rebuilt before next use.
+pub(crate) async fn forget(redis_url: &str, prefix: &str) -> Result<()> {
+    let mut conn = crate::redis_conn::connect(redis_url, Duration::from_secs(1), "redis").await?;
+    redis::cmd("DEL")
+        .arg(format!("{prefix}ready"))
+        .query_async::<i64>(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// A hold's field in its reservation record, and the suffix of its counter's key.
+fn field(budget_id: &str, start: i64) -> String {
+    format!("{budget_id}:{start}")
+}
+
+fn not_ready() -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        message: "budget counters are being rebuilt".into(),
+    }
+}
+
+/// The advisory lock that lets one replica at a time rebuild the counters under `prefix`.
+fn advisory_key(prefix: &str) -> i64 {
+    // FNV-1a: stable across processes and builds (unlike `DefaultHasher`).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"lyss-budget-counters:".iter().chain(prefix.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The id of the Redis process answering (new at every start).
+async fn run_id(conn: &mut ConnectionManager) -> Result<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| unavailable("INFO server has no run_id"))
+}
+
+/// The reaper script's reply: `None` when the counters are not ready, else each released
+/// reservation with its (field, amount) holds.
+#[allow(clippy::type_complexity)]
+fn parse_reaped(out: redis::Value) -> Result<Option<Vec<(String, Vec<(String, i64)>)>>> {
+    use redis::FromRedisValue as _;
+    let bad = || Error::Internal("budget counters: unexpected reaper reply".into());
+    let redis::Value::Array(items) = out else {
+        return Err(bad());
+    };
+    let mut items = items.into_iter();
+    match items.next().map(|v| i64::from_redis_value(&v)) {
+        Some(Ok(1)) => {}
+        Some(Ok(-1)) => return Ok(None),
+        _ => return Err(bad()),
+    }
+    let mut released = Vec::new();
+    for item in items {
+        let parts: Vec<String> = Vec::from_redis_value(&item).map_err(|_| bad())?;
+        let mut parts = parts.into_iter();
+        let id = parts.next().ok_or_else(bad)?;
+        let mut holds = Vec::new();
+        while let (Some(f), Some(a)) = (parts.next(), parts.next()) {
+            holds.push((f, a.parse().map_err(|_| bad())?));
+        }
+        released.push((id, holds));
+    }
+    Ok(Some(released))
+}
