@@ -9,9 +9,11 @@
 #   plain     key check + model allow-list + a durable SQLite ledger row per request
 #   governed  plain + a workspace USD budget, a key token budget and RPM/TPM limits on the key:
 #             every request is rate-limited, reserved, settled (embedded default: SQLite)
-#   cluster   governed on Postgres + Redis (LYSS_BENCH_POSTGRES_URL, default
-#             postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is recreated;
-#             LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+#   cluster   governed on Postgres + Redis, budget counters in Redis (LYSS_BENCH_POSTGRES_URL,
+#             default postgres://postgres@127.0.0.1:5432/postgres, database lyss_bench is
+#             recreated; LYSS_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+#   cluster-db  the same with the budget counters in Postgres (`budget_counters.store =
+#             "database"`, database lyss_bench_db)
 #   memory    governed + long-term memory on every request (`[memory] enabled = true`, the local
 #             embedder): the question embedded and memories recalled on the path, turns ingested
 #             in the background (models: scripts/fetch-models.sh)
@@ -54,10 +56,15 @@ for v in "${list[@]}"; do
   dir="$WORK/$v"; mkdir -p "$dir"
   db=""; redis=""
   cache=""
-  if [ "$v" = cluster ]; then
-    psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS lyss_bench" -c "CREATE DATABASE lyss_bench" >/dev/null
-    db="database_url = \"${PG_ADMIN_URL%/*}/lyss_bench\""
+  if [ "$v" = cluster ] || [ "$v" = cluster-db ]; then
+    name=lyss_bench; [ "$v" = cluster-db ] && name=lyss_bench_db
+    psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+    db="database_url = \"${PG_ADMIN_URL%/*}/$name\""
     redis="redis_url = \"$REDIS_URL\""
+    # Keys of this run only (a fresh database must not meet an earlier run's counters).
+    counters="redis_prefix = \"lyss:bench:$v:$(date +%s):\""
+    [ "$v" = cluster-db ] && counters=$'store = "database"\n'"$counters"
+    cache=$'[budget_counters]\n'"$counters"
   fi
   top=""
   if [ "$v" = plain-nometrics ]; then
@@ -92,7 +99,7 @@ TOML
   lyss workspace create bench --models gpt-4o-mini >/dev/null
   lyss user create bench --workspace bench >/dev/null
   key="$(lyss key create --user bench 2>/dev/null)"
-  if [ "$v" = governed ] || [ "$v" = cluster ] || [ "$v" = memory ]; then
+  if [ "$v" = governed ] || [ "$v" = cluster ] || [ "$v" = cluster-db ] || [ "$v" = memory ]; then
     id="$(echo "$key" | cut -d- -f3)"
     lyss budget set --workspace bench --usd 1000000 --period monthly >/dev/null
     lyss budget set --key "$id" --tokens 1000000000000 >/dev/null
@@ -106,7 +113,7 @@ done
 bash "$HARNESS" --targets "$TARGETS" "${ARGS[@]}" "${PASS[@]}"
 
 for v in "${list[@]}"; do
-  [ "$v" = cluster ] && continue
+  [ "$v" = cluster ] || [ "$v" = cluster-db ] && continue
   python3 - "$WORK/$v/data/lyss.db" "$v" <<'PY'
 import sqlite3, sys
 n, bad = sqlite3.connect(sys.argv[1]).execute(
@@ -114,6 +121,8 @@ n, bad = sqlite3.connect(sys.argv[1]).execute(
 print(f"lyss-{sys.argv[2]} ledger: {n} rows recorded during the run ({bad or 0} non-200)")
 PY
 done
-if [[ ",$VARIANTS," == *",cluster,"* ]]; then
-  echo "lyss-cluster ledger: $(psql "${PG_ADMIN_URL%/*}/lyss_bench" -Atc "select count(*) || ' rows (' || count(*) filter (where status <> 200) || ' non-200)' from usage_ledger")"
-fi
+for v in cluster cluster-db; do
+  [[ ",$VARIANTS," == *",$v,"* ]] || continue
+  name=lyss_bench; [ "$v" = cluster-db ] && name=lyss_bench_db
+  echo "lyss-$v ledger: $(psql "${PG_ADMIN_URL%/*}/$name" -Atc "select count(*) || ' rows (' || count(*) filter (where status <> 200) || ' non-200)' from usage_ledger")"
+done

@@ -48,6 +48,10 @@ impl PostgresPolicy {
             .max_connections(8)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(3))
+            // No ping before every checkout (a round trip each): a connection that a Postgres
+            // restart broke fails its statement once — refused, or a settlement retried — and
+            // sqlx's ping on release drops it.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -75,6 +79,7 @@ impl PostgresPolicy {
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(3))
+            .test_before_acquire(false)
             // Hold rows are read back only to rebuild the counters after Redis lost them:
             // they need not wait for the disk (a Postgres crash loses at most the last fraction
             // of a second of them, while Redis still holds them).

@@ -5,9 +5,10 @@
 //! expired holds are one Lua script each, atomic across every budget of a request. Postgres
 //! keeps what the counters are rebuilt from: the spend (`budget_usage.spent`, written with the
 //! ledger row in one commit) and one row per open hold (`reservations`), written *before* the
-//! hold reaches Redis and deleted by the settlement's commit. So a hold in Redis always has
-//! its row, and a spend in Postgres is either in the Redis counters or still has the hold
-//! record that its settlement script will turn into spend.
+//! hold reaches Redis (in batches, without waiting for the disk: they are read back only
+//! after Redis lost its counters) and deleted by the settlement's commit. So a hold in Redis
+//! always has its row, and a spend in Postgres is either in the Redis counters or still has
+//! the hold record that its settlement script will turn into spend.
 //!
 //! **Losing Redis.** Every script first checks the key `<prefix>ready`; a Redis that
 //! restarted empty has none, and a restarted one that reloaded a snapshot is caught by a check
@@ -33,7 +34,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::models::Price;
@@ -217,9 +218,11 @@ impl Scripts {
 
 /// What a counting script said.
 enum Said {
-    /// Done (or, for a top-up, gone: `Gone`); the counters of its budgets after it.
+    /// Applied; the counters of its budgets after it.
     Done(Vec<(i64, i64)>),
+    /// Does not fit; the counters now.
     Refused(Vec<(i64, i64)>),
+    /// The reservation is gone (settled or released): a top-up grants nothing.
     Gone,
     /// The counters are not known: rebuild them first.
     NotReady,
@@ -228,8 +231,10 @@ enum Said {
 /// Budget counters in Redis; see the module docs.
 pub(crate) struct RedisCounters {
     pool: PgPool,
-    /// Hold rows, written without waiting for the disk.
+    /// Hold rows, written without waiting for the disk (top-ups, refusals).
     holds: PgPool,
+    /// New hold rows, written in batches by [`hold_writer`].
+    hold_writer: mpsc::Sender<HoldWrite>,
     writer: mpsc::Sender<Job>,
     redis: ConnectionManager,
     prefix: String,
@@ -255,9 +260,12 @@ impl RedisCounters {
         prefix: &str,
     ) -> Result<Arc<Self>> {
         let redis = crate::redis_conn::connect(redis_url, Duration::from_secs(1), "redis").await?;
+        let (hold_tx, hold_rx) = mpsc::channel(1024);
+        tokio::spawn(hold_writer(holds.clone(), hold_rx));
         let counters = Arc::new_cyclic(|me| Self {
             pool,
             holds,
+            hold_writer: hold_tx,
             writer,
             redis,
             prefix: prefix.to_owned(),
@@ -384,21 +392,30 @@ impl RedisCounters {
         Err(not_ready())
     }
 
-    /// Writes (or rewrites the amounts of) a reservation's hold rows.
+    /// Writes (or rewrites the amounts of) a reservation's hold rows, in the hold writer's
+    /// next batch.
     async fn write_holds(&self, reservation: &Reservation, expires_at: i64) -> Result<()> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
-        );
-        q.push_values(&reservation.holds, |mut row, h| {
-            row.push_bind(&reservation.id)
-                .push_bind(&h.budget_id)
-                .push_bind(h.period_start)
-                .push_bind(h.amount)
-                .push_bind(expires_at);
-        });
-        q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
-        q.build().execute(&self.holds).await?;
-        Ok(())
+        let rows = reservation
+            .holds
+            .iter()
+            .map(|h| HoldRow {
+                reservation_id: reservation.id.clone(),
+                budget_id: h.budget_id.clone(),
+                period_start: h.period_start,
+                amount: h.amount,
+                expires_at,
+            })
+            .collect();
+        let stopped = || Error::Unavailable {
+            backend: "database",
+            message: "the hold writer stopped".into(),
+        };
+        let (done, written) = oneshot::channel();
+        self.hold_writer
+            .send(HoldWrite { rows, done })
+            .await
+            .map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?
     }
 
     /// Deletes the hold rows of a reservation that was refused (in the background: a row
@@ -892,6 +909,51 @@ impl Counters for RedisCounters {
 
     fn definitions_changed(&self) {
         self.definitions.changed();
+    }
+}
+
+/// Hold rows to write, and who waits for them.
+struct HoldWrite {
+    rows: Vec<HoldRow>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Writes the hold rows of every reservation waiting at that moment in one statement (one
+/// transaction, committed without waiting for the disk): a reservation costs Postgres a
+/// share of a statement, not one.
+async fn hold_writer(pool: PgPool, mut rx: mpsc::Receiver<HoldWrite>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        // One row per hold (a statement may not upsert a row twice).
+        let rows: std::collections::BTreeMap<(&str, &str), &HoldRow> = batch
+            .iter()
+            .flat_map(|w: &HoldWrite| &w.rows)
+            .map(|h| ((h.reservation_id.as_str(), h.budget_id.as_str()), h))
+            .collect();
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ",
+        );
+        q.push_values(rows.values(), |mut row, h| {
+            row.push_bind(&h.reservation_id)
+                .push_bind(&h.budget_id)
+                .push_bind(h.period_start)
+                .push_bind(h.amount)
+                .push_bind(h.expires_at);
+        });
+        q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
+        let result = q.build().execute(&pool).await.map(|_| ());
+        drop(q);
+        drop(rows);
+        let failed = result.err().map(|e| Error::from(e).to_string());
+        for w in batch.drain(..) {
+            let _ = w.done.send(match &failed {
+                None => Ok(()),
+                Some(message) => Err(Error::Unavailable {
+                    backend: "database",
+                    message: message.clone(),
+                }),
+            });
+        }
     }
 }
 
