@@ -30,3 +30,42 @@ pub(crate) fn unavailable(backend: &'static str, e: impl std::fmt::Display) -> E
         message: e.to_string(),
     }
 }
+
+/// Every key that starts with `prefix`, by `SCAN` (never `KEYS`, which blocks Redis).
+pub(crate) async fn keys_under(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    backend: &'static str,
+) -> Result<Vec<String>> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(|e| unavailable(backend, e))?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// `s` with Redis glob characters escaped, for a `MATCH` pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

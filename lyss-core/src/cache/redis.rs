@@ -123,28 +123,10 @@ impl RedisCache {
         Ok(())
     }
 
-    /// Every key of this cache under `prefix`, by `SCAN` (never `KEYS`, which blocks Redis).
+    /// Every key of this cache under `prefix`.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}{}*", escape(&self.prefix), escape(prefix));
-        let mut cursor = 0u64;
-        let mut keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        crate::redis_conn::keys_under(&mut conn, &format!("{}{prefix}", self.prefix), "redis").await
     }
 }
 
@@ -171,18 +153,6 @@ fn decode((_, fields): (String, Vec<Vec<u8>>)) -> Option<Question> {
         vector: vector?,
         expires_ms: expires_ms?,
     })
-}
-
-/// `s` with Redis glob characters escaped, for a `MATCH` pattern.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[async_trait]
