@@ -23,7 +23,7 @@ mod postgres_with_redis_counters {
             lyss_core::PostgresPolicy::connect(&url)
                 .await
                 .expect("connect to postgres")
-                .with_redis_counters(&url, &redis, &prefix)
+                .with_redis_counters(&redis, &prefix)
                 .await
                 .expect("connect to redis"),
         ) as std::sync::Arc<dyn lyss_core::Policy>)
@@ -271,7 +271,7 @@ async fn counted_in_private_redis() -> Option<(
     let policy = lyss_core::PostgresPolicy::connect(&url)
         .await
         .expect("connect")
-        .with_redis_counters(&url, &redis.url(), "b:")
+        .with_redis_counters(&redis.url(), "b:")
         .await
         .expect("counters");
     let (who, _) = principal(&policy).await;

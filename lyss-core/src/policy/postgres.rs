@@ -31,6 +31,9 @@ pub struct PostgresPolicy {
     writer: mpsc::Sender<Job>,
     #[cfg(feature = "redis")]
     counters: Option<Arc<counters::RedisCounters>>,
+    /// How to connect again (the hold rows' own pool).
+    #[cfg(feature = "redis")]
+    opts: PgConnectOptions,
 }
 
 impl std::fmt::Debug for PostgresPolicy {
@@ -52,7 +55,7 @@ impl PostgresPolicy {
             // restart broke fails its statement once — refused, or a settlement retried — and
             // sqlx's ping on release drops it.
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let writer = Self::spawn_writer(pool.clone());
@@ -61,6 +64,8 @@ impl PostgresPolicy {
             writer,
             #[cfg(feature = "redis")]
             counters: None,
+            #[cfg(feature = "redis")]
+            opts,
         })
     }
 
@@ -69,12 +74,7 @@ impl PostgresPolicy {
     /// database must use the same counters. See [`counters`] for what lives where and how the
     /// counters are rebuilt after Redis loses them.
     #[cfg(feature = "redis")]
-    pub async fn with_redis_counters(
-        mut self,
-        database_url: &str,
-        redis_url: &str,
-        prefix: &str,
-    ) -> Result<Self> {
+    pub async fn with_redis_counters(mut self, redis_url: &str, prefix: &str) -> Result<Self> {
         let holds = PgPoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -83,11 +83,7 @@ impl PostgresPolicy {
             // Hold rows are read back only to rebuild the counters after Redis lost them:
             // they need not wait for the disk (a Postgres crash loses at most the last fraction
             // of a second of them, while Redis still holds them).
-            .connect_with(
-                PgConnectOptions::from_str(database_url)
-                    .map_err(|e| Error::Config(format!("database_url: {e}")))?
-                    .options([("synchronous_commit", "off")]),
-            )
+            .connect_with(self.opts.clone().options([("synchronous_commit", "off")]))
             .await?;
         self.counters = Some(
             counters::RedisCounters::connect(

@@ -275,7 +275,7 @@ async fn open_policy_as(config: &Config, serve: bool) -> Result<Arc<dyn Policy>>
                     ))
                 })?;
             return match serve {
-                true => with_budget_counters(config, &url, policy).await,
+                true => with_budget_counters(config, policy).await,
                 // The admin's `lyss` reads and changes budgets in Postgres; replicas pick up
                 // changes within a second.
                 false => Ok(Arc::new(policy)),
@@ -292,7 +292,6 @@ async fn open_policy_as(config: &Config, serve: bool) -> Result<Arc<dyn Policy>>
 #[cfg(feature = "postgres")]
 async fn with_budget_counters(
     config: &Config,
-    url: &str,
     policy: crate::policy::PostgresPolicy,
 ) -> Result<Arc<dyn Policy>> {
     use crate::config::CounterStore;
@@ -320,7 +319,7 @@ async fn with_budget_counters(
         }
         #[cfg(feature = "redis")]
         (CounterStore::Redis, Some(redis)) => policy
-            .with_redis_counters(url, redis, &c.redis_prefix)
+            .with_redis_counters(redis, &c.redis_prefix)
             .await
             .map(|p| Arc::new(p) as Arc<dyn Policy>)
             .map_err(|e| redis_error(redis, e)),

@@ -178,3 +178,25 @@ fn output_reservation_settings_are_checked() {
         }
     }
 }
+
+/// Budget counters asked of Redis with no Redis to keep them: refused at start, saying why.
+#[cfg(all(feature = "postgres", feature = "testing"))]
+#[tokio::test]
+async fn redis_budget_counters_without_redis_url_are_refused_at_start() {
+    use crate::config::{BudgetCountersConfig, CounterStore};
+    let Some(db) = crate::testing::services::postgres().await else {
+        return;
+    };
+    let config = Config {
+        database_url: Some(db),
+        budget_counters: BudgetCountersConfig {
+            store: Some(CounterStore::Redis),
+            ..BudgetCountersConfig::default()
+        },
+        ..Config::default()
+    };
+    match open_serving_policy(&config).await {
+        Err(Error::Config(m)) => assert!(m.contains("needs redis_url"), "{m}"),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+}
