@@ -71,8 +71,8 @@ impl PostgresPolicy {
 
     /// Keeps the budget counters in Redis at `redis_url` under keys starting with `prefix`
     /// (one prefix per database: replicas of one cluster share it). Every replica of the
-    /// database must use the same counters. See [`counters`] for what lives where and how the
-    /// counters are rebuilt after Redis loses them.
+    /// database must use the same counters. What lives where, and how the counters are rebuilt
+    /// after Redis loses them: docs/governance.md, "Budget counters in Redis".
     #[cfg(feature = "redis")]
     pub async fn with_redis_counters(mut self, redis_url: &str, prefix: &str) -> Result<Self> {
         let holds = PgPoolOptions::new()
