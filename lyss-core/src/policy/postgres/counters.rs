@@ -482,15 +482,10 @@ impl Counters for RedisCounters {
                 .max()
                 .unwrap_or_default();
             self.write_holds(&reservation, expires_at).await?;
-            let said = self.run(&self.reserve_call(&reservation, expires_at)).await;
-            let held: Vec<UsageKey> = reservation
-                .holds
-                .iter()
-                .map(|h| (h.budget_id.clone(), h.period_start))
-                .collect();
-            match said {
+            // The holds are the budgets of `keys`, in its order.
+            match self.run(&self.reserve_call(&reservation, expires_at)).await {
                 Ok(Said::Done(c)) => {
-                    self.note(held, &c);
+                    self.note(keys.iter().cloned(), &c);
                     let mut left = BudgetLeft::default();
                     for (h, (s, r)) in reservation.holds.iter().zip(&c) {
                         left.note(h.unit, h.limit - s - r);
@@ -499,8 +494,7 @@ impl Counters for RedisCounters {
                     return Ok(reservation);
                 }
                 Ok(Said::Refused(c)) => {
-                    // The holds are the budgets in `keys`' order.
-                    self.note(held, &c);
+                    self.note(keys.iter().cloned(), &c);
                     counts = c;
                     fresh = true;
                 }
