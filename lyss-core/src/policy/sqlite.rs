@@ -82,22 +82,32 @@ impl SqlitePolicy {
             _ => None,
         };
         let claim = (!serve && !in_memory).then(|| Arc::new(Claim::new(opts.get_filename())));
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection: keep exactly one.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(5))
-            // A local file does not drop connections: skip the ping sqlx sends before each
-            // checkout (one more round trip to SQLite's worker thread on every write).
-            .test_before_acquire(false)
-            .connect_with(opts)
+        let pool_of = |connections: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(Duration::from_secs(5))
+                // A local file does not drop connections: skip the ping sqlx sends before each
+                // checkout (one more round trip to SQLite's worker thread on every write).
+                .test_before_acquire(false)
+        };
+        // An in-memory database exists once per connection: keep exactly one.
+        let pool = pool_of(if in_memory { 1 } else { 4 })
+            .connect_with(opts.clone())
             .await?;
         if in_memory {
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         }
-        let writer = Self::spawn_writer(pool.clone());
+        // The writer keeps a connection of its own: SQLite drops a connection's page cache
+        // whenever another one wrote, so a writer taking turns through the pool would read its
+        // pages again for every batch.
+        let writer_pool = match in_memory {
+            true => pool.clone(),
+            false => pool_of(1).connect_with(opts).await?,
+        };
+        let writer = Self::spawn_writer(writer_pool);
         let books = match serve {
             true => Some(Arc::new(
                 Books::open(pool.clone(), writer.clone(), lock).await?,
