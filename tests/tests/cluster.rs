@@ -523,7 +523,18 @@ async fn redis_killed_mid_load_loses_every_counter_and_nothing_is_overspent() {
     let keys = cluster.tenants(6);
     set_budgets(&cluster, &keys);
     let seen = load(&cluster, &keys, async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Mid-load: once about a quarter of what the budgets allow has been served (the load
+        // can run them out in well under a second); at most 30 s.
+        for _ in 0..6_000 {
+            let served: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_ledger")
+                .fetch_one(&cluster.pool)
+                .await
+                .unwrap();
+            if served >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         redis.kill();
         tokio::time::sleep(Duration::from_millis(700)).await;
         redis.restart().await;

@@ -4,21 +4,27 @@
 //! `reserved`, and per open reservation its holds; admission, top-ups and the release of
 //! expired holds are one Lua script each, atomic across every budget of a request. Postgres
 //! keeps what the counters are rebuilt from: the spend (`budget_usage.spent`, written with the
-//! ledger row in one commit) and one row per open hold (`reservations`), written *before* the
+//! ledger row in one commit) and one row per open hold (`reservations`), written while the
 //! hold reaches Redis (in batches, without waiting for the disk: they are read back only
-//! after Redis lost its counters) and deleted by the settlement's commit. So a hold in Redis
-//! always has its row, and a spend in Postgres is either in the Redis counters or still has
-//! the hold record that its settlement script will turn into spend.
+//! after Redis lost its counters; a request whose row is not acknowledged within
+//! [`HOLD_ROW_DEADLINE`] is refused) and deleted by the settlement's commit. So a hold a
+//! request goes on with has its row, and a spend in Postgres is either in the Redis counters
+//! or still has the hold record that its settlement script will turn into spend.
 //!
 //! **Losing Redis.** Every script first checks the key `<prefix>ready`; a Redis that
 //! restarted empty has none, and a restarted one that reloaded a snapshot is caught by a check
 //! of its `run_id` once a second. Until the counters are rebuilt, every reservation is refused
 //! (fail closed) and settlements commit to Postgres and wait to reach Redis. One replica (a
-//! Postgres advisory lock) rebuilds from one snapshot: spend from `budget_usage`, holds from
-//! `reservations`, then sets `ready`. A settlement that committed before the snapshot is in
-//! its spend and finds no hold record; one that committed after finds its hold and applies —
-//! so nothing is counted twice or lost. A hold row written before the snapshot whose script
-//! had not run yet stands only if its budgets are within their limits.
+//! Postgres advisory lock) waits until [`HOLD_ROW_DEADLINE`] has passed since they were lost
+//! (since Redis started, or since a replica found them stale) — every hold taken on the lost
+//! counters then has its row, or its request gave up — and rebuilds from one snapshot: spend
+//! from `budget_usage`, holds from `reservations`, then sets `ready`. A settlement that
+//! committed before the snapshot is in its spend and finds no hold record; one that committed
+//! after finds its hold and applies — so nothing is counted twice or lost. (A settlement's
+//! script runs beside its commit; one that reached the lost counters before a commit the
+//! snapshot missed leaves the rebuilt hold to the reaper, which counts it whole as spent.) A
+//! hold row written before the snapshot whose script had not run yet stands only if its
+//! budgets are within their limits.
 //!
 //! **Requests that die.** The reaper releases expired holds in Redis, leaving a marker so a
 //! late settlement still adds its spend. A released hold whose row is already gone belonged
@@ -28,7 +34,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -55,6 +61,13 @@ const ATTEMPTS: usize = 8;
 /// released holds checks which still have rows right after (see the module docs), and must
 /// not find one gone because another replica deleted it meanwhile.
 const ROW_GRACE_SECS: i64 = 5;
+
+/// How long a new hold row may take to be acknowledged. It is written at the same time as its
+/// Redis hold (not before it: a round trip saved), and a request whose row took longer is
+/// refused; a rebuild reads the rows only once this long has passed since the counters were
+/// lost, so every hold taken on them by a request that went on has its row in the rebuild's
+/// snapshot.
+const HOLD_ROW_DEADLINE: Duration = Duration::from_secs(1);
 
 /// How often Redis's `run_id` is compared with the one the counters were built on.
 const RESTART_CHECK: Duration = Duration::from_secs(1);
@@ -144,6 +157,28 @@ impl RedisCounters {
         format!("{}ready", self.prefix)
     }
 
+    /// When a replica last forgot the counters (milliseconds of Redis's clock).
+    fn lost_key(&self) -> String {
+        format!("{}lost", self.prefix)
+    }
+
+    /// How long ago the counters were lost, at least: since Redis started (an empty Redis lost
+    /// them when it started), or since a replica forgot them, whichever is shorter.
+    async fn since_lost(&self, conn: &mut ConnectionManager) -> Result<Duration> {
+        let started = Duration::from_secs(server(conn).await?.uptime_secs);
+        let ((secs, micros), lost): ((u64, u64), Option<u64>) = redis::pipe()
+            .cmd("TIME")
+            .get(self.lost_key())
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        let now_ms = secs * 1000 + micros / 1000;
+        Ok(match lost {
+            Some(at) => started.min(Duration::from_millis(now_ms.saturating_sub(at))),
+            None => started,
+        })
+    }
+
     fn counter_key(&self, budget_id: &str, start: i64) -> String {
         format!("{}u:{}", self.prefix, field(budget_id, start))
     }
@@ -172,10 +207,12 @@ impl RedisCounters {
         let Some(built_on) = built_on else {
             return Ok(());
         };
-        if built_on != run_id(&mut conn).await? {
+        if built_on != server(&mut conn).await?.run_id {
             tracing::warn!("budget counters: Redis restarted; rebuilding them from Postgres");
-            let mut inv = self.scripts.forget_if.prepare_invoke();
-            inv.key(self.ready_key()).arg(&built_on);
+            let mut inv = self.scripts.forget.prepare_invoke();
+            inv.key(self.ready_key())
+                .key(self.lost_key())
+                .arg(&built_on);
             inv.invoke_async::<redis::Value>(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -261,6 +298,36 @@ impl RedisCounters {
         written.await.map_err(|_| stopped())?
     }
 
+    /// [`Self::write_holds`], acknowledged within [`HOLD_ROW_DEADLINE`] of the call by this
+    /// replica's clock, or an error.
+    async fn write_holds_in_time(&self, reservation: &Reservation, expires_at: i64) -> Result<()> {
+        let started = Instant::now();
+        match tokio::time::timeout(HOLD_ROW_DEADLINE, self.write_holds(reservation, expires_at))
+            .await
+        {
+            Ok(Ok(())) if started.elapsed() < HOLD_ROW_DEADLINE => Ok(()),
+            Ok(Err(e)) => Err(e),
+            _ => Err(Error::Unavailable {
+                backend: "database",
+                message: "a reservation's hold row took too long to write".into(),
+            }),
+        }
+    }
+
+    /// Gives back a reservation's Redis holds without spending anything (its request is
+    /// refused after all), in the background: one left behind is released when it expires.
+    fn release_in_background(&self, reservation: &Reservation) {
+        let me = self.me.clone();
+        let reservation = reservation.clone();
+        tokio::spawn(async move {
+            let Some(me) = me.upgrade() else { return };
+            let nothing = vec![0; reservation.holds.len()];
+            if let Err(e) = me.settle_counters(&reservation, &nothing).await {
+                tracing::debug!(error = %e, "budget counters: an unused hold waits for its expiry");
+            }
+        });
+    }
+
     /// Deletes the hold rows of a reservation that was refused (in the background: a row
     /// left behind only makes a rebuild hold a little more until it expires).
     fn forget_holds(&self, reservation_id: String) {
@@ -317,6 +384,11 @@ impl RedisCounters {
         if ready {
             return Ok(());
         }
+        // Every request that took a hold on the lost counters has its row by now, or has
+        // given up (`HOLD_ROW_DEADLINE`).
+        if let Some(rest) = HOLD_ROW_DEADLINE.checked_sub(self.since_lost(conn).await?) {
+            tokio::time::sleep(rest).await;
+        }
         // One snapshot, taken after the lock: what every settlement committed so far spent,
         // and every hold not yet settled.
         sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -334,7 +406,7 @@ impl RedisCounters {
         .await;
         sqlx::query("COMMIT").execute(&mut *db).await?;
         let (usage, holds) = (usage?, holds?);
-        let built_on = run_id(conn).await?;
+        let built_on = server(conn).await?.run_id;
         let now = OffsetDateTime::now_utc().unix_timestamp();
 
         // Whatever is left under the prefix (a partial loss) is replaced, not added to.
@@ -481,9 +553,21 @@ impl Counters for RedisCounters {
                 .map(|h| h.expires_at)
                 .max()
                 .unwrap_or_default();
-            self.write_holds(&reservation, expires_at).await?;
-            // The holds are the budgets of `keys`, in its order.
-            match self.run(&self.reserve_call(&reservation, expires_at)).await {
+            // The row and the Redis hold at once (see `HOLD_ROW_DEADLINE`); the holds are
+            // the budgets of `keys`, in its order.
+            let script = self.reserve_call(&reservation, expires_at);
+            let (written, said) = tokio::join!(
+                self.write_holds_in_time(&reservation, expires_at),
+                self.run(&script),
+            );
+            if let Err(e) = written {
+                if matches!(said, Ok(Said::Done(_))) {
+                    self.release_in_background(&reservation);
+                }
+                self.forget_holds(reservation.id);
+                return Err(e);
+            }
+            match said {
                 Ok(Said::Done(c)) => {
                     self.note(keys.iter().cloned(), &c);
                     let mut left = BudgetLeft::default();
@@ -604,18 +688,24 @@ impl Counters for RedisCounters {
             .zip(&spend)
             .map(|(h, s)| ((h.budget_id.clone(), h.period_start), *s))
             .collect();
-        // Durable first: the spend, the ledger row, the hold rows gone — one commit.
-        submit(&self.writer, |done| Job::Persist {
+        // The spend, the ledger row, the hold rows gone — one commit, durable before this
+        // returns.
+        let persist = submit(&self.writer, |done| Job::Persist {
             spend: keyed,
             entry: Box::new(entry.clone()),
             release: (!reservation.holds.is_empty()).then(|| reservation.id.clone()),
             done,
-        })
-        .await?;
+        });
         if reservation.holds.is_empty() {
+            persist.await?;
             return Ok(BudgetLeft::default());
         }
-        match self.settle_counters(reservation, &spend).await {
+        // Redis at the same time, not after: if Redis is lost and rebuilt from a snapshot that
+        // the commit missed, the snapshot still has the hold rows, and the reaper counts that
+        // hold whole as spent once it expires — more than was spent, never less.
+        let (persisted, counted) = tokio::join!(persist, self.settle_counters(reservation, &spend));
+        persisted?;
+        match counted {
             Ok(c) => {
                 self.note(
                     reservation
@@ -771,9 +861,10 @@ async fn hold_writer(pool: PgPool, mut rx: mpsc::Receiver<HoldWrite>) {
 /// Deletes the `ready` key under `prefix`: the counters there are rebuilt before next use.
 pub(crate) async fn forget(redis_url: &str, prefix: &str) -> Result<()> {
     let mut conn = crate::redis_conn::connect(redis_url, Duration::from_secs(1), "redis").await?;
-    redis::cmd("DEL")
-        .arg(format!("{prefix}ready"))
-        .query_async::<i64>(&mut conn)
+    redis::Script::new(scripts::FORGET)
+        .key(format!("{prefix}ready"))
+        .key(format!("{prefix}lost"))
+        .invoke_async::<redis::Value>(&mut conn)
         .await
         .map_err(unavailable)?;
     Ok(())
@@ -802,17 +893,32 @@ fn advisory_key(prefix: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
-/// The id of the Redis process answering (new at every start).
-async fn run_id(conn: &mut ConnectionManager) -> Result<String> {
+/// The Redis process answering.
+struct Server {
+    /// New at every start.
+    run_id: String,
+    /// Whole seconds since it started.
+    uptime_secs: u64,
+}
+
+async fn server(conn: &mut ConnectionManager) -> Result<Server> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(conn)
         .await
         .map_err(unavailable)?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-        .ok_or_else(|| unavailable("INFO server has no run_id"))
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .ok_or_else(|| unavailable(format!("INFO server has no {name}")))
+    };
+    Ok(Server {
+        run_id: field("run_id")?.to_owned(),
+        uptime_secs: field("uptime_in_seconds")?
+            .parse()
+            .map_err(|_| unavailable("INFO server: uptime_in_seconds is not a number"))?,
+    })
 }
 
 /// The reaper script's reply: `None` when the counters are not ready, else each released

@@ -132,10 +132,15 @@ end
 return {1}
 "#;
 
-/// KEYS: ready; ARGV: a `run_id` that is not the answering server's. Forgets the counters if
-/// they are still the ones built on it (another replica may have rebuilt them meanwhile).
-const FORGET_IF: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+/// KEYS: ready, lost; ARGV: none, or a `run_id` that is not the answering server's. Forgets
+/// the counters (if they are still the ones built on that `run_id`: another replica may have
+/// rebuilt them meanwhile) and notes when, in milliseconds of Redis's clock.
+pub(super) const FORGET: &str = r#"
+if #ARGV == 0 or redis.call('GET', KEYS[1]) == ARGV[1] then
+  local t = redis.call('TIME')
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+end
 return {1}
 "#;
 
@@ -147,7 +152,7 @@ pub(super) struct Scripts {
     pub(super) read: redis::Script,
     pub(super) reap: redis::Script,
     pub(super) claim: redis::Script,
-    pub(super) forget_if: redis::Script,
+    pub(super) forget: redis::Script,
 }
 
 impl Scripts {
@@ -160,7 +165,7 @@ impl Scripts {
             read: with_counts(READ),
             reap: with_counts(REAP),
             claim: with_counts(CLAIM),
-            forget_if: redis::Script::new(FORGET_IF),
+            forget: redis::Script::new(FORGET),
         }
     }
 }
