@@ -387,6 +387,71 @@ async fn budget_counters_lost_with_redis_are_rebuilt_from_postgres() {
     assert_eq!(recorded(&url, &id).await, (1_000, 0));
 }
 
+/// A hold row that Postgres does not acknowledge within a second refuses its request (503),
+/// and the hold already taken in Redis is given back: a rebuild after a Redis loss waits only
+/// that second for rows, so a request must never go on without one.
+#[tokio::test]
+async fn a_hold_row_written_too_late_refuses_the_request_and_gives_the_hold_back() {
+    use lyss_core::policy::prelude::*;
+    use lyss_core::testing::policy::{ask, spent_entry, usage_of};
+    let Some((_redis, url, policy, who, id)) = counted_in_private_redis().await else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ttl = std::time::Duration::from_secs(60);
+    let first = policy
+        .reserve(&who, &ask(10, Some(10)), now, ttl)
+        .await
+        .expect("reserve");
+    policy
+        .settle(&first, &spent_entry(&who, 10, 10))
+        .await
+        .expect("settle");
+    assert_eq!(usage_of(&policy, &id, now).await, (20, 0));
+
+    // Every write to the hold rows waits behind this lock for 1.5 s.
+    let db = sqlx::PgPool::connect(&url).await.expect("postgres");
+    let mut lock = db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE reservations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let asked = std::time::Instant::now();
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        policy.reserve(&who, &ask(100, Some(100)), now, ttl),
+    )
+    .await
+    .expect("refused within the hold rows' deadline, not after the lock");
+    assert!(
+        matches!(late, Err(lyss_core::Error::Unavailable { .. })),
+        "{late:?}"
+    );
+    assert!(asked.elapsed() >= std::time::Duration::from_secs(1));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    lock.rollback().await.expect("unlock");
+
+    // The Redis hold is given back and the row, written once the lock went, deleted after it.
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = Some((usage_of(&policy, &id, now).await, recorded(&url, &id).await));
+        if seen == Some(((20, 0), (20, 0))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(((20, 0), (20, 0))));
+    let next = policy
+        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .await
+        .expect("admitted again once Postgres answers");
+    assert_eq!(usage_of(&policy, &id, now).await, (20, 200));
+    policy
+        .settle(&next, &spent_entry(&who, 100, 50))
+        .await
+        .expect("settle");
+}
+
 /// A Redis that restarted from an old snapshot has counters, but old ones: they are noticed
 /// (the server's `run_id` changed) and rebuilt from Postgres within about a second.
 #[tokio::test]
