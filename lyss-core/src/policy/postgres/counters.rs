@@ -33,6 +33,7 @@
 //! are deleted a few seconds after Redis released them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub(crate) struct RedisCounters {
     /// The counters each script last returned: the first guess of the next admission.
     seen: Mutex<HashMap<UsageKey, (i64, i64)>>,
     rebuilding: tokio::sync::Mutex<()>,
+    /// Redis's clock minus this replica's, in microseconds (measured once a second).
+    skew_us: AtomicI64,
     /// For background work that outlives a call (retried settlements, the restart check).
     me: Weak<RedisCounters>,
 }
@@ -129,15 +132,17 @@ impl RedisCounters {
             definitions: DefinitionCache::default(),
             seen: Mutex::default(),
             rebuilding: tokio::sync::Mutex::new(()),
+            skew_us: AtomicI64::new(0),
             me: me.clone(),
         });
         counters.check_restart().await?;
+        counters.measure_skew().await?;
         counters.watch();
         Ok(counters)
     }
 
     /// Starts the once-a-second check for a Redis that restarted from a snapshot (its
-    /// counters would be old); it stops when the counters are dropped.
+    /// counters would be old) and of Redis's clock; it stops when the counters are dropped.
     fn watch(&self) {
         let weak = self.me.clone();
         tokio::spawn(async move {
@@ -148,8 +153,33 @@ impl RedisCounters {
                 if let Err(e) = me.check_restart().await {
                     tracing::debug!(error = %e, "budget counters: Redis restart check failed");
                 }
+                if let Err(e) = me.measure_skew().await {
+                    tracing::debug!(error = %e, "budget counters: Redis clock not read");
+                }
             }
         });
+    }
+
+    /// Measures how far Redis's clock is from this replica's. Budget periods and hold expiries
+    /// follow Redis's clock, so replicas whose clocks disagree still agree on when a period
+    /// starts (to within a round trip).
+    async fn measure_skew(&self) -> Result<()> {
+        let mut conn = self.redis.clone();
+        let before = OffsetDateTime::now_utc();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let after = OffsetDateTime::now_utc();
+        let redis_us = secs.saturating_mul(1_000_000).saturating_add(micros);
+        self.skew_us
+            .store(skew_us(before, redis_us, after), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `now` on Redis's clock.
+    fn on_redis_clock(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + time::Duration::microseconds(self.skew_us.load(Ordering::Relaxed))
     }
 
     /// Exists while the counters are known; its value is the `run_id` they were built on.
@@ -502,6 +532,7 @@ impl Counters for RedisCounters {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<Reservation> {
+        let now = self.on_redis_clock(now);
         let pool = &self.pool;
         let definitions = self.definitions.get(|| super::all_budgets(pool)).await?;
         let budgets = budgets_of(&definitions, who);
@@ -745,7 +776,7 @@ impl Counters for RedisCounters {
     }
 
     async fn release_expired(&self, now: OffsetDateTime) -> Result<u64> {
-        let now = now.unix_timestamp();
+        let now = self.on_redis_clock(now).unix_timestamp();
         let mut released = Vec::new();
         for _ in 0..2 {
             let mut inv = self.scripts.reap.prepare_invoke();
@@ -870,6 +901,18 @@ pub(crate) async fn forget(redis_url: &str, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Redis's time minus the middle of the round trip that read it, in microseconds — or none
+/// when Redis's time falls within the round trip (a skew that small cannot be told from none).
+fn skew_us(before: OffsetDateTime, redis_us: i64, after: OffsetDateTime) -> i64 {
+    let us =
+        |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
+    let (before, after) = (us(before), us(after));
+    if (before..=after).contains(&redis_us) {
+        return 0;
+    }
+    redis_us.saturating_sub(before / 2 + after / 2)
+}
+
 /// A hold's field in its reservation record, and the suffix of its counter's key.
 fn field(budget_id: &str, start: i64) -> String {
     format!("{budget_id}:{start}")
@@ -948,4 +991,21 @@ fn parse_reaped(out: redis::Value) -> Result<Option<Vec<(String, Vec<(String, i6
         released.push((id, holds));
     }
     Ok(Some(released))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_clock_skew_is_taken_from_the_middle_of_the_round_trip() {
+        let before = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        let after = before + time::Duration::milliseconds(2);
+        // Redis answered 1,000.061 s: 60 ms ahead of the trip's middle (1,000.001 s).
+        assert_eq!(skew_us(before, 1_000_061_000, after), 60_000);
+        assert_eq!(skew_us(before, 999_000_000, after), -1_001_000);
+        // Within the round trip: no skew that could be told.
+        assert_eq!(skew_us(before, 1_000_000_500, after), 0);
+        assert_eq!(skew_us(before, 1_000_002_000, after), 0);
+    }
 }
