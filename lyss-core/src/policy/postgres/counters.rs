@@ -9,7 +9,9 @@
 //! after Redis lost its counters; a request whose row is not acknowledged within
 //! [`HOLD_ROW_DEADLINE`] is refused) and deleted by the settlement's commit. So a hold a
 //! request goes on with has its row, and a spend in Postgres is either in the Redis counters
-//! or still has the hold record that its settlement script will turn into spend.
+//! or still has the hold record that its settlement script will turn into spend. Periods and
+//! hold expiries follow Redis's clock (each replica measures its skew once a second), so
+//! replicas whose clocks disagree still agree on when a period starts.
 //!
 //! **Losing Redis.** Every script first checks the key `<prefix>ready`; a Redis that
 //! restarted empty has none, and a restarted one that reloaded a snapshot is caught by a check
