@@ -270,11 +270,16 @@ impl RedisCounters {
         })
     }
 
-    /// Notes the counters a script returned for `keys`.
-    fn note(&self, keys: impl IntoIterator<Item = UsageKey>, counts: &[(i64, i64)]) {
+    /// Notes the counters a script returned for `keys` (a key is copied only the first time).
+    fn note(&self, keys: &[UsageKey], counts: &[(i64, i64)]) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, c) in keys.into_iter().zip(counts) {
-            seen.insert(k, *c);
+        for (k, c) in keys.iter().zip(counts) {
+            match seen.get_mut(k) {
+                Some(v) => *v = *c,
+                None => {
+                    seen.insert(k.clone(), *c);
+                }
+            }
         }
     }
 
@@ -294,7 +299,7 @@ impl RedisCounters {
             }
             match self.run(&inv).await? {
                 Said::Done(c) => {
-                    self.note(keys.iter().cloned(), &c);
+                    self.note(keys, &c);
                     return Ok(c);
                 }
                 Said::NotReady => self.rebuild().await?,
@@ -602,7 +607,7 @@ impl Counters for RedisCounters {
             }
             match said {
                 Ok(Said::Done(c)) => {
-                    self.note(keys.iter().cloned(), &c);
+                    self.note(&keys, &c);
                     let mut left = BudgetLeft::default();
                     for (h, (s, r)) in reservation.holds.iter().zip(&c) {
                         left.note(h.unit, h.limit - s - r);
@@ -611,7 +616,7 @@ impl Counters for RedisCounters {
                     return Ok(reservation);
                 }
                 Ok(Said::Refused(c)) => {
-                    self.note(keys.iter().cloned(), &c);
+                    self.note(&keys, &c);
                     counts = c;
                     fresh = true;
                 }
@@ -692,11 +697,11 @@ impl Counters for RedisCounters {
             }
             match self.run(&inv).await? {
                 Said::Done(c) => {
-                    self.note(keys, &c);
+                    self.note(&keys, &c);
                     return Ok(granted);
                 }
                 Said::Refused(c) => {
-                    self.note(keys.iter().cloned(), &c);
+                    self.note(&keys, &c);
                     counts = c;
                 }
                 Said::Gone => return Ok(0),
@@ -740,13 +745,12 @@ impl Counters for RedisCounters {
         persisted?;
         match counted {
             Ok(c) => {
-                self.note(
-                    reservation
-                        .holds
-                        .iter()
-                        .map(|h| (h.budget_id.clone(), h.period_start)),
-                    &c,
-                );
+                let keys: Vec<UsageKey> = reservation
+                    .holds
+                    .iter()
+                    .map(|h| (h.budget_id.clone(), h.period_start))
+                    .collect();
+                self.note(&keys, &c);
                 let mut left = BudgetLeft::default();
                 for (h, (s, r)) in reservation.holds.iter().zip(&c) {
                     left.note(h.unit, h.limit - s - r);
