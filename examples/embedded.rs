@@ -38,11 +38,11 @@ impl Provider for Recollection {
             .iter()
             .filter_map(|m| m.content.as_ref().map(Content::text))
             .collect();
-        // Lyss's memory block is a system message just before the newest user message.
+        // Lyss's memory block is a user message just before the newest user message.
         let recalled: Vec<&str> = req
             .messages
             .iter()
-            .filter(|m| m.role == Role::System)
+            .filter(|m| m.role == Role::User)
             .filter_map(|m| m.content.as_ref())
             .flat_map(|c| match c {
                 Content::Text(t) if t.starts_with("What you know about the user") => {

@@ -17,7 +17,7 @@
 //! sixty). [`Cache::expire`] models the days between LOCOMO's sessions.
 
 use lyss_core::models::{Price, builtin_price};
-use lyss_core::openai::{Message, Role};
+use lyss_core::openai::Message;
 use lyss_core::tokens;
 use serde_json::{Value, json};
 
@@ -66,7 +66,7 @@ impl Prompt {
         let mut ends = Vec::new();
         for (i, m) in messages.iter().enumerate() {
             let content = m.content.as_ref().map(|c| c.text()).unwrap_or_default();
-            if m.role == Role::System && content.starts_with(block_header) {
+            if content.starts_with(block_header) {
                 break;
             }
             text.push_str(&format!("<{:?}>{content}\n", m.role));

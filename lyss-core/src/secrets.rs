@@ -66,7 +66,7 @@ impl MasterKey {
                 .ok_or_else(|| Error::Config(format!("{} is not a 32-byte key", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let bytes: [u8; 32] = rand::random();
-                std::fs::create_dir_all(data_dir)
+                create_private_dir(data_dir)
                     .map_err(|e| Error::Config(format!("{}: {e}", data_dir.display())))?;
                 write_private(
                     &path,
@@ -121,6 +121,37 @@ impl MasterKey {
             )
             .map_err(|_| wrong())?;
         String::from_utf8(plain).map_err(|_| wrong())
+    }
+}
+
+/// Creates a directory (and its missing parents) only its owner can enter (0700 on Unix):
+/// lyss's data directory holds the database, the admin token and the master key.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates an empty file only its owner can read and write (0600 on Unix) unless it exists.
+/// A SQLite database created this way keeps its WAL and shared-memory files at 0600 too
+/// (SQLite gives them the database file's mode).
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -23,6 +23,16 @@ use crate::error::{Error, Result};
 /// process exits however it exits, so a crashed migration never leaves a stale lock behind.
 pub(crate) async fn prepare(opts: &SqliteConnectOptions) -> Result<()> {
     let lock = lock_path(opts.get_filename(), "lock");
+    // Created here, empty and 0600, before SQLite opens it: SQLite would create it 0644 (every
+    // local user could read keys' hashes, ledgers and memories) and gives the WAL and
+    // shared-memory files the database's mode.
+    let db = opts.get_filename().to_owned();
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::secrets::create_private_dir(dir)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    }
+    crate::secrets::create_private_file(&db)
+        .map_err(|e| Error::Config(format!("{}: {e}", db.display())))?;
     let guard = tokio::task::spawn_blocking(move || exclusive(&lock))
         .await
         .map_err(|e| Error::Internal(format!("migration lock: {e}")))??;
@@ -68,14 +78,14 @@ pub(crate) fn lock_path(db: &Path, suffix: &str) -> PathBuf {
 
 /// Blocks until this process holds the lock; dropping the file releases it.
 fn exclusive(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let file = options
         .open(path)
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
     file.lock()

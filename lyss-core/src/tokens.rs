@@ -1,6 +1,16 @@
-//! Token counting with the model family's real tokenizer (`tiktoken-rs`): prompts at budget
-//! admission, and answers when an upstream does not report usage (tokens that flowed are never
-//! recorded as zero).
+//! Token counting with the model family's real tokenizer: prompts at budget admission, and
+//! answers when an upstream does not report usage (tokens that flowed are never recorded as
+//! zero).
+//!
+//! The encodings are OpenAI's `o200k_base` and `cl100k_base` as implemented by `bpe-openai`,
+//! whose counts equal tiktoken's (checked on every text of the LOCOMO dev split and the client
+//! fixtures) but whose time is linear in the text whatever it holds: tiktoken's byte-pair merge
+//! is quadratic on a long run of one character (150,000 × "a" took 4–14 s) and its regex
+//! overflowed its stack on a megabyte of them. Hostile text is a prompt like any other.
+//!
+//! A long text (over [`INLINE_BYTES`]) is counted with `block_in_place` when the caller runs on
+//! a multi-threaded Tokio runtime, so the worker's other tasks move to another thread instead
+//! of waiting for it (a 2 MB prompt takes ~20 ms).
 //!
 //! Chat clients resend the whole conversation every turn, so the same message texts are counted
 //! again and again; counts are remembered by a 128-bit hash of the text, which makes
@@ -9,7 +19,7 @@
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
+use bpe_openai::Tokenizer;
 
 use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message};
 
@@ -17,20 +27,14 @@ use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message};
 /// 1024×1024 tile set on GPT-4o-class models. Settlement uses the provider's real count.
 pub const IMAGE_TOKENS: u64 = 1_105;
 
-fn o200k() -> Option<&'static CoreBPE> {
-    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
-}
-
-fn cl100k() -> Option<&'static CoreBPE> {
-    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
-}
-
 /// The encoding for an upstream model: `o200k_base` for the GPT-4o/4.1/5 and o-series
 /// families, `cl100k_base` (the closest public approximation) for everything else.
-fn bpe_for(model: &str) -> Option<&'static CoreBPE> {
-    if is_o200k(model) { o200k() } else { cl100k() }
+fn bpe_for(model: &str) -> &'static Tokenizer {
+    if is_o200k(model) {
+        bpe_openai::o200k_base()
+    } else {
+        bpe_openai::cl100k_base()
+    }
 }
 
 fn is_o200k(model: &str) -> bool {
@@ -50,11 +54,15 @@ pub fn is_exact(model: &str) -> bool {
     is_o200k(m) || m.starts_with("gpt-4") || m.starts_with("gpt-3.5")
 }
 
-/// Builds both tokenizers now (≈0.4 s and ≈50 MiB), so that the first request that needs a
-/// count does not wait for them. Blocking: call from `spawn_blocking`.
+/// Loads both tokenizers now (≈70 ms), so that the first request that needs a count does not
+/// wait for them. Blocking: call from `spawn_blocking`.
 pub fn warm_up() {
-    let _ = (o200k(), cl100k());
+    let _ = (bpe_openai::o200k_base(), bpe_openai::cl100k_base());
 }
+
+/// Texts longer than this are counted off the async worker (`block_in_place`): about 0.3 ms
+/// of tokenizer time.
+pub const INLINE_BYTES: usize = 32 * 1024;
 
 fn counts() -> &'static moka::sync::Cache<(bool, u128), u64> {
     static CACHE: OnceLock<moka::sync::Cache<(bool, u128), u64>> = OnceLock::new();
@@ -62,8 +70,7 @@ fn counts() -> &'static moka::sync::Cache<(bool, u128), u64> {
 }
 
 /// Tokens in a piece of text, remembered by its hash: even a short text costs the tokenizer
-/// microseconds, a lookup nanoseconds. Falls back to one token per four bytes if no tokenizer
-/// loads.
+/// microseconds, a lookup nanoseconds.
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
@@ -80,11 +87,16 @@ pub fn count_text(model: &str, text: &str) -> u64 {
     n
 }
 
-/// [`count_text`] without the cache.
+/// [`count_text`] without the cache. Linear in the text's length; a long text is counted off
+/// the async worker when there is one to hand the worker's tasks to.
 pub fn count_text_uncached(model: &str, text: &str) -> u64 {
-    match bpe_for(model) {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => text.len().div_ceil(4) as u64,
+    let count = || bpe_for(model).count(text) as u64;
+    let threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if text.len() > INLINE_BYTES && threaded {
+        tokio::task::block_in_place(count)
+    } else {
+        count()
     }
 }
 
@@ -163,6 +175,41 @@ mod tests {
             count_text("llama3", &long),
             count_text_uncached("llama3", &long)
         );
+    }
+
+    #[test]
+    fn counts_equal_tiktokens_published_ones() {
+        // As tiktoken counts them (OpenAI's cookbook examples).
+        assert_eq!(count_text_uncached("gpt-4", "hello world"), 2);
+        assert_eq!(
+            count_text_uncached("gpt-4", "tiktoken is great!"),
+            6,
+            "cl100k_base"
+        );
+        assert_eq!(count_text_uncached("gpt-4o", "tiktoken is great!"), 6);
+        assert_eq!(
+            count_text_uncached("gpt-4", "antidisestablishmentarianism"),
+            6
+        );
+    }
+
+    #[test]
+    fn hostile_runs_of_one_character_count_in_linear_time_without_a_panic() {
+        // tiktoken took seconds on 150k of these and overflowed its stack on 1 MB.
+        let run = "a".repeat(2_000_000);
+        assert_eq!(count_text_uncached("gpt-4o", &run), 250_000);
+        assert_eq!(count_text_uncached("llama3", &run), 250_000);
+        assert!(count_text_uncached("gpt-4o", &" ".repeat(1_000_000)) > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_text_is_counted_off_the_worker_and_counts_the_same() {
+        let long = "word ".repeat(INLINE_BYTES);
+        let on_runtime = count_text_uncached("gpt-4o", &long);
+        let off = std::thread::spawn(move || count_text_uncached("gpt-4o", &long))
+            .join()
+            .unwrap();
+        assert_eq!(on_runtime, off);
     }
 
     #[test]

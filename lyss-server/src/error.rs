@@ -161,3 +161,50 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Turns a 4xx that something other than [`ApiError`] answered — a query string, path or
+/// header axum could not parse, a method a route does not take, a body over the limit — into
+/// OpenAI's error shape, keeping its status and headers and its text as the message. JSON
+/// bodies (already shaped) and HTML (the dashboard's pages) pass as they are.
+pub async fn openai_shaped(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let page = req.uri().path().starts_with("/dashboard");
+    let resp = next.run(req).await;
+    if page {
+        return resp;
+    }
+    let status = resp.status();
+    let shaped = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/html"));
+    if !status.is_client_error() || shaped {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("Bad request")
+            .to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_exceeded",
+        _ => "invalid_request",
+    };
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}

@@ -110,7 +110,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             state.clone(),
             routes::admin::require_admin,
         ));
-    Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/v1/messages", post(routes::messages::create))
         .route("/v1/responses", post(routes::responses::create))
@@ -137,10 +137,12 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::metrics::render))
         .merge(admin)
-        .merge(dashboard::routes())
-        .fallback(|| async {
-            error::ApiError(lyss_core::Error::NotFound("route".into()))
-        })
+        .fallback(|| async { error::ApiError(lyss_core::Error::NotFound("route".into())) })
+        // Browsers may call the API from other origins (LobeChat in client mode); never the
+        // dashboard, whose pages also forbid framing and caching (`dashboard::headers`).
+        .layer(cors(cors_origins));
+    api.merge(dashboard::routes())
+        .layer(axum::middleware::from_fn(error::openai_shaped))
         .layer(DefaultBodyLimit::max(state.body_limit))
         .route_layer(axum::middleware::from_fn(routes::metrics::track))
         .layer(axum::middleware::from_fn_with_state(
@@ -148,7 +150,6 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             routes::throttle::limit,
         ))
         .with_state(state)
-        .layer(cors(cors_origins))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

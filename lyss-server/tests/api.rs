@@ -827,7 +827,7 @@ async fn a_client_leaving_mid_stream_cancels_upstream_and_is_billed_for_what_flo
 }
 
 #[tokio::test]
-async fn failed_key_checks_are_limited_per_client_address() {
+async fn failed_credential_checks_slow_the_address_but_never_block_who_authenticates() {
     let app = TestApp::with(|c| c.auth_failures_per_minute = 5).await;
     let from = |ip: [u8; 4]| {
         reqwest::Client::builder()
@@ -836,35 +836,48 @@ async fn failed_key_checks_are_limited_per_client_address() {
             .unwrap()
     };
     let (guesser, neighbour) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
-    let models = |client: &reqwest::Client, key: &str| {
+    let admin = |client: &reqwest::Client, token: &str| {
         client
-            .get(format!("{}/v1/models", app.base))
-            .bearer_auth(key)
+            .get(format!("{}/admin/ledger", app.base))
+            .bearer_auth(token)
             .send()
     };
-    for i in 0..5 {
-        let wrong = format!("lyss-sk-guess{i}-{}", "x".repeat(32));
-        assert_eq!(models(&guesser, &wrong).await.unwrap().status(), 401);
+    for _ in 0..5 {
+        assert_eq!(admin(&guesser, "wrong-token").await.unwrap().status(), 401);
     }
-    // The guesser is refused now — even with a real key — and told when to come back.
-    let refused = models(&guesser, &app.key).await.unwrap();
+    // Slowed now: a wrong admin token is answered 429 after a pause, and told when to come
+    // back — one guess per second at most.
+    let started = std::time::Instant::now();
+    let refused = admin(&guesser, "still-wrong").await.unwrap();
     assert_eq!(refused.status(), 429);
+    assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(refused.headers()["retry-after"], "60");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
-    // Another address is not.
-    assert_eq!(models(&neighbour, &app.key).await.unwrap().status(), 200);
-    // Wrong admin tokens count too.
-    for _ in 0..5 {
-        let r = neighbour
-            .get(format!("{}/admin/ledger", app.base))
-            .bearer_auth("not-the-admin-token")
+    // Who authenticates is served at once from the same address: the admin token, a key, and
+    // the health checks (which need none).
+    let started = std::time::Instant::now();
+    assert_eq!(admin(&guesser, ADMIN).await.unwrap().status(), 200);
+    let models = guesser
+        .get(format!("{}/v1/models", app.base))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    for path in ["/healthz", "/readyz"] {
+        let r = guesser
+            .get(format!("{}{path}", app.base))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 401);
+        assert_eq!(r.status(), 200, "{path}");
     }
-    assert_eq!(models(&neighbour, &app.key).await.unwrap().status(), 429);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    // Another address is not slowed.
+    let started = std::time::Instant::now();
+    assert_eq!(admin(&neighbour, "wrong").await.unwrap().status(), 401);
+    assert!(started.elapsed() < Duration::from_millis(900));
 }
 
 #[tokio::test]

@@ -118,7 +118,9 @@ async fn an_early_preference_reaches_the_model_after_its_turn_is_dropped() {
     // The block comes just before the newest user message, after the kept history: the
     // prompt's prefix stays stable for the provider's prompt cache.
     let block = messages[messages.len() - 2]["content"].as_str().unwrap();
-    assert_eq!(messages[messages.len() - 2]["role"], "system");
+    // Quoted as the user's own notes, never with a system message's authority.
+    assert_eq!(messages[messages.len() - 2]["role"], "user");
+    assert!(messages[1..].iter().all(|m| m["role"] != "system"));
     assert_eq!(
         messages[1]["role"], "user",
         "kept history after the system prompt"

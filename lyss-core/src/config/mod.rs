@@ -61,7 +61,8 @@ pub struct Config {
     /// Retries, backoff and circuit breaking for every model's targets.
     pub router: RouterConfig,
     /// Failed key checks (401s) allowed per client address and minute before that address is
-    /// refused for the rest of the minute. Default 30; 0 turns the limit off.
+    /// slowed for the rest of the minute (one check at a time, a failure answered after a
+    /// pause; who authenticates is still served). Default 30; 0 turns the limit off.
     pub auth_failures_per_minute: u32,
     /// Record Prometheus metrics and serve them at `/metrics`. Default true.
     pub metrics: bool,

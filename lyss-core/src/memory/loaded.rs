@@ -6,6 +6,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use super::Memory;
 use super::index::ScopeIndex;
 
+/// A scope's place in a store's map of scopes: locked while the scope is looked up or (re)built,
+/// empty until its first build.
+pub(crate) type Slot =
+    std::sync::Arc<tokio::sync::Mutex<Option<std::sync::Arc<std::sync::Mutex<Loaded>>>>>;
+
 /// A scope's index, the memory of each of its rows, and the turns it remembers. Holding the
 /// memories themselves lets a search answer without reading them back from the database.
 #[derive(Default)]

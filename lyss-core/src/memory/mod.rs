@@ -216,11 +216,14 @@ pub struct Queued {
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
 ///   their history and their remembered turns ("forget me"); it returns how many memories went.
 /// - `enqueue` durably queues new turns (they survive a crash); a conversation turn already in
-///   the queue for its scope is not queued twice. `claim` hands out the oldest unclaimed turns,
-///   in order, each to one caller only — across processes sharing the store — until `complete`
-///   removes it (a conversation turn is then remembered), `release` returns it, or the claim's
-///   lease runs out (its claimer died). A turn is completed only after its memories are
-///   written, so a crash in between ingests it again (after the lease), never loses it.
+///   the queue for its scope is not queued twice. `claim` hands out unclaimed turns fairly
+///   across workspace users — each user's oldest first, then each one's second, and so on (a
+///   user with many waiting turns delays only their own) — in queue order within a user, each
+///   to one caller only, across processes sharing the store, until `complete` removes it (a
+///   conversation turn is then remembered), `release` returns it, or the claim's lease runs
+///   out (its claimer died). A turn is completed only after its memories are written, so a
+///   crash in between ingests it again (after the lease), never loses it. `waiting` counts the
+///   queued turns (claimed or not) of a scope's workspace user, across their end-users.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -249,10 +252,12 @@ pub trait MemoryStore: Send + Sync {
         turns: &[NewMemory],
         key_id: Option<&str>,
     ) -> Result<()>;
-    /// Claims up to `max` unclaimed queued turns, oldest first, for `lease`.
+    /// Claims up to `max` unclaimed queued turns for `lease`, users taking turns.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Queued>>;
     /// Removes a claimed turn once it is ingested; a conversation turn is then remembered.
     async fn complete(&self, id: i64) -> Result<()>;
+    /// How many turns of the scope's workspace user wait in the queue.
+    async fn waiting(&self, scope: &MemoryScope) -> Result<u64>;
     /// Returns a claimed turn to the queue now (its ingestion failed; another run retries it).
     async fn release(&self, id: i64) -> Result<()>;
 

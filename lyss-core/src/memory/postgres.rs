@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::Row as _;
 use time::OffsetDateTime;
 
-use super::loaded::Loaded;
+use super::loaded::{Loaded, Slot};
 use super::passages::passages;
 use super::sql::{MEMORY_COLUMNS, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob};
 use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, Queued, SearchQuery};
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub struct PostgresMemoryStore {
     pool: PgPool,
     embedder: Option<Arc<dyn Embedder>>,
-    scopes: tokio::sync::Mutex<HashMap<String, Arc<Mutex<Loaded>>>>,
+    scopes: tokio::sync::Mutex<HashMap<String, Slot>>,
 }
 
 impl std::fmt::Debug for PostgresMemoryStore {

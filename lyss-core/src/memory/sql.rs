@@ -30,7 +30,7 @@ pub(crate) fn hash_from_text(s: &str) -> Option<u128> {
 
 /// Implements the memory store for a backend: `$store` must have fields `pool: $pool`,
 /// `embedder: Option<Arc<dyn Embedder>>` and `scopes: tokio::sync::Mutex<HashMap<String,
-/// Arc<Mutex<Loaded>>>>`.
+/// Slot>>` ([`super::loaded::Slot`]).
 macro_rules! impl_sql_memory {
     ($store:ident, $db:ty, $pool:ty, $row:ty) => {
 impl $store {
@@ -46,10 +46,12 @@ impl $store {
     }
 
     /// The loaded index of a scope, building it from the rows on first use (and when dead
-    /// rows outnumber live ones).
+    /// rows outnumber live ones). The map of scopes is locked only to find the scope's slot:
+    /// building one scope's index (seconds for a large one) never holds up another scope.
     async fn scope(&self, scope: &MemoryScope) -> $crate::Result<Arc<Mutex<Loaded>>> {
         let key = scope.key();
-        let mut scopes = self.scopes.lock().await;
+        let slot = self.scopes.lock().await.entry(key.clone()).or_default().clone();
+        let mut slot = slot.lock().await;
         // Read before the rows: a change in between shows as a newer version next time.
         let version = sqlx::query_scalar::<_, i64>(
             "SELECT version FROM memory_scope_versions WHERE scope = $1",
@@ -58,7 +60,7 @@ impl $store {
         .fetch_optional(&self.pool)
         .await?
         .unwrap_or(0);
-        if let Some(l) = scopes.get(&key) {
+        if let Some(l) = slot.as_ref() {
             let fresh = {
                 let g = l.lock().unwrap_or_else(|p| p.into_inner());
                 g.current(version) && !g.index.needs_rebuild()
@@ -116,7 +118,7 @@ impl $store {
         .await
         .map_err(|e| Error::Internal(format!("index build: {e}")))?;
         let loaded = Arc::new(Mutex::new(Loaded { version, ..loaded }));
-        scopes.insert(key, loaded.clone());
+        *slot = Some(loaded.clone());
         Ok(loaded)
     }
 
@@ -425,11 +427,12 @@ impl $crate::memory::MemoryStore for $store {
         turns: &[NewMemory],
     ) -> $crate::Result<Vec<Memory>> {
         let mut hashed = Vec::with_capacity(turns.len());
+        let mut seen = std::collections::HashSet::with_capacity(turns.len());
         for t in turns {
             let Some(hash) = t.turn_hash() else {
                 return Err(Error::invalid_param("a conversation turn needs a role", "role"));
             };
-            if !t.text.trim().is_empty() && !hashed.iter().any(|(h, _)| *h == hash) {
+            if !t.text.trim().is_empty() && seen.insert(hash) {
                 hashed.push((hash, t));
             }
         }
@@ -577,12 +580,17 @@ impl $crate::memory::MemoryStore for $store {
 
     async fn claim(&self, max: usize, lease: std::time::Duration) -> $crate::Result<Vec<Queued>> {
         let now = OffsetDateTime::now_utc();
+        // Users take turns: each user's oldest waiting turn first, then each one's second …,
+        // so one user's flood never holds up another's turns by more than a batch.
         // The outer condition is checked again on a row another claimer changed meanwhile
         // (Postgres re-reads it after the lock; SQLite has one writer): taken once only.
         let mut rows = sqlx::query(
             "UPDATE memory_outbox SET claimed_until = $1 \
              WHERE claimed_until <= $2 AND id IN \
-             (SELECT id FROM memory_outbox WHERE claimed_until <= $2 ORDER BY id LIMIT $3) \
+             (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+                (PARTITION BY workspace_id, user_id ORDER BY id) AS turn \
+                FROM memory_outbox WHERE claimed_until <= $2) AS waiting \
+              ORDER BY turn, id LIMIT $3) \
              RETURNING id, scope, text, source, occurred_at, key_id, role, position",
         )
         .bind($crate::clock::unix_ms(now + lease))
@@ -645,12 +653,26 @@ impl $crate::memory::MemoryStore for $store {
             remembered = hash_from_text(&hash).map(|h| (scope.key(), h));
         }
         tx.commit().await?;
-        if let Some((key, hash)) = remembered
-            && let Some(l) = self.scopes.lock().await.get(&key)
-        {
-            l.lock().unwrap_or_else(|p| p.into_inner()).turns.insert(hash);
+        if let Some((key, hash)) = remembered {
+            let slot = self.scopes.lock().await.get(&key).cloned();
+            if let Some(slot) = slot
+                && let Some(l) = slot.lock().await.as_ref()
+            {
+                l.lock().unwrap_or_else(|p| p.into_inner()).turns.insert(hash);
+            }
         }
         Ok(())
+    }
+
+    async fn waiting(&self, scope: &MemoryScope) -> $crate::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memory_outbox WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(&scope.workspace_id)
+        .bind(&scope.user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn release(&self, id: i64) -> $crate::Result<()> {

@@ -458,6 +458,15 @@ pub trait Directory: Send + Sync {
         rpm: Option<u32>,
         tpm: Option<u32>,
     ) -> Result<()>;
+
+    /// Opens an admin sign-in session (the dashboard's) until `expires`. `id` is a random
+    /// secret; only its hash is kept.
+    async fn open_session(&self, id: &str, expires: OffsetDateTime) -> Result<()>;
+    /// Whether session `id` was opened, has not ended and has not expired at `now`.
+    async fn session_open(&self, id: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Ends session `id` for every process sharing the store (signing out). Ending an unknown
+    /// or ended session is not an error.
+    async fn end_session(&self, id: &str) -> Result<()>;
 }
 
 /// Budgets and the reservations that keep them: the budget invariant lives here.

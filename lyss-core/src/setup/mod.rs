@@ -241,7 +241,7 @@ async fn open_policy_as(config: &Config, serve: bool) -> Result<Arc<dyn Policy>>
     if url.starts_with("sqlite:") {
         if config.database_url.is_none() {
             let dir = data_dir(config);
-            std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::secrets::create_private_dir(&dir).map_err(|e| {
                 Error::Config(format!("data_dir {}: cannot create: {e}", dir.display()))
             })?;
             // A read-only directory would only fail at the first request: say so now. The
@@ -707,7 +707,7 @@ pub fn admin_token(config: &Config) -> Result<(Secret, AdminTokenSource)> {
     }
     let token = format!("lyss-admin-{}", keys::random_token(40));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::secrets::create_private_dir(dir).map_err(io)?;
     }
     crate::secrets::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok((Secret::new(token), AdminTokenSource::Generated(path)))

@@ -200,3 +200,34 @@ async fn redis_budget_counters_without_redis_url_are_refused_at_start() {
         other => panic!("expected a config error, got {:?}", other.err()),
     }
 }
+
+/// The data directory, the database and its WAL are the owner's alone: they hold key hashes,
+/// ledgers and memories.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_data_directory_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("lyss");
+    let config = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let policy = open_serving_policy(&config).await.unwrap();
+    policy
+        .create_workspace("team", &["*".into()])
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let db = dir.join("lyss.db");
+    for file in [db.clone(), dir.join("lyss.db-wal")] {
+        assert!(file.exists(), "{}", file.display());
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    let (_, source) = admin_token(&config).unwrap();
+    let AdminTokenSource::Generated(path) = source else {
+        panic!("a generated token")
+    };
+    assert_eq!(mode(&path), 0o600);
+}

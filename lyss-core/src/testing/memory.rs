@@ -16,6 +16,7 @@ macro_rules! memory_conformance {
             search_finds_by_meaning_and_by_keyword_within_a_limit,
             forget_removes_everything_of_a_user,
             queued_turns_are_claimed_by_one_worker_at_a_time,
+            one_users_flood_does_not_hold_up_anothers_turns,
             conversation_turns_are_remembered_once,
         );
     };
@@ -299,6 +300,50 @@ pub async fn queued_turns_are_claimed_by_one_worker_at_a_time(store: Arc<dyn Mem
     taken.sort_unstable();
     taken.dedup();
     assert_eq!((total, taken.len()), (40, 40), "each turn once");
+}
+
+pub async fn one_users_flood_does_not_hold_up_anothers_turns(store: Arc<dyn MemoryStore>) {
+    use std::time::Duration;
+    let lease = Duration::from_secs(60);
+    let (ann, bob) = (
+        MemoryScope::user("ws", "ann"),
+        MemoryScope::user("ws", "bob"),
+    );
+    let ann_app = MemoryScope {
+        end_user: Some("app-user".into()),
+        ..ann.clone()
+    };
+    let flood: Vec<NewMemory> = (0..50).map(|i| new(&format!("ann {i}"))).collect();
+    store.enqueue(&ann, &flood, None).await.expect("enqueue");
+    store
+        .enqueue(&ann_app, &[new("ann's app user")], None)
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&bob, &[new("bob 0"), new("bob 1")], None)
+        .await
+        .expect("enqueue");
+    // Counted per workspace user, across their end-users; claimed ones still wait.
+    assert_eq!(store.waiting(&ann).await.expect("waiting"), 51);
+    assert_eq!(store.waiting(&ann_app).await.expect("waiting"), 51);
+    assert_eq!(store.waiting(&bob).await.expect("waiting"), 2);
+    let texts =
+        |q: &[crate::memory::Queued]| q.iter().map(|q| q.turn.text.clone()).collect::<Vec<_>>();
+    let first = store.claim(4, lease).await.expect("claim");
+    assert_eq!(
+        texts(&first),
+        ["ann 0", "ann 1", "bob 0", "bob 1"],
+        "users take turns; each user's turns in order"
+    );
+    assert_eq!(store.waiting(&bob).await.expect("waiting"), 2);
+    for q in &first {
+        store.complete(q.id).await.expect("complete");
+    }
+    assert_eq!(store.waiting(&bob).await.expect("waiting"), 0);
+    let rest = store.claim(100, lease).await.expect("claim");
+    assert_eq!(rest.len(), 49);
+    assert_eq!(rest[0].turn.text, "ann 2");
+    assert!(texts(&rest).contains(&"ann's app user".to_owned()));
 }
 
 fn turn(role: TurnRole, position: u32, text: &str) -> NewMemory {

@@ -38,6 +38,30 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/budgets", get(budgets).post(set_budget))
         .route("/dashboard/budgets/{id}/delete", post(delete_budget))
+        .layer(axum::middleware::map_response(headers))
+}
+
+/// Every dashboard response: never cached (pages show keys once, and usage), never framed
+/// (clickjacking), no script or outside resource at all (the pages have none).
+async fn headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 const STYLE: &str = r#"
@@ -69,9 +93,24 @@ fn sessions(state: &AppState) -> Sessions {
     Sessions::new(state.admin_token.expose())
 }
 
-/// The signed-in session's cookie, if the request has a live one.
-fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    cookie(headers).filter(|c| sessions(state).check(c, now()))
+/// The signed-in session's cookie, if the request has one that is signed, unexpired and not
+/// signed out. A store that cannot say counts as signed out (fail closed).
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let c = cookie(headers)?;
+    let id = sessions(state).check(&c, now())?;
+    match state
+        .lyss
+        .policy()
+        .session_open(&id, OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(true) => Some(c),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard session check failed; signed out");
+            None
+        }
+    }
 }
 
 fn page(title: &str, active: &str, csrf: &str, body: Markup) -> Html<String> {
@@ -152,7 +191,12 @@ async fn login(State(state): State<AppState>, Form(f): Form<Login>) -> Response 
     if !ok {
         return login_page(Some("That is not the admin token."));
     }
-    let value = sessions(&state).issue(now());
+    let (id, value) = sessions(&state).issue(now());
+    let expires = OffsetDateTime::now_utc() + time::Duration::seconds(LIFETIME_SECS);
+    if let Err(e) = state.lyss.policy().open_session(&id, expires).await {
+        tracing::warn!(error = %e, "could not open a dashboard session");
+        return login_page(Some("The store is unavailable; try again."));
+    }
     // Secure: browsers keep it over HTTPS and on localhost; HttpOnly: no script reads it;
     // SameSite=Strict: no other site's form sends it.
     let set = format!(
@@ -176,8 +220,20 @@ async fn logout(
     headers: HeaderMap,
     Form(f): Form<Csrf>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
-        return *r;
+    let c = match guard(&state, &headers, &f.csrf).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    // Ended in the store: the cookie stops working everywhere, not only in this browser.
+    if let Some(id) = sessions(&state).check(&c, now())
+        && let Err(e) = state.lyss.policy().end_session(&id).await
+    {
+        tracing::warn!(error = %e, "could not end a dashboard session");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The store is unavailable: you are still signed in. Try again.",
+        )
+            .into_response();
     }
     let mut resp = Redirect::to("/dashboard").into_response();
     resp.headers_mut().insert(
@@ -191,8 +247,8 @@ async fn logout(
 
 /// Checks the session and the form's CSRF token; the response to send otherwise.
 /// (The response is boxed: it is the rare path.)
-fn guard(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
-    let Some(c) = signed_in(state, headers) else {
+async fn guard(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Box<Response>> {
+    let Some(c) = signed_in(state, headers).await else {
         return Err(Box::new(Redirect::to("/dashboard").into_response()));
     };
     if !sessions(state).check_csrf(&c, csrf) {
@@ -215,7 +271,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match signed_in(state, &parts.headers) {
+        match signed_in(state, &parts.headers).await {
             Some(c) => Ok(Viewer(sessions(state).csrf(&c))),
             None => Err(login_page(None)),
         }
@@ -450,7 +506,7 @@ async fn create_workspace(
     headers: HeaderMap,
     Form(f): Form<NewWorkspaceForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
+    if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
     let done = state
@@ -504,7 +560,7 @@ async fn create_user(
     headers: HeaderMap,
     Form(f): Form<NewUserForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
+    if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
     let done = state
@@ -584,7 +640,7 @@ async fn create_key(
     headers: HeaderMap,
     Form(f): Form<NewKeyForm>,
 ) -> Response {
-    let session = match guard(&state, &headers, &f.csrf) {
+    let session = match guard(&state, &headers, &f.csrf).await {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -617,7 +673,7 @@ async fn revoke_key(
     Path(id): Path<String>,
     Form(f): Form<Csrf>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
+    if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
     let done = state.lyss.policy().revoke_key(&id).await;
@@ -676,7 +732,7 @@ async fn set_budget(
     headers: HeaderMap,
     Form(f): Form<BudgetForm>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
+    if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
     let new = (|| -> lyss_core::Result<NewBudget> {
@@ -715,7 +771,7 @@ async fn delete_budget(
     Path(id): Path<String>,
     Form(f): Form<Csrf>,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, &f.csrf) {
+    if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
     let done = state.lyss.policy().delete_budget(&id).await;

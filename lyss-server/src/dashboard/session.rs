@@ -1,6 +1,8 @@
-//! Dashboard sessions without server state: a cookie holding its expiry and an HMAC of it
-//! under a key derived from the admin token (so every replica accepts it, and changing the
-//! admin token ends every session). Forms carry a CSRF token derived from the same session.
+//! Dashboard sessions: a cookie holding the session's expiry, its random id and an HMAC of both
+//! under a key derived from the admin token (changing the admin token ends every session), and
+//! a row in the store per open session (by the id's hash), which signing out deletes — a cookie
+//! captured before stops working on every replica at once. Forms carry a CSRF token derived
+//! from the same session.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -41,22 +43,23 @@ impl Sessions {
         hex(&m.finalize().into_bytes())
     }
 
-    /// A new session valid until `now + LIFETIME_SECS`: the cookie value.
-    pub fn issue(&self, now: i64) -> String {
+    /// A new session valid until `now + LIFETIME_SECS`: its id (for the store) and the
+    /// cookie value.
+    pub fn issue(&self, now: i64) -> (String, String) {
         let expires = now + LIFETIME_SECS;
-        format!("{expires}.{}", self.mac(&format!("session|{expires}")))
+        let id = lyss_core::policy::keys::random_token(32);
+        let mac = self.mac(&format!("session|{expires}|{id}"));
+        (id.clone(), format!("{expires}.{id}.{mac}"))
     }
 
-    /// Whether a cookie value is a live session.
-    pub fn check(&self, cookie: &str, now: i64) -> bool {
-        let Some((expires, mac)) = cookie.split_once('.') else {
-            return false;
-        };
-        let Ok(at) = expires.parse::<i64>() else {
-            return false;
-        };
-        let expected = self.mac(&format!("session|{at}"));
-        bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) && now < at
+    /// The session id of a cookie value that this admin token signed and that has not
+    /// expired; whether the session is still open is the store's to say.
+    pub fn check(&self, cookie: &str, now: i64) -> Option<String> {
+        let mut parts = cookie.splitn(3, '.');
+        let (expires, id, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        let at = expires.parse::<i64>().ok()?;
+        let expected = self.mac(&format!("session|{at}|{id}"));
+        (bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) && now < at).then(|| id.to_owned())
     }
 
     /// The CSRF token of a session (a form field every POST must carry).
@@ -89,27 +92,28 @@ mod tests {
     #[test]
     fn sessions_expire_and_belong_to_their_admin_token() {
         let s = Sessions::new("token-a");
-        let c = s.issue(1_000);
-        assert!(s.check(&c, 1_001));
-        assert!(!s.check(&c, 1_000 + LIFETIME_SECS), "expired");
-        assert!(
-            !Sessions::new("token-b").check(&c, 1_001),
+        let (id, c) = s.issue(1_000);
+        assert_eq!(s.check(&c, 1_001), Some(id.clone()));
+        assert_eq!(s.check(&c, 1_000 + LIFETIME_SECS), None, "expired");
+        assert_eq!(
+            Sessions::new("token-b").check(&c, 1_001),
+            None,
             "another admin token"
         );
-        let forged = format!(
-            "{}.{}",
-            1_000 + 10 * LIFETIME_SECS,
-            c.split_once('.').unwrap().1
-        );
-        assert!(
-            !s.check(&forged, 1_001),
+        let (_, rest) = c.split_once('.').unwrap();
+        let forged = format!("{}.{rest}", 1_000 + 10 * LIFETIME_SECS);
+        assert_eq!(
+            s.check(&forged, 1_001),
+            None,
             "a moved expiry breaks the signature"
         );
-        assert!(!s.check("garbage", 1_001));
+        let (other, _) = s.issue(1_000);
+        assert_ne!(other, id, "every sign-in is a session of its own");
+        assert_eq!(s.check("garbage", 1_001), None);
         let csrf = s.csrf(&c);
         assert!(s.check_csrf(&c, &csrf));
         assert!(
-            !s.check_csrf(&s.issue(2_000), &csrf),
+            !s.check_csrf(&s.issue(2_000).1, &csrf),
             "bound to its session"
         );
         assert!(!s.check_csrf(&c, ""));

@@ -324,6 +324,41 @@ macro_rules! impl_sql_directory {
                     .await?;
                 Ok(())
             }
+
+            async fn open_session(&self, id: &str, expires: time::OffsetDateTime) -> $crate::Result<()> {
+                let now = $crate::policy::sql::now_secs().unix_timestamp();
+                // Sessions that ran out go when a new one opens: the table stays small.
+                sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query("INSERT INTO admin_sessions (id_hash, expires_at, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::policy::sql::session_hash(id))
+                    .bind(expires.unix_timestamp())
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn session_open(&self, id: &str, now: time::OffsetDateTime) -> $crate::Result<bool> {
+                Ok(sqlx::query_scalar::<_, i64>(
+                    "SELECT expires_at FROM admin_sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind($crate::policy::sql::session_hash(id))
+                .bind(now.unix_timestamp())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some())
+            }
+
+            async fn end_session(&self, id: &str) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+                    .bind($crate::policy::sql::session_hash(id))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }

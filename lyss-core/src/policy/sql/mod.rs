@@ -188,6 +188,15 @@ pub(crate) fn now_secs() -> OffsetDateTime {
     now.replace_nanosecond(0).unwrap_or(now)
 }
 
+/// A sign-in session's id as stored: its SHA-256, hex (the id is a bearer secret).
+pub(crate) fn session_hash(id: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Names appear in tables, URLs and flags: keep them to a safe, readable alphabet.
 pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()

@@ -333,11 +333,14 @@ pub(crate) fn lock(db: &Path) -> Result<File> {
 }
 
 fn open_lock(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
         .open(path)
         .map_err(|e| Error::Config(format!("{}: cannot open: {e}", path.display())))
 }

@@ -197,8 +197,8 @@ pub(super) fn text_len(content: &AnthropicContent) -> usize {
 /// prefix they close is long enough to cache and likely to be sent again:
 /// - the end of the system prompt (with the tools before it, the start of every request);
 /// - the ends of the conversation's stable part's last two turns: the stable part is the whole
-///   prompt (the next turn extends it), or, when instructions were injected into the last user
-///   turn (lyss's memory block, which changes per request), everything before that turn; the
+///   prompt (the next turn extends it), or, when context was injected into the last user turn
+///   (lyss's memory block, which changes per request), everything before that turn; the
 ///   turn before its end serves a branch (a regenerated answer, another question on the same
 ///   history).
 ///
@@ -240,9 +240,14 @@ pub fn mark_cache_breakpoints(req: &ChatRequest, body: &mut MessagesRequest) {
         .iter()
         .rposition(|m| m.role == Role::Assistant)
         .unwrap_or(0);
+    // Context injected before the question (lyss's memory block, a `user` message; or a
+    // client's mid-conversation instructions): more than one message of the user's side
+    // after the last answer.
     let injected = req.messages[first_turn.max(last_answer)..]
         .iter()
-        .any(|m| matches!(m.role, Role::System | Role::Developer));
+        .filter(|m| matches!(m.role, Role::User | Role::System | Role::Developer))
+        .count()
+        > 1;
     let stable = body.messages.len() - usize::from(injected && !body.messages.is_empty());
     // The stable part's last two turns: the next turn reads the last, a branch from here (a
     // regenerated answer, another question on the same history) the one before.

@@ -391,12 +391,12 @@ fn injected_instructions_stay_in_place_and_the_breakpoint_goes_before_them() {
         {"role": "system", "content": system},
         {"role": "user", "content": history},
         {"role": "assistant", "content": "Is it an old chain?"},
-        // Injected context (lyss's memory block), then the question.
-        {"role": "system", "content": "What you know about the user: rides a Gazelle."},
+        // Injected context (lyss's memory block, a user message), then the question.
+        {"role": "user", "content": "What you know about the user: rides a Gazelle."},
         {"role": "user", "content": "Which chain fits?"}
     ]}));
     let mut body = request_from_openai(&req, 100).unwrap();
-    // Mid-conversation instructions are text of the user turn they fall in, not `system`.
+    // The injected context is text of the user turn it falls in, not `system`.
     assert_eq!(
         serde_json::to_value(&body.system).unwrap(),
         json!(system.clone())

@@ -301,3 +301,34 @@ pub async fn workspace_updates_change_only_what_they_name(policy: Arc<dyn Policy
     ));
     assert_eq!(policy.list_workspaces().await.unwrap()[0], updated);
 }
+
+pub async fn admin_sessions_end_when_signed_out_or_expired(policy: Arc<dyn Policy>) {
+    let now = OffsetDateTime::now_utc();
+    let hour = Duration::hours(1);
+    policy.open_session("s-1", now + hour).await.expect("open");
+    policy.open_session("s-2", now + hour).await.expect("open");
+    policy
+        .open_session("s-old", now - hour)
+        .await
+        .expect("open");
+    assert!(policy.session_open("s-1", now).await.expect("read"));
+    assert!(
+        !policy.session_open("s-1", now + hour).await.expect("read"),
+        "expired"
+    );
+    assert!(!policy.session_open("s-old", now).await.expect("read"));
+    assert!(!policy.session_open("never", now).await.expect("read"));
+    policy.end_session("s-1").await.expect("end");
+    policy
+        .end_session("s-1")
+        .await
+        .expect("ending twice is fine");
+    assert!(
+        !policy.session_open("s-1", now).await.expect("read"),
+        "signed out"
+    );
+    assert!(
+        policy.session_open("s-2", now).await.expect("read"),
+        "only that one"
+    );
+}

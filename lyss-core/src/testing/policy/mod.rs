@@ -24,6 +24,7 @@ macro_rules! policy_conformance {
     ($factory:expr) => {
         $crate::policy_conformance!(@cases $factory;
             keys_authenticate_until_revoked,
+            admin_sessions_end_when_signed_out_or_expired,
             bad_keys_are_unauthenticated,
             expired_keys_are_unauthenticated,
             names_are_unique_and_resolve_by_name_or_id,
