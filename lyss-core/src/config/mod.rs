@@ -167,19 +167,23 @@ pub struct MemoryConfig {
 
 /// When memory works on a workspace's chat requests.
 ///
-/// `Auto` is the default because it is the cost-first choice that cannot hurt: a prompt it
-/// touches is one that costs more than memory's whole budget, and a client that manages its
-/// own context with tools (coding agents) is left alone.
+/// `Auto` is the default because it remembers the person in every chat and never makes a
+/// prompt pay for nothing: it compresses only what costs more than memory's whole budget, adds
+/// to a short prompt only what recall finds relevant (and the person's profile), and leaves
+/// alone what is not conversation — a client's housekeeping (titles, summaries, translations)
+/// and agents (tools, tool calls, trailing instructions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MemoryMode {
     /// Never: requests go upstream as sent and nothing is remembered.
     Off,
-    /// Only prompts longer than `history_tokens + memory_tokens` that declare no tools and
-    /// carry no tool calls or results, and that cost more sent whole than compressed: those are
-    /// compressed (and their turns remembered); every other request goes upstream exactly as
-    /// sent. Sent whole, a conversation lyss sent lately to a provider that caches prompts is
-    /// read from that cache at a fraction of the input price (Anthropic a tenth): until it
-    /// outgrows that, it is left whole, its turns queued for memory.
+    /// Every conversation is remembered (its turns queued, its profile statements kept).
+    /// A prompt longer than `history_tokens + memory_tokens` is compressed when that saves
+    /// materially and costs less than sending it whole (sent whole, a conversation lyss sent
+    /// lately to a provider that caches prompts is read from that cache at a fraction of the
+    /// input price, Anthropic a tenth). A shorter one gets the memories recall finds relevant
+    /// to its newest message (a question up to 400 tokens, an ordinary turn up to 100) and
+    /// the person's profile — or goes exactly as sent when there are none. Housekeeping and
+    /// agent traffic go as sent, and nothing of them is remembered.
     #[default]
     Auto,
     /// Every chat request: its turns are remembered and the user's memories recalled into

@@ -40,6 +40,10 @@ impl Embedder for CachedEmbedder {
         self.inner.dimension()
     }
 
+    fn ready(&self) -> bool {
+        self.inner.ready()
+    }
+
     /// Embeds only the texts it has not seen (in one call to the inner embedder).
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let keys: Vec<u128> = texts

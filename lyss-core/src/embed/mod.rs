@@ -54,6 +54,12 @@ pub trait Embedder: Send + Sync {
 
     /// Embeds a batch of texts.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+
+    /// Whether `embed` would answer without first loading a model (a search on the request
+    /// path ranks by keywords alone rather than wait for one). Default: always.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// Scales a vector to unit length (a zero vector stays zero).

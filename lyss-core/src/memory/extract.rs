@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known};
+use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known_as};
 use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -150,6 +150,10 @@ impl Extractor {
     /// Applies one turn's operations. A conversation turn the scope remembers already (it
     /// dropped out of a prompt before its extraction ran, and was stored raw then) is skipped.
     pub async fn ingest(&self, store: &dyn MemoryStore, q: &Queued) -> Result<Changes> {
+        // A profile statement is already one short fact, in the person's words.
+        if q.turn.profile {
+            return self.raw(store, q).await;
+        }
         if let Some(hash) = q.turn.turn_hash()
             && store.remembered(&q.scope, &[hash]).await?.contains(&hash)
         {
@@ -340,7 +344,8 @@ impl Extractor {
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
-            memory_saved_nusd: 0,
+            // Memory's own cost: what its extraction calls spend is taken off what it saved.
+            memory_saved_nusd: -self.model.price.cost(usage),
             cache_write_tokens: usage.cache_write_tokens(),
             prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
         }
@@ -366,16 +371,16 @@ impl Extractor {
         q: &Queued,
         text: String,
     ) -> Result<bool> {
-        let text = text.trim().to_owned();
-        if text.is_empty() || is_known(store, scope, &text, self.dedupe_similarity).await? {
-            return Ok(false);
-        }
         let new = NewMemory {
-            text,
+            text: text.trim().to_owned(),
             source: q.turn.source.clone(),
             occurred_at: q.turn.occurred_at,
+            profile: q.turn.profile,
             ..NewMemory::default()
         };
+        if new.text.is_empty() || is_known_as(store, scope, &new, self.dedupe_similarity).await? {
+            return Ok(false);
+        }
         store.add(scope, &new).await?;
         Ok(true)
     }

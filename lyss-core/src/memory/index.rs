@@ -63,6 +63,8 @@ pub struct Scored {
     pub score: f32,
     /// Cosine similarity to the query, when vectors were searched.
     pub similarity: Option<f32>,
+    /// The BM25 score of its keywords against the query's, when they matched.
+    pub keywords: Option<f32>,
 }
 
 /// The index of one scope.
@@ -147,6 +149,11 @@ impl ScopeIndex {
         row
     }
 
+    /// The live row most similar to `vector`, with its cosine similarity.
+    pub fn nearest(&self, vector: &[f32]) -> Option<(usize, f32)> {
+        self.vectors.nearest(vector, 1).into_iter().next()
+    }
+
     /// Marks a row dead.
     pub fn remove(&mut self, row: usize) {
         if row < self.lengths.len() {
@@ -222,18 +229,21 @@ impl ScopeIndex {
                     row,
                     score: 0.0,
                     similarity: None,
+                    keywords: None,
                 });
                 e.score += 1.0 / (RRF_K + rank as f32 + 1.0);
                 e.similarity = Some(sim);
             }
         }
-        for (rank, (row, _)) in self.bm25(&terms(text), pool).into_iter().enumerate() {
+        for (rank, (row, bm25)) in self.bm25(&terms(text), pool).into_iter().enumerate() {
             let e = fused.entry(row).or_insert(Scored {
                 row,
                 score: 0.0,
                 similarity: None,
+                keywords: None,
             });
             e.score += 1.0 / (RRF_K + rank as f32 + 1.0);
+            e.keywords = Some(bm25);
         }
         // Neighbours that are candidates themselves share in each other's score.
         let base: HashMap<usize, f32> = fused.iter().map(|(r, e)| (*r, e.score)).collect();

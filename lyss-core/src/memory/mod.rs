@@ -13,8 +13,10 @@ mod loaded;
 mod passages;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod profile;
 mod sql;
 mod sqlite;
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -120,6 +122,10 @@ pub struct Memory {
     /// The turn's position in its conversation (its index in the request's messages).
     #[serde(default)]
     pub position: Option<u32>,
+    /// Part of the person's profile: something they said about themselves that should shape
+    /// every answer ([`profile`]), recalled into every conversation rather than by relevance.
+    #[serde(default)]
+    pub profile: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -140,6 +146,9 @@ pub struct NewMemory {
     /// A turn's position in its conversation.
     #[serde(default)]
     pub position: Option<u32>,
+    /// A profile statement (see [`Memory::profile`]).
+    #[serde(default)]
+    pub profile: bool,
 }
 
 impl NewMemory {
@@ -164,6 +173,7 @@ pub struct SearchQuery {
     /// At most this many results.
     pub limit: usize,
     /// Vector matches below this cosine similarity are dropped (keyword matches still count).
+    /// Above 1 no vector can match: the search is by keywords alone, and embeds nothing.
     pub min_similarity: f32,
 }
 
@@ -175,6 +185,10 @@ pub struct Hit {
     pub score: f32,
     /// Cosine similarity to the query, when it was a vector match.
     pub similarity: Option<f32>,
+    /// How well its words match the query's (BM25; unbounded, higher is better), when they
+    /// did.
+    #[serde(default)]
+    pub keywords: Option<f32>,
 }
 
 /// One change to a memory.
@@ -206,11 +220,15 @@ pub struct Queued {
 ///   `get`, `update`, `delete` and `history` answer [`crate::Error::NotFound`], `list` and
 ///   `search` never return it.
 /// - `add`, `update` and `delete` are durable when they return and recorded in the history.
-/// - `search` ranks by vector similarity (when the store has an embedder) and keywords
-///   (BM25), fused; it never ranks memories of other scopes.
+/// - `search` ranks by vector similarity (when the store has an embedder, once its model is
+///   loaded: a search never waits for the load) and keywords
+///   (BM25), fused; it never ranks memories of other scopes. Each hit carries its cosine
+///   similarity and its keyword score when it matched on them.
 /// - Conversation turns (a [`NewMemory`] with a `role`) are remembered at most once per scope,
 ///   by [`turn_hash`]: `add_turns` stores the ones the scope does not remember yet, all in one
-///   batch, and they are durable and searchable when it returns; `remembered` says which of
+///   batch (a near-copy of a memory of the same speaker — every passage at cosine ≥ 0.97 — is
+///   remembered without a new memory), and they are durable and searchable when it returns;
+///   `remembered` says which of
 ///   some hashes the scope remembers. A turn stays remembered when its memory is deleted (a
 ///   deleted memory does not come back because a client resends its conversation).
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
@@ -224,6 +242,7 @@ pub struct Queued {
 ///   out (its claimer died). A turn is completed only after its memories are written, so a
 ///   crash in between ingests it again (after the lease), never loses it. `waiting` counts the
 ///   queued turns (claimed or not) of a scope's workspace user, across their end-users.
+/// - `profile` returns exactly the scope's live memories added with `profile` set.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -234,6 +253,8 @@ pub trait MemoryStore: Send + Sync {
     async fn get(&self, scope: &MemoryScope, id: &str) -> Result<Memory>;
     /// Newest first.
     async fn list(&self, scope: &MemoryScope, limit: usize) -> Result<Vec<Memory>>;
+    /// The scope's profile statements ([`Memory::profile`]), oldest first.
+    async fn profile(&self, scope: &MemoryScope) -> Result<Vec<Memory>>;
     async fn search(&self, scope: &MemoryScope, query: &SearchQuery) -> Result<Vec<Hit>>;
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
@@ -276,7 +297,7 @@ pub trait MemoryStore: Send + Sync {
                         Some((_, batch)) => batch.push(q.turn.clone()),
                         None => turns.push((&q.scope, vec![q.turn.clone()])),
                     }
-                } else if !is_known(self, &q.scope, &q.turn.text, dedupe_similarity).await? {
+                } else if !is_known_as(self, &q.scope, &q.turn, dedupe_similarity).await? {
                     self.add(&q.scope, &q.turn).await?;
                 }
             }
@@ -298,6 +319,45 @@ pub trait MemoryStore: Send + Sync {
         }
         Ok(queued.len())
     }
+}
+
+/// Whether a scope already holds what a new fact says: for a profile statement, among its
+/// profile (the same words said in a conversation turn do not make it profile); otherwise
+/// among all its memories ([`is_known`]).
+pub async fn is_known_as<S: MemoryStore + ?Sized>(
+    store: &S,
+    scope: &MemoryScope,
+    new: &NewMemory,
+    similarity: f32,
+) -> Result<bool> {
+    if !new.profile {
+        return is_known(store, scope, &new.text, similarity).await;
+    }
+    let words = |t: &str| {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    };
+    let said = words(&new.text);
+    if store
+        .profile(scope)
+        .await?
+        .iter()
+        .any(|m| words(&m.text) == said)
+    {
+        return Ok(true);
+    }
+    let query = SearchQuery {
+        text: new.text.clone(),
+        limit: 8,
+        min_similarity: similarity,
+    };
+    Ok(store
+        .search(scope, &query)
+        .await?
+        .into_iter()
+        .any(|h| h.memory.profile && h.similarity.is_some_and(|s| s >= similarity)))
 }
 
 /// Whether a scope already holds `text`, or a memory at least `similarity` close to it.

@@ -15,7 +15,9 @@ use time::OffsetDateTime;
 
 use super::loaded::{Loaded, Slot};
 use super::passages::passages;
-use super::sql::{MEMORY_COLUMNS, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob};
+use super::sql::{
+    MEMORY_COLUMNS, NEAR_COPY, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob,
+};
 use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, Queued, SearchQuery};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};

@@ -16,8 +16,12 @@ pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// A new turn whose every passage is at least this similar to a memory of the same speaker
+/// is a near-copy: remembered as seen, not stored again.
+pub(crate) const NEAR_COPY: f32 = 0.97;
+
 pub(crate) const MEMORY_COLUMNS: &str =
-    "id, text, source, occurred_at, created_at, updated_at, role, position";
+    "id, text, source, occurred_at, created_at, updated_at, role, position, profile";
 
 /// A turn hash as stored: 32 hex digits.
 pub(crate) fn hash_text(h: u128) -> String {
@@ -131,8 +135,8 @@ impl $store {
         vector: Option<&[f32]>,
     ) -> $crate::Result<()> {
         sqlx::query(
-            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+            "INSERT INTO memories (id, workspace_id, user_id, scope, text, embedding, embedder, source, occurred_at, created_at, updated_at, role, position, profile) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
         )
         .bind(&memory.id)
         .bind(&scope.workspace_id)
@@ -146,6 +150,7 @@ impl $store {
         .bind(memory.created_at.unix_timestamp())
         .bind(memory.role.map(|r| r.as_str()))
         .bind(memory.position.map(i64::from))
+        .bind(memory.profile)
         .execute(exec)
         .await?;
         Ok(())
@@ -204,6 +209,7 @@ impl $crate::memory::MemoryStore for $store {
             occurred_at: new.occurred_at,
             role: new.role,
             position: new.position,
+            profile: new.profile,
             created_at: now,
             updated_at: now,
         };
@@ -302,9 +308,26 @@ impl $crate::memory::MemoryStore for $store {
         rows.iter().map(memory_from_row).collect()
     }
 
+    async fn profile(&self, scope: &MemoryScope) -> $crate::Result<Vec<Memory>> {
+        let loaded = self.scope(scope).await?;
+        let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(l
+            .memories
+            .iter()
+            .filter(|m| m.profile && l.rows.contains_key(&m.id))
+            .cloned()
+            .collect())
+    }
+
     async fn search(&self, scope: &MemoryScope, query: &SearchQuery) -> $crate::Result<Vec<Hit>> {
         let loaded = self.scope(scope).await?;
-        let vector = self.embed_one(&query.text).await?;
+        // A model still loading is not waited for: keywords alone rank until it is.
+        let vector = match &self.embedder {
+            Some(e) if e.ready() && query.min_similarity <= 1.0 => {
+                self.embed_one(&query.text).await?
+            }
+            _ => None,
+        };
         let (text, limit, floor) = (query.text.clone(), query.limit, query.min_similarity);
         tokio::task::spawn_blocking(move || {
             let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
@@ -315,6 +338,7 @@ impl $crate::memory::MemoryStore for $store {
                     memory: l.memories[s.row].clone(),
                     score: s.score,
                     similarity: s.similarity,
+                    keywords: s.keywords,
                 })
                 .collect()
         })
@@ -488,6 +512,22 @@ impl $crate::memory::MemoryStore for $store {
                 continue;
             }
             new_turns.push(*hash);
+            // A near-copy of what the same speaker said before ("Thanks!", a pasted message
+            // resent with a typo fixed) is remembered as seen, not stored again.
+            let repeats = {
+                let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+                !mine.is_empty()
+                    && mine.iter().all(|(_, v)| {
+                        v.as_deref()
+                            .and_then(|v| l.index.nearest(v))
+                            .is_some_and(|(row, sim)| {
+                                sim >= NEAR_COPY && l.memories[row].role == turn.role
+                            })
+                    })
+            };
+            if repeats {
+                continue;
+            }
             for (text, vector) in mine {
                 let memory = Memory {
                     id: format!("mem_{}", uuid::Uuid::now_v7().simple()),
@@ -496,6 +536,7 @@ impl $crate::memory::MemoryStore for $store {
                     occurred_at: turn.occurred_at,
                     role: turn.role,
                     position: turn.position,
+                    profile: false,
                     created_at: now,
                     updated_at: now,
                 };
@@ -557,8 +598,8 @@ impl $crate::memory::MemoryStore for $store {
         for turn in turns {
             // A conversation turn already waiting in the queue is not queued again.
             sqlx::query(
-                "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id, role, position, turn_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (scope, turn_hash) DO NOTHING",
+                "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id, role, position, turn_hash, profile) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (scope, turn_hash) DO NOTHING",
             )
             .bind(&scope.workspace_id)
             .bind(&scope.user_id)
@@ -571,6 +612,7 @@ impl $crate::memory::MemoryStore for $store {
             .bind(turn.role.map(|r| r.as_str()))
             .bind(turn.position.map(i64::from))
             .bind(turn.turn_hash().map(hash_text))
+            .bind(turn.profile)
             .execute(&mut *tx)
             .await?;
         }
@@ -591,7 +633,7 @@ impl $crate::memory::MemoryStore for $store {
                 (PARTITION BY workspace_id, user_id ORDER BY id) AS turn \
                 FROM memory_outbox WHERE claimed_until <= $2) AS waiting \
               ORDER BY turn, id LIMIT $3) \
-             RETURNING id, scope, text, source, occurred_at, key_id, role, position",
+             RETURNING id, scope, text, source, occurred_at, key_id, role, position, profile",
         )
         .bind($crate::clock::unix_ms(now + lease))
         .bind($crate::clock::unix_ms(now))
@@ -618,6 +660,7 @@ impl $crate::memory::MemoryStore for $store {
                         position: r
                             .try_get::<Option<i64>, _>("position")?
                             .and_then(|p| u32::try_from(p).ok()),
+                        profile: r.try_get("profile")?,
                     },
                     key_id: r.try_get("key_id")?,
                 })
@@ -699,6 +742,7 @@ fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
         position: r
             .try_get::<Option<i64>, _>("position")?
             .and_then(|p| u32::try_from(p).ok()),
+        profile: r.try_get("profile")?,
         created_at: $crate::clock::from_unix(r.try_get("created_at")?)?,
         updated_at: $crate::clock::from_unix(r.try_get("updated_at")?)?,
     })

@@ -138,7 +138,7 @@ impl Lyss {
             started,
             reservation: Reservation::default(),
             prompt_tokens: 0,
-            prompt_tokens_original: compressed.map_or(0, |c| c.original),
+            memory: compressed,
             policy: self.policy.clone(),
             settled: false,
         };

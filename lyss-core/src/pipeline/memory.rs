@@ -23,7 +23,10 @@ use time::OffsetDateTime;
 
 use super::{Call, Lyss, prompt_cache};
 use crate::config::{MemoryBudgets, MemoryMode};
-use crate::memory::{Hit, MemoryScope, MemoryStore, NewMemory, SearchQuery, TurnRole};
+use crate::memory::traffic::{self, Traffic};
+use crate::memory::{
+    Hit, Memory, MemoryScope, MemoryStore, NewMemory, SearchQuery, TurnRole, profile,
+};
 use crate::models::Model;
 use crate::openai::{ChatRequest, Content, Message, Role};
 use crate::policy::Principal;
@@ -54,6 +57,36 @@ const STORED_NOW_BYTES: usize = 24 * 1024;
 /// across users, so one user's flood delays only that user.
 const WAITING_PER_USER: u64 = 512;
 
+/// The profile's share of a prompt at most: a few lines that shape every answer, sent with
+/// every conversational request (a prefix the provider's prompt cache keeps).
+const PROFILE_TOKENS: u64 = 100;
+const PROFILE_HEADER: &str = "What the user said about themselves in earlier conversations, in their own words (it may be out of date):\n<profile>";
+const PROFILE_FOOTER: &str = "\n</profile>";
+
+/// What recall may add to a short prompt whose newest message asks something, and to one
+/// that does not (an ordinary turn: only what matches it closely). LOCOMO dev, the client
+/// sending its last 20 messages: evidence reach 62.7% at +383 tokens per question with 400;
+/// 68.4% at +579 with 600.
+const QUESTION_TOKENS: u64 = 400;
+const TURN_TOKENS: u64 = 100;
+
+/// The similarity a recalled memory's vector needs to the query's, or the keyword score, to be
+/// added to a short prompt ([`Gate`]), chosen on the LOCOMO dev split: a question's gate is
+/// loose, since its budget caps it; an ordinary turn's is strict. (A BM25 score grows with the
+/// number of memories, so the gate also admits a memory holding most of the query's words.)
+const QUESTION_SIMILARITY: f32 = 0.3;
+/// A memory at least this similar to the newest message restates it: not added.
+const RESTATEMENT: f32 = 0.9;
+const QUESTION_KEYWORDS: f32 = 3.0;
+const TURN_SIMILARITY: f32 = 0.6;
+const TURN_KEYWORDS: f32 = 10.0;
+
+/// Compression must save at least this many prompt tokens, and this share of the prompt:
+/// below, the prompt goes as sent (a rewritten prompt loses the provider's cached prefix and
+/// the client's exact wording for little).
+const MATERIAL_TOKENS: u64 = 128;
+const MATERIAL_SHARE: f64 = 0.10;
+
 /// What a query may hold of the newest message: recall's embedder reads ~256 word pieces,
 /// and a megabyte of keywords only costs time.
 const QUERY_BYTES: usize = 2_048;
@@ -65,10 +98,28 @@ pub(super) struct Compressed {
     pub sent: u64,
 }
 
+/// What the memory stage works with for one request.
+struct Ctx<'a> {
+    store: &'a dyn MemoryStore,
+    scope: MemoryScope,
+    who: &'a Principal,
+    call: &'a Call,
+    upstream: &'a str,
+    now: OffsetDateTime,
+}
+
 impl Lyss {
-    /// Runs the memory stage on a request when its workspace, mode and the caller allow it;
-    /// returns the prompt tokens before and after. Memory never fails a request: if the store
-    /// is down the request goes on as sent (or without recall) and the log says why.
+    /// Runs the memory stage on a request when its workspace, mode and the caller allow it and
+    /// it is conversation ([`traffic::classify`]); returns the prompt tokens before and after
+    /// when it changed the prompt. Memory never fails a request: if the store is down the
+    /// request goes on as sent (or without recall) and the log says why.
+    ///
+    /// - A long prompt (`auto`: longer than `history_tokens + memory_tokens`; `enabled = true`:
+    ///   any) is compressed: the turns it drops are remembered, the user's memories recalled
+    ///   in their place — when that saves materially ([`material`]).
+    /// - A short one (`auto`) is remembered and gets only what recall finds relevant to it
+    ///   ([`Gate`]) and the person's profile: a new chat, or a client that sends only its last
+    ///   messages, knows what the person said before; a prompt nothing matches goes as sent.
     pub(super) async fn recall_and_compress(
         &self,
         who: &Principal,
@@ -78,18 +129,111 @@ impl Lyss {
         conversation: &str,
         now: OffsetDateTime,
     ) -> Option<Compressed> {
-        let upstream = model.upstream.as_str();
         let store = self.memory.as_ref()?;
         if call.no_memory {
             return None;
         }
         let budgets = self.memory_config.budgets_for(&who.workspace_name)?;
         let last_user = req.messages.iter().rposition(|m| m.role == Role::User)?;
-        let original = match budgets.mode {
-            MemoryMode::Auto => worth_compressing(req, upstream, &budgets)?,
-            _ => tokens::count_request(upstream, req),
+        if traffic::classify(req) != Traffic::Conversation {
+            return None;
+        }
+        let cx = Ctx {
+            store: store.as_ref(),
+            scope: MemoryScope {
+                workspace_id: who.workspace_id.clone(),
+                user_id: who.user_id.clone(),
+                end_user: req.user.clone(),
+                agent: None,
+            },
+            who,
+            call,
+            upstream: model.upstream.as_str(),
+            now,
         };
-        let window = Window::of(req, upstream, last_user, budgets.history_tokens);
+        let long = match budgets.mode {
+            MemoryMode::Auto => worth_compressing(req, cx.upstream, &budgets),
+            _ => Some(tokens::count_request(cx.upstream, req)),
+        };
+        match long {
+            Some(original) => {
+                self.compress(&cx, req, model, conversation, &budgets, last_user, original)
+                    .await
+            }
+            None => self.recall_into_short(&cx, req, last_user).await,
+        }
+    }
+
+    /// A short conversation prompt (`auto`): its new turns are queued for memory, and what
+    /// recall finds relevant to its newest message, with the person's profile, is added to
+    /// it. Untouched when nothing is.
+    async fn recall_into_short(
+        &self,
+        cx: &Ctx<'_>,
+        req: &mut ChatRequest,
+        last_user: usize,
+    ) -> Option<Compressed> {
+        let window = Window::whole(req, last_user);
+        let query = query(req, &window);
+        let gate = Gate::for_message(&text_of(&req.messages[last_user]));
+        // A question is searched by meaning at once. An ordinary turn first by its words alone:
+        // only when they find something is it embedded (chit-chat that matches nothing costs a
+        // keyword lookup, not an embedding — most turns).
+        let asks = gate.asks;
+        let (_, _, profile) = tokio::join!(
+            async {
+                if asks {
+                    self.embed_ahead(&query).await
+                }
+            },
+            self.remember(cx, req, &window, false),
+            self.profile(cx, req),
+        );
+        let hits = if asks {
+            self.search(cx, query.clone(), true).await
+        } else {
+            let by_words = self.search(cx, query.clone(), false).await;
+            if gate.admit(&query, &by_words).is_empty() {
+                Vec::new()
+            } else {
+                self.search(cx, query.clone(), true).await
+            }
+        };
+        let held = prompt_text(&req.messages);
+        let block = render_block(&gate.admit(&query, &hits), &held, cx.upstream, gate.tokens);
+        if block.is_none() && profile.is_none() {
+            return None;
+        }
+        let original = tokens::count_request(cx.upstream, req);
+        let lead = window.lead;
+        let asked = req.messages.split_off(last_user);
+        let rest = req.messages.split_off(lead);
+        req.messages
+            .extend(profile.map(|p| Message::text(Role::User, p)));
+        req.messages.extend(rest);
+        req.messages
+            .extend(block.map(|b| Message::text(Role::User, b)));
+        req.messages.extend(asked);
+        Some(Compressed {
+            original,
+            sent: tokens::count_request(cx.upstream, req),
+        })
+    }
+
+    /// A long prompt: kept within `history_tokens`, the rest remembered and replaced by the
+    /// memories that best match its newest message — if the saving is material.
+    #[allow(clippy::too_many_arguments)]
+    async fn compress(
+        &self,
+        cx: &Ctx<'_>,
+        req: &mut ChatRequest,
+        model: &Model,
+        conversation: &str,
+        budgets: &MemoryBudgets,
+        last_user: usize,
+        original: u64,
+    ) -> Option<Compressed> {
+        let window = Window::of(req, cx.upstream, last_user, budgets.history_tokens);
         // What the block may take: in `auto` no more than what is dropped, so the prompt can
         // only shrink (a long prompt that is all newest exchange is left alone).
         let block_tokens = match budgets.mode {
@@ -97,7 +241,7 @@ impl Lyss {
                 let dropped = req.messages[window.lead..window.keep_from]
                     .iter()
                     .filter(|m| !matches!(m.role, Role::System | Role::Developer))
-                    .map(|m| tokens::count_messages(upstream, std::slice::from_ref(m)) - 3)
+                    .map(|m| tokens::count_messages(cx.upstream, std::slice::from_ref(m)) - 3)
                     .sum::<u64>();
                 if dropped == 0 {
                     return None;
@@ -105,12 +249,6 @@ impl Lyss {
                 dropped.min(budgets.memory_tokens)
             }
             _ => budgets.memory_tokens,
-        };
-        let scope = MemoryScope {
-            workspace_id: who.workspace_id.clone(),
-            user_id: who.user_id.clone(),
-            end_user: req.user.clone(),
-            agent: None,
         };
         if budgets.mode == MemoryMode::Auto
             && self.whole_is_cheaper(
@@ -120,59 +258,50 @@ impl Lyss {
                 &window,
                 original,
                 block_tokens,
-                now,
+                cx.now,
             )
         {
             // Sent whole; its turns are queued, so that they need not be stored on the request
             // path when the conversation outgrows the provider's cache.
-            self.remember(store.as_ref(), &scope, who, call, req, &window, false, now)
-                .await;
+            self.remember(cx, req, &window, false).await;
             return None;
         }
         let query = query(req, &window);
         // The query is embedded (on another thread) while the turns are remembered; the
         // embedder keeps the vector, so the search finds it ready.
-        let (_, remembered) = tokio::join!(
+        let (_, remembered, profile) = tokio::join!(
             self.embed_ahead(&query),
-            self.remember(store.as_ref(), &scope, who, call, req, &window, true, now)
+            self.remember(cx, req, &window, true),
+            self.profile(cx, req),
         );
         if !remembered {
             return None;
         }
-        let block = self
-            .recall(
-                store.as_ref(),
-                &scope,
-                req,
-                &window,
-                query,
-                upstream,
-                block_tokens,
-            )
-            .await;
-        let mut rest = std::mem::take(&mut req.messages);
-        let mut kept = rest.split_off(window.keep_from);
-        let asked = kept.split_off(window.last_user - window.keep_from);
-        let old = rest.split_off(window.lead);
-        let mut messages = rest;
+        let hits = self.search(cx, query, true).await;
+        let kept = prompt_text(&req.messages[window.keep_from..]);
+        let block = render_block(&hits, &kept, cx.upstream, block_tokens);
+        let mut messages: Vec<Message> = req.messages[..window.lead].to_vec();
+        messages.extend(profile.map(|p| Message::text(Role::User, p)));
         // Instructions given mid-conversation stay in force; they are not turns.
         messages.extend(
-            old.into_iter()
-                .filter(|m| matches!(m.role, Role::System | Role::Developer)),
+            req.messages[window.lead..window.keep_from]
+                .iter()
+                .filter(|m| matches!(m.role, Role::System | Role::Developer))
+                .cloned(),
         );
         // The block goes last, just before the newest user message: what comes before it
-        // (system prompt, kept history) is then the same from one request to the next where
-        // the conversation allows, a prefix the provider's prompt cache can serve.
-        messages.extend(kept);
-        if let Some(block) = block {
-            messages.push(Message::text(Role::User, block));
+        // (system prompt, profile, kept history) is then the same from one request to the
+        // next where the conversation allows, a prefix the provider's prompt cache can serve.
+        messages.extend(req.messages[window.keep_from..last_user].iter().cloned());
+        messages.extend(block.map(|b| Message::text(Role::User, b)));
+        messages.extend(req.messages[last_user..].iter().cloned());
+        // Conversation traffic declares no tools: the prompt is its messages.
+        let sent = tokens::count_messages(cx.upstream, &messages);
+        if !material(original, sent) {
+            return None;
         }
-        messages.extend(asked);
         req.messages = messages;
-        Some(Compressed {
-            original,
-            sent: tokens::count_request(upstream, req),
-        })
+        Some(Compressed { original, sent })
     }
 
     /// In `auto`, whether this prompt costs less sent whole, its prefix read from the
@@ -227,27 +356,28 @@ impl Lyss {
     /// [`STORED_NOW_BYTES`] are embedded on the request path, and a user's queue holds at most
     /// [`WAITING_PER_USER`] turns. A client that sends a long history lyss never saw is served
     /// as sent while its turns are taken over the next requests.
-    #[allow(clippy::too_many_arguments)]
     async fn remember(
         &self,
-        store: &dyn MemoryStore,
-        scope: &MemoryScope,
-        who: &Principal,
-        call: &Call,
+        cx: &Ctx<'_>,
         req: &ChatRequest,
         window: &Window,
         dropping: bool,
-        now: OffsetDateTime,
     ) -> bool {
+        let (store, scope, now) = (cx.store, &cx.scope, cx.now);
+        // The newest exchange and the one before it were said about now (a client that sends
+        // its history every turn sent the one before as the newest a moment ago); when older
+        // turns of a history lyss never saw were said, it cannot know.
+        let recent = req.messages[window.lead..window.last_user]
+            .iter()
+            .rposition(|m| m.role == Role::User)
+            .map_or(window.anchor, |p| (window.lead + p).min(window.anchor));
         let turns: Vec<(usize, NewMemory)> = req.messages[window.lead..]
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
                 let position = window.lead + i;
-                // The newest exchange was said about now; when older turns of a history lyss
-                // never saw were said, it cannot know.
-                let said = (position >= window.anchor).then_some(now);
-                Some((position, as_turn(m, position, call, said)?))
+                let said = (position >= recent).then_some(now);
+                Some((position, as_turn(m, position, cx.call, said)?))
             })
             .collect();
         let hashes: Vec<u128> = turns.iter().filter_map(|(_, t)| t.turn_hash()).collect();
@@ -259,14 +389,17 @@ impl Lyss {
             }
         };
         // The newest message of a long conversation is remembered when the client sends it
-        // back as history: a regenerated, edited or abandoned one never is. A short prompt may
-        // be the whole conversation ("remember that I …"): its newest message is taken now.
+        // back as history: a regenerated, edited or abandoned one never is. In a short prompt
+        // it is taken now — it may be the whole conversation ("remember that I …", a new chat
+        // never continued) — unless it only asks: a question is no fact, and its answer comes
+        // back as history if the chat goes on.
         let long = window.keep_from > window.lead;
+        let newest_now = !long && !only_asks(&text_of(&req.messages[window.last_user]));
         let new: Vec<(usize, NewMemory)> = turns
             .into_iter()
             .filter(|(p, t)| {
                 t.turn_hash().is_some_and(|h| !known.contains(&h))
-                    && (*p < window.last_user || !long)
+                    && (*p < window.last_user || newest_now)
             })
             .collect();
         if new.is_empty() {
@@ -290,33 +423,51 @@ impl Lyss {
         }
         let mut stored = Vec::with_capacity(plan.now.len());
         let mut queued = Vec::with_capacity(plan.queued.len());
+        let mut statements = Vec::new();
         for (i, (_, t)) in new.into_iter().enumerate() {
+            let taken = plan.now.contains(&i) || plan.queued.contains(&i);
+            // What the person says about themselves joins their profile as the turn is taken.
+            if taken && t.role == Some(TurnRole::User) {
+                statements.extend(
+                    profile::statements(&t.text)
+                        .into_iter()
+                        .map(|text| NewMemory {
+                            text,
+                            source: t.source.clone(),
+                            occurred_at: t.occurred_at.or(Some(now)),
+                            profile: true,
+                            ..NewMemory::default()
+                        }),
+                );
+            }
             if plan.now.contains(&i) {
                 stored.push(t);
             } else if plan.queued.contains(&i) {
                 queued.push(t);
             }
         }
+        queued.extend(statements);
         if let Err(e) = store.add_turns(scope, &stored).await {
             tracing::warn!(error = %e, "could not remember the dropped turns: the request goes upstream as sent");
             return false;
         }
-        match store.enqueue(scope, &queued, Some(&who.key_id)).await {
+        match store.enqueue(scope, &queued, Some(&cx.who.key_id)).await {
             Ok(()) if !queued.is_empty() => self.turns_queued.notify_one(),
             Ok(()) => {}
             Err(e) => {
                 // Not lost: the turns are still in the prompt, which then goes as sent.
                 tracing::warn!(error = %e, "could not queue the new turns for memory");
-                return !plan.drops_queued;
+                return plan.complete && !plan.drops_queued;
             }
         }
         plan.complete
     }
 
-    /// Embeds the query with the embedder already loaded (never loads one), so the store's
-    /// search finds its vector cached.
+    /// Embeds the query with the embedder already loaded (never loads one, nor waits for a
+    /// load), so the store's search finds its vector cached.
     async fn embed_ahead(&self, query: &str) {
         if let Some(Some(embedder)) = self.embedder.get()
+            && embedder.ready()
             && !query.trim().is_empty()
             && let Err(e) = embedder.embed(&[query.to_owned()]).await
         {
@@ -324,42 +475,46 @@ impl Lyss {
         }
     }
 
-    /// The memory block for a request: the user's memories that best match its query, minus
-    /// what the kept history already says, within `block_tokens`.
-    #[allow(clippy::too_many_arguments)]
-    async fn recall(
-        &self,
-        store: &dyn MemoryStore,
-        scope: &MemoryScope,
-        req: &ChatRequest,
-        window: &Window,
-        query: String,
-        upstream: &str,
-        block_tokens: u64,
-    ) -> Option<String> {
+    /// The user's memories that best match a query, best first (none when the store fails);
+    /// by keywords alone unless `by_meaning`.
+    async fn search(&self, cx: &Ctx<'_>, query: String, by_meaning: bool) -> Vec<Hit> {
         if query.trim().is_empty() {
-            return None;
+            return Vec::new();
         }
-        let hits = store
+        cx.store
             .search(
-                scope,
+                &cx.scope,
                 &SearchQuery {
                     text: query,
                     limit: self.memory_config.top_k,
-                    min_similarity: self.memory_config.min_similarity,
+                    // Above 1: no vector can match, so nothing is embedded.
+                    min_similarity: if by_meaning {
+                        self.memory_config.min_similarity
+                    } else {
+                        2.0
+                    },
                 },
             )
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "memory recall failed; answering without it");
                 Vec::new()
-            });
-        let kept: String = req.messages[window.keep_from..]
-            .iter()
-            .map(text_of)
-            .collect::<Vec<_>>()
-            .join("\n");
-        render_block(&hits, &kept, upstream, block_tokens)
+            })
+    }
+
+    /// The person's profile as a block for this request (what the prompt says already left
+    /// out).
+    async fn profile(&self, cx: &Ctx<'_>, req: &ChatRequest) -> Option<String> {
+        let facts = cx.store.profile(&cx.scope).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "profile unavailable; answering without it");
+            Vec::new()
+        });
+        render_profile(
+            &facts,
+            &prompt_text(&req.messages),
+            cx.upstream,
+            PROFILE_TOKENS,
+        )
     }
 }
 
@@ -394,20 +549,10 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}\n{}", &text[..head], &text[tail..])
 }
 
-/// Whether `auto` mode works on a request — it declares no tools, carries no tool calls or
-/// results, and is longer than memory's whole budget (history plus block), so compressing it
-/// can only make it smaller — with its prompt tokens when it does.
+/// Whether `auto` compresses a conversation prompt — it is longer than memory's whole budget
+/// (history plus block), so compressing it can only make it smaller — with its prompt tokens
+/// when it does.
 fn worth_compressing(req: &ChatRequest, upstream: &str, budgets: &MemoryBudgets) -> Option<u64> {
-    let tools = req.tools.as_ref().is_some_and(|t| !t.is_empty())
-        || req.extra.contains_key("functions")
-        || req.messages.iter().any(|m| {
-            matches!(m.role, Role::Tool | Role::Function)
-                || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
-                || m.extra.contains_key("function_call")
-        });
-    if tools {
-        return None;
-    }
     let threshold = budgets.history_tokens + budgets.memory_tokens;
     // A token is at least one byte: a prompt this small needs no tokenizer to rule it out.
     let upper_bound: u64 = req
@@ -444,6 +589,22 @@ struct Window {
 }
 
 impl Window {
+    /// Everything kept: a prompt memory adds to but does not compress.
+    fn whole(req: &ChatRequest, last_user: usize) -> Self {
+        let lead = req.leading_instructions().min(last_user);
+        let anchor = if last_user > lead && req.messages[last_user - 1].role == Role::Assistant {
+            last_user - 1
+        } else {
+            last_user
+        };
+        Self {
+            lead,
+            last_user,
+            anchor,
+            keep_from: lead,
+        }
+    }
+
     fn of(req: &ChatRequest, upstream: &str, last_user: usize, history_tokens: u64) -> Self {
         let messages = &req.messages;
         let lead = req.leading_instructions().min(last_user);
@@ -463,10 +624,25 @@ impl Window {
                 break;
             }
         }
-        // Never start the kept history with tool results whose call was dropped.
-        while keep_from < anchor && matches!(messages[keep_from].role, Role::Tool | Role::Function)
-        {
-            keep_from += 1;
+        // Never split an exchange: the kept history starts with a user message, never with an
+        // answer (or tool results) whose question was dropped. The question comes back when it
+        // fits; otherwise the answer goes too (it is remembered, and a follow-up's query
+        // carries it).
+        if keep_from > lead && keep_from <= last_user && messages[keep_from].role != Role::User {
+            let question = messages[lead..keep_from]
+                .iter()
+                .rposition(|m| m.role == Role::User)
+                .map(|i| lead + i);
+            let extra =
+                question.map(|q| tokens::count_messages(upstream, &messages[q..keep_from]) - 3);
+            match (question, extra) {
+                (Some(q), Some(cost)) if used + cost <= history_tokens => keep_from = q,
+                _ => {
+                    while keep_from < last_user && messages[keep_from].role != Role::User {
+                        keep_from += 1;
+                    }
+                }
+            }
         }
         Self {
             lead,
@@ -573,7 +749,132 @@ fn as_turn(
         occurred_at,
         role: Some(role),
         position: u32::try_from(position).ok(),
+        profile: false,
     })
+}
+
+/// Whether compressing `original` prompt tokens to `sent` saves materially: at least
+/// [`MATERIAL_TOKENS`] and [`MATERIAL_SHARE`] of the prompt.
+fn material(original: u64, sent: u64) -> bool {
+    let saved = original.saturating_sub(sent);
+    saved >= MATERIAL_TOKENS && saved as f64 >= MATERIAL_SHARE * original as f64
+}
+
+/// Which recalled memories a short prompt gets: those relevant enough to its newest message,
+/// within a budget — a question gets more than an ordinary turn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Gate {
+    /// Cosine similarity of a memory's vector to the query's at least this…
+    similarity: f32,
+    /// …or a keyword (BM25) score at least this (rare words of the query in it: a name, a
+    /// place)…
+    keywords: f32,
+    /// …or at least this many of the query's words (stemmed, stopwords aside) in the memory,
+    /// and at least `share` of them: a person with few memories has no rare words yet.
+    words: usize,
+    share: f32,
+    tokens: u64,
+    /// Whether the message asks something.
+    asks: bool,
+}
+
+impl Gate {
+    fn for_message(text: &str) -> Self {
+        if text.contains('?') {
+            Self {
+                similarity: QUESTION_SIMILARITY,
+                keywords: QUESTION_KEYWORDS,
+                words: 2,
+                share: 0.5,
+                tokens: QUESTION_TOKENS,
+                asks: true,
+            }
+        } else {
+            Self {
+                similarity: TURN_SIMILARITY,
+                keywords: TURN_KEYWORDS,
+                words: 3,
+                share: 0.67,
+                tokens: TURN_TOKENS,
+                asks: false,
+            }
+        }
+    }
+
+    /// The hits that pass for `query`, in rank order. A memory that nearly restates the
+    /// message itself (an earlier "tell me a joke about penguins") tells the model nothing.
+    fn admit(&self, query: &str, hits: &[Hit]) -> Vec<Hit> {
+        let asked: std::collections::HashSet<String> =
+            crate::memory::index::terms(query).into_iter().collect();
+        let needed = self
+            .words
+            .max((self.share * asked.len() as f32).ceil() as usize);
+        hits.iter()
+            .filter(|h| h.similarity.is_none_or(|s| s < RESTATEMENT))
+            .filter(|h| {
+                h.similarity.is_some_and(|s| s >= self.similarity)
+                    || h.keywords.is_some_and(|k| k >= self.keywords)
+                    || {
+                        let said: std::collections::HashSet<String> =
+                            crate::memory::index::terms(&h.memory.text)
+                                .into_iter()
+                                .collect();
+                        asked.intersection(&said).count() >= needed
+                    }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether a message only asks (every sentence a question): no statement to remember.
+fn only_asks(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty()
+        && text
+            .split_inclusive(['.', '!', '?', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .all(|s| s.ends_with('?'))
+}
+
+/// Everything the messages say, to leave out of a block what the prompt holds already.
+fn prompt_text(messages: &[Message]) -> String {
+    messages.iter().map(text_of).collect::<Vec<_>>().join("\n")
+}
+
+/// The profile block: the newest statements that fit in `budget` tokens, leaving out what the
+/// prompt says already, in the order they were said; `None` when there is none to add.
+fn render_profile(facts: &[Memory], held: &str, upstream: &str, budget: u64) -> Option<String> {
+    let mut used =
+        tokens::count_text(upstream, PROFILE_HEADER) + tokens::count_text(upstream, PROFILE_FOOTER);
+    let mut chosen: Vec<&Memory> = Vec::new();
+    let by_time = |m: &&Memory| (m.occurred_at.unwrap_or(m.created_at), m.created_at);
+    let mut newest_first: Vec<&Memory> = facts.iter().collect();
+    newest_first.sort_by_key(|m| std::cmp::Reverse(by_time(m)));
+    for m in newest_first {
+        let line = quoted(&m.text);
+        if held.contains(&m.text) || chosen.iter().any(|c| quoted(&c.text) == line) {
+            continue;
+        }
+        let cost = tokens::count_text(upstream, &format!("\n- {line}"));
+        if used + cost > budget {
+            continue;
+        }
+        used += cost;
+        chosen.push(m);
+    }
+    if chosen.is_empty() {
+        return None;
+    }
+    chosen.sort_by_key(by_time);
+    let mut block = String::from(PROFILE_HEADER);
+    for m in chosen {
+        block.push_str("\n- ");
+        block.push_str(&quoted(&m.text));
+    }
+    block.push_str(PROFILE_FOOTER);
+    Some(block)
 }
 
 fn text_of(m: &Message) -> String {

@@ -485,7 +485,7 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
-            prompt_tokens_original: compressed.map_or(0, |c| c.original),
+            memory: compressed,
             policy: self.policy.clone(),
             settled: false,
         };
@@ -554,7 +554,7 @@ impl Lyss {
             started,
             reservation,
             prompt_tokens,
-            prompt_tokens_original: 0,
+            memory: None,
             policy: self.policy.clone(),
             settled: false,
         };

@@ -12,6 +12,8 @@ use crate::openai::Usage;
 use crate::policy::settle::{failure, settle_or_retry};
 use crate::policy::{BudgetLeft, LedgerEntry, Policy, Principal, Reservation};
 
+use super::memory::Compressed;
+
 /// What the ledger needs to know about a request in flight.
 pub(super) struct LedgerDraft {
     pub(super) principal: Arc<Principal>,
@@ -24,8 +26,8 @@ pub(super) struct LedgerDraft {
     pub(super) reservation: Reservation,
     /// Prompt tokens as counted before sending (0 when nothing needed the count).
     pub(super) prompt_tokens: u64,
-    /// Prompt tokens before memory compression (0 when it did not run).
-    pub(super) prompt_tokens_original: u64,
+    /// What memory made of the prompt (lyss's counts before and after), when it changed it.
+    pub(super) memory: Option<Compressed>,
     pub(super) policy: Arc<dyn Policy>,
     /// Set once settlement was attempted; a draft dropped before that settles itself.
     pub(super) settled: bool,
@@ -46,6 +48,7 @@ impl LedgerDraft {
     }
 
     fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
+        let (prompt_tokens_original, memory_saved_nusd) = self.memory_saving(usage);
         LedgerEntry {
             at: OffsetDateTime::now_utc(),
             request_id: self.request_id.clone(),
@@ -58,11 +61,7 @@ impl LedgerDraft {
             upstream_model: self.model.upstream.clone(),
             stream: self.stream,
             prompt_tokens: usage.prompt_tokens,
-            prompt_tokens_original: if self.prompt_tokens_original > 0 {
-                self.prompt_tokens_original
-            } else {
-                usage.prompt_tokens
-            },
+            prompt_tokens_original,
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens(),
             cost_nusd: self.model.price.cost(usage),
@@ -72,17 +71,36 @@ impl LedgerDraft {
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
-            // Against a plain gateway with the provider's prompt caching: the dropped history
-            // is what it would have resent as a cached prefix, so it is priced as cache reads.
-            memory_saved_nusd: i64::try_from(
-                self.prompt_tokens_original
-                    .saturating_sub(usage.prompt_tokens),
-            )
-            .unwrap_or(i64::MAX)
-            .saturating_mul(self.model.price.cached_input),
+            memory_saved_nusd,
             cache_write_tokens: usage.cache_write_tokens(),
             prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
         }
+    }
+
+    /// What the prompt would have been without memory, in the upstream's units, and what
+    /// memory saved (negative: cost) in nano-USD. Lyss counted the prompt before and after the
+    /// memory stage with one tokenizer; the upstream reported what it counted of what was sent.
+    /// The difference is scaled by their ratio, so that a provider that counts differently
+    /// (Claude, Gemini, chat-format overhead) shifts nothing: an untouched prompt saved exactly
+    /// nothing. Tokens saved are priced as cached input (a plain gateway would have resent the
+    /// dropped history as a prefix the provider caches); tokens memory added, at the full input
+    /// price.
+    fn memory_saving(&self, usage: &Usage) -> (u64, i64) {
+        let Some(c) = self
+            .memory
+            .filter(|c| c.sent > 0 && usage.prompt_tokens > 0)
+        else {
+            return (usage.prompt_tokens, 0);
+        };
+        let ratio = usage.prompt_tokens as f64 / c.sent as f64;
+        let original = (c.original as f64 * ratio).round() as u64;
+        let delta = original as i64 - usage.prompt_tokens as i64;
+        let price = if delta >= 0 {
+            self.model.price.cached_input
+        } else {
+            self.model.price.input
+        };
+        (original, delta.saturating_mul(price))
     }
 
     /// Records an answer served from the cache (`kind`: `hit` or `semantic`): nothing billed,

@@ -197,7 +197,9 @@ pub struct LedgerEntry {
     pub upstream_model: String,
     pub stream: bool,
     pub prompt_tokens: u64,
-    /// Prompt tokens the client sent, before memory compression (0 when not compressed).
+    /// The prompt tokens the client's prompt would have been without memory, in the
+    /// upstream's units (equal to `prompt_tokens` when memory left the prompt alone; below it
+    /// when memory added more than it dropped).
     #[serde(default)]
     pub prompt_tokens_original: u64,
     pub completion_tokens: u64,
@@ -216,8 +218,10 @@ pub struct LedgerEntry {
     /// Cost a cache hit saved.
     #[serde(default)]
     pub saved_nusd: NanoUsd,
-    /// Cost memory compression saved: the prompt tokens it removed, at the cached-input price
-    /// (a plain gateway would have resent them as a prefix the provider caches).
+    /// What memory saved on this row, net (negative: what it cost): prompt tokens it removed
+    /// at the cached-input price (a plain gateway would have resent them as a prefix the
+    /// provider caches), tokens it added at the input price, and on an extraction call's own
+    /// row that call's cost.
     #[serde(default)]
     pub memory_saved_nusd: NanoUsd,
     /// Prompt tokens written to the provider's prompt cache.
@@ -368,7 +372,8 @@ pub struct UsageRow {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_nusd: i64,
-    /// Prompt tokens memory compression kept from being sent.
+    /// Prompt tokens memory kept from being sent, net of those it added (in the upstreams'
+    /// units; negative when memory added more than it dropped).
     #[serde(default)]
     pub memory_saved_tokens: i64,
     /// Requests answered from the cache, and the cost they saved.
@@ -378,7 +383,8 @@ pub struct UsageRow {
     pub cache_saved_nusd: i64,
     #[serde(default)]
     pub cache_saved_tokens: i64,
-    /// What memory compression saved, at the models' cached-input prices.
+    /// What memory saved, net: dropped prompt tokens at the models' cached-input prices, minus
+    /// tokens it added at their input prices and its extraction calls' cost.
     #[serde(default)]
     pub memory_saved_nusd: i64,
     /// Prompt tokens read from and written to the providers' prompt caches.

@@ -492,6 +492,13 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     // else on first use (a workspace switched to semantic caching at run time).
     if memory_on || config.cache.any_semantic() {
         let embedder = open_embedder(config, &providers).await?;
+        // Memory works on every conversation: load the model now, in the background, rather
+        // than on the first request (searches rank by keywords until it is loaded).
+        if let Some(e) = embedder.clone().filter(|_| memory_on) {
+            tokio::spawn(async move {
+                let _ = e.embed(&["warm up".to_owned()]).await;
+            });
+        }
         if memory_on {
             builder = builder.memory(
                 open_memory(config, embedder.clone()).await?,
@@ -653,8 +660,8 @@ pub async fn open_embedder(
                 tracing::warn!(error = %err, "no local embedding model: semantic features are off (keyword retrieval only)");
                 return Ok(None);
             }
-            // Loaded by the first text to embed: memory is on by default, but a server that
-            // never compresses a prompt should not hold a model.
+            // Loaded by the first text to embed (`build` starts that at once when memory is
+            // on): the server serves meanwhile.
             Arc::new(LazyEmbedder::new(
                 LOCAL_MODEL_DIR,
                 LocalEmbedder::DIMENSION,

@@ -15,11 +15,13 @@ fn hit(id: &str, text: &str, role: Option<TurnRole>, day: Option<OffsetDateTime>
             occurred_at: day,
             role,
             position: None,
+            profile: false,
             created_at: created,
             updated_at: created,
         },
         score: 1.0,
         similarity: None,
+        keywords: None,
     }
 }
 
@@ -115,10 +117,31 @@ fn the_window_keeps_the_lead_the_newest_exchange_and_what_fits() {
     ]);
     let w = Window::of(&req, MODEL, 5, 20);
     assert_eq!((w.lead, w.last_user, w.anchor), (1, 5, 4));
-    // The newest exchange alone is over the budget: it stays, nothing older does.
-    assert_eq!(w.keep_from, 4);
+    // The newest exchange alone is over the budget, and the question of its answer does not
+    // fit: the answer goes too (an exchange is never split).
+    assert_eq!(w.keep_from, 5);
     let w = Window::of(&req, MODEL, 5, 2_000);
     assert_eq!(w.keep_from, 1, "everything fits");
+    // Whatever the budget, the kept history starts with a user message.
+    for budget in (0..400).step_by(3) {
+        let w = Window::of(&req, MODEL, 5, budget);
+        assert!(
+            w.keep_from == w.lead || req.messages[w.keep_from].role == Role::User,
+            "{budget}: starts at {}",
+            w.keep_from
+        );
+    }
+    // aider's prompt: the exchange before the newest question stays whole or goes whole.
+    let aider = request(&[
+        (Role::System, "Act as an expert software developer."),
+        (Role::User, "I switched to a new codebase."),
+        (Role::Assistant, "Ok."),
+        (Role::User, "Add a --verbose flag."),
+    ]);
+    for budget in [0, 5, 8, 12, 100] {
+        let w = Window::of(&aider, MODEL, 3, budget);
+        assert!(matches!(w.keep_from, 1 | 3), "{budget}: {}", w.keep_from);
+    }
     // A short follow-up is searched with the turn it follows.
     let req = request(&[
         (Role::User, "Tell me about Lyon"),
@@ -136,7 +159,7 @@ fn the_window_keeps_the_lead_the_newest_exchange_and_what_fits() {
 }
 
 #[test]
-fn auto_mode_leaves_short_prompts_and_tools_alone_without_counting_small_ones() {
+fn auto_mode_compresses_only_prompts_over_its_budget_without_counting_small_ones() {
     let budgets = MemoryBudgets {
         mode: MemoryMode::Auto,
         history_tokens: 50,
@@ -152,21 +175,94 @@ fn auto_mode_leaves_short_prompts_and_tools_alone_without_counting_small_ones() 
     ]);
     let n = worth_compressing(&long, MODEL, &budgets).expect("long enough");
     assert_eq!(n, tokens::count_request(MODEL, &long));
-    let mut tools = long.clone();
-    tools.tools = Some(vec![
-        serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "f"}}))
-            .unwrap(),
-    ]);
-    assert_eq!(worth_compressing(&tools, MODEL, &budgets), None);
-    let mut tool_result = long.clone();
-    tool_result.messages.insert(
-        1,
-        Message {
-            tool_call_id: Some("c1".into()),
-            ..Message::text(Role::Tool, "42")
-        },
+}
+
+#[test]
+fn compression_must_save_materially() {
+    assert!(!material(1_000, 900), "10% but under 128 tokens");
+    assert!(!material(10_000, 9_500), "500 tokens but 5%");
+    assert!(material(2_000, 1_700));
+    assert!(!material(500, 600), "a prompt that would grow");
+}
+
+#[test]
+fn a_short_prompt_gets_only_the_memories_relevant_to_it() {
+    let with = |text: &str, similarity: Option<f32>| Hit {
+        similarity,
+        ..hit("m", text, Some(TurnRole::User), None)
+    };
+    let hits = [
+        with("I love long walks.", Some(0.7)),
+        with("The weather was grey.", Some(0.5)),
+        with("My hiking boots are size 42.", None),
+        with("Dates make the best snack on a long hike.", Some(0.25)),
+        with("The snack bar near work closed.", Some(0.25)),
+        with("Which snack should I take on my hike??", Some(0.95)),
+    ];
+    let question = "Which snack should I take on my hike?";
+    let asks = Gate::for_message(question);
+    let admitted: Vec<String> = asks
+        .admit(question, &hits)
+        .into_iter()
+        .map(|h| h.memory.text)
+        .collect();
+    // By meaning, and by enough of the question's words (snack, hike: 2 of 2); never one
+    // that restates the question.
+    assert_eq!(
+        admitted,
+        [
+            "I love long walks.",
+            "The weather was grey.",
+            "Dates make the best snack on a long hike."
+        ]
     );
-    assert_eq!(worth_compressing(&tool_result, MODEL, &budgets), None);
+    let turn = "Back from the hike, tired but happy.";
+    let says = Gate::for_message(turn);
+    assert_eq!(
+        says.admit(turn, &hits).len(),
+        1,
+        "an ordinary turn: only close matches"
+    );
+    assert!(says.tokens < asks.tokens);
+    assert!(only_asks("Where did I park? Was it level 2?"));
+    assert!(!only_asks("I parked on level 2. Remember that?"));
+    assert!(!only_asks(""));
+}
+
+#[test]
+fn the_profile_block_is_newest_first_within_its_budget_without_what_the_prompt_says() {
+    let fact = |id: &str, text: &str, day: u8| Memory {
+        profile: true,
+        occurred_at: Some(
+            time::Date::from_calendar_date(2026, time::Month::May, day)
+                .unwrap()
+                .midnight()
+                .assume_utc(),
+        ),
+        ..hit(id, text, None, None).memory
+    };
+    let facts = [
+        fact("p1", "I'm allergic to peanuts.", 1),
+        fact("p2", "Keep answers short.", 2),
+        fact("p3", "I write Python all day.\nEvery day.", 3),
+        fact("p4", "Use metric units.", 4),
+    ];
+    let block = render_profile(&facts, "Use metric units.", MODEL, 1_000).unwrap();
+    assert_eq!(
+        block,
+        format!(
+            "{PROFILE_HEADER}\n- I'm allergic to peanuts.\n- Keep answers short.\n\
+             - I write Python all day. Every day.{PROFILE_FOOTER}"
+        )
+    );
+    // A small budget keeps the newest.
+    let small = render_profile(&facts, "", MODEL, 45).unwrap();
+    assert!(
+        small.contains("metric") && !small.contains("peanuts"),
+        "{small}"
+    );
+    assert!(tokens::count_text(MODEL, &small) <= 45);
+    assert!(render_profile(&[], "", MODEL, 1_000).is_none());
 }
 
 #[test]

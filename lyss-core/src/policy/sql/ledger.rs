@@ -87,8 +87,7 @@ macro_rules! impl_sql_ledger {
                      CAST(SUM(l.prompt_tokens) AS BIGINT) AS prompt_tokens, \
                      CAST(SUM(l.completion_tokens) AS BIGINT) AS completion_tokens, \
                      CAST(SUM(l.cost_nusd) AS BIGINT) AS cost_nusd, \
-                     CAST(SUM(CASE WHEN l.prompt_tokens_original > l.prompt_tokens \
-                          THEN l.prompt_tokens_original - l.prompt_tokens ELSE 0 END) AS BIGINT) AS memory_saved, \
+                     CAST(SUM(l.prompt_tokens_original - l.prompt_tokens) AS BIGINT) AS memory_saved, \
                      CAST(SUM(l.memory_saved_nusd) AS BIGINT) AS memory_saved_nusd, \
                      CAST(SUM(CASE WHEN l.cache IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS cache_hits, \
                      CAST(SUM(l.saved_tokens) AS BIGINT) AS cache_saved_tokens, \
