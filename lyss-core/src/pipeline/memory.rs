@@ -297,7 +297,8 @@ impl Lyss {
         messages.extend(req.messages[last_user..].iter().cloned());
         // Conversation traffic declares no tools: the prompt is its messages.
         let sent = tokens::count_messages(cx.upstream, &messages);
-        if !material(original, sent) {
+        // `auto` rewrites a prompt only to save; `enabled = true` recalls into every prompt.
+        if budgets.mode == MemoryMode::Auto && !material(original, sent) {
             return None;
         }
         req.messages = messages;
