@@ -113,7 +113,7 @@ impl Cluster {
             dir.path(),
             &upstream,
             &format!(
-                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\"\n{extra}\n[budget_counters]\nredis_prefix = \"{prefix}\"\n"
+                "database_url = \"{db}\"\nredis_url = \"{redis}\"\nreservation_timeout_secs = {RESERVATION_TIMEOUT_SECS}\nadmin_token = \"cluster-admin\"\n{extra}\n[budget_counters]\nredis_prefix = \"{prefix}\"\n\n# Budgets, caches and limits across replicas: memory (tested across replicas in\n# lyss-core's cluster suite) would only add its own load to the shared Postgres.\n[memory]\nenabled = false\n"
             ),
         );
         let config = config.to_str().unwrap().to_owned();

@@ -45,8 +45,10 @@ impl PostgresMemoryStore {
     pub async fn connect(url: &str, embedder: Option<Arc<dyn Embedder>>) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("memory database: {e}")))?;
+        // Memory's queries are short (its search runs in process): a few connections serve
+        // every conversation, and each replica's share of Postgres' connections stays small.
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(4)
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;
