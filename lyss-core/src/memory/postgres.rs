@@ -47,9 +47,11 @@ impl PostgresMemoryStore {
             .map_err(|e| Error::Config(format!("memory database: {e}")))?;
         // Memory's queries are short (its search runs in process): a few connections serve
         // every conversation, and each replica's share of Postgres' connections stays small.
+        // A connection not had within half a second means the database is in trouble: memory
+        // then stands aside (the request goes as sent) rather than hold the request up.
         let pool = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_millis(500))
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -87,6 +87,9 @@ const TURN_KEYWORDS: f32 = 10.0;
 const MATERIAL_TOKENS: u64 = 128;
 const MATERIAL_SHARE: f64 = 0.10;
 
+/// How long the memory stage may take before the request goes on without it.
+const MEMORY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a query may hold of the newest message: recall's embedder reads ~256 word pieces,
 /// and a megabyte of keywords only costs time.
 const QUERY_BYTES: usize = 2_048;
@@ -121,6 +124,28 @@ impl Lyss {
     ///   ([`Gate`]) and the person's profile: a new chat, or a client that sends only its last
     ///   messages, knows what the person said before; a prompt nothing matches goes as sent.
     pub(super) async fn recall_and_compress(
+        &self,
+        who: &Principal,
+        call: &Call,
+        req: &mut ChatRequest,
+        model: &Model,
+        conversation: &str,
+        now: OffsetDateTime,
+    ) -> Option<Compressed> {
+        // Memory never holds a request up for long: past its deadline (a store that does not
+        // answer) the request goes as sent. Nothing is changed before the stage's last step,
+        // which does not wait, so a stage cut short leaves the prompt as the client sent it.
+        let staged = self.memory_stage(who, call, req, model, conversation, now);
+        match tokio::time::timeout(MEMORY_DEADLINE, staged).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::warn!(request_id = %call.request_id, "memory did not answer in time: the request goes as sent");
+                None
+            }
+        }
+    }
+
+    async fn memory_stage(
         &self,
         who: &Principal,
         call: &Call,
