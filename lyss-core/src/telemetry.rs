@@ -82,8 +82,24 @@ pub fn describe() {
     }
 }
 
-/// A request's ledger row: what it cost, saved and took.
+/// A request's ledger row: what it cost, saved and took — and the request's access-log line,
+/// at info (request id, key id, endpoint, model, status, latency, tokens; never a secret or a
+/// prompt), written once the row is final (for a stream, when it ends).
 pub fn finished(e: &LedgerEntry) {
+    tracing::info!(
+        target: "lyss::access",
+        request_id = %e.request_id,
+        key = %e.key_id,
+        endpoint = %e.endpoint,
+        model = %e.model,
+        status = e.status,
+        latency_ms = (e.latency_ms * 10.0).round() / 10.0,
+        prompt_tokens = e.prompt_tokens,
+        completion_tokens = e.completion_tokens,
+        cache = e.cache.as_deref().unwrap_or("-"),
+        error = e.error.as_deref().unwrap_or("-"),
+        "request"
+    );
     let model = e.model.clone();
     metrics::counter!("lyss_requests_total",
         "endpoint" => e.endpoint.clone(), "model" => model.clone(),

@@ -158,7 +158,41 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
+        no_retry(&self.0, &mut resp);
         resp
+    }
+}
+
+/// The header OpenAI's and Anthropic's SDKs read before retrying a failed request.
+pub const SHOULD_RETRY: &str = "x-should-retry";
+
+/// Whether sending the same request again could succeed: not after a refusal the caller must
+/// fix first (bad request, credentials, permission, unknown model, too large, a budget spent).
+/// Rate limits and the upstream's or lyss's own failures may clear up.
+pub fn retry_cannot_help(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unauthenticated(_)
+            | Error::PermissionDenied(_)
+            | Error::ModelNotFound(_)
+            | Error::InvalidRequest { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::NotFound(_)
+            | Error::Conflict(_)
+            | Error::BudgetExceeded(_)
+            | Error::Upstream {
+                status: 400 | 404 | 413 | 422,
+                ..
+            }
+    )
+}
+
+/// Marks a response `x-should-retry: false` when a retry cannot help: the SDKs would otherwise
+/// send a refused request three times.
+pub fn no_retry(e: &Error, resp: &mut Response) {
+    if retry_cannot_help(e) {
+        resp.headers_mut()
+            .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
     }
 }
 
@@ -206,5 +240,10 @@ pub async fn openai_shaped(req: axum::extract::Request, next: axum::middleware::
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        parts
+            .headers
+            .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }

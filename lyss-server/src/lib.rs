@@ -119,6 +119,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             get(routes::responses::retrieve).delete(routes::responses::delete),
         )
         .route("/v1/models", get(routes::models::list))
+        // Model ids may hold slashes (`org/model`).
+        .route("/v1/models/{*id}", get(routes::models::retrieve))
         .route("/v1/embeddings", post(routes::embeddings::create))
         .route(
             "/v1/memories",

@@ -124,6 +124,23 @@ pub struct RouterConfig {
     /// Seconds an open circuit waits before one probe request may try the target again.
     /// Default 30.
     pub breaker_cooldown_secs: u64,
+    /// What a request with OpenAI's built-in tools (web search) gets from a model whose
+    /// upstream cannot run them (anything but OpenAI's Responses API): `"drop"` (default) — an
+    /// answer without the tool, the response saying so in `x-lyss-dropped` — or `"refuse"`
+    /// (400).
+    pub builtin_tools: BuiltinTools,
+}
+
+/// What happens to built-in tools an upstream cannot run ([`RouterConfig::builtin_tools`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinTools {
+    /// Answered without them, and said so (a coding agent's default web search should not
+    /// fail every turn behind a local model).
+    #[default]
+    Drop,
+    /// Refused with 400.
+    Refuse,
 }
 
 impl Default for RouterConfig {
@@ -134,6 +151,7 @@ impl Default for RouterConfig {
             max_backoff_ms: 2_000,
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
+            builtin_tools: BuiltinTools::Drop,
         }
     }
 }

@@ -41,7 +41,7 @@ impl Lyss {
 
 /// The o-series and GPT-5: they reason in tokens they bill but do not stream, and take only
 /// `max_completion_tokens`.
-fn openai_reasoning(upstream: &str) -> bool {
+pub(super) fn openai_reasoning(upstream: &str) -> bool {
     let m = upstream.rsplit('/').next().unwrap_or(upstream);
     m.starts_with("gpt-5")
         || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))

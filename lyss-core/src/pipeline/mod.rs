@@ -29,7 +29,7 @@ use futures::Stream;
 
 use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{CacheConfig, MemoryConfig};
+use crate::config::{BuiltinTools, CacheConfig, MemoryConfig};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore};
@@ -75,7 +75,42 @@ pub struct Call {
     /// The similarity a semantic hit needs, if the caller asks for more than its workspace
     /// (`x-lyss-cache-threshold`); a lower value changes nothing.
     pub cache_threshold: Option<f32>,
+    /// The API the request came through (the ledger's `endpoint`).
+    pub endpoint: Endpoint,
+    /// What the request's dialect could not carry to a chat request (fields, tools): said in
+    /// `x-lyss-dropped`, never dropped silently.
+    pub dropped: Vec<String>,
 }
+
+/// The API a chat request came through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `/v1/responses`.
+    Responses,
+    /// `/v1/messages`.
+    Messages,
+}
+
+impl Endpoint {
+    /// As the ledger names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Responses => "responses",
+            Self::Messages => "messages",
+        }
+    }
+}
+
+/// The response header that lists what lyss could not carry to the upstream (fields a client
+/// sent that the upstream's API has no place for, tools it cannot run), comma-separated.
+pub const DROPPED_HEADER: &str = "x-lyss-dropped";
+/// The response header saying a request's output cap was lowered to the model's own
+/// (`max_output_tokens`): `asked=…, sent=…`.
+pub const OUTPUT_CAPPED_HEADER: &str = "x-lyss-max-tokens-capped";
 
 /// What a request asks of the cache (`x-lyss-cache: no-cache | no-store | refresh`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -150,12 +185,13 @@ pub struct Lyss {
     clock: Arc<dyn Clock>,
     reservation_ttl: Duration,
     first_share: FirstShare,
-    started: u64,
     /// Poked when turns are queued, so they are ingested at once rather than at the next tick
     /// (a turn remembered before it drops out of the prompt is not stored on the request path).
     turns_queued: tokio::sync::Notify,
     /// Conversations lately sent upstream whole, whose prefix the provider's cache may hold.
     sent_whole: SentWhole,
+    /// What happens to built-in tools a model's upstream cannot run.
+    builtin_tools: BuiltinTools,
 }
 
 /// Builds a [`Lyss`] from its seams.
@@ -173,9 +209,17 @@ pub struct LyssBuilder {
     clock: Arc<dyn Clock>,
     reservation_ttl: Duration,
     first_share: FirstShare,
+    builtin_tools: BuiltinTools,
 }
 
 impl LyssBuilder {
+    /// What a request with built-in tools (web search) gets from a model whose upstream cannot
+    /// run them (default: an answer without them, said in `x-lyss-dropped`).
+    pub fn builtin_tools(mut self, what: BuiltinTools) -> Self {
+        self.builtin_tools = what;
+        self
+    }
+
     /// The model registry (default: empty).
     pub fn models(mut self, models: ModelRegistry) -> Self {
         self.models = models;
@@ -255,12 +299,12 @@ impl LyssBuilder {
             embedder_loader: self.embedder_loader,
             models: self.models,
             keys: KeyCache::new(self.key_cache_ttl),
-            started: self.clock.now().unix_timestamp().max(0) as u64,
             clock: self.clock,
             reservation_ttl: self.reservation_ttl,
             first_share: self.first_share,
             turns_queued: tokio::sync::Notify::new(),
             sent_whole: SentWhole::default(),
+            builtin_tools: self.builtin_tools,
         }
     }
 }
@@ -282,6 +326,7 @@ impl Lyss {
             clock: Arc::new(SystemClock),
             reservation_ttl: Duration::from_secs(900),
             first_share: FirstShare::default(),
+            builtin_tools: BuiltinTools::default(),
         }
     }
 
@@ -387,12 +432,7 @@ impl Lyss {
             .flat_map(|m| {
                 std::iter::once(&m.name)
                     .chain(&m.aliases)
-                    .map(|id| ModelObject {
-                        id: id.clone(),
-                        object: "model".into(),
-                        created: self.started,
-                        owned_by: m.provider.name().to_owned(),
-                    })
+                    .map(|id| model_object(id, m))
             })
             .collect();
         Ok(ModelList {
@@ -401,13 +441,73 @@ impl Lyss {
         })
     }
 
+    /// `GET /v1/models/{id}`: one model (or alias) the caller may use; any other is
+    /// [`Error::ModelNotFound`], exactly as an unknown one.
+    pub async fn get_model(&self, call: &Call, id: &str) -> Result<ModelObject> {
+        let principal = self.authenticate(&call.api_key).await?;
+        let model = self.authorize(&principal, id)?;
+        Ok(model_object(id, &model))
+    }
+
     /// `POST /v1/chat/completions`.
     pub async fn chat(&self, call: &Call, req: ChatRequest) -> Result<ChatReply> {
+        let started = Instant::now();
+        let model = req.model.clone();
         let reply = self.chat_inner(call, req).await;
         if let Err(e) = &reply {
-            refused(e);
+            self.record_refusal(call, &model, e, started).await;
         }
         reply
+    }
+
+    /// Records a request refused before it reached an upstream — a model it may not use, a
+    /// limit, a budget, a request lyss cannot serve — as a ledger row under the caller's
+    /// workspace, user and key (no tokens, no cost) and an info log line with the reason, so
+    /// that `lyss usage`, the dashboard and the analytics API count it. A key that does not
+    /// check out gets the log line only. Failures after a reservation already have their row.
+    pub async fn record_refusal(&self, call: &Call, model: &str, e: &Error, started: Instant) {
+        let Some((status, reason)) = refusal(e) else {
+            return;
+        };
+        crate::telemetry::refused(reason);
+        tracing::info!(request_id = %call.request_id, endpoint = call.endpoint.as_str(), model, status, reason, error = %e, "request refused");
+        // A caller whose key does not check out has no row: a flood of bad keys must not grow
+        // the ledger (it is in the log and in `lyss_refusals_total`).
+        let Ok(who) = self.authenticate(&call.api_key).await else {
+            return;
+        };
+        let who = Some(who);
+        let entry = crate::policy::LedgerEntry {
+            at: self.clock.now(),
+            request_id: call.request_id.clone(),
+            workspace_id: who.as_ref().map(|w| w.workspace_id.clone()).unwrap_or_default(),
+            user_id: who.as_ref().map(|w| w.user_id.clone()).unwrap_or_default(),
+            key_id: who.as_ref().map(|w| w.key_id.clone()).unwrap_or_default(),
+            endpoint: call.endpoint.as_str().into(),
+            model: model.to_owned(),
+            provider: String::new(),
+            upstream_model: String::new(),
+            stream: false,
+            prompt_tokens: 0,
+            prompt_tokens_original: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_nusd: 0,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            status,
+            error: Some(format!("{reason}: {e}")),
+            cache: None,
+            saved_tokens: 0,
+            saved_nusd: 0,
+            memory_saved_nusd: 0,
+            cache_write_tokens: 0,
+            prompt_cache_saved_nusd: 0,
+        };
+        crate::telemetry::finished(&entry);
+        let reservation = crate::policy::Reservation::default();
+        if let Err(le) = crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await {
+            tracing::warn!(error = %le, "could not record a refused request in the ledger");
+        }
     }
 
     async fn chat_inner(&self, call: &Call, mut req: ChatRequest) -> Result<ChatReply> {
@@ -415,6 +515,7 @@ impl Lyss {
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
         validate_chat(&req)?;
+        let mut notes = self.adapt(call, &mut req, &model)?;
         if let Some(t) = call.cache_threshold
             && !(t > 0.0 && t <= 1.0)
         {
@@ -478,7 +579,7 @@ impl Lyss {
         let ledger = LedgerDraft {
             principal,
             request_id: call.request_id.clone(),
-            endpoint: "chat",
+            endpoint: call.endpoint.as_str(),
             model: model.clone(),
             public_model,
             stream: req.is_stream(),
@@ -495,6 +596,7 @@ impl Lyss {
                 (PROMPT_TOKENS_SENT_HEADER, c.sent.to_string()),
             ]
         });
+        headers.append(&mut notes);
         if cache.is_some() {
             headers.push((CACHE_HEADER, "miss".into()));
         }
@@ -580,9 +682,88 @@ impl Lyss {
     }
 }
 
+/// A model as `/v1/models` shows it. `created` is the same on every start and replica (a
+/// client such as LobeChat shows it as the model's release date): a fixed date, since lyss
+/// cannot know when a configured model was released.
+fn model_object(id: &str, m: &Model) -> ModelObject {
+    ModelObject {
+        id: id.to_owned(),
+        object: "model".into(),
+        created: MODELS_CREATED,
+        owned_by: m.provider.name().to_owned(),
+    }
+}
+
+/// `created` of every model: 2024-01-01T00:00:00Z.
+pub const MODELS_CREATED: u64 = 1_704_067_200;
+
 fn outlived(model: &Model) -> Error {
     Error::UpstreamTimeout {
         provider: model.provider.name().to_owned(),
+    }
+}
+
+impl Lyss {
+    /// Fits a request to what its model's upstream takes, and says what changed (response
+    /// headers, and the log): built-in tools the upstream cannot run are dropped (or the
+    /// request refused, as configured), an output cap above the model's own is lowered to it,
+    /// and what the request's dialect could not carry is listed.
+    fn adapt(
+        &self,
+        call: &Call,
+        req: &mut ChatRequest,
+        model: &Model,
+    ) -> Result<Vec<(&'static str, String)>> {
+        let mut dropped = call.dropped.clone();
+        if let Some(builtin) = &req.builtin_tools
+            && !model.provider.runs_builtin_tools()
+        {
+            let kinds: Vec<String> = builtin
+                .iter()
+                .map(|t| format!("tools[{}]", t["type"].as_str().unwrap_or("?")))
+                .collect();
+            if self.builtin_tools == BuiltinTools::Refuse {
+                return Err(Error::invalid_param(
+                    format!(
+                        "{} run only on OpenAI's Responses API; model `{}` is served elsewhere",
+                        kinds.join(", "),
+                        model.name
+                    ),
+                    "tools",
+                ));
+            }
+            tracing::info!(model = %model.name, tools = %kinds.join(", "), "built-in tools the upstream cannot run: answered without them");
+            dropped.extend(kinds);
+            req.builtin_tools = None;
+        }
+        // What lyss itself translated from another dialect's reasoning and verbosity controls
+        // goes only to models that take them (OpenAI's reasoning families): another model
+        // would refuse the request over a field its client never sent.
+        if call.endpoint != Endpoint::Chat && !budget::openai_reasoning(&model.upstream) {
+            for field in ["reasoning_effort", "verbosity"] {
+                if req.extra.remove(field).is_some() {
+                    dropped.push(field.to_owned());
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        if let Some(cap) = model.max_output_tokens {
+            let asked = req.max_completion_tokens.or(req.max_tokens);
+            if let Some(n) = asked.filter(|&n| n > cap) {
+                for field in [&mut req.max_tokens, &mut req.max_completion_tokens] {
+                    if field.is_some_and(|f| f > cap) {
+                        *field = Some(cap);
+                    }
+                }
+                tracing::info!(model = %model.name, asked = n, cap, "output cap lowered to the model's own");
+                notes.push((OUTPUT_CAPPED_HEADER, format!("asked={n}, sent={cap}")));
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(request_id = %call.request_id, dropped = %dropped.join(", "), "fields lyss could not carry upstream");
+            notes.push((DROPPED_HEADER, dropped.join(", ")));
+        }
+        Ok(notes)
     }
 }
 
@@ -596,14 +777,17 @@ fn validate_chat(req: &ChatRequest) -> Result<()> {
     Ok(())
 }
 
-/// Counts a request refused before the upstream, by reason.
-fn refused(e: &Error) {
-    let reason = match e {
-        Error::BudgetExceeded(_) => "budget",
-        Error::RateLimited { .. } => "rate_limit",
-        Error::Unauthenticated(_) => "auth",
-        Error::ModelNotFound(_) => "model",
-        _ => return,
-    };
-    crate::telemetry::refused(reason);
+/// A refusal's HTTP status and reason, for an error that refuses a request before any upstream
+/// call (the HTTP layer maps the same errors to the same statuses).
+fn refusal(e: &Error) -> Option<(u16, &'static str)> {
+    Some(match e {
+        Error::BudgetExceeded(_) => (429, "budget"),
+        Error::RateLimited { .. } => (429, "rate_limit"),
+        Error::Unauthenticated(_) => (401, "auth"),
+        Error::PermissionDenied(_) => (403, "permission"),
+        Error::ModelNotFound(_) => (404, "model"),
+        Error::InvalidRequest { .. } => (400, "invalid_request"),
+        Error::PayloadTooLarge { .. } => (413, "too_large"),
+        _ => return None,
+    })
 }

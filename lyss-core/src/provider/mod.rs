@@ -74,4 +74,11 @@ pub trait Provider: Send + Sync {
     fn caches_prompts(&self) -> bool {
         false
     }
+
+    /// Whether the upstream runs OpenAI's built-in tools (web search) itself: only OpenAI's
+    /// Responses API does. Without it, the pipeline drops them (or refuses the request, as
+    /// configured). Default: no.
+    fn runs_builtin_tools(&self) -> bool {
+        false
+    }
 }

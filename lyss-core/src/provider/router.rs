@@ -331,6 +331,11 @@ impl Provider for Router {
         matches!((serving.next(), serving.next()), (Some(t), None) if t.provider.caches_prompts())
     }
 
+    /// Only when every target runs them: a fallback must be able to answer the same request.
+    fn runs_builtin_tools(&self) -> bool {
+        !self.targets.is_empty() && self.targets.iter().all(|t| t.provider.runs_builtin_tools())
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         self.route(|t| async move {
             let req = for_target(req, t);

@@ -4,6 +4,8 @@
 //! every upstream kind; `previous_response_id` is served from the conversations lyss stores
 //! itself ([`crate::policy::Policy::save_response`]), whatever the upstream.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -110,7 +112,7 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
                     ..Message::text(role, "")
                 });
             }
-            "function_call" => {
+            "function_call" | "custom_tool_call" => {
                 let call = function_call(item);
                 // Calls made together are one assistant turn, with any text it said.
                 match out.last_mut() {
@@ -124,7 +126,7 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
                     }),
                 }
             }
-            "function_call_output" => {
+            "function_call_output" | "custom_tool_call_output" => {
                 let output = match &item["output"] {
                     Value::String(s) => s.clone(),
                     other => content(other)?.text(),
@@ -134,12 +136,17 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
                     ..Message::text(Role::Tool, output)
                 });
             }
-            // Reasoning a model did earlier is the upstream's own business.
-            "reasoning" => {}
+            // Tools offered as an input item (Codex sends every tool this way): they join the
+            // request's tools ([`offered_tools`]); they are no turn.
+            "additional_tools" => {}
+            // Reasoning a model did earlier is the upstream's own business, and the calls of
+            // tools that ran inside OpenAI (web search, tool search …) left only their
+            // results in the turns that followed.
+            kind if SKIPPED_ITEMS.contains(&kind) => {}
             other => {
                 return Err(invalid(
                     format!(
-                        "input items of type `{other}` are not supported: lyss serves messages, function calls and their outputs"
+                        "input items of type `{other}` are not supported: lyss serves messages, function and custom tool calls and their outputs"
                     ),
                     "input",
                 ));
@@ -149,17 +156,142 @@ pub fn input_messages(req: &ResponsesRequest) -> Result<Vec<Message>> {
     Ok(out)
 }
 
-/// A `function_call` item as the assistant's tool call.
+/// Input items of tools that run inside OpenAI, or that lyss does not resolve: skipped.
+const SKIPPED_ITEMS: &[&str] = &[
+    "reasoning",
+    "web_search_call",
+    "tool_search_call",
+    "tool_search_output",
+    "file_search_call",
+    "image_generation_call",
+    "code_interpreter_call",
+    "mcp_list_tools",
+    "item_reference",
+];
+
+/// A `function_call` or `custom_tool_call` item as the assistant's tool call: the name the
+/// chat upstream knows it by ([`chat_name`]), and a custom tool's `input` as the one string
+/// argument it was offered with.
 pub(crate) fn function_call(item: &Value) -> ToolCall {
+    let name = chat_name(item["namespace"].as_str(), item["name"].as_str().unwrap_or(""));
+    let arguments = match item["type"].as_str() {
+        Some("custom_tool_call") => json!({"input": item["input"].as_str().unwrap_or("")}).to_string(),
+        _ => item["arguments"].as_str().unwrap_or("{}").to_owned(),
+    };
     ToolCall {
         id: item["call_id"].as_str().map(str::to_owned),
         kind: Some("function".into()),
         function: Some(FunctionCall {
-            name: item["name"].as_str().map(str::to_owned),
-            arguments: item["arguments"].as_str().map(str::to_owned),
+            name: Some(name),
+            arguments: Some(arguments),
         }),
         index: None,
     }
+}
+
+/// The name a tool is offered to a chat upstream by: its own, or `namespace__name` for a
+/// member of a namespace (chat tools have no namespaces; `functions` is the default one).
+pub fn chat_name(namespace: Option<&str>, name: &str) -> String {
+    match namespace.filter(|n| !n.is_empty() && *n != "functions") {
+        Some(ns) => format!("{ns}__{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// What a chat tool offered upstream stands for in the Responses API: a function or a custom
+/// (free-form input) tool, maybe a member of a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRef {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub custom: bool,
+}
+
+/// The tools of a Responses request as offered to a chat upstream, by chat name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolMap(HashMap<String, ToolRef>);
+
+impl ToolMap {
+    /// The Responses tool a chat tool call names (a plain function when lyss offered no such
+    /// tool: the call goes back as the upstream made it).
+    pub fn resolve(&self, chat_name: &str) -> ToolRef {
+        self.0.get(chat_name).cloned().unwrap_or_else(|| ToolRef {
+            namespace: None,
+            name: chat_name.to_owned(),
+            custom: false,
+        })
+    }
+}
+
+/// Hosted tools that run inside OpenAI and that lyss cannot run or offer to another upstream:
+/// left out of the request, and named in `x-lyss-dropped`.
+const HOSTED_TOOLS: &[&str] = &[
+    "tool_search",
+    "file_search",
+    "code_interpreter",
+    "image_generation",
+    "computer_use_preview",
+    "computer_use",
+    "mcp",
+    "local_shell",
+];
+
+/// The tools a Responses request offers — its `tools` and those of its `additional_tools`
+/// input items — as chat tools, the built-in ones (web search) kept aside, the map back,
+/// and what was dropped.
+fn offered_tools(req: &ResponsesRequest) -> Result<(Vec<Tool>, Vec<Value>, ToolMap, Vec<String>)> {
+    let mut listed: Vec<&Value> = req.tools.iter().flatten().collect();
+    if let Some(Value::Array(items)) = &req.input {
+        for item in items {
+            if item["type"].as_str() == Some("additional_tools") {
+                listed.extend(item["tools"].as_array().into_iter().flatten());
+            }
+        }
+    }
+    let (mut tools, mut builtin, mut map, mut dropped) =
+        (Vec::new(), Vec::new(), ToolMap::default(), Vec::new());
+    let mut add = |t: &Value, namespace: Option<&str>, tools: &mut Vec<Tool>| -> Result<()> {
+        let name = t["name"]
+            .as_str()
+            .ok_or_else(|| invalid("a tool needs a `name`", "tools"))?;
+        let custom = t["type"].as_str() == Some("custom");
+        let chat = chat_name(namespace, name);
+        tools.push(if custom { custom_tool(&chat, t) } else { tool(&chat, t) });
+        map.0.insert(
+            chat,
+            ToolRef {
+                namespace: namespace.map(str::to_owned),
+                name: name.to_owned(),
+                custom,
+            },
+        );
+        Ok(())
+    };
+    for t in listed {
+        match t["type"].as_str().unwrap_or("") {
+            "function" | "custom" => add(t, None, &mut tools)?,
+            "namespace" => {
+                let ns = t["name"].as_str().unwrap_or("");
+                for member in t["tools"].as_array().into_iter().flatten() {
+                    match member["type"].as_str().unwrap_or("") {
+                        "function" | "custom" => add(member, Some(ns), &mut tools)?,
+                        other => dropped.push(format!("tools[{ns}.{other}]")),
+                    }
+                }
+            }
+            kind if BUILTIN_TOOLS.contains(&kind) => builtin.push(t.clone()),
+            kind if HOSTED_TOOLS.contains(&kind) => dropped.push(format!("tools[{kind}]")),
+            other => {
+                return Err(invalid(
+                    format!(
+                        "tools of type {other:?} are not supported: lyss serves function, custom and namespace tools and web search"
+                    ),
+                    "tools",
+                ));
+            }
+        }
+    }
+    Ok((tools, builtin, map, dropped))
 }
 
 /// A message's content: a string, or input/output text and image parts.
@@ -212,9 +344,20 @@ fn content(v: &Value) -> Result<Content> {
     Ok(Content::Parts(out))
 }
 
+/// A Responses request as a chat request, with what a response needs to map the answer back
+/// and what could not be carried.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    pub chat: ChatRequest,
+    /// The request's tools by the names the chat upstream knows them by.
+    pub tools: ToolMap,
+    /// Fields and tools lyss could not carry (for `x-lyss-dropped` and the log).
+    pub dropped: Vec<String>,
+}
+
 /// The chat request for a Responses request: its instructions, the stored conversation it
 /// continues (`history`), then its input.
-pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequest> {
+pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<Translated> {
     let mut messages = Vec::new();
     // Instructions are this request's only: they do not carry over from a previous response.
     if let Some(i) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
@@ -222,22 +365,19 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
     }
     messages.extend(history);
     messages.extend(input_messages(req)?);
-    let (builtin, functions): (Vec<&Value>, Vec<&Value>) = req
-        .tools
-        .iter()
-        .flatten()
-        .partition(|t| BUILTIN_TOOLS.contains(&t["type"].as_str().unwrap_or("")));
-    let tools = req
-        .tools
-        .as_ref()
-        .filter(|_| !functions.is_empty())
-        .map(|_| functions.into_iter().map(tool).collect::<Result<Vec<_>>>())
-        .transpose()?;
+    let (tools, builtin, map, mut dropped) = offered_tools(req)?;
     let tool_choice = match &req.tool_choice {
-        Some(Value::Object(o)) if o.get("type") == Some(&json!("function")) => {
-            Some(json!({"type": "function", "function": {"name": o.get("name")}}))
+        Some(Value::Object(o)) if matches!(o.get("type").and_then(Value::as_str), Some("function" | "custom")) => {
+            let name = chat_name(
+                o.get("namespace").and_then(Value::as_str),
+                o.get("name").and_then(Value::as_str).unwrap_or(""),
+            );
+            Some(json!({"type": "function", "function": {"name": name}}))
         }
         Some(Value::String(s)) => Some(Value::String(s.clone())),
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("allowed_tools") => {
+            Some(json!(o.get("mode").and_then(Value::as_str).unwrap_or("auto")))
+        }
         Some(other) => {
             return Err(invalid(
                 format!(
@@ -271,20 +411,32 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
             ));
         }
     };
+    let reasoning = req.reasoning.as_ref();
+    for field in ["summary", "context", "generate_summary"] {
+        if reasoning.and_then(|r| r.get(field)).is_some_and(|v| !v.is_null()) {
+            dropped.push(format!("reasoning.{field}"));
+        }
+    }
+    if req.extra.get("include").is_some_and(|i| i.as_array().is_some_and(|a| !a.is_empty())) {
+        dropped.push("include".into());
+    }
     let mut extra = Map::new();
     for (k, v) in [
         ("temperature", req.temperature.map(|t| json!(t))),
         ("top_p", req.top_p.map(|t| json!(t))),
         (
             "parallel_tool_calls",
-            req.parallel_tool_calls.map(Value::Bool),
+            req.parallel_tool_calls
+                .filter(|_| !tools.is_empty())
+                .map(Value::Bool),
         ),
         (
             "reasoning_effort",
-            req.reasoning
-                .as_ref()
-                .and_then(|r| r.get("effort"))
-                .cloned(),
+            reasoning.and_then(|r| r.get("effort")).cloned(),
+        ),
+        (
+            "verbosity",
+            req.text.as_ref().and_then(|t| t.get("verbosity")).cloned(),
         ),
         (
             "prompt_cache_key",
@@ -295,7 +447,7 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
             extra.insert(k.into(), v);
         }
     }
-    Ok(ChatRequest {
+    let chat = ChatRequest {
         model: req.model.clone(),
         messages,
         stream: req.is_stream().then_some(true),
@@ -305,13 +457,18 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
             extra: Map::new(),
         }),
         max_completion_tokens: req.max_output_tokens,
-        tools,
+        tools: (!tools.is_empty()).then_some(tools),
         tool_choice,
         response_format,
         user: req.user.clone(),
         extra,
-        builtin_tools: (!builtin.is_empty()).then(|| builtin.into_iter().cloned().collect()),
+        builtin_tools: (!builtin.is_empty()).then_some(builtin),
         ..ChatRequest::default()
+    };
+    Ok(Translated {
+        chat,
+        tools: map,
+        dropped,
     })
 }
 
@@ -319,22 +476,9 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<ChatRequ
 /// answer is text (with citations) a chat completion can carry.
 const BUILTIN_TOOLS: &[&str] = &["web_search", "web_search_preview"];
 
-/// A Responses tool as a chat tool: function tools only (built-in tools such as web search run
-/// inside OpenAI and have no meaning for other upstreams).
-fn tool(t: &Value) -> Result<Tool> {
-    if t["type"].as_str() != Some("function") {
-        return Err(invalid(
-            format!(
-                "tools of type {:?} are not supported: lyss serves function tools and web search",
-                t["type"].as_str().unwrap_or("?")
-            ),
-            "tools",
-        ));
-    }
-    let name = t["name"]
-        .as_str()
-        .ok_or_else(|| invalid("a function tool needs a `name`", "tools"))?;
-    Ok(Tool {
+/// A function tool as a chat tool named `name`.
+fn tool(name: &str, t: &Value) -> Tool {
+    Tool {
         kind: "function".into(),
         function: Some(FunctionDef {
             name: name.to_owned(),
@@ -343,25 +487,57 @@ fn tool(t: &Value) -> Result<Tool> {
             strict: t["strict"].as_bool(),
         }),
         extra: Map::new(),
-    })
+    }
 }
 
-/// What the caller asked for that a response echoes back.
+/// A custom tool (free-form input, maybe constrained by a grammar) as a chat function with one
+/// string argument, `input`; its grammar goes into the description, for the model to follow.
+fn custom_tool(name: &str, t: &Value) -> Tool {
+    let mut description = t["description"].as_str().unwrap_or("").to_owned();
+    let format = &t["format"];
+    if format["type"].as_str() == Some("grammar") {
+        let syntax = format["syntax"].as_str().unwrap_or("lark");
+        let definition = format["definition"].as_str().unwrap_or("");
+        description.push_str(&format!(
+            "\n\nThe `input` argument must match this {syntax} grammar:\n{definition}"
+        ));
+    }
+    Tool {
+        kind: "function".into(),
+        function: Some(FunctionDef {
+            name: name.to_owned(),
+            description: Some(description),
+            parameters: Some(json!({
+                "type": "object",
+                "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+                "required": ["input"],
+                "additionalProperties": false
+            })),
+            strict: None,
+        }),
+        extra: Map::new(),
+    }
+}
+
+/// What the caller asked for that a response echoes back, and how its tools map back.
 #[derive(Debug, Clone)]
 pub struct Echo {
     pub id: String,
     pub model: String,
     pub created_at: u64,
     request: Value,
+    tools: ToolMap,
 }
 
 impl Echo {
-    /// `model` is the public name the caller asked for.
-    pub fn new(req: &ResponsesRequest, created_at: u64) -> Self {
+    /// `model` is the public name the caller asked for; `tools` how the chat upstream knows
+    /// its tools ([`Translated::tools`]).
+    pub fn new(req: &ResponsesRequest, created_at: u64, tools: ToolMap) -> Self {
         Self {
             id: new_id("resp"),
             model: req.model.clone(),
             created_at,
+            tools,
             request: json!({
                 "instructions": req.instructions,
                 "max_output_tokens": req.max_output_tokens,
@@ -377,6 +553,31 @@ impl Echo {
                 "user": req.user,
             }),
         }
+    }
+
+    /// A tool call item: a `function_call`, or a `custom_tool_call` whose `input` is the one
+    /// argument lyss offered it with; either with its namespace when it has one.
+    fn call_item(&self, id: &str, call_id: &str, chat_name: &str, arguments: &str, status: &str) -> Value {
+        let t = self.tools.resolve(chat_name);
+        let mut item = if t.custom {
+            let input = serde_json::from_str::<Value>(arguments)
+                .ok()
+                .and_then(|v| v["input"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| arguments.to_owned());
+            json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": t.name,
+                   "input": input, "status": status})
+        } else {
+            json!({"type": "function_call", "id": id, "call_id": call_id, "name": t.name,
+                   "arguments": arguments, "status": status})
+        };
+        if let Some(ns) = t.namespace {
+            item["namespace"] = json!(ns);
+        }
+        item
+    }
+
+    fn is_custom(&self, chat_name: &str) -> bool {
+        self.tools.resolve(chat_name).custom
     }
 
     /// The response object: `status` and its output items, usage when known.
@@ -426,11 +627,6 @@ fn text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
-fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-           "arguments": arguments, "status": status})
-}
-
 fn status_of(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length" | "content_filter") => "incomplete",
@@ -449,7 +645,7 @@ pub fn from_chat(resp: &ChatResponse, echo: &Echo) -> Value {
         }
         for call in m.tool_calls.iter().flatten() {
             let f = call.function.as_ref();
-            output.push(call_item(
+            output.push(echo.call_item(
                 &new_id("fc"),
                 call.id.as_deref().unwrap_or(""),
                 f.and_then(|f| f.name.as_deref()).unwrap_or(""),
@@ -474,7 +670,7 @@ pub fn output_message(response: &Value) -> Message {
                     text.push_str(p["text"].as_str().unwrap_or(""));
                 }
             }
-            Some("function_call") => calls.push(function_call(item)),
+            Some("function_call" | "custom_tool_call") => calls.push(function_call(item)),
             _ => {}
         }
     }
@@ -620,7 +816,13 @@ impl StreamToResponses {
                     arguments: String::new(),
                 };
                 self.next_index += 1;
-                let item = call_item(&call.item_id, &call.call_id, &call.name, "", "in_progress");
+                let item = self.echo.call_item(
+                    &call.item_id,
+                    &call.call_id,
+                    &call.name,
+                    "",
+                    "in_progress",
+                );
                 self.emit(
                     &mut out,
                     "response.output_item.added",
@@ -633,9 +835,13 @@ impl StreamToResponses {
                 && let Some((_, call)) = self.calls.iter_mut().find(|(k, _)| *k == key)
             {
                 call.arguments.push_str(&delta);
-                let data = json!({"item_id": call.item_id, "output_index": call.output_index,
-                    "delta": delta});
-                self.emit(&mut out, "response.function_call_arguments.delta", data);
+                // A custom tool's input is the string inside the arguments' JSON: it goes out
+                // whole when the call is done.
+                if !self.echo.is_custom(&call.name) {
+                    let data = json!({"item_id": call.item_id, "output_index": call.output_index,
+                        "delta": delta});
+                    self.emit(&mut out, "response.function_call_arguments.delta", data);
+                }
             }
         }
         if let Some(f) = &choice.finish_reason {
@@ -651,20 +857,29 @@ impl StreamToResponses {
         self.start(&mut out);
         self.close_text(&mut out);
         for (_, call) in std::mem::take(&mut self.calls) {
-            self.emit(
-                &mut out,
-                "response.function_call_arguments.done",
-                json!({
-                "item_id": call.item_id, "output_index": call.output_index,
-                "name": call.name, "arguments": call.arguments}),
-            );
-            let item = call_item(
+            let item = self.echo.call_item(
                 &call.item_id,
                 &call.call_id,
                 &call.name,
                 &call.arguments,
                 "completed",
             );
+            if item["type"] == "custom_tool_call" {
+                self.emit(
+                    &mut out,
+                    "response.custom_tool_call_input.done",
+                    json!({"item_id": call.item_id, "output_index": call.output_index,
+                    "input": item["input"]}),
+                );
+            } else {
+                self.emit(
+                    &mut out,
+                    "response.function_call_arguments.done",
+                    json!({
+                    "item_id": call.item_id, "output_index": call.output_index,
+                    "name": item["name"], "arguments": call.arguments}),
+                );
+            }
             self.emit(
                 &mut out,
                 "response.output_item.done",

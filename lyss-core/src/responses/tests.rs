@@ -29,7 +29,7 @@ fn a_responses_request_becomes_a_chat_request() {
         Message::text(Role::User, "Hi"),
         Message::text(Role::Assistant, "Hello!"),
     ];
-    let chat = serde_json::to_value(to_chat(&req, history).unwrap()).unwrap();
+    let chat = serde_json::to_value(to_chat(&req, history).unwrap().chat).unwrap();
     assert_eq!(
         chat,
         json!({
@@ -54,7 +54,7 @@ fn a_responses_request_becomes_a_chat_request() {
     // Web search is kept aside for an OpenAI upstream's Responses API, which sends it on.
     let searching = request(json!({"model": "m", "input": "News?",
         "tools": [{"type": "web_search", "search_context_size": "low"}]}));
-    let chat = to_chat(&searching, Vec::new()).unwrap();
+    let chat = to_chat(&searching, Vec::new()).unwrap().chat;
     assert!(chat.tools.is_none());
     assert_eq!(
         chat.builtin_tools,
@@ -66,12 +66,22 @@ fn a_responses_request_becomes_a_chat_request() {
         request_from_chat(&chat)["tools"],
         json!([{"type": "web_search", "search_context_size": "low"}])
     );
-    // A string is one user message; other built-in tools and unknown items are refused clearly.
+    // A string is one user message. Hosted tools lyss cannot run are dropped, and said so;
+    // the calls they made in earlier turns are skipped; unknown tools and items are refused.
     let simple = to_chat(&request(json!({"model": "m", "input": "Hi"})), Vec::new()).unwrap();
-    assert_eq!(simple.messages, vec![Message::text(Role::User, "Hi")]);
+    assert_eq!(simple.chat.messages, vec![Message::text(Role::User, "Hi")]);
+    let hosted = to_chat(
+        &request(json!({"model": "m", "tools": [{"type": "file_search"}, {"type": "tool_search"}],
+            "input": [{"type": "file_search_call", "id": "x"}, {"role": "user", "content": "Hi"}]})),
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(hosted.dropped, ["tools[file_search]", "tools[tool_search]"]);
+    assert!(hosted.chat.tools.is_none());
+    assert_eq!(hosted.chat.messages.len(), 1);
     for bad in [
-        json!({"model": "m", "input": "Hi", "tools": [{"type": "file_search"}]}),
-        json!({"model": "m", "input": [{"type": "file_search_call", "id": "x"}]}),
+        json!({"model": "m", "input": "Hi", "tools": [{"type": "teleport"}]}),
+        json!({"model": "m", "input": [{"type": "teleport_call", "id": "x"}]}),
         json!({"model": "m"}),
     ] {
         assert!(matches!(
@@ -94,7 +104,7 @@ fn completion(message: Value, finish: &str) -> ChatResponse {
 #[test]
 fn a_completion_becomes_a_response_and_its_output_a_turn() {
     let req = request(json!({"model": "gpt-4o-mini", "input": "Hi", "store": false}));
-    let echo = Echo::new(&req, 1_700_000_000);
+    let echo = Echo::new(&req, 1_700_000_000, ToolMap::default());
     let r = from_chat(
         &completion(
             json!({"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "call_9",
@@ -156,7 +166,7 @@ fn chunk(delta: Value, finish: Option<&str>, usage: Option<Value>) -> ChatChunk 
 #[test]
 fn chat_chunks_become_response_events() {
     let req = request(json!({"model": "gpt-4o-mini", "input": "Hi", "stream": true}));
-    let mut s = StreamToResponses::new(Echo::new(&req, 1));
+    let mut s = StreamToResponses::new(Echo::new(&req, 1, ToolMap::default()));
     let mut events = Vec::new();
     for c in [
         chunk(json!({"role": "assistant", "content": ""}), None, None),
@@ -228,8 +238,114 @@ fn usage_that_overflows_saturates_rather_than_wrapping() {
         (usage.completion_tokens, usage.total_tokens),
         (u64::MAX, u64::MAX)
     );
-    let echo = Echo::new(&request(json!({"model": "m", "input": "x"})), 0);
+    let echo = Echo::new(&request(json!({"model": "m", "input": "x"})), 0, ToolMap::default());
     let mut wide = completion(json!({"role": "assistant", "content": "x"}), "stop");
     wide.usage.as_mut().unwrap().completion_tokens = u64::MAX;
     assert_eq!(from_chat(&wide, &echo)["usage"]["total_tokens"], u64::MAX);
+}
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/clients")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn codex_default_request_becomes_a_chat_request_and_its_calls_come_back_namespaced() {
+    let codex = request(fixture("codex-0.171-default-responses.json"));
+    let t = to_chat(&codex, Vec::new()).unwrap();
+    // Every tool of every namespace is offered; the `functions` namespace is the default one.
+    let names: Vec<&str> = t
+        .chat
+        .tools
+        .iter()
+        .flatten()
+        .map(|tool| tool.function.as_ref().unwrap().name.as_str())
+        .collect();
+    assert!(names.contains(&"exec"), "{names:?}");
+    assert!(names.contains(&"clock__sleep"), "{names:?}");
+    assert!(names.contains(&"collaboration__spawn_agent"), "{names:?}");
+    // The custom tool takes its whole input as one string, its grammar in the description.
+    let exec = t
+        .chat
+        .tools
+        .iter()
+        .flatten()
+        .find(|tool| tool.function.as_ref().unwrap().name == "exec")
+        .unwrap();
+    let f = exec.function.as_ref().unwrap();
+    assert_eq!(f.parameters.as_ref().unwrap()["required"], json!(["input"]));
+    assert!(f.description.as_deref().unwrap().contains("lark grammar"));
+    // Messages: the developer prompts and the user's turns, no tool list among them.
+    assert_eq!(t.chat.messages.len(), 6);
+    assert_eq!(t.chat.messages.last().unwrap().content.as_ref().unwrap().text(), "Reply with the word PONG");
+    // Reasoning and verbosity go on; what a chat upstream has no place for is said.
+    assert_eq!(t.chat.extra["reasoning_effort"], "low");
+    assert_eq!(t.chat.extra["verbosity"], "low");
+    assert!(t.dropped.contains(&"reasoning.context".to_owned()), "{:?}", t.dropped);
+    assert!(t.dropped.contains(&"include".to_owned()));
+
+    // The upstream calls `clock__sleep` and `exec`: they come back as Codex named them.
+    let echo = Echo::new(&codex, 1, t.tools.clone());
+    let r = from_chat(
+        &completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "clock__sleep", "arguments": "{\"ms\":5}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "exec", "arguments": "{\"input\":\"console.log(1)\"}"}}]}),
+            "tool_calls",
+        ),
+        &echo,
+    );
+    assert_eq!(r["output"][0]["type"], "function_call");
+    assert_eq!(r["output"][0]["name"], "sleep");
+    assert_eq!(r["output"][0]["namespace"], "clock");
+    assert_eq!(r["output"][1]["type"], "custom_tool_call");
+    assert_eq!(r["output"][1]["name"], "exec");
+    assert_eq!(r["output"][1]["namespace"], "functions");
+    assert_eq!(r["output"][1]["input"], "console.log(1)");
+
+    // The next turn sends both calls and their outputs back: they map to the same chat names.
+    let next = request(json!({"model": "m", "tools": codex.input.as_ref().unwrap()[0]["tools"], "input": [
+        r["output"][0], r["output"][1],
+        {"type": "function_call_output", "call_id": "call_1", "output": "slept"},
+        {"type": "custom_tool_call_output", "call_id": "call_2", "output": "1"}
+    ]}));
+    let chat = to_chat(&next, Vec::new()).unwrap().chat;
+    let calls = chat.messages[0].tool_calls.as_ref().unwrap();
+    assert_eq!(calls[0].function.as_ref().unwrap().name.as_deref(), Some("clock__sleep"));
+    assert_eq!(calls[1].function.as_ref().unwrap().name.as_deref(), Some("exec"));
+    assert_eq!(
+        calls[1].function.as_ref().unwrap().arguments.as_deref(),
+        Some("{\"input\":\"console.log(1)\"}")
+    );
+    assert_eq!(chat.messages[1].tool_call_id.as_deref(), Some("call_1"));
+    assert_eq!(chat.messages[2].content.as_ref().unwrap().text(), "1");
+}
+
+#[test]
+fn a_streamed_custom_tool_call_goes_out_whole_when_done() {
+    let codex = request(fixture("codex-0.171-default-responses.json"));
+    let t = to_chat(&codex, Vec::new()).unwrap();
+    let mut s = StreamToResponses::new(Echo::new(&codex, 1, t.tools));
+    let mut events = Vec::new();
+    for delta in [
+        json!({"tool_calls": [{"index": 0, "id": "call_7", "type": "function", "function": {"name": "exec", "arguments": ""}}]}),
+        json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"input\":\"1+"}}]}),
+        json!({"tool_calls": [{"index": 0, "function": {"arguments": "1\"}"}}]}),
+    ] {
+        events.extend(s.on_chunk(&chunk(delta, None, None)));
+    }
+    events.extend(s.on_chunk(&chunk(json!({}), Some("tool_calls"), None)));
+    let (last, response) = s.finish();
+    events.extend(last);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| *k).collect();
+    assert!(!kinds.contains(&"response.function_call_arguments.delta"), "{kinds:?}");
+    let done = events
+        .iter()
+        .find(|(k, _)| *k == "response.custom_tool_call_input.done")
+        .unwrap();
+    assert_eq!(done.1["input"], "1+1");
+    assert_eq!(response["output"][0]["type"], "custom_tool_call");
+    assert_eq!(response["output"][0]["input"], "1+1");
 }

@@ -486,6 +486,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             tokens: config.reserve_output_tokens,
             share: config.reserve_output_share,
         })
+        .builtin_tools(config.router.builtin_tools)
         .clock(clock);
     let memory_on = config.memory.any_enabled();
     // One embedder for memory and the semantic cache: loaded now when the config needs it,

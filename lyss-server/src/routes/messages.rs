@@ -15,7 +15,8 @@ use futures::StreamExt as _;
 use lyss_core::provider::anthropic::{
     MessagesRequest, StreamFromOpenAi, error_body, request_to_openai, response_from_openai,
 };
-use lyss_core::{ChatBody, ChatStream, Error};
+use lyss_core::pipeline::Endpoint;
+use lyss_core::{Call, ChatBody, ChatStream, Error};
 
 use super::call;
 use crate::AppState;
@@ -61,6 +62,7 @@ impl IntoResponse for MessagesError {
             tracing::error!(error = %self.0, "request failed");
         }
         let mut resp = (status, axum::Json(body)).into_response();
+        crate::error::no_retry(&self.0, &mut resp);
         if let Error::RateLimited { retry_after, .. } = &self.0
             && let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
         {
@@ -99,17 +101,32 @@ pub async fn create(
         }
     };
     let model = req.model.clone();
-    let chat = match request_to_openai(req) {
+    let (chat, dropped) = match request_to_openai(req) {
         Ok(c) => c,
         Err(e) => {
             state.lyss.authenticate(&call.api_key).await?;
+            let call = Call {
+                endpoint: Endpoint::Messages,
+                ..call
+            };
+            state
+                .lyss
+                .record_refusal(&call, &model, &e, std::time::Instant::now())
+                .await;
             return Err(e.into());
         }
+    };
+    // What `message_start` reports before the upstream says: lyss's count of the prompt.
+    let input_tokens = lyss_core::tokens::count_request(&chat.model, &chat);
+    let call = Call {
+        endpoint: Endpoint::Messages,
+        dropped,
+        ..call
     };
     let reply = state.lyss.chat(&call, chat).await?;
     let resp = match reply.body {
         ChatBody::Complete(c) => axum::Json(response_from_openai(&c, &model)).into_response(),
-        ChatBody::Stream(s) => Sse::new(events(s, model)).into_response(),
+        ChatBody::Stream(s) => Sse::new(events(s, model, input_tokens)).into_response(),
     };
     Ok(super::with_headers(resp, reply.headers))
 }
@@ -118,8 +135,9 @@ pub async fn create(
 fn events(
     stream: ChatStream,
     model: String,
+    input_tokens: u64,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
-    let translator = StreamFromOpenAi::new(&model);
+    let translator = StreamFromOpenAi::new(&model).input_tokens(input_tokens);
     futures::stream::unfold(Some((stream, translator)), |state| async move {
         let (mut stream, mut translator) = state?;
         let (batch, next) = match stream.next().await {

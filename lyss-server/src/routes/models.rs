@@ -1,9 +1,10 @@
-//! `GET /v1/models`: exactly the models the caller's key may use (fills LobeChat's picker).
+//! `GET /v1/models`: exactly the models the caller's key may use (fills LobeChat's picker);
+//! `GET /v1/models/{id}`: one of them (the OpenAI SDKs' `models.retrieve`).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use lyss_core::openai::ModelList;
+use lyss_core::openai::{ModelList, ModelObject};
 
 use super::call;
 use crate::AppState;
@@ -14,4 +15,12 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<ModelList>, ApiError> {
     Ok(Json(state.lyss.list_models(&call(&headers)).await?))
+}
+
+pub async fn retrieve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    Ok(Json(state.lyss.get_model(&call(&headers), &id).await?))
 }

@@ -20,7 +20,8 @@ use lyss_core::responses::{
     Echo, Events, ResponsesRequest, StreamToResponses, from_chat, input_messages, output_message,
     to_chat,
 };
-use lyss_core::{ChatBody, ChatStream, Error};
+use lyss_core::pipeline::Endpoint;
+use lyss_core::{Call, ChatBody, ChatStream, Error};
 
 use super::{call, json_body};
 use crate::AppState;
@@ -89,10 +90,28 @@ pub async fn create(
         })
     });
     let keep = keep.transpose()?;
-    let chat = to_chat(&req, history)?;
+    let translated = match to_chat(&req, history) {
+        Ok(t) => t,
+        Err(e) => {
+            let call = Call {
+                endpoint: Endpoint::Responses,
+                ..call
+            };
+            state
+                .lyss
+                .record_refusal(&call, &req.model, &e, std::time::Instant::now())
+                .await;
+            return Err(e.into());
+        }
+    };
     let created_at = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let echo = Echo::new(&req, created_at);
-    let reply = state.lyss.chat(&call, chat).await?;
+    let echo = Echo::new(&req, created_at, translated.tools);
+    let call = Call {
+        endpoint: Endpoint::Responses,
+        dropped: translated.dropped,
+        ..call
+    };
+    let reply = state.lyss.chat(&call, translated.chat).await?;
     let resp = match reply.body {
         ChatBody::Complete(c) => {
             let response = from_chat(&c, &echo);

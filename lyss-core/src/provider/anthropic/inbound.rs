@@ -29,8 +29,10 @@ pub(super) fn marked_part(block: &Block) -> Option<ContentPart> {
     }))
 }
 
-/// A Messages request as an OpenAI chat request, to run through the pipeline.
-pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
+/// A Messages request as an OpenAI chat request, to run through the pipeline, with the fields
+/// it could not carry (for `x-lyss-dropped`: never dropped silently).
+pub fn request_to_openai(req: MessagesRequest) -> Result<(ChatRequest, Vec<String>)> {
+    let mut dropped = Vec::new();
     let mut messages = Vec::new();
     match &req.system {
         // The client's cache breakpoints in its system prompt go on as marked text parts.
@@ -49,9 +51,12 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
         let role = match m.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // Instructions given among the turns (the current Messages API allows them): kept
+            // where they were said.
+            "system" => Role::System,
             other => {
                 return Err(Error::invalid_param(
-                    format!("messages: unexpected role `{other}`; use user or assistant"),
+                    format!("messages: unexpected role `{other}`; use user, assistant or system"),
                     "messages",
                 ));
             }
@@ -135,6 +140,15 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
             extra: Map::new(),
         });
     }
+    if req
+        .tools
+        .iter()
+        .flatten()
+        .any(|t| t.extra.contains_key("defer_loading"))
+    {
+        // Every tool is offered up front: a chat upstream has no tool search to defer to.
+        dropped.push("tools[].defer_loading".into());
+    }
     let tools = req
         .tools
         .map(|tools| {
@@ -184,6 +198,22 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
     if let Some(stop) = req.stop_sequences.filter(|s| !s.is_empty()) {
         extra.insert("stop".into(), json!(stop));
     }
+    // Thinking and its effort: the chat API's reasoning effort (the pipeline drops it, saying
+    // so, for a model that has none).
+    if let Some(effort) = reasoning_effort(&req.extra) {
+        extra.insert("reasoning_effort".into(), json!(effort));
+    }
+    for (field, value) in &req.extra {
+        match field.as_str() {
+            "thinking" | "output_config" if field != "output_config" || only_effort(value) => {}
+            // Anthropic's own bookkeeping, with no meaning upstream of another kind.
+            "service_tier" | "container" => {}
+            other => dropped.push(other.to_owned()),
+        }
+    }
+    if req.top_k.is_some() {
+        dropped.push("top_k".into());
+    }
     let stream = req.stream.unwrap_or(false);
     Ok(ChatRequest {
         model: req.model,
@@ -207,7 +237,41 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<ChatRequest> {
         extra,
         prompt_cache_key: None,
         builtin_tools: None,
-    })
+    }, dropped))
+}
+
+/// The reasoning effort a Messages request asks for: `output_config.effort`, else what its
+/// `thinking` implies (an explicit budget by size; adaptive thinking: medium).
+fn reasoning_effort(extra: &Map<String, Value>) -> Option<&'static str> {
+    let effort = extra
+        .get("output_config")
+        .and_then(|c| c["effort"].as_str());
+    let thinking = extra.get("thinking");
+    let kind = thinking.and_then(|t| t["type"].as_str());
+    if kind == Some("disabled") {
+        return None;
+    }
+    match effort {
+        Some("low" | "minimal") => Some("low"),
+        Some("medium") => Some("medium"),
+        Some("high" | "max" | "xhigh") => Some("high"),
+        _ => match kind {
+            Some("enabled") => match thinking.and_then(|t| t["budget_tokens"].as_u64()) {
+                Some(b) if b < 4_096 => Some("low"),
+                Some(b) if b < 16_384 => Some("medium"),
+                _ => Some("high"),
+            },
+            Some("adaptive") => Some("medium"),
+            _ => None,
+        },
+    }
+}
+
+/// Whether an `output_config` says nothing but the effort.
+fn only_effort(config: &Value) -> bool {
+    config
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| k == "effort"))
 }
 
 /// An OpenAI completion as a Messages answer, under the model name the caller asked for.
@@ -274,6 +338,8 @@ pub(super) fn message_id(id: &str) -> String {
 #[derive(Debug)]
 pub struct StreamFromOpenAi {
     model: String,
+    /// What `message_start` reports as the prompt, before the upstream's count.
+    input_tokens: u64,
     started: bool,
     /// The open content block: its index and whether it is text.
     open: Option<(u64, bool)>,
@@ -285,9 +351,17 @@ pub struct StreamFromOpenAi {
 }
 
 impl StreamFromOpenAi {
+    /// The prompt's size as lyss counted it, for `message_start` (Anthropic reports it there;
+    /// clients show it before the answer).
+    pub fn input_tokens(mut self, n: u64) -> Self {
+        self.input_tokens = n;
+        self
+    }
+
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_owned(),
+            input_tokens: 0,
             started: false,
             open: None,
             next_index: 0,
@@ -307,7 +381,7 @@ impl StreamFromOpenAi {
             json!({"type": "message_start", "message": {
                 "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}}),
         ));
     }
 

@@ -242,7 +242,7 @@ fn a_messages_request_runs_as_a_chat_request() {
         ]
     }))
     .unwrap();
-    let c = serde_json::to_value(request_to_openai(req).unwrap()).unwrap();
+    let c = serde_json::to_value(request_to_openai(req).unwrap().0).unwrap();
     assert_eq!(
         c,
         json!({
@@ -437,4 +437,46 @@ fn injected_instructions_stay_in_place_and_the_breakpoint_goes_before_them() {
         v["messages"][0]["content"][0]["cache_control"],
         json!({"type": "ephemeral"})
     );
+}
+
+#[test]
+fn claude_codes_default_request_runs_with_its_system_turn_in_place_and_says_what_it_dropped() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/clients/claude-code-2.1.332-default-messages.json");
+    let req: MessagesRequest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let tools = req.tools.as_ref().unwrap().len();
+    let (chat, dropped) = request_to_openai(req).unwrap();
+    // The system prompt, then the user's turn and the system entry after it, where it was.
+    let roles: Vec<Role> = chat.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::System, Role::User, Role::System]);
+    assert!(
+        chat.messages[2]
+            .content
+            .as_ref()
+            .unwrap()
+            .text()
+            .starts_with("# Environment")
+    );
+    assert_eq!(chat.tools.as_ref().unwrap().len(), tools);
+    // Adaptive thinking at medium effort: the chat API's reasoning effort.
+    assert_eq!(chat.extra["reasoning_effort"], "medium");
+    assert_eq!(chat.max_tokens, Some(128_000));
+    // What has no place upstream is named, not dropped silently.
+    assert!(dropped.contains(&"context_management".to_owned()), "{dropped:?}");
+    assert!(dropped.contains(&"tools[].defer_loading".to_owned()), "{dropped:?}");
+    assert!(!dropped.iter().any(|d| d == "thinking" || d == "output_config"));
+}
+
+#[test]
+fn message_start_reports_the_prompt_lyss_counted() {
+    let mut s = StreamFromOpenAi::new("claude-x").input_tokens(1_234);
+    let chunk: ChatChunk = serde_json::from_value(json!({
+        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": null}]
+    }))
+    .unwrap();
+    let events = s.on_chunk(&chunk);
+    assert_eq!(events[0].0, "message_start");
+    assert_eq!(events[0].1["message"]["usage"]["input_tokens"], 1_234);
 }

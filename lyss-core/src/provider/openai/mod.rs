@@ -160,6 +160,11 @@ impl Provider for OpenAiProvider {
         self.prompt_cache
     }
 
+    /// OpenAI's own API, or a server configured with `responses_models` (it has `/responses`).
+    fn runs_builtin_tools(&self) -> bool {
+        !matches!(&self.responses_models, ResponsesModels::Listed(m) if m.is_empty())
+    }
+
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse> {
         if self.via_responses(req) {
             let resp = self.http.send(self.responses_request(req)).await?;
