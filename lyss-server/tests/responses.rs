@@ -258,7 +258,7 @@ async fn governance_refuses_in_openais_shape() {
     let (status, err) = respond(
         &app,
         &app.key,
-        json!({"model": "gpt-4o-mini", "input": "hi", "tools": [{"type": "file_search"}]}),
+        json!({"model": "gpt-4o-mini", "input": "hi", "tools": [{"type": "teleport"}]}),
     )
     .await;
     assert_eq!(status, 400);
@@ -308,6 +308,8 @@ async fn a_response_reaches_an_anthropic_upstream_translated() {
 async fn web_search_goes_to_an_openai_upstreams_responses_api_and_is_never_cached() {
     let app = TestApp::with(|c| {
         c.cache.mode = lyss_core::config::CacheMode::Exact;
+        // An upstream with a Responses API (OpenAI's own, or one configured so).
+        c.providers[0].responses_models = Some(vec!["up-pro".into()]);
     })
     .await;
     Mock::given(method("POST"))
@@ -342,11 +344,41 @@ async fn web_search_goes_to_an_openai_upstreams_responses_api_and_is_never_cache
     assert_eq!(sent[0]["tools"], json!([{"type": "web_search"}]));
     assert_eq!(sent[0]["model"], "up-mini");
     assert_eq!(app.ledger().await[0].prompt_tokens, 300);
+}
 
-    // An upstream without built-in tools says so.
-    let app = TestApp::with(|c| c.providers[0].kind = ProviderKind::Anthropic).await;
-    let (status, err) = respond(&app, &app.key, ask).await;
+#[tokio::test]
+async fn web_search_behind_a_chat_only_upstream_is_answered_without_it_and_said_so() {
+    let app = TestApp::new().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(completion("up-mini", "No search here.")),
+        )
+        .mount(&app.upstream)
+        .await;
+    let ask = json!({"model": "gpt-4o-mini", "input": "Weather in Lyon today?",
+                     "tools": [{"type": "web_search"}, {"type": "tool_search"}]});
+    let resp = app.post("/v1/responses").json(&ask).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-lyss-dropped"],
+        "tools[tool_search], tools[web_search]"
+    );
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["output"][0]["content"][0]["text"], "No search here.");
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    assert!(sent.get("tools").is_none(), "{sent}");
+    assert_eq!(app.ledger().await[0].endpoint, "responses");
+
+    // Configured to refuse: a 400 that names the tool.
+    let strict =
+        TestApp::with(|c| c.router.builtin_tools = lyss_core::config::BuiltinTools::Refuse).await;
+    let (status, err) = respond(&strict, &strict.key, ask).await;
     assert_eq!(status, 400, "{err}");
-    assert_eq!(err["error"]["param"], "tools");
-    assert!(app.upstream_bodies().await.is_empty());
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("web_search")
+    );
 }

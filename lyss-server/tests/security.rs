@@ -371,10 +371,18 @@ async fn no_endpoint_reaches_another_tenants_memories_cache_budgets_or_models() 
     assert_ne!(hits[0].workspace_id, rivals.id);
     let bobs: Vec<_> = rows
         .iter()
-        .filter(|r| r.workspace_id == rivals.id)
+        .filter(|r| r.workspace_id == rivals.id && r.status == 200)
         .collect();
     assert_eq!(bobs.len(), 1, "{rows:?}");
     assert!(bobs[0].cache.is_none());
+    // B's refused probes are B's rows too: nothing billed, the refusal named.
+    assert!(
+        rows.iter()
+            .filter(|r| r.workspace_id == rivals.id && r.status != 200)
+            .all(
+                |r| r.cost_nusd == 0 && r.error.as_deref().is_some_and(|e| e.starts_with("model:"))
+            )
+    );
 }
 
 /// Names the admin API refuses (names are letters, digits, `-`, `_`, `.`, `@`).

@@ -480,7 +480,10 @@ impl Lyss {
         let entry = crate::policy::LedgerEntry {
             at: self.clock.now(),
             request_id: call.request_id.clone(),
-            workspace_id: who.as_ref().map(|w| w.workspace_id.clone()).unwrap_or_default(),
+            workspace_id: who
+                .as_ref()
+                .map(|w| w.workspace_id.clone())
+                .unwrap_or_default(),
             user_id: who.as_ref().map(|w| w.user_id.clone()).unwrap_or_default(),
             key_id: who.as_ref().map(|w| w.key_id.clone()).unwrap_or_default(),
             endpoint: call.endpoint.as_str().into(),
@@ -505,7 +508,9 @@ impl Lyss {
         };
         crate::telemetry::finished(&entry);
         let reservation = crate::policy::Reservation::default();
-        if let Err(le) = crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await {
+        if let Err(le) =
+            crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await
+        {
             tracing::warn!(error = %le, "could not record a refused request in the ledger");
         }
     }

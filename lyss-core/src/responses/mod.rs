@@ -173,9 +173,14 @@ const SKIPPED_ITEMS: &[&str] = &[
 /// chat upstream knows it by ([`chat_name`]), and a custom tool's `input` as the one string
 /// argument it was offered with.
 pub(crate) fn function_call(item: &Value) -> ToolCall {
-    let name = chat_name(item["namespace"].as_str(), item["name"].as_str().unwrap_or(""));
+    let name = chat_name(
+        item["namespace"].as_str(),
+        item["name"].as_str().unwrap_or(""),
+    );
     let arguments = match item["type"].as_str() {
-        Some("custom_tool_call") => json!({"input": item["input"].as_str().unwrap_or("")}).to_string(),
+        Some("custom_tool_call") => {
+            json!({"input": item["input"].as_str().unwrap_or("")}).to_string()
+        }
         _ => item["arguments"].as_str().unwrap_or("{}").to_owned(),
     };
     ToolCall {
@@ -236,10 +241,19 @@ const HOSTED_TOOLS: &[&str] = &[
     "local_shell",
 ];
 
+/// A request's tools as offered upstream: chat tools, built-in ones kept aside, the map back,
+/// and what was dropped.
+struct Offered {
+    tools: Vec<Tool>,
+    builtin: Vec<Value>,
+    map: ToolMap,
+    dropped: Vec<String>,
+}
+
 /// The tools a Responses request offers — its `tools` and those of its `additional_tools`
 /// input items — as chat tools, the built-in ones (web search) kept aside, the map back,
 /// and what was dropped.
-fn offered_tools(req: &ResponsesRequest) -> Result<(Vec<Tool>, Vec<Value>, ToolMap, Vec<String>)> {
+fn offered_tools(req: &ResponsesRequest) -> Result<Offered> {
     let mut listed: Vec<&Value> = req.tools.iter().flatten().collect();
     if let Some(Value::Array(items)) = &req.input {
         for item in items {
@@ -256,7 +270,11 @@ fn offered_tools(req: &ResponsesRequest) -> Result<(Vec<Tool>, Vec<Value>, ToolM
             .ok_or_else(|| invalid("a tool needs a `name`", "tools"))?;
         let custom = t["type"].as_str() == Some("custom");
         let chat = chat_name(namespace, name);
-        tools.push(if custom { custom_tool(&chat, t) } else { tool(&chat, t) });
+        tools.push(if custom {
+            custom_tool(&chat, t)
+        } else {
+            tool(&chat, t)
+        });
         map.0.insert(
             chat,
             ToolRef {
@@ -291,7 +309,12 @@ fn offered_tools(req: &ResponsesRequest) -> Result<(Vec<Tool>, Vec<Value>, ToolM
             }
         }
     }
-    Ok((tools, builtin, map, dropped))
+    Ok(Offered {
+        tools,
+        builtin,
+        map,
+        dropped,
+    })
 }
 
 /// A message's content: a string, or input/output text and image parts.
@@ -365,9 +388,19 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<Translat
     }
     messages.extend(history);
     messages.extend(input_messages(req)?);
-    let (tools, builtin, map, mut dropped) = offered_tools(req)?;
+    let Offered {
+        tools,
+        builtin,
+        map,
+        mut dropped,
+    } = offered_tools(req)?;
     let tool_choice = match &req.tool_choice {
-        Some(Value::Object(o)) if matches!(o.get("type").and_then(Value::as_str), Some("function" | "custom")) => {
+        Some(Value::Object(o))
+            if matches!(
+                o.get("type").and_then(Value::as_str),
+                Some("function" | "custom")
+            ) =>
+        {
             let name = chat_name(
                 o.get("namespace").and_then(Value::as_str),
                 o.get("name").and_then(Value::as_str).unwrap_or(""),
@@ -375,8 +408,12 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<Translat
             Some(json!({"type": "function", "function": {"name": name}}))
         }
         Some(Value::String(s)) => Some(Value::String(s.clone())),
-        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("allowed_tools") => {
-            Some(json!(o.get("mode").and_then(Value::as_str).unwrap_or("auto")))
+        Some(Value::Object(o))
+            if o.get("type").and_then(Value::as_str) == Some("allowed_tools") =>
+        {
+            Some(json!(
+                o.get("mode").and_then(Value::as_str).unwrap_or("auto")
+            ))
         }
         Some(other) => {
             return Err(invalid(
@@ -413,11 +450,18 @@ pub fn to_chat(req: &ResponsesRequest, history: Vec<Message>) -> Result<Translat
     };
     let reasoning = req.reasoning.as_ref();
     for field in ["summary", "context", "generate_summary"] {
-        if reasoning.and_then(|r| r.get(field)).is_some_and(|v| !v.is_null()) {
+        if reasoning
+            .and_then(|r| r.get(field))
+            .is_some_and(|v| !v.is_null())
+        {
             dropped.push(format!("reasoning.{field}"));
         }
     }
-    if req.extra.get("include").is_some_and(|i| i.as_array().is_some_and(|a| !a.is_empty())) {
+    if req
+        .extra
+        .get("include")
+        .is_some_and(|i| i.as_array().is_some_and(|a| !a.is_empty()))
+    {
         dropped.push("include".into());
     }
     let mut extra = Map::new();
@@ -557,7 +601,14 @@ impl Echo {
 
     /// A tool call item: a `function_call`, or a `custom_tool_call` whose `input` is the one
     /// argument lyss offered it with; either with its namespace when it has one.
-    fn call_item(&self, id: &str, call_id: &str, chat_name: &str, arguments: &str, status: &str) -> Value {
+    fn call_item(
+        &self,
+        id: &str,
+        call_id: &str,
+        chat_name: &str,
+        arguments: &str,
+        status: &str,
+    ) -> Value {
         let t = self.tools.resolve(chat_name);
         let mut item = if t.custom {
             let input = serde_json::from_str::<Value>(arguments)

@@ -71,8 +71,10 @@ fn a_responses_request_becomes_a_chat_request() {
     let simple = to_chat(&request(json!({"model": "m", "input": "Hi"})), Vec::new()).unwrap();
     assert_eq!(simple.chat.messages, vec![Message::text(Role::User, "Hi")]);
     let hosted = to_chat(
-        &request(json!({"model": "m", "tools": [{"type": "file_search"}, {"type": "tool_search"}],
-            "input": [{"type": "file_search_call", "id": "x"}, {"role": "user", "content": "Hi"}]})),
+        &request(
+            json!({"model": "m", "tools": [{"type": "file_search"}, {"type": "tool_search"}],
+            "input": [{"type": "file_search_call", "id": "x"}, {"role": "user", "content": "Hi"}]}),
+        ),
         Vec::new(),
     )
     .unwrap();
@@ -238,7 +240,11 @@ fn usage_that_overflows_saturates_rather_than_wrapping() {
         (usage.completion_tokens, usage.total_tokens),
         (u64::MAX, u64::MAX)
     );
-    let echo = Echo::new(&request(json!({"model": "m", "input": "x"})), 0, ToolMap::default());
+    let echo = Echo::new(
+        &request(json!({"model": "m", "input": "x"})),
+        0,
+        ToolMap::default(),
+    );
     let mut wide = completion(json!({"role": "assistant", "content": "x"}), "stop");
     wide.usage.as_mut().unwrap().completion_tokens = u64::MAX;
     assert_eq!(from_chat(&wide, &echo)["usage"]["total_tokens"], u64::MAX);
@@ -279,11 +285,25 @@ fn codex_default_request_becomes_a_chat_request_and_its_calls_come_back_namespac
     assert!(f.description.as_deref().unwrap().contains("lark grammar"));
     // Messages: the developer prompts and the user's turns, no tool list among them.
     assert_eq!(t.chat.messages.len(), 6);
-    assert_eq!(t.chat.messages.last().unwrap().content.as_ref().unwrap().text(), "Reply with the word PONG");
+    assert_eq!(
+        t.chat
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .as_ref()
+            .unwrap()
+            .text(),
+        "Reply with the word PONG"
+    );
     // Reasoning and verbosity go on; what a chat upstream has no place for is said.
     assert_eq!(t.chat.extra["reasoning_effort"], "low");
     assert_eq!(t.chat.extra["verbosity"], "low");
-    assert!(t.dropped.contains(&"reasoning.context".to_owned()), "{:?}", t.dropped);
+    assert!(
+        t.dropped.contains(&"reasoning.context".to_owned()),
+        "{:?}",
+        t.dropped
+    );
     assert!(t.dropped.contains(&"include".to_owned()));
 
     // The upstream calls `clock__sleep` and `exec`: they come back as Codex named them.
@@ -306,15 +326,23 @@ fn codex_default_request_becomes_a_chat_request_and_its_calls_come_back_namespac
     assert_eq!(r["output"][1]["input"], "console.log(1)");
 
     // The next turn sends both calls and their outputs back: they map to the same chat names.
-    let next = request(json!({"model": "m", "tools": codex.input.as_ref().unwrap()[0]["tools"], "input": [
-        r["output"][0], r["output"][1],
-        {"type": "function_call_output", "call_id": "call_1", "output": "slept"},
-        {"type": "custom_tool_call_output", "call_id": "call_2", "output": "1"}
-    ]}));
+    let next = request(
+        json!({"model": "m", "tools": codex.input.as_ref().unwrap()[0]["tools"], "input": [
+            r["output"][0], r["output"][1],
+            {"type": "function_call_output", "call_id": "call_1", "output": "slept"},
+            {"type": "custom_tool_call_output", "call_id": "call_2", "output": "1"}
+        ]}),
+    );
     let chat = to_chat(&next, Vec::new()).unwrap().chat;
     let calls = chat.messages[0].tool_calls.as_ref().unwrap();
-    assert_eq!(calls[0].function.as_ref().unwrap().name.as_deref(), Some("clock__sleep"));
-    assert_eq!(calls[1].function.as_ref().unwrap().name.as_deref(), Some("exec"));
+    assert_eq!(
+        calls[0].function.as_ref().unwrap().name.as_deref(),
+        Some("clock__sleep")
+    );
+    assert_eq!(
+        calls[1].function.as_ref().unwrap().name.as_deref(),
+        Some("exec")
+    );
     assert_eq!(
         calls[1].function.as_ref().unwrap().arguments.as_deref(),
         Some("{\"input\":\"console.log(1)\"}")
@@ -340,7 +368,10 @@ fn a_streamed_custom_tool_call_goes_out_whole_when_done() {
     let (last, response) = s.finish();
     events.extend(last);
     let kinds: Vec<&str> = events.iter().map(|(k, _)| *k).collect();
-    assert!(!kinds.contains(&"response.function_call_arguments.delta"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"response.function_call_arguments.delta"),
+        "{kinds:?}"
+    );
     let done = events
         .iter()
         .find(|(k, _)| *k == "response.custom_tool_call_input.done")

@@ -69,6 +69,7 @@ pub fn call(headers: &HeaderMap) -> Call {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(f32::NAN)
         }),
+        ..Call::default()
     }
 }
 

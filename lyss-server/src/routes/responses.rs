@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use lyss_core::openai::Message;
+use lyss_core::pipeline::Endpoint;
 use lyss_core::policy::Policy;
 use lyss_core::responses::{
     Echo, Events, ResponsesRequest, StreamToResponses, from_chat, input_messages, output_message,
     to_chat,
 };
-use lyss_core::pipeline::Endpoint;
 use lyss_core::{Call, ChatBody, ChatStream, Error};
 
 use super::{call, json_body};

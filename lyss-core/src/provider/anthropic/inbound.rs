@@ -215,29 +215,32 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<(ChatRequest, Vec<Strin
         dropped.push("top_k".into());
     }
     let stream = req.stream.unwrap_or(false);
-    Ok(ChatRequest {
-        model: req.model,
-        messages,
-        stream: stream.then_some(true),
-        // Usage is needed for Anthropic's final `message_delta`.
-        stream_options: stream.then(|| StreamOptions {
-            include_usage: Some(true),
-            extra: Map::new(),
-        }),
-        max_tokens: Some(req.max_tokens),
-        max_completion_tokens: None,
-        tools,
-        tool_choice,
-        response_format: None,
-        user: req
-            .metadata
-            .as_ref()
-            .and_then(|m| m["user_id"].as_str())
-            .map(str::to_owned),
-        extra,
-        prompt_cache_key: None,
-        builtin_tools: None,
-    }, dropped))
+    Ok((
+        ChatRequest {
+            model: req.model,
+            messages,
+            stream: stream.then_some(true),
+            // Usage is needed for Anthropic's final `message_delta`.
+            stream_options: stream.then(|| StreamOptions {
+                include_usage: Some(true),
+                extra: Map::new(),
+            }),
+            max_tokens: Some(req.max_tokens),
+            max_completion_tokens: None,
+            tools,
+            tool_choice,
+            response_format: None,
+            user: req
+                .metadata
+                .as_ref()
+                .and_then(|m| m["user_id"].as_str())
+                .map(str::to_owned),
+            extra,
+            prompt_cache_key: None,
+            builtin_tools: None,
+        },
+        dropped,
+    ))
 }
 
 /// The reasoning effort a Messages request asks for: `output_config.effort`, else what its

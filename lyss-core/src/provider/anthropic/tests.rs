@@ -463,9 +463,19 @@ fn claude_codes_default_request_runs_with_its_system_turn_in_place_and_says_what
     assert_eq!(chat.extra["reasoning_effort"], "medium");
     assert_eq!(chat.max_tokens, Some(128_000));
     // What has no place upstream is named, not dropped silently.
-    assert!(dropped.contains(&"context_management".to_owned()), "{dropped:?}");
-    assert!(dropped.contains(&"tools[].defer_loading".to_owned()), "{dropped:?}");
-    assert!(!dropped.iter().any(|d| d == "thinking" || d == "output_config"));
+    assert!(
+        dropped.contains(&"context_management".to_owned()),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.contains(&"tools[].defer_loading".to_owned()),
+        "{dropped:?}"
+    );
+    assert!(
+        !dropped
+            .iter()
+            .any(|d| d == "thinking" || d == "output_config")
+    );
 }
 
 #[test]
