@@ -8,9 +8,11 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use lyss_core::cache::answer::{Collector, replay};
 use lyss_core::openai::{ChatChunk, ChatRequest, ChatResponse};
+use lyss_core::dialects::messages::{
+    StreamFromOpenAi, request_to_openai, response_from_openai,
+};
 use lyss_core::provider::anthropic::{
-    MessagesRequest, MessagesResponse, StreamFromOpenAi, StreamToOpenAi, request_from_openai,
-    request_to_openai, response_from_openai, response_to_openai,
+    MessagesRequest, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
 };
 use serde_json::Value;
 
@@ -38,7 +40,7 @@ pub fn messages_request(data: &[u8]) -> bool {
     let Ok(req) = serde_json::from_slice::<MessagesRequest>(data) else {
         return false;
     };
-    if let Ok(chat) = request_to_openai(req) {
+    if let Ok((chat, _dropped)) = request_to_openai(req) {
         let _ = request_from_openai(&chat, 1024);
     }
     true
@@ -52,17 +54,19 @@ pub fn responses_request(data: &[u8]) -> bool {
     use lyss_core::provider::openai::responses::{
         StreamToChat, chat_from_response, request_from_chat,
     };
-    use lyss_core::responses::{
+    use lyss_core::dialects::responses::{
         Echo, ResponsesRequest, StreamToResponses, from_chat, output_message, to_chat,
     };
     let mut accepted = false;
     if let Ok(req) = serde_json::from_slice::<ResponsesRequest>(data) {
         accepted = true;
-        if let Ok(chat) = to_chat(&req, Vec::new()) {
-            let _ = serde_json::to_vec(&request_from_chat(&chat));
-            let _ = lyss_core::tokens::count_request("gpt-4o-mini", &chat);
+        let mut tools = Default::default();
+        if let Ok(t) = to_chat(&req, Vec::new()) {
+            let _ = serde_json::to_vec(&request_from_chat(&t.chat));
+            let _ = lyss_core::tokens::count_request("gpt-4o-mini", &t.chat);
+            tools = t.tools;
         }
-        let echo = Echo::new(&req, 0);
+        let echo = Echo::new(&req, 0, tools);
         let mut stream = StreamToResponses::new(echo.clone());
         let _ = stream.finish();
         let answer = r#"{"choices": [{"index": 0, "finish_reason": "length",

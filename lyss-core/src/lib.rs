@@ -41,6 +41,7 @@
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod dialects;
 pub mod embed;
 pub mod error;
 pub mod memory;
@@ -51,7 +52,6 @@ pub mod policy;
 pub mod provider;
 #[cfg(feature = "redis")]
 mod redis_conn;
-pub mod responses;
 pub mod secrets;
 pub mod setup;
 mod sqlite;

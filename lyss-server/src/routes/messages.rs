@@ -12,10 +12,10 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use lyss_core::pipeline::Endpoint;
-use lyss_core::provider::anthropic::{
+use lyss_core::dialects::messages::{
     MessagesRequest, StreamFromOpenAi, error_body, request_to_openai, response_from_openai,
 };
+use lyss_core::pipeline::Endpoint;
 use lyss_core::{Call, ChatBody, ChatStream, Error};
 
 use super::call;

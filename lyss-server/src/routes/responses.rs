@@ -5,7 +5,6 @@
 //! read and delete it, for its user only; errors have OpenAI's shape.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -14,92 +13,37 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use lyss_core::openai::Message;
-use lyss_core::pipeline::Endpoint;
-use lyss_core::policy::Policy;
-use lyss_core::responses::{
-    Echo, Events, ResponsesRequest, StreamToResponses, from_chat, input_messages, output_message,
-    to_chat,
+use lyss_core::dialects::responses::{
+    Conversation, Echo, Events, Keep, ResponsesRequest, StreamToResponses, from_chat, to_chat,
 };
+use lyss_core::pipeline::Endpoint;
 use lyss_core::{Call, ChatBody, ChatStream, Error};
 
 use super::{call, json_body};
 use crate::AppState;
 use crate::error::{ApiError, body};
 
-/// Where an answered conversation is kept: the user it belongs to and its turns so far.
-struct Keep {
-    policy: Arc<dyn Policy>,
-    user_id: String,
-    conversation: Vec<Message>,
-}
-
-impl Keep {
-    /// Saves the conversation with the response's output under the response's id. A failure
-    /// is logged, not returned: the answer is paid for and delivered either way.
-    async fn save(mut self, response: &serde_json::Value) {
-        self.conversation.push(output_message(response));
-        let id = response["id"].as_str().unwrap_or_default();
-        let saved = match serde_json::to_string(&self.conversation) {
-            Ok(json) => {
-                self.policy
-                    .save_response(id, &self.user_id, &json, &response.to_string())
-                    .await
-            }
-            Err(e) => Err(Error::Internal(e.to_string())),
-        };
-        if let Err(e) = saved {
-            tracing::error!(error = %e, response = id, "could not keep the conversation for previous_response_id");
-        }
-    }
-}
-
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let call = call(&headers);
-    let req: ResponsesRequest = json_body(&state, &call, raw).await?;
-    let who = state.lyss.authenticate(&call.api_key).await?;
-    let policy = state.lyss.policy().clone();
-    let history: Vec<Message> = match &req.previous_response_id {
-        Some(id) => {
-            let saved = policy
-                .load_response(id, &who.user_id)
-                .await
-                .map_err(|e| match e {
-                    Error::NotFound(_) => Error::invalid_param(
-                        format!("Previous response with id '{id}' not found."),
-                        "previous_response_id",
-                    ),
-                    other => other,
-                })?;
-            serde_json::from_str(&saved)
-                .map_err(|e| Error::Internal(format!("stored response {id}: {e}")))?
-        }
-        None => Vec::new(),
+    let call = Call {
+        endpoint: Endpoint::Responses,
+        ..call(&headers)
     };
-    let keep = req.stores().then(|| -> Result<Keep, Error> {
-        let mut conversation = history.clone();
-        conversation.extend(input_messages(&req)?);
-        Ok(Keep {
-            policy,
-            user_id: who.user_id.clone(),
-            conversation,
-        })
-    });
-    let keep = keep.transpose()?;
-    let translated = match to_chat(&req, history) {
-        Ok(t) => t,
+    let req: ResponsesRequest = json_body(&state, &call, raw).await?;
+    let started = std::time::Instant::now();
+    let prepared = async {
+        let Conversation { history, keep } = state.lyss.conversation(&call, &req).await?;
+        Ok::<_, Error>((keep, to_chat(&req, history)?))
+    };
+    let (keep, translated) = match prepared.await {
+        Ok(p) => p,
         Err(e) => {
-            let call = Call {
-                endpoint: Endpoint::Responses,
-                ..call
-            };
             state
                 .lyss
-                .record_refusal(&call, &req.model, &e, std::time::Instant::now())
+                .record_refusal(&call, &req.model, &e, started)
                 .await;
             return Err(e.into());
         }
@@ -107,7 +51,6 @@ pub async fn create(
     let created_at = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let echo = Echo::new(&req, created_at, translated.tools);
     let call = Call {
-        endpoint: Endpoint::Responses,
         dropped: translated.dropped,
         ..call
     };

@@ -1,12 +1,10 @@
-//! Anthropic: the provider (`AnthropicProvider`), and its Messages API on the wire
-//! (`wire.rs`) translated to and from OpenAI's shapes both ways — outbound for this provider
-//! (`outbound.rs`), inbound for `POST /v1/messages` (`inbound.rs`).
+//! Anthropic: the provider (`AnthropicProvider`), its Messages API on the wire (`wire.rs`), and
+//! OpenAI's shapes translated to it for this provider (`outbound.rs`). The other direction —
+//! clients speaking the Messages API to lyss — is a dialect: [`crate::dialects::messages`].
 
-mod inbound;
 mod outbound;
 mod wire;
 
-pub use self::inbound::*;
 pub use self::outbound::*;
 pub use self::wire::*;
 

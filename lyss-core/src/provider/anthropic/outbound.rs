@@ -135,14 +135,14 @@ pub fn request_from_openai(req: &ChatRequest, default_max_tokens: u32) -> Result
 }
 
 /// The field of a content block that makes it a prompt-cache breakpoint.
-pub(super) const CACHE_CONTROL: &str = "cache_control";
+pub(crate) const CACHE_CONTROL: &str = "cache_control";
 
 /// The shortest prefix Anthropic caches (Sonnet and Opus; Haiku needs 2,048), in tokens: a
 /// breakpoint on a shorter one would do nothing.
-pub(super) const MIN_CACHEABLE_TOKENS: usize = 1_024;
+pub(crate) const MIN_CACHEABLE_TOKENS: usize = 1_024;
 
 /// Whether a block is a cache breakpoint.
-pub(super) fn has_breakpoint(block: &Block) -> bool {
+pub(crate) fn has_breakpoint(block: &Block) -> bool {
     match block {
         Block::Known(KnownBlock::Text { extra, .. } | KnownBlock::Image { extra, .. }) => {
             extra.contains_key(CACHE_CONTROL)
@@ -153,7 +153,7 @@ pub(super) fn has_breakpoint(block: &Block) -> bool {
 }
 
 /// Marks the last text or image block of `content` as a breakpoint; `false` when it has none.
-pub(super) fn mark_last(content: &mut AnthropicContent) -> bool {
+pub(crate) fn mark_last(content: &mut AnthropicContent) -> bool {
     if let AnthropicContent::Text(t) = content {
         *content = AnthropicContent::Blocks(vec![text_block(t, None)]);
     }
@@ -176,7 +176,7 @@ pub(super) fn mark_last(content: &mut AnthropicContent) -> bool {
 }
 
 /// Bytes of text in some content (images count nothing: the estimate stays low).
-pub(super) fn text_len(content: &AnthropicContent) -> usize {
+pub(crate) fn text_len(content: &AnthropicContent) -> usize {
     match content {
         AnthropicContent::Text(t) => t.len(),
         AnthropicContent::Blocks(blocks) => blocks
@@ -270,7 +270,7 @@ pub fn mark_cache_breakpoints(req: &ChatRequest, body: &mut MessagesRequest) {
 
 /// The system prompt: the messages' text joined, or their text blocks when the client marked
 /// a cache breakpoint in one.
-pub(super) fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent> {
+pub(crate) fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<AnthropicContent> {
     if system.is_empty() {
         return None;
     }
@@ -289,7 +289,7 @@ pub(super) fn system_content(system: Vec<(String, Vec<Block>)>) -> Option<Anthro
 }
 
 /// The text of OpenAI content as text blocks, each text part's `cache_control` kept.
-pub(super) fn text_blocks(content: &Content) -> Vec<Block> {
+pub(crate) fn text_blocks(content: &Content) -> Vec<Block> {
     match content {
         Content::Text(t) if t.is_empty() => Vec::new(),
         Content::Text(t) => vec![text_block(t, None)],
@@ -306,7 +306,7 @@ pub(super) fn text_blocks(content: &Content) -> Vec<Block> {
 }
 
 /// A text block; `from` is the OpenAI part's other fields, of which `cache_control` is kept.
-pub(super) fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
+pub(crate) fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block {
     let mut extra = Map::new();
     if let Some(mark) = from.and_then(|e| e.get(CACHE_CONTROL)) {
         extra.insert(CACHE_CONTROL.into(), mark.clone());
@@ -319,7 +319,7 @@ pub(super) fn text_block(text: &str, from: Option<&Map<String, Value>>) -> Block
 
 /// OpenAI message content as Anthropic blocks (images by data URL or by URL). A text part's
 /// `cache_control` (the client's own cache breakpoint) is kept.
-pub(super) fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
+pub(crate) fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
     Ok(match content {
         None => Vec::new(),
         Some(Content::Text(t)) if t.is_empty() => Vec::new(),
@@ -345,7 +345,7 @@ pub(super) fn content_blocks(content: Option<&Content>) -> Result<Vec<Block>> {
     })
 }
 
-pub(super) fn image_block(url: &str) -> Block {
+pub(crate) fn image_block(url: &str) -> Block {
     let source = match url
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
@@ -365,7 +365,7 @@ pub(super) fn image_block(url: &str) -> Block {
 }
 
 /// Anthropic's stop reason in OpenAI's words.
-pub(super) fn finish_reason(stop_reason: &str) -> &'static str {
+pub(crate) fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
         "max_tokens" => "length",
         "tool_use" => "tool_calls",
@@ -375,7 +375,7 @@ pub(super) fn finish_reason(stop_reason: &str) -> &'static str {
 }
 
 /// OpenAI's finish reason in Anthropic's words.
-pub(super) fn stop_reason(finish_reason: &str) -> &'static str {
+pub(crate) fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
         "length" => "max_tokens",
         "tool_calls" | "function_call" => "tool_use",

@@ -145,11 +145,11 @@ pub struct MessagesResponse {
     pub usage: AnthropicUsage,
 }
 
-pub(super) fn message_type() -> String {
+pub(crate) fn message_type() -> String {
     "message".into()
 }
 
-pub(super) fn assistant() -> String {
+pub(crate) fn assistant() -> String {
     "assistant".into()
 }
 
@@ -171,6 +171,6 @@ pub fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-pub(super) fn invalid(message: impl Into<String>) -> Error {
+pub(crate) fn invalid(message: impl Into<String>) -> Error {
     Error::invalid(message)
 }

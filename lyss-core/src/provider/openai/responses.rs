@@ -4,12 +4,12 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::dialects::responses::{function_call, output_message};
 use crate::error::{Error, Result};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
     KnownPart, Message, ResponseFormat, Role, ToolCall, Usage,
 };
-use crate::responses::{function_call, output_message};
 
 /// A chat request as a Responses request (stateless: the whole conversation is the input, and
 /// the upstream keeps nothing).

@@ -1,14 +1,18 @@
 //! OpenAI's Responses API (`POST /v1/responses`): its request, answer and event shapes, and
-//! their translation to and from chat completions. A Responses call runs through the pipeline
+//! their translation to and from chat completions; the conversations lyss keeps for it
+//! (`conversation.rs`). A Responses call runs through the pipeline
 //! as a chat request (keys, allow-lists, budgets, limits, memory, cache, ledger) and so reaches
 //! every upstream kind; `previous_response_id` is served from the conversations lyss stores
 //! itself ([`crate::policy::Policy::save_response`]), whatever the upstream.
+
+mod conversation;
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub use self::conversation::{Conversation, Keep};
 use crate::error::{Error, Result};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,

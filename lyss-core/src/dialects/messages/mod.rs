@@ -1,21 +1,26 @@
-//! Inbound, for `POST /v1/messages`: a Messages request runs through the pipeline as a chat
-//! request; the answer and its chunks go back as Anthropic's message and events.
+//! Anthropic's Messages API as clients speak it to lyss (`POST /v1/messages`): a Messages
+//! request runs through the pipeline as a chat request; the answer and its chunks go back as
+//! Anthropic's message and events. The wire types and the block helpers are the Anthropic
+//! provider's ([`crate::provider::anthropic`]), which speaks the same API to the upstream.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::outbound::*;
-use super::wire::*;
 use crate::error::{Error, Result};
 use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
     ImageUrl, KnownPart, Message, Role, StreamOptions, Tool, ToolCall,
 };
+use crate::provider::anthropic::*;
+/// The Messages API's shapes, shared with the Anthropic provider.
+pub use crate::provider::anthropic::{
+    AnthropicUsage, MessagesRequest, MessagesResponse, error_body,
+};
 
 /// A text block as an OpenAI text part, its `cache_control` kept (an Anthropic upstream gets
 /// it back; an OpenAI one has it removed).
-pub(super) fn marked_part(block: &Block) -> Option<ContentPart> {
+pub(crate) fn marked_part(block: &Block) -> Option<ContentPart> {
     let Block::Known(KnownBlock::Text { text, extra }) = block else {
         return None;
     };
@@ -329,7 +334,7 @@ pub fn response_from_openai(resp: &ChatResponse, model: &str) -> MessagesRespons
     }
 }
 
-pub(super) fn message_id(id: &str) -> String {
+pub(crate) fn message_id(id: &str) -> String {
     if id.starts_with("msg_") {
         id.to_owned()
     } else {
@@ -475,3 +480,6 @@ impl StreamFromOpenAi {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;
