@@ -7,10 +7,8 @@
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use lyss_core::cache::answer::{Collector, replay};
+use lyss_core::dialects::messages::{StreamFromOpenAi, request_to_openai, response_from_openai};
 use lyss_core::openai::{ChatChunk, ChatRequest, ChatResponse};
-use lyss_core::dialects::messages::{
-    StreamFromOpenAi, request_to_openai, response_from_openai,
-};
 use lyss_core::provider::anthropic::{
     MessagesRequest, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
 };
@@ -51,11 +49,11 @@ pub fn messages_request(data: &[u8]) -> bool {
 /// bytes as an upstream's Responses answer and as one of its stream events, translated to a
 /// completion and chunks. Accepted when one of the parsers took the input.
 pub fn responses_request(data: &[u8]) -> bool {
-    use lyss_core::provider::openai::responses::{
-        StreamToChat, chat_from_response, request_from_chat,
-    };
     use lyss_core::dialects::responses::{
         Echo, ResponsesRequest, StreamToResponses, from_chat, output_message, to_chat,
+    };
+    use lyss_core::provider::openai::responses::{
+        StreamToChat, chat_from_response, request_from_chat,
     };
     let mut accepted = false;
     if let Ok(req) = serde_json::from_slice::<ResponsesRequest>(data) {
