@@ -635,7 +635,7 @@ async fn a_clients_housekeeping_is_neither_remembered_nor_recalled_into() {
     let app = auto_app().await;
     let fixture = |name: &str| -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/clients")
+            .join("../lyss-core/tests/fixtures/clients")
             .join(name);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };

@@ -382,3 +382,86 @@ async fn web_search_behind_a_chat_only_upstream_is_answered_without_it_and_said_
             .contains("web_search")
     );
 }
+
+/// Codex CLI's default request (streamed, its tools as `additional_tools` namespaces holding
+/// function and custom tools, `reasoning.context`, `text.verbosity`) completes a tool call
+/// behind an Anthropic and a Gemini upstream: the namespaced tools are offered by their chat
+/// names, the call comes back as a `function_call` with its namespace, and what neither
+/// upstream can carry is named in `x-lyss-dropped`.
+#[tokio::test]
+async fn codex_default_request_completes_its_tool_call_behind_anthropic_and_gemini_upstreams() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lyss-core/tests/fixtures/clients/codex-0.171-default-responses.json");
+    let mut codex: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    // The one change a user makes: a model the key may use.
+    codex["model"] = json!("gpt-4o-mini");
+    let anthropic = concat!(
+        "event: message_start\n",
+        r#"data: {"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","model":"up-mini","stop_sequence":null,"usage":{"input_tokens":900,"output_tokens":1},"content":[],"stop_reason":null}}"#,
+        "\n\nevent: content_block_start\n",
+        r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01","name":"clock__sleep","input":{}}}"#,
+        "\n\nevent: content_block_delta\n",
+        r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"duration_ms\":"}}"#,
+        "\n\nevent: content_block_delta\n",
+        r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":" 10}"}}"#,
+        "\n\nevent: content_block_stop\n",
+        r#"data: {"type":"content_block_stop","index":0}"#,
+        "\n\nevent: message_delta\n",
+        r#"data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+        "\n\nevent: message_stop\n",
+        r#"data: {"type":"message_stop"}"#,
+        "\n\n"
+    );
+    let gemini = concat!(
+        r#"data: {"candidates":[{"content":{"parts":[{"functionCall":{"name":"clock__sleep","args":{"duration_ms":10}}}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":900,"candidatesTokenCount":15,"totalTokenCount":915},"modelVersion":"up-mini"}"#,
+        "\n\n"
+    );
+    for (kind, route, body) in [
+        (ProviderKind::Anthropic, "/v1/messages", anthropic),
+        (
+            ProviderKind::Gemini,
+            "/v1/models/up-mini:streamGenerateContent",
+            gemini,
+        ),
+    ] {
+        let app = TestApp::with(|c| c.providers[0].kind = kind).await;
+        mount_sse(&app.upstream, route, body.to_owned()).await;
+        let resp = app.post("/v1/responses").json(&codex).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{kind:?}");
+        let dropped = resp.headers()["x-lyss-dropped"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(dropped.contains("reasoning.context"), "{kind:?}: {dropped}");
+        let events = common::sse_events(&resp.text().await.unwrap());
+        let (last, done) = events.last().unwrap();
+        assert_eq!(last, "response.completed", "{kind:?}");
+        let call = &done["response"]["output"][0];
+        assert_eq!(call["type"], "function_call", "{kind:?}: {call}");
+        assert_eq!(
+            (&call["name"], &call["namespace"]),
+            (&json!("sleep"), &json!("clock")),
+            "{kind:?}"
+        );
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"duration_ms": 10}), "{kind:?}");
+
+        // The upstream was offered the namespaced tools by their chat names (`functions` is
+        // Codex's own namespace, offered bare), Codex's custom `exec` among them.
+        let sent = app.upstream_bodies().await.pop().unwrap();
+        let names: Vec<&str> = match kind {
+            ProviderKind::Anthropic => sent["tools"].as_array().unwrap().iter(),
+            _ => sent["tools"][0]["functionDeclarations"]
+                .as_array()
+                .unwrap()
+                .iter(),
+        }
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+        for name in ["clock__sleep", "exec"] {
+            assert!(names.contains(&name), "{kind:?}: {names:?}");
+        }
+        assert_eq!(app.ledger().await[0].endpoint, "responses", "{kind:?}");
+    }
+}

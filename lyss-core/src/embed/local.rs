@@ -148,9 +148,14 @@ impl Embedder for LocalEmbedder {
         for chunk in texts.chunks(CHUNK) {
             let model = self.model.clone();
             let chunk = chunk.to_vec();
+            let asked = std::time::Instant::now();
             let vectors = tokio::task::spawn_blocking(move || {
                 let mut model = model.lock().unwrap_or_else(|p| p.into_inner());
-                model.embed(&chunk, Some(CHUNK))
+                // Time spent waiting for the model (another chunk held it) against running it.
+                let waited = asked.elapsed();
+                let out = model.embed(&chunk, Some(CHUNK));
+                tracing::trace!(texts = chunk.len(), ?waited, took = ?asked.elapsed() - waited, "embedded");
+                out
             })
             .await
             .map_err(|e| Error::Internal(format!("embedding task: {e}")))?

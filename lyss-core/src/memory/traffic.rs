@@ -133,7 +133,7 @@ mod tests {
 
     fn fixture(name: &str) -> ChatRequest {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/clients")
+            .join("tests/fixtures/clients")
             .join(name);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

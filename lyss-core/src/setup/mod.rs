@@ -569,9 +569,16 @@ pub async fn open_memory(
     ))
 }
 
-/// Runs [`Lyss::ingest_pending`] when a request queued turns, and every half second (turns
-/// queued by other replicas, retries); again at once after a full batch, so a backlog drains
-/// without waiting a tick per batch. Failures are logged and retried.
+/// How long ingestion lets a request that queued turns go first. The request embeds its own
+/// message as its memory query at the same moment it queues it: ingesting at once took the
+/// embedding model from under it (the query waited for the turn's embedding, then missed the
+/// vector cache and embedded the same text again — twice the model's time on the path).
+/// Afterwards the turn's vector is cached and the request is waiting on its upstream.
+const INGEST_SETTLE: Duration = Duration::from_millis(50);
+
+/// Runs [`Lyss::ingest_pending`] shortly after a request queued turns ([`INGEST_SETTLE`]), and
+/// every half second (turns queued by other replicas, retries); again at once after a full
+/// batch, so a backlog drains without waiting a tick per batch. Failures are logged and retried.
 pub fn spawn_ingest(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -579,7 +586,7 @@ pub fn spawn_ingest(lyss: Arc<Lyss>) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = lyss.turns_queued() => {}
+                _ = lyss.turns_queued() => tokio::time::sleep(INGEST_SETTLE).await,
             }
             loop {
                 match lyss.ingest_pending().await {

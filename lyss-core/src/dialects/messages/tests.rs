@@ -156,7 +156,7 @@ fn openai_chunks_go_back_as_anthropic_events() {
 #[test]
 fn claude_codes_default_request_runs_with_its_system_turn_in_place_and_says_what_it_dropped() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/clients/claude-code-2.1.332-default-messages.json");
+        .join("tests/fixtures/clients/claude-code-2.1.332-default-messages.json");
     let req: MessagesRequest =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let tools = req.tools.as_ref().unwrap().len();

@@ -252,7 +252,7 @@ fn usage_that_overflows_saturates_rather_than_wrapping() {
 
 fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/clients")
+        .join("tests/fixtures/clients")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
