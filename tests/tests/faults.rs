@@ -642,12 +642,14 @@ async fn postgres_restarted_mid_load_refuses_meanwhile_and_loses_no_row() {
     let lyss = Lyss::start(&upstream, &format!("database_url = \"{}\"", pg.url()), None).await;
     let (server, admin, key) = (&lyss.server, &lyss.admin, &lyss.key);
 
-    // Down for 6 s: longer than the pool's 3 s wait for a connection (a shorter blip is only
-    // latency).
-    let (statuses, failures) = load_with(&server.base, key, 14, async {
+    // Down for 9 s: longer than anything waits for it — the pool's 3 s wait for a connection
+    // (a shorter blip is only latency), after the memory stage's 2 s deadline, behind the
+    // writer's batch already waiting. With 6 s, the waits sometimes spanned the whole outage
+    // and every request was served late instead of refused (about one run in five).
+    let (statuses, failures) = load_with(&server.base, key, 17, async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         pg.stop();
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
         pg.start_again().await;
     })
     .await;

@@ -54,7 +54,13 @@ impl HnswMemoryStore {
         if !in_memory {
             crate::sqlite::prepare(&opts).await?;
         }
-        let pool = SqlitePoolOptions::new()
+        let options = match in_memory {
+            true => SqlitePoolOptions::new(),
+            false => {
+                SqlitePoolOptions::new().after_release(crate::sqlite::release_outside_transactions)
+            }
+        };
+        let pool = options
             .max_connections(if in_memory { 1 } else { 4 })
             .idle_timeout(None)
             .max_lifetime(None)

@@ -83,7 +83,12 @@ impl SqlitePolicy {
         };
         let claim = (!serve && !in_memory).then(|| Arc::new(Claim::new(opts.get_filename())));
         let pool_of = |connections: u32| {
-            SqlitePoolOptions::new()
+            let options = SqlitePoolOptions::new();
+            let options = match in_memory {
+                true => options,
+                false => options.after_release(crate::sqlite::release_outside_transactions),
+            };
+            options
                 .max_connections(connections)
                 .min_connections(1)
                 .idle_timeout(None)
