@@ -96,13 +96,13 @@ fn exclusive(path: &Path) -> Result<File> {
 /// A pool's `after_release` check: a connection comes back outside any transaction, or is
 /// closed (SQLite then rolls back whatever it still held).
 ///
-/// After SQLite rolled a transaction back by itself — a full disk — the `ROLLBACK` sqlx sends
-/// when the transaction is dropped fails, and sqlx still counts one open. That connection's
-/// next transaction then begins with a `SAVEPOINT` and, dropped, ends with `ROLLBACK TO`,
-/// which leaves SQLite's transaction and its write lock open for good: every other writer of
-/// the file waits out its busy timeout, and lyss refused every request for as long (seen
-/// about once in eight runs of the full-disk fault test). Not for an in-memory database,
-/// which exists only on its one connection.
+/// Seen about once in eight runs of the full-disk fault test: after space was back, one
+/// connection still held SQLite's write lock, every other writer waited out its busy timeout
+/// and lyss refused every request. The likely path: SQLite rolls a transaction back by itself
+/// when the disk fills, the `ROLLBACK` sqlx sends when the transaction is dropped then fails,
+/// and sqlx still counts one open; that connection's next transaction begins with a
+/// `SAVEPOINT` and, dropped, ends with `ROLLBACK TO`, which leaves SQLite's transaction open.
+/// Not for an in-memory database, which exists only on its one connection.
 pub(crate) fn release_outside_transactions(
     conn: &mut SqliteConnection,
     _: sqlx::pool::PoolConnectionMetadata,
