@@ -93,6 +93,17 @@ fn exclusive(path: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Options for a pool on a SQLite database: a file's pools close a connection that comes back
+/// inside a transaction ([`release_outside_transactions`]); an in-memory database exists only
+/// on its one connection, which is never closed.
+pub(crate) fn pool_options(in_memory: bool) -> sqlx::sqlite::SqlitePoolOptions {
+    let options = sqlx::sqlite::SqlitePoolOptions::new();
+    match in_memory {
+        true => options,
+        false => options.after_release(release_outside_transactions),
+    }
+}
+
 /// A pool's `after_release` check: a connection comes back outside any transaction, or is
 /// closed (SQLite then rolls back whatever it still held).
 ///
@@ -102,8 +113,7 @@ fn exclusive(path: &Path) -> Result<File> {
 /// when the disk fills, the `ROLLBACK` sqlx sends when the transaction is dropped then fails,
 /// and sqlx still counts one open; that connection's next transaction begins with a
 /// `SAVEPOINT` and, dropped, ends with `ROLLBACK TO`, which leaves SQLite's transaction open.
-/// Not for an in-memory database, which exists only on its one connection.
-pub(crate) fn release_outside_transactions(
+fn release_outside_transactions(
     conn: &mut SqliteConnection,
     _: sqlx::pool::PoolConnectionMetadata,
 ) -> futures::future::BoxFuture<'_, std::result::Result<bool, sqlx::Error>> {

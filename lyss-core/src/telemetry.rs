@@ -48,6 +48,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Prompt tokens memory compression removed, by model.",
     ),
     (
+        "lyss_memory_added_tokens_total",
+        "Prompt tokens memory added (recalled memories, the profile), by model; net saving is saved minus added.",
+    ),
+    (
         "lyss_refusals_total",
         "Requests refused before the upstream, by reason (budget, rate_limit, auth, model).",
     ),
@@ -125,9 +129,16 @@ pub fn finished(e: &LedgerEntry) {
         metrics::counter!("lyss_cache_saved_nanousd_total", "model" => model.clone())
             .increment(e.saved_nusd.unsigned_abs());
     }
-    let compressed = e.prompt_tokens_original.saturating_sub(e.prompt_tokens);
-    if compressed > 0 && e.cache.is_none() {
-        metrics::counter!("lyss_memory_saved_tokens_total", "model" => model).increment(compressed);
+    if e.cache.is_none() {
+        // Gross both ways, so that saved minus added is the ledger's net saving.
+        let compressed = e.prompt_tokens_original.saturating_sub(e.prompt_tokens);
+        let added = e.prompt_tokens.saturating_sub(e.prompt_tokens_original);
+        if compressed > 0 {
+            metrics::counter!("lyss_memory_saved_tokens_total", "model" => model)
+                .increment(compressed);
+        } else if added > 0 {
+            metrics::counter!("lyss_memory_added_tokens_total", "model" => model).increment(added);
+        }
     }
 }
 

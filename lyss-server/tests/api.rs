@@ -410,6 +410,27 @@ async fn refusals_say_whether_to_retry_and_are_counted_where_admins_look() {
     assert_eq!(usage.iter().map(|r| r.errors).sum::<i64>(), 1);
 }
 
+/// A request the upstream's translation cannot carry fails after its reservation: it has its
+/// failure row, with the status the client got, and is not counted a second time as a refusal.
+#[tokio::test]
+async fn a_failure_after_the_reservation_has_one_row() {
+    let app =
+        TestApp::with(|c| c.providers[0].kind = lyss_core::config::ProviderKind::Gemini).await;
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(
+            &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let rows = app.ledger().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, 400, "the status the client was given");
+}
+
 #[tokio::test]
 async fn malformed_json_is_400_but_only_for_a_valid_key() {
     let app = TestApp::new().await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
@@ -54,13 +54,7 @@ impl HnswMemoryStore {
         if !in_memory {
             crate::sqlite::prepare(&opts).await?;
         }
-        let options = match in_memory {
-            true => SqlitePoolOptions::new(),
-            false => {
-                SqlitePoolOptions::new().after_release(crate::sqlite::release_outside_transactions)
-            }
-        };
-        let pool = options
+        let pool = crate::sqlite::pool_options(in_memory)
             .max_connections(if in_memory { 1 } else { 4 })
             .idle_timeout(None)
             .max_lifetime(None)

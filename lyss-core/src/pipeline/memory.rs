@@ -205,6 +205,7 @@ impl Lyss {
         // only when they find something is it embedded (chit-chat that matches nothing costs a
         // keyword lookup, not an embedding — most turns).
         let asks = gate.asks;
+        let held = prompt_text(&req.messages);
         let (_, _, profile) = tokio::join!(
             async {
                 if asks {
@@ -212,7 +213,7 @@ impl Lyss {
                 }
             },
             self.remember(cx, req, &window, false),
-            self.profile(cx, req),
+            self.profile(cx, &held),
         );
         let hits = if asks {
             self.search(cx, query.clone(), true).await
@@ -224,7 +225,6 @@ impl Lyss {
                 self.search(cx, query.clone(), true).await
             }
         };
-        let held = prompt_text(&req.messages);
         let block = render_block(&gate.admit(&query, &hits), &held, cx.upstream, gate.tokens);
         if block.is_none() && profile.is_none() {
             return None;
@@ -294,10 +294,11 @@ impl Lyss {
         let query = query(req, &window);
         // The query is embedded (on another thread) while the turns are remembered; the
         // embedder keeps the vector, so the search finds it ready.
+        let held = prompt_text(&req.messages);
         let (_, remembered, profile) = tokio::join!(
             self.embed_ahead(&query),
             self.remember(cx, req, &window, true),
-            self.profile(cx, req),
+            self.profile(cx, &held),
         );
         if !remembered {
             return None;
@@ -528,19 +529,14 @@ impl Lyss {
             })
     }
 
-    /// The person's profile as a block for this request (what the prompt says already left
-    /// out).
-    async fn profile(&self, cx: &Ctx<'_>, req: &ChatRequest) -> Option<String> {
+    /// The person's profile as a block for this request (what `held`, the prompt's text, says
+    /// already left out).
+    async fn profile(&self, cx: &Ctx<'_>, held: &str) -> Option<String> {
         let facts = cx.store.profile(&cx.scope).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "profile unavailable; answering without it");
             Vec::new()
         });
-        render_profile(
-            &facts,
-            &prompt_text(&req.messages),
-            cx.upstream,
-            PROFILE_TOKENS,
-        )
+        render_profile(&facts, held, cx.upstream, PROFILE_TOKENS)
     }
 }
 
@@ -874,30 +870,30 @@ fn prompt_text(messages: &[Message]) -> String {
 fn render_profile(facts: &[Memory], held: &str, upstream: &str, budget: u64) -> Option<String> {
     let mut used =
         tokens::count_text(upstream, PROFILE_HEADER) + tokens::count_text(upstream, PROFILE_FOOTER);
-    let mut chosen: Vec<&Memory> = Vec::new();
-    let by_time = |m: &&Memory| (m.occurred_at.unwrap_or(m.created_at), m.created_at);
+    let by_time = |m: &Memory| (m.occurred_at.unwrap_or(m.created_at), m.created_at);
     let mut newest_first: Vec<&Memory> = facts.iter().collect();
     newest_first.sort_by_key(|m| std::cmp::Reverse(by_time(m)));
+    // Each chosen fact with its line, as said.
+    let mut chosen: Vec<(&Memory, String)> = Vec::new();
     for m in newest_first {
-        let line = quoted(&m.text);
-        if held.contains(&m.text) || chosen.iter().any(|c| quoted(&c.text) == line) {
+        let line = format!("\n- {}", quoted(&m.text));
+        if held.contains(&m.text) || chosen.iter().any(|(_, l)| *l == line) {
             continue;
         }
-        let cost = tokens::count_text(upstream, &format!("\n- {line}"));
+        let cost = tokens::count_text(upstream, &line);
         if used + cost > budget {
             continue;
         }
         used += cost;
-        chosen.push(m);
+        chosen.push((m, line));
     }
     if chosen.is_empty() {
         return None;
     }
-    chosen.sort_by_key(by_time);
+    chosen.sort_by_key(|(m, _)| by_time(m));
     let mut block = String::from(PROFILE_HEADER);
-    for m in chosen {
-        block.push_str("\n- ");
-        block.push_str(&quoted(&m.text));
+    for (_, line) in chosen {
+        block.push_str(&line);
     }
     block.push_str(PROFILE_FOOTER);
     Some(block)

@@ -453,8 +453,11 @@ impl Lyss {
     pub async fn chat(&self, call: &Call, req: ChatRequest) -> Result<ChatReply> {
         let started = Instant::now();
         let model = req.model.clone();
-        let reply = self.chat_inner(call, req).await;
-        if let Err(e) = &reply {
+        let mut ledgered = false;
+        let reply = self.chat_inner(call, req, &mut ledgered).await;
+        if let Err(e) = &reply
+            && !ledgered
+        {
             self.record_refusal(call, &model, e, started).await;
         }
         reply
@@ -472,20 +475,19 @@ impl Lyss {
         crate::telemetry::refused(reason);
         tracing::info!(request_id = %call.request_id, endpoint = call.endpoint.as_str(), model, status, reason, error = %e, "request refused");
         // A caller whose key does not check out has no row: a flood of bad keys must not grow
-        // the ledger (it is in the log and in `lyss_refusals_total`).
+        // the ledger (it is in the log and in `lyss_refusals_total`), nor cost a second lookup.
+        if matches!(e, Error::Unauthenticated(_)) {
+            return;
+        }
         let Ok(who) = self.authenticate(&call.api_key).await else {
             return;
         };
-        let who = Some(who);
         let entry = crate::policy::LedgerEntry {
             at: self.clock.now(),
             request_id: call.request_id.clone(),
-            workspace_id: who
-                .as_ref()
-                .map(|w| w.workspace_id.clone())
-                .unwrap_or_default(),
-            user_id: who.as_ref().map(|w| w.user_id.clone()).unwrap_or_default(),
-            key_id: who.as_ref().map(|w| w.key_id.clone()).unwrap_or_default(),
+            workspace_id: who.workspace_id.clone(),
+            user_id: who.user_id.clone(),
+            key_id: who.key_id.clone(),
             endpoint: call.endpoint.as_str().into(),
             model: model.to_owned(),
             provider: String::new(),
@@ -515,7 +517,14 @@ impl Lyss {
         }
     }
 
-    async fn chat_inner(&self, call: &Call, mut req: ChatRequest) -> Result<ChatReply> {
+    /// `ledgered` is set once the request has a ledger row of its own coming (an answer from
+    /// the cache, or a reservation): a failure after that is not a refusal.
+    async fn chat_inner(
+        &self,
+        call: &Call,
+        mut req: ChatRequest,
+        ledgered: &mut bool,
+    ) -> Result<ChatReply> {
         let started = Instant::now();
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
@@ -541,6 +550,7 @@ impl Lyss {
         {
             // A hit is a request (it counts against requests per minute) but uses no tokens.
             self.rate_limit(&principal, 0, now).await?;
+            *ledgered = true;
             return self
                 .serve_hit(principal, call, &req, &model, hit, started, compressed)
                 .await;
@@ -571,6 +581,7 @@ impl Lyss {
                 now,
             )
             .await?;
+        *ledgered = true;
         if let Some(n) = reservation.set_max_tokens {
             set_output_cap(&mut req, &model.upstream, n);
         }

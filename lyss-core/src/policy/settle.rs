@@ -21,6 +21,8 @@ pub(crate) fn failure(e: &Error, prompt_tokens: u64) -> (u16, Usage) {
                 ..Usage::default()
             },
         ),
+        // One the upstream's translation cannot carry: the client was told 400.
+        Error::InvalidRequest { .. } => (400, Usage::default()),
         _ => (502, Usage::default()),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::mpsc;
 
 use super::sql::{Job, impl_sql_policy};
@@ -83,12 +83,7 @@ impl SqlitePolicy {
         };
         let claim = (!serve && !in_memory).then(|| Arc::new(Claim::new(opts.get_filename())));
         let pool_of = |connections: u32| {
-            let options = SqlitePoolOptions::new();
-            let options = match in_memory {
-                true => options,
-                false => options.after_release(crate::sqlite::release_outside_transactions),
-            };
-            options
+            crate::sqlite::pool_options(in_memory)
                 .max_connections(connections)
                 .min_connections(1)
                 .idle_timeout(None)

@@ -494,8 +494,9 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     if memory_on || config.cache.any_semantic() {
         let embedder = open_embedder(config, &providers).await?;
         // Memory works on every conversation: load the model now, in the background, rather
-        // than on the first request (searches rank by keywords until it is loaded).
-        if let Some(e) = embedder.clone().filter(|_| memory_on) {
+        // than on the first request (searches rank by keywords until it is loaded). A remote
+        // embedder is ready already: no call is paid for at start-up.
+        if let Some(e) = embedder.clone().filter(|e| memory_on && !e.ready()) {
             tokio::spawn(async move {
                 let _ = e.embed(&["warm up".to_owned()]).await;
             });

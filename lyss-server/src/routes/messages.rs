@@ -78,7 +78,10 @@ pub async fn create(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, MessagesError> {
-    let mut call = call(&headers);
+    let mut call = Call {
+        endpoint: Endpoint::Messages,
+        ..call(&headers)
+    };
     if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         call.api_key = key.trim().to_owned();
     }
@@ -105,10 +108,6 @@ pub async fn create(
         Ok(c) => c,
         Err(e) => {
             state.lyss.authenticate(&call.api_key).await?;
-            let call = Call {
-                endpoint: Endpoint::Messages,
-                ..call
-            };
             state
                 .lyss
                 .record_refusal(&call, &model, &e, std::time::Instant::now())
@@ -116,13 +115,13 @@ pub async fn create(
             return Err(e.into());
         }
     };
-    // What `message_start` reports before the upstream says: lyss's count of the prompt.
-    let input_tokens = lyss_core::tokens::count_request(&chat.model, &chat);
-    let call = Call {
-        endpoint: Endpoint::Messages,
-        dropped,
-        ..call
+    // What a stream's `message_start` reports before the upstream says: lyss's count of the
+    // prompt (a complete answer carries the upstream's own).
+    let input_tokens = match chat.is_stream() {
+        true => lyss_core::tokens::count_request(&chat.model, &chat),
+        false => 0,
     };
+    let call = Call { dropped, ..call };
     let reply = state.lyss.chat(&call, chat).await?;
     let resp = match reply.body {
         ChatBody::Complete(c) => axum::Json(response_from_openai(&c, &model)).into_response(),

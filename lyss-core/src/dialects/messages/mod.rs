@@ -210,7 +210,8 @@ pub fn request_to_openai(req: MessagesRequest) -> Result<(ChatRequest, Vec<Strin
     }
     for (field, value) in &req.extra {
         match field.as_str() {
-            "thinking" | "output_config" if field != "output_config" || only_effort(value) => {}
+            "thinking" => {}
+            "output_config" if only_effort(value) => {}
             // Anthropic's own bookkeeping, with no meaning upstream of another kind.
             "service_tier" | "container" => {}
             other => dropped.push(other.to_owned()),

@@ -632,7 +632,7 @@ impl Echo {
     }
 
     fn is_custom(&self, chat_name: &str) -> bool {
-        self.tools.resolve(chat_name).custom
+        self.tools.0.get(chat_name).is_some_and(|t| t.custom)
     }
 
     /// The response object: `status` and its output items, usage when known.
