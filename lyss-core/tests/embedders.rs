@@ -1,5 +1,5 @@
 //! The embedder conformance suite against the deterministic hash embedder, the real local
-//! model (all-MiniLM-L6-v2 int8 through ONNX Runtime, fetched by `scripts/fetch-models.sh`;
+//! model (all-MiniLM-L6-v2, int8 weights through ONNX Runtime, built by `scripts/fetch-models.sh`;
 //! required when `CI=true`), and an OpenAI-compatible `/v1/embeddings` faked with wiremock.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]

@@ -151,6 +151,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             routes::throttle::AuthThrottle::new(state.auth_failures_per_minute),
             routes::throttle::limit,
         ))
+        .layer(axum::middleware::from_fn(routes::metrics::access))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(

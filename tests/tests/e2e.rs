@@ -671,41 +671,10 @@ async fn no_secret_ever_reaches_the_logs() {
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("server.log");
-        let port = free_port();
-        let mut child = command("lyss-server")
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ])
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "debug")
-            .stdout(std::fs::File::create(dir.path().join("server.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let (mut child, base, created) =
+            logged_server_with_a_key(dir.path(), &config, &data, "debug").await;
         let client = reqwest::Client::new();
-        let started = Instant::now();
-        while client.get(format!("{base}/readyz")).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        lyss(
-            &config,
-            &data,
-            &["workspace", "create", "team", "--models", "gpt-4o-mini"],
-        );
-        lyss(
-            &config,
-            &data,
-            &["user", "create", "ann", "--workspace", "team"],
-        );
-        let key = lyss(&config, &data, &["key", "create", "--user", "ann"])["key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let key = created["key"].as_str().unwrap().to_owned();
         let secret = key.rsplit('-').next().unwrap().to_owned();
         let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
         for (bearer, stream) in [
@@ -760,4 +729,228 @@ async fn no_secret_ever_reaches_the_logs() {
             );
         }
     }
+}
+
+/// One access line per request at info (JSON logs): a request with a ledger row has its row's
+/// line (model and tokens, for a stream when it ends), every other request the HTTP layer's —
+/// and an embeddings request refused for its model is a ledger row like a chat's.
+#[tokio::test]
+async fn every_request_has_one_access_line() {
+    const ADMIN: &str = "lyss-admin-ACCESSLOG-0123456789";
+    let upstream = fake_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = lyss_tests::write_config(
+        dir.path(),
+        &format!("{}/v1", upstream.uri()),
+        &format!("admin_token = \"{ADMIN}\"\nlog_format = \"json\""),
+    );
+    let log = dir.path().join("server.log");
+    let (mut child, base, created) =
+        logged_server_with_a_key(dir.path(), &config, &data, "info").await;
+    let client = reqwest::Client::new();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["id"].as_str().unwrap().to_owned();
+    let chat = |stream: bool| {
+        json!({"model": "gpt-4o-mini", "stream": stream,
+               "messages": [{"role": "user", "content": "hi"}]})
+    };
+    // (request id, method, path, bearer, body, status, has a ledger row)
+    let requests = [
+        Probe::new("r-chat", "POST", "/v1/chat/completions", &key, 200, true).body(chat(false)),
+        Probe::new("r-stream", "POST", "/v1/chat/completions", &key, 200, true).body(chat(true)),
+        Probe::new(
+            "r-badkey",
+            "POST",
+            "/v1/chat/completions",
+            "lyss-sk-nope",
+            401,
+            false,
+        )
+        .body(chat(false)),
+        Probe::new(
+            "r-badjson",
+            "POST",
+            "/v1/chat/completions",
+            &key,
+            400,
+            false,
+        ),
+        Probe::new("r-embed", "POST", "/v1/embeddings", &key, 404, true)
+            .body(json!({"model": "text-embedding-3-small", "input": "x"})),
+        Probe::new("r-models", "GET", "/v1/models", &key, 200, false),
+        Probe::new("r-admin", "GET", "/admin/ledger", ADMIN, 200, false),
+        Probe::new("r-nowhere", "GET", "/v1/nowhere", "", 404, false),
+        Probe::new("r-health", "GET", "/healthz", "", 200, false),
+    ];
+    for p in &requests {
+        let mut req = client
+            .request(p.verb.parse().unwrap(), format!("{base}{}", p.path))
+            .header("x-request-id", p.id)
+            .bearer_auth(&p.bearer);
+        if p.verb == "POST" {
+            req = req
+                .header("content-type", "application/json")
+                .body(p.body.clone().unwrap_or_else(|| "{not json".into()));
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), p.status, "{}", p.id);
+        resp.text().await.unwrap();
+    }
+    // The stream's row (and line) is written as it ends: wait for the ledger to hold it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows: Value = client
+            .get(format!("{base}/admin/ledger"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        if rows.len() >= 3 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let embed = rows
+        .iter()
+        .find(|r| r["request_id"] == "r-embed")
+        .expect("the refused embeddings request has a ledger row");
+    assert_eq!(embed["endpoint"], "embeddings");
+    assert_eq!(embed["status"], 404);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "lyss::access")
+        .collect();
+    for p in &requests {
+        let id = p.id;
+        let mine: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["fields"]["request_id"] == id)
+            .collect();
+        if id == "r-health" {
+            assert!(mine.is_empty(), "probes log at debug: {mine:?}");
+            continue;
+        }
+        assert_eq!(mine.len(), 1, "{id} has one access line: {mine:?}");
+        let f = &mine[0]["fields"];
+        assert_eq!(mine[0]["level"], "INFO", "{id}");
+        assert_eq!(f["status"], p.status, "{id}: {f}");
+        assert_eq!(f["key"] == key_id.as_str(), p.bearer == key, "{id}: {f}");
+        if p.ledgered {
+            let model = match id {
+                "r-embed" => "text-embedding-3-small",
+                _ => "gpt-4o-mini",
+            };
+            assert_eq!(f["model"], model, "{id}: {f}");
+        } else {
+            let route = if id == "r-nowhere" {
+                "unmatched"
+            } else {
+                p.path
+            };
+            assert_eq!(f["route"], route, "{id}: {f}");
+        }
+    }
+    let stream = lines
+        .iter()
+        .find(|l| l["fields"]["request_id"] == "r-stream")
+        .unwrap();
+    assert_eq!(
+        stream["fields"]["completion_tokens"], 12,
+        "the stream's line has its usage"
+    );
+}
+
+/// One request of [`every_request_has_one_access_line`]; a POST without a body sends JSON that
+/// does not parse.
+struct Probe {
+    id: &'static str,
+    verb: &'static str,
+    path: &'static str,
+    bearer: String,
+    body: Option<String>,
+    status: u16,
+    /// Whether it has a ledger row (whose line is the access line).
+    ledgered: bool,
+}
+
+impl Probe {
+    fn new(
+        id: &'static str,
+        verb: &'static str,
+        path: &'static str,
+        bearer: &str,
+        status: u16,
+        ledgered: bool,
+    ) -> Self {
+        Self {
+            id,
+            verb,
+            path,
+            bearer: bearer.to_owned(),
+            body: None,
+            status,
+            ledgered,
+        }
+    }
+
+    fn body(self, body: Value) -> Self {
+        Self {
+            body: Some(body.to_string()),
+            ..self
+        }
+    }
+}
+
+/// Starts `lyss-server` on `config` and `data` with `RUST_LOG=level`, its stderr in
+/// `dir/server.log` and stdout in `dir/server.out`, waits until it answers, and creates
+/// workspace `team` (gpt-4o-mini), user `ann` and a key: the child, the base URL and
+/// `lyss key create`'s output.
+async fn logged_server_with_a_key(
+    dir: &Path,
+    config: &Path,
+    data: &Path,
+    level: &str,
+) -> (std::process::Child, String, Value) {
+    let port = free_port();
+    let child = command("lyss-server")
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", level)
+        .stdout(std::fs::File::create(dir.join("server.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lyss(
+        config,
+        data,
+        &["workspace", "create", "team", "--models", "gpt-4o-mini"],
+    );
+    lyss(
+        config,
+        data,
+        &["user", "create", "ann", "--workspace", "team"],
+    );
+    let created = lyss(config, data, &["key", "create", "--user", "ann"]);
+    (child, base, created)
 }

@@ -1,8 +1,8 @@
 //! `LazyEmbedder`: an embedder whose model is loaded by the first text it embeds.
 //!
-//! The local model and ONNX Runtime take about 180 MiB and 0.3 s to load: a server starts
-//! serving at once and loads them in the background (memory is on by default); until they are
-//! loaded, [`Embedder::ready`] says so and searches rank by keywords alone.
+//! The local model and ONNX Runtime take about 70 MiB and a fraction of a second to load: a
+//! server starts serving at once and loads them in the background (memory is on by default);
+//! until they are loaded, [`Embedder::ready`] says so and searches rank by keywords alone.
 
 use std::sync::Arc;
 

@@ -21,8 +21,9 @@ pub use self::openai::OpenAiEmbedder;
 pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};
 use crate::error::Result;
 
-/// The model's folder under the models directory.
-pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
+/// The model's folder under the models directory; also the embedder's name stored beside every
+/// vector, so that vectors of another model are embedded again.
+pub const LOCAL_MODEL_DIR: &str = "all-minilm-l6-v2-q8";
 /// ONNX Runtime under the models directory.
 pub const ORT_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.0";
 

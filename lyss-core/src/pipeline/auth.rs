@@ -16,7 +16,12 @@ impl Lyss {
                     .into(),
             ));
         }
-        self.keys.authenticate(self.policy.as_ref(), api_key).await
+        let principal = self
+            .keys
+            .authenticate(self.policy.as_ref(), api_key)
+            .await?;
+        crate::telemetry::authenticated(&principal.key_id);
+        Ok(principal)
     }
 
     /// Stage 2: the model, if it exists and the principal may use it.

@@ -82,8 +82,9 @@ pub struct Call {
     pub dropped: Vec<String>,
 }
 
-/// The API a chat request came through.
+/// The API a request came through (the ledger's `endpoint`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `/v1/chat/completions`.
     #[default]
@@ -92,6 +93,8 @@ pub enum Endpoint {
     Responses,
     /// `/v1/messages`.
     Messages,
+    /// `/v1/embeddings`.
+    Embeddings,
 }
 
 impl Endpoint {
@@ -101,6 +104,7 @@ impl Endpoint {
             Self::Chat => "chat",
             Self::Responses => "responses",
             Self::Messages => "messages",
+            Self::Embeddings => "embeddings",
         }
     }
 }
@@ -455,10 +459,11 @@ impl Lyss {
         let model = req.model.clone();
         let mut ledgered = false;
         let reply = self.chat_inner(call, req, &mut ledgered).await;
-        if let Err(e) = &reply
-            && !ledgered
-        {
-            self.record_refusal(call, &model, e, started).await;
+        match &reply {
+            // A stream's row is written when it ends.
+            Ok(_) => crate::telemetry::ledgered(),
+            Err(e) if !ledgered => self.record_refusal(call, &model, e, started).await,
+            Err(_) => {}
         }
         reply
     }
@@ -645,11 +650,34 @@ impl Lyss {
         }
     }
 
-    /// `POST /v1/embeddings`.
+    /// `POST /v1/embeddings`; a request refused before its reservation is recorded as chat's
+    /// are ([`Lyss::record_refusal`]).
     pub async fn embeddings(
         &self,
         call: &Call,
+        req: EmbeddingsRequest,
+    ) -> Result<EmbeddingsResponse> {
+        let started = Instant::now();
+        let model = req.model.clone();
+        let mut ledgered = false;
+        let out = self.embeddings_inner(call, req, &mut ledgered).await;
+        if let Err(e) = &out
+            && !ledgered
+        {
+            let call = Call {
+                endpoint: Endpoint::Embeddings,
+                ..call.clone()
+            };
+            self.record_refusal(&call, &model, e, started).await;
+        }
+        out
+    }
+
+    async fn embeddings_inner(
+        &self,
+        call: &Call,
         mut req: EmbeddingsRequest,
+        ledgered: &mut bool,
     ) -> Result<EmbeddingsResponse> {
         let started = Instant::now();
         let principal = self.authenticate(&call.api_key).await?;
@@ -660,12 +688,13 @@ impl Lyss {
         let reservation = self
             .reserve(&principal, &model, prompt_tokens, Some(0), false, now)
             .await?;
+        *ledgered = true;
         let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
         let want_base64 = req.encoding_format == Some(EncodingFormat::Base64);
         let mut ledger = LedgerDraft {
             principal,
             request_id: call.request_id.clone(),
-            endpoint: "embeddings",
+            endpoint: Endpoint::Embeddings.as_str(),
             model: model.clone(),
             public_model,
             stream: false,

@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of everything lyss-core records
-//! ([`lyss_core::telemetry`]) and of the HTTP layer (requests by route and status).
+//! ([`lyss_core::telemetry`]) and of the HTTP layer (requests by route and status); and the
+//! access line of every request that has no ledger row ([`access`]).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -95,5 +96,44 @@ pub async fn track(req: Request, next: Next) -> Response {
     .increment(1);
     metrics::histogram!("lyss_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Routes probed every few seconds by orchestrators: their access lines are at debug.
+const PROBES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// One access line per request, target `lyss::access`, at info: a request with a ledger row
+/// has its row's line (written by lyss-core, with model and tokens, when the row is final);
+/// every other request — admin and dashboard calls, model lists, a key that does not check
+/// out, a body that does not parse, a throttled caller, an unknown route — gets this one
+/// (request id, key id if it authenticated, method, route pattern, status, latency). Never a
+/// secret, a raw path or a body.
+pub async fn access(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let method = req.method().clone();
+    // A `Router::layer` runs after routing: the pattern is known, also for a throttled caller.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let (resp, seen) = lyss_core::telemetry::watch(next.run(req)).await;
+    if seen.ledgered {
+        return resp;
+    }
+    let route = route.as_str();
+    let latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    let key = seen.key_id.as_deref().unwrap_or("-");
+    let status = resp.status().as_u16();
+    if PROBES.contains(&route) {
+        tracing::debug!(target: "lyss::access", %request_id, key, %method, route, status, latency_ms, "request");
+    } else {
+        tracing::info!(target: "lyss::access", %request_id, key, %method, route, status, latency_ms, "request");
+    }
     resp
 }
