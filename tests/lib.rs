@@ -162,3 +162,16 @@ provider = "local"
     .unwrap();
     path
 }
+
+/// The ledger rows a running server's `/admin/ledger` returns, newest first.
+pub async fn ledger(base: &str, admin_token: &str) -> Vec<Value> {
+    reqwest::Client::new()
+        .get(format!("{base}/admin/ledger"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -220,15 +220,7 @@ impl Setup {
 
     /// The ledger rows of this run (`/admin/ledger`).
     async fn ledger(&self) -> Vec<Value> {
-        reqwest::Client::new()
-            .get(format!("{}/admin/ledger", self.server.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        lyss_tests::ledger(&self.server.base, ADMIN).await
     }
 
     fn requests(&self) -> Vec<Value> {

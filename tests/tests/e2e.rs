@@ -181,15 +181,7 @@ provider = "local"
     );
 
     // The admin API shares the store with the CLI.
-    let ledger: Value = client
-        .get(format!("{}/admin/ledger", server.base))
-        .bearer_auth(admin.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger = lyss_tests::ledger(&server.base, admin.trim()).await;
     assert_eq!(ledger[0]["key_id"], id.as_str());
     assert_eq!(ledger[0]["cost_nusd"], 1117 * 150 + 46 * 600);
 
@@ -800,16 +792,7 @@ async fn every_request_has_one_access_line() {
     // The stream's row (and line) is written as it ends: wait for the ledger to hold it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let rows = loop {
-        let rows: Value = client
-            .get(format!("{base}/admin/ledger"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rows = rows.as_array().cloned().unwrap_or_default();
+        let rows = lyss_tests::ledger(&base, ADMIN).await;
         if rows.len() >= 3 || Instant::now() > deadline {
             break rows;
         }
