@@ -22,7 +22,7 @@ pub fn chat_request(data: &[u8]) -> bool {
         return false;
     };
     let _ = lyss_core::cache::exact_key("w:1:", "m", &req);
-    let _ = lyss_core::cache::semantic_partition("w:1:", "m", &req);
+    let _ = lyss_core::cache::semantic_partition("w:1:", "m", "e", &req);
     let _ = lyss_core::tokens::count_request("gpt-4o-mini", &req);
     if let Ok(mut m) = request_from_openai(&req, 4096) {
         lyss_core::provider::anthropic::mark_cache_breakpoints(&req, &mut m);

@@ -88,12 +88,14 @@ pub fn exact_key(scope: &str, upstream_model: &str, req: &ChatRequest) -> Result
 
 /// Where a request's question is looked up by meaning, and the question: the partition is the
 /// scope and a hash of everything in the final upstream request but the last user message's
-/// text (system prompt, earlier turns, tools, model, parameters), so only questions asked in
-/// the same context can match. `None` when the request does not end with a user message of
+/// text (system prompt, earlier turns, tools, model, parameters) and of the embedder's name,
+/// so only questions asked in the same context can match, by vectors of the same model (a
+/// cache kept in Redis across an embedder change never compares two models' vectors). `None` when the request does not end with a user message of
 /// text alone (an image or a tool result is not a question to compare by meaning).
 pub fn semantic_partition(
     scope: &str,
     upstream_model: &str,
+    embedder: &str,
     req: &ChatRequest,
 ) -> Result<Option<(String, String)>> {
     let Some(last) = req.messages.last() else {
@@ -117,7 +119,7 @@ pub fn semantic_partition(
         return Ok(None);
     }
     let mut context = req.clone();
-    context.model = upstream_model.to_owned();
+    context.model = format!("{upstream_model}\n{embedder}");
     if let Some(m) = context.messages.last_mut() {
         m.content = None;
     }
@@ -200,23 +202,45 @@ mod tests {
                 ]}),
             )
         };
-        let (p1, q1) =
-            semantic_partition("w:1:", "m", &ask("be brief", "Capital of France?".into()))
-                .unwrap()
-                .unwrap();
+        let (p1, q1) = semantic_partition(
+            "w:1:",
+            "m",
+            "e",
+            &ask("be brief", "Capital of France?".into()),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(q1, "Capital of France?");
         assert!(is_partition(&p1) && p1.starts_with("w:1:s:"));
-        let (p2, _) = semantic_partition("w:1:", "m", &ask("be brief", "France's capital?".into()))
-            .unwrap()
-            .unwrap();
+        let (p2, _) = semantic_partition(
+            "w:1:",
+            "m",
+            "e",
+            &ask("be brief", "France's capital?".into()),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p1, p2, "another question, same context");
-        let (p3, _) =
-            semantic_partition("w:1:", "m", &ask("be verbose", "Capital of France?".into()))
-                .unwrap()
-                .unwrap();
+        let (p3, _) = semantic_partition(
+            "w:1:",
+            "m",
+            "e",
+            &ask("be verbose", "Capital of France?".into()),
+        )
+        .unwrap()
+        .unwrap();
         assert_ne!(p1, p3, "another system prompt");
+        let (p4, _) = semantic_partition(
+            "w:1:",
+            "m",
+            "another-embedder",
+            &ask("be brief", "Capital of France?".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_ne!(p1, p4, "another embedder's vectors");
         assert_ne!(
-            semantic_partition("w:1:", "m2", &ask("be brief", "x".into()))
+            semantic_partition("w:1:", "m2", "e", &ask("be brief", "x".into()))
                 .unwrap()
                 .unwrap()
                 .0,
@@ -224,7 +248,7 @@ mod tests {
         );
         let parts = serde_json::json!([{"type": "text", "text": "Capital of France?"}]);
         assert_eq!(
-            semantic_partition("w:1:", "m", &ask("be brief", parts))
+            semantic_partition("w:1:", "m", "e", &ask("be brief", parts))
                 .unwrap()
                 .unwrap()
                 .1,
@@ -233,7 +257,7 @@ mod tests {
         let image = serde_json::json!([{"type": "text", "text": "What is this?"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]);
         assert!(
-            semantic_partition("w:1:", "m", &ask("be brief", image))
+            semantic_partition("w:1:", "m", "e", &ask("be brief", image))
                 .unwrap()
                 .is_none()
         );
@@ -245,7 +269,7 @@ mod tests {
             .unwrap(),
         );
         assert!(
-            semantic_partition("w:1:", "m", &tool_result)
+            semantic_partition("w:1:", "m", "e", &tool_result)
                 .unwrap()
                 .is_none()
         );

@@ -82,20 +82,21 @@ impl Lyss {
             }
         };
         let mut semantic = None;
-        if let Some(threshold) = policy.semantic_threshold
-            && let Ok(Some((partition, question))) =
-                semantic_partition(&scope, &model.upstream, req)
-        {
+        if let Some(threshold) = policy.semantic_threshold {
             match self.embedder().await {
                 Some(embedder) => {
-                    semantic = Some(SemanticPlan {
-                        partition,
-                        question,
-                        // A request may ask for a closer match, never a looser one.
-                        threshold: call.cache_threshold.map_or(threshold, |t| t.max(threshold)),
-                        embedder,
-                        vector: None,
-                    })
+                    if let Ok(Some((partition, question))) =
+                        semantic_partition(&scope, &model.upstream, embedder.name(), req)
+                    {
+                        semantic = Some(SemanticPlan {
+                            partition,
+                            question,
+                            // A request may ask for a closer match, never a looser one.
+                            threshold: call.cache_threshold.map_or(threshold, |t| t.max(threshold)),
+                            embedder,
+                            vector: None,
+                        })
+                    }
                 }
                 None => tracing::debug!("no embedder: semantic cache works as an exact one"),
             }
