@@ -6,9 +6,10 @@
 //! outcome, so cardinality stays bounded by configuration.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::LedgerEntry;
+use crate::policy::{LedgerEntry, Principal};
 
 /// Every metric lyss records, with its help text, for [`describe`].
 pub const METRICS: &[(&str, &str)] = &[
@@ -93,13 +94,13 @@ tokio::task_local! {
 }
 
 /// What a request's handling told the HTTP layer that watched it ([`watch`]).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Watched {
     /// The request has a ledger row, now or when its stream ends: that row's access line
     /// ([`finished`]) is the request's, so the HTTP layer writes none.
     pub ledgered: bool,
-    /// The key the request authenticated with, if it did.
-    pub key_id: Option<String>,
+    /// Who the request authenticated as, if it did.
+    pub caller: Option<Arc<Principal>>,
 }
 
 /// Runs one request's handling and returns what it learnt ([`Watched`]), so that an HTTP layer
@@ -109,7 +110,7 @@ pub async fn watch<F: std::future::Future>(request: F) -> (F::Output, Watched) {
     WATCHED
         .scope(RefCell::new(Watched::default()), async move {
             let out = request.await;
-            (out, WATCHED.with(|w| w.borrow().clone()))
+            (out, WATCHED.with(RefCell::take))
         })
         .await
 }
@@ -119,9 +120,9 @@ pub(crate) fn ledgered() {
     let _ = WATCHED.try_with(|w| w.borrow_mut().ledgered = true);
 }
 
-/// The request being handled authenticated with this key (no-op outside [`watch`]).
-pub(crate) fn authenticated(key_id: &str) {
-    let _ = WATCHED.try_with(|w| w.borrow_mut().key_id = Some(key_id.to_owned()));
+/// The request being handled authenticated as `caller` (no-op outside [`watch`]).
+pub(crate) fn authenticated(caller: &Arc<Principal>) {
+    let _ = WATCHED.try_with(|w| w.borrow_mut().caller = Some(caller.clone()));
 }
 
 /// A request's ledger row: what it cost, saved and took — and the request's access-log line,

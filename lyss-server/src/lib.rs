@@ -146,12 +146,11 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     api.merge(dashboard::routes())
         .layer(axum::middleware::from_fn(error::openai_shaped))
         .layer(DefaultBodyLimit::max(state.body_limit))
-        .route_layer(axum::middleware::from_fn(routes::metrics::track))
         .layer(axum::middleware::from_fn_with_state(
             routes::throttle::AuthThrottle::new(state.auth_failures_per_minute),
             routes::throttle::limit,
         ))
-        .layer(axum::middleware::from_fn(routes::metrics::access))
+        .layer(axum::middleware::from_fn(routes::metrics::track))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(

@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of everything lyss-core records
 //! ([`lyss_core::telemetry`]) and of the HTTP layer (requests by route and status); and the
-//! access line of every request that has no ledger row ([`access`]).
+//! access line of every request that has no ledger row ([`track`]).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -81,59 +81,45 @@ pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .into_response()
 }
 
-/// Counts every request by its route pattern (never the raw path: ids would explode the
-/// label set), method and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    metrics::counter!("lyss_http_requests_total",
-        "route" => route.clone(), "method" => method, "status" => resp.status().as_u16().to_string())
-    .increment(1);
-    metrics::histogram!("lyss_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
-}
-
 /// Routes probed every few seconds by orchestrators: their access lines are at debug.
 const PROBES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// One access line per request, target `lyss::access`, at info: a request with a ledger row
-/// has its row's line (written by lyss-core, with model and tokens, when the row is final);
-/// every other request — admin and dashboard calls, model lists, a key that does not check
-/// out, a body that does not parse, a throttled caller, an unknown route — gets this one
-/// (request id, key id if it authenticated, method, route pattern, status, latency). Never a
-/// secret, a raw path or a body.
-pub async fn access(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+/// Observes every request, throttled and unrouted ones too (a `Router::layer` runs after
+/// routing, so the route pattern is known):
+/// - counts it by route pattern (never the raw path: ids would explode the label set), method
+///   and status;
+/// - writes its access line, target `lyss::access`, at info — unless it has a ledger row, whose
+///   line lyss-core writes (with model and tokens) when the row is final. Every other request —
+///   admin and dashboard calls, model lists, a key that does not check out, a body that does
+///   not parse, a throttled caller, an unknown route — gets this one: request id, key id if it
+///   authenticated, method, route pattern, status, latency. Never a secret or a body.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let request_id = req.headers().get("x-request-id").cloned();
     let method = req.method().clone();
-    // A `Router::layer` runs after routing: the pattern is known, also for a throttled caller.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let (resp, seen) = lyss_core::telemetry::watch(next.run(req)).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    metrics::counter!("lyss_http_requests_total",
+        "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("lyss_http_request_duration_seconds", "route" => route.to_owned())
+        .record(took.as_secs_f64());
     if seen.ledgered {
         return resp;
     }
-    let route = route.as_str();
-    let latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
-    let key = seen.key_id.as_deref().unwrap_or("-");
-    let status = resp.status().as_u16();
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let key = seen.caller.as_ref().map_or("-", |p| p.key_id.as_str());
+    let latency_ms = (took.as_secs_f64() * 10_000.0).round() / 10.0;
     if PROBES.contains(&route) {
-        tracing::debug!(target: "lyss::access", %request_id, key, %method, route, status, latency_ms, "request");
+        tracing::debug!(target: "lyss::access", request_id, key, %method, route, status, latency_ms, "request");
     } else {
-        tracing::info!(target: "lyss::access", %request_id, key, %method, route, status, latency_ms, "request");
+        tracing::info!(target: "lyss::access", request_id, key, %method, route, status, latency_ms, "request");
     }
     resp
 }
