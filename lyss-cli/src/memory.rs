@@ -10,50 +10,79 @@ use serde_json::Value;
 use crate::Ctx;
 use crate::output::{print, when};
 
+/// Whose memories: a user, optionally narrowed to one of their end-users (the `user` field a
+/// client such as LobeChat sends with each chat, or the MCP server's `x-lyss-user`).
+#[derive(Debug, clap::Args)]
+pub struct Who {
+    /// User name or id.
+    #[arg(long)]
+    user: String,
+    /// The end-user scope (see `lyss memory scopes`); without it, the user's own.
+    #[arg(long)]
+    end_user: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// A user's memories, newest first.
-    List {
+    /// The scopes a user's memories are kept in (their own and each end-user's), with counts.
+    Scopes {
+        /// User name or id.
         #[arg(long)]
         user: String,
+    },
+    /// A user's memories, newest first.
+    List {
+        #[command(flatten)]
+        who: Who,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Search a user's memories.
     Search {
-        #[arg(long)]
-        user: String,
+        #[command(flatten)]
+        who: Who,
         query: String,
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
     /// Add a memory to a user.
     Add {
-        #[arg(long)]
-        user: String,
+        #[command(flatten)]
+        who: Who,
         text: String,
     },
     /// Delete one memory.
     Delete {
-        #[arg(long)]
-        user: String,
+        #[command(flatten)]
+        who: Who,
         id: String,
     },
-    /// Delete everything remembered about a user, with its history.
+    /// One memory's changes: added, updated (old and new text), deleted.
+    History {
+        #[command(flatten)]
+        who: Who,
+        id: String,
+    },
+    /// Delete everything remembered about a user — every end-user scope too — with its history.
     Forget {
+        /// User name or id.
         #[arg(long)]
         user: String,
     },
     /// Import the user turns of a conversation export as memories: a JSON array of OpenAI
     /// messages, an object with `messages`, or one message per line (JSONL).
     Import {
-        #[arg(long)]
-        user: String,
+        #[command(flatten)]
+        who: Who,
         file: std::path::PathBuf,
     },
 }
 
-async fn open(ctx: &Ctx, user: &str) -> anyhow::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
+async fn open(
+    ctx: &Ctx,
+    user: &str,
+    end_user: Option<String>,
+) -> anyhow::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
     let policy = ctx.policy().await?;
     let users = policy.list_users(None).await?;
     let u = users
@@ -71,7 +100,11 @@ async fn open(ctx: &Ctx, user: &str) -> anyhow::Result<(Arc<dyn MemoryStore>, Me
     let providers = setup::build_providers(&config)?;
     let embedder = setup::open_embedder(&config, &providers).await?;
     let store: Arc<dyn MemoryStore> = setup::open_memory(&config, embedder).await?;
-    Ok((store, MemoryScope::user(ws.id, u.id.clone())))
+    let scope = MemoryScope {
+        end_user,
+        ..MemoryScope::user(ws.id, u.id.clone())
+    };
+    Ok((store, scope))
 }
 
 /// The user turns of an export.
@@ -108,23 +141,55 @@ fn user_turns(raw: &str) -> anyhow::Result<Vec<String>> {
 }
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
-    let header = &["id", "text", "source", "created"];
+    let header = &[
+        "id", "text", "said by", "profile", "source", "said", "created",
+    ];
     let row = |m: &lyss_core::memory::Memory| {
         vec![
             m.id.clone(),
             m.text.clone(),
+            m.role.map(|r| r.as_str()).unwrap_or("-").to_owned(),
+            if m.profile { "yes" } else { "" }.to_owned(),
             m.source.clone().unwrap_or_default(),
+            when(m.occurred_at),
             when(Some(m.created_at)),
         ]
     };
     match cmd {
-        Cmd::List { user, limit } => {
-            let (store, scope) = open(ctx, &user).await?;
+        Cmd::Scopes { user } => {
+            let (store, scope) = open(ctx, &user, None).await?;
+            let scopes = store.scopes(&scope.workspace_id, &scope.user_id).await?;
+            let listed: Vec<Value> = scopes
+                .iter()
+                .map(|(s, n)| {
+                    serde_json::json!({"end_user": s.end_user, "agent": s.agent, "memories": n})
+                })
+                .collect();
+            print(
+                ctx.json,
+                &listed,
+                &["end-user", "agent", "memories"],
+                || {
+                    scopes
+                        .iter()
+                        .map(|(s, n)| {
+                            vec![
+                                s.end_user.clone().unwrap_or_else(|| "(own)".into()),
+                                s.agent.clone().unwrap_or_default(),
+                                n.to_string(),
+                            ]
+                        })
+                        .collect()
+                },
+            )
+        }
+        Cmd::List { who, limit } => {
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
             let all = store.list(&scope, limit).await?;
             print(ctx.json, &all, header, || all.iter().map(row).collect())
         }
-        Cmd::Search { user, query, limit } => {
-            let (store, scope) = open(ctx, &user).await?;
+        Cmd::Search { who, query, limit } => {
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
             let hits = store
                 .search(
                     &scope,
@@ -153,8 +218,8 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 },
             )
         }
-        Cmd::Add { user, text } => {
-            let (store, scope) = open(ctx, &user).await?;
+        Cmd::Add { who, text } => {
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
             let m = store
                 .add(
                     &scope,
@@ -168,21 +233,44 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 .await?;
             print(ctx.json, &m, header, || vec![row(&m)])
         }
-        Cmd::Delete { user, id } => {
-            let (store, scope) = open(ctx, &user).await?;
+        Cmd::Delete { who, id } => {
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
             store.delete(&scope, &id).await?;
             eprintln!("memory {id} deleted");
             Ok(())
         }
+        Cmd::History { who, id } => {
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
+            let events = store.history(&scope, &id).await?;
+            print(
+                ctx.json,
+                &events,
+                &["event", "old text", "new text", "at"],
+                || {
+                    events
+                        .iter()
+                        .map(|h| {
+                            vec![
+                                h.event.clone(),
+                                h.old_text.clone().unwrap_or_default(),
+                                h.new_text.clone().unwrap_or_default(),
+                                when(Some(h.at)),
+                            ]
+                        })
+                        .collect()
+                },
+            )
+        }
         Cmd::Forget { user } => {
-            let (store, scope) = open(ctx, &user).await?;
+            let (store, scope) = open(ctx, &user, None).await?;
             let n = store.forget(&scope).await?;
             eprintln!("forgot {n} memories of {user}");
             Ok(())
         }
-        Cmd::Import { user, file } => {
+        Cmd::Import { who, file } => {
             let turns = user_turns(&std::fs::read_to_string(&file)?)?;
-            let (store, scope) = open(ctx, &user).await?;
+            let user = who.user.clone();
+            let (store, scope) = open(ctx, &who.user, who.end_user).await?;
             let bar = indicatif::ProgressBar::new(turns.len() as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} turns {eta}")

@@ -263,7 +263,7 @@ fn budgets_limits_and_usage() {
 }
 
 #[test]
-fn memories_add_list_search_import_forget() {
+fn memories_add_list_search_import_forget_across_end_user_scopes() {
     let cli = Cli::new();
     cli.ok(&["workspace", "create", "team", "--models", "*"]);
     cli.ok(&["user", "create", "ann", "--workspace", "team"]);
@@ -310,10 +310,60 @@ fn memories_add_list_search_import_forget() {
     );
     let out = cli.run(&["memory", "delete", "--user", "bob", &id]);
     assert!(!out.status.success(), "bob cannot delete ann's memory");
+
+    // An end-user's scope (what a client's `user` field narrows to): listed with its count,
+    // seen and changed only with --end-user.
+    let phone = ["--user", "ann", "--end-user", "lobe-7f3a"];
+    let fact = cli.json(
+        &[
+            &["memory", "add"][..],
+            &phone,
+            &["My phone is a Fairphone."],
+        ]
+        .concat(),
+    );
+    let fact = fact["id"].as_str().unwrap().to_owned();
+    cli.json(&[&["memory", "add"][..], &phone, &["I cycle to work."]].concat());
+    assert_eq!(
+        cli.json(&["memory", "scopes", "--user", "ann"]),
+        serde_json::json!([
+            {"end_user": null, "agent": null, "memories": 3},
+            {"end_user": "lobe-7f3a", "agent": null, "memories": 2}
+        ])
+    );
+    assert!(
+        cli.ok(&["memory", "scopes", "--user", "ann"])
+            .contains("lobe-7f3a")
+    );
+    assert!(
+        !cli.ok(&["memory", "list", "--user", "ann"])
+            .contains("Fairphone")
+    );
+    let listed = cli.json(&[&["memory", "list"][..], &phone].concat());
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let found = cli.json(&[&["memory", "search"][..], &phone, &["which phone"]].concat());
+    assert_eq!(found[0]["memory"]["id"], fact.as_str());
+    let out = cli.run(&["memory", "delete", "--user", "ann", &fact]);
+    assert!(!out.status.success(), "not in ann's own scope");
+    cli.ok(&[&["memory", "delete"][..], &phone, &[&fact]].concat());
+    let events = cli.json(&[&["memory", "history"][..], &phone, &[&fact]].concat());
+    let events: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["add", "delete"]);
+
     cli.ok(&["memory", "delete", "--user", "ann", &id]);
     cli.ok(&["memory", "forget", "--user", "ann"]);
     assert_eq!(
         cli.json(&["memory", "list", "--user", "ann"]),
         serde_json::json!([])
+    );
+    assert_eq!(
+        cli.json(&["memory", "scopes", "--user", "ann"]),
+        serde_json::json!([]),
+        "forget takes every end-user scope"
     );
 }

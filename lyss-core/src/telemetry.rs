@@ -116,7 +116,7 @@ pub async fn watch<F: std::future::Future>(request: F) -> (F::Output, Watched) {
 }
 
 /// The request being handled has a ledger row coming (no-op outside [`watch`]).
-pub(crate) fn ledgered() {
+pub fn ledgered() {
     let _ = WATCHED.try_with(|w| w.borrow_mut().ledgered = true);
 }
 

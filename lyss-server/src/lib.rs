@@ -110,6 +110,13 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             state.clone(),
             routes::admin::require_admin,
         ));
+    // The MCP layer sees only callers whose key checks out.
+    let mcp = Router::new()
+        .route_service("/mcp", routes::mcp::service(state.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::mcp::authenticate,
+        ));
     let api = Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/v1/messages", post(routes::messages::create))
@@ -139,6 +146,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::metrics::render))
         .merge(admin)
+        .merge(mcp)
         .fallback(|| async { error::ApiError(lyss_core::Error::NotFound("route".into())) })
         // Browsers may call the API from other origins (LobeChat in client mode); never the
         // dashboard, whose pages also forbid framing and caching (`dashboard::headers`).

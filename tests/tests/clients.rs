@@ -24,6 +24,9 @@ const ADMIN: &str = "clients-admin";
 /// The model every client is pointed at, under the names they ask for by default.
 const ALIASES: &[&str] = &["gpt-6.2-sol", "claude-opus-5-5", "claude-haiku-5-5"];
 
+/// lyss's memory search as Claude Code names it once `claude mcp add … lyss …` added the server.
+const MEMORY_TOOL: &str = "mcp__lyss__search_memories";
+
 /// The fake upstream's answer to a chat request: a call to the first tool it knows among those
 /// offered, or — once a tool's result is the newest message — an answer quoting it.
 fn decide(req: &Value, workspace: &Path) -> (Option<(String, String)>, String) {
@@ -35,6 +38,33 @@ fn decide(req: &Value, workspace: &Path) -> (Option<(String, String)>, String) {
         .filter_map(|t| t["function"]["name"].as_str())
         .collect();
     let notes = workspace.join("NOTES.md").to_string_lossy().into_owned();
+    // Asked what it remembers, with lyss's MCP server added: its memory search, found first
+    // through the client's tool search when the client defers MCP tools (Claude Code does).
+    let called = |name: &str| {
+        messages.iter().any(|m| {
+            m["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["function"]["name"] == name)
+        })
+    };
+    let asked_to_recall = messages
+        .iter()
+        .any(|m| m["role"] == "user" && m["content"].to_string().contains("remember about"));
+    if asked_to_recall && !called(MEMORY_TOOL) {
+        let found = messages
+            .iter()
+            .any(|m| m["role"] == "tool" && m["content"].to_string().contains(MEMORY_TOOL));
+        if offered.contains(&MEMORY_TOOL) || found {
+            let args = json!({"query": "my bike"}).to_string();
+            return (Some((MEMORY_TOOL.to_owned(), args)), String::new());
+        }
+        if offered.contains(&"ToolSearch") && !called("ToolSearch") {
+            let args = json!({"query": format!("select:{MEMORY_TOOL}")}).to_string();
+            return (Some(("ToolSearch".to_owned(), args)), String::new());
+        }
+    }
     if let Some(last) = messages.last()
         && last["role"] == "tool"
     {
@@ -75,14 +105,21 @@ async fn upstream(workspace: PathBuf) -> (String, Arc<Mutex<Vec<Value>>>) {
     let chat = move |axum::Json(req): axum::Json<Value>| {
         let (kept, workspace) = (kept.clone(), workspace.clone());
         async move {
-            kept.lock().unwrap().push(req.clone());
+            // Each answer and tool call its own id, as a real upstream's are (a client that
+            // merges messages by id would otherwise fold a second tool call into the first).
+            let n = {
+                let mut kept = kept.lock().unwrap();
+                kept.push(req.clone());
+                kept.len()
+            };
+            let (id, call_id) = (format!("chatcmpl-fake{n}"), format!("call_fake{n}"));
             let (call, text) = decide(&req, &workspace);
             let model = req["model"].clone();
             let usage = json!({"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129});
             let finish = if call.is_some() { "tool_calls" } else { "stop" };
             if req["stream"] == true {
                 let chunk = |choices: Value, usage: Value| {
-                    let mut c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                    let mut c = json!({"id": id, "object": "chat.completion.chunk",
                         "created": 1, "model": model, "choices": choices});
                     if !usage.is_null() {
                         c["usage"] = usage;
@@ -96,7 +133,7 @@ async fn upstream(workspace: PathBuf) -> (String, Arc<Mutex<Vec<Value>>>) {
                 match &call {
                     Some((name, args)) => {
                         sse += &chunk(
-                            json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}]}, "finish_reason": null}]),
+                            json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}, "finish_reason": null}]),
                             Value::Null,
                         );
                         sse += &chunk(
@@ -125,9 +162,9 @@ async fn upstream(workspace: PathBuf) -> (String, Arc<Mutex<Vec<Value>>>) {
             } else {
                 let mut message = json!({"role": "assistant", "content": if call.is_some() { Value::Null } else { json!(text) }});
                 if let Some((name, args)) = &call {
-                    message["tool_calls"] = json!([{"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": args}}]);
+                    message["tool_calls"] = json!([{"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]);
                 }
-                axum::Json(json!({"id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+                axum::Json(json!({"id": id, "object": "chat.completion", "created": 1,
                     "model": model, "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                     "usage": usage}))
                 .into_response()
@@ -344,6 +381,86 @@ async fn claude_code_on_its_defaults_completes_a_tool_round_trip() {
     let rows = s.ledger().await;
     assert!(rows.iter().any(|r| r["endpoint"] == "messages"), "{rows:?}");
     assert!(rows.iter().all(|r| r["status"] == 200), "{rows:?}");
+}
+
+/// Claude Code with lyss's MCP server added as its docs say (`claude mcp add --transport
+/// http`): `claude mcp list` finds it connected, and a chat calls its memory search through
+/// lyss, whose answer (a memory of the key's user) reaches the model.
+#[tokio::test]
+async fn claude_code_calls_the_mcp_memory_tools() {
+    let Some(bin) = installed("LYSS_TEST_CLIENTS", "claude") else {
+        return;
+    };
+    let s = Setup::start().await;
+    let added = reqwest::Client::new()
+        .post(format!("{}/v1/memories", s.server.base))
+        .bearer_auth(&s.key)
+        .json(&json!({"text": "My bike is a blue Gazelle with a wicker basket."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let home = s.home("claude-mcp");
+    let claude = |args: &[&str]| {
+        let mut cmd = client(&bin, &home, &s.workspace());
+        cmd.env("ANTHROPIC_BASE_URL", &s.server.base)
+            .env("ANTHROPIC_API_KEY", &s.key)
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_ERROR_REPORTING", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .args(args);
+        cmd
+    };
+    let url = format!("{}/mcp", s.server.base);
+    let auth = format!("Authorization: Bearer {}", s.key);
+    let (ok, out) = run(claude(&[
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "lyss",
+        &url,
+        "--header",
+        &auth,
+    ]))
+    .await;
+    assert!(ok, "claude mcp add failed:\n{out}");
+    let (ok, out) = run(claude(&["mcp", "list"])).await;
+    assert!(
+        ok && out.contains("lyss") && out.contains("Connected"),
+        "{out}"
+    );
+    // The tool is allowed as a person would allow it when asked (-p cannot ask).
+    let (ok, out) = run(claude(&[
+        "-p",
+        "What do you remember about my bike?",
+        "--allowedTools",
+        "mcp__lyss__search_memories",
+    ]))
+    .await;
+    assert!(ok, "claude failed:\n{out}");
+    let requests = s.requests();
+    assert!(out.contains("All done. The tool said:"), "{out}");
+    let answered = requests.iter().any(|r| {
+        r["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .is_some_and(|m| {
+                m["role"] == "tool" && m["content"].to_string().contains("blue Gazelle")
+            })
+    });
+    assert!(
+        answered,
+        "the memory never reached the model:\n{out}\n{requests:#?}"
+    );
+    let rows = s.ledger().await;
+    assert!(
+        rows.iter().any(|r| r["endpoint"] == "mcp"
+            && r["model"] == "search_memories"
+            && r["status"] == 200),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]

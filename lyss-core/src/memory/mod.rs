@@ -242,7 +242,11 @@ pub struct Queued {
 ///   out (its claimer died). A turn is completed only after its memories are written, so a
 ///   crash in between ingests it again (after the lease), never loses it. `waiting` counts the
 ///   queued turns (claimed or not) of a scope's workspace user, across their end-users.
-/// - `profile` returns exactly the scope's live memories added with `profile` set.
+/// - `profile` returns exactly the scope's live memories added with `profile` set, each with
+///   its current text.
+/// - `scopes` lists the scopes of a workspace user that hold memories — the user's own, each
+///   end-user's and agent's — with how many each holds, the user's own first, then by
+///   end-user and agent.
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
@@ -259,6 +263,9 @@ pub trait MemoryStore: Send + Sync {
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
+    /// The scopes of a workspace user that hold memories, with their counts (for an admin,
+    /// who sees every end-user's scope; a key sees only its own).
+    async fn scopes(&self, workspace_id: &str, user_id: &str) -> Result<Vec<(MemoryScope, u64)>>;
     /// Which of these turn hashes the scope remembers.
     async fn remembered(&self, scope: &MemoryScope, hashes: &[u128]) -> Result<HashSet<u128>>;
     /// Stores conversation turns (each with a `role`; others are refused) that the scope does

@@ -311,11 +311,13 @@ impl $crate::memory::MemoryStore for $store {
     async fn profile(&self, scope: &MemoryScope) -> $crate::Result<Vec<Memory>> {
         let loaded = self.scope(scope).await?;
         let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        // An updated memory's earlier row stays, dead: only the row its id points to is live.
         Ok(l
             .memories
             .iter()
-            .filter(|m| m.profile && l.rows.contains_key(&m.id))
-            .cloned()
+            .enumerate()
+            .filter(|(row, m)| m.profile && l.rows.get(&m.id) == Some(row))
+            .map(|(_, m)| m.clone())
             .collect())
     }
 
@@ -375,6 +377,33 @@ impl $crate::memory::MemoryStore for $store {
                 })
             })
             .collect()
+    }
+
+    async fn scopes(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> $crate::Result<Vec<(MemoryScope, u64)>> {
+        let rows = sqlx::query(
+            "SELECT scope, COUNT(*) AS n FROM memories WHERE workspace_id = $1 AND user_id = $2 GROUP BY scope",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut scopes = rows
+            .iter()
+            .map(|r| {
+                let key: String = r.try_get("scope")?;
+                let n: i64 = r.try_get("n")?;
+                let (workspace_id, user_id, end_user, agent) = serde_json::from_str(&key)
+                    .map_err(|e| Error::Internal(format!("memory scope {key}: {e}")))?;
+                let scope = MemoryScope { workspace_id, user_id, end_user, agent };
+                Ok((scope, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect::<$crate::Result<Vec<_>>>()?;
+        scopes.sort_by(|(a, _), (b, _)| (&a.end_user, &a.agent).cmp(&(&b.end_user, &b.agent)));
+        Ok(scopes)
     }
 
     async fn forget(&self, scope: &MemoryScope) -> $crate::Result<u64> {

@@ -95,6 +95,8 @@ pub enum Endpoint {
     Messages,
     /// `/v1/embeddings`.
     Embeddings,
+    /// `/mcp`: a memory tool's call (the row's model is the tool's name).
+    Mcp,
 }
 
 impl Endpoint {
@@ -105,6 +107,7 @@ impl Endpoint {
             Self::Responses => "responses",
             Self::Messages => "messages",
             Self::Embeddings => "embeddings",
+            Self::Mcp => "mcp",
         }
     }
 }
@@ -372,14 +375,23 @@ impl Lyss {
         self.memory.as_ref()
     }
 
-    /// The caller's memory scope (from the key; optionally narrowed to an app end-user) and
-    /// the store, for the `/v1/memories` API and library use.
+    /// How similar a new fact must be to a remembered one to count as known
+    /// (`memory.dedupe_similarity`).
+    pub fn memory_dedupe_similarity(&self) -> f32 {
+        self.memory_config.dedupe_similarity
+    }
+
+    /// The caller's memory scope (from the key; optionally narrowed to an app end-user, as a
+    /// chat request's `user` narrows it) and the store, for the `/v1/memories` API, the MCP
+    /// tools and library use. The call counts against the key's request rate limits (a search
+    /// embeds its query: a flood of them is work like any other request), with no tokens.
     pub async fn memory_scope(
         &self,
         call: &Call,
         end_user: Option<String>,
     ) -> Result<(Arc<dyn MemoryStore>, MemoryScope)> {
         let who = self.authenticate(&call.api_key).await?;
+        self.rate_limit(&who, 0, self.clock.now()).await?;
         let store = self
             .memory
             .clone()
@@ -484,6 +496,22 @@ impl Lyss {
         if matches!(e, Error::Unauthenticated(_)) {
             return;
         }
+        self.record_call(call, model, status, Some(format!("{reason}: {e}")), started)
+            .await;
+    }
+
+    /// Records a call that spends nothing — a refusal, a memory tool's call — as a ledger row
+    /// under the caller's workspace, user and key (no tokens, no cost; `name` where a model's
+    /// name goes) with its access log line. Nothing is recorded for a key that does not check
+    /// out.
+    pub async fn record_call(
+        &self,
+        call: &Call,
+        name: &str,
+        status: u16,
+        error: Option<String>,
+        started: Instant,
+    ) {
         let Ok(who) = self.authenticate(&call.api_key).await else {
             return;
         };
@@ -494,7 +522,7 @@ impl Lyss {
             user_id: who.user_id.clone(),
             key_id: who.key_id.clone(),
             endpoint: call.endpoint.as_str().into(),
-            model: model.to_owned(),
+            model: name.to_owned(),
             provider: String::new(),
             upstream_model: String::new(),
             stream: false,
@@ -505,7 +533,7 @@ impl Lyss {
             cost_nusd: 0,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             status,
-            error: Some(format!("{reason}: {e}")),
+            error,
             cache: None,
             saved_tokens: 0,
             saved_nusd: 0,
@@ -518,7 +546,7 @@ impl Lyss {
         if let Err(le) =
             crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await
         {
-            tracing::warn!(error = %le, "could not record a refused request in the ledger");
+            tracing::warn!(error = %le, "could not record a call in the ledger");
         }
     }
 

@@ -18,6 +18,8 @@ macro_rules! memory_conformance {
             queued_turns_are_claimed_by_one_worker_at_a_time,
             one_users_flood_does_not_hold_up_anothers_turns,
             conversation_turns_are_remembered_once,
+            the_profile_is_the_live_statements_as_corrected,
+            a_users_scopes_are_listed_with_their_counts,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -533,4 +535,75 @@ pub async fn conversation_turns_are_remembered_once(store: Arc<dyn MemoryStore>)
         store.add_turns(&bob, &[answer]).await.expect("bob").len(),
         1
     );
+}
+
+pub async fn the_profile_is_the_live_statements_as_corrected(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let profile = |text: &str| NewMemory {
+        profile: true,
+        ..new(text)
+    };
+    let city = store
+        .add(&ann, &profile("I live in Lyon."))
+        .await
+        .expect("add");
+    let diet = store
+        .add(&ann, &profile("I am vegetarian."))
+        .await
+        .expect("add");
+    store
+        .add(&ann, &new("I went hiking on Sunday."))
+        .await
+        .expect("add");
+    store
+        .update(&ann, &city.id, "I live in Grenoble.")
+        .await
+        .expect("update");
+    store.delete(&ann, &diet.id).await.expect("delete");
+    let texts: Vec<String> = store
+        .profile(&ann)
+        .await
+        .expect("profile")
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, vec!["I live in Grenoble."]);
+    let bob = MemoryScope::user("ws", "bob");
+    assert!(store.profile(&bob).await.expect("profile").is_empty());
+}
+
+pub async fn a_users_scopes_are_listed_with_their_counts(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let phone = MemoryScope {
+        end_user: Some("ann-phone".into()),
+        ..ann.clone()
+    };
+    let agent = MemoryScope {
+        agent: Some("coder".into()),
+        ..phone.clone()
+    };
+    for (scope, n) in [(&phone, 2), (&ann, 1), (&agent, 3)] {
+        for i in 0..n {
+            store
+                .add(scope, &new(&format!("memory {i} of {scope:?}")))
+                .await
+                .expect("add");
+        }
+    }
+    store
+        .add(&MemoryScope::user("ws", "bob"), &new("Bob's"))
+        .await
+        .expect("add");
+    store
+        .add(
+            &MemoryScope::user("other", "ann"),
+            &new("another workspace's ann"),
+        )
+        .await
+        .expect("add");
+    let listed = store.scopes("ws", "ann").await.expect("scopes");
+    assert_eq!(listed, vec![(ann.clone(), 1), (phone, 2), (agent, 3)]);
+    store.forget(&ann).await.expect("forget");
+    assert!(store.scopes("ws", "ann").await.expect("scopes").is_empty());
+    assert_eq!(store.scopes("ws", "bob").await.expect("scopes").len(), 1);
 }

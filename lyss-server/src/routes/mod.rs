@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chat;
 pub mod embeddings;
 pub mod health;
+pub mod mcp;
 pub mod memories;
 pub mod messages;
 pub mod metrics;
