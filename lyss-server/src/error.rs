@@ -201,7 +201,8 @@ pub fn no_retry(e: &Error, resp: &mut Response) {
 /// OpenAI's error shape, keeping its status and headers and its text as the message. JSON
 /// bodies (already shaped) and HTML (the dashboard's pages) pass as they are.
 pub async fn openai_shaped(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let page = req.uri().path().starts_with("/dashboard");
+    let path = req.uri().path();
+    let page = path.starts_with("/dashboard") || path == "/me" || path.starts_with("/me/");
     let resp = next.run(req).await;
     if page {
         return resp;

@@ -1,6 +1,6 @@
 //! `/dashboard` in headless Chromium (Debian's `chromium`, driven by `playwright-core`): sign in
 //! with the admin token, see the charts, create a key and revoke another — and the CSRF and
-//! session checks, without a browser. Needs LYSS_TEST_CHROMIUM and the node modules of
+//! session checks, without a browser. And `/me`, the key holder's own page. Needs LYSS_TEST_CHROMIUM and the node modules of
 //! tests/dashboard (scripts/test.sh provides both; required when CI=true).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -180,5 +180,165 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
             "revocation did not take"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/me`: a key holder signs in with nothing but their key, sees their profile, memories,
+/// usage and budgets, corrects and deletes memories, opens an end-user's scope and forgets
+/// everything (tests/dashboard/me.mjs); another key sees none of it; a form without the CSRF
+/// token changes nothing.
+#[tokio::test]
+async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500}})))
+        .mount(&upstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = lyss_tests::write_config(
+        dir.path(),
+        &format!("{}/v1", upstream.uri()),
+        &format!("admin_token = \"{ADMIN}\""),
+    );
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let lyss = |a: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(a);
+        lyss_cmd(&all)
+    };
+    let server = Server::start(&args).await;
+    lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
+    lyss(&["user", "create", "ann", "--workspace", "team"]);
+    lyss(&["user", "create", "bob", "--workspace", "team"]);
+    let ann = lyss(&["key", "create", "--user", "ann", "--name", "laptop"]);
+    let key = ann["key"].as_str().unwrap().to_owned();
+    let bob = lyss(&["key", "create", "--user", "bob"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lyss(&[
+        "budget", "set", "--user", "ann", "--usd", "20", "--period", "monthly",
+    ]);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let remember = async |body: Value| -> String {
+        let resp = client
+            .post(format!("{}/v1/memories", server.base))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    remember(json!({"text": "I am vegetarian.", "profile": true})).await;
+    let bike = remember(json!({"text": "My bike is a blue Gazelle with a wicker basket."})).await;
+    let cat = remember(json!({"text": "My cat Miso sleeps on the piano."})).await;
+    remember(json!({"text": "My phone is a Fairphone.", "user": "lobe-7f3a"})).await;
+    let chat = client
+        .post(format!("{}/v1/chat/completions", server.base))
+        .bearer_auth(&key)
+        .header("x-lyss-memory", "off")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+
+    // Without a browser: no cookie → the sign-in page; a bad key → 401; the cookie's flags; a
+    // form without the CSRF token deletes nothing.
+    let page = client
+        .get(format!("{}/me", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.text().await.unwrap().contains("Your lyss key"));
+    let bad = client
+        .post(format!("{}/me/login", server.base))
+        .form(&[("key", "lyss-sk-nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let login = client
+        .post(format!("{}/me/login", server.base))
+        .form(&[("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/me"] {
+        assert!(set_cookie.contains(flag), "{set_cookie}");
+    }
+    let session = set_cookie.split(';').next().unwrap().to_owned();
+    let forged = client
+        .post(format!("{}/me/memories/{bike}/delete", server.base))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let kept = client
+        .get(format!("{}/v1/memories/{bike}", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200, "the forged form deleted nothing");
+
+    let Some((chromium, script_dir)) = browser() else {
+        return;
+    };
+    let shot = dir.path().join("me.png");
+    let out = Command::new("node")
+        .arg(script_dir.join("me.mjs"))
+        .current_dir(&script_dir)
+        .env("BASE", &server.base)
+        .env("KEY", &key)
+        .env("OTHER_KEY", &bob)
+        .env("CHROMIUM", &chromium)
+        .env("SHOT", &shot)
+        .env("BIKE", &bike)
+        .env("CAT", &cat)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    if let Ok(keep) = std::env::var("LYSS_ME_SHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    // Forgotten through the page: nothing left in any of ann's scopes.
+    for scope in ["", "?user=lobe-7f3a"] {
+        let left: Value = client
+            .get(format!("{}/v1/memories{scope}", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(left["data"], json!([]), "{scope}: {left}");
     }
 }

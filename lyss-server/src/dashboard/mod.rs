@@ -4,6 +4,7 @@
 //! cookie; every form carries a CSRF token. No script and no front-end build: charts are SVG.
 
 mod charts;
+mod me;
 mod session;
 
 use axum::Router;
@@ -23,7 +24,7 @@ use self::charts::{Series, bars};
 use self::session::{COOKIE, LIFETIME_SECS, Sessions, cookie};
 use crate::AppState;
 
-/// The dashboard's routes (mounted at `/dashboard`).
+/// The dashboard's routes (mounted at `/dashboard`), and the key holder's page (`/me`).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(overview))
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/budgets", get(budgets).post(set_budget))
         .route("/dashboard/budgets/{id}/delete", post(delete_budget))
+        .merge(me::routes())
         .layer(axum::middleware::map_response(headers))
 }
 

@@ -1,0 +1,475 @@
+//! `/me`: the key holder's own page — what lyss remembers about them (each scope their key
+//! reaches: their own and each end-user's a client named), their profile, what their key spent
+//! and what memory and the cache saved, the budgets that apply to it — where they correct a
+//! memory, delete one or forget everything.
+//!
+//! Signed in with nothing but the key: it is kept in a cookie (HttpOnly, Secure,
+//! SameSite=Strict, `Path=/me`, 8 hours) and checked on every request, so a revoked key signs
+//! out at once; every form carries a CSRF token bound to the key. The page reaches exactly what
+//! the key reaches through `/v1/memories`, nothing more.
+
+use axum::Router;
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use lyss_core::memory::{Memory, MemoryScope, MemoryStore, SearchQuery};
+use lyss_core::policy::{GroupBy, Principal, Scope, UsageQuery};
+use lyss_core::{Call, Error};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use super::{LIFETIME_SECS, Notice, STYLE, budget_table, notices, sessions, url_encode, usd};
+use crate::AppState;
+
+/// The cookie holding the signed-in key.
+const COOKIE: &str = "lyss_me";
+/// Memories a page lists at most (newest first, or the best matches of a search).
+const SHOWN: usize = 200;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(overview))
+        .route("/me/login", post(login))
+        .route("/me/logout", post(logout))
+        .route("/me/memories/{id}", post(correct))
+        .route("/me/memories/{id}/delete", post(delete))
+        .route("/me/forget", post(forget))
+}
+
+/// The key of a request's `lyss_me` cookie, if any.
+fn cookie_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn csrf(state: &AppState, key: &str) -> String {
+    sessions(state).csrf(&format!("me|{key}"))
+}
+
+/// A signed-in key holder: their key (checked now), who it is, and the page's CSRF token.
+pub struct Holder {
+    key: String,
+    who: Arc<Principal>,
+    csrf: String,
+}
+
+impl FromRequestParts<AppState> for Holder {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Some(key) = cookie_key(&parts.headers) else {
+            return Err(login_page(None));
+        };
+        match state.lyss.authenticate(&key).await {
+            Ok(who) => Ok(Holder {
+                csrf: csrf(state, &key),
+                key,
+                who,
+            }),
+            Err(Error::Unauthenticated(_)) => Err(login_page(Some(
+                "That key no longer works (revoked or expired). Sign in with another.",
+            ))),
+            Err(e) => Err(crate::error::status_and_message(&e).into_response()),
+        }
+    }
+}
+
+impl Holder {
+    fn call(&self) -> Call {
+        Call {
+            api_key: self.key.clone(),
+            ..Call::default()
+        }
+    }
+
+    /// The store and the scope `end_user` names (the key's own when `None`).
+    async fn scope(
+        &self,
+        state: &AppState,
+        end_user: Option<String>,
+    ) -> lyss_core::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
+        state.lyss.memory_scope(&self.call(), end_user).await
+    }
+
+    fn check(&self, token: &str) -> Result<(), Box<Response>> {
+        use subtle::ConstantTimeEq as _;
+        if bool::from(self.csrf.as_bytes().ct_eq(token.as_bytes())) {
+            return Ok(());
+        }
+        Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "The form is stale or forged (CSRF check failed). Reload the page and try again.",
+            )
+                .into_response(),
+        ))
+    }
+}
+
+fn shell(title: &str, csrf: Option<&str>, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · lyss" }
+                    style { (PreEscaped(STYLE)) }
+                }
+                body {
+                    header {
+                        strong { "lyss" }
+                        a.on href="/me" { "My memory" }
+                        @if let Some(csrf) = csrf {
+                            form method="post" action="/me/logout" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                    main { h1 { (title) } (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+fn login_page(error: Option<&str>) -> Response {
+    let body = html! {
+        section {
+            @if let Some(e) = error { p.msg.err { (e) } }
+            form.row method="post" action="/me/login" {
+                label { "Your lyss key" input type="password" name="key" autocomplete="current-password" placeholder="lyss-sk-…" autofocus required; }
+                button type="submit" { "Sign in" }
+            }
+            p.legend { "The key you chat with. This page shows what lyss remembers about you, what you spent and saved, and lets you correct or delete it." }
+        }
+    };
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    (status, shell("What lyss remembers about you", None, body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    key: String,
+}
+
+async fn login(State(state): State<AppState>, Form(f): Form<Login>) -> Response {
+    let key = f.key.trim();
+    match state.lyss.authenticate(key).await {
+        Ok(_) => {}
+        Err(Error::Unauthenticated(_)) => {
+            return login_page(Some("That key does not work: check it, or ask your admin."));
+        }
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
+    }
+    // Keys are `lyss-sk-` and URL-safe characters: a cookie value as they are.
+    let set = format!(
+        "{COOKIE}={key}; Path=/me; HttpOnly; Secure; SameSite=Strict; Max-Age={LIFETIME_SECS}"
+    );
+    let mut resp = Redirect::to("/me").into_response();
+    match HeaderValue::from_str(&set) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+            resp
+        }
+        Err(_) => login_page(Some("That key does not work: check it, or ask your admin.")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Csrf {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(holder: Holder, Form(f): Form<Csrf>) -> Response {
+    if let Err(r) = holder.check(&f.csrf) {
+        return *r;
+    }
+    let mut resp = Redirect::to("/me").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "lyss_me=; Path=/me; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    resp
+}
+
+#[derive(Deserialize, Default)]
+pub struct View {
+    /// The end-user scope shown (the key's own when absent).
+    end_user: Option<String>,
+    /// Search text.
+    q: Option<String>,
+    #[serde(flatten)]
+    notice: Notice,
+}
+
+/// `/me?end_user=…` (the end-user kept, or not, in links back to the page).
+fn page_url(end_user: Option<&str>) -> String {
+    match end_user {
+        Some(u) => format!("/me?end_user={}", url_encode(u)),
+        None => "/me".into(),
+    }
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    holder: Holder,
+    Query(v): Query<View>,
+) -> Response {
+    let end_user = v.end_user.filter(|u| !u.is_empty());
+    let (store, scope) = match holder.scope(&state, end_user.clone()).await {
+        Ok(s) => s,
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
+    };
+    let who = &holder.who;
+    let scopes = store
+        .scopes(&who.workspace_id, &who.user_id)
+        .await
+        .unwrap_or_default();
+    let profile = store.profile(&scope).await.unwrap_or_default();
+    let query = v.q.clone().filter(|q| !q.trim().is_empty());
+    let memories: Vec<Memory> = match &query {
+        Some(q) => store
+            .search(
+                &scope,
+                &SearchQuery {
+                    text: q.clone(),
+                    limit: SHOWN,
+                    min_similarity: 0.3,
+                },
+            )
+            .await
+            .map(|hits| hits.into_iter().map(|h| h.memory).collect()),
+        None => store.list(&scope, SHOWN).await,
+    }
+    .unwrap_or_default();
+
+    // What this key spent and saved in the last 30 days, and the budgets that apply to it.
+    let now = OffsetDateTime::now_utc();
+    let usage = state
+        .lyss
+        .policy()
+        .usage(&UsageQuery {
+            by: GroupBy::Key,
+            since: Some(now - time::Duration::days(30)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.group == who.key_id);
+    let budgets: Vec<_> = state
+        .lyss
+        .policy()
+        .budgets(now)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| match b.budget.scope {
+            Scope::Workspace => b.budget.scope_id == who.workspace_id,
+            Scope::User => b.budget.scope_id == who.user_id,
+            Scope::Key => b.budget.scope_id == who.key_id,
+        })
+        .collect();
+
+    let csrf = &holder.csrf;
+    let day = |m: &Memory| m.occurred_at.unwrap_or(m.created_at).date().to_string();
+    let body = html! {
+        (notices(&v.notice))
+        section {
+            p { "Signed in as " strong { (who.user_name) } " (" (who.workspace_name) ")"
+                @if let Some(name) = &who.key_name { ", key " em { (name) } } "." }
+            @if scopes.len() > 1 || end_user.is_some() {
+                p { "Memories kept for: "
+                    a href="/me" class=[end_user.is_none().then_some("on")] { "you" }
+                    @for (s, n) in scopes.iter().filter(|(s, _)| s.agent.is_none()) {
+                        @if let Some(u) = &s.end_user {
+                            " · " a href=(page_url(Some(u))) { (u) } " (" (n) ")"
+                        }
+                    }
+                }
+                p.legend { "A chat app that sends its own user id (LobeChat does) keeps your memories under that id." }
+            }
+        }
+        section id="profile" {
+            h2 { "Your profile" }
+            p.legend { "What you said about yourself that shapes every answer (it reaches every new chat)." }
+            @if profile.is_empty() { p { "Nothing yet." } }
+            @else { ul { @for m in &profile { li { (m.text) " " span.legend { (day(m)) } } } } }
+        }
+        section id="memories" {
+            h2 { "What lyss remembers" }
+            form.row method="get" action="/me" {
+                @if let Some(u) = &end_user { input type="hidden" name="end_user" value=(u); }
+                label { "Search" input type="search" name="q" value=[query.as_deref()]; }
+                button type="submit" { "Search" }
+            }
+            @if memories.is_empty() { p { "Nothing remembered" @if query.is_some() { " matches" } "." } }
+            @else {
+                table {
+                    tr { th { "memory" } th { "said by" } th { "when" } th { "from" } th {} }
+                    @for m in &memories {
+                        tr.memory data-id=(m.id) {
+                            td {
+                                form.row method="post" action=(format!("/me/memories/{}", m.id)) {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    @if let Some(u) = &end_user { input type="hidden" name="end_user" value=(u); }
+                                    input name="text" value=(m.text) size="60" required;
+                                    button type="submit" { "Save" }
+                                }
+                            }
+                            td { (m.role.map_or("fact", |r| r.as_str())) @if m.profile { " · profile" } }
+                            td { (day(m)) }
+                            td.legend { (m.source.as_deref().unwrap_or("")) }
+                            td {
+                                form method="post" action=(format!("/me/memories/{}/delete", m.id)) {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    @if let Some(u) = &end_user { input type="hidden" name="end_user" value=(u); }
+                                    button.danger type="submit" { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section id="usage" {
+            h2 { "This key, last 30 days" }
+            @match &usage {
+                Some(u) => p { (u.requests) @if u.requests == 1 { " request, " } @else { " requests, " } strong { (usd(u.cost_nusd)) } " spent; memory saved "
+                    strong { (usd(u.memory_saved_nusd)) } " (" (u.memory_saved_tokens) " prompt tokens), the cache "
+                    strong { (usd(u.cache_saved_nusd)) } " (" (u.cache_hits) " answers)." },
+                None => p { "No requests yet." },
+            }
+            h2 { "Budgets" }
+            (budget_table(&budgets, csrf, false))
+        }
+        section id="forget" {
+            h2 { "Forget me" }
+            form.row method="post" action="/me/forget" {
+                input type="hidden" name="csrf" value=(csrf);
+                label { "Type FORGET to delete everything lyss remembers about you (every scope above), for good"
+                    input name="confirm" required pattern="FORGET"; }
+                button.danger type="submit" { "Forget everything" }
+            }
+        }
+    };
+    shell("What lyss remembers about you", Some(csrf), body).into_response()
+}
+
+/// Back to the page (and its scope) with a message.
+fn back(end_user: Option<&str>, result: lyss_core::Result<String>) -> Response {
+    let (k, v) = match result {
+        Ok(m) => ("msg", m),
+        Err(e) => ("err", crate::error::status_and_message(&e).1),
+    };
+    let sep = if end_user.is_some() { '&' } else { '?' };
+    Redirect::to(&format!(
+        "{}{sep}{k}={}",
+        page_url(end_user),
+        url_encode(&v)
+    ))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct Correct {
+    #[serde(default)]
+    csrf: String,
+    text: String,
+    end_user: Option<String>,
+}
+
+async fn correct(
+    State(state): State<AppState>,
+    holder: Holder,
+    Path(id): Path<String>,
+    Form(f): Form<Correct>,
+) -> Response {
+    if let Err(r) = holder.check(&f.csrf) {
+        return *r;
+    }
+    let end_user = f.end_user.filter(|u| !u.is_empty());
+    let result = async {
+        let (store, scope) = holder.scope(&state, end_user.clone()).await?;
+        store.update(&scope, &id, f.text.trim()).await?;
+        Ok("Corrected.".to_owned())
+    }
+    .await;
+    back(end_user.as_deref(), result)
+}
+
+#[derive(Deserialize)]
+pub struct Delete {
+    #[serde(default)]
+    csrf: String,
+    end_user: Option<String>,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    holder: Holder,
+    Path(id): Path<String>,
+    Form(f): Form<Delete>,
+) -> Response {
+    if let Err(r) = holder.check(&f.csrf) {
+        return *r;
+    }
+    let end_user = f.end_user.filter(|u| !u.is_empty());
+    let result = async {
+        let (store, scope) = holder.scope(&state, end_user.clone()).await?;
+        store.delete(&scope, &id).await?;
+        Ok("Deleted: it will not be recalled again.".to_owned())
+    }
+    .await;
+    back(end_user.as_deref(), result)
+}
+
+#[derive(Deserialize)]
+pub struct Forget {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<Forget>) -> Response {
+    if let Err(r) = holder.check(&f.csrf) {
+        return *r;
+    }
+    if f.confirm.trim() != "FORGET" {
+        return back(
+            None,
+            Ok("Nothing forgotten: type FORGET to confirm.".into()),
+        );
+    }
+    let result = async {
+        let (store, scope) = holder.scope(&state, None).await?;
+        let n = store.forget(&scope).await?;
+        Ok(format!(
+            "Forgot everything: {n} memories deleted, with their history."
+        ))
+    }
+    .await;
+    back(None, result)
+}
