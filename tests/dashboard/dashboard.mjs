@@ -1,5 +1,6 @@
 // Signs in to /dashboard, checks the session cookie's flags, sees the charts, takes a
-// screenshot, creates a key with the form and revokes another. Prints one JSON line with what
+// screenshot, sees and deletes a user's memories, creates a key with the form and revokes
+// another. Prints one JSON line with what
 // the Rust test checks next. Env: BASE, TOKEN, CHROMIUM, SHOT, REVOKE (a key id).
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
@@ -30,6 +31,18 @@ try {
   const savedBars = await page.locator("figure.chart").nth(1).locator("rect").count();
   assert.ok(savedBars > 0, "the savings chart has bars");
   await page.screenshot({ path: SHOT, fullPage: true });
+
+  // A user's memories, per scope, with their provenance; one deleted from an end-user's scope.
+  await page.goto(`${BASE}/dashboard/users`);
+  await page.click("a[title=Memories] >> text=ann");
+  assert.match(await page.textContent("main"), /blue Gazelle/);
+  assert.doesNotMatch(await page.textContent("main"), /Fairphone/);
+  await page.click("text=lobe-7f3a");
+  const phone = page.locator("tr.memory", { hasText: "Fairphone" });
+  assert.match(await phone.textContent(), /fact/);
+  await phone.locator("button", { hasText: "Delete" }).click();
+  assert.match(await page.textContent(".msg"), /deleted/);
+  assert.doesNotMatch(await page.textContent("main"), /Fairphone/);
 
   await page.goto(`${BASE}/dashboard/keys`);
   await page.selectOption("select[name=user]", "ann");

@@ -100,6 +100,20 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
     for _ in 0..3 {
         assert_eq!(chat(old_key.clone()).await, 200);
     }
+    // Memories of ann's, in her own scope and an end-user's.
+    for body in [
+        json!({"text": "My bike is a blue Gazelle."}),
+        json!({"text": "My phone is a Fairphone.", "user": "lobe-7f3a"}),
+    ] {
+        let added = client
+            .post(format!("{}/v1/memories", server.base))
+            .bearer_auth(&old_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 201);
+    }
 
     // Without a browser: no session → the sign-in page; a session but no CSRF token → 403.
     let page = client

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use lyss_core::memory::{Memory, MemoryScope, MemoryStore, SearchQuery};
+use lyss_core::memory::{Memory, MemoryScope, MemoryStore};
 use lyss_core::policy::{GroupBy, Principal, Scope, UsageQuery};
 use lyss_core::{Call, Error};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -22,13 +22,12 @@ use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+use super::memories::{Forms, listed, table};
 use super::{LIFETIME_SECS, Notice, STYLE, budget_table, notices, sessions, url_encode, usd};
 use crate::AppState;
 
 /// The cookie holding the signed-in key.
 const COOKIE: &str = "lyss_me";
-/// Memories a page lists at most (newest first, or the best matches of a search).
-const SHOWN: usize = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -248,21 +247,9 @@ async fn overview(
         .unwrap_or_default();
     let profile = store.profile(&scope).await.unwrap_or_default();
     let query = v.q.clone().filter(|q| !q.trim().is_empty());
-    let memories: Vec<Memory> = match &query {
-        Some(q) => store
-            .search(
-                &scope,
-                &SearchQuery {
-                    text: q.clone(),
-                    limit: SHOWN,
-                    min_similarity: 0.3,
-                },
-            )
-            .await
-            .map(|hits| hits.into_iter().map(|h| h.memory).collect()),
-        None => store.list(&scope, SHOWN).await,
-    }
-    .unwrap_or_default();
+    let memories = listed(store.as_ref(), &scope, query.as_deref())
+        .await
+        .unwrap_or_default();
 
     // What this key spent and saved in the last 30 days, and the budgets that apply to it.
     let now = OffsetDateTime::now_utc();
@@ -326,31 +313,12 @@ async fn overview(
             }
             @if memories.is_empty() { p { "Nothing remembered" @if query.is_some() { " matches" } "." } }
             @else {
-                table {
-                    tr { th { "memory" } th { "said by" } th { "when" } th { "from" } th {} }
-                    @for m in &memories {
-                        tr.memory data-id=(m.id) {
-                            td {
-                                form.row method="post" action=(format!("/me/memories/{}", m.id)) {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    @if let Some(u) = &end_user { input type="hidden" name="end_user" value=(u); }
-                                    input name="text" value=(m.text) size="60" required;
-                                    button type="submit" { "Save" }
-                                }
-                            }
-                            td { (m.role.map_or("fact", |r| r.as_str())) @if m.profile { " · profile" } }
-                            td { (day(m)) }
-                            td.legend { (m.source.as_deref().unwrap_or("")) }
-                            td {
-                                form method="post" action=(format!("/me/memories/{}/delete", m.id)) {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    @if let Some(u) = &end_user { input type="hidden" name="end_user" value=(u); }
-                                    button.danger type="submit" { "Delete" }
-                                }
-                            }
-                        }
-                    }
-                }
+                (table(&memories, &Forms {
+                    action: "/me/memories",
+                    csrf,
+                    hidden: end_user.iter().map(|u| ("end_user", u.clone())).collect(),
+                    editable: true,
+                }))
             }
         }
         section id="usage" {
@@ -379,17 +347,7 @@ async fn overview(
 
 /// Back to the page (and its scope) with a message.
 fn back(end_user: Option<&str>, result: lyss_core::Result<String>) -> Response {
-    let (k, v) = match result {
-        Ok(m) => ("msg", m),
-        Err(e) => ("err", crate::error::status_and_message(&e).1),
-    };
-    let sep = if end_user.is_some() { '&' } else { '?' };
-    Redirect::to(&format!(
-        "{}{sep}{k}={}",
-        page_url(end_user),
-        url_encode(&v)
-    ))
-    .into_response()
+    super::back(&page_url(end_user), result)
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 
 mod charts;
 mod me;
+mod memories;
 mod session;
 
 use axum::Router;
@@ -39,6 +40,8 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/keys/{id}/revoke", post(revoke_key))
         .route("/dashboard/budgets", get(budgets).post(set_budget))
         .route("/dashboard/budgets/{id}/delete", post(delete_budget))
+        .route("/dashboard/memories", get(memories::list))
+        .route("/dashboard/memories/{id}/delete", post(memories::delete))
         .merge(me::routes())
         .layer(axum::middleware::map_response(headers))
 }
@@ -122,6 +125,7 @@ fn page(title: &str, active: &str, csrf: &str, body: Markup) -> Html<String> {
         ("/dashboard/users", "Users"),
         ("/dashboard/keys", "Keys"),
         ("/dashboard/budgets", "Budgets"),
+        ("/dashboard/memories", "Memories"),
     ];
     Html(
         html! {
@@ -300,7 +304,8 @@ fn back(to: &str, result: lyss_core::Result<String>) -> Response {
         Err(e) => ("err", crate::error::status_and_message(&e).1),
     };
     let q: String = url_encode(&v);
-    Redirect::to(&format!("{to}?{k}={q}")).into_response()
+    let sep = if to.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{to}{sep}{k}={q}")).into_response()
 }
 
 fn url_encode(s: &str) -> String {
@@ -543,7 +548,10 @@ async fn users(
         section {
             table {
                 tr { th { "name" } th { "workspace" } th { "created" } }
-                @for u in &all { tr { td { (u.name) } td { (u.workspace) } td { (u.created_at.date()) } } }
+                @for u in &all { tr {
+                    td { a href=(format!("/dashboard/memories?user={}", url_encode(&u.name))) title="Memories" { (u.name) } }
+                    td { (u.workspace) } td { (u.created_at.date()) }
+                } }
             }
         }
     };
