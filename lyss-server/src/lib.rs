@@ -141,6 +141,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
                 .patch(routes::memories::update)
                 .delete(routes::memories::delete),
         )
+        .route("/v1/memories/page", post(routes::memories::page_link))
         .route("/v1/memories/{id}/history", get(routes::memories::history))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

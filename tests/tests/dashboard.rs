@@ -316,6 +316,129 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .unwrap();
     assert_eq!(kept.status(), 200, "the forged form deleted nothing");
 
+    // An app sharing one key among its people: a link it mints for one of them opens the page
+    // on that person's scope only, and stops working with the key.
+    let app = lyss(&["key", "create", "--user", "ann", "--name", "app"]);
+    let (app, app_id) = (
+        app["key"].as_str().unwrap().to_owned(),
+        app["id"].as_str().unwrap().to_owned(),
+    );
+    for body in [
+        json!({"text": "I am allergic to peanuts.", "profile": true, "user": "app-person-9"}),
+        json!({"text": "My dog is called Rex.", "user": "app-person-9"}),
+    ] {
+        let added = client
+            .post(format!("{}/v1/memories", server.base))
+            .bearer_auth(&app)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 201);
+    }
+    let minted: Value = client
+        .post(format!("{}/v1/memories/page", server.base))
+        .bearer_auth(&app)
+        .json(&json!({"user": "app-person-9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = minted["url"].as_str().unwrap();
+    assert!(url.starts_with("/me/open?token="), "{minted}");
+    let tampered = format!(
+        "{}{}",
+        &url[..url.len() - 1],
+        if url.ends_with('0') { '1' } else { '0' }
+    );
+    let refused = client
+        .get(format!("{}{tampered}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "a tampered link opens nothing");
+    let opened = client
+        .get(format!("{}{url}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 303);
+    let link_cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(link_cookie.starts_with("lyss_me=link.") && link_cookie.contains("HttpOnly"));
+    let link_cookie = link_cookie.split(';').next().unwrap().to_owned();
+    let as_person = async |path: &str| -> String {
+        client
+            .get(format!("{}{path}", server.base))
+            .header("cookie", &link_cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let seen = as_person("/me").await;
+    assert!(seen.contains("My dog is called Rex.") && seen.contains("allergic to peanuts"));
+    assert!(seen.contains("app-person-9"));
+    for hidden in [
+        "Gazelle",
+        "Fairphone",
+        "vegetarian",
+        "This key",
+        "Budgets",
+        "lobe-7f3a",
+    ] {
+        assert!(!seen.contains(hidden), "a link's page shows {hidden}");
+    }
+    assert!(
+        !as_person("/me?end_user=lobe-7f3a")
+            .await
+            .contains("Fairphone")
+    );
+    let csrf = seen
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let forgot = client
+        .post(format!("{}/me/forget", server.base))
+        .header("cookie", &link_cookie)
+        .form(&[("csrf", csrf.as_str()), ("confirm", "FORGET")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 303);
+    let left = |user: &'static str| {
+        let client = client.clone();
+        let (base, key) = (server.base.clone(), key.clone());
+        async move {
+            let v: Value = client
+                .get(format!("{base}/v1/memories?user={user}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        left("app-person-9").await,
+        0,
+        "the link's forget emptied its scope"
+    );
+    assert_eq!(left("lobe-7f3a").await, 1, "and only its scope");
+    lyss(&["key", "revoke", &app_id]);
+    assert!(
+        as_person("/me").await.contains("That link has expired"),
+        "a revoked key ends the pages of its links"
+    );
+
     let Some((chromium, script_dir)) = browser() else {
         return;
     };

@@ -1,12 +1,16 @@
-//! `/me`: the key holder's own page — what lyss remembers about them (each scope their key
-//! reaches: their own and each end-user's a client named), their profile, what their key spent
-//! and what memory and the cache saved, the budgets that apply to it — where they correct a
-//! memory, delete one or forget everything.
+//! `/me`: a person's own page — what lyss remembers about them, their profile, what their key
+//! spent and what memory and the cache saved, the budgets that apply to it — where they
+//! correct a memory, delete one or forget everything.
 //!
-//! Signed in with nothing but the key: it is kept in a cookie (HttpOnly, Secure,
-//! SameSite=Strict, `Path=/me`, 8 hours) and checked on every request, so a revoked key signs
-//! out at once; every form carries a CSRF token bound to the key. The page reaches exactly what
-//! the key reaches through `/v1/memories`, nothing more.
+//! Two ways in, each kept in a cookie of the page's own (HttpOnly, Secure, SameSite=Strict,
+//! `Path=/me`, 8 hours) and every form with a CSRF token bound to it:
+//! - **their own key**: the cookie holds it and it is checked on every request (a revoked key
+//!   signs out at once); the page reaches exactly what the key reaches through `/v1/memories` —
+//!   the key's own scope and each end-user scope a client named;
+//! - **a link** an app minted with its (shared) key for one of its end-users
+//!   (`POST /v1/memories/page`, valid 10 minutes): the page shows that end-user's scope only —
+//!   no other scope, and not the key's spend or budgets, which are the whole app's — for as
+//!   long as the key lives.
 
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
@@ -33,6 +37,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/me", get(overview))
         .route("/me/login", post(login))
+        .route("/me/open", get(open))
         .route("/me/logout", post(logout))
         .route("/me/memories/{id}", post(correct))
         .route("/me/memories/{id}/delete", post(delete))
@@ -51,14 +56,39 @@ fn cookie_key(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn csrf(state: &AppState, key: &str) -> String {
-    sessions(state).csrf(&format!("me|{key}"))
+fn csrf(state: &AppState, cookie: &str) -> String {
+    sessions(state).csrf(&format!("me|{cookie}"))
 }
 
-/// A signed-in key holder: their key (checked now), who it is, and the page's CSRF token.
-pub struct Holder {
+/// How long a minted link may wait to be opened.
+const LINK_SECS: i64 = 600;
+/// What a link (and the session it opens) is signed for.
+const LINK: &str = "me-link";
+const LINK_SESSION: &str = "me-link-session";
+/// The cookie value of a session opened by a link starts with this (a key never does).
+const LINK_PREFIX: &str = "link.";
+
+/// What a link carries: whose key minted it, for which end-user, until when.
+#[derive(serde::Serialize, Deserialize)]
+struct Link {
     key: String,
-    who: Arc<Principal>,
+    workspace: String,
+    user: String,
+    end_user: String,
+    until: i64,
+}
+
+/// Who the page is for.
+enum Signed {
+    /// Their own key: everything it reaches.
+    Key { key: String, who: Arc<Principal> },
+    /// A link's end-user: that scope only.
+    Link(MemoryScope),
+}
+
+/// A signed-in person and the page's CSRF token.
+pub struct Holder {
+    signed: Signed,
     csrf: String,
 }
 
@@ -66,14 +96,23 @@ impl FromRequestParts<AppState> for Holder {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(key) = cookie_key(&parts.headers) else {
+        let Some(cookie) = cookie_key(&parts.headers) else {
             return Err(login_page(None));
         };
-        match state.lyss.authenticate(&key).await {
+        let csrf = csrf(state, &cookie);
+        if let Some(sealed) = cookie.strip_prefix(LINK_PREFIX) {
+            return match open_link(state, LINK_SESSION, sealed).await {
+                Ok(scope) => Ok(Holder {
+                    signed: Signed::Link(scope),
+                    csrf,
+                }),
+                Err(e) => Err(e),
+            };
+        }
+        match state.lyss.authenticate(&cookie).await {
             Ok(who) => Ok(Holder {
-                csrf: csrf(state, &key),
-                key,
-                who,
+                signed: Signed::Key { key: cookie, who },
+                csrf,
             }),
             Err(Error::Unauthenticated(_)) => Err(login_page(Some(
                 "That key no longer works (revoked or expired). Sign in with another.",
@@ -83,21 +122,148 @@ impl FromRequestParts<AppState> for Holder {
     }
 }
 
-impl Holder {
-    fn call(&self) -> Call {
-        Call {
-            api_key: self.key.clone(),
-            ..Call::default()
-        }
+/// The scope of a sealed link (or link session) that is unexpired and whose key still lives.
+async fn open_link(state: &AppState, purpose: &str, sealed: &str) -> Result<MemoryScope, Response> {
+    let expired = || {
+        login_page(Some(
+            "That link has expired or is not valid: ask the app for a new one.",
+        ))
+    };
+    let link: Link = sessions(state)
+        .unseal(purpose, sealed)
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .filter(|l: &Link| l.until > OffsetDateTime::now_utc().unix_timestamp())
+        .ok_or_else(expired)?;
+    let keys = state
+        .lyss
+        .policy()
+        .list_keys(None)
+        .await
+        .map_err(|e| crate::error::status_and_message(&e).into_response())?;
+    let now = OffsetDateTime::now_utc();
+    let live = keys.iter().any(|k| {
+        k.id == link.key && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)
+    });
+    if !live {
+        return Err(expired());
     }
+    Ok(MemoryScope {
+        end_user: Some(link.end_user),
+        ..MemoryScope::user(link.workspace, link.user)
+    })
+}
 
-    /// The store and the scope `end_user` names (the key's own when `None`).
+/// A link for one end-user of `who`'s key, valid [`LINK_SECS`]: the path to open it, and when
+/// it stops working.
+pub fn mint_link(state: &AppState, who: &Principal, end_user: &str) -> (String, OffsetDateTime) {
+    let until = OffsetDateTime::now_utc() + time::Duration::seconds(LINK_SECS);
+    let link = Link {
+        key: who.key_id.clone(),
+        workspace: who.workspace_id.clone(),
+        user: who.user_id.clone(),
+        end_user: end_user.to_owned(),
+        until: until.unix_timestamp(),
+    };
+    let payload = serde_json::to_string(&link).unwrap_or_default();
+    let token = sessions(state).seal(LINK, &payload);
+    (format!("/me/open?token={token}"), until)
+}
+
+#[derive(Deserialize)]
+pub struct Open {
+    #[serde(default)]
+    token: String,
+}
+
+/// `/me/open?token=…`: a minted link, opened once within its 10 minutes, becomes a session of
+/// the page for its end-user.
+async fn open(State(state): State<AppState>, Query(o): Query<Open>) -> Response {
+    let scope = match open_link(&state, LINK, &o.token).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (Some(end_user), Some(link)) = (
+        scope.end_user.clone(),
+        sessions(&state)
+            .unseal(LINK, &o.token)
+            .and_then(|p| serde_json::from_str::<Link>(&p).ok()),
+    ) else {
+        return login_page(None);
+    };
+    let session = Link {
+        end_user,
+        until: OffsetDateTime::now_utc().unix_timestamp() + LIFETIME_SECS,
+        ..link
+    };
+    let payload = serde_json::to_string(&session).unwrap_or_default();
+    let value = format!(
+        "{LINK_PREFIX}{}",
+        sessions(&state).seal(LINK_SESSION, &payload)
+    );
+    signed_in_as(&value)
+}
+
+/// A redirect to the page that keeps `value` in the page's cookie.
+fn signed_in_as(value: &str) -> Response {
+    let set = format!(
+        "{COOKIE}={value}; Path=/me; HttpOnly; Secure; SameSite=Strict; Max-Age={LIFETIME_SECS}"
+    );
+    let mut resp = Redirect::to("/me").into_response();
+    match HeaderValue::from_str(&set) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+            resp
+        }
+        Err(_) => login_page(Some("That key does not work: check it, or ask your admin.")),
+    }
+}
+
+impl Holder {
+    /// The store and the scope shown: for a key, the one `end_user` names (the key's own when
+    /// `None`); for a link, its end-user's whatever is asked.
     async fn scope(
         &self,
         state: &AppState,
         end_user: Option<String>,
     ) -> lyss_core::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
-        state.lyss.memory_scope(&self.call(), end_user).await
+        match &self.signed {
+            Signed::Key { key, .. } => {
+                let call = Call {
+                    api_key: key.clone(),
+                    ..Call::default()
+                };
+                state.lyss.memory_scope(&call, end_user).await
+            }
+            Signed::Link(scope) => {
+                let store =
+                    state.lyss.memory().cloned().ok_or_else(|| {
+                        Error::NotFound("memory on this server (it is off)".into())
+                    })?;
+                Ok((store, scope.clone()))
+            }
+        }
+    }
+
+    /// Forgets everything the page reaches: for a key, every memory of its user ("forget
+    /// me"); for a link, its end-user's scope only.
+    async fn forget(&self, state: &AppState) -> lyss_core::Result<u64> {
+        let (store, scope) = self.scope(state, None).await?;
+        if let Signed::Key { .. } = self.signed {
+            return store.forget(&scope).await;
+        }
+        let mut gone = 0;
+        // Bounded: a scope holds at most this many pages of memories.
+        for _ in 0..1_000 {
+            let batch = store.list(&scope, 500).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in &batch {
+                store.delete(&scope, &m.id).await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
 
     fn check(&self, token: &str) -> Result<(), Box<Response>> {
@@ -179,17 +345,7 @@ async fn login(State(state): State<AppState>, Form(f): Form<Login>) -> Response 
         Err(e) => return crate::error::status_and_message(&e).into_response(),
     }
     // Keys are `lyss-sk-` and URL-safe characters: a cookie value as they are.
-    let set = format!(
-        "{COOKIE}={key}; Path=/me; HttpOnly; Secure; SameSite=Strict; Max-Age={LIFETIME_SECS}"
-    );
-    let mut resp = Redirect::to("/me").into_response();
-    match HeaderValue::from_str(&set) {
-        Ok(v) => {
-            resp.headers_mut().insert(header::SET_COOKIE, v);
-            resp
-        }
-        Err(_) => login_page(Some("That key does not work: check it, or ask your admin.")),
-    }
+    signed_in_as(key)
 }
 
 #[derive(Deserialize)]
@@ -235,67 +391,48 @@ async fn overview(
     holder: Holder,
     Query(v): Query<View>,
 ) -> Response {
-    let end_user = v.end_user.filter(|u| !u.is_empty());
+    // A link's end-user sees their scope only: no other, and nothing of the app's key.
+    let (who, end_user) = match &holder.signed {
+        Signed::Key { who, .. } => (Some(who), v.end_user.filter(|u| !u.is_empty())),
+        Signed::Link(_) => (None, None),
+    };
     let (store, scope) = match holder.scope(&state, end_user.clone()).await {
         Ok(s) => s,
         Err(e) => return crate::error::status_and_message(&e).into_response(),
     };
-    let who = &holder.who;
-    let scopes = store
-        .scopes(&who.workspace_id, &who.user_id)
-        .await
-        .unwrap_or_default();
     let profile = store.profile(&scope).await.unwrap_or_default();
     let query = v.q.clone().filter(|q| !q.trim().is_empty());
     let memories = listed(store.as_ref(), &scope, query.as_deref())
         .await
         .unwrap_or_default();
-
-    // What this key spent and saved in the last 30 days, and the budgets that apply to it.
-    let now = OffsetDateTime::now_utc();
-    let usage = state
-        .lyss
-        .policy()
-        .usage(&UsageQuery {
-            by: GroupBy::Key,
-            since: Some(now - time::Duration::days(30)),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .find(|r| r.group == who.key_id);
-    let budgets: Vec<_> = state
-        .lyss
-        .policy()
-        .budgets(now)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|b| match b.budget.scope {
-            Scope::Workspace => b.budget.scope_id == who.workspace_id,
-            Scope::User => b.budget.scope_id == who.user_id,
-            Scope::Key => b.budget.scope_id == who.key_id,
-        })
-        .collect();
+    let key = match who {
+        Some(who) => Some(KeyView::of(&state, who, store.as_ref()).await),
+        None => None,
+    };
 
     let csrf = &holder.csrf;
     let day = |m: &Memory| m.occurred_at.unwrap_or(m.created_at).date().to_string();
     let body = html! {
         (notices(&v.notice))
         section {
-            p { "Signed in as " strong { (who.user_name) } " (" (who.workspace_name) ")"
-                @if let Some(name) = &who.key_name { ", key " em { (name) } } "." }
-            @if scopes.len() > 1 || end_user.is_some() {
-                p { "Memories kept for: "
-                    a href="/me" class=[end_user.is_none().then_some("on")] { "you" }
-                    @for (s, n) in scopes.iter().filter(|(s, _)| s.agent.is_none()) {
-                        @if let Some(u) = &s.end_user {
-                            " · " a href=(page_url(Some(u))) { (u) } " (" (n) ")"
+            @match (who, &scope.end_user) {
+                (Some(who), _) => p { "Signed in as " strong { (who.user_name) } " (" (who.workspace_name) ")"
+                    @if let Some(name) = &who.key_name { ", key " em { (name) } } "." },
+                (None, Some(u)) => p { "Signed in through an app's link, as " strong { (u) } "." },
+                (None, None) => {},
+            }
+            @if let Some(k) = &key {
+                @if k.scopes.len() > 1 || end_user.is_some() {
+                    p { "Memories kept for: "
+                        a href="/me" class=[end_user.is_none().then_some("on")] { "you" }
+                        @for (s, n) in k.scopes.iter().filter(|(s, _)| s.agent.is_none()) {
+                            @if let Some(u) = &s.end_user {
+                                " · " a href=(page_url(Some(u))) { (u) } " (" (n) ")"
+                            }
                         }
                     }
+                    p.legend { "A chat app that sends its own user id (LobeChat does) keeps your memories under that id." }
                 }
-                p.legend { "A chat app that sends its own user id (LobeChat does) keeps your memories under that id." }
             }
         }
         section id="profile" {
@@ -321,28 +458,78 @@ async fn overview(
                 }))
             }
         }
-        section id="usage" {
-            h2 { "This key, last 30 days" }
-            @match &usage {
-                Some(u) => p { (u.requests) @if u.requests == 1 { " request, " } @else { " requests, " } strong { (usd(u.cost_nusd)) } " spent; memory saved "
-                    strong { (usd(u.memory_saved_nusd)) } " (" (u.memory_saved_tokens) " prompt tokens), the cache "
-                    strong { (usd(u.cache_saved_nusd)) } " (" (u.cache_hits) " answers)." },
-                None => p { "No requests yet." },
+        @if let Some(k) = &key {
+            section id="usage" {
+                h2 { "This key, last 30 days" }
+                @match &k.usage {
+                    Some(u) => p { (u.requests) @if u.requests == 1 { " request, " } @else { " requests, " } strong { (usd(u.cost_nusd)) } " spent; memory saved "
+                        strong { (usd(u.memory_saved_nusd)) } " (" (u.memory_saved_tokens) " prompt tokens), the cache "
+                        strong { (usd(u.cache_saved_nusd)) } " (" (u.cache_hits) " answers)." },
+                    None => p { "No requests yet." },
+                }
+                h2 { "Budgets" }
+                (budget_table(&k.budgets, csrf, false))
             }
-            h2 { "Budgets" }
-            (budget_table(&budgets, csrf, false))
         }
         section id="forget" {
             h2 { "Forget me" }
             form.row method="post" action="/me/forget" {
                 input type="hidden" name="csrf" value=(csrf);
-                label { "Type FORGET to delete everything lyss remembers about you (every scope above), for good"
-                    input name="confirm" required pattern="FORGET"; }
+                label {
+                    @if key.is_some() { "Type FORGET to delete everything lyss remembers about you (every scope above), for good" }
+                    @else { "Type FORGET to delete everything lyss remembers about you, for good" }
+                    input name="confirm" required pattern="FORGET";
+                }
                 button.danger type="submit" { "Forget everything" }
             }
         }
     };
     shell("What lyss remembers about you", Some(csrf), body).into_response()
+}
+
+/// What a key's own holder also sees: the scopes their key reaches, what the key spent and
+/// saved in the last 30 days, and the budgets that apply to it.
+struct KeyView {
+    scopes: Vec<(MemoryScope, u64)>,
+    usage: Option<lyss_core::policy::UsageRow>,
+    budgets: Vec<lyss_core::policy::BudgetStatus>,
+}
+
+impl KeyView {
+    async fn of(state: &AppState, who: &Principal, store: &dyn MemoryStore) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let policy = state.lyss.policy();
+        let scopes = store
+            .scopes(&who.workspace_id, &who.user_id)
+            .await
+            .unwrap_or_default();
+        let usage = policy
+            .usage(&UsageQuery {
+                by: GroupBy::Key,
+                since: Some(now - time::Duration::days(30)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.group == who.key_id);
+        let budgets = policy
+            .budgets(now)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| match b.budget.scope {
+                Scope::Workspace => b.budget.scope_id == who.workspace_id,
+                Scope::User => b.budget.scope_id == who.user_id,
+                Scope::Key => b.budget.scope_id == who.key_id,
+            })
+            .collect();
+        Self {
+            scopes,
+            usage,
+            budgets,
+        }
+    }
 }
 
 /// Back to the page (and its scope) with a message.
@@ -421,13 +608,9 @@ async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<For
             Ok("Nothing forgotten: type FORGET to confirm.".into()),
         );
     }
-    let result = async {
-        let (store, scope) = holder.scope(&state, None).await?;
-        let n = store.forget(&scope).await?;
-        Ok(format!(
-            "Forgot everything: {n} memories deleted, with their history."
-        ))
-    }
-    .await;
+    let result = holder
+        .forget(&state)
+        .await
+        .map(|n| format!("Forgot everything: {n} memories deleted, with their history."));
     back(None, result)
 }

@@ -4,7 +4,7 @@
 //! cookie; every form carries a CSRF token. No script and no front-end build: charts are SVG.
 
 mod charts;
-mod me;
+pub(crate) mod me;
 mod memories;
 mod session;
 

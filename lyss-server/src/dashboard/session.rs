@@ -62,6 +62,27 @@ impl Sessions {
         (bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) && now < at).then(|| id.to_owned())
     }
 
+    /// `payload` with a signature for `purpose` (hex, so any text travels in a URL or a cookie).
+    pub fn seal(&self, purpose: &str, payload: &str) -> String {
+        let body = hex(payload.as_bytes());
+        let mac = self.mac(&format!("{purpose}|{body}"));
+        format!("{body}.{mac}")
+    }
+
+    /// The payload of a value [`Sessions::seal`] made for `purpose` with this admin token.
+    pub fn unseal(&self, purpose: &str, sealed: &str) -> Option<String> {
+        let (body, mac) = sealed.split_once('.')?;
+        let expected = self.mac(&format!("{purpose}|{body}"));
+        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) || body.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..body.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(body.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    }
+
     /// The CSRF token of a session (a form field every POST must carry).
     pub fn csrf(&self, cookie: &str) -> String {
         self.mac(&format!("csrf|{cookie}"))
@@ -117,5 +138,25 @@ mod tests {
             "bound to its session"
         );
         assert!(!s.check_csrf(&c, ""));
+        let sealed = s.seal("link", "{\"e\":\"ann's phone\"}");
+        assert_eq!(
+            s.unseal("link", &sealed).as_deref(),
+            Some("{\"e\":\"ann's phone\"}")
+        );
+        assert_eq!(
+            s.unseal("session", &sealed),
+            None,
+            "sealed for another purpose"
+        );
+        assert_eq!(Sessions::new("token-b").unseal("link", &sealed), None);
+        let (body, mac) = sealed.split_once('.').unwrap();
+        let other = s.seal("link", "{\"e\":\"bob\"}");
+        let (other_body, _) = other.split_once('.').unwrap();
+        assert_eq!(
+            s.unseal("link", &format!("{other_body}.{mac}")),
+            None,
+            "a swapped body"
+        );
+        assert_eq!(s.unseal("link", body), None);
     }
 }

@@ -133,3 +133,43 @@ pub async fn history(
     let entries: Vec<HistoryEntry> = store.history(&scope, &id).await?;
     Ok(list(entries))
 }
+
+#[derive(Deserialize)]
+pub struct PageLinkBody {
+    /// The app's end-user the page is for (as its chat requests' `user`).
+    user: String,
+}
+
+/// `POST /v1/memories/page` `{"user": …}`: a link to `/me` for one end-user of the caller's
+/// key, valid 10 minutes — how an app that shares one key among its people lets one of them
+/// see and steer their own memories (and nobody else's) without handing out the key. The app
+/// vouches for who the person is, as it does for every chat request's `user`.
+pub async fn page_link(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let call = call(&headers);
+    let body: PageLinkBody = json_body(&s, &call, raw).await?;
+    let user = body.user.trim();
+    if user.is_empty() || user.chars().count() > 256 {
+        return Err(lyss_core::Error::invalid_param(
+            "`user` names the end-user the page is for (1 to 256 characters)",
+            "user",
+        )
+        .into());
+    }
+    // Counted against the key's rate limits like any memory call; memory must be on.
+    s.lyss.memory_scope(&call, Some(user.to_owned())).await?;
+    let who = s.lyss.authenticate(&call.api_key).await?;
+    let (url, expires) = crate::dashboard::me::mint_link(&s, &who, user);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "object": "memory.page_link",
+            "url": url,
+            "user": user,
+            "expires_at": expires.unix_timestamp(),
+        })),
+    ))
+}
