@@ -1,11 +1,12 @@
 // The key holder's page (/me) in headless Chromium: signs in with a key, checks the cookie's
 // flags, sees the profile, memories, usage and budgets, takes a screenshot, corrects a memory,
 // deletes one, opens an end-user's scope, forgets everything, signs out; another key sees
-// none of it. Env: BASE, KEY, OTHER_KEY, CHROMIUM, SHOT, BIKE and CAT (memory ids).
+// none of it; a link an app minted, followed from another site, opens one end-user's scope.
+// Env: BASE, KEY, OTHER_KEY, CHROMIUM, SHOT, BIKE and CAT (memory ids), LINK (a minted path).
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
-const { BASE, KEY, OTHER_KEY, CHROMIUM, SHOT, BIKE, CAT } = process.env;
+const { BASE, KEY, OTHER_KEY, CHROMIUM, SHOT, BIKE, CAT, LINK } = process.env;
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
 // The memories listed (each one's text is in its correction field).
 const listed = async (page) =>
@@ -16,6 +17,15 @@ const signIn = async (page, key) => {
   await page.click("button[type=submit]");
 };
 try {
+  // The person follows the app's link from the app's own site (here: a page of no origin).
+  const visitor = await (await browser.newContext()).newPage();
+  await visitor.setContent(`<a href="${BASE}${LINK}">My memory</a>`);
+  await visitor.click("a");
+  await visitor.waitForSelector("#memories");
+  assert.match(await listed(visitor), /Fairphone/);
+  assert.doesNotMatch(await listed(visitor) + (await visitor.textContent("body")), /Gazelle|vegetarian|Budgets/);
+  assert.match(await visitor.textContent("body"), /as lobe-7f3a/);
+
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
   const page = await context.newPage();
 

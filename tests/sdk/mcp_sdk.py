@@ -85,8 +85,8 @@ async def main() -> None:
         profile = await call(c, "get_profile")
         check("Grenoble" in profile and "Lyon" not in profile, profile)
 
-        await call(c, "remember", {"text": "   "}, error=True)
-        await call(c, "remember", {"text": "x" * 2001}, error=True)
+        check("empty" in await call(c, "remember", {"text": "   "}, error=True), "empty text")
+        check("longer than 2000" in await call(c, "remember", {"text": "x" * 2001}, error=True), "long text")
         missing = await call(c, "forget_memory", {"id": "no-such-memory"}, error=True)
         check("not found" in missing.lower(), missing)
 
@@ -94,13 +94,19 @@ async def main() -> None:
     async with client(OTHER_KEY) as c:
         check("Grenoble" not in await call(c, "search_memories", {"query": "Grenoble vegetarian"}), "other key searched")
         check(await call(c, "get_profile") == "No profile yet.", "other key's profile")
-        await call(c, "forget_memory", {"id": lyon}, error=True)
-        await call(c, "correct_memory", {"id": lyon, "text": "I live in Paris."}, error=True)
+        for tool, args in [("forget_memory", {"id": lyon}), ("correct_memory", {"id": lyon, "text": "I live in Paris."})]:
+            refused = await call(c, tool, args, error=True)
+            check("not found" in refused.lower(), f"other key {tool}: {refused}")
     async with client(KEY, end_user="ann-phone") as c:
         check("Grenoble" not in await call(c, "search_memories", {"query": "Grenoble vegetarian"}), "other end-user searched")
-        await call(c, "forget_memory", {"id": bike}, error=True)
+        refused = await call(c, "forget_memory", {"id": bike}, error=True)
+        check("not found" in refused.lower(), f"other end-user forget: {refused}")
         said = await call(c, "remember", {"text": "My phone is a Fairphone."})
         check(said.startswith("Remembered"), said)
+
+    async with client(KEY, end_user="x" * 257) as c:
+        refused = await call(c, "get_profile", error=True)
+        check("longer than 256" in refused, f"a too long end-user id: {refused}")
 
     async with client(KEY) as c:
         check("Fairphone" not in await call(c, "search_memories", {"query": "Fairphone phone"}), "end-user leaked")

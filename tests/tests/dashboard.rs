@@ -101,6 +101,7 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
         assert_eq!(chat(old_key.clone()).await, 200);
     }
     // Memories of ann's, in her own scope and an end-user's.
+    let mut ids = Vec::new();
     for body in [
         json!({"text": "My bike is a blue Gazelle."}),
         json!({"text": "My phone is a Fairphone.", "user": "lobe-7f3a"}),
@@ -113,6 +114,12 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
             .await
             .unwrap();
         assert_eq!(added.status(), 201);
+        ids.push(
+            added.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
 
     // Without a browser: no session → the sign-in page; a session but no CSRF token → 403.
@@ -147,6 +154,24 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
         1,
         "the forged form created nothing"
     );
+    let forged = client
+        .post(format!(
+            "{}/dashboard/memories/{}/delete",
+            server.base, ids[0]
+        ))
+        .header("cookie", &session)
+        .form(&[("user", "ann"), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let kept = client
+        .get(format!("{}/v1/memories/{}", server.base, ids[0]))
+        .bearer_auth(&old_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200, "the forged form deleted nothing");
 
     let Some((chromium, script_dir)) = browser() else {
         return;
@@ -359,25 +384,55 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "a tampered link opens nothing");
+    // The link's token is not a session: sent as the cookie, it opens nothing.
+    let token = url.split_once("token=").unwrap().1;
+    let as_cookie = client
+        .get(format!("{}/me", server.base))
+        .header("cookie", format!("lyss_me=link.{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_cookie.status(), 401);
+    // Opened from the app's site: a page of lyss's own that moves on to /me (a redirect would
+    // lose the SameSite=Strict cookie on the way), and once only.
     let opened = client
         .get(format!("{}{url}", server.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(opened.status(), 303);
+    assert_eq!(opened.status(), 200);
     let link_cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(link_cookie.starts_with("lyss_me=link.") && link_cookie.contains("HttpOnly"));
+    assert!(opened.text().await.unwrap().contains("url=/me"));
+    for flag in [
+        "lyss_me=link.",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/me",
+    ] {
+        assert!(link_cookie.contains(flag), "{link_cookie}");
+    }
+    let again = client
+        .get(format!("{}{url}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401, "a link opens once");
     let link_cookie = link_cookie.split(';').next().unwrap().to_owned();
     let as_person = async |path: &str| -> String {
-        client
+        let resp = client
             .get(format!("{}{path}", server.base))
             .header("cookie", &link_cookie)
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        let status = resp.status();
+        let page = resp.text().await.unwrap();
+        assert!(
+            status == 200 || page.contains("That link has expired"),
+            "{path}: {status}"
+        );
+        page
     };
     let seen = as_person("/me").await;
     assert!(seen.contains("My dog is called Rex.") && seen.contains("allergic to peanuts"));
@@ -392,11 +447,8 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
     ] {
         assert!(!seen.contains(hidden), "a link's page shows {hidden}");
     }
-    assert!(
-        !as_person("/me?end_user=lobe-7f3a")
-            .await
-            .contains("Fairphone")
-    );
+    let other_scope = as_person("/me?end_user=lobe-7f3a").await;
+    assert!(other_scope.contains("My dog is called Rex.") && !other_scope.contains("Fairphone"));
     let csrf = seen
         .split("name=\"csrf\" value=\"")
         .nth(1)
@@ -433,16 +485,70 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         "the link's forget emptied its scope"
     );
     assert_eq!(left("lobe-7f3a").await, 1, "and only its scope");
+    assert_eq!(left("").await, 3, "nor the key's own");
+    // Signing out ends the session in the store: a copy of the cookie stops working.
+    let out = client
+        .post(format!("{}/me/logout", server.base))
+        .header("cookie", &link_cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(as_person("/me").await.contains("That link has expired"));
+    // A revoked key ends the pages of its links.
+    let minted: Value = client
+        .post(format!("{}/v1/memories/page", server.base))
+        .bearer_auth(&app)
+        .json(&json!({"user": "app-person-9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let opened = client
+        .get(format!(
+            "{}{}",
+            server.base,
+            minted["url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let second = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let second = second.split(';').next().unwrap().to_owned();
+    let page = async |cookie: &str| {
+        client
+            .get(format!("{}/me", server.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(page(&second).await, 200);
     lyss(&["key", "revoke", &app_id]);
-    assert!(
-        as_person("/me").await.contains("That link has expired"),
-        "a revoked key ends the pages of its links"
+    assert_eq!(
+        page(&second).await,
+        401,
+        "a revoked key ends its links' pages"
     );
 
     let Some((chromium, script_dir)) = browser() else {
         return;
     };
     let shot = dir.path().join("me.png");
+    let minted: Value = client
+        .post(format!("{}/v1/memories/page", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"user": "lobe-7f3a"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let out = Command::new("node")
         .arg(script_dir.join("me.mjs"))
         .current_dir(&script_dir)
@@ -453,6 +559,7 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .env("SHOT", &shot)
         .env("BIKE", &bike)
         .env("CAT", &cat)
+        .env("LINK", minted["url"].as_str().unwrap())
         .output()
         .unwrap();
     assert!(

@@ -178,6 +178,23 @@ async fn the_mcp_server_steers_what_chats_recall() {
     let server = Server::start(&args).await;
     embedder_ready(&server.base, probe["key"].as_str().unwrap()).await;
 
+    // Without a key that checks out, no MCP message is read.
+    for key in [None, Some("lyss-sk-not-a-key")] {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/mcp", server.base))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_api_key"
+        );
+    }
+
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/mcp_sdk.py");
     let out = std::process::Command::new(&python)
         .arg(script)

@@ -36,6 +36,17 @@ use crate::error::Result;
 /// crashed worker's turns are not kept waiting long.
 pub const INGEST_LEASE: Duration = Duration::from_secs(600);
 
+/// The longest end-user id the memory APIs take.
+pub const END_USER_CHARS: usize = 256;
+
+/// An end-user id as every path takes it (a chat's `user`, the memory APIs, MCP's header):
+/// trimmed, and none when empty — so that each names the same scope.
+pub fn end_user(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+}
+
 /// Whose memories: a workspace's user, optionally narrowed to an end-user and an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemoryScope {
@@ -244,6 +255,8 @@ pub struct Queued {
 ///   queued turns (claimed or not) of a scope's workspace user, across their end-users.
 /// - `profile` returns exactly the scope's live memories added with `profile` set, each with
 ///   its current text.
+/// - `forget_scope` deletes exactly one scope's memories, their history, its remembered turns
+///   and its queued turns; every other scope, of the same user too, keeps its own.
 /// - `scopes` lists the scopes of a workspace user that hold memories — the user's own, each
 ///   end-user's and agent's — with how many each holds, the user's own first, then by
 ///   end-user and agent.
@@ -263,8 +276,10 @@ pub trait MemoryStore: Send + Sync {
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;
-    /// The scopes of a workspace user that hold memories, with their counts (for an admin,
-    /// who sees every end-user's scope; a key sees only its own).
+    /// Forgets one scope (one end-user of a shared key, say), not the whole user; returns how
+    /// many memories went.
+    async fn forget_scope(&self, scope: &MemoryScope) -> Result<u64>;
+    /// The scopes of a workspace user that hold memories, with their counts.
     async fn scopes(&self, workspace_id: &str, user_id: &str) -> Result<Vec<(MemoryScope, u64)>>;
     /// Which of these turn hashes the scope remembers.
     async fn remembered(&self, scope: &MemoryScope, hashes: &[u128]) -> Result<HashSet<u128>>;

@@ -165,8 +165,8 @@ impl $store {
         new: Option<&str>,
     ) -> $crate::Result<i64> {
         sqlx::query(
-            "INSERT INTO memory_history (memory_id, workspace_id, user_id, event, old_text, new_text, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO memory_history (memory_id, workspace_id, user_id, event, old_text, new_text, at, scope) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(&scope.workspace_id)
@@ -175,6 +175,7 @@ impl $store {
         .bind(old)
         .bind(new)
         .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .bind(scope.key())
         .execute(&self.pool)
         .await?;
         // Every change bumps the scope's version: other processes rebuild their index.
@@ -312,13 +313,16 @@ impl $crate::memory::MemoryStore for $store {
         let loaded = self.scope(scope).await?;
         let l = loaded.lock().unwrap_or_else(|p| p.into_inner());
         // An updated memory's earlier row stays, dead: only the row its id points to is live.
-        Ok(l
+        // An update appends its row, so the order is the memories' own, oldest first.
+        let mut profile: Vec<Memory> = l
             .memories
             .iter()
             .enumerate()
             .filter(|(row, m)| m.profile && l.rows.get(&m.id) == Some(row))
             .map(|(_, m)| m.clone())
-            .collect())
+            .collect();
+        profile.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(profile)
     }
 
     async fn search(&self, scope: &MemoryScope, query: &SearchQuery) -> $crate::Result<Vec<Hit>> {
@@ -404,6 +408,40 @@ impl $crate::memory::MemoryStore for $store {
             .collect::<$crate::Result<Vec<_>>>()?;
         scopes.sort_by(|(a, _), (b, _)| (&a.end_user, &a.agent).cmp(&(&b.end_user, &b.agent)));
         Ok(scopes)
+    }
+
+    async fn forget_scope(&self, scope: &MemoryScope) -> $crate::Result<u64> {
+        let key = scope.key();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM memory_history WHERE scope = $1 \
+             OR memory_id IN (SELECT id FROM memories WHERE scope = $1)",
+        )
+        .bind(&key)
+        .execute(&mut *tx)
+        .await?;
+        let gone = sqlx::query("DELETE FROM memories WHERE scope = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM memory_turns WHERE scope = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        // The queue keeps the scope as an object (what `claim` hands back).
+        let queued_scope = serde_json::to_string(scope).map_err(|e| Error::Internal(e.to_string()))?;
+        sqlx::query("DELETE FROM memory_outbox WHERE scope = $1")
+            .bind(&queued_scope)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE memory_scope_versions SET version = version + 1 WHERE scope = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.scopes.lock().await.remove(&key);
+        Ok(gone)
     }
 
     async fn forget(&self, scope: &MemoryScope) -> $crate::Result<u64> {

@@ -168,7 +168,7 @@ impl Lyss {
             scope: MemoryScope {
                 workspace_id: who.workspace_id.clone(),
                 user_id: who.user_id.clone(),
-                end_user: req.user.clone(),
+                end_user: crate::memory::end_user(req.user.as_deref()),
                 agent: None,
             },
             who,

@@ -375,6 +375,13 @@ impl Lyss {
         self.memory.as_ref()
     }
 
+    /// The memory store, or the error a caller of a memory API gets when memory is off.
+    pub fn memory_store(&self) -> Result<Arc<dyn MemoryStore>> {
+        self.memory
+            .clone()
+            .ok_or_else(|| Error::NotFound("memory on this server (it is off)".into()))
+    }
+
     /// How similar a new fact must be to a remembered one to count as known
     /// (`memory.dedupe_similarity`).
     pub fn memory_dedupe_similarity(&self) -> f32 {
@@ -392,12 +399,21 @@ impl Lyss {
     ) -> Result<(Arc<dyn MemoryStore>, MemoryScope)> {
         let who = self.authenticate(&call.api_key).await?;
         self.rate_limit(&who, 0, self.clock.now()).await?;
-        let store = self
-            .memory
-            .clone()
-            .ok_or_else(|| Error::NotFound("memory on this server (it is off)".into()))?;
+        let end_user = crate::memory::end_user(end_user.as_deref());
+        if end_user
+            .as_ref()
+            .is_some_and(|u| u.chars().count() > crate::memory::END_USER_CHARS)
+        {
+            return Err(Error::invalid_param(
+                format!(
+                    "the end-user id is longer than {} characters",
+                    crate::memory::END_USER_CHARS
+                ),
+                "user",
+            ));
+        }
         Ok((
-            store,
+            self.memory_store()?,
             MemoryScope {
                 workspace_id: who.workspace_id.clone(),
                 user_id: who.user_id.clone(),
@@ -502,8 +518,8 @@ impl Lyss {
 
     /// Records a call that spends nothing — a refusal, a memory tool's call — as a ledger row
     /// under the caller's workspace, user and key (no tokens, no cost; `name` where a model's
-    /// name goes) with its access log line. Nothing is recorded for a key that does not check
-    /// out.
+    /// name goes) with its access log line. Nothing is recorded (`false`) for a key that does
+    /// not check out.
     pub async fn record_call(
         &self,
         call: &Call,
@@ -511,9 +527,9 @@ impl Lyss {
         status: u16,
         error: Option<String>,
         started: Instant,
-    ) {
+    ) -> bool {
         let Ok(who) = self.authenticate(&call.api_key).await else {
-            return;
+            return false;
         };
         let entry = crate::policy::LedgerEntry {
             at: self.clock.now(),
@@ -548,6 +564,7 @@ impl Lyss {
         {
             tracing::warn!(error = %le, "could not record a call in the ledger");
         }
+        true
     }
 
     /// `ledgered` is set once the request has a ledger row of its own coming (an answer from

@@ -20,6 +20,7 @@ macro_rules! memory_conformance {
             conversation_turns_are_remembered_once,
             the_profile_is_the_live_statements_as_corrected,
             a_users_scopes_are_listed_with_their_counts,
+            forgetting_one_scope_leaves_the_others,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -606,4 +607,72 @@ pub async fn a_users_scopes_are_listed_with_their_counts(store: Arc<dyn MemorySt
     store.forget(&ann).await.expect("forget");
     assert!(store.scopes("ws", "ann").await.expect("scopes").is_empty());
     assert_eq!(store.scopes("ws", "bob").await.expect("scopes").len(), 1);
+}
+
+pub async fn forgetting_one_scope_leaves_the_others(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let phone = MemoryScope {
+        end_user: Some("ann-phone".into()),
+        ..ann.clone()
+    };
+    let own = store
+        .add(&ann, &new("My bike is blue."))
+        .await
+        .expect("add");
+    store
+        .update(&ann, &own.id, "My bike is green.")
+        .await
+        .expect("update");
+    let gone = store
+        .add(&phone, &new("My phone is a Fairphone."))
+        .await
+        .expect("add");
+    store.delete(&phone, &gone.id).await.expect("delete");
+    store
+        .add(&phone, &new("My phone case is red."))
+        .await
+        .expect("add");
+    let said = NewMemory {
+        role: Some(TurnRole::User),
+        ..new("I charge my phone at night.")
+    };
+    store
+        .add_turns(&phone, std::slice::from_ref(&said))
+        .await
+        .expect("turns");
+    let queued = NewMemory {
+        role: Some(TurnRole::User),
+        ..new("My phone has a cracked screen.")
+    };
+    store
+        .enqueue(&phone, &[queued], None)
+        .await
+        .expect("enqueue");
+
+    assert_eq!(store.forget_scope(&phone).await.expect("forget"), 2);
+    assert!(store.list(&phone, 10).await.expect("list").is_empty());
+    assert!(
+        matches!(
+            store.history(&phone, &gone.id).await,
+            Err(Error::NotFound(_))
+        ),
+        "a deleted memory's history goes too"
+    );
+    let hash = said.turn_hash().expect("a turn");
+    assert!(
+        store
+            .remembered(&phone, &[hash])
+            .await
+            .expect("remembered")
+            .is_empty()
+    );
+    assert_eq!(store.waiting(&phone).await.expect("waiting"), 0);
+    // The user's own scope is untouched, history and all.
+    let kept = store.list(&ann, 10).await.expect("list");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].text, "My bike is green.");
+    assert_eq!(
+        store.history(&ann, &own.id).await.expect("history").len(),
+        2
+    );
 }

@@ -15,7 +15,7 @@
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use lyss_core::memory::{Memory, MemoryScope, MemoryStore};
@@ -27,7 +27,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::memories::{Forms, listed, table};
-use super::{LIFETIME_SECS, Notice, STYLE, budget_table, notices, sessions, url_encode, usd};
+use super::{
+    LIFETIME_SECS, Notice, STYLE, budget_table, notices, session, sessions, url_encode, usd,
+};
 use crate::AppState;
 
 /// The cookie holding the signed-in key.
@@ -44,33 +46,24 @@ pub fn routes() -> Router<AppState> {
         .route("/me/forget", post(forget))
 }
 
-/// The key of a request's `lyss_me` cookie, if any.
-fn cookie_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
 fn csrf(state: &AppState, cookie: &str) -> String {
     sessions(state).csrf(&format!("me|{cookie}"))
 }
 
 /// How long a minted link may wait to be opened.
 const LINK_SECS: i64 = 600;
-/// What a link (and the session it opens) is signed for.
+/// What a link, and the session it opens, are signed for.
 const LINK: &str = "me-link";
 const LINK_SESSION: &str = "me-link-session";
 /// The cookie value of a session opened by a link starts with this (a key never does).
 const LINK_PREFIX: &str = "link.";
 
-/// What a link carries: whose key minted it, for which end-user, until when.
+/// What a link and the session it opens carry: whose key minted it, for which end-user, until
+/// when, and a random id — the link's (opened once: its id becomes a row of the session store)
+/// or the session's (a row of the store, so that signing out ends it everywhere).
 #[derive(serde::Serialize, Deserialize)]
 struct Link {
+    id: String,
     key: String,
     workspace: String,
     user: String,
@@ -78,12 +71,21 @@ struct Link {
     until: i64,
 }
 
+impl Link {
+    fn scope(&self) -> MemoryScope {
+        MemoryScope {
+            end_user: Some(self.end_user.clone()),
+            ..MemoryScope::user(self.workspace.clone(), self.user.clone())
+        }
+    }
+}
+
 /// Who the page is for.
 enum Signed {
     /// Their own key: everything it reaches.
     Key { key: String, who: Arc<Principal> },
-    /// A link's end-user: that scope only.
-    Link(MemoryScope),
+    /// A link's end-user: that scope only, in the session with this id.
+    Link { scope: MemoryScope, session: String },
 }
 
 /// A signed-in person and the page's CSRF token.
@@ -96,18 +98,28 @@ impl FromRequestParts<AppState> for Holder {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(cookie) = cookie_key(&parts.headers) else {
+        let Some(cookie) = session::cookie(&parts.headers, COOKIE) else {
             return Err(login_page(None));
         };
         let csrf = csrf(state, &cookie);
         if let Some(sealed) = cookie.strip_prefix(LINK_PREFIX) {
-            return match open_link(state, LINK_SESSION, sealed).await {
-                Ok(scope) => Ok(Holder {
-                    signed: Signed::Link(scope),
-                    csrf,
-                }),
-                Err(e) => Err(e),
-            };
+            let link = live_link(state, LINK_SESSION, sealed).await?;
+            let open = state
+                .lyss
+                .policy()
+                .session_open(&link.id, OffsetDateTime::now_utc())
+                .await
+                .map_err(|e| crate::error::status_and_message(&e).into_response())?;
+            if !open {
+                return Err(login_page(Some(LINK_GONE)));
+            }
+            return Ok(Holder {
+                signed: Signed::Link {
+                    scope: link.scope(),
+                    session: link.id,
+                },
+                csrf,
+            });
         }
         match state.lyss.authenticate(&cookie).await {
             Ok(who) => Ok(Holder {
@@ -122,35 +134,30 @@ impl FromRequestParts<AppState> for Holder {
     }
 }
 
-/// The scope of a sealed link (or link session) that is unexpired and whose key still lives.
-async fn open_link(state: &AppState, purpose: &str, sealed: &str) -> Result<MemoryScope, Response> {
-    let expired = || {
-        login_page(Some(
-            "That link has expired or is not valid: ask the app for a new one.",
-        ))
-    };
+const LINK_GONE: &str =
+    "That link has expired, was used already or is not valid: ask the app for a new one.";
+
+/// A sealed link (or link session) that is unexpired and whose key still lives.
+async fn live_link(state: &AppState, purpose: &str, sealed: &str) -> Result<Link, Response> {
+    let now = OffsetDateTime::now_utc();
     let link: Link = sessions(state)
         .unseal(purpose, sealed)
         .and_then(|p| serde_json::from_str(&p).ok())
-        .filter(|l: &Link| l.until > OffsetDateTime::now_utc().unix_timestamp())
-        .ok_or_else(expired)?;
+        .filter(|l: &Link| l.until > now.unix_timestamp())
+        .ok_or_else(|| login_page(Some(LINK_GONE)))?;
     let keys = state
         .lyss
         .policy()
-        .list_keys(None)
+        .list_keys(Some(&link.user))
         .await
         .map_err(|e| crate::error::status_and_message(&e).into_response())?;
-    let now = OffsetDateTime::now_utc();
     let live = keys.iter().any(|k| {
         k.id == link.key && k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)
     });
     if !live {
-        return Err(expired());
+        return Err(login_page(Some(LINK_GONE)));
     }
-    Ok(MemoryScope {
-        end_user: Some(link.end_user),
-        ..MemoryScope::user(link.workspace, link.user)
-    })
+    Ok(link)
 }
 
 /// A link for one end-user of `who`'s key, valid [`LINK_SECS`]: the path to open it, and when
@@ -158,6 +165,7 @@ async fn open_link(state: &AppState, purpose: &str, sealed: &str) -> Result<Memo
 pub fn mint_link(state: &AppState, who: &Principal, end_user: &str) -> (String, OffsetDateTime) {
     let until = OffsetDateTime::now_utc() + time::Duration::seconds(LINK_SECS);
     let link = Link {
+        id: lyss_core::policy::keys::random_token(32),
         key: who.key_id.clone(),
         workspace: who.workspace_id.clone(),
         user: who.user_id.clone(),
@@ -176,39 +184,58 @@ pub struct Open {
 }
 
 /// `/me/open?token=…`: a minted link, opened once within its 10 minutes, becomes a session of
-/// the page for its end-user.
+/// the page for its end-user. Answered with a page that moves on to `/me` rather than a
+/// redirect: the person comes from the app's site, and a browser sends a SameSite=Strict
+/// cookie only on a navigation that starts on lyss's own.
 async fn open(State(state): State<AppState>, Query(o): Query<Open>) -> Response {
-    let scope = match open_link(&state, LINK, &o.token).await {
-        Ok(s) => s,
+    let link = match live_link(&state, LINK, &o.token).await {
+        Ok(l) => l,
         Err(r) => return r,
     };
-    let (Some(end_user), Some(link)) = (
-        scope.end_user.clone(),
-        sessions(&state)
-            .unseal(LINK, &o.token)
-            .and_then(|p| serde_json::from_str::<Link>(&p).ok()),
-    ) else {
-        return login_page(None);
+    let policy = state.lyss.policy();
+    let now = OffsetDateTime::now_utc();
+    let until = OffsetDateTime::from_unix_timestamp(link.until).unwrap_or(now);
+    // Once: the link's id becomes a row of the session store when it is opened.
+    let opened = match policy.session_open(&link.id, now).await {
+        Ok(used) if !used => policy.open_session(&link.id, until).await,
+        Ok(_) => return login_page(Some(LINK_GONE)),
+        Err(e) => Err(e),
     };
     let session = Link {
-        end_user,
-        until: OffsetDateTime::now_utc().unix_timestamp() + LIFETIME_SECS,
+        id: lyss_core::policy::keys::random_token(32),
+        until: now.unix_timestamp() + LIFETIME_SECS,
         ..link
     };
+    let expires = now + time::Duration::seconds(LIFETIME_SECS);
+    if let Err(e) = match opened {
+        Ok(()) => policy.open_session(&session.id, expires).await,
+        Err(e) => Err(e),
+    } {
+        return crate::error::status_and_message(&e).into_response();
+    }
     let payload = serde_json::to_string(&session).unwrap_or_default();
     let value = format!(
         "{LINK_PREFIX}{}",
         sessions(&state).seal(LINK_SESSION, &payload)
     );
-    signed_in_as(&value)
+    let page = shell(
+        "What lyss remembers about you",
+        None,
+        html! {
+            meta http-equiv="refresh" content="0; url=/me";
+            section { p { "Opening your page… " a href="/me" { "Continue" } } }
+        },
+    );
+    with_cookie(page.into_response(), &value, Some(LIFETIME_SECS))
 }
 
-/// A redirect to the page that keeps `value` in the page's cookie.
-fn signed_in_as(value: &str) -> Response {
-    let set = format!(
-        "{COOKIE}={value}; Path=/me; HttpOnly; Secure; SameSite=Strict; Max-Age={LIFETIME_SECS}"
-    );
-    let mut resp = Redirect::to("/me").into_response();
+/// `resp` keeping `value` in the page's cookie: for `max_age` seconds, or (`None`) until the
+/// browser closes — a key is not written to disk for later.
+fn with_cookie(mut resp: Response, value: &str, max_age: Option<i64>) -> Response {
+    let age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
+    let set = format!("{COOKIE}={value}; Path=/me; HttpOnly; Secure; SameSite=Strict{age}");
     match HeaderValue::from_str(&set) {
         Ok(v) => {
             resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -234,13 +261,7 @@ impl Holder {
                 };
                 state.lyss.memory_scope(&call, end_user).await
             }
-            Signed::Link(scope) => {
-                let store =
-                    state.lyss.memory().cloned().ok_or_else(|| {
-                        Error::NotFound("memory on this server (it is off)".into())
-                    })?;
-                Ok((store, scope.clone()))
-            }
+            Signed::Link { scope, .. } => Ok((state.lyss.memory_store()?, scope.clone())),
         }
     }
 
@@ -248,22 +269,10 @@ impl Holder {
     /// me"); for a link, its end-user's scope only.
     async fn forget(&self, state: &AppState) -> lyss_core::Result<u64> {
         let (store, scope) = self.scope(state, None).await?;
-        if let Signed::Key { .. } = self.signed {
-            return store.forget(&scope).await;
+        match self.signed {
+            Signed::Key { .. } => store.forget(&scope).await,
+            Signed::Link { .. } => store.forget_scope(&scope).await,
         }
-        let mut gone = 0;
-        // Bounded: a scope holds at most this many pages of memories.
-        for _ in 0..1_000 {
-            let batch = store.list(&scope, 500).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for m in &batch {
-                store.delete(&scope, &m.id).await?;
-                gone += 1;
-            }
-        }
-        Ok(gone)
     }
 
     fn check(&self, token: &str) -> Result<(), Box<Response>> {
@@ -345,7 +354,7 @@ async fn login(State(state): State<AppState>, Form(f): Form<Login>) -> Response 
         Err(e) => return crate::error::status_and_message(&e).into_response(),
     }
     // Keys are `lyss-sk-` and URL-safe characters: a cookie value as they are.
-    signed_in_as(key)
+    with_cookie(Redirect::to("/me").into_response(), key, None)
 }
 
 #[derive(Deserialize)]
@@ -354,9 +363,16 @@ pub struct Csrf {
     csrf: String,
 }
 
-async fn logout(holder: Holder, Form(f): Form<Csrf>) -> Response {
+async fn logout(State(state): State<AppState>, holder: Holder, Form(f): Form<Csrf>) -> Response {
     if let Err(r) = holder.check(&f.csrf) {
         return *r;
+    }
+    // A link's session ends in the store: a copy of the cookie stops working too. (A key's
+    // cookie is the key: it stops working when the key is revoked.)
+    if let Signed::Link { session, .. } = &holder.signed
+        && let Err(e) = state.lyss.policy().end_session(session).await
+    {
+        return crate::error::status_and_message(&e).into_response();
     }
     let mut resp = Redirect::to("/me").into_response();
     resp.headers_mut().insert(
@@ -394,7 +410,7 @@ async fn overview(
     // A link's end-user sees their scope only: no other, and nothing of the app's key.
     let (who, end_user) = match &holder.signed {
         Signed::Key { who, .. } => (Some(who), v.end_user.filter(|u| !u.is_empty())),
-        Signed::Link(_) => (None, None),
+        Signed::Link { .. } => (None, None),
     };
     let (store, scope) = match holder.scope(&state, end_user.clone()).await {
         Ok(s) => s,
@@ -422,7 +438,7 @@ async fn overview(
                 (None, None) => {},
             }
             @if let Some(k) = &key {
-                @if k.scopes.len() > 1 || end_user.is_some() {
+                @if end_user.is_some() || k.scopes.iter().any(|(s, _)| s.end_user.is_some()) {
                     p { "Memories kept for: "
                         a href="/me" class=[end_user.is_none().then_some("on")] { "you" }
                         @for (s, n) in k.scopes.iter().filter(|(s, _)| s.agent.is_none()) {
@@ -556,8 +572,9 @@ async fn correct(
     }
     let end_user = f.end_user.filter(|u| !u.is_empty());
     let result = async {
+        let text = super::memories::one_memory(&f.text)?;
         let (store, scope) = holder.scope(&state, end_user.clone()).await?;
-        store.update(&scope, &id, f.text.trim()).await?;
+        store.update(&scope, &id, &text).await?;
         Ok("Corrected.".to_owned())
     }
     .await;

@@ -17,6 +17,38 @@ use crate::AppState;
 /// Memories a page lists at most (newest first, or the best matches of a search).
 pub(super) const SHOWN: usize = 200;
 
+/// The longest memory a page or a tool takes (characters): a memory is a sentence or two, and a
+/// client's model pasting a document into `remember` should hear so rather than store it.
+pub const TEXT_CHARS: usize = 2_000;
+/// A search's vector matches below this similarity are left out (keyword matches stay), as in
+/// `/v1/memories?q=`.
+pub const MIN_SIMILARITY: f32 = 0.3;
+
+/// A memory's text as a person or a tool gave it: one line, not empty, not too long.
+pub fn one_memory(text: &str) -> lyss_core::Result<String> {
+    let text = one_line(text);
+    if text.is_empty() {
+        return Err(Error::invalid_param("text is empty", "text"));
+    }
+    if text.chars().count() > TEXT_CHARS {
+        return Err(Error::invalid_param(
+            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
+            "text",
+        ));
+    }
+    Ok(text)
+}
+
+/// Text on one line: every run of whitespace one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A search's text, at most [`TEXT_CHARS`] of it (a query is a question, not a document).
+pub fn clip_query(q: &str) -> String {
+    q.chars().take(TEXT_CHARS).collect()
+}
+
 /// Where a row's forms post — `{action}/{id}` to correct (when `editable`) and
 /// `{action}/{id}/delete` — with the page's CSRF token and these hidden fields.
 pub(super) struct Forms<'a> {
@@ -77,9 +109,9 @@ pub(super) async fn listed(
             .search(
                 scope,
                 &SearchQuery {
-                    text: q.to_owned(),
+                    text: clip_query(q),
                     limit: SHOWN,
-                    min_similarity: 0.3,
+                    min_similarity: MIN_SIMILARITY,
                 },
             )
             .await?
@@ -96,11 +128,7 @@ async fn user_scope(
     user: &str,
     end_user: Option<String>,
 ) -> lyss_core::Result<(Arc<dyn MemoryStore>, MemoryScope)> {
-    let store = state
-        .lyss
-        .memory()
-        .cloned()
-        .ok_or_else(|| Error::NotFound("memory on this server (it is off)".into()))?;
+    let store = state.lyss.memory_store()?;
     let policy = state.lyss.policy();
     let u = policy
         .list_users(None)
@@ -176,7 +204,6 @@ pub(super) async fn list(
                 label { "User" select name="user" {
                     @for u in &users { option value=(u.name) selected[user.as_deref() == Some(u.name.as_str())] { (u.name) " (" (u.workspace) ")" } }
                 } }
-                @if let Some(e) = &end_user { input type="hidden" name="end_user" value=(e); }
                 label { "Search" input type="search" name="q" value=[query.as_deref()]; }
                 button type="submit" { "Show" }
             }
@@ -184,15 +211,16 @@ pub(super) async fn list(
         @if let Some((user, scopes, memories)) = &shown {
             section {
                 p { "Scopes: "
-                    @for (i, (s, n)) in scopes.iter().filter(|(s, _)| s.agent.is_none()).enumerate() {
-                        @if i > 0 { " · " }
-                        @let name = s.end_user.as_deref();
-                        a href=(url(user, name)) class=[(name == end_user.as_deref()).then_some("on")] {
-                            (name.unwrap_or("own"))
+                    a href=(url(user, None)) class=[end_user.is_none().then_some("on")] { "own" }
+                    @for (s, n) in scopes.iter().filter(|(s, _)| s.agent.is_none()) {
+                        @match s.end_user.as_deref() {
+                            None => { " (" (n) ")" },
+                            Some(name) => {
+                                " · " a href=(url(user, Some(name))) class=[(Some(name) == end_user.as_deref()).then_some("on")] { (name) }
+                                " (" (n) ")"
+                            }
                         }
-                        " (" (n) ")"
                     }
-                    @if scopes.is_empty() { "none yet." }
                 }
                 @if memories.is_empty() { p { "Nothing remembered" @if query.is_some() { " matches" } "." } }
                 @else {

@@ -6,6 +6,8 @@
 mod charts;
 pub(crate) mod me;
 mod memories;
+
+pub use self::memories::{MIN_SIMILARITY, clip_query, one_line, one_memory};
 mod session;
 
 use axum::Router;
@@ -101,7 +103,7 @@ fn sessions(state: &AppState) -> Sessions {
 /// The signed-in session's cookie, if the request has one that is signed, unexpired and not
 /// signed out. A store that cannot say counts as signed out (fail closed).
 async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let c = cookie(headers)?;
+    let c = cookie(headers, COOKIE)?;
     let id = sessions(state).check(&c, now())?;
     match state
         .lyss

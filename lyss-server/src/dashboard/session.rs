@@ -94,15 +94,15 @@ impl Sessions {
     }
 }
 
-/// The session cookie of a request, if any.
-pub fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+/// The value of a request's cookie `name` (the dashboard's [`COOKIE`], `/me`'s), if any.
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 

@@ -37,19 +37,11 @@ use crate::error::{ApiError, classify};
 /// The header naming the app end-user a call is for, as a chat request's `user` field does.
 pub const END_USER_HEADER: &str = "x-lyss-user";
 
-/// The longest memory a tool takes (characters): a memory is a sentence or two, and a client's
-/// model pasting a document into `remember` should hear so rather than store it.
-const TEXT_CHARS: usize = 2_000;
-/// The longest end-user id taken from the header.
-const END_USER_CHARS: usize = 256;
 /// Results a search returns unless asked for fewer or more (at most [`MAX_RESULTS`]).
 const RESULTS: usize = 10;
 const MAX_RESULTS: usize = 50;
 /// A memory's text in a tool's answer is cut at this many characters: results stay small.
 const SHOWN_CHARS: usize = 400;
-/// A search's vector matches below this similarity are left out (keyword matches stay), as in
-/// `/v1/memories?q=`.
-const MIN_SIMILARITY: f32 = 0.3;
 
 /// The `/mcp` service: stateless JSON answers, a body no larger than the API's own limit. The
 /// SDK's `Host` check (against DNS rebinding of an unauthenticated local server) is off: every
@@ -151,9 +143,9 @@ impl MemoryTools {
             .clamp(1, MAX_RESULTS);
         self.run(&parts, "search_memories", move |store, scope| async move {
             let query = SearchQuery {
-                text: args.query,
+                text: crate::dashboard::clip_query(&args.query),
                 limit,
-                min_similarity: MIN_SIMILARITY,
+                min_similarity: crate::dashboard::MIN_SIMILARITY,
             };
             let hits = store.search(&scope, &query).await?;
             Ok(lines(
@@ -180,7 +172,7 @@ impl MemoryTools {
     ) -> CallToolResult {
         let dedupe = self.state.lyss.memory_dedupe_similarity();
         self.run(&parts, "remember", move |store, scope| async move {
-            let text = one_memory(&args.text)?;
+            let text = crate::dashboard::one_memory(&args.text)?;
             let new = NewMemory {
                 profile: !memory::profile::statements(&text).is_empty(),
                 source: Some("mcp".into()),
@@ -224,7 +216,7 @@ impl MemoryTools {
         Parameters(args): Parameters<CorrectArgs>,
     ) -> CallToolResult {
         self.run(&parts, "correct_memory", move |store, scope| async move {
-            let text = one_memory(&args.text)?;
+            let text = crate::dashboard::one_memory(&args.text)?;
             let m = store.update(&scope, &args.id, &text).await?;
             Ok(format!("Corrected: {}", line(&m)))
         })
@@ -232,7 +224,7 @@ impl MemoryTools {
     }
 
     #[tool(
-        description = "Forget one memory for good, when the user asks you to.",
+        description = "Forget one memory, when the user asks you to: it is deleted and never recalled again.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -282,11 +274,12 @@ impl MemoryTools {
         .await;
         let status = out.as_ref().err().map_or(200, |e| classify(e).0.as_u16());
         let error = out.as_ref().err().map(ToString::to_string);
-        self.state
+        let recorded = self
+            .state
             .lyss
             .record_call(&call, tool, status, error, started)
             .await;
-        if let Some(r) = parts.extensions.get::<Recorded>() {
+        if recorded && let Some(r) = parts.extensions.get::<Recorded>() {
             r.0.store(true, Ordering::Relaxed);
         }
         match out {
@@ -318,37 +311,18 @@ impl ServerHandler for MemoryTools {
     }
 }
 
-/// The end-user a call is for (`x-lyss-user`), if any.
+/// The end-user a call is for (`x-lyss-user`), if any (trimmed and checked as every memory
+/// API's is, by [`lyss_core::Lyss::memory_scope`]).
 fn end_user(parts: &Parts) -> lyss_core::Result<Option<String>> {
-    let Some(v) = parts.headers.get(END_USER_HEADER) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| Error::invalid_param("x-lyss-user must be text", END_USER_HEADER))?
-        .trim();
-    if v.chars().count() > END_USER_CHARS {
-        return Err(Error::invalid_param(
-            format!("x-lyss-user is longer than {END_USER_CHARS} characters"),
-            END_USER_HEADER,
-        ));
-    }
-    Ok((!v.is_empty()).then(|| v.to_owned()))
-}
-
-/// A memory's text as a tool was given it: one line, not empty, not too long.
-fn one_memory(text: &str) -> lyss_core::Result<String> {
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.is_empty() {
-        return Err(Error::invalid_param("text is empty", "text"));
-    }
-    if text.chars().count() > TEXT_CHARS {
-        return Err(Error::invalid_param(
-            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
-            "text",
-        ));
-    }
-    Ok(text)
+    parts
+        .headers
+        .get(END_USER_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| Error::invalid_param("x-lyss-user must be text", END_USER_HEADER))
+        })
+        .transpose()
 }
 
 /// Memories one per line, or `none` when there are none.
@@ -371,7 +345,7 @@ fn line(m: &Memory) -> String {
         }
         _ => String::new(),
     };
-    let mut text: String = m.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut text = crate::dashboard::one_line(&m.text);
     if let Some((cut, _)) = text.char_indices().nth(SHOWN_CHARS) {
         text.truncate(cut);
         text.push('…');

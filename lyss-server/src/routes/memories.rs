@@ -151,18 +151,17 @@ pub async fn page_link(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let call = call(&headers);
     let body: PageLinkBody = json_body(&s, &call, raw).await?;
-    let user = body.user.trim();
-    if user.is_empty() || user.chars().count() > 256 {
+    // The key checks out, within its rate limits, and the id is one a memory API takes.
+    let (_, scope) = s.lyss.memory_scope(&call, Some(body.user)).await?;
+    let Some(user) = scope.end_user else {
         return Err(lyss_core::Error::invalid_param(
-            "`user` names the end-user the page is for (1 to 256 characters)",
+            "`user` names the end-user the page is for",
             "user",
         )
         .into());
-    }
-    // Counted against the key's rate limits like any memory call; memory must be on.
-    s.lyss.memory_scope(&call, Some(user.to_owned())).await?;
+    };
     let who = s.lyss.authenticate(&call.api_key).await?;
-    let (url, expires) = crate::dashboard::me::mint_link(&s, &who, user);
+    let (url, expires) = crate::dashboard::me::mint_link(&s, &who, &user);
     Ok((
         StatusCode::CREATED,
         Json(json!({
