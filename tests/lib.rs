@@ -163,6 +163,45 @@ provider = "local"
     path
 }
 
+/// A data directory with a `lyss.toml` ([`write_config`]) and the real binaries on it: the
+/// admin's `lyss` ([`Deployment::lyss`]) and a `lyss-server` ([`Deployment::serve`]).
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Deployment {
+    /// A new data directory with a config for an OpenAI-compatible `upstream` (…/v1) and `extra`.
+    pub fn new(upstream: &str, extra: &str) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), upstream, extra);
+        let args = vec![
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
+            "--data-dir".to_owned(),
+            dir.path().join("data").to_str().unwrap().to_owned(),
+        ];
+        Deployment { dir, args }
+    }
+
+    /// `--config … --data-dir …`.
+    pub fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// `lyss --json ARGS` on this deployment's store.
+    pub fn lyss(&self, args: &[&str]) -> Value {
+        let mut all = self.args();
+        all.extend_from_slice(args);
+        lyss(&all)
+    }
+
+    /// Starts `lyss-server` on this deployment ([`Server::start`]).
+    pub async fn serve(&self) -> Server {
+        Server::start(&self.args()).await
+    }
+}
+
 /// The ledger rows a running server's `/admin/ledger` returns, newest first.
 pub async fn ledger(base: &str, admin_token: &str) -> Vec<Value> {
     reqwest::Client::new()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lyss_tests::{Server, lyss as lyss_cmd};
+use lyss_tests::Deployment;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -34,8 +34,9 @@ fn browser() -> Option<(String, std::path::PathBuf)> {
     }
 }
 
-#[tokio::test]
-async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
+/// lyss with the dashboard's admin token and `extra` configuration, in front of an upstream that
+/// answers every chat with 1,200 prompt and 300 completion tokens.
+async fn deployment(extra: &str) -> (MockServer, Deployment) {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -44,25 +45,18 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
             "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500}})))
         .mount(&upstream)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = lyss_tests::write_config(
-        dir.path(),
+    let d = Deployment::new(
         &format!("{}/v1", upstream.uri()),
-        &format!("admin_token = \"{ADMIN}\"\n[cache]\nmode = \"exact\""),
+        &format!("admin_token = \"{ADMIN}\"\n{extra}"),
     );
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let lyss = |a: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(a);
-        lyss_cmd(&all)
-    };
-    let server = Server::start(&args).await;
+    (upstream, d)
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
+    let (_upstream, d) = deployment("[cache]\nmode = \"exact\"").await;
+    let lyss = |a: &[&str]| d.lyss(a);
+    let server = d.serve().await;
     lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
     lyss(&["user", "create", "ann", "--workspace", "team"]);
     let old = lyss(&["key", "create", "--user", "ann", "--name", "old"]);
@@ -176,7 +170,7 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
     let Some((chromium, script_dir)) = browser() else {
         return;
     };
-    let shot = dir.path().join("dashboard.png");
+    let shot = d.dir.path().join("dashboard.png");
     let out = Command::new("node")
         .arg(script_dir.join("dashboard.mjs"))
         .current_dir(&script_dir)
@@ -228,33 +222,9 @@ async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
 /// token changes nothing.
 #[tokio::test]
 async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500}})))
-        .mount(&upstream)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = lyss_tests::write_config(
-        dir.path(),
-        &format!("{}/v1", upstream.uri()),
-        &format!("admin_token = \"{ADMIN}\""),
-    );
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let lyss = |a: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(a);
-        lyss_cmd(&all)
-    };
-    let server = Server::start(&args).await;
+    let (_upstream, d) = deployment("").await;
+    let lyss = |a: &[&str]| d.lyss(a);
+    let server = d.serve().await;
     lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
     lyss(&["user", "create", "ann", "--workspace", "team"]);
     lyss(&["user", "create", "bob", "--workspace", "team"]);
@@ -538,7 +508,7 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
     let Some((chromium, script_dir)) = browser() else {
         return;
     };
-    let shot = dir.path().join("me.png");
+    let shot = d.dir.path().join("me.png");
     let minted: Value = client
         .post(format!("{}/v1/memories/page", server.base))
         .bearer_auth(&key)

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lyss_tests::{Server, write_config};
+use lyss_tests::Deployment;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -22,33 +22,19 @@ async fn a_crash_after_the_dropped_turns_are_stored_loses_none_of_them() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
         .mount(&upstream)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // Memory as it is by default (`auto`), small budgets, keyword retrieval.
-    let config = write_config(
-        dir.path(),
+    let d = Deployment::new(
         &format!("{}/v1", upstream.uri()),
         "[memory]\nhistory_tokens = 120\nmemory_tokens = 200\n\n[embedder]\nkind = \"none\"",
     );
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let cli = |extra: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(extra);
-        lyss_tests::lyss(&all)
-    };
-    cli(&["workspace", "create", "team", "--models", "*"]);
-    cli(&["user", "create", "ann", "--workspace", "team"]);
-    let key = cli(&["key", "create", "--user", "ann"])["key"]
+    d.lyss(&["workspace", "create", "team", "--models", "*"]);
+    d.lyss(&["user", "create", "ann", "--workspace", "team"]);
+    let key = d.lyss(&["key", "create", "--user", "ann"])["key"]
         .as_str()
         .unwrap()
         .to_owned();
 
-    let mut server = Server::start(&args).await;
+    let mut server = d.serve().await;
     let mut messages = vec![
         json!({"role": "system", "content": "You are a helpful assistant."}),
         json!({"role": "user", "content": BIKE}),
@@ -98,7 +84,7 @@ async fn a_crash_after_the_dropped_turns_are_stored_loses_none_of_them() {
     server.kill_hard();
     assert!(waiting.await.unwrap().is_err(), "the answer never came");
 
-    let server = Server::start(&args).await;
+    let server = d.serve().await;
     let listed: Value = reqwest::Client::new()
         .get(format!("{}/v1/memories?limit=1000", server.base))
         .bearer_auth(&key)
@@ -150,32 +136,19 @@ async fn the_mcp_server_steers_what_chats_recall() {
         })))
         .mount(&upstream)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // The default configuration: memory `auto`, the local embedding model.
-    let config = write_config(
-        dir.path(),
+    let d = Deployment::new(
         &format!("{}/v1", upstream.uri()),
         "admin_token = \"mcp-test-admin-token-0123456789\"",
     );
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let cli = |extra: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(extra);
-        lyss_tests::lyss(&all)
-    };
+    let cli = |a: &[&str]| d.lyss(a);
     cli(&["workspace", "create", "team", "--models", "*"]);
     cli(&["user", "create", "ann", "--workspace", "team"]);
     cli(&["user", "create", "bob", "--workspace", "team"]);
     let ann = cli(&["key", "create", "--user", "ann"]);
     let bob = cli(&["key", "create", "--user", "bob"]);
     let probe = cli(&["key", "create", "--user", "bob", "--name", "probe"]);
-    let server = Server::start(&args).await;
+    let server = d.serve().await;
     embedder_ready(&server.base, probe["key"].as_str().unwrap()).await;
 
     // Without a key that checks out, no MCP message is read.

@@ -21,15 +21,13 @@ use axum::routing::{get, post};
 use lyss_core::memory::{Memory, MemoryScope, MemoryStore};
 use lyss_core::policy::{GroupBy, Principal, Scope, UsageQuery};
 use lyss_core::{Call, Error};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::memories::{Forms, listed, table};
-use super::{
-    LIFETIME_SECS, Notice, STYLE, budget_table, notices, session, sessions, url_encode, usd,
-};
+use super::{LIFETIME_SECS, Notice, budget_table, notices, session, sessions, url_encode, usd};
 use crate::AppState;
 
 /// The cookie holding the signed-in key.
@@ -291,33 +289,8 @@ impl Holder {
 }
 
 fn shell(title: &str, csrf: Option<&str>, body: Markup) -> Html<String> {
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " · lyss" }
-                    style { (PreEscaped(STYLE)) }
-                }
-                body {
-                    header {
-                        strong { "lyss" }
-                        a.on href="/me" { "My memory" }
-                        @if let Some(csrf) = csrf {
-                            form method="post" action="/me/logout" {
-                                input type="hidden" name="csrf" value=(csrf);
-                                button type="submit" { "Sign out" }
-                            }
-                        }
-                    }
-                    main { h1 { (title) } (body) }
-                }
-            }
-        }
-        .into_string(),
-    )
+    let nav = [("/me", "My memory")];
+    super::shell(title, &nav, "/me", csrf.map(|c| ("/me/logout", c)), body)
 }
 
 fn login_page(error: Option<&str>) -> Response {

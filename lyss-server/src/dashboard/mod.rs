@@ -129,6 +129,18 @@ fn page(title: &str, active: &str, csrf: &str, body: Markup) -> Html<String> {
         ("/dashboard/budgets", "Budgets"),
         ("/dashboard/memories", "Memories"),
     ];
+    shell(title, &nav, active, Some(("/dashboard/logout", csrf)), body)
+}
+
+/// A page of the dashboard or of `/me`: the header's links (`active` marked), a sign-out form
+/// (its action and CSRF token) when signed in, the title and the body.
+fn shell(
+    title: &str,
+    nav: &[(&str, &str)],
+    active: &str,
+    sign_out: Option<(&str, &str)>,
+    body: Markup,
+) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -143,11 +155,13 @@ fn page(title: &str, active: &str, csrf: &str, body: Markup) -> Html<String> {
                     header {
                         strong { "lyss" }
                         @for (href, name) in nav {
-                            a href=(href) class=[(href == active).then_some("on")] { (name) }
+                            a href=(href) class=[(*href == active).then_some("on")] { (name) }
                         }
-                        form method="post" action="/dashboard/logout" {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" { "Sign out" }
+                        @if let Some((action, csrf)) = sign_out {
+                            form method="post" action=(action) {
+                                input type="hidden" name="csrf" value=(csrf);
+                                button type="submit" { "Sign out" }
+                            }
                         }
                     }
                     main { h1 { (title) } (body) }
