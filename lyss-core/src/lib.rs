@@ -8,7 +8,7 @@
 //! | trait | contract | backends here |
 //! |---|---|---|
 //! | [`Policy`] | keys → principal, allow-lists, budgets (reserve/settle), durable ledger | [`SqlitePolicy`], `PostgresPolicy` |
-//! | [`policy::RateLimiter`] | requests/tokens per minute, all limits or none | in process, Redis |
+//! | [`ratelimit::RateLimiter`] | requests/tokens per minute, all limits or none | in process, Redis |
 //! | [`memory::MemoryStore`] | scoped long-term memories, hybrid search, history | SQLite or Postgres + in-process HNSW/BM25 |
 //! | [`cache::Cache`] | answers by key with a TTL, never across scopes | [`cache::InMemoryCache`] (bounded by bytes), `cache::RedisCache` |
 //! | [`embed::Embedder`] | texts → unit vectors of one dimension | local ONNX model, OpenAI-compatible, hash |
@@ -23,7 +23,7 @@
 //! Postgres driver, Redis client or ONNX Runtime compiled in; a config that asks for one of
 //! them is refused at start with the feature to turn on.
 //! - `postgres`: `PostgresPolicy`, `memory::PostgresMemoryStore` (`postgres://` URLs)
-//! - `redis`: `policy::RedisRateLimiter`, `cache::RedisCache` (`redis_url`)
+//! - `redis`: `ratelimit::RedisRateLimiter`, `cache::RedisCache` (`redis_url`)
 //! - `local-embeddings`: `embed::LocalEmbedder` (`[embedder] kind = "local"`; without it,
 //!   memory recalls by keywords)
 //! - `testing`: the conformance suites and the helpers that reach test services
@@ -50,6 +50,7 @@ pub mod openai;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;
+pub mod ratelimit;
 #[cfg(feature = "redis")]
 mod redis_conn;
 pub mod secrets;

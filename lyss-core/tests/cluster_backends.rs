@@ -35,10 +35,10 @@ mod redis {
         let (url, prefix) = lyss_core::testing::services::redis().await?;
         Some((
             std::sync::Arc::new(
-                lyss_core::policy::RedisRateLimiter::connect(&url, &prefix)
+                lyss_core::ratelimit::RedisRateLimiter::connect(&url, &prefix)
                     .await
                     .expect("connect to redis"),
-            ) as std::sync::Arc<dyn lyss_core::policy::RateLimiter>,
+            ) as std::sync::Arc<dyn lyss_core::ratelimit::RateLimiter>,
             "t".to_string(),
         ))
     });
@@ -117,13 +117,13 @@ async fn postgres_failure_refuses_reservations() {
 /// once it is back — without restarting lyss.
 #[tokio::test]
 async fn redis_failure_refuses_and_recovers() {
-    use lyss_core::policy::RateLimiter as _;
-    use lyss_core::policy::ratelimit::Charge;
+    use lyss_core::ratelimit::Charge;
+    use lyss_core::ratelimit::RateLimiter as _;
     if lyss_core::testing::services::redis().await.is_none() {
         return;
     }
     let mut redis = lyss_core::testing::services::PrivateRedis::start().await;
-    let limiter = lyss_core::policy::RedisRateLimiter::connect(&redis.url(), "t:")
+    let limiter = lyss_core::ratelimit::RedisRateLimiter::connect(&redis.url(), "t:")
         .await
         .expect("connect");
     let charge = [Charge {

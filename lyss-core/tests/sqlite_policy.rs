@@ -17,8 +17,8 @@ mod sqlite {
 mod in_memory_limiter {
     lyss_core::ratelimit_conformance!(async {
         Some((
-            std::sync::Arc::new(lyss_core::policy::InMemoryRateLimiter::new())
-                as std::sync::Arc<dyn lyss_core::policy::RateLimiter>,
+            std::sync::Arc::new(lyss_core::ratelimit::InMemoryRateLimiter::new())
+                as std::sync::Arc<dyn lyss_core::ratelimit::RateLimiter>,
             "t".to_string(),
         ))
     });

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use super::Lyss;
 use crate::error::Result;
 use crate::policy::Principal;
-use crate::policy::ratelimit::Charge;
+use crate::ratelimit::Charge;
 
 impl Lyss {
     /// Stage 5: charges the request on every rate limit of its workspace, user and key.

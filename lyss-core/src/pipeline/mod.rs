@@ -38,7 +38,8 @@ use crate::openai::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelList, ModelObject, Usage,
 };
-use crate::policy::{FirstShare, InMemoryRateLimiter, KeyCache, Policy, RateLimiter};
+use crate::policy::{FirstShare, KeyCache, Policy};
+use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
 use crate::tokens;
 
 mod auth;

@@ -8,9 +8,6 @@ pub(crate) mod counters;
 pub mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
-pub mod ratelimit;
-#[cfg(feature = "redis")]
-mod redis;
 pub(crate) mod settle;
 pub(crate) mod sql;
 mod sqlite;
@@ -28,9 +25,6 @@ pub use self::budget::{
 };
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresPolicy;
-pub use self::ratelimit::{InMemoryRateLimiter, RateLimiter};
-#[cfg(feature = "redis")]
-pub use self::redis::RedisRateLimiter;
 pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@
 //! holds across all of them. Ledger rows commit in the same transaction as their settlement.
 //!
 //! With [`PostgresPolicy::with_redis_counters`] the budget counters move to Redis
-//! ([`counters`]): admission is one Lua script instead of a transaction on shared rows, and
+//! ([`super::counters::redis`]): admission is one Lua script instead of a transaction on shared rows, and
 //! Postgres keeps the ledger, the spend and the hold rows it rebuilds the counters from.
 
 use std::str::FromStr as _;
@@ -18,11 +18,12 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::sql::{Job, impl_sql_policy};
+use super::sql::impl_sql_policy;
+use super::store::Job;
 use crate::error::{Error, Result};
 
 #[cfg(feature = "redis")]
-mod counters;
+use super::counters::redis as counters;
 
 /// Governance in Postgres.
 #[derive(Clone)]

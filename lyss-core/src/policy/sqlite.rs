@@ -18,13 +18,11 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::mpsc;
 
-use super::sql::{Job, impl_sql_policy};
+use super::sql::impl_sql_policy;
+use super::store::Job;
 use crate::error::{Error, Result};
 
-mod books;
-
-pub(crate) use self::books::Books;
-use self::books::Claim;
+use super::counters::in_process::{self, Books, Claim};
 
 /// Governance in one SQLite file.
 #[derive(Clone)]
@@ -78,7 +76,7 @@ impl SqlitePolicy {
         }
         // Locked before anything is read: a second server must not even reset the holds.
         let lock = match (serve, in_memory) {
-            (true, false) => Some(books::lock(opts.get_filename())?),
+            (true, false) => Some(in_process::lock(opts.get_filename())?),
             _ => None,
         };
         let claim = (!serve && !in_memory).then(|| Arc::new(Claim::new(opts.get_filename())));

@@ -14,17 +14,121 @@
 //! database's detection timeout, long enough for reservations to outlive their requests.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use super::budget::{self, Ask, Budget, BudgetStatus};
-use super::sql::{Job, Outcome};
 use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::Price;
 
 /// A usage row's key: (budget id, period start).
 pub(crate) type UsageKey = (String, i64);
+
+/// Jobs committed together at most.
+pub(crate) const MAX_BATCH: usize = 128;
+
+/// A write for the writer task.
+pub(crate) enum Job {
+    Reserve {
+        who: Arc<Principal>,
+        ask: Ask,
+        now: OffsetDateTime,
+        ttl: Duration,
+        done: oneshot::Sender<Result<Reservation>>,
+    },
+    Settle {
+        reservation: Box<Reservation>,
+        entry: Box<LedgerEntry>,
+        done: oneshot::Sender<Result<BudgetLeft>>,
+    },
+    TopUp {
+        reservation: Box<Reservation>,
+        price: Price,
+        want: u32,
+        done: oneshot::Sender<Result<u32>>,
+    },
+    Reap {
+        now: OffsetDateTime,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    /// A settlement decided outside the tables ([`super::counters`]): adds its spend to the
+    /// usage rows, appends its ledger row and deletes the hold rows of `release` (Redis
+    /// counters keep them for recovery), in one commit.
+    Persist {
+        spend: Vec<(UsageKey, i64)>,
+        entry: Box<LedgerEntry>,
+        release: Option<String>,
+        done: oneshot::Sender<Result<BudgetLeft>>,
+    },
+}
+
+/// What one job produced inside the transaction (sent only after the commit).
+pub(crate) enum Outcome {
+    Reserved(Result<Reservation>),
+    Settled(BudgetLeft),
+    ToppedUp(u32),
+    Reaped(u64),
+}
+
+impl Job {
+    pub(crate) fn reply(self, outcome: Result<Outcome>) {
+        match (self, outcome) {
+            (Job::Reserve { done, .. }, Ok(Outcome::Reserved(r))) => {
+                let _ = done.send(r);
+            }
+            (Job::Settle { done, .. } | Job::Persist { done, .. }, Ok(Outcome::Settled(l))) => {
+                let _ = done.send(Ok(l));
+            }
+            (Job::TopUp { done, .. }, Ok(Outcome::ToppedUp(n))) => {
+                let _ = done.send(Ok(n));
+            }
+            (Job::Reap { done, .. }, Ok(Outcome::Reaped(n))) => {
+                let _ = done.send(Ok(n));
+            }
+            (job, outcome) => {
+                let e = match outcome {
+                    Err(e) => e,
+                    Ok(_) => Error::Internal("writer outcome does not match its job".into()),
+                };
+                let e = Error::Unavailable {
+                    backend: "database",
+                    message: e.to_string(),
+                };
+                match job {
+                    Job::Reserve { done, .. } => drop(done.send(Err(e))),
+                    Job::Settle { done, .. } | Job::Persist { done, .. } => drop(done.send(Err(e))),
+                    Job::TopUp { done, .. } => drop(done.send(Err(e))),
+                    Job::Reap { done, .. } => drop(done.send(Err(e))),
+                }
+            }
+        }
+    }
+}
+
+/// Sends a job to the writer and waits for its commit.
+pub(crate) async fn submit<T>(
+    writer: &tokio::sync::mpsc::Sender<Job>,
+    make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
+) -> Result<T> {
+    let stopped = || Error::Unavailable {
+        backend: "database",
+        message: "the writer task stopped".into(),
+    };
+    let (tx, rx) = oneshot::channel();
+    writer.send(make(tx)).await.map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
+}
+
+/// Whether a failed batch may simply run again (lock conflicts between replicas).
+pub(crate) fn retryable(e: &Error) -> bool {
+    matches!(e, Error::Unavailable { message, .. }
+        if message.contains("deadlock") || message.contains("could not serialize")
+            || message.contains("database is locked"))
+}
 
 /// A hold as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

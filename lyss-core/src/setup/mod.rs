@@ -22,8 +22,9 @@ use crate::error::{Error, Result};
 use crate::memory::{HnswMemoryStore, MemoryStore};
 use crate::models::{Model, ModelRegistry, builtin_price};
 use crate::pipeline::Lyss;
-use crate::policy::{InMemoryRateLimiter, Policy, RateLimiter, SqlitePolicy, keys};
+use crate::policy::{Policy, SqlitePolicy, keys};
 use crate::provider::Provider;
+use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
 
 /// Command-line flags shared by `lyss-server` and `lyss`; they override everything else.
 #[derive(Debug, Clone, Default)]
@@ -352,7 +353,7 @@ pub async fn open_rate_limiter(config: &Config) -> Result<Arc<dyn RateLimiter>> 
         #[cfg(not(feature = "redis"))]
         Some(_) => Err(not_built_in("redis_url: Redis", "redis")),
         #[cfg(feature = "redis")]
-        Some(url) => crate::policy::RedisRateLimiter::connect(url, "lyss:rl:")
+        Some(url) => crate::ratelimit::RedisRateLimiter::connect(url, "lyss:rl:")
             .await
             .map(|r| Arc::new(r) as Arc<dyn RateLimiter>)
             .map_err(|e| redis_error(url, e)),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::policy::ratelimit::{Charge, RateLimiter};
+use crate::ratelimit::{Charge, RateLimiter};
 
 /// Generates one test per case for a rate limiter, given an `async` block that returns a fresh
 /// limiter and a unique bucket prefix (`None` to skip).
@@ -22,7 +22,7 @@ macro_rules! ratelimit_conformance {
         $(
             #[tokio::test]
             async fn $case() {
-                let Some((limiter, prefix)): Option<(::std::sync::Arc<dyn $crate::policy::RateLimiter>, String)> = $factory.await else {
+                let Some((limiter, prefix)): Option<(::std::sync::Arc<dyn $crate::ratelimit::RateLimiter>, String)> = $factory.await else {
                     return;
                 };
                 $crate::testing::ratelimit::$case(limiter, &prefix).await;

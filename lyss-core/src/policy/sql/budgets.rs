@@ -226,7 +226,7 @@ macro_rules! impl_sql_budgets {
         }
 
         /// Inserts holds, or sets the amount of those already there.
-        fn push_put_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, holds: &'a [&'a $crate::policy::store::HoldRow]) {
+        pub(crate) fn push_put_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, holds: &'a [&'a $crate::policy::store::HoldRow]) {
             q.push("INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ");
             q.push_values(holds, |mut row, h| {
                 row.push_bind(&h.reservation_id)
@@ -269,9 +269,9 @@ macro_rules! impl_sql_budgets {
         /// Runs one batch in one transaction; outcomes are only valid if this returns `Ok`.
         async fn run_batch(
             pool: &$pool,
-            jobs: &[$crate::policy::sql::Job],
-        ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
-            use $crate::policy::sql::{Job, Outcome};
+            jobs: &[$crate::policy::store::Job],
+        ) -> $crate::Result<Vec<$crate::policy::store::Outcome>> {
+            use $crate::policy::store::{Job, Outcome};
             use $crate::policy::store;
             // Only ledger rows (requests without budgets): one multi-row INSERT, which is its
             // own transaction — no BEGIN/COMMIT round trips.
@@ -309,7 +309,7 @@ macro_rules! impl_sql_budgets {
             result
         }
 
-        /// Settlements decided outside the tables ([`Job::Persist`](crate::policy::sql::Job)):
+        /// Settlements decided outside the tables ([`Job::Persist`](crate::policy::store::Job)):
         /// their spend added, their ledger rows appended and their hold rows deleted in one
         /// transaction sent as one call — on SQLite `BEGIN`, the statements and `COMMIT` in one
         /// trip to sqlx's worker thread; on Postgres one statement whose parts are `WITH`
@@ -319,7 +319,7 @@ macro_rules! impl_sql_budgets {
         async fn persist(
             pool: &$pool,
             persisted: &[(&Vec<($crate::policy::store::UsageKey, i64)>, &$crate::policy::LedgerEntry, Option<&str>)],
-        ) -> $crate::Result<Vec<$crate::policy::sql::Outcome>> {
+        ) -> $crate::Result<Vec<$crate::policy::store::Outcome>> {
             let mut spend: std::collections::BTreeMap<&$crate::policy::store::UsageKey, i64> =
                 std::collections::BTreeMap::new();
             for (key, spent) in persisted.iter().flat_map(|(s, _, _)| s.iter()) {
@@ -382,12 +382,12 @@ macro_rules! impl_sql_budgets {
             }
             Ok(entries
                 .iter()
-                .map(|_| $crate::policy::sql::Outcome::Settled($crate::policy::BudgetLeft::default()))
+                .map(|_| $crate::policy::store::Outcome::Settled($crate::policy::BudgetLeft::default()))
                 .collect())
         }
 
-        async fn writer(pool: $pool, mut rx: tokio::sync::mpsc::Receiver<$crate::policy::sql::Job>) {
-            use $crate::policy::sql::{MAX_BATCH, retryable};
+        async fn writer(pool: $pool, mut rx: tokio::sync::mpsc::Receiver<$crate::policy::store::Job>) {
+            use $crate::policy::store::{MAX_BATCH, retryable};
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let mut attempt = 0;
@@ -418,8 +418,8 @@ macro_rules! impl_sql_budgets {
         }
 
         impl $policy {
-            fn spawn_writer(pool: $pool) -> tokio::sync::mpsc::Sender<$crate::policy::sql::Job> {
-                let (tx, rx) = tokio::sync::mpsc::channel(4 * $crate::policy::sql::MAX_BATCH);
+            fn spawn_writer(pool: $pool) -> tokio::sync::mpsc::Sender<$crate::policy::store::Job> {
+                let (tx, rx) = tokio::sync::mpsc::channel(4 * $crate::policy::store::MAX_BATCH);
                 tokio::spawn(writer(pool, rx));
                 tx
             }
@@ -440,7 +440,7 @@ macro_rules! impl_sql_budgets {
                 self.may_reserve()?;
                 let who = std::sync::Arc::new(who.clone());
                 let ask = *ask;
-                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Reserve {
+                $crate::policy::store::submit(&self.writer, |done| $crate::policy::store::Job::Reserve {
                     who,
                     ask,
                     now,
@@ -462,7 +462,7 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.top_up(reservation, price, want).await;
                 }
-                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::TopUp {
+                $crate::policy::store::submit(&self.writer, |done| $crate::policy::store::Job::TopUp {
                     reservation: Box::new(reservation.clone()),
                     price,
                     want,
@@ -479,7 +479,7 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.settle(reservation, entry).await;
                 }
-                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Settle {
+                $crate::policy::store::submit(&self.writer, |done| $crate::policy::store::Job::Settle {
                     reservation: Box::new(reservation.clone()),
                     entry: Box::new(entry.clone()),
                     done,
@@ -491,7 +491,7 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.release_expired(now).await;
                 }
-                $crate::policy::sql::submit(&self.writer, |done| $crate::policy::sql::Job::Reap { now, done }).await
+                $crate::policy::store::submit(&self.writer, |done| $crate::policy::store::Job::Reap { now, done }).await
             }
 
             async fn set_budget(&self, new: &$crate::policy::NewBudget) -> $crate::Result<$crate::policy::Budget> {

@@ -49,13 +49,11 @@ use crate::error::{Error, Result};
 use crate::models::Price;
 use crate::policy::budget::{self, Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
-use crate::policy::sql::{Job, submit};
 use crate::policy::store::{self, HoldRow, State, UsageKey};
+use crate::policy::store::{Job, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
 
-mod scripts;
-
-use self::scripts::Scripts;
+use super::redis_scripts::Scripts;
 
 /// Rounds of admission against counters that moved in between before giving up (503).
 const ATTEMPTS: usize = 8;
@@ -541,7 +539,10 @@ impl Counters for RedisCounters {
     ) -> Result<Reservation> {
         let now = self.on_redis_clock(now);
         let pool = &self.pool;
-        let definitions = self.definitions.get(|| super::all_budgets(pool)).await?;
+        let definitions = self
+            .definitions
+            .get(|| crate::policy::postgres::all_budgets(pool))
+            .await?;
         let budgets = budgets_of(&definitions, who);
         // A bad time zone surfaces as the admission's own refusal.
         let keys: Vec<UsageKey> = budgets
@@ -878,7 +879,7 @@ async fn hold_writer(pool: PgPool, mut rx: mpsc::Receiver<HoldWrite>) {
             .collect();
         let rows: Vec<&HoldRow> = rows.into_values().collect();
         let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
-        super::push_put_holds(&mut q, &rows);
+        crate::policy::postgres::push_put_holds(&mut q, &rows);
         let result = q.build().execute(&pool).await.map(|_| ());
         drop(q);
         drop(rows);
@@ -898,7 +899,7 @@ async fn hold_writer(pool: PgPool, mut rx: mpsc::Receiver<HoldWrite>) {
 /// Deletes the `ready` key under `prefix`: the counters there are rebuilt before next use.
 pub(crate) async fn forget(redis_url: &str, prefix: &str) -> Result<()> {
     let mut conn = crate::redis_conn::connect(redis_url, Duration::from_secs(1), "redis").await?;
-    redis::Script::new(scripts::FORGET)
+    redis::Script::new(super::redis_scripts::FORGET)
         .key(format!("{prefix}ready"))
         .key(format!("{prefix}lost"))
         .invoke_async::<redis::Value>(&mut conn)

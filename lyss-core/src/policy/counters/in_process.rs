@@ -31,8 +31,8 @@ use crate::error::{Error, Result};
 use crate::models::Price;
 use crate::policy::budget::{Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
-use crate::policy::sql::{Job, submit};
 use crate::policy::store::{self, State, UsageKey};
+use crate::policy::store::{Job, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
 
 /// How often a closed admission checks whether the file takes writes again.
@@ -161,7 +161,10 @@ impl Counters for Books {
             self.open_for_spending()?;
         }
         let pool = &self.pool;
-        let definitions = self.definitions.get(|| super::all_budgets(pool)).await?;
+        let definitions = self
+            .definitions
+            .get(|| crate::policy::sqlite::all_budgets(pool))
+            .await?;
         let budgets = budgets_of(&definitions, who);
         // Counters not seen since this process started come from the file, once.
         let missing: Vec<UsageKey> = {
@@ -345,7 +348,7 @@ fn open_lock(path: &Path) -> Result<File> {
         .map_err(|e| Error::Config(format!("{}: cannot open: {e}", path.display())))
 }
 
-/// The right of a process that keeps reservations in the file ([`super::SqlitePolicy::connect`])
+/// The right of a process that keeps reservations in the file ([`crate::policy::SqlitePolicy::connect`])
 /// to reserve: a shared lock on `<db>.server.lock`, taken at its first reservation and kept.
 /// A server cannot start beside it, and it cannot reserve beside a server, whose holds it
 /// could not see. (The admin's `lyss` never reserves, so never takes it.)

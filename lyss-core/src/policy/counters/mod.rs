@@ -1,8 +1,14 @@
 //! Budget counters kept outside the database's tables, so that admission costs no database
-//! transaction: in the one process serving a SQLite file (`super::sqlite::Books`), or in
-//! Redis for every replica of a Postgres cluster (`super::postgres::RedisCounters`). The SQL
-//! policy hands its budget calls to them when present; the database stays the record of spend
-//! (settlements and their ledger rows) either way.
+//! transaction: in the one process serving a SQLite file ([`in_process::Books`]), or in
+//! Redis for every replica of a Postgres cluster ([`redis::RedisCounters`], its Lua in
+//! [`redis_scripts`]). The SQL policy hands its budget calls to them when present; the database
+//! stays the record of spend (settlements and their ledger rows) either way.
+
+pub(crate) mod in_process;
+#[cfg(all(feature = "postgres", feature = "redis"))]
+pub(crate) mod redis;
+#[cfg(all(feature = "postgres", feature = "redis"))]
+mod redis_scripts;
 
 use std::collections::HashMap;
 use std::future::Future;

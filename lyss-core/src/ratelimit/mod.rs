@@ -13,6 +13,12 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::redis::RedisRateLimiter;
+
 const MINUTE_US: i64 = 60_000_000;
 
 /// One bucket to charge: `cost` units against `per_minute`.

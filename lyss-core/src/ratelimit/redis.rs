@@ -1,6 +1,6 @@
 //! `RedisRateLimiter`: rate limits shared by every replica that shares one Redis.
 //!
-//! The GCRA step of [`super::ratelimit::gcra`] runs as one Lua script over all buckets of a
+//! The GCRA step of [`super::gcra`] runs as one Lua script over all buckets of a
 //! request, so a request is charged on all of them or none, atomically. Time is Redis's own
 //! clock (`TIME`), so replicas with skewed clocks still agree. Fails closed.
 
@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 
-use super::ratelimit::{Charge, RateLimiter, refused};
+use super::{Charge, RateLimiter, refused};
 use crate::error::{Error, Result};
 
 const GCRA: &str = r#"

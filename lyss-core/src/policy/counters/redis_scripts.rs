@@ -135,7 +135,7 @@ return {1}
 /// KEYS: ready, lost; ARGV: none, or a `run_id` that is not the answering server's. Forgets
 /// the counters (if they are still the ones built on that `run_id`: another replica may have
 /// rebuilt them meanwhile) and notes when, in milliseconds of Redis's clock.
-pub(super) const FORGET: &str = r#"
+pub(crate) const FORGET: &str = r#"
 if #ARGV == 0 or redis.call('GET', KEYS[1]) == ARGV[1] then
   local t = redis.call('TIME')
   redis.call('DEL', KEYS[1])
@@ -145,18 +145,18 @@ return {1}
 "#;
 
 /// Every script (sent by hash after its first use).
-pub(super) struct Scripts {
-    pub(super) reserve: redis::Script,
-    pub(super) top_up: redis::Script,
-    pub(super) settle: redis::Script,
-    pub(super) read: redis::Script,
-    pub(super) reap: redis::Script,
-    pub(super) claim: redis::Script,
-    pub(super) forget: redis::Script,
+pub(crate) struct Scripts {
+    pub(crate) reserve: redis::Script,
+    pub(crate) top_up: redis::Script,
+    pub(crate) settle: redis::Script,
+    pub(crate) read: redis::Script,
+    pub(crate) reap: redis::Script,
+    pub(crate) claim: redis::Script,
+    pub(crate) forget: redis::Script,
 }
 
 impl Scripts {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let with_counts = |body: &str| redis::Script::new(&format!("{COUNTS}{body}"));
         Self {
             reserve: with_counts(RESERVE),
