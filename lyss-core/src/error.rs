@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// A budget cannot admit the request: which one, where it stands and when it resets.
     #[error("{}", .0.message)]
-    BudgetExceeded(Box<crate::policy::BudgetRefusal>),
+    BudgetExceeded(Box<BudgetRefusal>),
     /// The upstream provider answered with an error status.
     #[error("upstream {provider} answered {status}: {message}")]
     Upstream {
@@ -70,6 +70,27 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a budget refused a request, with what a caller needs to act on it. Plain fields, so
+/// that the error type depends on nothing else in the crate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRefusal {
+    /// For people: which budget, why, what is spent and reserved, when it resets.
+    pub message: String,
+    /// The refusing budget: its id, scope (`workspace`, `user` or `key`) and that scope's name,
+    /// its limit in its unit (`usd`: nano-USD; `tokens`).
+    pub budget_id: String,
+    pub scope: &'static str,
+    pub scope_name: String,
+    pub limit: i64,
+    pub unit: &'static str,
+    /// Spent and reserved in the current period, in the budget's unit.
+    pub spent: i64,
+    pub reserved: i64,
+    /// When the current period ends and the budget admits requests again (`None`: it does
+    /// not reset, or it has expired).
+    pub resets_at: Option<time::OffsetDateTime>,
 }
 
 impl Error {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
+use crate::error::{BudgetRefusal, Error, Result};
 use crate::models::{NanoUsd, Price, nano_to_usd};
 
 /// What a budget or a rate limit is attached to.
@@ -296,25 +296,14 @@ pub fn spend(unit: Unit, cost_nusd: NanoUsd, prompt_tokens: u64, completion_toke
     }
 }
 
-/// Why a budget refused a request, with what a caller needs to act on it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetRefusal {
-    /// For people: which budget, why, what is spent and reserved, when it resets.
-    pub message: String,
-    /// The refusing budget (its scope, limit and unit).
-    pub budget: Budget,
-    /// Spent and reserved in the current period, in the budget's unit.
-    pub spent: i64,
-    pub reserved: i64,
-    /// When the current period ends and the budget admits requests again (`None`: it does
-    /// not reset, or it has expired).
-    pub resets_at: Option<OffsetDateTime>,
-}
-
 fn refused(s: &BudgetStatus, message: String, resets_at: Option<OffsetDateTime>) -> Error {
     Error::BudgetExceeded(Box::new(BudgetRefusal {
         message,
-        budget: s.budget.clone(),
+        budget_id: s.budget.id.clone(),
+        scope: s.budget.scope.as_str(),
+        scope_name: s.budget.scope_name.clone(),
+        limit: s.budget.limit,
+        unit: s.budget.unit.as_str(),
         spent: s.spent,
         reserved: s.reserved,
         resets_at,

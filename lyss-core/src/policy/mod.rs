@@ -20,13 +20,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use self::budget::{
-    Ask, Budget, BudgetRefusal, BudgetStatus, FirstShare, NewBudget, Period, Scope, Unit,
-};
+pub use self::budget::{Ask, Budget, BudgetStatus, FirstShare, NewBudget, Period, Scope, Unit};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresPolicy;
 pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
+pub use crate::error::BudgetRefusal;
 use crate::error::{Error, Result};
 use crate::models::{Model, NanoUsd, Price};
 

@@ -42,12 +42,8 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
             assert!(msg.contains("resets at"), "{msg}");
             // The same, typed, for callers that act on it.
             assert_eq!(
-                (
-                    refusal.budget.scope,
-                    refusal.budget.unit,
-                    refusal.budget.limit
-                ),
-                (Scope::User, Unit::Tokens, 100)
+                (refusal.scope, refusal.unit, refusal.limit),
+                ("user", "tokens", 100)
             );
             let resets_at = refusal.resets_at.expect("a monthly budget resets");
             assert!(resets_at > now && resets_at <= now + Duration::days(31));
