@@ -1,6 +1,8 @@
 //! Configuration structs. Plain serde types with their defaults; no file or environment I/O
 //! here (that is [`crate::setup`]). Secrets never appear in `Debug` output.
 
+mod provider_kind;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -556,7 +558,7 @@ pub enum LogFormat {
     Json,
 }
 
-pub use crate::provider::ProviderKind;
+pub use self::provider_kind::ProviderKind;
 
 /// One upstream provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,9 +14,9 @@ use futures::Stream;
 
 pub use self::anthropic::AnthropicProvider;
 pub use self::gemini::GeminiProvider;
-pub use self::kind::ProviderKind;
 pub use self::openai::OpenAiProvider;
 pub use self::router::{BreakerStatus, Router, Target, retryable};
+pub use crate::config::ProviderKind;
 use crate::error::Result;
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
