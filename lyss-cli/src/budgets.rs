@@ -1,8 +1,8 @@
 //! `lyss budget …` and `lyss limit …`
 
 use clap::{Args, Subcommand};
-use lyss_core::models::nano_to_usd;
 use lyss_core::policy::{BudgetStatus, NewBudget, Period, Scope, Unit};
+use lyss_core::price::nano_to_usd;
 use time::OffsetDateTime;
 
 use crate::Ctx;

@@ -1,8 +1,8 @@
 //! `lyss usage`
 
 use clap::Args;
-use lyss_core::models::nano_to_usd;
 use lyss_core::policy::{Bucket, GroupBy, UsageQuery, UsageRow};
+use lyss_core::price::nano_to_usd;
 use time::{Duration, OffsetDateTime};
 
 use crate::Ctx;

@@ -49,6 +49,7 @@ pub mod models;
 pub mod openai;
 pub mod pipeline;
 pub mod policy;
+pub mod price;
 pub mod provider;
 pub mod ratelimit;
 #[cfg(feature = "redis")]
@@ -63,9 +64,10 @@ pub mod tokens;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use models::{Model, ModelRegistry, Price};
+pub use models::{Model, ModelRegistry};
 pub use pipeline::{Call, ChatBody, ChatReply, ChatStream, Lyss};
 #[cfg(feature = "postgres")]
 pub use policy::PostgresPolicy;
 pub use policy::{Policy, Principal, SqlitePolicy};
+pub use price::Price;
 pub use provider::{OpenAiProvider, Provider};

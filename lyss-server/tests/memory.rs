@@ -764,7 +764,7 @@ async fn savings_are_net_and_in_the_upstreams_units() {
     assert_eq!(long_row.prompt_tokens, 2 * sent + 7);
     let scaled = (original as f64 * (2 * sent + 7) as f64 / sent as f64).round() as u64;
     assert_eq!(long_row.prompt_tokens_original, scaled);
-    let price = lyss_core::models::Price::per_mtok(1.0, 2.0, 1.0);
+    let price = lyss_core::price::Price::per_mtok(1.0, 2.0, 1.0);
     assert_eq!(
         long_row.memory_saved_nusd,
         (scaled - long_row.prompt_tokens) as i64 * price.cached_input

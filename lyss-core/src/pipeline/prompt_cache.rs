@@ -14,9 +14,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::models::Price;
 use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message, Role};
 use crate::policy::Principal;
+use crate::price::Price;
 
 /// How long a provider keeps a prompt prefix after its last use: Anthropic's default lifetime,
 /// renewed by every read. OpenAI keeps prefixes five to ten minutes, up to an hour off-peak.
@@ -192,7 +192,7 @@ pub(super) fn whole_is_cheaper(price: &Price, whole: u64, warm: u64, compressed:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::builtin_price;
+    use crate::price::builtin_price;
 
     fn conversation(turns: usize) -> Vec<Message> {
         let mut m = vec![Message::text(Role::System, "Be brief.")];

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::{BudgetRefusal, Error, Result};
-use crate::models::{NanoUsd, Price, nano_to_usd};
+use crate::price::{NanoUsd, Price, nano_to_usd};
 
 /// What a budget or a rate limit is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -27,7 +27,8 @@ pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
 pub use crate::error::BudgetRefusal;
 use crate::error::{Error, Result};
-use crate::models::{Model, NanoUsd, Price};
+use crate::models::Model;
+use crate::price::{NanoUsd, Price};
 
 /// The model list that means "every configured model".
 pub const ALL_MODELS: &str = "*";
@@ -294,7 +295,7 @@ impl BudgetLeft {
     pub fn header_value(&self) -> Option<String> {
         let mut parts = Vec::new();
         if let Some(u) = self.usd {
-            parts.push(format!("usd={:.6}", crate::models::nano_to_usd(u.max(0))));
+            parts.push(format!("usd={:.6}", crate::price::nano_to_usd(u.max(0))));
         }
         if let Some(t) = self.tokens {
             parts.push(format!("tokens={}", t.max(0)));

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::budget::{self, Ask, Budget, BudgetStatus};
 use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
 use crate::error::{Error, Result};
-use crate::models::Price;
+use crate::price::Price;
 
 /// A usage row's key: (budget id, period start).
 pub(crate) type UsageKey = (String, i64);

@@ -20,9 +20,10 @@ use crate::config::{
 use crate::embed::{CachedEmbedder, Embedder, OpenAiEmbedder};
 use crate::error::{Error, Result};
 use crate::memory::{HnswMemoryStore, MemoryStore};
-use crate::models::{Model, ModelRegistry, builtin_price};
+use crate::models::{Model, ModelRegistry};
 use crate::pipeline::Lyss;
 use crate::policy::{Policy, SqlitePolicy, keys};
+use crate::price::builtin_price;
 use crate::provider::Provider;
 use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
 

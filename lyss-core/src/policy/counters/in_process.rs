@@ -28,12 +28,12 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::models::Price;
 use crate::policy::budget::{Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
 use crate::policy::store::{self, State, UsageKey};
 use crate::policy::store::{Job, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use crate::price::Price;
 
 /// How often a closed admission checks whether the file takes writes again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use super::budget::{Ask, Budget, BudgetStatus};
 use super::{BudgetLeft, LedgerEntry, Principal, Reservation};
 use crate::error::Result;
-use crate::models::Price;
+use crate::price::Price;
 
 /// How long budget definitions read from the database are used before being read again: a
 /// limit lowered elsewhere (the admin's `lyss`, another replica) applies within a second.

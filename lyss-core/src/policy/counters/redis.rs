@@ -46,12 +46,12 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::models::Price;
 use crate::policy::budget::{self, Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
 use crate::policy::store::{self, HoldRow, State, UsageKey};
 use crate::policy::store::{Job, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use crate::price::Price;
 
 use super::redis_scripts::Scripts;
 

@@ -453,7 +453,7 @@ macro_rules! impl_sql_budgets {
             async fn top_up(
                 &self,
                 reservation: &$crate::policy::Reservation,
-                price: $crate::models::Price,
+                price: $crate::price::Price,
                 want: u32,
             ) -> $crate::Result<u32> {
                 if reservation.holds.is_empty() || want == 0 {

@@ -230,7 +230,7 @@ fn usage_that_overflows_saturates_rather_than_wrapping() {
     });
     assert_eq!(usage.prompt_tokens, u64::MAX);
     assert_eq!(usage.total_tokens, u64::MAX);
-    let price = crate::models::Price::per_mtok(1.0, 1.0, 0.1);
+    let price = crate::price::Price::per_mtok(1.0, 1.0, 0.1);
     assert_eq!(price.cost(&usage), i64::MAX);
 }
 

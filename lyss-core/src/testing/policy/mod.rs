@@ -14,8 +14,8 @@ pub use self::providers::*;
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::models::Price;
 use crate::policy::{Ask, LedgerEntry, NewBudget, NewKey, Period, Policy, Principal, Scope, Unit};
+use crate::price::Price;
 
 /// Generates one test per case for a policy backend, given an `async` block that returns a
 /// fresh, empty `Some(Arc<dyn Policy>)`, or `None` to skip.
