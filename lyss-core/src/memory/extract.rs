@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::openai::{ChatRequest, Message, ResponseFormat, Role, Usage};
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
-use crate::policy::{Ask, LedgerEntry, Policy, Principal, Reservation};
+use crate::policy::{Ask, LedgerEntry, Payer, Policy, Principal, Reservation};
 use crate::tokens;
 
 /// Existing memories shown to the model with each turn.
@@ -322,32 +322,19 @@ impl Extractor {
         status: u16,
         error: Option<String>,
     ) -> LedgerEntry {
+        let payer = Payer {
+            workspace_id: &q.scope.workspace_id,
+            user_id: &q.scope.user_id,
+            key_id: q.key_id.as_deref().unwrap_or_default(),
+        };
+        let request_id = q.turn.source.as_deref().unwrap_or_default();
         LedgerEntry {
-            at: time::OffsetDateTime::now_utc(),
-            request_id: q.turn.source.clone().unwrap_or_default(),
-            workspace_id: q.scope.workspace_id.clone(),
-            user_id: q.scope.user_id.clone(),
-            key_id: q.key_id.clone().unwrap_or_default(),
-            endpoint: "memory".into(),
-            model: self.model.name.clone(),
-            provider: self.model.provider.name().to_owned(),
-            upstream_model: self.model.upstream.clone(),
-            stream: false,
-            prompt_tokens: usage.prompt_tokens,
-            prompt_tokens_original: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens(),
-            cost_nusd: self.model.price.cost(usage),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             status,
             error,
-            cache: None,
-            saved_tokens: 0,
-            saved_nusd: 0,
             // Memory's own cost: what its extraction calls spend is taken off what it saved.
             memory_saved_nusd: -self.model.price.cost(usage),
-            cache_write_tokens: usage.cache_write_tokens(),
-            prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
+            ..LedgerEntry::new(payer, request_id, "memory", &self.model.name, started)
+                .with_usage(&self.model, usage)
         }
     }
 

@@ -534,29 +534,15 @@ impl Lyss {
         };
         let entry = crate::policy::LedgerEntry {
             at: self.clock.now(),
-            request_id: call.request_id.clone(),
-            workspace_id: who.workspace_id.clone(),
-            user_id: who.user_id.clone(),
-            key_id: who.key_id.clone(),
-            endpoint: call.endpoint.as_str().into(),
-            model: name.to_owned(),
-            provider: String::new(),
-            upstream_model: String::new(),
-            stream: false,
-            prompt_tokens: 0,
-            prompt_tokens_original: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cost_nusd: 0,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             status,
             error,
-            cache: None,
-            saved_tokens: 0,
-            saved_nusd: 0,
-            memory_saved_nusd: 0,
-            cache_write_tokens: 0,
-            prompt_cache_saved_nusd: 0,
+            ..crate::policy::LedgerEntry::new(
+                who.payer(),
+                &call.request_id,
+                call.endpoint.as_str(),
+                name,
+                started,
+            )
         };
         crate::telemetry::finished(&entry);
         let reservation = crate::policy::Reservation::default();

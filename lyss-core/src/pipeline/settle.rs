@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use time::OffsetDateTime;
-
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::openai::Usage;
@@ -50,30 +48,19 @@ impl LedgerDraft {
     fn entry(&self, usage: &Usage, status: u16, error: Option<String>) -> LedgerEntry {
         let (prompt_tokens_original, memory_saved_nusd) = self.memory_saving(usage);
         LedgerEntry {
-            at: OffsetDateTime::now_utc(),
-            request_id: self.request_id.clone(),
-            workspace_id: self.principal.workspace_id.clone(),
-            user_id: self.principal.user_id.clone(),
-            key_id: self.principal.key_id.clone(),
-            endpoint: self.endpoint.into(),
-            model: self.public_model.clone(),
-            provider: self.model.provider.name().to_owned(),
-            upstream_model: self.model.upstream.clone(),
             stream: self.stream,
-            prompt_tokens: usage.prompt_tokens,
             prompt_tokens_original,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens(),
-            cost_nusd: self.model.price.cost(usage),
-            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             status,
             error,
-            cache: None,
-            saved_tokens: 0,
-            saved_nusd: 0,
             memory_saved_nusd,
-            cache_write_tokens: usage.cache_write_tokens(),
-            prompt_cache_saved_nusd: self.model.price.prompt_cache_saving(usage),
+            ..LedgerEntry::new(
+                self.principal.payer(),
+                &self.request_id,
+                self.endpoint,
+                &self.public_model,
+                self.started,
+            )
+            .with_usage(&self.model, usage)
         }
     }
 

@@ -67,7 +67,24 @@ pub struct RateLimit {
     pub tpm: Option<u32>,
 }
 
+/// Who pays for a call: the workspace, user and key its ledger row is recorded under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payer<'a> {
+    pub workspace_id: &'a str,
+    pub user_id: &'a str,
+    pub key_id: &'a str,
+}
+
 impl Principal {
+    /// The caller as the payer of its calls.
+    pub fn payer(&self) -> Payer<'_> {
+        Payer {
+            workspace_id: &self.workspace_id,
+            user_id: &self.user_id,
+            key_id: &self.key_id,
+        }
+    }
+
     /// Whether both the workspace's and the key's allow-lists include the model (by its
     /// canonical name or any alias). Deny by default: an empty list allows nothing.
     pub fn allows(&self, model: &Model) -> bool {
@@ -225,6 +242,62 @@ pub struct LedgerEntry {
     /// a cache write cost more than it saved).
     #[serde(default)]
     pub prompt_cache_saved_nusd: NanoUsd,
+}
+
+impl LedgerEntry {
+    /// The row of a call `payer` made through `endpoint` to `model` (public name), started at
+    /// `started` and ending now: answered (200), no tokens, no cost — each caller sets what its
+    /// call had ([`LedgerEntry::with_usage`] for an upstream's answer).
+    pub fn new(
+        payer: Payer<'_>,
+        request_id: &str,
+        endpoint: &str,
+        model: &str,
+        started: std::time::Instant,
+    ) -> Self {
+        Self {
+            at: OffsetDateTime::now_utc(),
+            request_id: request_id.to_owned(),
+            workspace_id: payer.workspace_id.to_owned(),
+            user_id: payer.user_id.to_owned(),
+            key_id: payer.key_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+            model: model.to_owned(),
+            provider: String::new(),
+            upstream_model: String::new(),
+            stream: false,
+            prompt_tokens: 0,
+            prompt_tokens_original: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_nusd: 0,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            status: 200,
+            error: None,
+            cache: None,
+            saved_tokens: 0,
+            saved_nusd: 0,
+            memory_saved_nusd: 0,
+            cache_write_tokens: 0,
+            prompt_cache_saved_nusd: 0,
+        }
+    }
+
+    /// What `model`'s upstream answered with, and what it cost at the model's price.
+    pub fn with_usage(self, model: &Model, usage: &crate::openai::Usage) -> Self {
+        Self {
+            provider: model.provider.name().to_owned(),
+            upstream_model: model.upstream.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            prompt_tokens_original: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens(),
+            cost_nusd: model.price.cost(usage),
+            cache_write_tokens: usage.cache_write_tokens(),
+            prompt_cache_saved_nusd: model.price.prompt_cache_saving(usage),
+            ..self
+        }
+    }
 }
 
 /// Which ledger rows to read, newest first.
