@@ -40,25 +40,36 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
 }
 
-/// Top-level keys that `LYSS_<KEY>` environment variables may set.
-const ENV_KEYS: &[&str] = &[
-    "bind",
-    "data_dir",
-    "database_url",
-    "redis_url",
-    "reservation_timeout_secs",
-    "reserve_output_tokens",
-    "reserve_output_share",
-    "admin_token",
-    "body_limit",
-    "log_format",
-    "key_cache_ms",
-    "auth_failures_per_minute",
-    "metrics",
-    "metrics_token",
-    "header_read_timeout_secs",
-    "max_header_bytes",
-];
+/// Every key `LYSS_<KEY>` environment variables may set (`LYSS_MEMORY__ENABLED` for
+/// `memory.enabled`: sections joined by `__`), as figment names them: each leaf of the
+/// configuration with its defaults, taken from the configuration itself, so that a new key is
+/// reachable from the environment without a second list to remember. (Maps keyed by name, such
+/// as `memory.workspaces`, and the lists of tables — providers, models — stay file-only.)
+pub fn env_keys() -> Vec<String> {
+    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(fields) if !fields.is_empty() => {
+                for (k, v) in fields {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            // An empty object is a map keyed by name (nothing to reach by a fixed name).
+            serde_json::Value::Object(_) => {}
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    // Secrets never serialize: named here, reachable all the same.
+    let mut out = vec!["admin_token".to_owned(), "metrics_token".to_owned()];
+    if let Ok(v) = serde_json::to_value(Config::default()) {
+        leaves("", &v, &mut out);
+    }
+    out
+}
 
 /// OpenAI models offered when only `OPENAI_API_KEY` is set.
 const OPENAI_ENV_MODELS: &[&str] = &[
@@ -94,7 +105,12 @@ pub fn load_config(flags: &Overrides) -> Result<Config> {
         None if Path::new("lyss.toml").exists() => fig = fig.merge(Toml::file_exact("lyss.toml")),
         None => {}
     }
-    fig = fig.merge(Env::prefixed("LYSS_").only(ENV_KEYS));
+    let keys = env_keys();
+    fig = fig.merge(
+        Env::prefixed("LYSS_")
+            .split("__")
+            .filter(move |k| keys.iter().any(|known| k == known.as_str())),
+    );
     if let Some(d) = &flags.data_dir {
         fig = fig.merge(Serialized::default("data_dir", d));
     }
