@@ -91,7 +91,8 @@ if [ -n "$LYSS_TEST_POSTGRES_URL" ] && command -v psql >/dev/null && pg_up; then
     | psql "$LYSS_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
 fi
 
-cargo test --workspace --locked "$@"
+# `testing` (the conformance suites) is a test-only feature of lyss-core.
+cargo test --workspace --locked --features lyss-core/testing "$@"
 # The embedded example is a check too: it fails unless a recalled memory reaches its model.
 [ $# -gt 0 ] || cargo run --quiet --locked -p lyss-examples --example embedded >/dev/null
 # The fuzz targets' seeds and crash inputs, replayed (fuzz/ is its own workspace; fuzzing needs

@@ -26,7 +26,8 @@
 //! - `redis`: `ratelimit::RedisRateLimiter`, `cache::RedisCache` (`redis_url`)
 //! - `local-embeddings`: `embed::LocalEmbedder` (`[embedder] kind = "local"`; without it,
 //!   memory recalls by keywords)
-//! - `testing`: the conformance suites and the helpers that reach test services
+//! - `testing` (off by default; tests turn it on): the conformance suites and the helpers that
+//!   reach test services
 //!
 //! ```no_run
 //! # async fn demo() -> lyss_core::Result<()> {
