@@ -18,8 +18,8 @@
 //! [`Config`]. Each trait has a conformance suite in `testing` that every backend runs.
 //!
 //! ## Cargo features
-//! All on by default: `lyss-server` and `lyss` use them all. With `default-features = false`
-//! an app gets SQLite and the in-process parts (HNSW/BM25 memory, cache, rate limits), with no
+//! On by default, but `testing` (`lyss-server` and `lyss` use all the others). With
+//! `default-features = false` an app gets SQLite and the in-process parts (HNSW/BM25 memory, cache, rate limits), with no
 //! Postgres driver, Redis client or ONNX Runtime compiled in; a config that asks for one of
 //! them is refused at start with the feature to turn on.
 //! - `postgres`: `PostgresPolicy`, `memory::PostgresMemoryStore` (`postgres://` URLs)
