@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lyss_core::embed::{Embedder, HashEmbedder, LocalEmbedder};
-use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore as _, NewMemory, SearchQuery};
+use lyss_core::memory::{MemoryScope, MemoryStore as _, NewMemory, SearchQuery, SqliteMemoryStore};
 use serde_json::{Value, json};
 
 const BLOCK_TOKENS: u64 = 1024;
@@ -107,7 +107,7 @@ async fn main() {
         "hash" => Some(Arc::new(HashEmbedder::new(384))),
         _ => None,
     };
-    let store = HnswMemoryStore::connect("sqlite::memory:", embedder)
+    let store = SqliteMemoryStore::connect("sqlite::memory:", embedder)
         .await
         .expect("store");
     let mut per_cat: BTreeMap<u64, Tally> = BTreeMap::new();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lyss_core::config::{MemoryConfig, MemoryMode};
-use lyss_core::memory::HnswMemoryStore;
+use lyss_core::memory::SqliteMemoryStore;
 use lyss_core::models::{Model, ModelRegistry};
 use lyss_core::openai::{
     ChatRequest, ChatResponse, Content, EmbeddingsRequest, EmbeddingsResponse, Message, Role, Usage,
@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         max_output_tokens: Some(200),
     })?;
     // Memory on for every request: a new chat starts with what lyss knows of the user.
-    let memory = HnswMemoryStore::connect("sqlite::memory:", None).await?;
+    let memory = SqliteMemoryStore::connect("sqlite::memory:", None).await?;
     let lyss = Lyss::builder(policy.clone())
         .models(models)
         .memory(

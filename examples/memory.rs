@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use lyss_core::embed::{Embedder, LocalEmbedder};
-use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore as _, NewMemory, SearchQuery};
+use lyss_core::memory::{MemoryScope, MemoryStore as _, NewMemory, SearchQuery, SqliteMemoryStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
                 None
             }
         };
-    let store = HnswMemoryStore::connect("sqlite::memory:", embedder).await?;
+    let store = SqliteMemoryStore::connect("sqlite::memory:", embedder).await?;
     let ada = MemoryScope::user("research", "ada");
     for text in [
         "I'm a Python developer.",

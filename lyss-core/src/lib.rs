@@ -62,6 +62,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod vectors;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -5,7 +5,7 @@
 mod hash {
     lyss_core::memory_conformance!(async {
         Some(std::sync::Arc::new(
-            lyss_core::memory::HnswMemoryStore::connect(
+            lyss_core::memory::SqliteMemoryStore::connect(
                 "sqlite::memory:",
                 Some(std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(
                     256,
@@ -23,7 +23,7 @@ mod local_model {
     lyss_core::memory_conformance!(async {
         let embedder = lyss_core::testing::services::local_embedder().await?;
         Some(std::sync::Arc::new(
-            lyss_core::memory::HnswMemoryStore::connect("sqlite::memory:", Some(embedder))
+            lyss_core::memory::SqliteMemoryStore::connect("sqlite::memory:", Some(embedder))
                 .await
                 .expect("open"),
         )
@@ -34,7 +34,7 @@ mod local_model {
 mod keywords_only {
     lyss_core::memory_conformance!(async {
         Some(std::sync::Arc::new(
-            lyss_core::memory::HnswMemoryStore::connect("sqlite::memory:", None)
+            lyss_core::memory::SqliteMemoryStore::connect("sqlite::memory:", None)
                 .await
                 .expect("open"),
         )
@@ -45,7 +45,7 @@ mod keywords_only {
 #[tokio::test]
 async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
     use lyss_core::memory::{
-        HnswMemoryStore, MemoryScope, MemoryStore as _, NewMemory, SearchQuery,
+        MemoryScope, MemoryStore as _, NewMemory, SearchQuery, SqliteMemoryStore,
     };
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +58,7 @@ async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
         min_similarity: 0.0,
     };
     let before = {
-        let store = HnswMemoryStore::connect(&url, Some(embedder.clone()))
+        let store = SqliteMemoryStore::connect(&url, Some(embedder.clone()))
             .await
             .unwrap();
         for i in 0..200 {
@@ -80,7 +80,7 @@ async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
         }
         store.search(&ann, &q).await.unwrap()
     };
-    let store = HnswMemoryStore::connect(&url, Some(embedder))
+    let store = SqliteMemoryStore::connect(&url, Some(embedder))
         .await
         .unwrap();
     let after = store.search(&ann, &q).await.unwrap();
@@ -93,13 +93,13 @@ async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
 
 #[tokio::test]
 async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
-    use lyss_core::memory::{HnswMemoryStore, MemoryScope, MemoryStore as _, NewMemory};
+    use lyss_core::memory::{MemoryScope, MemoryStore as _, NewMemory, SqliteMemoryStore};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("lyss.db").display());
     let ann = MemoryScope::user("ws", "ann");
     {
         // The request path queues the turn before answering; then the process dies.
-        let store = HnswMemoryStore::connect(&url, None).await.unwrap();
+        let store = SqliteMemoryStore::connect(&url, None).await.unwrap();
         store
             .enqueue(
                 &ann,
@@ -112,7 +112,7 @@ async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
             .await
             .unwrap();
     }
-    let store = HnswMemoryStore::connect(&url, None).await.unwrap();
+    let store = SqliteMemoryStore::connect(&url, None).await.unwrap();
     assert_eq!(store.ingest_pending(10, 0.92).await.unwrap(), 1);
     assert_eq!(
         store.list(&ann, 10).await.unwrap()[0].text,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 
-use crate::embed::VectorIndex;
+use crate::vectors::VectorIndex;
 
 /// Candidates looked at per lookup: the best few above the threshold, in case the best one's
 /// answer has just expired or been evicted.

@@ -6,7 +6,6 @@ mod lazy;
 #[cfg(feature = "local-embeddings")]
 mod local;
 mod openai;
-mod vectors;
 
 use std::path::PathBuf;
 
@@ -18,7 +17,6 @@ pub use self::lazy::LazyEmbedder;
 #[cfg(feature = "local-embeddings")]
 pub use self::local::LocalEmbedder;
 pub use self::openai::OpenAiEmbedder;
-pub use self::vectors::{EXACT_MAX, UnitCosine, VectorIndex};
 use crate::error::Result;
 
 /// The model's folder under the models directory; also the embedder's name stored beside every

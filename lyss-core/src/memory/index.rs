@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use rust_stemmers::{Algorithm, Stemmer};
 
-use crate::embed::VectorIndex;
+use crate::vectors::VectorIndex;
 
 /// BM25 parameters (the usual ones).
 const K1: f32 = 1.2;

@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 pub use self::extract::Extractor;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresMemoryStore;
-pub use self::sqlite::HnswMemoryStore;
+pub use self::sqlite::SqliteMemoryStore;
 use crate::error::Result;
 
 /// How long a claimed turn stays with its claimer before another may take it: longer than

@@ -1,4 +1,4 @@
-//! `HnswMemoryStore`: the embedded default — memories durable in SQLite, searched through an
+//! `SqliteMemoryStore`: the embedded default — memories durable in SQLite, searched through an
 //! in-process index per scope (HNSW + BM25, see [`super::index`]). The SQL is shared with
 //! Postgres ([`super::sql`]).
 
@@ -23,15 +23,15 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 
 /// Memories in SQLite with in-process HNSW + BM25 search.
-pub struct HnswMemoryStore {
+pub struct SqliteMemoryStore {
     pool: SqlitePool,
     embedder: Option<Arc<dyn Embedder>>,
     scopes: tokio::sync::Mutex<HashMap<String, Slot>>,
 }
 
-impl std::fmt::Debug for HnswMemoryStore {
+impl std::fmt::Debug for SqliteMemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HnswMemoryStore")
+        f.debug_struct("SqliteMemoryStore")
             .field(
                 "embedder",
                 &self.embedder.as_ref().map(|e| e.name().to_owned()),
@@ -40,7 +40,7 @@ impl std::fmt::Debug for HnswMemoryStore {
     }
 }
 
-impl HnswMemoryStore {
+impl SqliteMemoryStore {
     /// Opens (creating if needed) the database at `url` and applies migrations. Without an
     /// embedder, search is by keywords only.
     pub async fn connect(url: &str, embedder: Option<Arc<dyn Embedder>>) -> Result<Self> {
@@ -72,7 +72,7 @@ impl HnswMemoryStore {
 }
 
 impl_sql_memory!(
-    HnswMemoryStore,
+    SqliteMemoryStore,
     sqlx::Sqlite,
     SqlitePool,
     sqlx::sqlite::SqliteRow

@@ -83,7 +83,8 @@ pub(super) fn set_output_cap(req: &mut ChatRequest, upstream: &str, n: u32) {
     }
 }
 
-/// The error for a request cut at its deadline.
+/// The `x-lyss-budget-remaining` header of an answer: what its settlement left of the caller's
+/// budgets (none when no budget applies).
 pub(super) fn budget_headers(left: &BudgetLeft) -> Vec<(&'static str, String)> {
     left.header_value()
         .map(|v| vec![(BUDGET_REMAINING_HEADER, v)])

@@ -19,7 +19,7 @@ use crate::config::{
 };
 use crate::embed::{CachedEmbedder, Embedder, OpenAiEmbedder};
 use crate::error::{Error, Result};
-use crate::memory::{HnswMemoryStore, MemoryStore};
+use crate::memory::{MemoryStore, SqliteMemoryStore};
 use crate::models::{Model, ModelRegistry};
 use crate::pipeline::Lyss;
 use crate::policy::{Policy, SqlitePolicy, keys};
@@ -578,7 +578,7 @@ pub async fn open_memory(
 ) -> Result<Arc<dyn MemoryStore>> {
     let url = database_url(config);
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(HnswMemoryStore::connect(&url, embedder).await?));
+        return Ok(Arc::new(SqliteMemoryStore::connect(&url, embedder).await?));
     }
     #[cfg(not(feature = "postgres"))]
     return Err(not_built_in("database_url: Postgres", "postgres"));

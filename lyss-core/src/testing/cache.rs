@@ -225,7 +225,7 @@ pub async fn a_vector_never_outlives_its_answer(cache: Arc<dyn Cache>, p: &str) 
 
 pub async fn a_large_partition_is_searched_too(cache: Arc<dyn Cache>, p: &str) {
     // More vectors than are scanned exactly, so the graph path answers.
-    let n = crate::embed::EXACT_MAX + 200;
+    let n = crate::vectors::EXACT_MAX + 200;
     let part = format!("{p}:ws:s:big");
     let vectors: Vec<Vec<f32>> = (0..n)
         .map(|i| {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use hnsw_rs::anndists::dist::Distance;
 use hnsw_rs::hnsw::Hnsw;
 
-use super::{cosine, normalize};
+use crate::embed::{cosine, normalize};
 
 /// HNSW build breadth: 100 keeps recall of the nearest neighbours near 1 at a fraction of the
 /// build time of 200.
