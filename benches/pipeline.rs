@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lyss_core::openai::ChatRequest;
 use lyss_core::policy::prelude::*;
 use lyss_core::policy::{
     Ask, CreatedKey, LedgerEntry, NewBudget, NewKey, Period, Reservation, Scope, Unit,
 };
 use lyss_core::price::Price;
+use lyss_core::wire::ChatRequest;
 use lyss_core::{Lyss, SqlitePolicy};
 use serde_json::json;
 

@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lyss_benches::{Server, admin, ensure_local_model, fake_upstream, free_port, server_binary};
-use lyss_core::openai::ChatRequest;
 use lyss_core::tokens;
+use lyss_core::wire::ChatRequest;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "profiles-admin-token";

@@ -41,8 +41,8 @@ use prompt_cache::{Cache, Prompt, Spend};
 #[path = "replay/prompt_cache.rs"]
 mod prompt_cache;
 use lyss_core::config::MemoryConfig;
-use lyss_core::openai::{ChatRequest, Message, Role};
 use lyss_core::tokens;
+use lyss_core::wire::{ChatRequest, Message, Role};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "replay-admin-token";

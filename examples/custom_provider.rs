@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lyss_core::models::{Model, ModelRegistry};
-use lyss_core::openai::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, Delta, EmbeddingsRequest,
-    EmbeddingsResponse, Message, Role, Usage,
-};
 use lyss_core::policy::prelude::*;
 use lyss_core::policy::{NewBudget, NewKey, Period, Scope, Unit};
 use lyss_core::price::Price;
 use lyss_core::provider::ChunkStream;
+use lyss_core::wire::{
+    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Content, Delta, EmbeddingsRequest,
+    EmbeddingsResponse, Message, Role, Usage,
+};
 use lyss_core::{Call, ChatBody, Error, Lyss, Provider, Result, SqlitePolicy};
 
 /// Answers "You said: …", counting one token per word.

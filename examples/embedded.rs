@@ -15,13 +15,13 @@ use async_trait::async_trait;
 use lyss_core::config::{MemoryConfig, MemoryMode};
 use lyss_core::memory::SqliteMemoryStore;
 use lyss_core::models::{Model, ModelRegistry};
-use lyss_core::openai::{
-    ChatRequest, ChatResponse, Content, EmbeddingsRequest, EmbeddingsResponse, Message, Role, Usage,
-};
 use lyss_core::policy::prelude::*;
 use lyss_core::policy::{LedgerQuery, NewKey};
 use lyss_core::price::Price;
 use lyss_core::provider::ChunkStream;
+use lyss_core::wire::{
+    ChatRequest, ChatResponse, Content, EmbeddingsRequest, EmbeddingsResponse, Message, Role, Usage,
+};
 use lyss_core::{Call, ChatBody, Error, Lyss, Provider, Result, SqlitePolicy};
 
 /// The app's own model: it answers with the memories lyss recalled into its prompt, if any.

@@ -16,9 +16,9 @@
 //! best case for the plain gateway (Anthropic's cache lives five minutes, OpenAI's five to
 //! sixty). [`Cache::expire`] models the days between LOCOMO's sessions.
 
-use lyss_core::openai::Message;
 use lyss_core::price::{Price, builtin_price};
 use lyss_core::tokens;
+use lyss_core::wire::Message;
 use serde_json::{Value, json};
 
 /// The shortest prefix either vendor caches.

@@ -8,10 +8,10 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use lyss_core::cache::answer::{Collector, replay};
 use lyss_core::dialects::messages::{StreamFromOpenAi, request_to_openai, response_from_openai};
-use lyss_core::openai::{ChatChunk, ChatRequest, ChatResponse};
 use lyss_core::provider::anthropic::{
     MessagesRequest, MessagesResponse, StreamToOpenAi, request_from_openai, response_to_openai,
 };
+use lyss_core::wire::{ChatChunk, ChatRequest, ChatResponse};
 use serde_json::Value;
 
 /// An OpenAI chat request, then everything lyss does with one before the upstream: cache

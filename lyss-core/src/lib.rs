@@ -47,7 +47,6 @@ pub mod embed;
 pub mod error;
 pub mod memory;
 pub mod models;
-pub mod openai;
 pub mod pipeline;
 pub mod policy;
 pub mod price;
@@ -63,6 +62,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod tokens;
 pub mod vectors;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};

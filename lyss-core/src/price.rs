@@ -2,7 +2,7 @@
 //! arithmetic are exact (1 USD per 1M tokens is 1,000 nano-USD per token), and the built-in
 //! list prices of common models. Below the policy and the model registry, which both use it.
 
-use crate::openai::Usage;
+use crate::wire::Usage;
 
 /// Nano-dollars (1e-9 USD).
 pub type NanoUsd = i64;
@@ -140,7 +140,7 @@ pub fn builtin_price(upstream: &str) -> Option<Price> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::PromptTokensDetails;
+    use crate::wire::PromptTokensDetails;
 
     #[test]
     fn builtin_prices_match_snapshots_but_not_other_models() {

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use bpe_openai::Tokenizer;
 
-use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message};
+use crate::wire::{ChatRequest, Content, ContentPart, KnownPart, Message};
 
 /// What an image in a prompt is assumed to cost before the provider says: a high-detail
 /// 1024×1024 tile set on GPT-4o-class models. Settlement uses the provider's real count.
@@ -130,8 +130,8 @@ pub fn count_messages(model: &str, messages: &[Message]) -> u64 {
 }
 
 /// Tokens of an embeddings input (pre-tokenized input counts its tokens).
-pub fn count_embedding_input(model: &str, input: &crate::openai::EmbeddingInput) -> u64 {
-    use crate::openai::EmbeddingInput as I;
+pub fn count_embedding_input(model: &str, input: &crate::wire::EmbeddingInput) -> u64 {
+    use crate::wire::EmbeddingInput as I;
     match input {
         I::One(s) => count_text(model, s),
         I::Many(v) => v.iter().map(|s| count_text(model, s)).sum(),
@@ -154,7 +154,7 @@ pub fn count_request(model: &str, req: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::Role;
+    use crate::wire::Role;
 
     #[test]
     fn counts_with_the_model_family_encoding() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use lyss_core::Error;
 use lyss_core::config::{ProviderConfig, ProviderKind, Secret};
-use lyss_core::openai::{ChatRequest, EmbeddingVector, EmbeddingsRequest};
+use lyss_core::wire::{ChatRequest, EmbeddingVector, EmbeddingsRequest};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

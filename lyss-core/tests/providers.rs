@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lyss_core::config::{ProviderConfig, ProviderKind, Secret};
-use lyss_core::openai::{ChatChunk, ChatRequest, EmbeddingsRequest};
 use lyss_core::provider::{AnthropicProvider, GeminiProvider, OpenAiProvider, Provider};
+use lyss_core::wire::{ChatChunk, ChatRequest, EmbeddingsRequest};
 use lyss_core::{Error, Result};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};

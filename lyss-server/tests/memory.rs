@@ -712,7 +712,7 @@ struct CountsDifferently;
 
 impl wiremock::Respond for CountsDifferently {
     fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
-        let req: lyss_core::openai::ChatRequest = serde_json::from_slice(&request.body).unwrap();
+        let req: lyss_core::wire::ChatRequest = serde_json::from_slice(&request.body).unwrap();
         let theirs = 2 * lyss_core::tokens::count_request(&req.model, &req) + 7;
         let mut body = common::completion("up-mini", "ok");
         body["usage"]["prompt_tokens"] = json!(theirs);

@@ -393,7 +393,7 @@ fn chat_of(exchanges: usize) -> Value {
 }
 
 fn prompt_tokens(body: &Value) -> u64 {
-    let req: lyss_core::openai::ChatRequest = serde_json::from_value(body.clone()).unwrap();
+    let req: lyss_core::wire::ChatRequest = serde_json::from_value(body.clone()).unwrap();
     lyss_core::tokens::count_request("claude-sonnet-4-5", &req)
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Map;
 
-use crate::openai::{
+use crate::wire::{
     ChatChunk, ChatResponse, Choice, ChunkChoice, Content, Delta, FunctionCall, Message, Role,
     ToolCall, Usage,
 };

@@ -22,7 +22,7 @@ pub use self::memory::InMemoryCache;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
 use crate::error::{Error, Result};
-use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Role};
+use crate::wire::{ChatRequest, Content, ContentPart, KnownPart, Role};
 
 /// What a cache holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use super::{Embedder, normalize};
 use crate::error::{Error, Result};
-use crate::openai::{EmbeddingInput, EmbeddingVector, EmbeddingsRequest};
 use crate::provider::Provider;
+use crate::wire::{EmbeddingInput, EmbeddingVector, EmbeddingsRequest};
 
 /// Embeddings from a provider's model (e.g. `text-embedding-3-small`, or `nomic-embed-text` on
 /// Ollama).

@@ -16,10 +16,10 @@ use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is
 use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::openai::{ChatRequest, Message, ResponseFormat, Role, Usage};
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::{Ask, LedgerEntry, Payer, Policy, Principal, Reservation};
 use crate::tokens;
+use crate::wire::{ChatRequest, Message, ResponseFormat, Role, Usage};
 
 /// Existing memories shown to the model with each turn.
 const SHOWN: usize = 8;

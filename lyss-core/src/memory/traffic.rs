@@ -12,7 +12,7 @@
 //!   newest user message (a coding agent's reminder of its edit format). Agents manage their
 //!   own context; rewriting it breaks them and saves little.
 
-use crate::openai::{ChatRequest, Message, Role};
+use crate::wire::{ChatRequest, Message, Role};
 
 /// The kind of a chat request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use time::OffsetDateTime;
 use super::{BUDGET_REMAINING_HEADER, Lyss};
 use crate::error::Result;
 use crate::models::Model;
-use crate::openai::ChatRequest;
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
 use crate::policy::{Ask, BudgetLeft, Principal, Reservation};
+use crate::wire::ChatRequest;
 
 impl Lyss {
     /// Stage 6: reserves the worst case on every budget that applies (none: nothing to do).

@@ -13,8 +13,8 @@ use crate::config::CacheScope;
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::openai::{ChatRequest, ChatResponse};
 use crate::policy::{Principal, Reservation};
+use crate::wire::{ChatRequest, ChatResponse};
 
 impl Lyss {
     /// What the answer cache holds (`None` when no workspace caches).

@@ -15,9 +15,9 @@ use super::{BUDGET_REMAINING_HEADER, ChatBody, ChatReply, Lyss, outlived};
 use crate::cache::answer::Collector;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::openai::{ChatRequest, StreamOptions, Usage};
 use crate::policy::BudgetLeft;
 use crate::tokens;
+use crate::wire::{ChatRequest, StreamOptions, Usage};
 
 /// A request past admission, ready for the upstream, with what the later stages need.
 pub(super) struct Outgoing {

@@ -28,9 +28,9 @@ use crate::memory::{
     Hit, Memory, MemoryScope, MemoryStore, NewMemory, SearchQuery, TurnRole, profile,
 };
 use crate::models::Model;
-use crate::openai::{ChatRequest, Content, Message, Role};
 use crate::policy::Principal;
 use crate::tokens;
+use crate::wire::{ChatRequest, Content, Message, Role};
 
 /// The header of the injected memory block. The block is a `user` message: what it quotes was
 /// said by the user (or answered to them) and must not gain more authority than that, so it is

@@ -34,13 +34,13 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
-use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, Usage,
-};
 use crate::policy::{FirstShare, KeyCache, Policy};
 use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
 use crate::tokens;
+use crate::wire::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
+    ModelList, ModelObject, Usage,
+};
 
 mod auth;
 mod budget;
@@ -750,7 +750,7 @@ impl Lyss {
             for e in &mut resp.data {
                 e.embedding = std::mem::replace(
                     &mut e.embedding,
-                    crate::openai::EmbeddingVector::Float(Vec::new()),
+                    crate::wire::EmbeddingVector::Float(Vec::new()),
                 )
                 .into_base64();
             }

@@ -14,9 +14,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::openai::{ChatRequest, Content, ContentPart, KnownPart, Message, Role};
 use crate::policy::Principal;
 use crate::price::Price;
+use crate::wire::{ChatRequest, Content, ContentPart, KnownPart, Message, Role};
 
 /// How long a provider keeps a prompt prefix after its last use: Anthropic's default lifetime,
 /// renewed by every read. OpenAI keeps prefixes five to ten minutes, up to an hour off-peak.

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::openai::Usage;
 use crate::policy::settle::{failure, settle_or_retry};
 use crate::policy::{BudgetLeft, LedgerEntry, Policy, Principal, Reservation};
+use crate::wire::Usage;
 
 use super::memory::Compressed;
 

@@ -11,10 +11,10 @@ use super::settle::LedgerDraft;
 use super::{ChatStream, outlived};
 use crate::cache::answer::Collector;
 use crate::error::{Error, Result};
-use crate::openai::{ChatChunk, ChunkChoice, Delta, Usage};
 use crate::policy::{BudgetLeft, Reservation};
 use crate::provider::ChunkStream;
 use crate::tokens;
+use crate::wire::{ChatChunk, ChunkChoice, Delta, Usage};
 
 /// What the ledger says of an answer cut because no budget could hold more of it.
 const CUT_AT_LIMIT: &str = "cut at the budget's limit";

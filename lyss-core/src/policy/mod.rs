@@ -284,7 +284,7 @@ impl LedgerEntry {
     }
 
     /// What `model`'s upstream answered with, and what it cost at the model's price.
-    pub fn with_usage(self, model: &Model, usage: &crate::openai::Usage) -> Self {
+    pub fn with_usage(self, model: &Model, usage: &crate::wire::Usage) -> Self {
         Self {
             provider: model.provider.name().to_owned(),
             upstream_model: model.upstream.clone(),

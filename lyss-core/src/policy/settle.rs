@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::openai::Usage;
 use crate::policy::{BudgetLeft, LedgerEntry, Policy, Reservation};
+use crate::wire::Usage;
 
 /// The ledger status and billed usage of an upstream call that failed with `e`. A call that
 /// timed out may have been processed (and billed) upstream: its prompt counts. Refused or

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::ChunkStream;
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
-use crate::openai::ChatChunk;
+use crate::wire::ChatChunk;
 
 /// How a vendor wants its API key.
 #[derive(Debug, Clone, Copy)]

@@ -18,7 +18,7 @@ pub use self::openai::OpenAiProvider;
 pub use self::router::{BreakerStatus, Router, Target, retryable};
 pub use crate::config::ProviderKind;
 use crate::error::Result;
-use crate::openai::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use crate::wire::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 /// Refuses a request with OpenAI's built-in tools (web search): only an OpenAI upstream's
 /// Responses API runs them.

@@ -19,7 +19,7 @@ use rand::Rng as _;
 use super::{ChunkStream, Provider};
 use crate::config::RouterConfig;
 use crate::error::{Error, Result};
-use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use crate::wire::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 /// One place a model can be served from.
 pub struct Target {

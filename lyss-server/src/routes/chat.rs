@@ -9,7 +9,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use lyss_core::openai::ChatRequest;
+use lyss_core::wire::ChatRequest;
 use lyss_core::{ChatBody, ChatStream};
 
 use super::{call, json_body};

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use lyss_core::openai::{EmbeddingsRequest, EmbeddingsResponse};
+use lyss_core::wire::{EmbeddingsRequest, EmbeddingsResponse};
 
 use super::{call, json_body};
 use crate::AppState;

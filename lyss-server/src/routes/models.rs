@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use lyss_core::openai::{ModelList, ModelObject};
+use lyss_core::wire::{ModelList, ModelObject};
 
 use super::call;
 use crate::AppState;

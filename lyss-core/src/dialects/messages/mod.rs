@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
-use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
-    ImageUrl, KnownPart, Message, Role, StreamOptions, Tool, ToolCall,
-};
 use crate::provider::anthropic::*;
 /// The Messages API's shapes, shared with the Anthropic provider.
 pub use crate::provider::anthropic::{
     AnthropicUsage, MessagesRequest, MessagesResponse, error_body,
+};
+use crate::wire::{
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
+    ImageUrl, KnownPart, Message, Role, StreamOptions, Tool, ToolCall,
 };
 
 /// A text block as an OpenAI text part, its `cache_control` kept (an Anthropic upstream gets

@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::error::Error;
-use crate::openai::*;
+use crate::wire::*;
 
 #[test]
 fn a_messages_request_runs_as_a_chat_request() {

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::{ResponsesRequest, input_messages, output_message};
 use crate::error::{Error, Result};
-use crate::openai::Message;
 use crate::pipeline::{Call, Lyss};
 use crate::policy::Policy;
+use crate::wire::Message;
 
 /// A Responses request's place in a kept conversation.
 pub struct Conversation {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 pub use self::conversation::{Conversation, Keep};
 use crate::error::{Error, Result};
-use crate::openai::{
+use crate::wire::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef,
     ImageUrl, KnownPart, Message, ResponseFormat, Role, StreamOptions, Tool, ToolCall, Usage,
 };

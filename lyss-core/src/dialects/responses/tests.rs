@@ -1,8 +1,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::openai::{ChunkChoice, Delta};
 use crate::provider::openai::responses::{chat_from_response, request_from_chat};
+use crate::wire::{ChunkChoice, Delta};
 
 fn request(body: Value) -> ResponsesRequest {
     serde_json::from_value(body).unwrap()

@@ -15,7 +15,7 @@ use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
-use crate::openai::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use crate::wire::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 
 /// Output cap sent when the request sets none (Anthropic requires one).
 const DEFAULT_MAX_TOKENS: u32 = 4_096;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::wire::*;
 use crate::error::{Error, Result};
-use crate::openai::{
+use crate::wire::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
     KnownPart, Message, PromptTokensDetails, Role, ToolCall, Usage,
 };

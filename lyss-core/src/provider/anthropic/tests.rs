@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use super::outbound::*;
 use super::wire::*;
 use crate::error::Error;
-use crate::openai::*;
+use crate::wire::*;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(

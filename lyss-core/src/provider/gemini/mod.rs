@@ -10,7 +10,7 @@ use super::http::{Auth, Http, Step, now};
 use super::{ChunkStream, Provider};
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
-use crate::openai::{
+use crate::wire::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Embedding,
     EmbeddingInput, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, FunctionCall,
     KnownPart, Message, PromptTokensDetails, ResponseFormat, Role, ToolCall, Usage,

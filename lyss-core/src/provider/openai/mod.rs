@@ -10,7 +10,7 @@ use super::http::{Auth, Http, Step, upstream_message};
 use super::{ChunkStream, Provider};
 use crate::config::{ProviderConfig, ResponsesModels};
 use crate::error::{Error, Result};
-use crate::openai::{
+use crate::wire::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse,
 };
 
@@ -30,25 +30,22 @@ pub struct OpenAiProvider {
 /// `/v1/messages` sets them; OpenAI refuses fields it does not know in a part), or `None` when
 /// it has none.
 fn without_cache_marks(req: &ChatRequest) -> Option<ChatRequest> {
-    let marked = |m: &crate::openai::Message| {
-        match &m.content {
-        Some(crate::openai::Content::Parts(parts)) => parts.iter().any(|p| {
-            matches!(p, crate::openai::ContentPart::Known(crate::openai::KnownPart::Text { extra, .. })
+    let marked = |m: &crate::wire::Message| match &m.content {
+        Some(crate::wire::Content::Parts(parts)) => parts.iter().any(|p| {
+            matches!(p, crate::wire::ContentPart::Known(crate::wire::KnownPart::Text { extra, .. })
                 if extra.contains_key("cache_control"))
         }),
         _ => false,
-    }
     };
     if !req.messages.iter().any(marked) {
         return None;
     }
     let mut req = req.clone();
     for m in &mut req.messages {
-        if let Some(crate::openai::Content::Parts(parts)) = &mut m.content {
+        if let Some(crate::wire::Content::Parts(parts)) = &mut m.content {
             for p in parts {
-                if let crate::openai::ContentPart::Known(crate::openai::KnownPart::Text {
-                    extra,
-                    ..
+                if let crate::wire::ContentPart::Known(crate::wire::KnownPart::Text {
+                    extra, ..
                 }) = p
                 {
                     extra.remove("cache_control");

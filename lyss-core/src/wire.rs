@@ -1,4 +1,4 @@
-//! OpenAI wire types: what chat clients send and what OpenAI-compatible upstreams answer.
+//! Wire types of the OpenAI-compatible API: what chat clients send and upstreams answer.
 //!
 //! Fields lyss reads are typed; everything else is kept in `extra` maps (`#[serde(flatten)]`)
 //! so that a request reaches the upstream with every field the client sent, including ones
