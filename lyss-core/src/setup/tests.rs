@@ -1,3 +1,6 @@
+use figment::Figment;
+use figment::providers::{Format as _, Serialized, Toml};
+
 use super::*;
 
 /// Built without a backend's feature, a config that asks for it is refused at start,
