@@ -1,6 +1,7 @@
-//! The embedder conformance suite against the deterministic hash embedder, the real local
-//! model (all-MiniLM-L6-v2, int8 weights through ONNX Runtime, built by `scripts/fetch-models.sh`;
-//! required when `CI=true`), and an OpenAI-compatible `/v1/embeddings` faked with wiremock.
+//! The embedder conformance suite against every embedder: the deterministic hash embedder, the
+//! real local model (all-MiniLM-L6-v2, int8 weights through ONNX Runtime, built by
+//! `scripts/fetch-models.sh`; required when `CI=true`), an OpenAI-compatible `/v1/embeddings`
+//! faked with wiremock, and the wrappers the server puts around them (cached, loaded lazily).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -15,6 +16,79 @@ mod hash {
         Some(std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(64))
             as std::sync::Arc<dyn lyss_core::embed::Embedder>)
     });
+}
+
+mod cached {
+    lyss_core::embedder_conformance!(async {
+        let inner = std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(64));
+        Some(
+            std::sync::Arc::new(lyss_core::embed::CachedEmbedder::new(inner, 1 << 20))
+                as std::sync::Arc<dyn lyss_core::embed::Embedder>,
+        )
+    });
+}
+
+mod lazy {
+    lyss_core::embedder_conformance!(async {
+        let load: lyss_core::embed::Load = Box::new(|| {
+            Box::pin(async {
+                Ok(std::sync::Arc::new(lyss_core::embed::HashEmbedder::new(64))
+                    as std::sync::Arc<dyn lyss_core::embed::Embedder>)
+            })
+        });
+        Some(
+            std::sync::Arc::new(lyss_core::embed::LazyEmbedder::new("hash-64", 64, load))
+                as std::sync::Arc<dyn lyss_core::embed::Embedder>,
+        )
+    });
+}
+
+mod openai {
+    lyss_core::embedder_conformance!(super::openai_embedder());
+}
+
+/// An upstream `/v1/embeddings` that embeds each input by its bytes (4 dimensions,
+/// deterministic, never zero), in the order OpenAI's API answers: by `index`, reversed here.
+struct ByBytes;
+
+impl wiremock::Respond for ByBytes {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let inputs: Vec<String> = match &body["input"] {
+            serde_json::Value::String(s) => vec![s.clone()],
+            other => serde_json::from_value(other.clone()).unwrap(),
+        };
+        let mut data: Vec<serde_json::Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let b = text.as_bytes();
+                let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+                let embedding = [
+                    1.0,
+                    b.len() as f32,
+                    (sum % 97) as f32,
+                    f32::from(b.first().copied().unwrap_or(0)),
+                ];
+                serde_json::json!({"object": "embedding", "index": index, "embedding": embedding})
+            })
+            .collect();
+        data.reverse();
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"object": "list", "model": "m", "data": data}))
+    }
+}
+
+/// The OpenAI-compatible embedder in front of [`ByBytes`] (the fake upstream lives as long as
+/// the test process).
+async fn openai_embedder() -> Option<Arc<dyn Embedder>> {
+    let upstream = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/v1/embeddings"))
+        .respond_with(ByBytes)
+        .mount(&upstream)
+        .await;
+    let upstream: &'static wiremock::MockServer = Box::leak(Box::new(upstream));
+    Some(Arc::new(OpenAiEmbedder::new(provider(upstream), "m", 4)))
 }
 
 #[cfg(feature = "local-embeddings")]

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 pub use self::cached::CachedEmbedder;
 pub use self::hash::HashEmbedder;
-pub use self::lazy::LazyEmbedder;
+pub use self::lazy::{LazyEmbedder, Load};
 #[cfg(feature = "local-embeddings")]
 pub use self::local::LocalEmbedder;
 pub use self::openai::OpenAiEmbedder;
