@@ -3,14 +3,14 @@
 //! correct a memory, delete one or forget everything.
 //!
 //! Two ways in, each kept in a cookie of the page's own (HttpOnly, Secure, SameSite=Strict,
-//! `Path=/me`, 8 hours) and every form with a CSRF token bound to it:
-//! - **their own key**: the cookie holds it and it is checked on every request (a revoked key
-//!   signs out at once); the page reaches exactly what the key reaches through `/v1/memories` —
+//! `Path=/me`), every form with a CSRF token bound to it:
+//! - **their own key**: the cookie holds it until the browser closes, and it is checked on
+//!   every request (a revoked key signs out at once); the page reaches exactly what the key reaches through `/v1/memories` —
 //!   the key's own scope and each end-user scope a client named;
 //! - **a link** an app minted with its (shared) key for one of its end-users
 //!   (`POST /v1/memories/page`, valid 10 minutes): the page shows that end-user's scope only —
-//!   no other scope, and not the key's spend or budgets, which are the whole app's — for as
-//!   long as the key lives.
+//!   no other scope, and not the key's spend or budgets, which are the whole app's — for 8
+//!   hours at most, a session of the store, as long as the key lives.
 
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
@@ -30,7 +30,7 @@ use super::memories::{Forms, listed, table};
 use super::{LIFETIME_SECS, Notice, budget_table, notices, session, sessions, url_encode, usd};
 use crate::AppState;
 
-/// The cookie holding the signed-in key.
+/// The page's cookie: the signed-in key, or a link's session.
 const COOKIE: &str = "lyss_me";
 
 pub fn routes() -> Router<AppState> {
@@ -190,26 +190,31 @@ async fn open(State(state): State<AppState>, Query(o): Query<Open>) -> Response 
         Ok(l) => l,
         Err(r) => return r,
     };
+    let (link_id, link_until) = (link.id.clone(), link.until);
     let policy = state.lyss.policy();
     let now = OffsetDateTime::now_utc();
-    let until = OffsetDateTime::from_unix_timestamp(link.until).unwrap_or(now);
-    // Once: the link's id becomes a row of the session store when it is opened.
-    let opened = match policy.session_open(&link.id, now).await {
-        Ok(used) if !used => policy.open_session(&link.id, until).await,
-        Ok(_) => return login_page(Some(LINK_GONE)),
-        Err(e) => Err(e),
-    };
     let session = Link {
         id: lyss_core::policy::keys::random_token(32),
         until: now.unix_timestamp() + LIFETIME_SECS,
         ..link
     };
-    let expires = now + time::Duration::seconds(LIFETIME_SECS);
-    if let Err(e) = match opened {
-        Ok(()) => policy.open_session(&session.id, expires).await,
-        Err(e) => Err(e),
-    } {
-        return crate::error::status_and_message(&e).into_response();
+    // Once: the link's id becomes a row of the session store when it is opened; the session
+    // it opens is another.
+    let opened = async {
+        if policy.session_open(&link_id, now).await? {
+            return Ok(false);
+        }
+        let until = OffsetDateTime::from_unix_timestamp(link_until).unwrap_or(now);
+        policy.open_session(&link_id, until).await?;
+        let expires = now + time::Duration::seconds(LIFETIME_SECS);
+        policy.open_session(&session.id, expires).await?;
+        Ok::<_, Error>(true)
+    }
+    .await;
+    match opened {
+        Ok(true) => {}
+        Ok(false) => return login_page(Some(LINK_GONE)),
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
     }
     let payload = serde_json::to_string(&session).unwrap_or_default();
     let value = format!(
@@ -278,13 +283,7 @@ impl Holder {
         if bool::from(self.csrf.as_bytes().ct_eq(token.as_bytes())) {
             return Ok(());
         }
-        Err(Box::new(
-            (
-                StatusCode::FORBIDDEN,
-                "The form is stale or forged (CSRF check failed). Reload the page and try again.",
-            )
-                .into_response(),
-        ))
+        Err(Box::new(super::csrf_refused()))
     }
 }
 
@@ -382,7 +381,10 @@ async fn overview(
 ) -> Response {
     // A link's end-user sees their scope only: no other, and nothing of the app's key.
     let (who, end_user) = match &holder.signed {
-        Signed::Key { who, .. } => (Some(who), v.end_user.filter(|u| !u.is_empty())),
+        Signed::Key { who, .. } => (
+            Some(who),
+            lyss_core::memory::end_user(v.end_user.as_deref()),
+        ),
         Signed::Link { .. } => (None, None),
     };
     let (store, scope) = match holder.scope(&state, end_user.clone()).await {
@@ -543,9 +545,9 @@ async fn correct(
     if let Err(r) = holder.check(&f.csrf) {
         return *r;
     }
-    let end_user = f.end_user.filter(|u| !u.is_empty());
+    let end_user = lyss_core::memory::end_user(f.end_user.as_deref());
     let result = async {
-        let text = super::memories::one_memory(&f.text)?;
+        let text = crate::routes::memories::one_memory(&f.text)?;
         let (store, scope) = holder.scope(&state, end_user.clone()).await?;
         store.update(&scope, &id, &text).await?;
         Ok("Corrected.".to_owned())
@@ -570,7 +572,7 @@ async fn delete(
     if let Err(r) = holder.check(&f.csrf) {
         return *r;
     }
-    let end_user = f.end_user.filter(|u| !u.is_empty());
+    let end_user = lyss_core::memory::end_user(f.end_user.as_deref());
     let result = async {
         let (store, scope) = holder.scope(&state, end_user.clone()).await?;
         store.delete(&scope, &id).await?;

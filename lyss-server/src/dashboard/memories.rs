@@ -13,41 +13,10 @@ use serde::Deserialize;
 
 use super::{Notice, Viewer, back, guard, notices, page, url_encode};
 use crate::AppState;
+use crate::routes::memories::{MIN_SIMILARITY, clip_query};
 
 /// Memories a page lists at most (newest first, or the best matches of a search).
 pub(super) const SHOWN: usize = 200;
-
-/// The longest memory a page or a tool takes (characters): a memory is a sentence or two, and a
-/// client's model pasting a document into `remember` should hear so rather than store it.
-pub const TEXT_CHARS: usize = 2_000;
-/// A search's vector matches below this similarity are left out (keyword matches stay), as in
-/// `/v1/memories?q=`.
-pub const MIN_SIMILARITY: f32 = 0.3;
-
-/// A memory's text as a person or a tool gave it: one line, not empty, not too long.
-pub fn one_memory(text: &str) -> lyss_core::Result<String> {
-    let text = one_line(text);
-    if text.is_empty() {
-        return Err(Error::invalid_param("text is empty", "text"));
-    }
-    if text.chars().count() > TEXT_CHARS {
-        return Err(Error::invalid_param(
-            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
-            "text",
-        ));
-    }
-    Ok(text)
-}
-
-/// Text on one line: every run of whitespace one space.
-pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A search's text, at most [`TEXT_CHARS`] of it (a query is a question, not a document).
-pub fn clip_query(q: &str) -> String {
-    q.chars().take(TEXT_CHARS).collect()
-}
 
 /// Where a row's forms post — `{action}/{id}` to correct (when `editable`) and
 /// `{action}/{id}/delete` — with the page's CSRF token and these hidden fields.
@@ -179,7 +148,7 @@ pub(super) async fn list(
         .await
         .unwrap_or_default();
     let user = v.user.filter(|u| !u.is_empty());
-    let end_user = v.end_user.filter(|u| !u.is_empty());
+    let end_user = lyss_core::memory::end_user(v.end_user.as_deref());
     let query = v.q.filter(|q| !q.trim().is_empty());
     let shown = match &user {
         Some(u) => match user_scope(&state, u, end_user.clone()).await {
@@ -258,7 +227,7 @@ pub(super) async fn delete(
     if let Err(r) = guard(&state, &headers, &f.csrf).await {
         return *r;
     }
-    let end_user = f.end_user.filter(|u| !u.is_empty());
+    let end_user = lyss_core::memory::end_user(f.end_user.as_deref());
     let done = async {
         let (store, scope) = user_scope(&state, &f.user, end_user.clone()).await?;
         store.delete(&scope, &id).await?;

@@ -6,8 +6,6 @@
 mod charts;
 pub(crate) mod me;
 mod memories;
-
-pub use self::memories::{MIN_SIMILARITY, clip_query, one_line, one_memory};
 mod session;
 
 use axum::Router;
@@ -274,15 +272,18 @@ async fn guard(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Stri
         return Err(Box::new(Redirect::to("/dashboard").into_response()));
     };
     if !sessions(state).check_csrf(&c, csrf) {
-        return Err(Box::new(
-            (
-                StatusCode::FORBIDDEN,
-                "The form is stale or forged (CSRF check failed). Reload the page and try again.",
-            )
-                .into_response(),
-        ));
+        return Err(Box::new(csrf_refused()));
     }
     Ok(c)
+}
+
+/// The answer to a form whose CSRF token is not its session's.
+fn csrf_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "The form is stale or forged (CSRF check failed). Reload the page and try again.",
+    )
+        .into_response()
 }
 
 /// A signed-in admin, with the CSRF token for the page's forms; anyone else gets the sign-in

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use super::{bearer, call};
 use crate::AppState;
-use crate::error::{ApiError, classify};
+use crate::error::{ApiError, status_and_message};
 
 /// The header naming the app end-user a call is for, as a chat request's `user` field does.
 pub const END_USER_HEADER: &str = "x-lyss-user";
@@ -143,9 +143,9 @@ impl MemoryTools {
             .clamp(1, MAX_RESULTS);
         self.run(&parts, "search_memories", move |store, scope| async move {
             let query = SearchQuery {
-                text: crate::dashboard::clip_query(&args.query),
+                text: super::memories::clip_query(&args.query),
                 limit,
-                min_similarity: crate::dashboard::MIN_SIMILARITY,
+                min_similarity: super::memories::MIN_SIMILARITY,
             };
             let hits = store.search(&scope, &query).await?;
             Ok(lines(
@@ -172,7 +172,7 @@ impl MemoryTools {
     ) -> CallToolResult {
         let dedupe = self.state.lyss.memory_dedupe_similarity();
         self.run(&parts, "remember", move |store, scope| async move {
-            let text = crate::dashboard::one_memory(&args.text)?;
+            let text = super::memories::one_memory(&args.text)?;
             let new = NewMemory {
                 profile: !memory::profile::statements(&text).is_empty(),
                 source: Some("mcp".into()),
@@ -216,7 +216,7 @@ impl MemoryTools {
         Parameters(args): Parameters<CorrectArgs>,
     ) -> CallToolResult {
         self.run(&parts, "correct_memory", move |store, scope| async move {
-            let text = crate::dashboard::one_memory(&args.text)?;
+            let text = super::memories::one_memory(&args.text)?;
             let m = store.update(&scope, &args.id, &text).await?;
             Ok(format!("Corrected: {}", line(&m)))
         })
@@ -272,8 +272,14 @@ impl MemoryTools {
             op(store, scope).await
         }
         .await;
-        let status = out.as_ref().err().map_or(200, |e| classify(e).0.as_u16());
-        let error = out.as_ref().err().map(ToString::to_string);
+        // What the REST API would answer for the same error: its status for the ledger, its
+        // message (generic for a 5xx, whose details go to the log) for the client's model.
+        let failed = out
+            .as_ref()
+            .err()
+            .map(|e| (status_and_message(e), e.to_string()));
+        let status = failed.as_ref().map_or(200, |((s, _), _)| s.as_u16());
+        let error = failed.as_ref().map(|(_, e)| e.clone());
         let recorded = self
             .state
             .lyss
@@ -282,15 +288,12 @@ impl MemoryTools {
         if recorded && let Some(r) = parts.extensions.get::<Recorded>() {
             r.0.store(true, Ordering::Relaxed);
         }
-        match out {
-            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
-            Err(e) if status >= 500 => {
-                tracing::warn!(tool, error = %e, "memory tool failed");
-                CallToolResult::error(vec![ContentBlock::text(
-                    "lyss could not reach its memory store; try again shortly.",
-                )])
+        match (out, failed) {
+            (Ok(text), _) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            (Err(_), failed) => {
+                let message = failed.map(|((_, m), _)| m).unwrap_or_default();
+                CallToolResult::error(vec![ContentBlock::text(message)])
             }
-            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
         }
     }
 }
@@ -345,7 +348,7 @@ fn line(m: &Memory) -> String {
         }
         _ => String::new(),
     };
-    let mut text = crate::dashboard::one_line(&m.text);
+    let mut text = super::memories::one_line(&m.text);
     if let Some((cut, _)) = text.char_indices().nth(SHOWN_CHARS) {
         text.truncate(cut);
         text.push('…');

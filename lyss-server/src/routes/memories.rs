@@ -24,6 +24,38 @@ pub struct Params {
     min_similarity: Option<f32>,
 }
 
+/// The longest memory a page or a tool takes (characters): a memory is a sentence or two, and a
+/// client's model pasting a document into `remember` should hear so rather than store it.
+pub const TEXT_CHARS: usize = 2_000;
+/// A search's vector matches below this similarity are left out (keyword matches stay): the
+/// default of `/v1/memories?q=`, and what `/me` and the MCP search use.
+pub const MIN_SIMILARITY: f32 = 0.3;
+
+/// A memory's text as a person or a tool gave it: one line, not empty, not too long.
+pub fn one_memory(text: &str) -> lyss_core::Result<String> {
+    let text = one_line(text);
+    if text.is_empty() {
+        return Err(lyss_core::Error::invalid_param("text is empty", "text"));
+    }
+    if text.chars().count() > TEXT_CHARS {
+        return Err(lyss_core::Error::invalid_param(
+            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
+            "text",
+        ));
+    }
+    Ok(text)
+}
+
+/// Text on one line: every run of whitespace one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A search's text, at most [`TEXT_CHARS`] of it (a query is a question, not a document).
+pub fn clip_query(q: &str) -> String {
+    q.chars().take(TEXT_CHARS).collect()
+}
+
 /// `{"object":"list","data":[…]}`, like OpenAI's lists.
 fn list<T: serde::Serialize>(data: Vec<T>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
@@ -44,7 +76,7 @@ pub async fn list_or_search(
                     &SearchQuery {
                         text: q,
                         limit,
-                        min_similarity: p.min_similarity.unwrap_or(0.3),
+                        min_similarity: p.min_similarity.unwrap_or(MIN_SIMILARITY),
                     },
                 )
                 .await?;
