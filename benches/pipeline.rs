@@ -163,7 +163,7 @@ fn reserve_and_settle(c: &mut Criterion, serve: bool, name: &str) {
             b.to_async(&rt).iter(|| async {
                 let now = time::OffsetDateTime::now_utc();
                 let r = policy
-                    .reserve(&who, &ask, now, std::time::Duration::from_secs(900))
+                    .reserve(who.payer(), &ask, now, std::time::Duration::from_secs(900))
                     .await
                     .unwrap();
                 policy.settle(&r, &entry).await.unwrap()

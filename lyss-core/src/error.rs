@@ -63,6 +63,9 @@ pub enum Error {
     Unavailable {
         backend: &'static str,
         message: String,
+        /// The database refused because of other writers (a deadlock, a serialization
+        /// failure, a busy or locked SQLite file): the same work may succeed if run again.
+        contended: bool,
     },
     /// Configuration is invalid; the message names the key and how to fix it.
     #[error("configuration: {0}")]
@@ -122,6 +125,7 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::WorkerCrashed) => Error::Unavailable {
                 backend: "database",
                 message: e.to_string(),
+                contended: false,
             },
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 Error::Conflict(db.message().to_string())
@@ -130,10 +134,19 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) => Error::Unavailable {
                 backend: "database",
                 message: db.message().to_string(),
+                contended: db.code().as_deref().is_some_and(contention),
             },
             other => Error::Internal(other.to_string()),
         }
     }
+}
+
+/// Whether a database error code means other writers were in the way: Postgres's SQLSTATE
+/// `40P01` (deadlock detected), `40001` (serialization failure) or `55P03` (lock not
+/// available), or SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` (5 and 6, with any extended code).
+fn contention(code: &str) -> bool {
+    matches!(code, "40P01" | "40001" | "55P03")
+        || code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl From<sqlx::migrate::MigrateError> for Error {
@@ -141,6 +154,29 @@ impl From<sqlx::migrate::MigrateError> for Error {
         Error::Unavailable {
             backend: "database",
             message: format!("migration failed: {e}"),
+            contended: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contention;
+
+    #[test]
+    fn contention_is_read_from_the_error_code() {
+        // Postgres: deadlock, serialization failure, lock not available.
+        for code in ["40P01", "40001", "55P03"] {
+            assert!(contention(code), "{code}");
+        }
+        // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes (BUSY_SNAPSHOT,
+        // LOCKED_SHAREDCACHE).
+        for code in ["5", "6", "517", "262"] {
+            assert!(contention(code), "{code}");
+        }
+        // A unique violation on either, a full disk, a read-only file: not contention.
+        for code in ["23505", "2067", "13", "8", "53100"] {
+            assert!(!contention(code), "{code}");
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) fn unavailable(backend: &'static str, e: impl std::fmt::Display) -> E
     Error::Unavailable {
         backend,
         message: e.to_string(),
+        contended: false,
     }
 }
 

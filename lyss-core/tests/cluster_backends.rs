@@ -101,7 +101,7 @@ async fn postgres_failure_refuses_reservations() {
     };
     let result = policy
         .reserve(
-            &who,
+            who.payer(),
             &ask,
             time::OffsetDateTime::now_utc(),
             std::time::Duration::from_secs(60),
@@ -321,18 +321,20 @@ async fn budget_counters_lost_with_redis_are_rebuilt_from_postgres() {
     let now = time::OffsetDateTime::now_utc();
     let ttl = std::time::Duration::from_secs(60);
     let open = policy
-        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .reserve(who.payer(), &ask(100, Some(100)), now, ttl)
         .await
         .expect("open");
     let done = policy
-        .reserve(&who, &ask(50, Some(50)), now, ttl)
+        .reserve(who.payer(), &ask(50, Some(50)), now, ttl)
         .await
         .expect("done");
     assert_eq!(usage_of(&policy, &id, now).await, (0, 300));
 
     redis.kill();
     assert!(matches!(
-        policy.reserve(&who, &ask(10, Some(10)), now, ttl).await,
+        policy
+            .reserve(who.payer(), &ask(10, Some(10)), now, ttl)
+            .await,
         Err(lyss_core::Error::Unavailable { .. })
     ));
     // Durable in Postgres while Redis is down; it reaches the counters after the rebuild.
@@ -368,13 +370,15 @@ async fn budget_counters_lost_with_redis_are_rebuilt_from_postgres() {
     for _ in 0..8 {
         held.push(
             policy
-                .reserve(&who, &ask(50, Some(50)), now, ttl)
+                .reserve(who.payer(), &ask(50, Some(50)), now, ttl)
                 .await
                 .expect("fits"),
         );
     }
     assert!(matches!(
-        policy.reserve(&who, &ask(50, Some(50)), now, ttl).await,
+        policy
+            .reserve(who.payer(), &ask(50, Some(50)), now, ttl)
+            .await,
         Err(lyss_core::Error::BudgetExceeded(_))
     ));
     for r in &held {
@@ -400,7 +404,7 @@ async fn a_hold_row_written_too_late_refuses_the_request_and_gives_the_hold_back
     let now = time::OffsetDateTime::now_utc();
     let ttl = std::time::Duration::from_secs(60);
     let first = policy
-        .reserve(&who, &ask(10, Some(10)), now, ttl)
+        .reserve(who.payer(), &ask(10, Some(10)), now, ttl)
         .await
         .expect("reserve");
     policy
@@ -419,7 +423,7 @@ async fn a_hold_row_written_too_late_refuses_the_request_and_gives_the_hold_back
     let asked = std::time::Instant::now();
     let late = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        policy.reserve(&who, &ask(100, Some(100)), now, ttl),
+        policy.reserve(who.payer(), &ask(100, Some(100)), now, ttl),
     )
     .await
     .expect("refused within the hold rows' deadline, not after the lock");
@@ -442,7 +446,7 @@ async fn a_hold_row_written_too_late_refuses_the_request_and_gives_the_hold_back
     }
     assert_eq!(seen, Some(((20, 0), (20, 0))));
     let next = policy
-        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .reserve(who.payer(), &ask(100, Some(100)), now, ttl)
         .await
         .expect("admitted again once Postgres answers");
     assert_eq!(usage_of(&policy, &id, now).await, (20, 200));
@@ -464,7 +468,7 @@ async fn budget_counters_from_an_old_snapshot_are_rebuilt() {
     let now = time::OffsetDateTime::now_utc();
     let ttl = std::time::Duration::from_secs(60);
     let r = policy
-        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .reserve(who.payer(), &ask(100, Some(100)), now, ttl)
         .await
         .expect("reserve");
     policy
@@ -513,11 +517,13 @@ async fn budget_counters_from_an_old_snapshot_are_rebuilt() {
     }
     // 800 left, exactly.
     let r = policy
-        .reserve(&who, &ask(400, Some(400)), now, ttl)
+        .reserve(who.payer(), &ask(400, Some(400)), now, ttl)
         .await
         .expect("fits");
     assert!(matches!(
-        policy.reserve(&who, &ask(1, Some(1)), now, ttl).await,
+        policy
+            .reserve(who.payer(), &ask(1, Some(1)), now, ttl)
+            .await,
         Err(lyss_core::Error::BudgetExceeded(_))
     ));
     policy

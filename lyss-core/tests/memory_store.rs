@@ -93,7 +93,9 @@ async fn a_restart_keeps_every_memory_and_answers_the_same_searches() {
 
 #[tokio::test]
 async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
-    use lyss_core::memory::{MemoryScope, MemoryStore as _, NewMemory, SqliteMemoryStore};
+    use lyss_core::memory::{
+        MemoryScope, MemoryStore as _, NewMemory, Outbox as _, SqliteMemoryStore,
+    };
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("lyss.db").display());
     let ann = MemoryScope::user("ws", "ann");

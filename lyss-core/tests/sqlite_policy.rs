@@ -91,7 +91,7 @@ mod served_file {
         )
         .await;
         let r = p
-            .reserve(&who, &ask(10, Some(100)), now, TTL)
+            .reserve(who.payer(), &ask(10, Some(100)), now, TTL)
             .await
             .expect("fits");
         (p, who, id, r)
@@ -116,13 +116,23 @@ mod served_file {
         let (who, _) = principal(&admin).await;
         assert!(matches!(
             admin
-                .reserve(&who, &ask(1, Some(1)), OffsetDateTime::now_utc(), TTL)
+                .reserve(
+                    who.payer(),
+                    &ask(1, Some(1)),
+                    OffsetDateTime::now_utc(),
+                    TTL
+                )
                 .await,
             Err(Error::Unavailable { .. })
         ));
         drop(first);
         admin
-            .reserve(&who, &ask(1, Some(1)), OffsetDateTime::now_utc(), TTL)
+            .reserve(
+                who.payer(),
+                &ask(1, Some(1)),
+                OffsetDateTime::now_utc(),
+                TTL,
+            )
             .await
             .expect("no server now");
         // ... and while it reserves, no server may start.
@@ -144,7 +154,7 @@ mod served_file {
                 .await
                 .expect("settle");
             // In flight when the process goes away: never settled.
-            p.reserve(&who, &ask(10, Some(500)), now, TTL)
+            p.reserve(who.payer(), &ask(10, Some(500)), now, TTL)
                 .await
                 .expect("fits");
             assert_eq!(usage_of(p.as_ref(), &id, now).await, (30, 510));
@@ -153,11 +163,11 @@ mod served_file {
         let p: Arc<dyn Policy> = Arc::new(SqlitePolicy::serve(&url(&dir)).await.expect("reopen"));
         assert_eq!(usage_of(p.as_ref(), &id, now).await, (30, 0));
         let r = p
-            .reserve(&who, &ask(10, Some(960)), now, TTL)
+            .reserve(who.payer(), &ask(10, Some(960)), now, TTL)
             .await
             .expect("all that is left");
         assert!(matches!(
-            p.reserve(&who, &ask(1, Some(1)), now, TTL).await,
+            p.reserve(who.payer(), &ask(1, Some(1)), now, TTL).await,
             Err(Error::BudgetExceeded(_))
         ));
         p.settle(&r, &spent_entry(&who, 10, 0))
@@ -186,7 +196,7 @@ mod served_file {
             Err(Error::Unavailable { .. })
         ));
         assert!(matches!(
-            p.reserve(&who, &ask(1, Some(1)), now, TTL).await,
+            p.reserve(who.payer(), &ask(1, Some(1)), now, TTL).await,
             Err(Error::Unavailable { .. })
         ));
         sqlx::query(&rename("away", "usage_ledger"))
@@ -196,7 +206,7 @@ mod served_file {
         // Nobody retries the settlement here: admission reopens by itself.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let second = loop {
-            match p.reserve(&who, &ask(1, Some(1)), now, TTL).await {
+            match p.reserve(who.payer(), &ask(1, Some(1)), now, TTL).await {
                 Ok(r) => break r,
                 Err(Error::Unavailable { .. }) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -238,7 +248,7 @@ mod served_file {
         .await;
         tokio::time::sleep(Duration::from_millis(600)).await;
         server
-            .reserve(&who, &ask(10, Some(10)), now, TTL)
+            .reserve(who.payer(), &ask(10, Some(10)), now, TTL)
             .await
             .expect("fits");
         budget(
@@ -252,7 +262,9 @@ mod served_file {
         .await;
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         assert!(matches!(
-            server.reserve(&who, &ask(10, Some(10)), now, TTL).await,
+            server
+                .reserve(who.payer(), &ask(10, Some(10)), now, TTL)
+                .await,
             Err(Error::BudgetExceeded(_))
         ));
     }

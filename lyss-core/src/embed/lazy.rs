@@ -49,6 +49,7 @@ impl LazyEmbedder {
         loaded.as_ref().map_err(|message| Error::Unavailable {
             backend: "embedding model",
             message: message.clone(),
+            contended: false,
         })
     }
 }
@@ -114,6 +115,7 @@ mod tests {
                     Err(Error::Unavailable {
                         backend: "embedding model",
                         message: "model.onnx is corrupt".into(),
+                        contended: false,
                     })
                 })
             }),

@@ -39,6 +39,7 @@ fn ort_environment(library: &Path) -> Result<ort::environment::Environment> {
     .map_err(|message| Error::Unavailable {
         backend: "embedding model",
         message,
+        contended: false,
     })
 }
 
@@ -58,6 +59,7 @@ fn missing(path: &Path, what: &str) -> Error {
             "{what} not found at {}: run scripts/fetch-models.sh (or set LYSS_MODELS_DIR / embedder.models_dir)",
             path.display()
         ),
+        contended: false,
     }
 }
 
@@ -111,6 +113,7 @@ impl LocalEmbedder {
         let unavailable = |message: String| Error::Unavailable {
             backend: "embedding model",
             message,
+            contended: false,
         };
         let environment = ort_environment(ort_library)?;
         let mut options = InitOptionsUserDefined::default()
@@ -168,6 +171,7 @@ impl Embedder for LocalEmbedder {
             .map_err(|e| Error::Unavailable {
                 backend: "embedding model",
                 message: e.to_string(),
+                contended: false,
             })?;
             out.extend(vectors.into_iter().map(|mut v| {
                 normalize(&mut v);

@@ -13,11 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Memory, MemoryScope, MemoryStore, NewMemory, Queued, SearchQuery, is_known_as};
-use crate::config::WorkspaceCache;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::policy::budget::DEFAULT_OUTPUT_CAP;
-use crate::policy::{Ask, LedgerEntry, Payer, Policy, Principal, Reservation};
+use crate::policy::{Ask, LedgerEntry, Payer, Policy, Reservation};
 use crate::tokens;
 use crate::wire::{ChatRequest, Message, ResponseFormat, Role, Usage};
 
@@ -288,20 +287,6 @@ impl Extractor {
         let Some((policy, hold_for)) = &self.ledger else {
             return Ok(Reservation::default());
         };
-        let who = Principal {
-            key_id: q.key_id.clone().unwrap_or_default(),
-            key_name: None,
-            user_id: q.scope.user_id.clone(),
-            user_name: q.scope.user_id.clone(),
-            workspace_id: q.scope.workspace_id.clone(),
-            workspace_name: q.scope.workspace_id.clone(),
-            workspace_models: Vec::new(),
-            key_models: None,
-            expires_at: None,
-            budgeted: true,
-            rate_limits: Vec::new(),
-            workspace_cache: WorkspaceCache::default(),
-        };
         let ask = Ask {
             prompt_tokens,
             requested_output: req.max_tokens,
@@ -310,8 +295,25 @@ impl Extractor {
             grows: None,
         };
         policy
-            .reserve(&who, &ask, time::OffsetDateTime::now_utc(), *hold_for)
+            .reserve(
+                Self::payer(q),
+                &ask,
+                time::OffsetDateTime::now_utc(),
+                *hold_for,
+            )
             .await
+    }
+
+    /// Who pays for extracting a turn: the turn's own workspace, user and key (ids for
+    /// names).
+    fn payer(q: &Queued) -> Payer<'_> {
+        Payer {
+            workspace_id: &q.scope.workspace_id,
+            user_id: &q.scope.user_id,
+            key_id: q.key_id.as_deref().unwrap_or_default(),
+            workspace_name: &q.scope.workspace_id,
+            user_name: &q.scope.user_id,
+        }
     }
 
     fn entry(
@@ -322,11 +324,7 @@ impl Extractor {
         status: u16,
         error: Option<String>,
     ) -> LedgerEntry {
-        let payer = Payer {
-            workspace_id: &q.scope.workspace_id,
-            user_id: &q.scope.user_id,
-            key_id: q.key_id.as_deref().unwrap_or_default(),
-        };
+        let payer = Self::payer(q);
         let request_id = q.turn.source.as_deref().unwrap_or_default();
         LedgerEntry {
             status,

@@ -7,9 +7,11 @@
 //! remembered once per scope by a hash of its role and text ([`turn_hash`]), so a client that
 //! resends the whole history on every request costs a lookup, not a store, per turn.
 
+pub(crate) mod compress;
 pub mod extract;
 pub mod index;
 mod loaded;
+mod outbox;
 mod passages;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use self::extract::Extractor;
+pub use self::outbox::{Outbox, Queued};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresMemoryStore;
 pub use self::sqlite::SqliteMemoryStore;
@@ -214,16 +217,6 @@ pub struct HistoryEntry {
     pub at: OffsetDateTime,
 }
 
-/// A conversation turn waiting in the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Queued {
-    pub id: i64,
-    pub scope: MemoryScope,
-    pub turn: NewMemory,
-    /// The key it was said with (none for imports): its extraction is charged there too.
-    pub key_id: Option<String>,
-}
-
 /// Scoped long-term memories.
 ///
 /// # Contract
@@ -244,15 +237,7 @@ pub struct Queued {
 ///   deleted memory does not come back because a client resends its conversation).
 /// - `forget` deletes every memory of the scope's workspace user — all end-users and agents —
 ///   their history and their remembered turns ("forget me"); it returns how many memories went.
-/// - `enqueue` durably queues new turns (they survive a crash); a conversation turn already in
-///   the queue for its scope is not queued twice. `claim` hands out unclaimed turns fairly
-///   across workspace users — each user's oldest first, then each one's second, and so on (a
-///   user with many waiting turns delays only their own) — in queue order within a user, each
-///   to one caller only, across processes sharing the store, until `complete` removes it (a
-///   conversation turn is then remembered), `release` returns it, or the claim's lease runs
-///   out (its claimer died). A turn is completed only after its memories are written, so a
-///   crash in between ingests it again (after the lease), never loses it. `waiting` counts the
-///   queued turns (claimed or not) of a scope's workspace user, across their end-users.
+/// - The outbox's contract is on [`Outbox`], which every memory store is.
 /// - `profile` returns exactly the scope's live memories added with `profile` set, each with
 ///   its current text.
 /// - `forget_scope` deletes exactly one scope's memories, their history, its remembered turns
@@ -263,7 +248,7 @@ pub struct Queued {
 /// - Memories and search results survive a restart.
 /// - Store failures are [`crate::Error::Unavailable`].
 #[async_trait]
-pub trait MemoryStore: Send + Sync {
+pub trait MemoryStore: Outbox + Send + Sync {
     async fn add(&self, scope: &MemoryScope, new: &NewMemory) -> Result<Memory>;
     async fn update(&self, scope: &MemoryScope, id: &str, text: &str) -> Result<Memory>;
     async fn delete(&self, scope: &MemoryScope, id: &str) -> Result<()>;
@@ -287,22 +272,6 @@ pub trait MemoryStore: Send + Sync {
     /// not remember yet, embedded in one batch; a turn longer than a passage becomes several
     /// consecutive memories. Durable and searchable when it returns. Returns what it added.
     async fn add_turns(&self, scope: &MemoryScope, turns: &[NewMemory]) -> Result<Vec<Memory>>;
-    /// Queues new turns for ingestion (durable when it returns), said with `key_id` when they
-    /// came through a key.
-    async fn enqueue(
-        &self,
-        scope: &MemoryScope,
-        turns: &[NewMemory],
-        key_id: Option<&str>,
-    ) -> Result<()>;
-    /// Claims up to `max` unclaimed queued turns for `lease`, users taking turns.
-    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Queued>>;
-    /// Removes a claimed turn once it is ingested; a conversation turn is then remembered.
-    async fn complete(&self, id: i64) -> Result<()>;
-    /// How many turns of the scope's workspace user wait in the queue.
-    async fn waiting(&self, scope: &MemoryScope) -> Result<u64>;
-    /// Returns a claimed turn to the queue now (its ingestion failed; another run retries it).
-    async fn release(&self, id: i64) -> Result<()>;
 
     /// Raw ingestion: stores up to `max` queued turns as memories. Conversation turns go
     /// through `add_turns` (one batch per scope; a turn remembered meanwhile is skipped);

@@ -34,7 +34,7 @@ impl Lyss {
             grows: grows.then_some(self.first_share),
         };
         self.policy
-            .reserve(who, &ask, now, self.reservation_ttl)
+            .reserve(who.payer(), &ask, now, self.reservation_ttl)
             .await
     }
 }

@@ -2,11 +2,12 @@
 //! semantic workspaces), and answering from it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::memory::Compressed;
 use super::settle::LedgerDraft;
-use super::{CACHE_HEADER, CACHE_SIMILARITY_HEADER, CacheControl, Call, ChatBody, ChatReply, Lyss};
+use super::{
+    CACHE_HEADER, CACHE_SIMILARITY_HEADER, CacheControl, Call, ChatBody, ChatReply, Lyss, Prepared,
+};
 use crate::cache::answer::replay;
 use crate::cache::{Cache, CacheStats, exact_key, semantic_partition};
 use crate::config::CacheScope;
@@ -113,17 +114,20 @@ impl Lyss {
 
     /// Answers from the cache: nothing is reserved or billed; the ledger row records the hit
     /// with the tokens and cost it saved.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn serve_hit(
         &self,
-        principal: Arc<Principal>,
+        prepared: Prepared,
         call: &Call,
         req: &ChatRequest,
-        model: &Arc<Model>,
         hit: Hit,
-        started: Instant,
-        compressed: Option<Compressed>,
     ) -> Result<ChatReply> {
+        let Prepared {
+            principal,
+            model,
+            started,
+            compressed,
+            ..
+        } = prepared;
         let Hit {
             answer: hit,
             similarity,
@@ -133,7 +137,7 @@ impl Lyss {
             principal,
             request_id: call.request_id.clone(),
             endpoint: "chat",
-            model: model.clone(),
+            model,
             public_model: req.model.clone(),
             stream: req.is_stream(),
             started,

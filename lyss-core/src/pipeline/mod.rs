@@ -1,7 +1,8 @@
 //! The one request path (DESIGN §1): [`Lyss::chat`] calls each stage in order, one file each.
 //!
 //! 1. `auth.rs` — authenticate the key → [`crate::policy::Principal`]
-//! 2. `auth.rs` — authorize the model against the workspace's and key's allow-lists
+//! 2. `auth.rs` — authorize the model against the workspace's and key's allow-lists;
+//!    `adapt.rs` — fit the request to the model's upstream
 //! 3. `memory.rs` — store the turns a long prompt drops, compress it, recall the user's
 //!    memories into it (before limits and budgets, so they charge what is actually sent); in
 //!    `auto`, a prompt the provider's cache makes cheaper whole stays whole (`prompt_cache.rs`)
@@ -34,28 +35,30 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::memory::{Extractor, MemoryScope, MemoryStore};
 use crate::models::{Model, ModelRegistry};
-use crate::policy::{FirstShare, KeyCache, Policy};
+use crate::policy::{FirstShare, KeyCache, Policy, Principal};
 use crate::ratelimit::RateLimiter;
 use crate::tokens;
-use crate::wire::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelList, ModelObject, Usage,
-};
+use crate::wire::{ChatChunk, ChatRequest, ChatResponse, ModelList, ModelObject};
 
+mod adapt;
 mod auth;
 mod budget;
 mod builder;
 mod cache;
 mod call;
+mod embeddings;
 mod limits;
 mod memory;
 mod prompt_cache;
 mod settle;
 mod stream;
 
+use self::adapt::validate_chat;
 use self::budget::{answer_is_countable, set_output_cap};
 pub use self::builder::LyssBuilder;
+use self::cache::CachePlan;
 use self::call::Outgoing;
+use self::memory::Compressed;
 use self::prompt_cache::{SentWhole, conversation_key};
 use self::settle::LedgerDraft;
 
@@ -364,63 +367,7 @@ impl Lyss {
         reply
     }
 
-    /// Records a request refused before it reached an upstream — a model it may not use, a
-    /// limit, a budget, a request lyss cannot serve — as a ledger row under the caller's
-    /// workspace, user and key (no tokens, no cost) and an info log line with the reason, so
-    /// that `lyss usage`, the dashboard and the analytics API count it. A key that does not
-    /// check out gets the log line only. Failures after a reservation already have their row.
-    pub async fn record_refusal(&self, call: &Call, model: &str, e: &Error, started: Instant) {
-        let Some((status, reason)) = refusal(e) else {
-            return;
-        };
-        crate::telemetry::refused(reason);
-        tracing::info!(request_id = %call.request_id, endpoint = call.endpoint.as_str(), model, status, reason, error = %e, "request refused");
-        // A caller whose key does not check out has no row: a flood of bad keys must not grow
-        // the ledger (it is in the log and in `lyss_refusals_total`), nor cost a second lookup.
-        if matches!(e, Error::Unauthenticated(_)) {
-            return;
-        }
-        self.record_call(call, model, status, Some(format!("{reason}: {e}")), started)
-            .await;
-    }
-
-    /// Records a call that spends nothing — a refusal, a memory tool's call — as a ledger row
-    /// under the caller's workspace, user and key (no tokens, no cost; `name` where a model's
-    /// name goes) with its access log line. Nothing is recorded (`false`) for a key that does
-    /// not check out.
-    pub async fn record_call(
-        &self,
-        call: &Call,
-        name: &str,
-        status: u16,
-        error: Option<String>,
-        started: Instant,
-    ) -> bool {
-        let Ok(who) = self.authenticate(&call.api_key).await else {
-            return false;
-        };
-        let entry = crate::policy::LedgerEntry {
-            at: self.clock.now(),
-            status,
-            error,
-            ..crate::policy::LedgerEntry::new(
-                who.payer(),
-                &call.request_id,
-                call.endpoint.as_str(),
-                name,
-                started,
-            )
-        };
-        crate::telemetry::finished(&entry);
-        let reservation = crate::policy::Reservation::default();
-        if let Err(le) =
-            crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await
-        {
-            tracing::warn!(error = %le, "could not record a call in the ledger");
-        }
-        true
-    }
-
+    /// The request path, stage by stage; each stage's output is the next one's input.
     /// `ledgered` is set once the request has a ledger row of its own coming (an answer from
     /// the cache, or a reservation): a failure after that is not a refusal.
     async fn chat_inner(
@@ -430,10 +377,36 @@ impl Lyss {
         ledgered: &mut bool,
     ) -> Result<ChatReply> {
         let started = Instant::now();
+        // 1–2: who calls, the model they may use, the request fitted to it.
+        let admitted = self.admit(call, &mut req).await?;
+        // 3: memory, before limits and budgets, so that they charge what is actually sent.
+        let prepared = self.prepare(call, &mut req, admitted, started).await;
+        // 4: the cache; a hit is a request (it counts against requests per minute) but uses
+        // no tokens and reserves nothing.
+        let mut cache = self
+            .cache_plan(&prepared.principal, call, &req, &prepared.model)
+            .await;
+        if let Some(plan) = &mut cache
+            && let Some(hit) = plan.lookup().await
+        {
+            self.rate_limit(&prepared.principal, 0, prepared.now)
+                .await?;
+            *ledgered = true;
+            return self.serve_hit(prepared, call, &req, hit).await;
+        }
+        // 5–6: rate limits, then the worst case reserved on every budget.
+        let held = self.hold(&prepared, &mut req).await?;
+        *ledgered = true;
+        // 7–9: the upstream call, settlement, the cache and memory's queue.
+        self.send(call, req, prepared, held, cache).await
+    }
+
+    /// Stages 1–2: authenticates the key, authorizes the model, and fits the request to it.
+    async fn admit(&self, call: &Call, req: &mut ChatRequest) -> Result<Admitted> {
         let principal = self.authenticate(&call.api_key).await?;
         let model = self.authorize(&principal, &req.model)?;
-        validate_chat(&req)?;
-        let mut notes = self.adapt(call, &mut req, &model)?;
+        validate_chat(req)?;
+        let notes = self.adapt(call, req, &model)?;
         if let Some(t) = call.cache_threshold
             && !(t > 0.0 && t <= 1.0)
         {
@@ -442,53 +415,101 @@ impl Lyss {
                 CACHE_THRESHOLD_HEADER,
             ));
         }
+        Ok(Admitted {
+            principal,
+            model,
+            notes,
+        })
+    }
+
+    /// Stage 3: memory works on the prompt; what the later stages need of the request.
+    async fn prepare(
+        &self,
+        call: &Call,
+        req: &mut ChatRequest,
+        admitted: Admitted,
+        started: Instant,
+    ) -> Prepared {
+        let Admitted {
+            principal,
+            model,
+            notes,
+        } = admitted;
         let now = self.clock.now();
-        let conversation = conversation_key(&principal, &req);
-        // Memory runs before limits and budgets, so that they charge what is actually sent.
+        let conversation = conversation_key(&principal, req);
         let compressed = self
-            .recall_and_compress(&principal, call, &mut req, &model, &conversation, now)
+            .recall_and_compress(&principal, call, req, &model, &conversation, now)
             .await;
-        let mut cache = self.cache_plan(&principal, call, &req, &model).await;
-        if let Some(plan) = &mut cache
-            && let Some(hit) = plan.lookup().await
-        {
-            // A hit is a request (it counts against requests per minute) but uses no tokens.
-            self.rate_limit(&principal, 0, now).await?;
-            *ledgered = true;
-            return self
-                .serve_hit(principal, call, &req, &model, hit, started, compressed)
-                .await;
+        Prepared {
+            principal,
+            model,
+            notes,
+            started,
+            now,
+            conversation,
+            compressed,
         }
+    }
+
+    /// Stages 5–6: charges the rate limits and reserves the worst case, capping `max_tokens`
+    /// where the budgets allow less than asked.
+    async fn hold(&self, p: &Prepared, req: &mut ChatRequest) -> Result<Held> {
+        let (principal, model) = (&p.principal, &p.model);
         let requested_output = req.max_completion_tokens.or(req.max_tokens);
         let counts = principal.budgeted || principal.rate_limits.iter().any(|l| l.tpm.is_some());
-        let prompt_tokens = match compressed {
+        let prompt_tokens = match p.compressed {
             Some(c) => c.sent,
-            None if counts => tokens::count_request(&model.upstream, &req),
+            None if counts => tokens::count_request(&model.upstream, req),
             None => 0,
         };
         self.rate_limit(
-            &principal,
+            principal,
             prompt_tokens + u64::from(requested_output.unwrap_or(0)),
-            now,
+            p.now,
         )
         .await?;
         let grows = principal.budgeted
             && requested_output.is_none()
-            && answer_is_countable(&model.upstream, &req);
+            && answer_is_countable(&model.upstream, req);
         let reservation = self
             .reserve(
-                &principal,
-                &model,
+                principal,
+                model,
                 prompt_tokens,
                 requested_output,
                 grows,
-                now,
+                p.now,
             )
             .await?;
-        *ledgered = true;
         if let Some(n) = reservation.set_max_tokens {
-            set_output_cap(&mut req, &model.upstream, n);
+            set_output_cap(req, &model.upstream, n);
         }
+        Ok(Held {
+            prompt_tokens,
+            counted: counts,
+            reservation,
+        })
+    }
+
+    /// Stages 7–9: sends the request upstream — streamed, gathered or whole — and settles,
+    /// caches and remembers what comes back.
+    async fn send(
+        &self,
+        call: &Call,
+        mut req: ChatRequest,
+        p: Prepared,
+        held: Held,
+        cache: Option<CachePlan>,
+    ) -> Result<ChatReply> {
+        let Prepared {
+            principal,
+            model,
+            mut notes,
+            started,
+            now,
+            conversation,
+            compressed,
+        } = p;
         let sent_whole = compressed.is_none()
             && model.provider.caches_prompts()
             && self.weighs_prompt_cache(&principal);
@@ -504,8 +525,8 @@ impl Lyss {
             public_model,
             stream: req.is_stream(),
             started,
-            reservation,
-            prompt_tokens,
+            reservation: held.reservation,
+            prompt_tokens: held.prompt_tokens,
             memory: compressed,
             policy: self.policy.clone(),
             settled: false,
@@ -522,10 +543,9 @@ impl Lyss {
         }
         // An answer cut short by a budget's cap is not the answer to the request as sent.
         let cache = cache.filter(|p| p.store && ledger.reservation.set_max_tokens.is_none());
-
         let outgoing = Outgoing {
             deadline: self.deadline(started),
-            prompt_estimate: counts.then_some(prompt_tokens),
+            prompt_estimate: held.counted.then_some(held.prompt_tokens),
             req,
             model,
             ledger,
@@ -548,82 +568,6 @@ impl Lyss {
             self.answer(outgoing, sent).await
         }
     }
-
-    /// `POST /v1/embeddings`; a request refused before its reservation is recorded as chat's
-    /// are ([`Lyss::record_refusal`]).
-    pub async fn embeddings(
-        &self,
-        call: &Call,
-        req: EmbeddingsRequest,
-    ) -> Result<EmbeddingsResponse> {
-        let started = Instant::now();
-        let model = req.model.clone();
-        let mut ledgered = false;
-        let out = self.embeddings_inner(call, req, &mut ledgered).await;
-        if let Err(e) = &out
-            && !ledgered
-        {
-            let call = Call {
-                endpoint: Endpoint::Embeddings,
-                ..call.clone()
-            };
-            self.record_refusal(&call, &model, e, started).await;
-        }
-        out
-    }
-
-    async fn embeddings_inner(
-        &self,
-        call: &Call,
-        mut req: EmbeddingsRequest,
-        ledgered: &mut bool,
-    ) -> Result<EmbeddingsResponse> {
-        let started = Instant::now();
-        let principal = self.authenticate(&call.api_key).await?;
-        let model = self.authorize(&principal, &req.model)?;
-        let now = self.clock.now();
-        let prompt_tokens = tokens::count_embedding_input(&model.upstream, &req.input);
-        self.rate_limit(&principal, prompt_tokens, now).await?;
-        let reservation = self
-            .reserve(&principal, &model, prompt_tokens, Some(0), false, now)
-            .await?;
-        *ledgered = true;
-        let public_model = std::mem::replace(&mut req.model, model.upstream.clone());
-        let want_base64 = req.encoding_format == Some(EncodingFormat::Base64);
-        let mut ledger = LedgerDraft {
-            principal,
-            request_id: call.request_id.clone(),
-            endpoint: Endpoint::Embeddings.as_str(),
-            model: model.clone(),
-            public_model,
-            stream: false,
-            started,
-            reservation,
-            prompt_tokens,
-            memory: None,
-            policy: self.policy.clone(),
-            settled: false,
-        };
-        let mut resp = match model.provider.embeddings(&req).await {
-            Ok(r) => r,
-            Err(e) => return Err(ledger.failed(e).await),
-        };
-        let usage = resp.usage.clone().unwrap_or_else(|| Usage {
-            prompt_tokens,
-            ..Usage::default()
-        });
-        ledger.settle(&usage, 200, None).await?;
-        if want_base64 {
-            for e in &mut resp.data {
-                e.embedding = std::mem::replace(
-                    &mut e.embedding,
-                    crate::wire::EmbeddingVector::Float(Vec::new()),
-                )
-                .into_base64();
-            }
-        }
-        Ok(resp)
-    }
 }
 
 /// A model as `/v1/models` shows it. `created` is the same on every start and replica (a
@@ -638,6 +582,37 @@ fn model_object(id: &str, m: &Model) -> ModelObject {
     }
 }
 
+/// Stages 1–2's output: the caller, the model it may use, and the response headers saying
+/// what fitting the request to the model changed.
+struct Admitted {
+    principal: Arc<Principal>,
+    model: Arc<Model>,
+    notes: Vec<(&'static str, String)>,
+}
+
+/// A request through stage 3: what the later stages and its ledger row need of it.
+struct Prepared {
+    principal: Arc<Principal>,
+    model: Arc<Model>,
+    notes: Vec<(&'static str, String)>,
+    started: Instant,
+    /// The request's instant for limits, budgets and memory.
+    now: time::OffsetDateTime,
+    /// The conversation it continues ([`conversation_key`]).
+    conversation: String,
+    /// What memory made of the prompt, when it changed it.
+    compressed: Option<Compressed>,
+}
+
+/// Stages 5–6's output: the prompt's tokens and the reservation.
+struct Held {
+    /// What memory sent, or what limits and budgets counted (0 when nothing counted).
+    prompt_tokens: u64,
+    /// Whether limits or budgets counted the prompt.
+    counted: bool,
+    reservation: crate::policy::Reservation,
+}
+
 /// `created` of every model: 2024-01-01T00:00:00Z.
 pub const MODELS_CREATED: u64 = 1_704_067_200;
 
@@ -645,93 +620,4 @@ fn outlived(model: &Model) -> Error {
     Error::UpstreamTimeout {
         provider: model.provider.name().to_owned(),
     }
-}
-
-impl Lyss {
-    /// Fits a request to what its model's upstream takes, and says what changed (response
-    /// headers, and the log): built-in tools the upstream cannot run are dropped (or the
-    /// request refused, as configured), an output cap above the model's own is lowered to it,
-    /// and what the request's dialect could not carry is listed.
-    fn adapt(
-        &self,
-        call: &Call,
-        req: &mut ChatRequest,
-        model: &Model,
-    ) -> Result<Vec<(&'static str, String)>> {
-        let mut dropped = call.dropped.clone();
-        if let Some(builtin) = &req.builtin_tools
-            && !model.provider.runs_builtin_tools()
-        {
-            let kinds: Vec<String> = builtin
-                .iter()
-                .map(|t| format!("tools[{}]", t["type"].as_str().unwrap_or("?")))
-                .collect();
-            if self.builtin_tools == BuiltinTools::Refuse {
-                return Err(Error::invalid_param(
-                    format!(
-                        "{} run only on OpenAI's Responses API; model `{}` is served elsewhere",
-                        kinds.join(", "),
-                        model.name
-                    ),
-                    "tools",
-                ));
-            }
-            tracing::info!(model = %model.name, tools = %kinds.join(", "), "built-in tools the upstream cannot run: answered without them");
-            dropped.extend(kinds);
-            req.builtin_tools = None;
-        }
-        // What lyss itself translated from another dialect's reasoning and verbosity controls
-        // goes only to models that take them (OpenAI's reasoning families): another model
-        // would refuse the request over a field its client never sent.
-        if call.endpoint != Endpoint::Chat && !budget::openai_reasoning(&model.upstream) {
-            for field in ["reasoning_effort", "verbosity"] {
-                if req.extra.remove(field).is_some() {
-                    dropped.push(field.to_owned());
-                }
-            }
-        }
-        let mut notes = Vec::new();
-        if let Some(cap) = model.max_output_tokens {
-            let asked = req.max_completion_tokens.or(req.max_tokens);
-            if let Some(n) = asked.filter(|&n| n > cap) {
-                for field in [&mut req.max_tokens, &mut req.max_completion_tokens] {
-                    if field.is_some_and(|f| f > cap) {
-                        *field = Some(cap);
-                    }
-                }
-                tracing::info!(model = %model.name, asked = n, cap, "output cap lowered to the model's own");
-                notes.push((OUTPUT_CAPPED_HEADER, format!("asked={n}, sent={cap}")));
-            }
-        }
-        if !dropped.is_empty() {
-            tracing::debug!(request_id = %call.request_id, dropped = %dropped.join(", "), "fields lyss could not carry upstream");
-            notes.push((DROPPED_HEADER, dropped.join(", ")));
-        }
-        Ok(notes)
-    }
-}
-
-fn validate_chat(req: &ChatRequest) -> Result<()> {
-    if req.messages.is_empty() {
-        return Err(Error::invalid_param(
-            "`messages` must contain at least one message.",
-            "messages",
-        ));
-    }
-    Ok(())
-}
-
-/// A refusal's HTTP status and reason, for an error that refuses a request before any upstream
-/// call (the HTTP layer maps the same errors to the same statuses).
-fn refusal(e: &Error) -> Option<(u16, &'static str)> {
-    Some(match e {
-        Error::BudgetExceeded(_) => (429, "budget"),
-        Error::RateLimited { .. } => (429, "rate_limit"),
-        Error::Unauthenticated(_) => (401, "auth"),
-        Error::PermissionDenied(_) => (403, "permission"),
-        Error::ModelNotFound(_) => (404, "model"),
-        Error::InvalidRequest { .. } => (400, "invalid_request"),
-        Error::PayloadTooLarge { .. } => (413, "too_large"),
-        _ => return None,
-    })
 }

@@ -11,6 +11,7 @@ use crate::policy::{BudgetLeft, LedgerEntry, Policy, Principal, Reservation};
 use crate::wire::Usage;
 
 use super::memory::Compressed;
+use super::{Call, Lyss};
 
 /// What the ledger needs to know about a request in flight.
 pub(super) struct LedgerDraft {
@@ -143,4 +144,78 @@ impl Drop for LedgerDraft {
             });
         }
     }
+}
+
+impl Lyss {
+    /// Records a request refused before it reached an upstream — a model it may not use, a
+    /// limit, a budget, a request lyss cannot serve — as a ledger row under the caller's
+    /// workspace, user and key (no tokens, no cost) and an info log line with the reason, so
+    /// that `lyss usage`, the dashboard and the analytics API count it. A key that does not
+    /// check out gets the log line only. Failures after a reservation already have their row.
+    pub async fn record_refusal(&self, call: &Call, model: &str, e: &Error, started: Instant) {
+        let Some((status, reason)) = refusal(e) else {
+            return;
+        };
+        crate::telemetry::refused(reason);
+        tracing::info!(request_id = %call.request_id, endpoint = call.endpoint.as_str(), model, status, reason, error = %e, "request refused");
+        // A caller whose key does not check out has no row: a flood of bad keys must not grow
+        // the ledger (it is in the log and in `lyss_refusals_total`), nor cost a second lookup.
+        if matches!(e, Error::Unauthenticated(_)) {
+            return;
+        }
+        self.record_call(call, model, status, Some(format!("{reason}: {e}")), started)
+            .await;
+    }
+
+    /// Records a call that spends nothing — a refusal, a memory tool's call — as a ledger row
+    /// under the caller's workspace, user and key (no tokens, no cost; `name` where a model's
+    /// name goes) with its access log line. Nothing is recorded (`false`) for a key that does
+    /// not check out.
+    pub async fn record_call(
+        &self,
+        call: &Call,
+        name: &str,
+        status: u16,
+        error: Option<String>,
+        started: Instant,
+    ) -> bool {
+        let Ok(who) = self.authenticate(&call.api_key).await else {
+            return false;
+        };
+        let entry = crate::policy::LedgerEntry {
+            at: self.clock.now(),
+            status,
+            error,
+            ..crate::policy::LedgerEntry::new(
+                who.payer(),
+                &call.request_id,
+                call.endpoint.as_str(),
+                name,
+                started,
+            )
+        };
+        crate::telemetry::finished(&entry);
+        let reservation = crate::policy::Reservation::default();
+        if let Err(le) =
+            crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await
+        {
+            tracing::warn!(error = %le, "could not record a call in the ledger");
+        }
+        true
+    }
+}
+
+/// A refusal's HTTP status and reason, for an error that refuses a request before any upstream
+/// call (the HTTP layer maps the same errors to the same statuses).
+fn refusal(e: &Error) -> Option<(u16, &'static str)> {
+    Some(match e {
+        Error::BudgetExceeded(_) => (429, "budget"),
+        Error::RateLimited { .. } => (429, "rate_limit"),
+        Error::Unauthenticated(_) => (401, "auth"),
+        Error::PermissionDenied(_) => (403, "permission"),
+        Error::ModelNotFound(_) => (404, "model"),
+        Error::InvalidRequest { .. } => (400, "invalid_request"),
+        Error::PayloadTooLarge { .. } => (413, "too_large"),
+        _ => return None,
+    })
 }

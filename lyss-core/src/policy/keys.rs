@@ -4,10 +4,17 @@
 //! A plain (unsalted, fast) hash is the right tool here: the secret is 190 bits of randomness,
 //! not a password, so it cannot be guessed offline, and verification stays cheap per request.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+
+use super::{Policy, Principal};
+use crate::error::{Error, Result};
 
 const PREFIX: &str = "lyss-sk-";
 const ID_LEN: usize = 12;
@@ -71,6 +78,42 @@ pub fn random_token(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
+}
+
+/// Remembers verified keys for a short time so that a request does not read the store.
+///
+/// Keyed by the SHA-256 of the whole presented key, so a hit proves the same secret was
+/// verified before. Only successes are kept; expiry is re-checked on every hit; the lifetime
+/// bounds how long a revocation takes to reach this process.
+pub struct KeyCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Authenticates through the cache.
+    pub async fn authenticate(&self, policy: &dyn Policy, key: &str) -> Result<Arc<Principal>> {
+        let digest = hash_secret(key);
+        let now = OffsetDateTime::now_utc();
+        if let Some(p) = self.cache.get(&digest) {
+            if p.expired(now) {
+                self.cache.invalidate(&digest);
+                return Err(Error::Unauthenticated("This API key has expired.".into()));
+            }
+            return Ok(p);
+        }
+        let p = Arc::new(policy.authenticate(key).await?);
+        self.cache.insert(digest, p.clone());
+        Ok(p)
+    }
 }
 
 #[cfg(test)]

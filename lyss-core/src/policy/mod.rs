@@ -6,6 +6,7 @@
 pub mod budget;
 pub(crate) mod counters;
 pub mod keys;
+mod ledger;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub(crate) mod settle;
@@ -13,7 +14,6 @@ pub(crate) mod sql;
 mod sqlite;
 pub(crate) mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,14 +21,16 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use self::budget::{Ask, Budget, BudgetStatus, FirstShare, NewBudget, Period, Scope, Unit};
+pub use self::keys::KeyCache;
+pub use self::ledger::{Bucket, GroupBy, LedgerEntry, LedgerQuery, UsageQuery, UsageRow};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresPolicy;
 pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
 pub use crate::error::BudgetRefusal;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::Model;
-use crate::price::{NanoUsd, Price};
+use crate::price::Price;
 
 /// The model list that means "every configured model".
 pub const ALL_MODELS: &str = "*";
@@ -67,12 +69,16 @@ pub struct RateLimit {
     pub tpm: Option<u32>,
 }
 
-/// Who pays for a call: the workspace, user and key its ledger row is recorded under.
+/// Who pays for a call: the workspace, user and key whose budgets it is reserved on and whose
+/// ledger row records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Payer<'a> {
     pub workspace_id: &'a str,
     pub user_id: &'a str,
     pub key_id: &'a str,
+    /// The workspace's and user's names, for a refusal's message (their ids will do).
+    pub workspace_name: &'a str,
+    pub user_name: &'a str,
 }
 
 impl Principal {
@@ -82,6 +88,8 @@ impl Principal {
             workspace_id: &self.workspace_id,
             user_id: &self.user_id,
             key_id: &self.key_id,
+            workspace_name: &self.workspace_name,
+            user_name: &self.user_name,
         }
     }
 
@@ -191,127 +199,6 @@ pub struct CreatedKey {
     pub info: KeyInfo,
 }
 
-/// One request as the usage ledger records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    pub request_id: String,
-    pub workspace_id: String,
-    pub user_id: String,
-    pub key_id: String,
-    /// `chat` or `embeddings`.
-    pub endpoint: String,
-    /// Public model name as requested.
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
-    pub stream: bool,
-    pub prompt_tokens: u64,
-    /// The prompt tokens the client's prompt would have been without memory, in the
-    /// upstream's units (equal to `prompt_tokens` when memory left the prompt alone; below it
-    /// when memory added more than it dropped).
-    #[serde(default)]
-    pub prompt_tokens_original: u64,
-    pub completion_tokens: u64,
-    pub cached_tokens: u64,
-    pub cost_nusd: NanoUsd,
-    pub latency_ms: f64,
-    /// HTTP status the caller saw (499 when the client went away mid-stream).
-    pub status: u16,
-    pub error: Option<String>,
-    /// `hit` when the answer came from the cache (billed tokens and cost are then 0).
-    #[serde(default)]
-    pub cache: Option<String>,
-    /// Tokens a cache hit saved: what the upstream call it replaced used.
-    #[serde(default)]
-    pub saved_tokens: u64,
-    /// Cost a cache hit saved.
-    #[serde(default)]
-    pub saved_nusd: NanoUsd,
-    /// What memory saved on this row, net (negative: what it cost): prompt tokens it removed
-    /// at the cached-input price (a plain gateway would have resent them as a prefix the
-    /// provider caches), tokens it added at the input price, and on an extraction call's own
-    /// row that call's cost.
-    #[serde(default)]
-    pub memory_saved_nusd: NanoUsd,
-    /// Prompt tokens written to the provider's prompt cache.
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-    /// What the provider's prompt cache saved against the same prompt uncached (negative when
-    /// a cache write cost more than it saved).
-    #[serde(default)]
-    pub prompt_cache_saved_nusd: NanoUsd,
-}
-
-impl LedgerEntry {
-    /// The row of a call `payer` made through `endpoint` to `model` (public name), started at
-    /// `started` and ending now: answered (200), no tokens, no cost — each caller sets what its
-    /// call had ([`LedgerEntry::with_usage`] for an upstream's answer).
-    pub fn new(
-        payer: Payer<'_>,
-        request_id: &str,
-        endpoint: &str,
-        model: &str,
-        started: std::time::Instant,
-    ) -> Self {
-        Self {
-            at: OffsetDateTime::now_utc(),
-            request_id: request_id.to_owned(),
-            workspace_id: payer.workspace_id.to_owned(),
-            user_id: payer.user_id.to_owned(),
-            key_id: payer.key_id.to_owned(),
-            endpoint: endpoint.to_owned(),
-            model: model.to_owned(),
-            provider: String::new(),
-            upstream_model: String::new(),
-            stream: false,
-            prompt_tokens: 0,
-            prompt_tokens_original: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cost_nusd: 0,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            status: 200,
-            error: None,
-            cache: None,
-            saved_tokens: 0,
-            saved_nusd: 0,
-            memory_saved_nusd: 0,
-            cache_write_tokens: 0,
-            prompt_cache_saved_nusd: 0,
-        }
-    }
-
-    /// What `model`'s upstream answered with, and what it cost at the model's price.
-    pub fn with_usage(self, model: &Model, usage: &crate::wire::Usage) -> Self {
-        Self {
-            provider: model.provider.name().to_owned(),
-            upstream_model: model.upstream.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            prompt_tokens_original: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens(),
-            cost_nusd: model.price.cost(usage),
-            cache_write_tokens: usage.cache_write_tokens(),
-            prompt_cache_saved_nusd: model.price.prompt_cache_saving(usage),
-            ..self
-        }
-    }
-}
-
-/// Which ledger rows to read, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LedgerQuery {
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub since: Option<OffsetDateTime>,
-    /// Rows before this instant only (as in [`UsageQuery`]).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub until: Option<OffsetDateTime>,
-    pub key_id: Option<String>,
-    pub limit: Option<u32>,
-}
-
 /// Money or tokens held on one budget for one request in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
@@ -377,111 +264,30 @@ impl BudgetLeft {
     }
 }
 
-/// How to group a usage report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    #[default]
-    Workspace,
-    User,
-    Key,
-    Model,
-    /// One row per UTC day.
-    Day,
-}
-
-/// Which ledger rows a usage report sums.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UsageQuery {
-    #[serde(default)]
-    pub by: GroupBy,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub since: Option<OffsetDateTime>,
-    /// Rows before this instant only.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub until: Option<OffsetDateTime>,
-    /// A time series: one row per group and UTC hour or day.
-    #[serde(default)]
-    pub bucket: Option<Bucket>,
-}
-
-/// The step of a usage time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bucket {
-    Hour,
-    Day,
-}
-
-impl Bucket {
-    pub fn millis(self) -> i64 {
-        match self {
-            Bucket::Hour => 3_600_000,
-            Bucket::Day => 86_400_000,
-        }
-    }
-}
-
-/// One group of a usage report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsageRow {
-    /// The start of the hour or day, in a time series.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub bucket: Option<OffsetDateTime>,
-    /// Workspace, user or model name, key id, or `YYYY-MM-DD`.
-    pub group: String,
-    pub requests: i64,
-    pub errors: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cost_nusd: i64,
-    /// Prompt tokens memory kept from being sent, net of those it added (in the upstreams'
-    /// units; negative when memory added more than it dropped).
-    #[serde(default)]
-    pub memory_saved_tokens: i64,
-    /// Requests answered from the cache, and the cost they saved.
-    #[serde(default)]
-    pub cache_hits: i64,
-    #[serde(default)]
-    pub cache_saved_nusd: i64,
-    #[serde(default)]
-    pub cache_saved_tokens: i64,
-    /// What memory saved, net: dropped prompt tokens at the models' cached-input prices, minus
-    /// tokens it added at their input prices and its extraction calls' cost.
-    #[serde(default)]
-    pub memory_saved_nusd: i64,
-    /// Prompt tokens read from and written to the providers' prompt caches.
-    #[serde(default)]
-    pub cached_tokens: i64,
-    #[serde(default)]
-    pub cache_write_tokens: i64,
-    /// What the providers' prompt caches saved.
-    #[serde(default)]
-    pub prompt_cache_saved_nusd: i64,
-}
-
 /// Governance: who may call (the directory), what they may spend (budgets), what they spent
-/// (the ledger) and the upstreams stored for them (providers) — four traits by meaning, one
+/// (the ledger), the Responses API's stored conversations and the upstreams stored for them
+/// (providers) — five traits by meaning, one
 /// store implementing them all. `Arc<dyn Policy>` is how the pipeline and the apps hold it;
 /// `use lyss_core::policy::prelude::*` brings every part's methods into scope.
 ///
 /// # Contract
 /// - Each part's contract is on its trait: [`Directory`], [`Budgets`], [`Ledger`],
-///   [`ProviderStore`]; the conformance suite checks each (`testing::policy`).
+///   [`Conversations`], [`ProviderStore`]; the conformance suite checks each (`testing::policy`).
 /// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
 #[async_trait]
-pub trait Policy: Directory + Budgets + Ledger + ProviderStore + Send + Sync {
+pub trait Policy:
+    Directory + Budgets + Ledger + Conversations + ProviderStore + Send + Sync
+{
     /// Checks that the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 }
 
 /// Every part of the policy, for `use lyss_core::policy::prelude::*`.
 pub mod prelude {
-    pub use super::{Budgets as _, Directory as _, Ledger as _, Policy as _, ProviderStore as _};
+    pub use super::{
+        Budgets as _, Conversations as _, Directory as _, Ledger as _, Policy as _,
+        ProviderStore as _,
+    };
 }
 
 /// The directory: workspaces, users, keys and their limits, and who a key belongs to.
@@ -561,10 +367,10 @@ pub trait Directory: Send + Sync {
 /// - Any store failure is [`Error::Unavailable`]: callers refuse the request (fail closed).
 #[async_trait]
 pub trait Budgets: Send + Sync {
-    /// Reserves the worst case of a request on every budget that applies to `who`.
+    /// Reserves the worst case of a request on every budget that applies to `payer`.
     async fn reserve(
         &self,
-        who: &Principal,
+        payer: Payer<'_>,
         ask: &Ask,
         now: OffsetDateTime,
         ttl: Duration,
@@ -587,15 +393,11 @@ pub trait Budgets: Send + Sync {
     async fn budgets(&self, now: OffsetDateTime) -> Result<Vec<BudgetStatus>>;
 }
 
-/// The ledger: every request's row (appended by [`Budgets::settle`]), its sums, and the
-/// conversations Responses API answers ended, for their `previous_response_id`.
+/// The ledger: every request's row (appended by [`Budgets::settle`]) and its sums.
 ///
 /// # Contract
 /// - `ledger` reads rows newest first, exactly as settled; `usage` sums them, and its sums
 ///   equal the rows'.
-/// - `load_response`, `get_response` and `delete_response` find a response only for the user
-///   who saved it; another user's id and an unknown one are the same [`Error::NotFound`]. A
-///   deleted response is gone for all three.
 /// - Any store failure is [`Error::Unavailable`].
 #[async_trait]
 pub trait Ledger: Send + Sync {
@@ -604,7 +406,19 @@ pub trait Ledger: Send + Sync {
 
     /// Reads ledger rows, newest first.
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<LedgerEntry>>;
+}
 
+/// The conversations Responses API answers ended, kept for their `previous_response_id` and
+/// `GET /v1/responses/{id}`.
+///
+/// # Contract
+/// - An id is kept once: saving an id again is an error.
+/// - `load_response`, `get_response` and `delete_response` find a response only for the user
+///   who saved it; another user's id and an unknown one are the same [`Error::NotFound`]. A
+///   deleted response is gone for all three.
+/// - Any store failure is [`Error::Unavailable`].
+#[async_trait]
+pub trait Conversations: Send + Sync {
     /// Keeps the conversation a Responses API answer ended (`messages`: JSON chat messages) under
     /// its id, for the user's later `previous_response_id`, with the response object itself
     /// (`response`: JSON) for `GET /v1/responses/{id}`.
@@ -640,40 +454,4 @@ pub trait ProviderStore: Send + Sync {
     async fn list_providers(&self) -> Result<Vec<StoredProvider>>;
     /// Removes a stored provider.
     async fn delete_provider(&self, name: &str) -> Result<()>;
-}
-
-/// Remembers verified keys for a short time so that a request does not read the store.
-///
-/// Keyed by the SHA-256 of the whole presented key, so a hit proves the same secret was
-/// verified before. Only successes are kept; expiry is re-checked on every hit; the lifetime
-/// bounds how long a revocation takes to reach this process.
-pub struct KeyCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
-}
-
-impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
-        }
-    }
-
-    /// Authenticates through the cache.
-    pub async fn authenticate(&self, policy: &dyn Policy, key: &str) -> Result<Arc<Principal>> {
-        let digest = keys::hash_secret(key);
-        let now = OffsetDateTime::now_utc();
-        if let Some(p) = self.cache.get(&digest) {
-            if p.expired(now) {
-                self.cache.invalidate(&digest);
-                return Err(Error::Unauthenticated("This API key has expired.".into()));
-            }
-            return Ok(p);
-        }
-        let p = Arc::new(policy.authenticate(key).await?);
-        self.cache.insert(digest, p.clone());
-        Ok(p)
-    }
 }

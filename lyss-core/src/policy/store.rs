@@ -14,14 +14,13 @@
 //! database's detection timeout, long enough for reservations to outlive their requests.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::budget::{self, Ask, Budget, BudgetStatus};
-use super::{BudgetLeft, Hold, LedgerEntry, Principal, Reservation};
+use super::{BudgetLeft, Hold, LedgerEntry, Payer, Reservation};
 use crate::error::{Error, Result};
 use crate::price::Price;
 
@@ -31,10 +30,43 @@ pub(crate) type UsageKey = (String, i64);
 /// Jobs committed together at most.
 pub(crate) const MAX_BATCH: usize = 128;
 
+/// A [`Payer`] a job owns: it waits in the writer's queue past the caller's borrow.
+pub(crate) struct OwnedPayer {
+    workspace_id: String,
+    user_id: String,
+    key_id: String,
+    workspace_name: String,
+    user_name: String,
+}
+
+impl From<Payer<'_>> for OwnedPayer {
+    fn from(p: Payer<'_>) -> Self {
+        Self {
+            workspace_id: p.workspace_id.to_owned(),
+            user_id: p.user_id.to_owned(),
+            key_id: p.key_id.to_owned(),
+            workspace_name: p.workspace_name.to_owned(),
+            user_name: p.user_name.to_owned(),
+        }
+    }
+}
+
+impl OwnedPayer {
+    fn as_payer(&self) -> Payer<'_> {
+        Payer {
+            workspace_id: &self.workspace_id,
+            user_id: &self.user_id,
+            key_id: &self.key_id,
+            workspace_name: &self.workspace_name,
+            user_name: &self.user_name,
+        }
+    }
+}
+
 /// A write for the writer task.
 pub(crate) enum Job {
     Reserve {
-        who: Arc<Principal>,
+        payer: OwnedPayer,
         ask: Ask,
         now: OffsetDateTime,
         ttl: Duration,
@@ -97,6 +129,7 @@ impl Job {
                 let e = Error::Unavailable {
                     backend: "database",
                     message: e.to_string(),
+                    contended: false,
                 };
                 match job {
                     Job::Reserve { done, .. } => drop(done.send(Err(e))),
@@ -117,17 +150,23 @@ pub(crate) async fn submit<T>(
     let stopped = || Error::Unavailable {
         backend: "database",
         message: "the writer task stopped".into(),
+        contended: false,
     };
     let (tx, rx) = oneshot::channel();
     writer.send(make(tx)).await.map_err(|_| stopped())?;
     rx.await.map_err(|_| stopped())?
 }
 
-/// Whether a failed batch may simply run again (lock conflicts between replicas).
+/// Whether a failed batch may simply run again: the database said other writers were in the
+/// way (by its error code: a deadlock or serialization failure between replicas, a busy file).
 pub(crate) fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Unavailable { message, .. }
-        if message.contains("deadlock") || message.contains("could not serialize")
-            || message.contains("database is locked"))
+    matches!(
+        e,
+        Error::Unavailable {
+            contended: true,
+            ..
+        }
+    )
 }
 
 /// A hold as stored.
@@ -233,7 +272,7 @@ impl State {
 pub(crate) fn reserve_in(
     state: &mut State,
     budgets: Vec<Budget>,
-    who: &Principal,
+    payer: Payer<'_>,
     ask: &Ask,
     now: OffsetDateTime,
     ttl: std::time::Duration,
@@ -241,9 +280,9 @@ pub(crate) fn reserve_in(
     let mut states = Vec::with_capacity(budgets.len());
     for mut b in budgets {
         b.scope_name = match b.scope {
-            budget::Scope::Workspace => who.workspace_name.clone(),
-            budget::Scope::User => who.user_name.clone(),
-            budget::Scope::Key => who.key_id.clone(),
+            budget::Scope::Workspace => payer.workspace_name.to_owned(),
+            budget::Scope::User => payer.user_name.to_owned(),
+            budget::Scope::Key => payer.key_id.to_owned(),
         };
         let (period_start, resets) = b.period.bounds(now, b.tz.as_deref())?;
         let (spent, reserved) = state.usage(&b.id, period_start);
@@ -383,8 +422,8 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     let mut expired = Vec::new();
     for job in jobs {
         match job {
-            Job::Reserve { who, .. } => {
-                scope_ids.extend([&*who.workspace_id, &*who.user_id, &*who.key_id]);
+            Job::Reserve { payer, .. } => {
+                scope_ids.extend([&*payer.workspace_id, &*payer.user_id, &*payer.key_id]);
             }
             Job::Settle { reservation, .. } | Job::TopUp { reservation, .. } => {
                 if !reservation.holds.is_empty() {
@@ -410,8 +449,8 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     for b in &budgets {
         by_scope.entry(b.scope_id.as_str()).or_default().push(b);
     }
-    let budgets_of = |who: &Principal| -> Vec<Budget> {
-        let mut of: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
+    let budgets_of = |payer: &OwnedPayer| -> Vec<Budget> {
+        let mut of: Vec<Budget> = [&payer.workspace_id, &payer.user_id, &payer.key_id]
             .into_iter()
             .flat_map(|id| by_scope.get(id.as_str()).into_iter().flatten())
             .map(|b| (*b).clone())
@@ -424,7 +463,7 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     let mut budgets_by_job: Vec<Vec<Budget>> = jobs
         .iter()
         .map(|job| match job {
-            Job::Reserve { who, .. } => budgets_of(who),
+            Job::Reserve { payer, .. } => budgets_of(payer),
             _ => Vec::new(),
         })
         .collect();
@@ -478,11 +517,15 @@ pub(crate) async fn run_jobs<T: BudgetTx>(tx: &mut T, jobs: &[Job]) -> Result<Ve
     for (job, budgets) in jobs.iter().zip(&mut budgets_by_job) {
         outcomes.push(match job {
             Job::Reserve {
-                who, ask, now, ttl, ..
+                payer,
+                ask,
+                now,
+                ttl,
+                ..
             } => Outcome::Reserved(reserve_in(
                 &mut state,
                 std::mem::take(budgets),
-                who,
+                payer.as_payer(),
                 ask,
                 *now,
                 *ttl,

@@ -1,7 +1,7 @@
 //! The conversations lyss keeps for the Responses API: each answered response (unless
 //! `store: false`) saves its turns — the previous ones, its input and its output, not its
 //! instructions — under its id, for its user only, so that `previous_response_id` works
-//! whatever the upstream ([`crate::policy::Ledger::save_response`]).
+//! whatever the upstream ([`crate::policy::Conversations::save_response`]).
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! (`conversation.rs`). A Responses call runs through the pipeline
 //! as a chat request (keys, allow-lists, budgets, limits, memory, cache, ledger) and so reaches
 //! every upstream kind; `previous_response_id` is served from the conversations lyss stores
-//! itself ([`crate::policy::Policy::save_response`]), whatever the upstream.
+//! itself ([`crate::policy::Conversations::save_response`]), whatever the upstream.
 
 mod conversation;
 

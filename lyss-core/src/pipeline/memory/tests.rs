@@ -2,6 +2,7 @@ use time::macros::datetime;
 
 use super::*;
 use crate::memory::Memory;
+use crate::memory::compress::*;
 
 const MODEL: &str = "gpt-4o-mini";
 

@@ -32,7 +32,7 @@ use crate::policy::budget::{Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
 use crate::policy::store::{self, State, UsageKey};
 use crate::policy::store::{Job, submit};
-use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
 use crate::price::Price;
 
 /// How often a closed admission checks whether the file takes writes again.
@@ -100,6 +100,7 @@ impl Books {
                 backend: "database",
                 message: "settlements cannot be written; nothing more is admitted until they are"
                     .into(),
+                contended: false,
             });
         }
         Ok(())
@@ -152,7 +153,7 @@ impl Books {
 impl Counters for Books {
     async fn reserve(
         &self,
-        who: &Principal,
+        payer: Payer<'_>,
         ask: &Ask,
         now: OffsetDateTime,
         ttl: Duration,
@@ -165,7 +166,7 @@ impl Counters for Books {
             .definitions
             .get(|| crate::policy::sqlite::all_budgets(pool))
             .await?;
-        let budgets = budgets_of(&definitions, who);
+        let budgets = budgets_of(&definitions, payer);
         // Counters not seen since this process started come from the file, once.
         let missing: Vec<UsageKey> = {
             let held = self.held();
@@ -188,7 +189,7 @@ impl Counters for Books {
             }
         }
         let mut held = self.held();
-        let reserved = store::reserve_in(&mut held.state, budgets, who, ask, now, ttl);
+        let reserved = store::reserve_in(&mut held.state, budgets, payer, ask, now, ttl);
         held.state.forget_changes();
         reserved
     }
@@ -382,10 +383,12 @@ impl Claim {
                     "a server holds this database's reservations ({}): reserve through it",
                     self.path.display()
                 ),
+                contended: false,
             }),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::Unavailable {
                 backend: "database",
                 message: format!("{}: cannot lock: {e}", self.path.display()),
+                contended: false,
             }),
         }
     }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::budget::{Ask, Budget, BudgetStatus};
-use super::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use super::{BudgetLeft, LedgerEntry, Payer, Reservation};
 use crate::error::Result;
 use crate::price::Price;
 
@@ -39,7 +39,7 @@ pub(crate) const DEFINITIONS_FRESH: Duration = Duration::from_millis(500);
 pub(crate) trait Counters: Send + Sync {
     async fn reserve(
         &self,
-        who: &Principal,
+        payer: Payer<'_>,
         ask: &Ask,
         now: OffsetDateTime,
         ttl: Duration,
@@ -95,11 +95,11 @@ impl DefinitionCache {
     }
 }
 
-/// The budgets that apply to `who`, in id order (the order holds are taken in).
-pub(crate) fn budgets_of(definitions: &Definitions, who: &Principal) -> Vec<Budget> {
-    let mut budgets: Vec<Budget> = [&who.workspace_id, &who.user_id, &who.key_id]
+/// The budgets that apply to `payer`, in id order (the order holds are taken in).
+pub(crate) fn budgets_of(definitions: &Definitions, payer: Payer<'_>) -> Vec<Budget> {
+    let mut budgets: Vec<Budget> = [payer.workspace_id, payer.user_id, payer.key_id]
         .into_iter()
-        .flat_map(|id| definitions.get(id.as_str()).into_iter().flatten())
+        .flat_map(|id| definitions.get(id).into_iter().flatten())
         .cloned()
         .collect();
     budgets.sort_by(|a, b| a.id.cmp(&b.id));

@@ -50,7 +50,7 @@ use crate::policy::budget::{self, Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
 use crate::policy::store::{self, HoldRow, State, UsageKey};
 use crate::policy::store::{Job, submit};
-use crate::policy::{BudgetLeft, LedgerEntry, Principal, Reservation};
+use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
 use crate::price::Price;
 
 use super::redis_scripts::Scripts;
@@ -324,6 +324,7 @@ impl RedisCounters {
         let stopped = || Error::Unavailable {
             backend: "database",
             message: "the hold writer stopped".into(),
+            contended: false,
         };
         let (done, written) = oneshot::channel();
         self.hold_writer
@@ -345,6 +346,7 @@ impl RedisCounters {
             _ => Err(Error::Unavailable {
                 backend: "database",
                 message: "a reservation's hold row took too long to write".into(),
+                contended: false,
             }),
         }
     }
@@ -532,7 +534,7 @@ impl RedisCounters {
 impl Counters for RedisCounters {
     async fn reserve(
         &self,
-        who: &Principal,
+        payer: Payer<'_>,
         ask: &Ask,
         now: OffsetDateTime,
         ttl: Duration,
@@ -543,7 +545,7 @@ impl Counters for RedisCounters {
             .definitions
             .get(|| crate::policy::postgres::all_budgets(pool))
             .await?;
-        let budgets = budgets_of(&definitions, who);
+        let budgets = budgets_of(&definitions, payer);
         // A bad time zone surfaces as the admission's own refusal.
         let keys: Vec<UsageKey> = budgets
             .iter()
@@ -553,7 +555,7 @@ impl Counters for RedisCounters {
             })
             .collect();
         if keys.is_empty() {
-            return store::reserve_in(&mut State::default(), budgets, who, ask, now, ttl);
+            return store::reserve_in(&mut State::default(), budgets, payer, ask, now, ttl);
         }
         let (mut counts, mut fresh) = match self.guess(&keys) {
             Some(c) => (c, false),
@@ -565,7 +567,7 @@ impl Counters for RedisCounters {
             state
                 .rows
                 .extend(keys.iter().cloned().zip(counts.iter().copied()));
-            let decided = store::reserve_in(&mut state, budgets.clone(), who, ask, now, ttl);
+            let decided = store::reserve_in(&mut state, budgets.clone(), payer, ask, now, ttl);
             let mut reservation = match decided {
                 // Refused on counters last seen: ask Redis before saying no.
                 Err(Error::BudgetExceeded(_)) if !fresh => {
@@ -635,6 +637,7 @@ impl Counters for RedisCounters {
         Err(Error::Unavailable {
             backend: "redis",
             message: "budget counters kept moving; try again".into(),
+            contended: false,
         })
     }
 
@@ -890,6 +893,7 @@ async fn hold_writer(pool: PgPool, mut rx: mpsc::Receiver<HoldWrite>) {
                 Some(message) => Err(Error::Unavailable {
                     backend: "database",
                     message: message.clone(),
+                    contended: false,
                 }),
             });
         }
@@ -929,6 +933,7 @@ fn not_ready() -> Error {
     Error::Unavailable {
         backend: "redis",
         message: "budget counters are being rebuilt".into(),
+        contended: false,
     }
 }
 

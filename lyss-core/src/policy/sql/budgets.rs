@@ -410,7 +410,7 @@ macro_rules! impl_sql_budgets {
                         tracing::error!(error = %e, jobs = batch.len(), "policy write failed");
                         let msg = e.to_string();
                         for job in batch.drain(..) {
-                            job.reply(Err($crate::Error::Unavailable { backend: "database", message: msg.clone() }));
+                            job.reply(Err($crate::Error::Unavailable { backend: "database", message: msg.clone(), contended: false }));
                         }
                     }
                 }
@@ -429,19 +429,19 @@ macro_rules! impl_sql_budgets {
         impl $crate::policy::Budgets for $policy {
             async fn reserve(
                 &self,
-                who: &$crate::policy::Principal,
+                payer: $crate::policy::Payer<'_>,
                 ask: &$crate::policy::Ask,
                 now: time::OffsetDateTime,
                 ttl: std::time::Duration,
             ) -> $crate::Result<$crate::policy::Reservation> {
                 if let Some(counters) = self.counters() {
-                    return counters.reserve(who, ask, now, ttl).await;
+                    return counters.reserve(payer, ask, now, ttl).await;
                 }
                 self.may_reserve()?;
-                let who = std::sync::Arc::new(who.clone());
+                let payer = $crate::policy::store::OwnedPayer::from(payer);
                 let ask = *ask;
                 $crate::policy::store::submit(&self.writer, |done| $crate::policy::store::Job::Reserve {
-                    who,
+                    payer,
                     ask,
                     now,
                     ttl,

@@ -3,7 +3,7 @@
 //! Both backends run the same statements (`$N` placeholders, `ON CONFLICT … RETURNING`, which
 //! both speak); [`impl_sql_policy!`] instantiates them for each backend's concrete sqlx types,
 //! so there is one copy of every query and no generic-bound maze — one macro per part of the
-//! policy, each in its file (`directory.rs`, `budgets.rs`, `ledger.rs`, `providers.rs`).
+//! policy, each in its file (`directory.rs`, `budgets.rs`, `ledger.rs`, `conversations.rs`, `providers.rs`).
 //!
 //! Writes that touch budgets (reserve, settle, reap) go through one writer task per process:
 //! it takes every job waiting at that moment and runs them in *one* write transaction (group
@@ -15,6 +15,7 @@
 //! jobs, outcomes, submission — lives with the algorithm that runs the jobs ([`super::store`]).
 
 pub(crate) mod budgets;
+pub(crate) mod conversations;
 pub(crate) mod directory;
 pub(crate) mod ledger;
 pub(crate) mod providers;
@@ -124,7 +125,8 @@ pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_i
      saved_nusd, memory_saved_nusd, cache_write_tokens, prompt_cache_saved_nusd";
 
 /// Implements every part of [`super::Policy`] for a backend: the directory, budgets (with
-/// their transaction and writer task), the ledger and stored providers, one macro per part.
+/// their transaction and writer task), the ledger, conversations and stored providers, one
+/// macro per part.
 ///
 /// `$policy` must have fields `pool: $pool` and `writer: mpsc::Sender<Job>`; `$begin` is the
 /// statement that opens a write transaction; `$locks_rows` whether other writers can run at the
@@ -142,6 +144,7 @@ macro_rules! impl_sql_policy {
         );
         $crate::policy::sql::directory::impl_sql_directory!($policy, $row);
         $crate::policy::sql::ledger::impl_sql_ledger!($policy, $row);
+        $crate::policy::sql::conversations::impl_sql_conversations!($policy);
         $crate::policy::sql::providers::impl_sql_providers!($policy);
 
         #[async_trait::async_trait]

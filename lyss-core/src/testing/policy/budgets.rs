@@ -32,7 +32,10 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
     .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     assert!(who.budgeted);
-    match policy.reserve(&who, &ask(50, Some(100)), now, TTL).await {
+    match policy
+        .reserve(who.payer(), &ask(50, Some(100)), now, TTL)
+        .await
+    {
         Err(Error::BudgetExceeded(refusal)) => {
             let msg = &refusal.message;
             assert!(
@@ -54,7 +57,7 @@ pub async fn reservation_is_all_or_nothing_across_budgets(policy: Arc<dyn Policy
     assert_eq!(usage_of(policy.as_ref(), &roomy, now).await, (0, 0));
     assert_eq!(usage_of(policy.as_ref(), &tight, now).await, (0, 0));
     let r = policy
-        .reserve(&who, &ask(50, Some(50)), now, TTL)
+        .reserve(who.payer(), &ask(50, Some(50)), now, TTL)
         .await
         .expect("fits");
     assert_eq!(r.holds.len(), 2);
@@ -77,7 +80,11 @@ pub async fn concurrent_reservations_never_exceed_a_limit(policy: Arc<dyn Policy
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (policy, who) = (policy.clone(), who.clone());
-            tokio::spawn(async move { policy.reserve(&who, &ask(50, Some(100)), now, TTL).await })
+            tokio::spawn(async move {
+                policy
+                    .reserve(who.payer(), &ask(50, Some(100)), now, TTL)
+                    .await
+            })
         })
         .collect();
     let mut admitted = Vec::new();
@@ -130,7 +137,7 @@ pub async fn settlement_spends_actual_usage_and_releases_the_rest(policy: Arc<dy
     .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     let r = policy
-        .reserve(&who, &ask(100, Some(200)), now, TTL)
+        .reserve(who.payer(), &ask(100, Some(200)), now, TTL)
         .await
         .expect("reserve");
     // 100 × 1000 + 200 × 2000 nano-USD held.
@@ -165,13 +172,13 @@ pub async fn max_tokens_is_capped_to_what_the_tightest_budget_allows(policy: Arc
     .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     let r = policy
-        .reserve(&who, &ask(100, None), now, TTL)
+        .reserve(who.payer(), &ask(100, None), now, TTL)
         .await
         .expect("reserve");
     assert_eq!(r.set_max_tokens, Some(300));
     // Without room for a minimal answer: refused.
     assert!(matches!(
-        policy.reserve(&who, &ask(100, None), now, TTL).await,
+        policy.reserve(who.payer(), &ask(100, None), now, TTL).await,
         Err(Error::BudgetExceeded(_))
     ));
 }
@@ -191,11 +198,16 @@ pub async fn the_reaper_releases_reservations_of_dead_requests(policy: Arc<dyn P
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     let ttl = std::time::Duration::from_secs(5);
     let dead = policy
-        .reserve(&who, &ask(100, Some(100)), now, ttl)
+        .reserve(who.payer(), &ask(100, Some(100)), now, ttl)
         .await
         .expect("reserve");
     let alive = policy
-        .reserve(&who, &ask(100, Some(100)), now + Duration::seconds(4), ttl)
+        .reserve(
+            who.payer(),
+            &ask(100, Some(100)),
+            now + Duration::seconds(4),
+            ttl,
+        )
         .await
         .expect("reserve");
     assert_eq!(
@@ -241,19 +253,19 @@ pub async fn periods_roll_over_and_reservations_settle_where_made(policy: Arc<dy
     let before = datetime!(2026-11-27 23:59:59 UTC);
     let after = datetime!(2026-11-28 00:00:00 UTC);
     let late = policy
-        .reserve(&who, &ask(100, Some(300)), before, TTL)
+        .reserve(who.payer(), &ask(100, Some(300)), before, TTL)
         .await
         .expect("day 1");
     // Day 1 is nearly full...
     assert!(
         policy
-            .reserve(&who, &ask(100, Some(300)), before, TTL)
+            .reserve(who.payer(), &ask(100, Some(300)), before, TTL)
             .await
             .is_err()
     );
     // ...and at the boundary exactly, a fresh day admits again.
     let early = policy
-        .reserve(&who, &ask(100, Some(300)), after, TTL)
+        .reserve(who.payer(), &ask(100, Some(300)), after, TTL)
         .await
         .expect("day 2");
     policy
@@ -288,7 +300,7 @@ pub async fn lowering_a_limit_applies_at_once(policy: Arc<dyn Policy>) {
     .await;
     let who = policy.authenticate(&key).await.expect("re-authenticate");
     policy
-        .reserve(&who, &ask(10, Some(10)), now, TTL)
+        .reserve(who.payer(), &ask(10, Some(10)), now, TTL)
         .await
         .expect("fits");
     let again = budget(
@@ -302,7 +314,9 @@ pub async fn lowering_a_limit_applies_at_once(policy: Arc<dyn Policy>) {
     .await;
     assert_eq!(first, again, "setting a budget again replaces it");
     assert!(matches!(
-        policy.reserve(&who, &ask(10, Some(10)), now, TTL).await,
+        policy
+            .reserve(who.payer(), &ask(10, Some(10)), now, TTL)
+            .await,
         Err(Error::BudgetExceeded(_))
     ));
     policy.delete_budget(&first).await.expect("delete");
@@ -329,7 +343,10 @@ pub async fn expired_budgets_admit_nothing(policy: Arc<dyn Policy>) {
         .await
         .expect("budget");
     let who = policy.authenticate(&key).await.expect("re-authenticate");
-    match policy.reserve(&who, &ask(1, Some(1)), now, TTL).await {
+    match policy
+        .reserve(who.payer(), &ask(1, Some(1)), now, TTL)
+        .await
+    {
         Err(Error::BudgetExceeded(refusal)) => {
             let msg = &refusal.message;
             assert!(msg.contains("expired"), "{msg}");
@@ -380,7 +397,7 @@ pub async fn top_ups_grow_a_reservation_only_as_far_as_every_budget_allows(
     };
     // 100 prompt + 50 output of the 900 that could be written.
     let r = policy
-        .reserve(&who, &growing, now, TTL)
+        .reserve(who.payer(), &growing, now, TTL)
         .await
         .expect("reserve");
     assert_eq!((r.output, r.ceiling), (50, 900));
@@ -429,7 +446,7 @@ pub async fn a_budget_deleted_while_its_request_runs_still_gets_its_ledger_row(
     let kept = budget(p, Scope::User, "ann", Unit::Tokens, 1_000, Period::Monthly).await;
     let who = p.authenticate(&key).await.expect("re-authenticate");
     let r = p
-        .reserve(&who, &ask(10, Some(100)), now, TTL)
+        .reserve(who.payer(), &ask(10, Some(100)), now, TTL)
         .await
         .expect("fits");
     assert_eq!(r.holds.len(), 2);
@@ -441,7 +458,7 @@ pub async fn a_budget_deleted_while_its_request_runs_still_gets_its_ledger_row(
     assert_eq!(p.budgets(now).await.expect("list").len(), 1);
     let rows = p.ledger(&LedgerQuery::default()).await.expect("ledger");
     assert_eq!(rows.len(), 1, "the request is on the books");
-    p.reserve(&who, &ask(10, Some(100)), now, TTL)
+    p.reserve(who.payer(), &ask(10, Some(100)), now, TTL)
         .await
         .expect("admission still works");
 }

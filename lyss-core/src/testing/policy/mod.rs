@@ -1,12 +1,15 @@
 //! The `Policy` conformance suite, one file per part of the policy (`directory.rs`,
-//! `budgets.rs`, `ledger.rs`, `providers.rs`). Each function panics on a contract violation.
+//! `budgets.rs`, `ledger.rs`, `conversations.rs`, `providers.rs`). Each function panics on a
+//! contract violation.
 
 mod budgets;
+mod conversations;
 mod directory;
 mod ledger;
 mod providers;
 
 pub use self::budgets::*;
+pub use self::conversations::*;
 pub use self::directory::*;
 pub use self::ledger::*;
 pub use self::providers::*;

@@ -1,0 +1,71 @@
+//! The Responses API's stored conversations in SQL ([`crate::policy::Conversations`]).
+
+/// Implements [`crate::policy::Conversations`] for a backend.
+macro_rules! impl_sql_conversations {
+    ($policy:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::policy::Conversations for $policy {
+            async fn save_response(
+                &self,
+                id: &str,
+                user_id: &str,
+                messages: &str,
+                response: &str,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO responses (id, user_id, messages, response, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(user_id)
+                .bind(messages)
+                .bind(response)
+                .bind($crate::clock::unix_ms(time::OffsetDateTime::now_utc()))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_response(&self, id: &str, user_id: &str) -> $crate::Result<String> {
+                let found: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT response FROM responses WHERE id = $1 AND user_id = $2",
+                )
+                .bind(id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                found
+                    .flatten()
+                    .ok_or_else(|| $crate::Error::NotFound(format!("response `{id}`")))
+            }
+
+            async fn delete_response(&self, id: &str, user_id: &str) -> $crate::Result<()> {
+                let done = sqlx::query("DELETE FROM responses WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::Error::NotFound(format!("response `{id}`")));
+                }
+                Ok(())
+            }
+
+            async fn load_response(&self, id: &str, user_id: &str) -> $crate::Result<String> {
+                use sqlx::Row as _;
+                let row =
+                    sqlx::query("SELECT messages FROM responses WHERE id = $1 AND user_id = $2")
+                        .bind(id)
+                        .bind(user_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match row {
+                    Some(r) => Ok(r.try_get("messages")?),
+                    None => Err($crate::Error::NotFound(format!("response `{id}`"))),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_conversations;
