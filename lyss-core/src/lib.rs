@@ -55,6 +55,7 @@ pub mod ratelimit;
 #[cfg(feature = "redis")]
 mod redis_conn;
 pub mod secrets;
+mod settlement;
 pub mod setup;
 mod sqlite;
 pub mod telemetry;

@@ -150,3 +150,18 @@ impl ModelRegistry {
         self.ordered.is_empty()
     }
 }
+
+impl crate::policy::Principal {
+    /// Whether both the workspace's and the key's allow-lists include the model (by its
+    /// canonical name or any alias). Deny by default: an empty list allows nothing.
+    pub fn allows(&self, model: &Model) -> bool {
+        let listed = |list: &[String]| {
+            list.iter().any(|m| {
+                m == crate::policy::ALL_MODELS
+                    || *m == model.name
+                    || model.aliases.iter().any(|a| a == m)
+            })
+        };
+        listed(&self.workspace_models) && self.key_models.as_deref().is_none_or(listed)
+    }
+}

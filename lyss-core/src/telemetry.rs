@@ -6,10 +6,7 @@
 //! outcome, so cardinality stays bounded by configuration.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::time::Duration;
-
-use crate::policy::{LedgerEntry, Principal};
 
 /// Every metric lyss records, with its help text, for [`describe`].
 pub const METRICS: &[(&str, &str)] = &[
@@ -97,10 +94,10 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct Watched {
     /// The request has a ledger row, now or when its stream ends: that row's access line
-    /// ([`finished`]) is the request's, so the HTTP layer writes none.
+    /// ([`crate::settlement::finished`]) is the request's, so the HTTP layer writes none.
     pub ledgered: bool,
-    /// Who the request authenticated as, if it did.
-    pub caller: Option<Arc<Principal>>,
+    /// The key the request authenticated with, if it did.
+    pub key_id: Option<String>,
 }
 
 /// Runs one request's handling and returns what it learnt ([`Watched`]), so that an HTTP layer
@@ -120,66 +117,9 @@ pub fn ledgered() {
     let _ = WATCHED.try_with(|w| w.borrow_mut().ledgered = true);
 }
 
-/// The request being handled authenticated as `caller` (no-op outside [`watch`]).
-pub(crate) fn authenticated(caller: &Arc<Principal>) {
-    let _ = WATCHED.try_with(|w| w.borrow_mut().caller = Some(caller.clone()));
-}
-
-/// A request's ledger row: what it cost, saved and took — and the request's access-log line,
-/// at info (request id, key id, endpoint, model, status, latency, tokens; never a secret or a
-/// prompt), written once the row is final (for a stream, when it ends).
-pub fn finished(e: &LedgerEntry) {
-    ledgered();
-    tracing::info!(
-        target: "lyss::access",
-        request_id = %e.request_id,
-        key = %e.key_id,
-        endpoint = %e.endpoint,
-        model = %e.model,
-        status = e.status,
-        latency_ms = (e.latency_ms * 10.0).round() / 10.0,
-        prompt_tokens = e.prompt_tokens,
-        completion_tokens = e.completion_tokens,
-        cache = e.cache.as_deref().unwrap_or("-"),
-        error = e.error.as_deref().unwrap_or("-"),
-        "request"
-    );
-    let model = e.model.clone();
-    metrics::counter!("lyss_requests_total",
-        "endpoint" => e.endpoint.clone(), "model" => model.clone(),
-        "status" => e.status.to_string(), "cache" => e.cache.clone().unwrap_or_else(|| "none".into()))
-    .increment(1);
-    metrics::histogram!("lyss_request_duration_seconds", "endpoint" => e.endpoint.clone())
-        .record(e.latency_ms / 1000.0);
-    if e.prompt_tokens > 0 {
-        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "prompt")
-            .increment(e.prompt_tokens);
-    }
-    if e.completion_tokens > 0 {
-        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "completion")
-            .increment(e.completion_tokens);
-    }
-    if e.cost_nusd > 0 {
-        metrics::counter!("lyss_cost_nanousd_total", "model" => model.clone())
-            .increment(e.cost_nusd.unsigned_abs());
-    }
-    if e.cache.is_some() {
-        metrics::counter!("lyss_cache_saved_tokens_total", "model" => model.clone())
-            .increment(e.saved_tokens);
-        metrics::counter!("lyss_cache_saved_nanousd_total", "model" => model.clone())
-            .increment(e.saved_nusd.unsigned_abs());
-    }
-    if e.cache.is_none() {
-        // Gross both ways, so that saved minus added is the ledger's net saving.
-        let compressed = e.prompt_tokens_original.saturating_sub(e.prompt_tokens);
-        let added = e.prompt_tokens.saturating_sub(e.prompt_tokens_original);
-        if compressed > 0 {
-            metrics::counter!("lyss_memory_saved_tokens_total", "model" => model)
-                .increment(compressed);
-        } else if added > 0 {
-            metrics::counter!("lyss_memory_added_tokens_total", "model" => model).increment(added);
-        }
-    }
+/// The request being handled authenticated with key `key_id` (no-op outside [`watch`]).
+pub(crate) fn authenticated(key_id: &str) {
+    let _ = WATCHED.try_with(|w| w.borrow_mut().key_id = Some(key_id.to_owned()));
 }
 
 /// Time lyss spent on a request itself.

@@ -253,7 +253,7 @@ impl Extractor {
         let answer = match self.model.provider.chat(&req).await {
             Ok(answer) => answer,
             Err(e) => {
-                let (status, usage) = crate::policy::settle::failure(&e, prompt_tokens);
+                let (status, usage) = crate::settlement::failure(&e, prompt_tokens);
                 let entry = self.entry(q, &usage, started, status, Some(e.to_string()));
                 self.record(&reservation, entry).await;
                 return Err(e);
@@ -342,8 +342,8 @@ impl Extractor {
         let Some((policy, _)) = &self.ledger else {
             return;
         };
-        crate::telemetry::finished(&entry);
-        if let Err(e) = crate::policy::settle::settle_or_retry(policy, reservation, &entry).await {
+        crate::settlement::finished(&entry);
+        if let Err(e) = crate::settlement::settle_or_retry(policy, reservation, &entry).await {
             tracing::warn!(error = %e, "could not record an extraction call in the ledger");
         }
     }

@@ -20,7 +20,7 @@ impl Lyss {
             .keys
             .authenticate(self.policy.as_ref(), api_key)
             .await?;
-        crate::telemetry::authenticated(&principal);
+        crate::telemetry::authenticated(&principal.key_id);
         Ok(principal)
     }
 

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::policy::settle::{failure, settle_or_retry};
 use crate::policy::{BudgetLeft, LedgerEntry, Policy, Principal, Reservation};
+use crate::settlement::{failure, settle_or_retry};
 use crate::wire::Usage;
 
 use super::memory::Compressed;
@@ -42,7 +42,7 @@ impl LedgerDraft {
     ) -> Result<BudgetLeft> {
         self.settled = true;
         let entry = self.entry(usage, status, error);
-        crate::telemetry::finished(&entry);
+        crate::settlement::finished(&entry);
         settle_or_retry(&self.policy, &self.reservation, &entry).await
     }
 
@@ -102,7 +102,7 @@ impl LedgerDraft {
         // Nothing was sent: the hit saved the whole prompt, memory nothing.
         entry.prompt_tokens_original = 0;
         entry.memory_saved_nusd = 0;
-        crate::telemetry::finished(&entry);
+        crate::settlement::finished(&entry);
         settle_or_retry(&self.policy, &self.reservation, &entry).await
     }
 
@@ -134,7 +134,7 @@ impl Drop for LedgerDraft {
             499,
             Some("client disconnected before the answer".into()),
         );
-        crate::telemetry::finished(&entry);
+        crate::settlement::finished(&entry);
         let (policy, reservation) = (self.policy.clone(), std::mem::take(&mut self.reservation));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -194,10 +194,10 @@ impl Lyss {
                 started,
             )
         };
-        crate::telemetry::finished(&entry);
+        crate::settlement::finished(&entry);
         let reservation = crate::policy::Reservation::default();
         if let Err(le) =
-            crate::policy::settle::settle_or_retry(&self.policy, &reservation, &entry).await
+            crate::settlement::settle_or_retry(&self.policy, &reservation, &entry).await
         {
             tracing::warn!(error = %le, "could not record a call in the ledger");
         }

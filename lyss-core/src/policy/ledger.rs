@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Payer;
-use crate::models::Model;
 use crate::price::NanoUsd;
 
 /// One request as the usage ledger records it.
@@ -97,22 +96,6 @@ impl LedgerEntry {
             memory_saved_nusd: 0,
             cache_write_tokens: 0,
             prompt_cache_saved_nusd: 0,
-        }
-    }
-
-    /// What `model`'s upstream answered with, and what it cost at the model's price.
-    pub fn with_usage(self, model: &Model, usage: &crate::wire::Usage) -> Self {
-        Self {
-            provider: model.provider.name().to_owned(),
-            upstream_model: model.upstream.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            prompt_tokens_original: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens(),
-            cost_nusd: model.price.cost(usage),
-            cache_write_tokens: usage.cache_write_tokens(),
-            prompt_cache_saved_nusd: model.price.prompt_cache_saving(usage),
-            ..self
         }
     }
 }

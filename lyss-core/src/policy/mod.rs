@@ -9,7 +9,6 @@ pub mod keys;
 mod ledger;
 #[cfg(feature = "postgres")]
 mod postgres;
-pub(crate) mod settle;
 pub(crate) mod sql;
 mod sqlite;
 pub(crate) mod store;
@@ -29,7 +28,6 @@ pub use self::sqlite::SqlitePolicy;
 use crate::config::WorkspaceCache;
 pub use crate::error::BudgetRefusal;
 use crate::error::Result;
-use crate::models::Model;
 use crate::price::Price;
 
 /// The model list that means "every configured model".
@@ -91,17 +89,6 @@ impl Principal {
             workspace_name: &self.workspace_name,
             user_name: &self.user_name,
         }
-    }
-
-    /// Whether both the workspace's and the key's allow-lists include the model (by its
-    /// canonical name or any alias). Deny by default: an empty list allows nothing.
-    pub fn allows(&self, model: &Model) -> bool {
-        let listed = |list: &[String]| {
-            list.iter().any(|m| {
-                m == ALL_MODELS || *m == model.name || model.aliases.iter().any(|a| a == m)
-            })
-        };
-        listed(&self.workspace_models) && self.key_models.as_deref().is_none_or(listed)
     }
 
     /// Whether the key has expired at `now`.

@@ -114,7 +114,7 @@ pub async fn track(req: Request, next: Next) -> Response {
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let key = seen.caller.as_ref().map_or("-", |p| p.key_id.as_str());
+    let key = seen.key_id.as_deref().unwrap_or("-");
     let latency_ms = (took.as_secs_f64() * 10_000.0).round() / 10.0;
     if PROBES.contains(&route) {
         tracing::debug!(target: "lyss::access", request_id, key, %method, route, status, latency_ms, "request");

@@ -1,10 +1,13 @@
 //! Anthropic: the provider (`AnthropicProvider`), its Messages API on the wire (`wire.rs`), and
-//! OpenAI's shapes translated to it for this provider (`outbound.rs`). The other direction —
+//! OpenAI's shapes translated to it for this provider (`outbound.rs`) and its answers back
+//! (`answer.rs`). The other direction —
 //! clients speaking the Messages API to lyss — is a dialect: [`crate::dialects::messages`].
 
+mod answer;
 mod outbound;
 mod wire;
 
+pub use self::answer::*;
 pub use self::outbound::*;
 pub use self::wire::*;
 

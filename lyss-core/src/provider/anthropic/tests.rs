@@ -1,5 +1,6 @@
 use serde_json::{Value, json};
 
+use super::answer::*;
 use super::outbound::*;
 use super::wire::*;
 use crate::error::Error;

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::dialects::responses::{function_call, output_message};
 use crate::error::{Error, Result};
+use crate::wire::responses::{function_call, output_message};
 use crate::wire::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, FunctionCall,
     KnownPart, Message, ResponseFormat, Role, ToolCall, Usage,

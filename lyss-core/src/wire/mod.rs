@@ -4,6 +4,8 @@
 //! so that a request reaches the upstream with every field the client sent, including ones
 //! this version of lyss does not know yet.
 
+pub mod responses;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -1,5 +1,6 @@
-//! Settlement on the policy side: a finished request's ledger row, written so that it lands.
-//! The request path and memory extraction both settle through here.
+//! Settlement: a finished call's ledger row, written through the policy so that it lands
+//! (in the background while the database is down). The request path and memory extraction
+//! both settle through here; it sits above the policy and telemetry, which it uses.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,4 +98,79 @@ async fn already_recorded(policy: &dyn Policy, entry: &LedgerEntry) -> Result<bo
     Ok(rows.iter().any(|r| {
         r.request_id == entry.request_id && r.endpoint == entry.endpoint && ms(r.at) == ms(entry.at)
     }))
+}
+
+/// A request's ledger row: what it cost, saved and took — and the request's access-log line,
+/// at info (request id, key id, endpoint, model, status, latency, tokens; never a secret or a
+/// prompt), written once the row is final (for a stream, when it ends).
+pub fn finished(e: &LedgerEntry) {
+    crate::telemetry::ledgered();
+    tracing::info!(
+        target: "lyss::access",
+        request_id = %e.request_id,
+        key = %e.key_id,
+        endpoint = %e.endpoint,
+        model = %e.model,
+        status = e.status,
+        latency_ms = (e.latency_ms * 10.0).round() / 10.0,
+        prompt_tokens = e.prompt_tokens,
+        completion_tokens = e.completion_tokens,
+        cache = e.cache.as_deref().unwrap_or("-"),
+        error = e.error.as_deref().unwrap_or("-"),
+        "request"
+    );
+    let model = e.model.clone();
+    metrics::counter!("lyss_requests_total",
+        "endpoint" => e.endpoint.clone(), "model" => model.clone(),
+        "status" => e.status.to_string(), "cache" => e.cache.clone().unwrap_or_else(|| "none".into()))
+    .increment(1);
+    metrics::histogram!("lyss_request_duration_seconds", "endpoint" => e.endpoint.clone())
+        .record(e.latency_ms / 1000.0);
+    if e.prompt_tokens > 0 {
+        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "prompt")
+            .increment(e.prompt_tokens);
+    }
+    if e.completion_tokens > 0 {
+        metrics::counter!("lyss_tokens_total", "model" => model.clone(), "kind" => "completion")
+            .increment(e.completion_tokens);
+    }
+    if e.cost_nusd > 0 {
+        metrics::counter!("lyss_cost_nanousd_total", "model" => model.clone())
+            .increment(e.cost_nusd.unsigned_abs());
+    }
+    if e.cache.is_some() {
+        metrics::counter!("lyss_cache_saved_tokens_total", "model" => model.clone())
+            .increment(e.saved_tokens);
+        metrics::counter!("lyss_cache_saved_nanousd_total", "model" => model.clone())
+            .increment(e.saved_nusd.unsigned_abs());
+    }
+    if e.cache.is_none() {
+        // Gross both ways, so that saved minus added is the ledger's net saving.
+        let compressed = e.prompt_tokens_original.saturating_sub(e.prompt_tokens);
+        let added = e.prompt_tokens.saturating_sub(e.prompt_tokens_original);
+        if compressed > 0 {
+            metrics::counter!("lyss_memory_saved_tokens_total", "model" => model)
+                .increment(compressed);
+        } else if added > 0 {
+            metrics::counter!("lyss_memory_added_tokens_total", "model" => model).increment(added);
+        }
+    }
+}
+
+impl LedgerEntry {
+    /// What `model`'s upstream answered with, and what it cost at the model's price.
+    pub fn with_usage(self, model: &crate::models::Model, usage: &crate::wire::Usage) -> Self {
+        Self {
+            provider: model.provider.name().to_owned(),
+            upstream_model: model.upstream.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            prompt_tokens_original: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens(),
+            cost_nusd: model.price.cost(usage),
+            cache_write_tokens: usage.cache_write_tokens(),
+            prompt_cache_saved_nusd: model.price.prompt_cache_saving(usage),
+            ..self
+        }
+    }
 }
