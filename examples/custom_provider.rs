@@ -185,3 +185,11 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// The provider keeps the trait's contract: the suite every provider passes.
+#[cfg(test)]
+mod conformance {
+    lyss_core::provider_conformance!(async {
+        Some(std::sync::Arc::new(super::Echo) as std::sync::Arc<dyn lyss_core::Provider>)
+    });
+}

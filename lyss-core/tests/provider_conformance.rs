@@ -7,14 +7,16 @@
 //! Vendor-specific translation (tools, images, breakpoints) is tested in `providers.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use lyss_core::Error;
 use lyss_core::config::{ProviderConfig, ProviderKind, Secret};
+use lyss_core::provider::Provider;
 use lyss_core::wire::{ChatRequest, EmbeddingVector, EmbeddingsRequest};
 use serde_json::{Value, json};
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// How one vendor spells a short conversation on the wire: the answer "Hello." to an 11-token
@@ -370,6 +372,76 @@ fn wire(kind: ProviderKind) -> Wire {
     }
 }
 
+/// A provider of `kind` in front of a fake upstream that always answers as [`wire`] says (the
+/// fake lives as long as the test process), for the trait's suite.
+async fn fake(kind: ProviderKind) -> Option<Arc<dyn Provider>> {
+    let wire = wire(kind);
+    let server = MockServer::start().await;
+    let (auth, key) = wire.auth;
+    // A stream is told from a whole answer by its path, or where both share one by the body.
+    let stream = Mock::given(method("POST"))
+        .and(path(wire.stream.0))
+        .and(header(auth, key));
+    let stream = if wire.stream.0 == wire.chat.0 {
+        stream.and(body_partial_json(json!({"stream": true})))
+    } else {
+        stream
+    };
+    stream
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(wire.stream.1.clone()),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(wire.chat.0))
+        .and(header(auth, key))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&wire.chat.1))
+        .mount(&server)
+        .await;
+    if let Some((at, body)) = &wire.embeddings {
+        Mock::given(method("POST"))
+            .and(path(*at))
+            .and(header(auth, key))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(wire.models.0))
+        .and(header(auth, key))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&wire.models.1))
+        .mount(&server)
+        .await;
+    let server: &'static MockServer = Box::leak(Box::new(server));
+    let provider = kind
+        .build(&ProviderConfig {
+            api_key: Some(Secret::new("secret-key")),
+            api_version: Some("2024-10-21".into()),
+            ..ProviderConfig::new("up", kind, format!("{}{}", server.uri(), wire.base))
+        })
+        .unwrap();
+    Some(provider)
+}
+
+/// The trait's suite, one named test per case, for each kind.
+mod openai {
+    lyss_core::provider_conformance!(super::fake(super::ProviderKind::Openai));
+}
+mod azure {
+    lyss_core::provider_conformance!(super::fake(super::ProviderKind::Azure));
+}
+mod anthropic {
+    lyss_core::provider_conformance!(super::fake(super::ProviderKind::Anthropic));
+}
+mod gemini {
+    lyss_core::provider_conformance!(super::fake(super::ProviderKind::Gemini));
+}
+
+/// Every kind's wire: the status, message and `Retry-After` of its errors, and exact values.
 #[tokio::test]
 async fn every_kind_of_provider_conforms() {
     for kind in ProviderKind::ALL {

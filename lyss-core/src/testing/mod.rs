@@ -16,5 +16,6 @@ pub mod cache;
 pub mod embed;
 pub mod memory;
 pub mod policy;
+pub mod provider;
 pub mod ratelimit;
 pub mod services;
