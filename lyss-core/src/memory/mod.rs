@@ -16,7 +16,9 @@ mod passages;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod profile;
+mod queries;
 mod sql;
+mod sql_rows;
 mod sqlite;
 pub mod traffic;
 

@@ -60,148 +60,141 @@ macro_rules! impl_sql_outbox {
     ($store:ident) => {
         #[async_trait::async_trait]
         impl $crate::memory::Outbox for $store {
-        async fn enqueue(
-            &self,
-            scope: &$crate::memory::MemoryScope,
-            turns: &[$crate::memory::NewMemory],
-            key_id: Option<&str>,
-        ) -> $crate::Result<()> {
-            if turns.is_empty() {
-                return Ok(());
-            }
-            let queued_scope = serde_json::to_string(scope).map_err(|e| $crate::Error::Internal(e.to_string()))?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let mut tx = self.pool.begin().await?;
-            for turn in turns {
-                // A conversation turn already waiting in the queue is not queued again.
-                sqlx::query(
-                    "INSERT INTO memory_outbox (workspace_id, user_id, scope, text, source, occurred_at, queued_at, key_id, role, position, turn_hash, profile) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (scope, turn_hash) DO NOTHING",
-                )
-                .bind(&scope.workspace_id)
-                .bind(&scope.user_id)
-                .bind(&queued_scope)
-                .bind(&turn.text)
-                .bind(&turn.source)
-                .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
-                .bind(now)
-                .bind(key_id)
-                .bind(turn.role.map(|r| r.as_str()))
-                .bind(turn.position.map(i64::from))
-                .bind(turn.turn_hash().map($crate::memory::sql::hash_text))
-                .bind(turn.profile)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn claim(&self, max: usize, lease: std::time::Duration) -> $crate::Result<Vec<$crate::memory::Queued>> {
-            let now = time::OffsetDateTime::now_utc();
-            // Users take turns: each user's oldest waiting turn first, then each one's second …,
-            // so one user's flood never holds up another's turns by more than a batch.
-            // The outer condition is checked again on a row another claimer changed meanwhile
-            // (Postgres re-reads it after the lock; SQLite has one writer): taken once only.
-            let mut rows = sqlx::query(
-                "UPDATE memory_outbox SET claimed_until = $1 \
-                 WHERE claimed_until <= $2 AND id IN \
-                 (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
-                    (PARTITION BY workspace_id, user_id ORDER BY id) AS turn \
-                    FROM memory_outbox WHERE claimed_until <= $2) AS waiting \
-                  ORDER BY turn, id LIMIT $3) \
-                 RETURNING id, scope, text, source, occurred_at, key_id, role, position, profile",
-            )
-            .bind($crate::clock::unix_ms(now + lease))
-            .bind($crate::clock::unix_ms(now))
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-            rows.sort_by_key(|r| r.try_get::<i64, _>("id").unwrap_or_default());
-            rows.iter()
-                .map(|r| {
-                    Ok($crate::memory::Queued {
-                        id: r.try_get("id")?,
-                        scope: serde_json::from_str(&r.try_get::<String, _>("scope")?)
-                            .map_err(|e| $crate::Error::Internal(format!("queued scope: {e}")))?,
-                        turn: $crate::memory::NewMemory {
-                            text: r.try_get("text")?,
-                            source: r.try_get("source")?,
-                            occurred_at: r
-                                .try_get::<Option<i64>, _>("occurred_at")?
-                                .map($crate::clock::from_unix)
-                                .transpose()?,
-                            role: r
-                                .try_get::<Option<String>, _>("role")?
-                                .and_then(|s| $crate::memory::TurnRole::parse(&s)),
-                            position: r
-                                .try_get::<Option<i64>, _>("position")?
-                                .and_then(|p| u32::try_from(p).ok()),
-                            profile: r.try_get("profile")?,
-                        },
-                        key_id: r.try_get("key_id")?,
-                    })
-                })
-                .collect()
-        }
-
-        async fn complete(&self, id: i64) -> $crate::Result<()> {
-            let mut tx = self.pool.begin().await?;
-            // Writing first: a SQLite transaction that read before writing cannot wait for the
-            // lock (its snapshot may be stale), so it would fail with "database is locked".
-            let row = sqlx::query("DELETE FROM memory_outbox WHERE id = $1 RETURNING scope, turn_hash")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let mut remembered = None;
-            if let Some(r) = row
-                && let Some(hash) = r.try_get::<Option<String>, _>("turn_hash")?
-            {
-                let scope: $crate::memory::MemoryScope = serde_json::from_str(&r.try_get::<String, _>("scope")?)
-                    .map_err(|e| $crate::Error::Internal(format!("queued scope: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO memory_turns (scope, hash, workspace_id, user_id, at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, hash) DO NOTHING",
-                )
-                .bind(scope.key())
-                .bind(&hash)
-                .bind(&scope.workspace_id)
-                .bind(&scope.user_id)
-                .bind(time::OffsetDateTime::now_utc().unix_timestamp())
-                .execute(&mut *tx)
-                .await?;
-                remembered = $crate::memory::sql::hash_from_text(&hash).map(|h| (scope.key(), h));
-            }
-            tx.commit().await?;
-            if let Some((key, hash)) = remembered {
-                let slot = self.scopes.lock().await.get(&key).cloned();
-                if let Some(slot) = slot
-                    && let Some(l) = slot.lock().await.as_ref()
-                {
-                    l.lock().unwrap_or_else(|p| p.into_inner()).turns.insert(hash);
+            async fn enqueue(
+                &self,
+                scope: &$crate::memory::MemoryScope,
+                turns: &[$crate::memory::NewMemory],
+                key_id: Option<&str>,
+            ) -> $crate::Result<()> {
+                if turns.is_empty() {
+                    return Ok(());
                 }
+                let queued_scope = serde_json::to_string(scope)
+                    .map_err(|e| $crate::Error::Internal(e.to_string()))?;
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let mut tx = self.pool.begin().await?;
+                for turn in turns {
+                    // A conversation turn already waiting in the queue is not queued again.
+                    sqlx::query($crate::memory::queries::ENQUEUE)
+                        .bind(&scope.workspace_id)
+                        .bind(&scope.user_id)
+                        .bind(&queued_scope)
+                        .bind(&turn.text)
+                        .bind(&turn.source)
+                        .bind(turn.occurred_at.map(|t| t.unix_timestamp()))
+                        .bind(now)
+                        .bind(key_id)
+                        .bind(turn.role.map(|r| r.as_str()))
+                        .bind(turn.position.map(i64::from))
+                        .bind(turn.turn_hash().map($crate::memory::sql::hash_text))
+                        .bind(turn.profile)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
-            Ok(())
-        }
 
-        async fn waiting(&self, scope: &$crate::memory::MemoryScope) -> $crate::Result<u64> {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM memory_outbox WHERE workspace_id = $1 AND user_id = $2",
-            )
-            .bind(&scope.workspace_id)
-            .bind(&scope.user_id)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        }
+            async fn claim(
+                &self,
+                max: usize,
+                lease: std::time::Duration,
+            ) -> $crate::Result<Vec<$crate::memory::Queued>> {
+                let now = time::OffsetDateTime::now_utc();
+                // Users take turns (see the statement), each turn to one claimer only.
+                let mut rows = sqlx::query($crate::memory::queries::CLAIM)
+                    .bind($crate::clock::unix_ms(now + lease))
+                    .bind($crate::clock::unix_ms(now))
+                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.sort_by_key(|r| r.try_get::<i64, _>("id").unwrap_or_default());
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::memory::Queued {
+                            id: r.try_get("id")?,
+                            scope: serde_json::from_str(&r.try_get::<String, _>("scope")?)
+                                .map_err(|e| {
+                                    $crate::Error::Internal(format!("queued scope: {e}"))
+                                })?,
+                            turn: $crate::memory::NewMemory {
+                                text: r.try_get("text")?,
+                                source: r.try_get("source")?,
+                                occurred_at: r
+                                    .try_get::<Option<i64>, _>("occurred_at")?
+                                    .map($crate::clock::from_unix)
+                                    .transpose()?,
+                                role: r
+                                    .try_get::<Option<String>, _>("role")?
+                                    .and_then(|s| $crate::memory::TurnRole::parse(&s)),
+                                position: r
+                                    .try_get::<Option<i64>, _>("position")?
+                                    .and_then(|p| u32::try_from(p).ok()),
+                                profile: r.try_get("profile")?,
+                            },
+                            key_id: r.try_get("key_id")?,
+                        })
+                    })
+                    .collect()
+            }
 
-        async fn release(&self, id: i64) -> $crate::Result<()> {
-            sqlx::query("UPDATE memory_outbox SET claimed_until = 0 WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
+            async fn complete(&self, id: i64) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                // Writing first: a SQLite transaction that read before writing cannot wait for the
+                // lock (its snapshot may be stale), so it would fail with "database is locked".
+                let row = sqlx::query($crate::memory::queries::COMPLETE)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut remembered = None;
+                if let Some(r) = row
+                    && let Some(hash) = r.try_get::<Option<String>, _>("turn_hash")?
+                {
+                    let scope: $crate::memory::MemoryScope =
+                        serde_json::from_str(&r.try_get::<String, _>("scope")?)
+                            .map_err(|e| $crate::Error::Internal(format!("queued scope: {e}")))?;
+                    sqlx::query($crate::memory::queries::REMEMBER_TURN)
+                        .bind(scope.key())
+                        .bind(&hash)
+                        .bind(&scope.workspace_id)
+                        .bind(&scope.user_id)
+                        .bind(time::OffsetDateTime::now_utc().unix_timestamp())
+                        .execute(&mut *tx)
+                        .await?;
+                    remembered =
+                        $crate::memory::sql::hash_from_text(&hash).map(|h| (scope.key(), h));
+                }
+                tx.commit().await?;
+                if let Some((key, hash)) = remembered {
+                    let slot = self.scopes.lock().await.get(&key).cloned();
+                    if let Some(slot) = slot
+                        && let Some(l) = slot.lock().await.as_ref()
+                    {
+                        l.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .turns
+                            .insert(hash);
+                    }
+                }
+                Ok(())
+            }
+
+            async fn waiting(&self, scope: &$crate::memory::MemoryScope) -> $crate::Result<u64> {
+                let n: i64 = sqlx::query_scalar($crate::memory::queries::WAITING)
+                    .bind(&scope.workspace_id)
+                    .bind(&scope.user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn release(&self, id: i64) -> $crate::Result<()> {
+                sqlx::query($crate::memory::queries::RELEASE)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
         }
     };
 }

@@ -1,5 +1,6 @@
 //! Budgets and reservations in SQL: the budget transaction ([`super::super::store::BudgetTx`]),
-//! the writer task that commits reservations and settlements in groups, and [`crate::policy::Budgets`].
+//! the writer task that commits reservations and settlements in groups, and
+//! [`crate::policy::Budgets`].
 
 /// Implements the budget transaction, the writer task and [`crate::policy::Budgets`] for a backend.
 macro_rules! impl_sql_budgets {
@@ -8,17 +9,16 @@ macro_rules! impl_sql_budgets {
 
         /// `FOR UPDATE` where other writers can run at the same time (Postgres); SQLite's
         /// `BEGIN IMMEDIATE` already serializes writers.
-        const FOR_UPDATE: &str = if $locks_rows { " FOR UPDATE" } else { "" };
+        const FOR_UPDATE: &str =
+            if $locks_rows { $crate::policy::sql::queries::FOR_UPDATE } else { "" };
 
         impl $crate::policy::store::BudgetTx for Tx<'_> {
             async fn budgets_for(
                 &mut self,
                 scope_ids: &[&str],
             ) -> $crate::Result<Vec<$crate::policy::Budget>> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at \
-                     FROM budgets WHERE scope_id IN (",
-                );
+                let mut q =
+                    sqlx::QueryBuilder::<$db>::new($crate::policy::sql::queries::BUDGETS_OF_SCOPES);
                 let mut ids = q.separated(", ");
                 for id in scope_ids {
                     ids.push_bind(*id);
@@ -32,21 +32,13 @@ macro_rules! impl_sql_budgets {
                 &mut self,
                 keys: &[&$crate::policy::store::UsageKey],
             ) -> $crate::Result<Vec<($crate::policy::store::UsageKey, (i64, i64))>> {
-                // An upsert that changes nothing but creates missing rows and locks them
-                // (Postgres), in the order given, and returns them — those of budgets that
-                // still exist (one deleted while its request ran has no row to come back to).
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
-                     SELECT column1, column2, 0, 0 FROM (",
-                );
+                // Creates missing rows and locks them (Postgres), in the order given.
+                let mut q =
+                    sqlx::QueryBuilder::<$db>::new($crate::policy::sql::queries::LOCK_USAGE_ROWS);
                 q.push_values(keys, |mut row, (budget_id, start)| {
                     row.push_bind(budget_id).push_bind(*start);
                 });
-                q.push(
-                    ") AS v WHERE column1 IN (SELECT id FROM budgets) \
-                     ON CONFLICT (budget_id, period_start) DO UPDATE SET spent = budget_usage.spent \
-                     RETURNING budget_id, period_start, spent, reserved",
-                );
+                q.push($crate::policy::sql::queries::LOCK_USAGE_ROWS_END);
                 let rows = q
                     .build_query_as::<(String, i64, i64, i64)>()
                     .fetch_all(&mut *self.0)
@@ -85,7 +77,7 @@ macro_rules! impl_sql_budgets {
                         q.push(" ");
                         push_ledger(&mut q, &w.ledger);
                     } else if parts > 0 {
-                        q.push(" SELECT 1");
+                        q.push($crate::policy::sql::queries::WITH_NOTHING_MORE);
                     } else {
                         return Ok(());
                     }
@@ -119,9 +111,8 @@ macro_rules! impl_sql_budgets {
                 &mut self,
                 reservation_ids: &[&str],
             ) -> $crate::Result<Vec<$crate::policy::store::HoldRow>> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT id, budget_id, period_start, amount, expires_at FROM reservations WHERE id IN (",
-                );
+                let mut q =
+                    sqlx::QueryBuilder::<$db>::new($crate::policy::sql::queries::HOLDS_BY_ID);
                 let mut ids = q.separated(", ");
                 for id in reservation_ids {
                     ids.push_bind(*id);
@@ -148,8 +139,7 @@ macro_rules! impl_sql_budgets {
 
             async fn expired_holds(&mut self, now: i64) -> $crate::Result<Vec<(String, String, i64)>> {
                 Ok(sqlx::query_as::<_, (String, String, i64)>(
-                    "SELECT id, budget_id, period_start FROM reservations WHERE expires_at <= $1 \
-                     ORDER BY budget_id, period_start LIMIT 10000",
+                    $crate::policy::sql::queries::EXPIRED_HOLDS,
                 )
                 .bind(now)
                 .fetch_all(&mut *self.0)
@@ -160,8 +150,8 @@ macro_rules! impl_sql_budgets {
         /// One multi-row `INSERT` of ledger rows, pushed onto `q`.
         fn push_ledger<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, entries: &'a [&'a $crate::policy::LedgerEntry]) {
             use $crate::clock::unix_ms;
-            use $crate::policy::sql::{LEDGER_COLUMNS, to_i64};
-            q.push(format!("INSERT INTO usage_ledger ({LEDGER_COLUMNS}) "));
+            use $crate::policy::sql::to_i64;
+            q.push($crate::policy::sql::queries::insert_ledger());
             q.push_values(entries, |mut row, e| {
                 row.push_bind(unix_ms(e.at))
                     .push_bind(&e.request_id)
@@ -202,19 +192,16 @@ macro_rules! impl_sql_budgets {
             q: &mut sqlx::QueryBuilder<'a, $db>,
             rows: &'a [(&'a $crate::policy::store::UsageKey, (i64, i64))],
         ) {
-            q.push("INSERT INTO budget_usage (budget_id, period_start, spent, reserved) ");
+            q.push($crate::policy::sql::queries::SET_USAGE);
             q.push_values(rows, |mut row, ((budget_id, start), (spent, reserved))| {
                 row.push_bind(budget_id).push_bind(*start).push_bind(*spent).push_bind(*reserved);
             });
-            q.push(
-                " ON CONFLICT (budget_id, period_start) DO UPDATE SET \
-                 spent = excluded.spent, reserved = excluded.reserved",
-            );
+            q.push($crate::policy::sql::queries::SET_USAGE_END);
         }
 
         /// Deletes holds: (reservation id, budget id).
         fn push_delete_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, keys: &'a [&'a (String, String)]) {
-            q.push("DELETE FROM reservations WHERE ");
+            q.push($crate::policy::sql::queries::DELETE_HOLDS);
             let mut any = q.separated(" OR ");
             for (id, budget_id) in keys {
                 any.push("(id = ");
@@ -227,7 +214,7 @@ macro_rules! impl_sql_budgets {
 
         /// Inserts holds, or sets the amount of those already there.
         pub(crate) fn push_put_holds<'a>(q: &mut sqlx::QueryBuilder<'a, $db>, holds: &'a [&'a $crate::policy::store::HoldRow]) {
-            q.push("INSERT INTO reservations (id, budget_id, period_start, amount, expires_at) ");
+            q.push($crate::policy::sql::queries::PUT_HOLDS);
             q.push_values(holds, |mut row, h| {
                 row.push_bind(&h.reservation_id)
                     .push_bind(&h.budget_id)
@@ -235,17 +222,15 @@ macro_rules! impl_sql_budgets {
                     .push_bind(h.amount)
                     .push_bind(h.expires_at);
             });
-            q.push(" ON CONFLICT (id, budget_id) DO UPDATE SET amount = excluded.amount");
+            q.push($crate::policy::sql::queries::PUT_HOLDS_END);
         }
 
         /// Every budget's definition (for counters kept outside the tables).
         #[allow(dead_code)]
         pub(crate) async fn all_budgets(pool: &$pool) -> $crate::Result<Vec<$crate::policy::Budget>> {
-            let rows = sqlx::query(
-                "SELECT id, scope, scope_id, unit, limit_amount, period, tz, expires_at FROM budgets",
-            )
-            .fetch_all(pool)
-            .await?;
+            let rows = sqlx::query($crate::policy::sql::queries::ALL_BUDGETS)
+                .fetch_all(pool)
+                .await?;
             rows.iter().map(budget_from_row).collect()
         }
 
@@ -337,18 +322,11 @@ macro_rules! impl_sql_budgets {
             let mut q = sqlx::QueryBuilder::<$db>::new(open);
             if !spend.is_empty() {
                 q.push(if $locks_rows { "u AS (" } else { "" });
-                q.push(
-                    "INSERT INTO budget_usage (budget_id, period_start, spent, reserved) \
-                     SELECT column1, column2, column3, 0 FROM (",
-                );
+                q.push($crate::policy::sql::queries::ADD_SPEND);
                 q.push_values(&spend, |mut row, ((budget_id, start), spent)| {
                     row.push_bind(budget_id).push_bind(*start).push_bind(*spent);
                 });
-                q.push(
-                    ") AS v WHERE column1 IN (SELECT id FROM budgets) \
-                     ON CONFLICT (budget_id, period_start) DO UPDATE SET \
-                     spent = budget_usage.spent + excluded.spent",
-                );
+                q.push($crate::policy::sql::queries::ADD_SPEND_END);
                 q.push(if $locks_rows { ")" } else { "" });
             }
             if !released.is_empty() {
@@ -356,7 +334,7 @@ macro_rules! impl_sql_budgets {
                     q.push(between);
                 }
                 q.push(if $locks_rows { "d AS (" } else { "" });
-                q.push("DELETE FROM reservations WHERE id IN (");
+                q.push($crate::policy::sql::queries::RELEASE_HOLDS);
                 let mut ids = q.separated(", ");
                 for id in &released {
                     ids.push_bind(*id);
@@ -502,24 +480,18 @@ macro_rules! impl_sql_budgets {
                 // Rejects an unknown time zone before anything is stored.
                 new.period.bounds(time::OffsetDateTime::now_utc(), new.tz.as_deref())?;
                 let scope_id = self.scope_id(new.scope, &new.target).await?;
-                let id: String = sqlx::query_scalar(
-                    "INSERT INTO budgets (id, scope, scope_id, unit, limit_amount, period, tz, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (scope, scope_id, unit, period) DO UPDATE SET \
-                     limit_amount = excluded.limit_amount, tz = excluded.tz, expires_at = excluded.expires_at \
-                     RETURNING id",
-                )
-                .bind(new_id("b"))
-                .bind(new.scope.as_str())
-                .bind(&scope_id)
-                .bind(new.unit.as_str())
-                .bind(new.limit)
-                .bind(new.period.as_str())
-                .bind(&new.tz)
-                .bind(new.expires_at.map(|t| t.unix_timestamp()))
-                .bind(now_secs().unix_timestamp())
-                .fetch_one(&self.pool)
-                .await?;
+                let id: String = sqlx::query_scalar($crate::policy::sql::queries::UPSERT_BUDGET)
+                    .bind(new_id("b"))
+                    .bind(new.scope.as_str())
+                    .bind(&scope_id)
+                    .bind(new.unit.as_str())
+                    .bind(new.limit)
+                    .bind(new.period.as_str())
+                    .bind(&new.tz)
+                    .bind(new.expires_at.map(|t| t.unix_timestamp()))
+                    .bind(now_secs().unix_timestamp())
+                    .fetch_one(&self.pool)
+                    .await?;
                 if let Some(counters) = self.counters() {
                     counters.definitions_changed();
                 }
@@ -537,7 +509,7 @@ macro_rules! impl_sql_budgets {
             }
 
             async fn delete_budget(&self, id: &str) -> $crate::Result<()> {
-                let done = sqlx::query("DELETE FROM budgets WHERE id = $1")
+                let done = sqlx::query($crate::policy::sql::queries::DELETE_BUDGET)
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
@@ -555,14 +527,9 @@ macro_rules! impl_sql_budgets {
                 now: time::OffsetDateTime,
             ) -> $crate::Result<Vec<$crate::policy::BudgetStatus>> {
                 use sqlx::Row as _;
-                let rows = sqlx::query(
-                    "SELECT b.id, b.scope, b.scope_id, b.unit, b.limit_amount, b.period, b.tz, b.expires_at, \
-                     CASE b.scope WHEN 'workspace' THEN (SELECT name FROM workspaces WHERE id = b.scope_id) \
-                     WHEN 'user' THEN (SELECT name FROM users WHERE id = b.scope_id) ELSE b.scope_id END AS scope_name \
-                     FROM budgets b ORDER BY b.scope, scope_name, b.unit, b.period",
-                )
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query($crate::policy::sql::queries::BUDGETS_NAMED)
+                    .fetch_all(&self.pool)
+                    .await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let mut budget = budget_from_row(r)?;
@@ -570,14 +537,13 @@ macro_rules! impl_sql_budgets {
                         budget.scope_name = name;
                     }
                     let (period_start, resets) = budget.period.bounds(now, budget.tz.as_deref())?;
-                    let (spent, reserved) = sqlx::query_as::<_, (i64, i64)>(
-                        "SELECT spent, reserved FROM budget_usage WHERE budget_id = $1 AND period_start = $2",
-                    )
-                    .bind(&budget.id)
-                    .bind(period_start)
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .unwrap_or((0, 0));
+                    let (spent, reserved) =
+                        sqlx::query_as::<_, (i64, i64)>($crate::policy::sql::queries::BUDGET_USAGE)
+                            .bind(&budget.id)
+                            .bind(period_start)
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .unwrap_or((0, 0));
                     out.push($crate::policy::BudgetStatus {
                         budget,
                         period_start,

@@ -12,35 +12,31 @@ macro_rules! impl_sql_conversations {
                 messages: &str,
                 response: &str,
             ) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO responses (id, user_id, messages, response, created_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(id)
-                .bind(user_id)
-                .bind(messages)
-                .bind(response)
-                .bind($crate::clock::unix_ms(time::OffsetDateTime::now_utc()))
-                .execute(&self.pool)
-                .await?;
+                sqlx::query($crate::policy::sql::queries::INSERT_RESPONSE)
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(messages)
+                    .bind(response)
+                    .bind($crate::clock::unix_ms(time::OffsetDateTime::now_utc()))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
             async fn get_response(&self, id: &str, user_id: &str) -> $crate::Result<String> {
-                let found: Option<Option<String>> = sqlx::query_scalar(
-                    "SELECT response FROM responses WHERE id = $1 AND user_id = $2",
-                )
-                .bind(id)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
+                let found: Option<Option<String>> =
+                    sqlx::query_scalar($crate::policy::sql::queries::RESPONSE)
+                        .bind(id)
+                        .bind(user_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
                 found
                     .flatten()
                     .ok_or_else(|| $crate::Error::NotFound(format!("response `{id}`")))
             }
 
             async fn delete_response(&self, id: &str, user_id: &str) -> $crate::Result<()> {
-                let done = sqlx::query("DELETE FROM responses WHERE id = $1 AND user_id = $2")
+                let done = sqlx::query($crate::policy::sql::queries::DELETE_RESPONSE)
                     .bind(id)
                     .bind(user_id)
                     .execute(&self.pool)
@@ -53,12 +49,11 @@ macro_rules! impl_sql_conversations {
 
             async fn load_response(&self, id: &str, user_id: &str) -> $crate::Result<String> {
                 use sqlx::Row as _;
-                let row =
-                    sqlx::query("SELECT messages FROM responses WHERE id = $1 AND user_id = $2")
-                        .bind(id)
-                        .bind(user_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let row = sqlx::query($crate::policy::sql::queries::RESPONSE_MESSAGES)
+                    .bind(id)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 match row {
                     Some(r) => Ok(r.try_get("messages")?),
                     None => Err($crate::Error::NotFound(format!("response `{id}`"))),

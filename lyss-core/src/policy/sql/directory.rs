@@ -25,13 +25,25 @@ macro_rules! impl_sql_directory {
 
         impl $policy {
             /// Every workspace, or the one with this id.
-            async fn workspaces(&self, id: Option<&str>) -> $crate::Result<Vec<$crate::policy::Workspace>> {
+            async fn workspaces(
+                &self,
+                id: Option<&str>,
+            ) -> $crate::Result<Vec<$crate::policy::Workspace>> {
                 use $crate::clock::from_unix;
                 use $crate::policy::sql::{json_list, workspace_cache};
-                let rows = sqlx::query_as::<_, (String, String, String, i64, Option<String>, Option<i64>, Option<String>, Option<f64>)>(
-                    "SELECT id, name, models, created_at, cache_mode, cache_ttl_secs, cache_scope, cache_threshold \
-                     FROM workspaces WHERE $1 IS NULL OR id = $1 ORDER BY name",
-                )
+                let rows = sqlx::query_as::<
+                    _,
+                    (
+                        String,
+                        String,
+                        String,
+                        i64,
+                        Option<String>,
+                        Option<i64>,
+                        Option<String>,
+                        Option<f64>,
+                    ),
+                >($crate::policy::sql::queries::WORKSPACES)
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -49,17 +61,15 @@ macro_rules! impl_sql_directory {
             }
 
             async fn workspace_id(&self, name_or_id: &str) -> $crate::Result<(String, String)> {
-                sqlx::query_as::<_, (String, String)>(
-                    "SELECT id, name FROM workspaces WHERE name = $1 OR id = $1",
-                )
-                .bind(name_or_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| $crate::Error::NotFound(format!("workspace `{name_or_id}`")))
+                sqlx::query_as::<_, (String, String)>($crate::policy::sql::queries::WORKSPACE_ID)
+                    .bind(name_or_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| $crate::Error::NotFound(format!("workspace `{name_or_id}`")))
             }
 
             async fn user_id(&self, name_or_id: &str) -> $crate::Result<String> {
-                sqlx::query_scalar::<_, String>("SELECT id FROM users WHERE name = $1 OR id = $1")
+                sqlx::query_scalar::<_, String>($crate::policy::sql::queries::USER_ID)
                     .bind(name_or_id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -67,7 +77,7 @@ macro_rules! impl_sql_directory {
             }
 
             async fn key_info(&self, id: &str) -> $crate::Result<$crate::policy::KeyInfo> {
-                let row = sqlx::query(&format!("{} WHERE k.id = $1", $crate::policy::sql::KEY_INFO_SELECT))
+                let row = sqlx::query(&$crate::policy::sql::queries::key_info())
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -76,7 +86,11 @@ macro_rules! impl_sql_directory {
             }
 
             /// The id behind a scope's target (name or id; a key's public id).
-            async fn scope_id(&self, scope: $crate::policy::Scope, target: &str) -> $crate::Result<String> {
+            async fn scope_id(
+                &self,
+                scope: $crate::policy::Scope,
+                target: &str,
+            ) -> $crate::Result<String> {
                 use $crate::policy::Scope;
                 match scope {
                     Scope::Workspace => Ok(self.workspace_id(target).await?.0),
@@ -92,35 +106,40 @@ macro_rules! impl_sql_directory {
                 use sqlx::Row as _;
                 use $crate::policy::sql::{json_list, opt_ts};
                 use $crate::policy::{RateLimit, Scope, keys};
-                let invalid = || $crate::Error::Unauthenticated("Incorrect API key provided.".into());
+                let invalid =
+                    || $crate::Error::Unauthenticated("Incorrect API key provided.".into());
                 let (id, secret) = keys::parse(key).ok_or_else(invalid)?;
-                let row = sqlx::query(
-                    "SELECT k.id, k.name, k.secret_hash, k.models, k.expires_at, k.revoked_at, \
-                     k.rpm AS k_rpm, k.tpm AS k_tpm, u.id AS user_id, u.name AS user_name, \
-                     u.rpm AS u_rpm, u.tpm AS u_tpm, w.id AS ws_id, w.name AS ws_name, \
-                     w.models AS ws_models, w.rpm AS w_rpm, w.tpm AS w_tpm, \
-                     w.cache_mode, w.cache_ttl_secs, w.cache_scope, w.cache_threshold, \
-                     EXISTS (SELECT 1 FROM budgets b WHERE b.scope_id IN (k.id, u.id, w.id)) AS budgeted \
-                     FROM api_keys k JOIN users u ON u.id = k.user_id \
-                     JOIN workspaces w ON w.id = u.workspace_id WHERE k.id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(invalid)?;
+                let row = sqlx::query($crate::policy::sql::queries::AUTHENTICATE)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(invalid)?;
                 let hash: Vec<u8> = row.try_get("secret_hash")?;
                 if !keys::verify(secret, &hash) {
                     return Err(invalid());
                 }
                 if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
-                    return Err($crate::Error::Unauthenticated("This API key has been revoked.".into()));
+                    return Err($crate::Error::Unauthenticated(
+                        "This API key has been revoked.".into(),
+                    ));
                 }
-                let limit = |scope: Scope, id: String, rpm: &str, tpm: &str| -> $crate::Result<Option<RateLimit>> {
+                let limit = |scope: Scope,
+                             id: String,
+                             rpm: &str,
+                             tpm: &str|
+                 -> $crate::Result<Option<RateLimit>> {
                     let n = |c: &str| -> $crate::Result<Option<u32>> {
-                        Ok(row.try_get::<Option<i64>, _>(c)?.map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)))
+                        Ok(row
+                            .try_get::<Option<i64>, _>(c)?
+                            .map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)))
                     };
                     let (rpm, tpm) = (n(rpm)?, n(tpm)?);
-                    Ok((rpm.is_some() || tpm.is_some()).then_some(RateLimit { scope, id, rpm, tpm }))
+                    Ok((rpm.is_some() || tpm.is_some()).then_some(RateLimit {
+                        scope,
+                        id,
+                        rpm,
+                        tpm,
+                    }))
                 };
                 let key_id: String = row.try_get("id")?;
                 let user_id: String = row.try_get("user_id")?;
@@ -157,12 +176,18 @@ macro_rules! impl_sql_directory {
                     )?,
                 };
                 if principal.expired(time::OffsetDateTime::now_utc()) {
-                    return Err($crate::Error::Unauthenticated("This API key has expired.".into()));
+                    return Err($crate::Error::Unauthenticated(
+                        "This API key has expired.".into(),
+                    ));
                 }
                 Ok(principal)
             }
 
-            async fn create_workspace(&self, name: &str, models: &[String]) -> $crate::Result<$crate::policy::Workspace> {
+            async fn create_workspace(
+                &self,
+                name: &str,
+                models: &[String],
+            ) -> $crate::Result<$crate::policy::Workspace> {
                 use $crate::policy::sql::{new_id, now_secs, to_json, validate_name};
                 validate_name("workspace", name)?;
                 let ws = $crate::policy::Workspace {
@@ -172,7 +197,7 @@ macro_rules! impl_sql_directory {
                     cache: Default::default(),
                     created_at: now_secs(),
                 };
-                sqlx::query("INSERT INTO workspaces (id, name, models, created_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query($crate::policy::sql::queries::INSERT_WORKSPACE)
                     .bind(&ws.id)
                     .bind(&ws.name)
                     .bind(to_json(&ws.models))
@@ -196,27 +221,26 @@ macro_rules! impl_sql_directory {
                 update.cache.validate()?;
                 let (id, _) = self.workspace_id(workspace).await?;
                 let c = &update.cache;
-                sqlx::query(
-                    "UPDATE workspaces SET models = COALESCE($1, models), \
-                     cache_mode = COALESCE($2, cache_mode), cache_ttl_secs = COALESCE($3, cache_ttl_secs), \
-                     cache_scope = COALESCE($4, cache_scope), cache_threshold = COALESCE($5, cache_threshold) \
-                     WHERE id = $6",
-                )
-                .bind(update.models.as_deref().map(to_json))
-                .bind(setting_name(c.mode))
-                .bind(c.ttl_secs.map($crate::policy::sql::to_i64))
-                .bind(setting_name(c.scope))
-                .bind(c.semantic_threshold.map(f64::from))
-                .bind(&id)
-                .execute(&self.pool)
-                .await?;
+                sqlx::query($crate::policy::sql::queries::UPDATE_WORKSPACE)
+                    .bind(update.models.as_deref().map(to_json))
+                    .bind(setting_name(c.mode))
+                    .bind(c.ttl_secs.map($crate::policy::sql::to_i64))
+                    .bind(setting_name(c.scope))
+                    .bind(c.semantic_threshold.map(f64::from))
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await?;
                 self.workspaces(Some(&id))
                     .await?
                     .pop()
                     .ok_or_else(|| $crate::Error::NotFound(format!("workspace `{workspace}`")))
             }
 
-            async fn create_user(&self, name: &str, workspace: &str) -> $crate::Result<$crate::policy::User> {
+            async fn create_user(
+                &self,
+                name: &str,
+                workspace: &str,
+            ) -> $crate::Result<$crate::policy::User> {
                 use $crate::policy::sql::{new_id, now_secs, validate_name};
                 validate_name("user", name)?;
                 let (ws_id, ws_name) = self.workspace_id(workspace).await?;
@@ -226,7 +250,7 @@ macro_rules! impl_sql_directory {
                     workspace: ws_name,
                     created_at: now_secs(),
                 };
-                sqlx::query("INSERT INTO users (id, name, workspace_id, created_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query($crate::policy::sql::queries::INSERT_USER)
                     .bind(&user.id)
                     .bind(&user.name)
                     .bind(&ws_id)
@@ -237,64 +261,73 @@ macro_rules! impl_sql_directory {
                 Ok(user)
             }
 
-            async fn list_users(&self, workspace: Option<&str>) -> $crate::Result<Vec<$crate::policy::User>> {
+            async fn list_users(
+                &self,
+                workspace: Option<&str>,
+            ) -> $crate::Result<Vec<$crate::policy::User>> {
                 use $crate::clock::from_unix;
                 let ws = match workspace {
                     Some(w) => Some(self.workspace_id(w).await?.0),
                     None => None,
                 };
                 let rows = sqlx::query_as::<_, (String, String, String, i64)>(
-                    "SELECT u.id, u.name, w.name, u.created_at FROM users u \
-                     JOIN workspaces w ON w.id = u.workspace_id \
-                     WHERE $1 IS NULL OR u.workspace_id = $1 ORDER BY u.name",
+                    $crate::policy::sql::queries::USERS,
                 )
                 .bind(ws)
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
                     .map(|(id, name, workspace, created)| {
-                        Ok($crate::policy::User { id, name, workspace, created_at: from_unix(created)? })
+                        Ok($crate::policy::User {
+                            id,
+                            name,
+                            workspace,
+                            created_at: from_unix(created)?,
+                        })
                     })
                     .collect()
             }
 
-            async fn create_key(&self, new: &$crate::policy::NewKey) -> $crate::Result<$crate::policy::CreatedKey> {
+            async fn create_key(
+                &self,
+                new: &$crate::policy::NewKey,
+            ) -> $crate::Result<$crate::policy::CreatedKey> {
                 use $crate::policy::sql::{now_secs, to_json};
                 let user_id = self.user_id(&new.user).await?;
                 let material = $crate::policy::keys::generate();
-                sqlx::query(
-                    "INSERT INTO api_keys (id, user_id, name, secret_hash, models, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&material.id)
-                .bind(&user_id)
-                .bind(&new.name)
-                .bind(&material.secret_hash[..])
-                .bind(new.models.as_deref().map(to_json))
-                .bind(new.expires_at.map(|t| t.unix_timestamp()))
-                .bind(now_secs().unix_timestamp())
-                .execute(&self.pool)
-                .await?;
-                Ok($crate::policy::CreatedKey { key: material.full, info: self.key_info(&material.id).await? })
+                sqlx::query($crate::policy::sql::queries::INSERT_KEY)
+                    .bind(&material.id)
+                    .bind(&user_id)
+                    .bind(&new.name)
+                    .bind(&material.secret_hash[..])
+                    .bind(new.models.as_deref().map(to_json))
+                    .bind(new.expires_at.map(|t| t.unix_timestamp()))
+                    .bind(now_secs().unix_timestamp())
+                    .execute(&self.pool)
+                    .await?;
+                Ok($crate::policy::CreatedKey {
+                    key: material.full,
+                    info: self.key_info(&material.id).await?,
+                })
             }
 
-            async fn list_keys(&self, user: Option<&str>) -> $crate::Result<Vec<$crate::policy::KeyInfo>> {
+            async fn list_keys(
+                &self,
+                user: Option<&str>,
+            ) -> $crate::Result<Vec<$crate::policy::KeyInfo>> {
                 let user_id = match user {
                     Some(u) => Some(self.user_id(u).await?),
                     None => None,
                 };
-                let rows = sqlx::query(&format!(
-                    "{} WHERE $1 IS NULL OR k.user_id = $1 ORDER BY k.created_at, k.id",
-                    $crate::policy::sql::KEY_INFO_SELECT
-                ))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query(&$crate::policy::sql::queries::key_infos())
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter().map(key_info_from_row).collect()
             }
 
             async fn revoke_key(&self, id: &str) -> $crate::Result<$crate::policy::KeyInfo> {
-                sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                sqlx::query($crate::policy::sql::queries::REVOKE_KEY)
                     .bind($crate::policy::sql::now_secs().unix_timestamp())
                     .bind(id)
                     .execute(&self.pool)
@@ -312,9 +345,9 @@ macro_rules! impl_sql_directory {
                 use $crate::policy::Scope;
                 let id = self.scope_id(scope, target).await?;
                 let sql = match scope {
-                    Scope::Workspace => "UPDATE workspaces SET rpm = $1, tpm = $2 WHERE id = $3",
-                    Scope::User => "UPDATE users SET rpm = $1, tpm = $2 WHERE id = $3",
-                    Scope::Key => "UPDATE api_keys SET rpm = $1, tpm = $2 WHERE id = $3",
+                    Scope::Workspace => $crate::policy::sql::queries::SET_WORKSPACE_RATE,
+                    Scope::User => $crate::policy::sql::queries::SET_USER_RATE,
+                    Scope::Key => $crate::policy::sql::queries::SET_KEY_RATE,
                 };
                 sqlx::query(sql)
                     .bind(rpm.map(i64::from))
@@ -325,14 +358,18 @@ macro_rules! impl_sql_directory {
                 Ok(())
             }
 
-            async fn open_session(&self, id: &str, expires: time::OffsetDateTime) -> $crate::Result<()> {
+            async fn open_session(
+                &self,
+                id: &str,
+                expires: time::OffsetDateTime,
+            ) -> $crate::Result<()> {
                 let now = $crate::policy::sql::now_secs().unix_timestamp();
                 // Sessions that ran out go when a new one opens: the table stays small.
-                sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
+                sqlx::query($crate::policy::sql::queries::DELETE_EXPIRED_SESSIONS)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
-                sqlx::query("INSERT INTO admin_sessions (id_hash, expires_at, created_at) VALUES ($1, $2, $3)")
+                sqlx::query($crate::policy::sql::queries::INSERT_SESSION)
                     .bind($crate::policy::sql::session_hash(id))
                     .bind(expires.unix_timestamp())
                     .bind(now)
@@ -341,19 +378,21 @@ macro_rules! impl_sql_directory {
                 Ok(())
             }
 
-            async fn session_open(&self, id: &str, now: time::OffsetDateTime) -> $crate::Result<bool> {
-                Ok(sqlx::query_scalar::<_, i64>(
-                    "SELECT expires_at FROM admin_sessions WHERE id_hash = $1 AND expires_at > $2",
-                )
-                .bind($crate::policy::sql::session_hash(id))
-                .bind(now.unix_timestamp())
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some())
+            async fn session_open(
+                &self,
+                id: &str,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<bool> {
+                let open = sqlx::query_scalar::<_, i64>($crate::policy::sql::queries::SESSION_OPEN)
+                    .bind($crate::policy::sql::session_hash(id))
+                    .bind(now.unix_timestamp())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(open.is_some())
             }
 
             async fn end_session(&self, id: &str) -> $crate::Result<()> {
-                sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+                sqlx::query($crate::policy::sql::queries::DELETE_SESSION)
                     .bind($crate::policy::sql::session_hash(id))
                     .execute(&self.pool)
                     .await?;

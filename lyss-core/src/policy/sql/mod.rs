@@ -3,7 +3,9 @@
 //! Both backends run the same statements (`$N` placeholders, `ON CONFLICT … RETURNING`, which
 //! both speak); [`impl_sql_policy!`] instantiates them for each backend's concrete sqlx types,
 //! so there is one copy of every query and no generic-bound maze — one macro per part of the
-//! policy, each in its file (`directory.rs`, `budgets.rs`, `ledger.rs`, `conversations.rs`, `providers.rs`).
+//! policy, each in its file (`directory.rs`, `budgets.rs`, `ledger.rs`, `conversations.rs`,
+//! `providers.rs`). The statements themselves are ordinary consts in [`queries`], by part: the
+//! macros only glue them to each backend's types (binds, row reads, transactions).
 //!
 //! Writes that touch budgets (reserve, settle, reap) go through one writer task per process:
 //! it takes every job waiting at that moment and runs them in *one* write transaction (group
@@ -19,6 +21,7 @@ pub(crate) mod conversations;
 pub(crate) mod directory;
 pub(crate) mod ledger;
 pub(crate) mod providers;
+pub(crate) mod queries;
 
 use time::OffsetDateTime;
 
@@ -115,15 +118,6 @@ pub(crate) fn day_label(days: &str) -> String {
         .unwrap_or_else(|| days.to_owned())
 }
 
-pub(crate) const KEY_INFO_SELECT: &str = "SELECT k.id, k.name, u.name AS user_name, \
-     w.name AS ws_name, k.models, k.expires_at, k.revoked_at, k.created_at \
-     FROM api_keys k JOIN users u ON u.id = k.user_id JOIN workspaces w ON w.id = u.workspace_id";
-
-pub(crate) const LEDGER_COLUMNS: &str = "at_ms, request_id, workspace_id, user_id, key_id, \
-     endpoint, model, provider, upstream_model, stream, prompt_tokens, prompt_tokens_original, \
-     completion_tokens, cached_tokens, cost_nusd, latency_ms, status, error, cache, saved_tokens, \
-     saved_nusd, memory_saved_nusd, cache_write_tokens, prompt_cache_saved_nusd";
-
 /// Implements every part of [`super::Policy`] for a backend: the directory, budgets (with
 /// their transaction and writer task), the ledger, conversations and stored providers, one
 /// macro per part.
@@ -150,7 +144,9 @@ macro_rules! impl_sql_policy {
         #[async_trait::async_trait]
         impl $crate::policy::Policy for $policy {
             async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                sqlx::query($crate::policy::sql::queries::PING)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
         }

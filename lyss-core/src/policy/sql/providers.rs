@@ -8,40 +8,33 @@ macro_rules! impl_sql_providers {
             async fn put_provider(&self, p: &$crate::policy::StoredProvider) -> $crate::Result<()> {
                 use $crate::policy::sql::{setting_name, validate_name};
                 validate_name("provider", &p.name)?;
-                sqlx::query(
-                    "INSERT INTO providers (name, kind, base_url, api_key_env, api_key_sealed, api_version, discover_models, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (name) DO UPDATE SET kind = $2, base_url = $3, api_key_env = $4, \
-                     api_key_sealed = $5, api_version = $6, discover_models = $7",
-                )
-                .bind(&p.name)
-                .bind(setting_name(Some(p.kind)))
-                .bind(&p.base_url)
-                .bind(&p.api_key_env)
-                .bind(p.sealed_key.as_deref())
-                .bind(&p.api_version)
-                .bind(p.discover_models)
-                .bind(p.created_at.unix_timestamp())
-                .execute(&self.pool)
-                .await?;
+                sqlx::query($crate::policy::sql::queries::UPSERT_PROVIDER)
+                    .bind(&p.name)
+                    .bind(setting_name(Some(p.kind)))
+                    .bind(&p.base_url)
+                    .bind(&p.api_key_env)
+                    .bind(p.sealed_key.as_deref())
+                    .bind(&p.api_version)
+                    .bind(p.discover_models)
+                    .bind(p.created_at.unix_timestamp())
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
             async fn list_providers(&self) -> $crate::Result<Vec<$crate::policy::StoredProvider>> {
                 use sqlx::Row as _;
-                let rows = sqlx::query(
-                    "SELECT name, kind, base_url, api_key_env, api_key_sealed, api_version, discover_models, created_at \
-                     FROM providers ORDER BY name",
-                )
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query($crate::policy::sql::queries::PROVIDERS)
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.iter()
                     .map(|r| {
                         let kind: String = r.try_get("kind")?;
                         Ok($crate::policy::StoredProvider {
                             name: r.try_get("name")?,
-                            kind: serde_json::from_value(serde_json::Value::String(kind))
-                                .map_err(|e| $crate::Error::Internal(format!("stored provider kind: {e}")))?,
+                            kind: serde_json::from_value(serde_json::Value::String(kind)).map_err(
+                                |e| $crate::Error::Internal(format!("stored provider kind: {e}")),
+                            )?,
                             base_url: r.try_get("base_url")?,
                             api_key_env: r.try_get("api_key_env")?,
                             sealed_key: r.try_get("api_key_sealed")?,
@@ -54,7 +47,7 @@ macro_rules! impl_sql_providers {
             }
 
             async fn delete_provider(&self, name: &str) -> $crate::Result<()> {
-                let done = sqlx::query("DELETE FROM providers WHERE name = $1")
+                let done = sqlx::query($crate::policy::sql::queries::DELETE_PROVIDER)
                     .bind(name)
                     .execute(&self.pool)
                     .await?;
