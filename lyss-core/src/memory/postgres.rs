@@ -16,9 +16,7 @@ use time::OffsetDateTime;
 use super::loaded::{Loaded, Slot};
 use super::outbox::impl_sql_outbox;
 use super::passages::passages;
-use super::sql::{
-    MEMORY_COLUMNS, NEAR_COPY, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob,
-};
+use super::sql::{NEAR_COPY, from_blob, hash_from_text, hash_text, impl_sql_memory, to_blob};
 use super::{HistoryEntry, Hit, Memory, MemoryScope, NewMemory, SearchQuery};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};

@@ -24,9 +24,6 @@ pub(crate) fn from_blob(b: &[u8]) -> Vec<f32> {
 /// is a near-copy: remembered as seen, not stored again.
 pub(crate) const NEAR_COPY: f32 = 0.97;
 
-/// Where `sqlite.rs` and `postgres.rs` import it from (with the helpers above).
-pub(crate) use super::queries::MEMORY_COLUMNS;
-
 /// A turn hash as stored: 32 hex digits.
 pub(crate) fn hash_text(h: u128) -> String {
     format!("{h:032x}")

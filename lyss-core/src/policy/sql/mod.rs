@@ -22,6 +22,7 @@ pub(crate) mod directory;
 pub(crate) mod ledger;
 pub(crate) mod providers;
 pub(crate) mod queries;
+pub(crate) mod writer;
 
 use time::OffsetDateTime;
 
@@ -127,15 +128,15 @@ pub(crate) fn day_label(days: &str) -> String {
 /// same time (Postgres), so that a batch locks what it reads and writes back in one statement.
 macro_rules! impl_sql_policy {
     ($policy:ident, $db:ty, $pool:ty, $conn:ty, $row:ty, $begin:expr, $locks_rows:expr) => {
-        $crate::policy::sql::budgets::impl_sql_budgets!(
+        $crate::policy::sql::writer::impl_sql_writer!(
             $policy,
             $db,
             $pool,
             $conn,
-            $row,
             $begin,
             $locks_rows
         );
+        $crate::policy::sql::budgets::impl_sql_budgets!($policy, $pool, $row);
         $crate::policy::sql::directory::impl_sql_directory!($policy, $row);
         $crate::policy::sql::ledger::impl_sql_ledger!($policy, $row);
         $crate::policy::sql::conversations::impl_sql_conversations!($policy);
