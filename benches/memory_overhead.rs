@@ -48,7 +48,7 @@ async fn start(upstream: &str, memory: &str, given: Option<&str>) -> Server {
         ),
     )
     .unwrap();
-    Server::start(&server_binary(given), dir, port, None).await
+    lyss_benches::start_server(&server_binary(given), dir, port, None).await
 }
 
 async fn key(http: &reqwest::Client, base: &str) -> String {

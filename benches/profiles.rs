@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lyss_benches::{Server, admin, ensure_local_model, fake_upstream, free_port, server_binary};
+use lyss_benches::{admin, ensure_local_model, fake_upstream, free_port, server_binary};
 use lyss_core::tokens;
 use lyss_core::wire::ChatRequest;
 use serde_json::{Value, json};
@@ -107,7 +107,8 @@ async fn main() {
         ),
     )
     .unwrap();
-    let server = Server::start(&server_binary(given_server.as_deref()), dir, port, None).await;
+    let server =
+        lyss_benches::start_server(&server_binary(given_server.as_deref()), dir, port, None).await;
     let base = server.base.clone();
     let http = reqwest::Client::new();
     admin(

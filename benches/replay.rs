@@ -174,7 +174,7 @@ provider = "fake"
     )
     .unwrap();
     let log = a.server_log.as_ref().map(PathBuf::from);
-    Server::start(
+    lyss_benches::start_server(
         &server_binary(a.server.as_deref()),
         dir,
         port,

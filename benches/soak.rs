@@ -186,7 +186,7 @@ output_per_mtok = 0.60
         ),
     )
     .unwrap();
-    Server::start(Path::new(&a.server), dir, port, None).await
+    lyss_benches::start_server(Path::new(&a.server), dir, port, None).await
 }
 
 async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {

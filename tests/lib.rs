@@ -3,115 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 
-/// `target/<profile>/NAME`.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds the binaries)",
-        bin.display()
-    );
-    bin
-}
+pub use lyss_testkit::{Server, binary, free_port};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A command without the caller's lyss or provider environment.
+/// The workspace binary `name` without the caller's lyss or provider environment.
 pub fn command(name: &str) -> Command {
-    let mut cmd = Command::new(binary(name));
-    for var in [
-        "LYSS_CONFIG",
-        "LYSS_DATA_DIR",
-        "LYSS_DATABASE_URL",
-        "LYSS_REDIS_URL",
-        "LYSS_ADMIN_TOKEN",
-        "LYSS_BIND",
-        "LYSS_MASTER_KEY",
-        "OPENAI_API_KEY",
-        "OLLAMA_BASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// A running `lyss-server`; killed on drop.
-pub struct Server {
-    pub child: Child,
-    pub base: String,
-    /// Holds the server's stderr, read back when it fails to start.
-    _logs: tempfile::TempDir,
-}
-
-impl Server {
-    /// Starts `lyss-server ARGS --bind 127.0.0.1:<free port>` and waits for `/readyz`. A server
-    /// that exits fails the test with its stderr; one that lost its port to another test (the
-    /// port is free when picked, not when bound) is started again on another.
-    pub async fn start(args: &[&str]) -> Server {
-        for _ in 0..3 {
-            let logs = tempfile::tempdir().unwrap();
-            let stderr = logs.path().join("stderr");
-            let bind = format!("127.0.0.1:{}", free_port());
-            let mut child = command("lyss-server")
-                .args(args)
-                .args(["--bind", &bind])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&stderr).unwrap())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-                    if log.contains("cannot listen on") {
-                        break;
-                    }
-                    panic!("lyss-server exited ({status}) before it was ready:\n{log}");
-                }
-                if let Ok(r) = reqwest::get(format!("http://{bind}/readyz")).await
-                    && r.status().is_success()
-                {
-                    return Server {
-                        child,
-                        base: format!("http://{bind}"),
-                        _logs: logs,
-                    };
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-                    panic!("lyss-server was not ready within 30 s:\n{log}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("lyss-server lost its port three times running");
-    }
-
-    /// `kill -9`: no chance to settle anything.
-    pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill_hard();
-    }
+    lyss_testkit::server::command(&binary(name))
 }
 
 /// Runs `lyss --json ARGS` and parses its output (`null` when it prints nothing).

@@ -5,7 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN, TestApp, assert_openai_error, completion, sse, sse_chunks, sse_data};
+use common::{ADMIN, TestApp};
+use lyss_testkit::{
+    assert_openai_error, openai::completion, openai::sse, sse::chunks as sse_chunks,
+    sse::data as sse_data,
+};
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};

@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::{TestApp, completion, spent_reserved, sse_chunks, sse_with_usage, token_budget};
+use common::{TestApp, spent_reserved, token_budget};
 use lyss_core::policy::Scope;
+use lyss_testkit::{openai::completion, openai::sse_with_usage, sse::chunks as sse_chunks};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, ResponseTemplate};

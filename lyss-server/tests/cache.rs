@@ -19,9 +19,13 @@ fn upstream(req: &Request) -> ResponseTemplate {
     if body["stream"] == true {
         ResponseTemplate::new(200)
             .insert_header("content-type", "text/event-stream")
-            .set_body_string(common::sse("up-mini", &["Once ", "upon ", "a time."], true))
+            .set_body_string(lyss_testkit::openai::sse(
+                "up-mini",
+                &["Once ", "upon ", "a time."],
+                true,
+            ))
     } else {
-        ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "4"))
+        ResponseTemplate::new(200).set_body_json(lyss_testkit::openai::completion("up-mini", "4"))
     }
 }
 
@@ -263,7 +267,7 @@ async fn streams_are_stored_once_complete_and_replayed_either_way(backend: Backe
     // And streamed again: well-formed SSE with the usage chunk, then [DONE].
     let (hit, sse) = ask(&app, &key, &story(true), None).await;
     assert_eq!(hit, "hit");
-    let chunks = common::sse_chunks(&sse);
+    let chunks = lyss_testkit::sse::chunks(&sse);
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -281,7 +285,7 @@ async fn streams_are_stored_once_complete_and_replayed_either_way(backend: Backe
     ask(&app, &key, &question(json!({})), None).await;
     let (hit, sse) = ask(&app, &key, &question(json!({"stream": true})), None).await;
     assert_eq!(hit, "hit");
-    let data = common::sse_data(&sse);
+    let data = lyss_testkit::sse::data(&sse);
     assert!(
         data.iter().any(|d| d.contains("\"content\":\"4\"")),
         "{data:?}"
@@ -296,7 +300,7 @@ async fn a_broken_stream_is_not_stored(backend: Backend) {
     })
     .await;
     // The role chunk and two content chunks, then the connection ends: no finish, no [DONE].
-    let cut: String = common::sse("up-mini", &["Once ", "upon "], false)
+    let cut: String = lyss_testkit::openai::sse("up-mini", &["Once ", "upon "], false)
         .split("\n\n")
         .take(3)
         .map(|event| format!("{event}\n\n"))
@@ -486,7 +490,7 @@ async fn a_paraphrase_is_a_semantic_hit_above_the_threshold_only(backend: Backen
     let (hit, sse) = ask(&app, &key, &streamed, None).await;
     assert_eq!(hit, "semantic-hit");
     assert!(
-        common::sse_data(&sse)
+        lyss_testkit::sse::data(&sse)
             .iter()
             .any(|d| d.contains("\"content\":\"4\""))
     );

@@ -26,7 +26,8 @@ impl Respond for FakeModel {
         let body: Value = serde_json::from_slice(&req.body).unwrap();
         let system = body["messages"][0]["content"].as_str().unwrap_or("");
         if !system.contains("long-term memory") {
-            return ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok"));
+            return ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "ok"));
         }
         assert_eq!(body["response_format"], json!({"type": "json_object"}));
         if self.down {
@@ -62,7 +63,8 @@ impl Respond for FakeModel {
         } else {
             json!({"operations": []}).to_string()
         };
-        ResponseTemplate::new(200).set_body_json(common::completion("up-mini", &answer))
+        ResponseTemplate::new(200)
+            .set_body_json(lyss_testkit::openai::completion("up-mini", &answer))
     }
 }
 
@@ -316,7 +318,7 @@ async fn an_extraction_answer_without_usage_is_billed_what_lyss_counts() {
     say(&app, "Thanks, that's all.").await;
     app.upstream.reset().await;
     let text = r#"{"operations": []}"#;
-    let mut answer = common::completion("up-mini", text);
+    let mut answer = lyss_testkit::openai::completion("up-mini", text);
     answer.as_object_mut().unwrap().remove("usage");
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(answer))

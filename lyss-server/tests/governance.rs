@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{ADMIN, TestApp, budget, spent_reserved, sse, sse_data, sse_with_usage, token_budget};
+use common::{ADMIN, TestApp, budget, spent_reserved, token_budget};
 use lyss_core::policy::{Period, Scope};
+use lyss_testkit::{openai::sse, openai::sse_with_usage, sse::data as sse_data};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, ResponseTemplate};

@@ -31,7 +31,10 @@ async fn app_with(tweak: impl FnOnce(&mut lyss_core::config::Config)) -> TestApp
     })
     .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "ok")),
+        )
         .mount(&app.upstream)
         .await;
     app
@@ -714,7 +717,7 @@ impl wiremock::Respond for CountsDifferently {
     fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
         let req: lyss_core::wire::ChatRequest = serde_json::from_slice(&request.body).unwrap();
         let theirs = 2 * lyss_core::tokens::count_request(&req.model, &req) + 7;
-        let mut body = common::completion("up-mini", "ok");
+        let mut body = lyss_testkit::openai::completion("up-mini", "ok");
         body["usage"]["prompt_tokens"] = json!(theirs);
         body["usage"]["total_tokens"] = json!(theirs + 46);
         ResponseTemplate::new(200).set_body_json(body)

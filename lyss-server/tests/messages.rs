@@ -19,9 +19,10 @@ async fn app() -> TestApp {
             if body["stream"] == true {
                 ResponseTemplate::new(200)
                     .insert_header("content-type", "text/event-stream")
-                    .set_body_string(common::sse("up-mini", &["Bon", "jour"], true))
+                    .set_body_string(lyss_testkit::openai::sse("up-mini", &["Bon", "jour"], true))
             } else {
-                ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "Bonjour"))
+                ResponseTemplate::new(200)
+                    .set_body_json(lyss_testkit::openai::completion("up-mini", "Bonjour"))
             }
         })
         .mount(&app.upstream)
@@ -88,7 +89,7 @@ async fn a_streamed_message_is_anthropics_event_stream() {
     let resp = send(&app, &app.key, &message(true)).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let events = common::sse_events(&text);
+    let events = lyss_testkit::sse::events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -240,7 +241,10 @@ async fn a_clients_cache_breakpoints_reach_an_anthropic_upstream_and_never_an_op
 async fn an_output_cap_above_the_models_own_is_lowered_and_what_cannot_go_upstream_is_named() {
     let app = TestApp::with(|c| c.models[0].max_output_tokens = Some(16_384)).await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "ok")),
+        )
         .mount(&app.upstream)
         .await;
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 128_000,

@@ -70,7 +70,8 @@ async fn counters_move_with_traffic_and_the_text_parses() {
         .unwrap();
     Mock::given(method("POST"))
         .respond_with(
-            ResponseTemplate::new(200).set_body_json(common::completion("up-metrics", "4")),
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-metrics", "4")),
         )
         .mount(&app.upstream)
         .await;
@@ -166,7 +167,7 @@ async fn a_metrics_token_when_set_is_required() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401, "with {auth:?}");
         let body: serde_json::Value = resp.json().await.unwrap();
-        common::assert_openai_error(&body, "invalid_request_error", Some("invalid_api_key"));
+        lyss_testkit::assert_openai_error(&body, "invalid_request_error", Some("invalid_api_key"));
     }
     let resp = app
         .client

@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{TestApp, sse_data};
+use common::TestApp;
 use lyss_core::config::{ModelConfig, ProviderKind};
 use lyss_core::policy::LedgerEntry;
+use lyss_testkit::sse::data as sse_data;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -162,7 +163,7 @@ async fn anthropic_gets_breakpoints_and_cache_reads_and_writes_are_priced() {
         .iter()
         .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
         .collect();
-    common::mount_sse(&app.upstream, "/v1/messages", sse).await;
+    lyss_testkit::openai::mount_sse(&app.upstream, "/v1/messages", sse).await;
     let mut next = conversation(&system, "It is old.");
     let messages = next["messages"].as_array_mut().unwrap();
     messages.push(json!({"role": "assistant", "content": "An old one."}));
@@ -266,7 +267,7 @@ async fn openai_gets_one_cache_key_per_conversation_and_cached_tokens_are_priced
     .await;
     let usage = json!({"prompt_tokens": 1200, "completion_tokens": 20, "total_tokens": 1220,
                        "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0}});
-    let mut completion = common::completion("up-mini", "Replace it.");
+    let mut completion = lyss_testkit::openai::completion("up-mini", "Replace it.");
     completion["usage"] = usage.clone();
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
@@ -332,7 +333,7 @@ async fn openai_gets_one_cache_key_per_conversation_and_cached_tokens_are_priced
     .map(|c| format!("data: {c}\n\n"))
     .chain(["data: [DONE]\n\n".to_owned()])
     .collect::<String>();
-    common::mount_sse(&app.upstream, "/v1/chat/completions", sse).await;
+    lyss_testkit::openai::mount_sse(&app.upstream, "/v1/chat/completions", sse).await;
     let mut streamed = first.clone();
     streamed["stream"] = json!(true);
     let resp = app
@@ -360,7 +361,8 @@ async fn an_openai_compatible_server_gets_no_cache_key_unless_configured() {
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .respond_with(
-            ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "Hi.")),
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "Hi.")),
         )
         .mount(&app.upstream)
         .await;

@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{TestApp, completion, mount_sse, sse, token_budget};
+use common::{TestApp, token_budget};
 use lyss_core::config::ProviderKind;
 use lyss_core::policy::Scope;
+use lyss_testkit::{openai::completion, openai::mount_sse, openai::sse};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -98,7 +99,7 @@ async fn a_response_runs_on_the_pipeline_and_continues_from_its_id() {
     )
     .await;
     assert_eq!(status, 400);
-    common::assert_openai_error(&err, "invalid_request_error", None);
+    lyss_testkit::assert_openai_error(&err, "invalid_request_error", None);
     assert_eq!(err["error"]["param"], "previous_response_id");
     let (_, unstored) = respond(
         &app,
@@ -142,7 +143,7 @@ async fn a_kept_response_is_read_back_and_deleted_by_its_user_only() {
     let resp = get(&bob).await.unwrap();
     assert_eq!(resp.status(), 404);
     let err: Value = resp.json().await.unwrap();
-    common::assert_openai_error(&err, "invalid_request_error", Some("not_found"));
+    lyss_testkit::assert_openai_error(&err, "invalid_request_error", Some("not_found"));
     assert!(
         err["error"]["message"]
             .as_str()
@@ -199,7 +200,7 @@ async fn a_streamed_response_is_events_and_is_kept() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    let events = common::sse_events(&text);
+    let events = lyss_testkit::sse::events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"response.created"));
     assert_eq!(names.last(), Some(&"response.completed"));
@@ -244,7 +245,7 @@ async fn governance_refuses_in_openais_shape() {
     // gpt-4o exists but is not on the workspace's allow-list.
     let (status, err) = respond(&app, &app.key, json!({"model": "gpt-4o", "input": "hi"})).await;
     assert_eq!(status, 404);
-    common::assert_openai_error(&err, "invalid_request_error", Some("model_not_found"));
+    lyss_testkit::assert_openai_error(&err, "invalid_request_error", Some("model_not_found"));
     // A budget that cannot admit the request: refused, nothing sent.
     let (status, err) = respond(
         &app,
@@ -434,7 +435,7 @@ async fn codex_default_request_completes_its_tool_call_behind_anthropic_and_gemi
             .unwrap()
             .to_owned();
         assert!(dropped.contains("reasoning.context"), "{kind:?}: {dropped}");
-        let events = common::sse_events(&resp.text().await.unwrap());
+        let events = lyss_testkit::sse::events(&resp.text().await.unwrap());
         let (last, done) = events.last().unwrap();
         assert_eq!(last, "response.completed", "{kind:?}");
         let call = &done["response"]["output"][0];

@@ -60,9 +60,10 @@ async fn answers(server: &MockServer, text: &str) {
             if body["stream"] == true {
                 ResponseTemplate::new(200)
                     .insert_header("content-type", "text/event-stream")
-                    .set_body_string(common::sse("b-mini", &["From ", "b."], true))
+                    .set_body_string(lyss_testkit::openai::sse("b-mini", &["From ", "b."], true))
             } else {
-                ResponseTemplate::new(200).set_body_json(common::completion("b-mini", &text))
+                ResponseTemplate::new(200)
+                    .set_body_json(lyss_testkit::openai::completion("b-mini", &text))
             }
         })
         .mount(server)
@@ -93,7 +94,7 @@ async fn failures_fall_back_to_the_next_target_and_bill_once() {
         (
             "hung",
             ResponseTemplate::new(200)
-                .set_body_json(common::completion("up-mini", "late"))
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "late"))
                 .set_delay(Duration::from_secs(3)),
         ),
     ];
@@ -196,7 +197,7 @@ async fn a_stream_is_retried_only_before_its_first_chunk() {
     app.upstream.reset().await;
     b.reset().await;
     answers(&b, "from b").await;
-    let cut: String = common::sse("up-mini", &["Once ", "upon "], false)
+    let cut: String = lyss_testkit::openai::sse("up-mini", &["Once ", "upon "], false)
         .split("\n\n")
         .take(3)
         .map(|e| format!("{e}\n\n"))
@@ -211,7 +212,7 @@ async fn a_stream_is_retried_only_before_its_first_chunk() {
         .mount(&app.upstream)
         .await;
     let sse = ask(&app, true).await.text().await.unwrap();
-    let data = common::sse_data(&sse);
+    let data = lyss_testkit::sse::data(&sse);
     assert!(data.iter().any(|d| d.contains("Once ")), "{sse}");
     assert!(data.last().unwrap().contains("\"error\""), "{sse}");
     assert_eq!(calls(&b).await, 0, "never a retry after the first byte");

@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{ADMIN, TestApp, assert_openai_error};
+use common::{ADMIN, TestApp};
 use lyss_core::config::EmbedderKind;
 use lyss_core::policy::{NewBudget, Period, Scope, Unit};
+use lyss_testkit::assert_openai_error;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
@@ -16,7 +17,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn answering(app: &TestApp) {
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("up-mini", "ok")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("up-mini", "ok")),
+        )
         .mount(&app.upstream)
         .await;
 }
@@ -622,7 +626,10 @@ async fn requests_cannot_choose_where_lyss_connects() {
     answering(&app).await;
     let evil = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(common::completion("evil", "pwned")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(lyss_testkit::openai::completion("evil", "pwned")),
+        )
         .mount(&evil)
         .await;
     let url = format!("{}/v1", evil.uri());

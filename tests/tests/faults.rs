@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use lyss_testkit::openai::chunk;
 use lyss_tests::Server;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -136,7 +137,7 @@ impl Upstream {
             }
             let event = format!(
                 "data: {}\n\n",
-                chunk(json!({"content": "tok "}), Value::Null)
+                chunk("gpt-4o-mini", json!({"content": "tok "}), Value::Null)
             );
             if write_chunk(&mut sock, &event).await.is_err() {
                 self.cancelled.store(true, Ordering::SeqCst);
@@ -148,7 +149,10 @@ impl Upstream {
             "model": "gpt-4o-mini", "choices": [],
             "usage": {"prompt_tokens": 5, "completion_tokens": pieces, "total_tokens": 5 + pieces}});
         for event in [
-            format!("data: {}\n\n", chunk(json!({}), json!("stop"))),
+            format!(
+                "data: {}\n\n",
+                chunk("gpt-4o-mini", json!({}), json!("stop"))
+            ),
             format!("data: {usage}\n\n"),
             "data: [DONE]\n\n".to_owned(),
         ] {
@@ -158,11 +162,6 @@ impl Upstream {
         }
         let _ = sock.write_all(b"0\r\n\r\n").await;
     }
-}
-
-fn chunk(delta: Value, finish: Value) -> Value {
-    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 }
 
 async fn write_chunk(sock: &mut TcpStream, data: &str) -> std::io::Result<()> {
@@ -424,21 +423,15 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, body: &Value) -> 
     }
 }
 
-/// An error in OpenAI's shape, `{"error": {"message", "type", "code"}}`, with the code its
-/// status stands for.
+/// An error in OpenAI's shape with the code its status stands for.
 fn assert_openai_error(seen: &Seen) {
-    let e = &seen.body["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"] == "api_error",
-        "not an OpenAI error: {seen:?}"
-    );
     let code = match seen.status {
         502 => "upstream_error",
         503 => "service_unavailable",
         504 => "upstream_timeout",
         other => panic!("unexpected status {other}: {seen:?}"),
     };
-    assert_eq!(e["code"], code, "{seen:?}");
+    lyss_testkit::assert_openai_error(&seen.body, "api_error", Some(code));
 }
 
 /// Sends healthy requests until one is served (the breaker may hold the target for a second).

@@ -8,7 +8,7 @@ use lyss_core::config::{Config, ModelConfig, ProviderConfig, ProviderKind, Secre
 use lyss_core::policy::NewKey;
 use lyss_core::setup;
 use lyss_server::AppState;
-use serde_json::{Value, json};
+use serde_json::Value;
 use wiremock::MockServer;
 
 pub const ADMIN: &str = "test-admin-token";
@@ -200,125 +200,6 @@ impl TestApp {
             .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
             .collect()
     }
-}
-
-/// An OpenAI `chat.completion` as the real API sends it.
-pub fn completion(model: &str, text: &str) -> Value {
-    json!({
-        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
-        "object": "chat.completion",
-        "created": 1741570283,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-        },
-        "service_tier": "default",
-        "system_fingerprint": "fp_06737a9306"
-    })
-}
-
-/// An OpenAI SSE stream: role chunk, content chunks, finish chunk, usage chunk, `[DONE]`.
-pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
-    sse_with_usage(model, parts, usage.then_some((9, 12)))
-}
-
-/// [`sse`] whose usage chunk reports `(prompt, completion)` tokens.
-pub fn sse_with_usage(model: &str, parts: &[&str], usage: Option<(u64, u64)>) -> String {
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-               "model": model, "system_fingerprint": "fp_44709d6fcb",
-               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-               "usage": null})
-    };
-    let mut out = String::new();
-    let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
-    push(chunk(
-        json!({"role": "assistant", "content": "", "refusal": null}),
-        Value::Null,
-    ));
-    for p in parts {
-        push(chunk(json!({"content": p}), Value::Null));
-    }
-    push(chunk(json!({}), json!("stop")));
-    if let Some((prompt, completion)) = usage {
-        push(
-            json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-                    "model": model, "system_fingerprint": "fp_44709d6fcb", "choices": [],
-                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion}}),
-        );
-    }
-    out.push_str("data: [DONE]\n\n");
-    out
-}
-
-/// Answers every POST to `path` with `body` as a server-sent-event stream.
-#[allow(dead_code)] // Not every test file that includes this module uses it.
-pub async fn mount_sse(upstream: &MockServer, path: &str, body: String) {
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path(path))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .set_body_string(body),
-        )
-        .mount(upstream)
-        .await;
-}
-
-/// The named events of an SSE body: (event, parsed data).
-#[allow(dead_code)] // Not every test file that includes this module uses it.
-pub fn sse_events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
-            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect()
-}
-
-/// The `data:` payloads of an SSE body.
-pub fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.trim().to_owned())
-        .collect()
-}
-
-/// The chunks of an OpenAI SSE body, which must end with `[DONE]`.
-#[allow(dead_code)] // Not every test file that includes this module uses it.
-pub fn sse_chunks(body: &str) -> Vec<Value> {
-    let data = sse_data(body);
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
-/// An error in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, of this
-/// type and code.
-#[allow(dead_code)] // Not every test file that includes this module uses it.
-pub fn assert_openai_error(body: &Value, kind: &str, code: Option<&str>) {
-    let e = &body["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert_eq!(e["type"], kind, "{body}");
-    assert_eq!(e["code"], code.map_or(Value::Null, |c| json!(c)), "{body}");
-    assert!(e.get("param").is_some(), "{body}");
 }
 
 /// A monthly token budget; its id.
