@@ -1,7 +1,10 @@
 //! A chat completion as a Responses API answer: the response object, its output items and
 //! usage, and the assistant message a stored response continues from.
 
-use super::*;
+use serde_json::{Value, json};
+
+use super::{ResponsesRequest, ToolMap, new_id};
+use crate::wire::{ChatResponse, Content, Usage};
 
 /// What the caller asked for that a response echoes back, and how its tools map back.
 #[derive(Debug, Clone)]

@@ -20,8 +20,8 @@ pub use self::stream::{Events, StreamToResponses};
 use crate::error::{Error, Result};
 pub use crate::wire::responses::{chat_name, function_call, output_message};
 use crate::wire::{
-    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionDef, ImageUrl, KnownPart,
-    Message, ResponseFormat, Role, StreamOptions, Tool, Usage,
+    ChatRequest, Content, ContentPart, FunctionDef, ImageUrl, KnownPart, Message, ResponseFormat,
+    Role, StreamOptions, Tool,
 };
 
 /// `POST /v1/responses` request body (the fields lyss translates; the rest are kept).

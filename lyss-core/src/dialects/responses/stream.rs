@@ -1,7 +1,10 @@
 //! Chat chunks as the Responses API's stream events.
 
+use serde_json::{Value, json};
+
 use super::answer::{message_item, status_of, text_part};
-use super::*;
+use super::{Echo, new_id};
+use crate::wire::{ChatChunk, Usage};
 
 /// One function call being streamed.
 struct StreamedCall {

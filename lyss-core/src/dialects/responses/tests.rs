@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::provider::openai::responses::{chat_from_response, request_from_chat};
-use crate::wire::{ChunkChoice, Delta};
+use crate::wire::{ChatChunk, ChatResponse, ChunkChoice, Delta};
 
 fn request(body: Value) -> ResponsesRequest {
     serde_json::from_value(body).unwrap()

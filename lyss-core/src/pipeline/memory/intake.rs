@@ -1,7 +1,12 @@
 //! Which new turns a request hands to memory, and how: stored now, queued, or left in the
 //! prompt — bounded whatever the request sends.
 
-use super::*;
+use time::OffsetDateTime;
+
+use super::{STORED_NOW_BYTES, TAKEN_BYTES, text_of};
+use crate::memory::{NewMemory, TurnRole};
+use crate::pipeline::Call;
+use crate::wire::{Message, Role};
 
 /// Which new turns a request hands to memory, by index into its new turns (in conversation
 /// order).

@@ -1,7 +1,19 @@
 //! The counters' calls, one Lua script each: admission and top-ups, settlement, the reaper,
 //! and the overlay that shows budgets their live counts.
 
-use super::*;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{ATTEMPTS, ROW_GRACE_SECS, RedisCounters, Said, field, not_ready, unavailable};
+use crate::error::{Error, Result};
+use crate::policy::budget::{self, Ask, BudgetStatus};
+use crate::policy::counters::{Counters, budgets_of};
+use crate::policy::store::{self, HoldRow, Job, State, UsageKey, submit};
+use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
+use crate::price::Price;
 
 #[async_trait]
 impl Counters for RedisCounters {

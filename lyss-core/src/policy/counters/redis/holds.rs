@@ -1,7 +1,15 @@
 //! Hold rows: written to Postgres beside each Redis hold (in batches, without waiting for
 //! the disk), deleted by the settlement's commit or, for dead requests, after the reaper.
 
-use super::*;
+use std::time::Instant;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{HOLD_ROW_DEADLINE, RedisCounters};
+use crate::error::{Error, Result};
+use crate::policy::Reservation;
+use crate::policy::store::HoldRow;
 
 impl RedisCounters {
     /// Writes (or rewrites the amounts of) a reservation's hold rows, in the hold writer's

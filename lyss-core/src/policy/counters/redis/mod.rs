@@ -34,26 +34,20 @@
 //! the whole hold is counted as spent — never less than was spent. Hold rows of dead requests
 //! are deleted a few seconds after Redis released them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::error::{Error, Result};
-use crate::policy::budget::{self, Ask, BudgetStatus};
-use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
-use crate::policy::store::{self, HoldRow, State, UsageKey};
-use crate::policy::store::{Job, submit};
-use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
-use crate::price::Price;
+use tokio::sync::mpsc;
 
 use super::redis_scripts::Scripts;
+use crate::error::{Error, Result};
+use crate::policy::counters::DefinitionCache;
+use crate::policy::store::{Job, UsageKey};
 
 mod counting;
 mod holds;

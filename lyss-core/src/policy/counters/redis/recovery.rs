@@ -1,7 +1,13 @@
 //! Recovery: noticing that Redis lost its counters (a restart, a stale snapshot) and
 //! rebuilding them from Postgres once every hold taken on the lost ones has its row.
 
-use super::*;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use time::OffsetDateTime;
+
+use super::{HOLD_ROW_DEADLINE, RedisCounters, field, unavailable};
+use crate::error::Result;
 
 impl RedisCounters {
     /// How long ago the counters were lost, at least: since Redis started (an empty Redis lost
