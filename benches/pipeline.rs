@@ -174,31 +174,28 @@ fn reserve_and_settle(c: &mut Criterion, serve: bool, name: &str) {
 
 /// A small chat request as the ledger records it.
 fn ledger_entry(workspace: &str, user: &str, key: &str) -> LedgerEntry {
+    let payer = lyss_core::policy::Payer {
+        workspace_id: workspace,
+        user_id: user,
+        key_id: key,
+        workspace_name: workspace,
+        user_name: user,
+    };
     LedgerEntry {
-        at: time::OffsetDateTime::now_utc(),
-        request_id: "bench".into(),
-        workspace_id: workspace.into(),
-        user_id: user.into(),
-        key_id: key.into(),
-        endpoint: "chat".into(),
-        model: "gpt-4o-mini".into(),
         provider: "p".into(),
         upstream_model: "gpt-4o-mini".into(),
-        stream: false,
         prompt_tokens: 20,
         prompt_tokens_original: 20,
         completion_tokens: 10,
-        cached_tokens: 0,
         cost_nusd: 9000,
         latency_ms: 0.3,
-        status: 200,
-        error: None,
-        cache: None,
-        saved_tokens: 0,
-        saved_nusd: 0,
-        memory_saved_nusd: 0,
-        cache_write_tokens: 0,
-        prompt_cache_saved_nusd: 0,
+        ..LedgerEntry::new(
+            payer,
+            "bench",
+            "chat",
+            "gpt-4o-mini",
+            std::time::Instant::now(),
+        )
     }
 }
 

@@ -55,7 +55,8 @@ pub trait Outbox: Send + Sync {
 
 /// Implements [`Outbox`] for a SQL memory store (`memory_outbox`; a completed conversation
 /// turn joins `memory_turns` and the scope's loaded index). `$store` has the fields
-/// [`super::sql::impl_sql_memory!`] names.
+/// [`super::sql::impl_sql_memory!`] names, and its module the row reader
+/// `impl_sql_rows!` defines (`said_from_row`).
 macro_rules! impl_sql_outbox {
     ($store:ident) => {
         #[async_trait::async_trait]
@@ -117,21 +118,7 @@ macro_rules! impl_sql_outbox {
                                 .map_err(|e| {
                                     $crate::Error::Internal(format!("queued scope: {e}"))
                                 })?,
-                            turn: $crate::memory::NewMemory {
-                                text: r.try_get("text")?,
-                                source: r.try_get("source")?,
-                                occurred_at: r
-                                    .try_get::<Option<i64>, _>("occurred_at")?
-                                    .map($crate::clock::from_unix)
-                                    .transpose()?,
-                                role: r
-                                    .try_get::<Option<String>, _>("role")?
-                                    .and_then(|s| $crate::memory::TurnRole::parse(&s)),
-                                position: r
-                                    .try_get::<Option<i64>, _>("position")?
-                                    .and_then(|p| u32::try_from(p).ok()),
-                                profile: r.try_get("profile")?,
-                            },
+                            turn: said_from_row(r)?,
                             key_id: r.try_get("key_id")?,
                         })
                     })

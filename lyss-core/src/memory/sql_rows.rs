@@ -158,9 +158,9 @@ macro_rules! impl_sql_rows {
             }
         }
 
-        fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
-            Ok(Memory {
-                id: r.try_get("id")?,
+        /// A memory's or a queued turn's own fields: what was said, by whom, when.
+        fn said_from_row(r: &$row) -> $crate::Result<$crate::memory::NewMemory> {
+            Ok($crate::memory::NewMemory {
                 text: r.try_get("text")?,
                 source: r.try_get("source")?,
                 occurred_at: r
@@ -174,6 +174,19 @@ macro_rules! impl_sql_rows {
                     .try_get::<Option<i64>, _>("position")?
                     .and_then(|p| u32::try_from(p).ok()),
                 profile: r.try_get("profile")?,
+            })
+        }
+
+        fn memory_from_row(r: &$row) -> $crate::Result<Memory> {
+            let said = said_from_row(r)?;
+            Ok(Memory {
+                id: r.try_get("id")?,
+                text: said.text,
+                source: said.source,
+                occurred_at: said.occurred_at,
+                role: said.role,
+                position: said.position,
+                profile: said.profile,
                 created_at: $crate::clock::from_unix(r.try_get("created_at")?)?,
                 updated_at: $crate::clock::from_unix(r.try_get("updated_at")?)?,
             })

@@ -148,29 +148,13 @@ pub fn price() -> Price {
 pub fn spent_entry(who: &Principal, prompt: u64, completion: u64) -> LedgerEntry {
     let price = price();
     LedgerEntry {
-        at: OffsetDateTime::now_utc(),
-        request_id: "r".into(),
-        workspace_id: who.workspace_id.clone(),
-        user_id: who.user_id.clone(),
-        key_id: who.key_id.clone(),
-        endpoint: "chat".into(),
-        model: "m1".into(),
         provider: "p".into(),
         upstream_model: "m1".into(),
-        stream: false,
         prompt_tokens: prompt,
         prompt_tokens_original: prompt,
         completion_tokens: completion,
-        cached_tokens: 0,
         cost_nusd: prompt as i64 * price.input + completion as i64 * price.output,
         latency_ms: 1.0,
-        status: 200,
-        error: None,
-        cache: None,
-        saved_tokens: 0,
-        saved_nusd: 0,
-        memory_saved_nusd: 0,
-        cache_write_tokens: 0,
-        prompt_cache_saved_nusd: 0,
+        ..LedgerEntry::new(who.payer(), "r", "chat", "m1", std::time::Instant::now())
     }
 }
