@@ -70,13 +70,15 @@ pub(crate) fn recent_memories() -> String {
     )
 }
 
-/// Memory `$1`'s history, oldest first: rows of this scope's user (`$2`, `$3`), of a memory
-/// in this scope (`$4`) or of one deleted (deleted memories keep history).
+/// Memory `$1`'s history, oldest first: its rows in scope `$4` (of user `$2`, `$3`). Rows
+/// written before history kept its scope (none) count for a memory of this scope, or for one
+/// since deleted.
 pub(crate) const HISTORY: &str = "SELECT h.memory_id, h.event, h.old_text, h.new_text, h.at \
      FROM memory_history h \
      WHERE h.memory_id = $1 AND h.workspace_id = $2 AND h.user_id = $3 \
-     AND (NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id) \
-          OR EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id AND m.scope = $4)) \
+     AND (h.scope = $4 OR (h.scope IS NULL \
+       AND (NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id) \
+         OR EXISTS (SELECT 1 FROM memories m WHERE m.id = h.memory_id AND m.scope = $4)))) \
      ORDER BY h.id";
 
 /// A workspace user's scopes with the number of rows in each.
@@ -129,11 +131,11 @@ pub(crate) const REMEMBER_TURN: &str = "INSERT INTO memory_turns \
      (scope, hash, workspace_id, user_id, at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, hash) DO NOTHING";
 
-/// The history row of a memory a conversation turn added (without the `scope` column
-/// [`INSERT_HISTORY`] fills).
+/// The history row of a memory a conversation turn added, in its scope `$6` (as
+/// [`INSERT_HISTORY`]: forgetting the scope takes it along, another scope never reads it).
 pub(crate) const INSERT_TURN_HISTORY: &str = "INSERT INTO memory_history \
-     (memory_id, workspace_id, user_id, event, old_text, new_text, at) \
-     VALUES ($1, $2, $3, 'add', NULL, $4, $5)";
+     (memory_id, workspace_id, user_id, event, old_text, new_text, at, scope) \
+     VALUES ($1, $2, $3, 'add', NULL, $4, $5, $6)";
 
 // --- Outbox ---
 

@@ -481,6 +481,7 @@ macro_rules! impl_sql_memory {
                             .bind(&scope.user_id)
                             .bind(&memory.text)
                             .bind(now.unix_timestamp())
+                            .bind(scope.key())
                             .execute(&mut *tx)
                             .await?;
                         added.push((memory, vector));

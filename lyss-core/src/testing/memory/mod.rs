@@ -25,6 +25,7 @@ macro_rules! memory_conformance {
             the_profile_is_the_live_statements_as_corrected,
             a_users_scopes_are_listed_with_their_counts,
             forgetting_one_scope_leaves_the_others,
+            a_deleted_memorys_history_stays_in_its_scope,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -552,4 +553,60 @@ pub async fn forgetting_one_scope_leaves_the_others(store: Arc<dyn MemoryStore>)
         store.history(&ann, &own.id).await.expect("history").len(),
         2
     );
+}
+
+pub async fn a_deleted_memorys_history_stays_in_its_scope(store: Arc<dyn MemoryStore>) {
+    let ann = MemoryScope::user("ws", "ann");
+    let (phone, laptop) = (
+        MemoryScope {
+            end_user: Some("ann-phone".into()),
+            ..ann.clone()
+        },
+        MemoryScope {
+            end_user: Some("ann-laptop".into()),
+            ..ann.clone()
+        },
+    );
+    // A conversation turn's memory and a fact's, each deleted again.
+    let said = NewMemory {
+        role: Some(TurnRole::User),
+        ..new("I keep my passport in the blue drawer.")
+    };
+    let turn = store
+        .add_turns(&phone, std::slice::from_ref(&said))
+        .await
+        .expect("turns")
+        .remove(0);
+    let fact = store
+        .add(&phone, &new("My PIN hint is the dog's name."))
+        .await
+        .expect("add");
+    for m in [&turn, &fact] {
+        store.delete(&phone, &m.id).await.expect("delete");
+        let events: Vec<String> = store
+            .history(&phone, &m.id)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|h| h.event)
+            .collect();
+        assert_eq!(events, ["add", "delete"], "its own scope reads it");
+        // Another end-user of the same key, and the key's own scope, read nothing of it.
+        for other in [&laptop, &ann] {
+            assert!(
+                matches!(store.history(other, &m.id).await, Err(Error::NotFound(_))),
+                "{other:?} read {}'s history",
+                m.text
+            );
+        }
+    }
+    // Forgetting the scope takes the history of what was deleted before along.
+    store.forget_scope(&phone).await.expect("forget");
+    for m in [&turn, &fact] {
+        assert!(
+            matches!(store.history(&phone, &m.id).await, Err(Error::NotFound(_))),
+            "{} outlived forgetting its scope",
+            m.text
+        );
+    }
 }
