@@ -196,6 +196,59 @@ async fn memory_stays_with_its_user_and_a_header_opts_out() {
 }
 
 #[tokio::test]
+async fn a_memory_longer_than_a_fact_is_refused_and_nothing_is_stored() {
+    let app = app().await;
+    let kept = app
+        .post("/v1/memories")
+        .json(&json!({"text": "My bike is blue."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 201);
+    let id = kept.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let long = "word ".repeat(401);
+    let added = app
+        .post("/v1/memories")
+        .json(&json!({"text": long}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 400);
+    lyss_testkit::assert_openai_error(&added.json().await.unwrap(), "invalid_request_error", None);
+    let updated = app
+        .client
+        .patch(format!("{}/v1/memories/{id}", app.base))
+        .bearer_auth(&app.key)
+        .json(&json!({"text": long}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 400);
+    let listed: Value = app
+        .get("/v1/memories")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["My bike is blue."],
+        "nothing stored, nothing changed"
+    );
+}
+
+#[tokio::test]
 async fn the_memories_api_serves_only_the_callers_own_memories() {
     let app = app().await;
     let url = |p: &str| format!("{}/v1/memories{p}", app.base);

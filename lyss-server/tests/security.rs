@@ -715,3 +715,58 @@ async fn cors_echoes_only_configured_origins_and_never_allows_credentials() {
         assert!(h.get("access-control-allow-credentials").is_none());
     }
 }
+
+/// A page's message comes only from the server: a link made elsewhere that carries text for the
+/// page (`/me?msg=…`, a forged `note`) shows nothing on a person's own page, while the notice of
+/// their own action does.
+#[tokio::test]
+async fn a_page_shows_only_messages_the_server_sealed() {
+    let app = TestApp::new().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let me = |path: &str| {
+        http.get(format!("{}{path}", app.base))
+            .header("cookie", format!("lyss_me={}", app.key))
+    };
+    let phish = "Your key leaked: mail it to help@attacker.example";
+    let q: String = phish.replace(' ', "%20");
+    for path in [
+        format!("/me?msg={q}"),
+        format!("/me?err={q}"),
+        format!("/me?note=6d73670a{}.{}", "41".repeat(8), "0".repeat(64)),
+    ] {
+        let page = me(&path).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let body = page.text().await.unwrap();
+        assert!(body.contains("Signed in as"), "{path}: {body}");
+        assert!(
+            !body.contains("attacker") && !body.contains("AAAA"),
+            "{path} shown"
+        );
+    }
+    // The notice of the person's own action is shown.
+    let page = me("/me").send().await.unwrap().text().await.unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let done = http
+        .post(format!("{}/me/forget", app.base))
+        .header("cookie", format!("lyss_me={}", app.key))
+        .form(&[("csrf", csrf.as_str()), ("confirm", "no")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let to = done.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with("/me?note="), "{to}");
+    let shown = me(&to).send().await.unwrap().text().await.unwrap();
+    assert!(
+        shown.contains("Nothing forgotten: type FORGET to confirm."),
+        "{shown}"
+    );
+}

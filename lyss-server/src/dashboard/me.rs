@@ -404,7 +404,7 @@ async fn overview(
     let csrf = &holder.csrf;
     let day = |m: &Memory| m.occurred_at.unwrap_or(m.created_at).date().to_string();
     let body = html! {
-        (notices(&v.notice))
+        (notices(&state, &v.notice))
         section {
             @match (who, &scope.end_user) {
                 (Some(who), _) => p { "Signed in as " strong { (who.user_name) } " (" (who.workspace_name) ")"
@@ -524,8 +524,8 @@ impl KeyView {
 }
 
 /// Back to the page (and its scope) with a message.
-fn back(end_user: Option<&str>, result: lyss_core::Result<String>) -> Response {
-    super::back(&page_url(end_user), result)
+fn back(state: &AppState, end_user: Option<&str>, result: lyss_core::Result<String>) -> Response {
+    super::back(state, &page_url(end_user), result)
 }
 
 #[derive(Deserialize)]
@@ -553,7 +553,7 @@ async fn correct(
         Ok("Corrected.".to_owned())
     }
     .await;
-    back(end_user.as_deref(), result)
+    back(&state, end_user.as_deref(), result)
 }
 
 #[derive(Deserialize)]
@@ -579,7 +579,7 @@ async fn delete(
         Ok("Deleted: it will not be recalled again.".to_owned())
     }
     .await;
-    back(end_user.as_deref(), result)
+    back(&state, end_user.as_deref(), result)
 }
 
 #[derive(Deserialize)]
@@ -596,6 +596,7 @@ async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<For
     }
     if f.confirm.trim() != "FORGET" {
         return back(
+            &state,
             None,
             Ok("Nothing forgotten: type FORGET to confirm.".into()),
         );
@@ -604,5 +605,5 @@ async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<For
         .forget(&state)
         .await
         .map(|n| format!("Forgot everything: {n} memories deleted, with their history."));
-    back(None, result)
+    back(&state, None, result)
 }

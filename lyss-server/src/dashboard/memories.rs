@@ -167,7 +167,7 @@ pub(super) async fn list(
         None => None,
     };
     let body = html! {
-        (notices(&v.notice))
+        (notices(&state, &v.notice))
         section {
             form.row method="get" action="/dashboard/memories" {
                 label { "User" select name="user" {
@@ -234,5 +234,5 @@ pub(super) async fn delete(
         Ok(format!("Memory {id} deleted."))
     }
     .await;
-    back(&url(&f.user, end_user.as_deref()), done)
+    back(&state, &url(&f.user, end_user.as_deref()), done)
 }

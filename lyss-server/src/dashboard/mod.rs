@@ -301,28 +301,49 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
+/// A page's message after an action, carried in the URL it redirects to (`?note=…`) and sealed
+/// under the admin token's key: a link made elsewhere (`/me?note=Your key leaked, …`) shows
+/// nothing on a person's or an admin's own page.
 #[derive(Deserialize, Default)]
 pub struct Notice {
-    msg: Option<String>,
-    err: Option<String>,
+    note: Option<String>,
 }
 
-fn notices(n: &Notice) -> Markup {
+/// What [`Notice`]s are sealed for.
+const NOTICE: &str = "notice";
+
+impl Notice {
+    /// The notice of an action's outcome (an error as its status message).
+    fn of(state: &AppState, result: lyss_core::Result<String>) -> Self {
+        let note = match result {
+            Ok(m) => format!("msg\n{m}"),
+            Err(e) => format!("err\n{}", crate::error::status_and_message(&e).1),
+        };
+        Self {
+            note: Some(sessions(state).seal(NOTICE, &note)),
+        }
+    }
+}
+
+fn notices(state: &AppState, n: &Notice) -> Markup {
+    let shown = n
+        .note
+        .as_deref()
+        .and_then(|sealed| sessions(state).unseal(NOTICE, sealed));
     html! {
-        @if let Some(m) = &n.msg { p.msg { (m) } }
-        @if let Some(e) = &n.err { p.msg.err { (e) } }
+        @match shown.as_deref().and_then(|s| s.split_once('\n')) {
+            Some(("msg", m)) => p.msg { (m) },
+            Some(("err", e)) => p.msg.err { (e) },
+            _ => {},
+        }
     }
 }
 
 /// Back to a page with a message (errors of the store are shown, not thrown).
-fn back(to: &str, result: lyss_core::Result<String>) -> Response {
-    let (k, v) = match result {
-        Ok(m) => ("msg", m),
-        Err(e) => ("err", crate::error::status_and_message(&e).1),
-    };
-    let q: String = url_encode(&v);
+fn back(state: &AppState, to: &str, result: lyss_core::Result<String>) -> Response {
+    let note = Notice::of(state, result).note.unwrap_or_default();
     let sep = if to.contains('?') { '&' } else { '?' };
-    Redirect::to(&format!("{to}{sep}{k}={q}")).into_response()
+    Redirect::to(&format!("{to}{sep}note={note}")).into_response()
 }
 
 fn url_encode(s: &str) -> String {
@@ -410,7 +431,7 @@ async fn overview(
         .unwrap_or_else(|_| unreachable!("six series"));
     let budgets = policy.budgets(until).await.unwrap_or_default();
     let body = html! {
-        (notices(&n))
+        (notices(&state, &n))
         section {
             p { "Last " (days) " days: " strong { (usd(spent)) } " spent on " (requests) " requests ("
                 (errors) " failed); memory saved " strong { (usd(saved_memory)) } ", the cache " strong { (usd(saved_cache)) } ", the providers' prompt caches " strong { (usd(saved_provider)) } "." }
@@ -483,7 +504,7 @@ async fn workspaces(
         .unwrap_or_default();
     let models: Vec<String> = state.lyss.models().iter().map(|m| m.name.clone()).collect();
     let body = html! {
-        (notices(&n))
+        (notices(&state, &n))
         section {
             form.row method="post" action="/dashboard/workspaces" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -539,6 +560,7 @@ async fn create_workspace(
         .create_workspace(f.name.trim(), &list(&f.models))
         .await;
     back(
+        &state,
         "/dashboard/workspaces",
         done.map(|w| format!("Workspace {} created.", w.name)),
     )
@@ -553,7 +575,7 @@ async fn users(
     let all = policy.list_users(None).await.unwrap_or_default();
     let workspaces = policy.list_workspaces().await.unwrap_or_default();
     let body = html! {
-        (notices(&n))
+        (notices(&state, &n))
         section {
             form.row method="post" action="/dashboard/users" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -596,6 +618,7 @@ async fn create_user(
         .create_user(f.name.trim(), &f.workspace)
         .await;
     back(
+        &state,
         "/dashboard/users",
         done.map(|u| format!("User {} created in {}.", u.name, u.workspace)),
     )
@@ -606,7 +629,7 @@ async fn keys_page(state: &AppState, csrf: &str, n: &Notice, created: Option<&st
     let all = policy.list_keys(None).await.unwrap_or_default();
     let users = policy.list_users(None).await.unwrap_or_default();
     let body = html! {
-        (notices(n))
+        (notices(state, n))
         @if let Some(key) = created {
             section {
                 p { strong { "New key — copy it now: it is shown only once." } }
@@ -684,13 +707,13 @@ async fn create_key(
     match made {
         // Rendered here, never put in a URL: the full key exists only in this response.
         Ok(k) => {
-            let n = Notice {
-                msg: Some(format!("Key {} created for {}.", k.info.id, k.info.user)),
-                err: None,
-            };
+            let n = Notice::of(
+                &state,
+                Ok(format!("Key {} created for {}.", k.info.id, k.info.user)),
+            );
             keys_page(&state, &sessions(&state).csrf(&session), &n, Some(&k.key)).await
         }
-        Err(e) => back("/dashboard/keys", Err(e)),
+        Err(e) => back(&state, "/dashboard/keys", Err(e)),
     }
 }
 
@@ -705,6 +728,7 @@ async fn revoke_key(
     }
     let done = state.lyss.policy().revoke_key(&id).await;
     back(
+        &state,
         "/dashboard/keys",
         done.map(|k| format!("Key {} revoked.", k.id)),
     )
@@ -722,7 +746,7 @@ async fn budgets(
         .await
         .unwrap_or_default();
     let body = html! {
-        (notices(&n))
+        (notices(&state, &n))
         section {
             form.row method="post" action="/dashboard/budgets" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -787,6 +811,7 @@ async fn set_budget(
         Err(e) => Err(e),
     };
     back(
+        &state,
         "/dashboard/budgets",
         done.map(|b| format!("Budget set on {} {}.", b.scope.as_str(), b.scope_name)),
     )
@@ -803,6 +828,7 @@ async fn delete_budget(
     }
     let done = state.lyss.policy().delete_budget(&id).await;
     back(
+        &state,
         "/dashboard/budgets",
         done.map(|()| "Budget deleted.".to_owned()),
     )

@@ -37,13 +37,20 @@ pub fn one_memory(text: &str) -> lyss_core::Result<String> {
     if text.is_empty() {
         return Err(lyss_core::Error::invalid_param("text is empty", "text"));
     }
+    not_too_long(&text)?;
+    Ok(text)
+}
+
+/// Refuses a memory's text over [`TEXT_CHARS`] (the API's too: a memory is not a document, and
+/// one of megabytes would be indexed and recalled whole).
+fn not_too_long(text: &str) -> lyss_core::Result<()> {
     if text.chars().count() > TEXT_CHARS {
         return Err(lyss_core::Error::invalid_param(
             format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
             "text",
         ));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// Text on one line: every run of whitespace one space.
@@ -100,6 +107,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<Memory>), ApiError> {
     let call = call(&headers);
     let body: NewMemoryBody = json_body(&s, &call, raw).await?;
+    not_too_long(&body.memory.text)?;
     let (store, scope) = s.lyss.memory_scope(&call, body.user).await?;
     let mut new = body.memory;
     new.source.get_or_insert_with(|| "api".into());
@@ -130,6 +138,7 @@ pub async fn update(
 ) -> Result<Json<Memory>, ApiError> {
     let call = call(&headers);
     let body: UpdateBody = json_body(&s, &call, raw).await?;
+    not_too_long(&body.text)?;
     let (store, scope) = s.lyss.memory_scope(&call, body.user).await?;
     Ok(Json(store.update(&scope, &id, &body.text).await?))
 }
