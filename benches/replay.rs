@@ -5,9 +5,9 @@
 //!
 //! Starts `lyss-server` (built first with `cargo build --release -p lyss-server`, or `--server
 //! PATH`; or targets a running one with `--base URL --admin-token T --upstream-port P`, whose
-//! model `--model` must go to `http://127.0.0.1:P/v1`) with memory on (`--memory`), raw
-//! ingestion and the local embedder, against an in-process fake OpenAI upstream that answers
-//! at once and records every body. Each conversation is one user with its own key: speaker A
+//! model `--model` must go to `http://127.0.0.1:P/v1`) with memory as lyss runs it by default
+//! (`--memory auto`; `true` or `false` to force it), raw ingestion and the local embedder,
+//! against an in-process fake OpenAI upstream that answers at once and records every body. Each conversation is one user with its own key: speaker A
 //! is the user, speaker B the assistant, consecutive turns of one speaker merged into one
 //! message (a shared photo as its caption after the text, `[shares a photo of …]`), under a
 //! system prompt; every user message is sent with the whole history before it, as LobeChat
@@ -84,7 +84,7 @@ fn args() -> Args {
         admin_token: ADMIN.into(),
         upstream_port: 0,
         model: "gpt-4o-mini".into(),
-        memory: "true".into(),
+        memory: "auto".into(),
         embedder: "local".into(),
         history_tokens: None,
         memory_tokens: None,
