@@ -8,11 +8,12 @@
 //! model `--model` must go to `http://127.0.0.1:P/v1`) with memory as lyss runs it by default
 //! (`--memory auto`; `true` or `false` to force it), raw ingestion and the local embedder,
 //! against an in-process fake OpenAI upstream that answers at once and records every body.
-//! Each conversation is one user with its own key: speaker A is the user, speaker B the
-//! assistant, consecutive turns of one speaker merged into one message (a shared photo as its
-//! caption after the text, `[shares a photo of …]`), under a system prompt; every user message is sent with the whole history before it, as LobeChat
-//! sends it, after a pause (`--pause-ms`, default 50: a brisk client's think time). Then every
-//! question of categories 1–4 is asked as system prompt + the whole conversation + question.
+//! Each conversation is one user with its own key: speaker A is the user, speaker B the assistant,
+//! consecutive turns of one speaker merged into one message (a shared photo as its caption after
+//! the text, `[shares a photo of …]`), under a system prompt; every user message is sent with the
+//! whole history before it, as LobeChat sends it, after a pause (`--pause-ms`, default 50: a brisk
+//! client's think time). Then every question of categories 1–4 is asked as system prompt + the
+//! whole conversation + question.
 //!
 //! Reported per category, per conversation and overall: the client's and the upstream's mean
 //! prompt tokens (o200k) and the share saved; evidence reach — the share of questions where
