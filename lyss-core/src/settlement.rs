@@ -103,7 +103,7 @@ async fn already_recorded(policy: &dyn Policy, entry: &LedgerEntry) -> Result<bo
 /// A request's ledger row: what it cost, saved and took — and the request's access-log line,
 /// at info (request id, key id, endpoint, model, status, latency, tokens; never a secret or a
 /// prompt), written once the row is final (for a stream, when it ends).
-pub fn finished(e: &LedgerEntry) {
+pub(crate) fn finished(e: &LedgerEntry) {
     crate::telemetry::ledgered();
     tracing::info!(
         target: "lyss::access",

@@ -94,7 +94,7 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct Watched {
     /// The request has a ledger row, now or when its stream ends: that row's access line
-    /// ([`crate::settlement::finished`]) is the request's, so the HTTP layer writes none.
+    /// (`settlement::finished`) is the request's, so the HTTP layer writes none.
     pub ledgered: bool,
     /// The key the request authenticated with, if it did.
     pub key_id: Option<String>,

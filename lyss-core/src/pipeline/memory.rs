@@ -68,8 +68,6 @@ struct Ctx<'a> {
     who: &'a Principal,
     call: &'a Call,
     model: &'a Model,
-    /// The model's upstream name (what its tokens are counted by).
-    upstream: &'a str,
     /// The conversation the request continues ([`super::conversation_key`]).
     conversation: &'a str,
     now: OffsetDateTime,
@@ -138,13 +136,12 @@ impl Lyss {
             who,
             call,
             model,
-            upstream: model.upstream.as_str(),
             conversation,
             now,
         };
         let long = match budgets.mode {
-            MemoryMode::Auto => worth_compressing(req, cx.upstream, &budgets),
-            _ => Some(tokens::count_request(cx.upstream, req)),
+            MemoryMode::Auto => worth_compressing(req, &cx.model.upstream, &budgets),
+            _ => Some(tokens::count_request(&cx.model.upstream, req)),
         };
         match long {
             Some(original) => self.compress(&cx, req, &budgets, last_user, original).await,
@@ -188,11 +185,11 @@ impl Lyss {
                 self.search(cx, query.clone(), true).await
             }
         };
-        let block = render_block(&gate.admit(&query, &hits), &held, cx.upstream, gate.tokens);
+        let block = render_block(&gate.admit(&query, &hits), &held, &cx.model.upstream, gate.tokens);
         if block.is_none() && profile.is_none() {
             return None;
         }
-        let original = tokens::count_request(cx.upstream, req);
+        let original = tokens::count_request(&cx.model.upstream, req);
         let lead = window.lead;
         let asked = req.messages.split_off(last_user);
         let rest = req.messages.split_off(lead);
@@ -204,7 +201,7 @@ impl Lyss {
         req.messages.extend(asked);
         Some(Compressed {
             original,
-            sent: tokens::count_request(cx.upstream, req),
+            sent: tokens::count_request(&cx.model.upstream, req),
         })
     }
 
@@ -218,7 +215,7 @@ impl Lyss {
         last_user: usize,
         original: u64,
     ) -> Option<Compressed> {
-        let window = Window::of(req, cx.upstream, last_user, budgets.history_tokens);
+        let window = Window::of(req, &cx.model.upstream, last_user, budgets.history_tokens);
         // What the block may take: in `auto` no more than what is dropped, so the prompt can
         // only shrink (a long prompt that is all newest exchange is left alone).
         let block_tokens = match budgets.mode {
@@ -226,7 +223,7 @@ impl Lyss {
                 let dropped = req.messages[window.lead..window.keep_from]
                     .iter()
                     .filter(|m| !matches!(m.role, Role::System | Role::Developer))
-                    .map(|m| tokens::count_messages(cx.upstream, std::slice::from_ref(m)) - 3)
+                    .map(|m| tokens::count_messages(&cx.model.upstream, std::slice::from_ref(m)) - 3)
                     .sum::<u64>();
                 if dropped == 0 {
                     return None;
@@ -257,7 +254,7 @@ impl Lyss {
         }
         let hits = self.search(cx, query, true).await;
         let kept = prompt_text(&req.messages[window.keep_from..]);
-        let block = render_block(&hits, &kept, cx.upstream, block_tokens);
+        let block = render_block(&hits, &kept, &cx.model.upstream, block_tokens);
         let mut messages: Vec<Message> = req.messages[..window.lead].to_vec();
         messages.extend(profile.map(|p| Message::text(Role::User, p)));
         // Instructions given mid-conversation stay in force; they are not turns.
@@ -274,7 +271,7 @@ impl Lyss {
         messages.extend(block.map(|b| Message::text(Role::User, b)));
         messages.extend(req.messages[last_user..].iter().cloned());
         // Conversation traffic declares no tools: the prompt is its messages.
-        let sent = tokens::count_messages(cx.upstream, &messages);
+        let sent = tokens::count_messages(&cx.model.upstream, &messages);
         // `auto` rewrites a prompt only to save; `enabled = true` recalls into every prompt.
         if budgets.mode == MemoryMode::Auto && !material(original, sent) {
             return None;
@@ -486,7 +483,7 @@ impl Lyss {
             tracing::warn!(error = %e, "profile unavailable; answering without it");
             Vec::new()
         });
-        render_profile(&facts, held, cx.upstream, PROFILE_TOKENS)
+        render_profile(&facts, held, &cx.model.upstream, PROFILE_TOKENS)
     }
 }
 
