@@ -100,8 +100,9 @@ async fn open(
     let providers = setup::build_providers(&config)?;
     let embedder = setup::open_embedder(&config, &providers).await?;
     let store: Arc<dyn MemoryStore> = setup::open_memory(&config, embedder).await?;
+    // Trimmed, none when empty: the scope the chat and the memory APIs name.
     let scope = MemoryScope {
-        end_user,
+        end_user: lyss_core::memory::end_user(end_user.as_deref()),
         ..MemoryScope::user(ws.id, u.id.clone())
     };
     Ok((store, scope))
@@ -196,7 +197,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                     &SearchQuery {
                         text: query,
                         limit,
-                        min_similarity: 0.3,
+                        min_similarity: lyss_core::memory::MIN_SIMILARITY,
                     },
                 )
                 .await?;

@@ -341,6 +341,16 @@ fn memories_add_list_search_import_forget_across_end_user_scopes() {
     );
     let listed = cli.json(&[&["memory", "list"][..], &phone].concat());
     assert_eq!(listed.as_array().unwrap().len(), 2);
+    // An end-user id as the chat and the APIs take it: trimmed, the same scope.
+    let padded = cli.json(&[
+        "memory",
+        "list",
+        "--user",
+        "ann",
+        "--end-user",
+        " lobe-7f3a ",
+    ]);
+    assert_eq!(padded, listed);
     let found = cli.json(&[&["memory", "search"][..], &phone, &["which phone"]].concat());
     assert_eq!(found[0]["memory"]["id"], fact.as_str());
     let out = cli.run(&["memory", "delete", "--user", "ann", &fact]);

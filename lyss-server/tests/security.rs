@@ -716,9 +716,10 @@ async fn cors_echoes_only_configured_origins_and_never_allows_credentials() {
     }
 }
 
-/// A page's message comes only from the server: a link made elsewhere that carries text for the
-/// page (`/me?msg=…`, a forged `note`) shows nothing on a person's own page, while the notice of
-/// their own action does.
+/// A page's message comes only from the server, for the session that acted: a link made
+/// elsewhere that carries text for the page (`/me?msg=…`, a forged `note`, a note sealed for
+/// another person's session) shows nothing on a person's own page, while the notice of their
+/// own action does.
 #[tokio::test]
 async fn a_page_shows_only_messages_the_server_sealed() {
     let app = TestApp::new().await;
@@ -769,4 +770,17 @@ async fn a_page_shows_only_messages_the_server_sealed() {
         shown.contains("Nothing forgotten: type FORGET to confirm."),
         "{shown}"
     );
+    // The same note on another person's page: nothing (it was sealed for the first session).
+    let bob = app.key_for("bob", "team").await;
+    let other = http
+        .get(format!("{}{to}", app.base))
+        .header("cookie", format!("lyss_me={bob}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(other.contains("Signed in as"), "{other}");
+    assert!(!other.contains("Nothing forgotten"), "another's note shown");
 }

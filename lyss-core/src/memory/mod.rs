@@ -52,6 +52,47 @@ pub fn end_user(raw: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+// What the memory APIs (HTTP, `/me`, MCP, the CLI) take from a person or a tool.
+
+/// The longest memory a person, a tool or the API gives (characters): a memory is a sentence or two, and a
+/// client's model pasting a document into `remember` should hear so rather than store it.
+pub const TEXT_CHARS: usize = 2_000;
+/// A search's vector matches below this similarity are left out (keyword matches stay): the
+/// default of `/v1/memories?q=`, and what `/me`, MCP and `lyss memory search` use.
+pub const MIN_SIMILARITY: f32 = 0.3;
+
+/// A memory's text as a person or a tool gave it: one line, not empty, not too long.
+pub fn one_memory(text: &str) -> Result<String> {
+    let text = one_line(text);
+    if text.is_empty() {
+        return Err(crate::Error::invalid_param("text is empty", "text"));
+    }
+    text_fits(&text)?;
+    Ok(text)
+}
+
+/// Refuses a memory's text over [`TEXT_CHARS`]: a memory is not a document, and one of
+/// megabytes would be indexed and recalled whole.
+pub fn text_fits(text: &str) -> Result<()> {
+    if text.chars().count() > TEXT_CHARS {
+        return Err(crate::Error::invalid_param(
+            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
+            "text",
+        ));
+    }
+    Ok(())
+}
+
+/// Text on one line: every run of whitespace one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A search's text, at most [`TEXT_CHARS`] of it (a query is a question, not a document).
+pub fn clip_query(q: &str) -> String {
+    q.chars().take(TEXT_CHARS).collect()
+}
+
 /// Whose memories: a workspace's user, optionally narrowed to an end-user and an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemoryScope {

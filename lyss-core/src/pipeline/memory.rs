@@ -185,7 +185,12 @@ impl Lyss {
                 self.search(cx, query.clone(), true).await
             }
         };
-        let block = render_block(&gate.admit(&query, &hits), &held, &cx.model.upstream, gate.tokens);
+        let block = render_block(
+            &gate.admit(&query, &hits),
+            &held,
+            &cx.model.upstream,
+            gate.tokens,
+        );
         if block.is_none() && profile.is_none() {
             return None;
         }
@@ -223,7 +228,9 @@ impl Lyss {
                 let dropped = req.messages[window.lead..window.keep_from]
                     .iter()
                     .filter(|m| !matches!(m.role, Role::System | Role::Developer))
-                    .map(|m| tokens::count_messages(&cx.model.upstream, std::slice::from_ref(m)) - 3)
+                    .map(|m| {
+                        tokens::count_messages(&cx.model.upstream, std::slice::from_ref(m)) - 3
+                    })
                     .sum::<u64>();
                 if dropped == 0 {
                     return None;

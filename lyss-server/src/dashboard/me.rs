@@ -404,7 +404,7 @@ async fn overview(
     let csrf = &holder.csrf;
     let day = |m: &Memory| m.occurred_at.unwrap_or(m.created_at).date().to_string();
     let body = html! {
-        (notices(&state, &v.notice))
+        (notices(&state, csrf, &v.notice))
         section {
             @match (who, &scope.end_user) {
                 (Some(who), _) => p { "Signed in as " strong { (who.user_name) } " (" (who.workspace_name) ")"
@@ -524,8 +524,13 @@ impl KeyView {
 }
 
 /// Back to the page (and its scope) with a message.
-fn back(state: &AppState, end_user: Option<&str>, result: lyss_core::Result<String>) -> Response {
-    super::back(state, &page_url(end_user), result)
+fn back(
+    state: &AppState,
+    holder: &Holder,
+    end_user: Option<&str>,
+    result: lyss_core::Result<String>,
+) -> Response {
+    super::back(state, &holder.csrf, &page_url(end_user), result)
 }
 
 #[derive(Deserialize)]
@@ -547,13 +552,13 @@ async fn correct(
     }
     let end_user = lyss_core::memory::end_user(f.end_user.as_deref());
     let result = async {
-        let text = crate::routes::memories::one_memory(&f.text)?;
+        let text = lyss_core::memory::one_memory(&f.text)?;
         let (store, scope) = holder.scope(&state, end_user.clone()).await?;
         store.update(&scope, &id, &text).await?;
         Ok("Corrected.".to_owned())
     }
     .await;
-    back(&state, end_user.as_deref(), result)
+    back(&state, &holder, end_user.as_deref(), result)
 }
 
 #[derive(Deserialize)]
@@ -579,7 +584,7 @@ async fn delete(
         Ok("Deleted: it will not be recalled again.".to_owned())
     }
     .await;
-    back(&state, end_user.as_deref(), result)
+    back(&state, &holder, end_user.as_deref(), result)
 }
 
 #[derive(Deserialize)]
@@ -597,6 +602,7 @@ async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<For
     if f.confirm.trim() != "FORGET" {
         return back(
             &state,
+            &holder,
             None,
             Ok("Nothing forgotten: type FORGET to confirm.".into()),
         );
@@ -605,5 +611,5 @@ async fn forget(State(state): State<AppState>, holder: Holder, Form(f): Form<For
         .forget(&state)
         .await
         .map(|n| format!("Forgot everything: {n} memories deleted, with their history."));
-    back(&state, None, result)
+    back(&state, &holder, None, result)
 }

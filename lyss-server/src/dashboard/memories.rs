@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{Notice, Viewer, back, guard, notices, page, url_encode};
 use crate::AppState;
-use crate::routes::memories::{MIN_SIMILARITY, clip_query};
+use lyss_core::memory::{MIN_SIMILARITY, clip_query};
 
 /// Memories a page lists at most (newest first, or the best matches of a search).
 pub(super) const SHOWN: usize = 200;
@@ -167,7 +167,7 @@ pub(super) async fn list(
         None => None,
     };
     let body = html! {
-        (notices(&state, &v.notice))
+        (notices(&state, &csrf, &v.notice))
         section {
             form.row method="get" action="/dashboard/memories" {
                 label { "User" select name="user" {
@@ -234,5 +234,5 @@ pub(super) async fn delete(
         Ok(format!("Memory {id} deleted."))
     }
     .await;
-    back(&state, &url(&f.user, end_user.as_deref()), done)
+    back(&state, &f.csrf, &url(&f.user, end_user.as_deref()), done)
 }

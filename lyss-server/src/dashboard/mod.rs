@@ -302,34 +302,39 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 /// A page's message after an action, carried in the URL it redirects to (`?note=…`) and sealed
-/// under the admin token's key: a link made elsewhere (`/me?note=Your key leaked, …`) shows
-/// nothing on a person's or an admin's own page.
+/// for the viewer's session (its CSRF token) under the admin token's key: a note made for one
+/// session — a link made elsewhere, another person's or another page's — shows nothing on
+/// another's page.
 #[derive(Deserialize, Default)]
 pub struct Notice {
     note: Option<String>,
 }
 
-/// What [`Notice`]s are sealed for.
-const NOTICE: &str = "notice";
+/// What a viewer's [`Notice`]s are sealed for.
+fn notice_purpose(csrf: &str) -> String {
+    format!("notice|{csrf}")
+}
 
 impl Notice {
-    /// The notice of an action's outcome (an error as its status message).
-    fn of(state: &AppState, result: lyss_core::Result<String>) -> Self {
+    /// The notice of an action's outcome (an error as its status message) for the session
+    /// whose CSRF token is `csrf`.
+    fn of(state: &AppState, csrf: &str, result: lyss_core::Result<String>) -> Self {
         let note = match result {
             Ok(m) => format!("msg\n{m}"),
             Err(e) => format!("err\n{}", crate::error::status_and_message(&e).1),
         };
         Self {
-            note: Some(sessions(state).seal(NOTICE, &note)),
+            note: Some(sessions(state).seal(&notice_purpose(csrf), &note)),
         }
     }
 }
 
-fn notices(state: &AppState, n: &Notice) -> Markup {
+/// The notice of a page viewed by the session whose CSRF token is `csrf`, if sealed for it.
+fn notices(state: &AppState, csrf: &str, n: &Notice) -> Markup {
     let shown = n
         .note
         .as_deref()
-        .and_then(|sealed| sessions(state).unseal(NOTICE, sealed));
+        .and_then(|sealed| sessions(state).unseal(&notice_purpose(csrf), sealed));
     html! {
         @match shown.as_deref().and_then(|s| s.split_once('\n')) {
             Some(("msg", m)) => p.msg { (m) },
@@ -339,11 +344,12 @@ fn notices(state: &AppState, n: &Notice) -> Markup {
     }
 }
 
-/// Back to a page with a message (errors of the store are shown, not thrown).
-fn back(state: &AppState, to: &str, result: lyss_core::Result<String>) -> Response {
-    let note = Notice::of(state, result).note.unwrap_or_default();
+/// Back to a page with a message for the session that acted (`csrf`, checked already); errors
+/// of the store are shown, not thrown.
+fn back(state: &AppState, csrf: &str, to: &str, result: lyss_core::Result<String>) -> Response {
+    let Notice { note } = Notice::of(state, csrf, result);
     let sep = if to.contains('?') { '&' } else { '?' };
-    Redirect::to(&format!("{to}{sep}note={note}")).into_response()
+    Redirect::to(&format!("{to}{sep}note={}", note.unwrap_or_default())).into_response()
 }
 
 fn url_encode(s: &str) -> String {
@@ -431,7 +437,7 @@ async fn overview(
         .unwrap_or_else(|_| unreachable!("six series"));
     let budgets = policy.budgets(until).await.unwrap_or_default();
     let body = html! {
-        (notices(&state, &n))
+        (notices(&state, &csrf, &n))
         section {
             p { "Last " (days) " days: " strong { (usd(spent)) } " spent on " (requests) " requests ("
                 (errors) " failed); memory saved " strong { (usd(saved_memory)) } ", the cache " strong { (usd(saved_cache)) } ", the providers' prompt caches " strong { (usd(saved_provider)) } "." }
@@ -504,7 +510,7 @@ async fn workspaces(
         .unwrap_or_default();
     let models: Vec<String> = state.lyss.models().iter().map(|m| m.name.clone()).collect();
     let body = html! {
-        (notices(&state, &n))
+        (notices(&state, &csrf, &n))
         section {
             form.row method="post" action="/dashboard/workspaces" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -561,6 +567,7 @@ async fn create_workspace(
         .await;
     back(
         &state,
+        &f.csrf,
         "/dashboard/workspaces",
         done.map(|w| format!("Workspace {} created.", w.name)),
     )
@@ -575,7 +582,7 @@ async fn users(
     let all = policy.list_users(None).await.unwrap_or_default();
     let workspaces = policy.list_workspaces().await.unwrap_or_default();
     let body = html! {
-        (notices(&state, &n))
+        (notices(&state, &csrf, &n))
         section {
             form.row method="post" action="/dashboard/users" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -619,6 +626,7 @@ async fn create_user(
         .await;
     back(
         &state,
+        &f.csrf,
         "/dashboard/users",
         done.map(|u| format!("User {} created in {}.", u.name, u.workspace)),
     )
@@ -629,7 +637,7 @@ async fn keys_page(state: &AppState, csrf: &str, n: &Notice, created: Option<&st
     let all = policy.list_keys(None).await.unwrap_or_default();
     let users = policy.list_users(None).await.unwrap_or_default();
     let body = html! {
-        (notices(state, n))
+        (notices(state, csrf, n))
         @if let Some(key) = created {
             section {
                 p { strong { "New key — copy it now: it is shown only once." } }
@@ -707,13 +715,15 @@ async fn create_key(
     match made {
         // Rendered here, never put in a URL: the full key exists only in this response.
         Ok(k) => {
+            let csrf = sessions(&state).csrf(&session);
             let n = Notice::of(
                 &state,
+                &csrf,
                 Ok(format!("Key {} created for {}.", k.info.id, k.info.user)),
             );
-            keys_page(&state, &sessions(&state).csrf(&session), &n, Some(&k.key)).await
+            keys_page(&state, &csrf, &n, Some(&k.key)).await
         }
-        Err(e) => back(&state, "/dashboard/keys", Err(e)),
+        Err(e) => back(&state, &f.csrf, "/dashboard/keys", Err(e)),
     }
 }
 
@@ -729,6 +739,7 @@ async fn revoke_key(
     let done = state.lyss.policy().revoke_key(&id).await;
     back(
         &state,
+        &f.csrf,
         "/dashboard/keys",
         done.map(|k| format!("Key {} revoked.", k.id)),
     )
@@ -746,7 +757,7 @@ async fn budgets(
         .await
         .unwrap_or_default();
     let body = html! {
-        (notices(&state, &n))
+        (notices(&state, &csrf, &n))
         section {
             form.row method="post" action="/dashboard/budgets" {
                 input type="hidden" name="csrf" value=(csrf);
@@ -812,6 +823,7 @@ async fn set_budget(
     };
     back(
         &state,
+        &f.csrf,
         "/dashboard/budgets",
         done.map(|b| format!("Budget set on {} {}.", b.scope.as_str(), b.scope_name)),
     )
@@ -829,6 +841,7 @@ async fn delete_budget(
     let done = state.lyss.policy().delete_budget(&id).await;
     back(
         &state,
+        &f.csrf,
         "/dashboard/budgets",
         done.map(|()| "Budget deleted.".to_owned()),
     )

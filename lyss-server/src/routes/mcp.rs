@@ -143,9 +143,9 @@ impl MemoryTools {
             .clamp(1, MAX_RESULTS);
         self.run(&parts, "search_memories", move |store, scope| async move {
             let query = SearchQuery {
-                text: super::memories::clip_query(&args.query),
+                text: lyss_core::memory::clip_query(&args.query),
                 limit,
-                min_similarity: super::memories::MIN_SIMILARITY,
+                min_similarity: lyss_core::memory::MIN_SIMILARITY,
             };
             let hits = store.search(&scope, &query).await?;
             Ok(lines(
@@ -172,7 +172,7 @@ impl MemoryTools {
     ) -> CallToolResult {
         let dedupe = self.state.lyss.memory_dedupe_similarity();
         self.run(&parts, "remember", move |store, scope| async move {
-            let text = super::memories::one_memory(&args.text)?;
+            let text = lyss_core::memory::one_memory(&args.text)?;
             let new = NewMemory {
                 profile: !memory::profile::statements(&text).is_empty(),
                 source: Some("mcp".into()),
@@ -216,7 +216,7 @@ impl MemoryTools {
         Parameters(args): Parameters<CorrectArgs>,
     ) -> CallToolResult {
         self.run(&parts, "correct_memory", move |store, scope| async move {
-            let text = super::memories::one_memory(&args.text)?;
+            let text = lyss_core::memory::one_memory(&args.text)?;
             let m = store.update(&scope, &args.id, &text).await?;
             Ok(format!("Corrected: {}", line(&m)))
         })
@@ -348,7 +348,7 @@ fn line(m: &Memory) -> String {
         }
         _ => String::new(),
     };
-    let mut text = super::memories::one_line(&m.text);
+    let mut text = lyss_core::memory::one_line(&m.text);
     if let Some((cut, _)) = text.char_indices().nth(SHOWN_CHARS) {
         text.truncate(cut);
         text.push('…');

@@ -6,7 +6,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use lyss_core::memory::{HistoryEntry, Hit, Memory, NewMemory, SearchQuery};
+use lyss_core::memory::{
+    HistoryEntry, Hit, MIN_SIMILARITY, Memory, NewMemory, SearchQuery, clip_query, text_fits,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,45 +24,6 @@ pub struct Params {
     /// Search text.
     q: Option<String>,
     min_similarity: Option<f32>,
-}
-
-/// The longest memory a page or a tool takes (characters): a memory is a sentence or two, and a
-/// client's model pasting a document into `remember` should hear so rather than store it.
-pub const TEXT_CHARS: usize = 2_000;
-/// A search's vector matches below this similarity are left out (keyword matches stay): the
-/// default of `/v1/memories?q=`, and what `/me` and the MCP search use.
-pub const MIN_SIMILARITY: f32 = 0.3;
-
-/// A memory's text as a person or a tool gave it: one line, not empty, not too long.
-pub fn one_memory(text: &str) -> lyss_core::Result<String> {
-    let text = one_line(text);
-    if text.is_empty() {
-        return Err(lyss_core::Error::invalid_param("text is empty", "text"));
-    }
-    not_too_long(&text)?;
-    Ok(text)
-}
-
-/// Refuses a memory's text over [`TEXT_CHARS`] (the API's too: a memory is not a document, and
-/// one of megabytes would be indexed and recalled whole).
-fn not_too_long(text: &str) -> lyss_core::Result<()> {
-    if text.chars().count() > TEXT_CHARS {
-        return Err(lyss_core::Error::invalid_param(
-            format!("text is longer than {TEXT_CHARS} characters: remember one fact at a time"),
-            "text",
-        ));
-    }
-    Ok(())
-}
-
-/// Text on one line: every run of whitespace one space.
-pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A search's text, at most [`TEXT_CHARS`] of it (a query is a question, not a document).
-pub fn clip_query(q: &str) -> String {
-    q.chars().take(TEXT_CHARS).collect()
 }
 
 /// `{"object":"list","data":[…]}`, like OpenAI's lists.
@@ -81,7 +44,7 @@ pub async fn list_or_search(
                 .search(
                     &scope,
                     &SearchQuery {
-                        text: q,
+                        text: clip_query(&q),
                         limit,
                         min_similarity: p.min_similarity.unwrap_or(MIN_SIMILARITY),
                     },
@@ -107,8 +70,8 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<Memory>), ApiError> {
     let call = call(&headers);
     let body: NewMemoryBody = json_body(&s, &call, raw).await?;
-    not_too_long(&body.memory.text)?;
     let (store, scope) = s.lyss.memory_scope(&call, body.user).await?;
+    text_fits(&body.memory.text)?;
     let mut new = body.memory;
     new.source.get_or_insert_with(|| "api".into());
     Ok((StatusCode::CREATED, Json(store.add(&scope, &new).await?)))
@@ -138,8 +101,8 @@ pub async fn update(
 ) -> Result<Json<Memory>, ApiError> {
     let call = call(&headers);
     let body: UpdateBody = json_body(&s, &call, raw).await?;
-    not_too_long(&body.text)?;
     let (store, scope) = s.lyss.memory_scope(&call, body.user).await?;
+    text_fits(&body.text)?;
     Ok(Json(store.update(&scope, &id, &body.text).await?))
 }
 
