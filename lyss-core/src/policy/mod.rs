@@ -326,7 +326,8 @@ pub trait Directory: Send + Sync {
     ) -> Result<()>;
 
     /// Opens an admin sign-in session (the dashboard's) until `expires`. `id` is a random
-    /// secret; only its hash is kept.
+    /// secret; only its hash is kept. Opening an id that is open already is
+    /// [`Error::Conflict`]: an id opens once, however many ask at the same time.
     async fn open_session(&self, id: &str, expires: OffsetDateTime) -> Result<()>;
     /// Whether session `id` was opened, has not ended and has not expired at `now`.
     async fn session_open(&self, id: &str, now: OffsetDateTime) -> Result<bool>;

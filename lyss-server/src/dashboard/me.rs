@@ -198,14 +198,14 @@ async fn open(State(state): State<AppState>, Query(o): Query<Open>) -> Response 
         until: now.unix_timestamp() + LIFETIME_SECS,
         ..link
     };
-    // Once: the link's id becomes a row of the session store when it is opened; the session
-    // it opens is another.
+    // Once: the link's id becomes a row of the session store when it is opened (one insert,
+    // so two openings at once cannot both pass); the session it opens is another.
     let opened = async {
-        if policy.session_open(&link_id, now).await? {
-            return Ok(false);
-        }
         let until = OffsetDateTime::from_unix_timestamp(link_until).unwrap_or(now);
-        policy.open_session(&link_id, until).await?;
+        match policy.open_session(&link_id, until).await {
+            Err(Error::Conflict(_)) => return Ok(false),
+            claimed => claimed?,
+        }
         let expires = now + time::Duration::seconds(LIFETIME_SECS);
         policy.open_session(&session.id, expires).await?;
         Ok::<_, Error>(true)

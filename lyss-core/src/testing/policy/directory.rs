@@ -331,4 +331,10 @@ pub async fn admin_sessions_end_when_signed_out_or_expired(policy: Arc<dyn Polic
         policy.session_open("s-2", now).await.expect("read"),
         "only that one"
     );
+    // An id is opened once: the second opening of a live one is a conflict (a link claimed by
+    // two requests at once opens one session).
+    assert!(matches!(
+        policy.open_session("s-2", now + hour).await,
+        Err(Error::Conflict(_))
+    ));
 }
