@@ -391,11 +391,17 @@ async fn overview(
         Ok(s) => s,
         Err(e) => return crate::error::status_and_message(&e).into_response(),
     };
-    let profile = store.profile(&scope).await.unwrap_or_default();
-    let query = v.q.clone().filter(|q| !q.trim().is_empty());
-    let memories = listed(store.as_ref(), &scope, query.as_deref())
-        .await
-        .unwrap_or_default();
+    // A store that cannot answer says so: "nothing remembered" would be untrue on this page.
+    let query = v.q.filter(|q| !q.trim().is_empty());
+    let shown = async {
+        let profile = store.profile(&scope).await?;
+        let memories = listed(store.as_ref(), &scope, query.as_deref()).await?;
+        Ok::<_, Error>((profile, memories))
+    };
+    let (profile, memories) = match shown.await {
+        Ok(shown) => shown,
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
+    };
     let key = match who {
         Some(who) => Some(KeyView::of(&state, who, store.as_ref()).await),
         None => None,
