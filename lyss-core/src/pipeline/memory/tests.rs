@@ -200,14 +200,15 @@ fn a_short_prompt_gets_only_the_memories_relevant_to_it() {
         with("The snack bar near work closed.", Some(0.25)),
         with("Which snack should I take on my hike??", Some(0.95)),
     ];
-    let question = "Which snack should I take on my hike?";
+    let question = "Hiking tomorrow. Which snack?";
     let asks = Gate::for_message(question);
+    assert!(!asks.ranked, "it says something too");
     let admitted: Vec<String> = asks
         .admit(question, &hits)
         .into_iter()
         .map(|h| h.memory.text)
         .collect();
-    // By meaning, and by enough of the question's words (snack, hike: 2 of 2); never one
+    // By meaning, and by enough of the question's words (hike, snack: 2 of 3); never one
     // that restates the question.
     assert_eq!(
         admitted,
@@ -225,6 +226,31 @@ fn a_short_prompt_gets_only_the_memories_relevant_to_it() {
         "an ordinary turn: only close matches"
     );
     assert!(says.tokens < asks.tokens);
+    // A message that only asks: once one hit passes, the ranking decides, down to a share of
+    // the best score; none passing, nothing.
+    let only = Gate::for_message("Which snack should I take on my hike?");
+    assert!(only.ranked);
+    let scored = |h: &Hit, score: f32| Hit { score, ..h.clone() };
+    let ranked = [
+        scored(&hits[2], 1.0),
+        scored(&hits[5], 0.9),
+        scored(&hits[4], 0.5),
+        scored(&hits[1], 0.2),
+    ];
+    let admitted: Vec<String> = only
+        .admit("Which snack should I take on my hike?", &ranked)
+        .into_iter()
+        .map(|h| h.memory.text)
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            "My hiking boots are size 42.",
+            "The snack bar near work closed."
+        ]
+    );
+    let unrelated = [scored(&hits[4], 1.0)];
+    assert!(only.admit("How tall is Everest?", &unrelated).is_empty());
     assert!(only_asks("Where did I park? Was it level 2?"));
     assert!(!only_asks("I parked on level 2. Remember that?"));
     assert!(!only_asks(""));
