@@ -21,6 +21,7 @@ try {
   const visitor = await (await browser.newContext()).newPage();
   await visitor.setContent(`<a href="${BASE}${LINK}">My memory</a>`);
   await visitor.click("a");
+  await visitor.click("text=Open my page");
   await visitor.waitForSelector("#memories");
   assert.match(await listed(visitor), /Fairphone/);
   assert.doesNotMatch(await listed(visitor) + (await visitor.textContent("body")), /Gazelle|vegetarian|Budgets/);

@@ -363,13 +363,30 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .await
         .unwrap();
     assert_eq!(as_cookie.status(), 401);
-    // Opened from the app's site: a page of lyss's own that moves on to /me (a redirect would
-    // lose the SameSite=Strict cookie on the way), and once only.
-    let opened = client
-        .get(format!("{}{url}", server.base))
-        .send()
-        .await
-        .unwrap();
+    // Followed, the link only asks: a preview or a mail scanner fetching it uses nothing up.
+    for _ in 0..2 {
+        let asked = client
+            .get(format!("{}{url}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asked.status(), 200);
+        assert!(asked.headers().get("set-cookie").is_none());
+        let page = asked.text().await.unwrap();
+        assert!(
+            page.contains(r#"action="/me/open""#) && page.contains(token),
+            "{page}"
+        );
+    }
+    // Its button opens it: a page of lyss's own that moves on to /me (a redirect would lose
+    // the SameSite=Strict cookie on the way), and once only.
+    let open = || {
+        client
+            .post(format!("{}/me/open", server.base))
+            .form(&[("token", token)])
+            .send()
+    };
+    let opened = open().await.unwrap();
     assert_eq!(opened.status(), 200);
     let link_cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(opened.text().await.unwrap().contains("url=/me"));
@@ -382,12 +399,13 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
     ] {
         assert!(link_cookie.contains(flag), "{link_cookie}");
     }
+    assert_eq!(open().await.unwrap().status(), 401, "a link opens once");
     let again = client
         .get(format!("{}{url}", server.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 401, "a link opens once");
+    assert_eq!(again.status(), 401, "a used link says so when followed");
     let link_cookie = link_cookie.split(';').next().unwrap().to_owned();
     let as_person = async |path: &str| -> String {
         let resp = client
@@ -477,12 +495,15 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .json()
         .await
         .unwrap();
+    let token = minted["url"]
+        .as_str()
+        .unwrap()
+        .split_once("token=")
+        .unwrap()
+        .1;
     let opened = client
-        .get(format!(
-            "{}{}",
-            server.base,
-            minted["url"].as_str().unwrap()
-        ))
+        .post(format!("{}/me/open", server.base))
+        .form(&[("token", token)])
         .send()
         .await
         .unwrap();

@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/me", get(overview))
         .route("/me/login", post(login))
-        .route("/me/open", get(open))
+        .route("/me/open", get(confirm_open).post(open))
         .route("/me/logout", post(logout))
         .route("/me/memories/{id}", post(correct))
         .route("/me/memories/{id}/delete", post(delete))
@@ -181,11 +181,45 @@ pub struct Open {
     token: String,
 }
 
-/// `/me/open?token=…`: a minted link, opened once within its 10 minutes, becomes a session of
-/// the page for its end-user. Answered with a page that moves on to `/me` rather than a
-/// redirect: the person comes from the app's site, and a browser sends a SameSite=Strict
-/// cookie only on a navigation that starts on lyss's own.
-async fn open(State(state): State<AppState>, Query(o): Query<Open>) -> Response {
+/// `GET /me/open?token=…`: the link checked but not used — a page whose button opens it. Mail
+/// and chat apps fetch a link to preview it and mail scanners follow it before the person
+/// does: a GET that used the link up would leave the person "link gone".
+async fn confirm_open(State(state): State<AppState>, Query(o): Query<Open>) -> Response {
+    let link = match live_link(&state, LINK, &o.token).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    match state
+        .lyss
+        .policy()
+        .session_open(&link.id, OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => return login_page(Some(LINK_GONE)),
+        Err(e) => return crate::error::status_and_message(&e).into_response(),
+    }
+    shell(
+        "What lyss remembers about you",
+        None,
+        html! {
+            section {
+                p { "This link opens, once, the page of what lyss remembers about you in the app that sent it." }
+                form method="post" action="/me/open" {
+                    input type="hidden" name="token" value=(o.token);
+                    button type="submit" { "Open my page" }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `POST /me/open` (the button of [`confirm_open`]): a minted link, opened once within its 10
+/// minutes, becomes a session of the page for its end-user. Answered with a page that moves on
+/// to `/me` rather than a redirect, so the cookie (SameSite=Strict) goes with a navigation of
+/// lyss's own whatever site the link was followed from.
+async fn open(State(state): State<AppState>, Form(o): Form<Open>) -> Response {
     let link = match live_link(&state, LINK, &o.token).await {
         Ok(l) => l,
         Err(r) => return r,
