@@ -378,6 +378,17 @@ async fn admins_manage_budgets_limits_and_read_usage_over_http() {
         .unwrap();
     assert_eq!(usage[0]["group"], "gpt-4o-mini");
     assert_eq!(usage[0]["requests"], 1);
+    let none: Value = admin(app.client.get(format!(
+        "{}/admin/usage?by=model&key_id=no-such-key",
+        app.base
+    )))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(none, json!([]), "one key's rows only");
     let resp = admin(
         app.client
             .delete(format!("{}/admin/budgets/{id}", app.base)),

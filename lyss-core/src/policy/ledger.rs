@@ -138,6 +138,10 @@ pub struct UsageQuery {
     /// A time series: one row per group and UTC hour or day.
     #[serde(default)]
     pub bucket: Option<Bucket>,
+    /// This key's rows only: read through the ledger's `(key_id, at_ms)` index, so a person's
+    /// page costs their own rows, not a pass over every tenant's.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// The step of a usage time series.

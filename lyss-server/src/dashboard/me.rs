@@ -538,6 +538,7 @@ impl KeyView {
             .usage(&UsageQuery {
                 by: GroupBy::Key,
                 since: Some(now - time::Duration::days(30)),
+                key_id: Some(who.key_id.clone()),
                 ..Default::default()
             })
             .await

@@ -60,12 +60,18 @@ macro_rules! impl_sql_ledger {
                 use $crate::clock::unix_ms;
                 use $crate::policy::GroupBy;
                 use $crate::policy::sql::day_label;
-                let rows =
-                    sqlx::query(&$crate::policy::sql::queries::usage(query.by, query.bucket))
-                        .bind(query.since.map(unix_ms))
-                        .bind(query.until.map(unix_ms))
-                        .fetch_all(&self.pool)
-                        .await?;
+                let sql = $crate::policy::sql::queries::usage(
+                    query.by,
+                    query.bucket,
+                    query.key_id.is_some(),
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(query.since.map(unix_ms))
+                    .bind(query.until.map(unix_ms));
+                if let Some(key) = &query.key_id {
+                    q = q.bind(key.as_str());
+                }
+                let rows = q.fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|r| {
                         let grp: String = r.try_get("grp")?;

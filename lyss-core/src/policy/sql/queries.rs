@@ -233,7 +233,9 @@ pub(crate) fn ledger_rows() -> String {
 
 /// A usage report: the ledger rows since `$1` and before `$2` (each NULL: any) summed per
 /// group (`grp`) and, in a time series, per bucket (`bkt`).
-pub(crate) fn usage(by: GroupBy, bucket: Option<Bucket>) -> String {
+/// Usage summed by `by` (and `bucket`) between `$1` and `$2`; of key `$3` only when
+/// `one_key` (a statement of its own, so that the planner uses the key's index).
+pub(crate) fn usage(by: GroupBy, bucket: Option<Bucket>, one_key: bool) -> String {
     let group = match by {
         GroupBy::Workspace => "COALESCE(w.name, l.workspace_id)",
         GroupBy::User => "COALESCE(u.name, l.user_id)",
@@ -264,8 +266,9 @@ pub(crate) fn usage(by: GroupBy, bucket: Option<Bucket>) -> String {
          CAST(SUM(l.prompt_cache_saved_nusd) AS BIGINT) AS prompt_cache_saved \
          FROM usage_ledger l LEFT JOIN workspaces w ON w.id = l.workspace_id \
          LEFT JOIN users u ON u.id = l.user_id \
-         WHERE ($1 IS NULL OR l.at_ms >= $1) AND ($2 IS NULL OR l.at_ms < $2) \
-         GROUP BY {bucket}, {group} ORDER BY {bucket}, {group}"
+         WHERE ($1 IS NULL OR l.at_ms >= $1) AND ($2 IS NULL OR l.at_ms < $2){key} \
+         GROUP BY {bucket}, {group} ORDER BY {bucket}, {group}",
+        key = if one_key { " AND l.key_id = $3" } else { "" },
     )
 }
 

@@ -238,4 +238,32 @@ pub async fn usage_reports_group_the_ledger(policy: Arc<dyn Policy>) {
         .await
         .expect("usage");
     assert_eq!(until[0].requests, 1);
+
+    // One key's rows only: another key's spend is not summed in.
+    let mut other = spent_entry(&who, 7, 7);
+    other.key_id = "another-key".into();
+    policy
+        .settle(&Reservation::default(), &other)
+        .await
+        .expect("record");
+    let mine = |key: &str| UsageQuery {
+        by: GroupBy::Key,
+        key_id: Some(key.into()),
+        ..Default::default()
+    };
+    let own = policy.usage(&mine(&who.key_id)).await.expect("usage");
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        (own[0].group.as_str(), own[0].requests),
+        (who.key_id.as_str(), 4)
+    );
+    let theirs = policy.usage(&mine("another-key")).await.expect("usage");
+    assert_eq!((theirs.len(), theirs[0].prompt_tokens), (1, 7));
+    assert!(
+        policy
+            .usage(&mine("no-such-key"))
+            .await
+            .expect("usage")
+            .is_empty()
+    );
 }
