@@ -19,6 +19,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct Sessions {
     key: [u8; 32],
+    /// What [`Sessions::seal`] encrypts with (another key derived from the admin token).
+    seal_key: [u8; 32],
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -30,8 +32,12 @@ impl Sessions {
         let mut h = Sha256::new();
         h.update(b"lyss dashboard sessions\0");
         h.update(admin_token.as_bytes());
+        let mut s = Sha256::new();
+        s.update(b"lyss sealed values\0");
+        s.update(admin_token.as_bytes());
         Self {
             key: h.finalize().into(),
+            seal_key: s.finalize().into(),
         }
     }
 
@@ -62,25 +68,28 @@ impl Sessions {
         (bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) && now < at).then(|| id.to_owned())
     }
 
-    /// `payload` with a signature for `purpose` (hex, so any text travels in a URL or a cookie).
+    /// `payload` for `purpose`, encrypted and authenticated (AES-256-GCM, the purpose bound
+    /// in), as hex so it travels in a URL or a cookie: a link that is logged or forwarded shows
+    /// nothing of what it carries (ids, an end-user's name), and no byte of it can be changed.
     pub fn seal(&self, purpose: &str, payload: &str) -> String {
-        let body = hex(payload.as_bytes());
-        let mac = self.mac(&format!("{purpose}|{body}"));
-        format!("{body}.{mac}")
+        // AES-GCM refuses only messages of tens of GiB; an empty value would never unseal.
+        hex(&self.sealer().seal(purpose, payload).unwrap_or_default())
     }
 
     /// The payload of a value [`Sessions::seal`] made for `purpose` with this admin token.
     pub fn unseal(&self, purpose: &str, sealed: &str) -> Option<String> {
-        let (body, mac) = sealed.split_once('.')?;
-        let expected = self.mac(&format!("{purpose}|{body}"));
-        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) || body.len() % 2 != 0 {
+        if sealed.len() % 2 != 0 {
             return None;
         }
-        let bytes = (0..body.len())
+        let bytes = (0..sealed.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(body.get(i..i + 2)?, 16).ok())
+            .map(|i| u8::from_str_radix(sealed.get(i..i + 2)?, 16).ok())
             .collect::<Option<Vec<u8>>>()?;
-        String::from_utf8(bytes).ok()
+        self.sealer().open(purpose, &bytes).ok()
+    }
+
+    fn sealer(&self) -> lyss_core::secrets::MasterKey {
+        lyss_core::secrets::MasterKey::from_bytes(&self.seal_key)
     }
 
     /// The CSRF token of a session (a form field every POST must carry).
@@ -149,14 +158,28 @@ mod tests {
             "sealed for another purpose"
         );
         assert_eq!(Sessions::new("token-b").unseal("link", &sealed), None);
-        let (body, mac) = sealed.split_once('.').unwrap();
-        let other = s.seal("link", "{\"e\":\"bob\"}");
-        let (other_body, _) = other.split_once('.').unwrap();
-        assert_eq!(
-            s.unseal("link", &format!("{other_body}.{mac}")),
-            None,
-            "a swapped body"
+        assert!(
+            !sealed.contains(&hex(b"ann's phone")),
+            "nothing of it is readable"
         );
-        assert_eq!(s.unseal("link", body), None);
+        assert_ne!(
+            s.seal("link", "{\"e\":\"ann's phone\"}"),
+            sealed,
+            "a nonce each"
+        );
+        let flipped = |at: usize| {
+            let mut b = sealed.clone().into_bytes();
+            b[at] = if b[at] == b'0' { b'1' } else { b'0' };
+            String::from_utf8(b).unwrap()
+        };
+        for at in [0, sealed.len() / 2, sealed.len() - 1] {
+            assert_eq!(
+                s.unseal("link", &flipped(at)),
+                None,
+                "a byte changed at {at}"
+            );
+        }
+        assert_eq!(s.unseal("link", &sealed[..sealed.len() - 2]), None);
+        assert_eq!(s.unseal("link", "zz"), None);
     }
 }
