@@ -78,7 +78,7 @@ impl Sessions {
 
     /// The payload of a value [`Sessions::seal`] made for `purpose` with this admin token.
     pub fn unseal(&self, purpose: &str, sealed: &str) -> Option<String> {
-        if sealed.len() % 2 != 0 {
+        if !sealed.len().is_multiple_of(2) {
             return None;
         }
         let bytes = (0..sealed.len())
