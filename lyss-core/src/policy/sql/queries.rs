@@ -231,10 +231,9 @@ pub(crate) fn ledger_rows() -> String {
     )
 }
 
-/// A usage report: the ledger rows since `$1` and before `$2` (each NULL: any) summed per
-/// group (`grp`) and, in a time series, per bucket (`bkt`).
-/// Usage summed by `by` (and `bucket`) between `$1` and `$2`; of key `$3` only when
-/// `one_key` (a statement of its own, so that the planner uses the key's index).
+/// A usage report: the ledger rows since `$1` and before `$2` (each NULL: any) — of key `$3`
+/// only when `one_key` (a statement of its own, so that the planner uses the key's index) —
+/// summed per group (`grp`) and, in a time series, per bucket (`bkt`).
 pub(crate) fn usage(by: GroupBy, bucket: Option<Bucket>, one_key: bool) -> String {
     let group = match by {
         GroupBy::Workspace => "COALESCE(w.name, l.workspace_id)",
