@@ -284,6 +284,16 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
+    // A sign-in form posted from another site's page signs nobody in (login CSRF).
+    let elsewhere = client
+        .post(format!("{}/me/login", server.base))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    assert!(elsewhere.headers().get("set-cookie").is_none());
     let login = client
         .post(format!("{}/me/login", server.base))
         .form(&[("key", key.as_str())])
@@ -386,8 +396,17 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
             .form(&[("token", token)])
             .send()
     };
+    let elsewhere = client
+        .post(format!("{}/me/open", server.base))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403, "another site's form opens nothing");
+    assert!(elsewhere.headers().get("set-cookie").is_none());
     let opened = open().await.unwrap();
-    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.status(), 200, "and used nothing up");
     let link_cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(opened.text().await.unwrap().contains("url=/me"));
     for flag in [

@@ -15,7 +15,7 @@
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use lyss_core::memory::{Memory, MemoryScope, MemoryStore};
@@ -219,7 +219,10 @@ async fn confirm_open(State(state): State<AppState>, Query(o): Query<Open>) -> R
 /// minutes, becomes a session of the page for its end-user. Answered with a page that moves on
 /// to `/me` rather than a redirect, so the cookie (SameSite=Strict) goes with a navigation of
 /// lyss's own whatever site the link was followed from.
-async fn open(State(state): State<AppState>, Form(o): Form<Open>) -> Response {
+async fn open(State(state): State<AppState>, headers: HeaderMap, Form(o): Form<Open>) -> Response {
+    if session::from_another_site(&headers) {
+        return from_elsewhere();
+    }
     let link = match live_link(&state, LINK, &o.token).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -326,6 +329,16 @@ fn shell(title: &str, csrf: Option<&str>, body: Markup) -> Html<String> {
     super::shell(title, &nav, "/me", csrf.map(|c| ("/me/logout", c)), body)
 }
 
+/// A sign-in (a key, a link's button) posted from another site's page: refused, so that no
+/// page elsewhere signs this browser in as someone else.
+fn from_elsewhere() -> Response {
+    let mut page = login_page(Some(
+        "Sign in from this page: a form on another site cannot.",
+    ));
+    *page.status_mut() = StatusCode::FORBIDDEN;
+    page
+}
+
 fn login_page(error: Option<&str>) -> Response {
     let body = html! {
         section {
@@ -350,7 +363,14 @@ pub struct Login {
     key: String,
 }
 
-async fn login(State(state): State<AppState>, Form(f): Form<Login>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<Login>,
+) -> Response {
+    if session::from_another_site(&headers) {
+        return from_elsewhere();
+    }
     let key = f.key.trim();
     match state.lyss.authenticate(key).await {
         Ok(_) => {}

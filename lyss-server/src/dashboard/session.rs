@@ -103,6 +103,15 @@ impl Sessions {
     }
 }
 
+/// Whether the browser says a request comes from another site's page (`Sec-Fetch-Site`, which
+/// a page cannot set): a sign-in form posted from elsewhere would sign the browser in as
+/// whoever made the form (login CSRF). Clients that are not browsers send no such header.
+pub fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
 /// The value of a request's cookie `name` (the dashboard's [`COOKIE`], `/me`'s), if any.
 pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
