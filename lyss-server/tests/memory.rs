@@ -838,3 +838,59 @@ async fn savings_are_net_and_in_the_upstreams_units() {
         (scaled - long_row.prompt_tokens) as i64
     );
 }
+
+#[tokio::test]
+async fn a_chat_offering_lyss_memory_tools_is_remembered_and_gets_the_profile_once() {
+    // LobeChat with lyss's MCP server installed as a plugin offers its five tools with every
+    // message (named as LobeChat names them).
+    let app = auto_app().await;
+    let tools: Vec<Value> = lyss_core::memory::traffic::MEMORY_TOOLS
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "function": {"name": format!("lyss-memory____{t}____mcp"),
+            "parameters": {"type": "object", "properties": {}}}})
+        })
+        .collect();
+    let said = json!({"model": "gpt-4o-mini", "tools": tools, "messages": [
+        {"role": "user", "content": "I am vegetarian."}]});
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&said)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    app.state.lyss.ingest_pending().await.unwrap();
+    assert!(
+        app.memories()
+            .await
+            .iter()
+            .any(|m| m["text"] == "I am vegetarian."),
+        "the statement is remembered"
+    );
+    // A new chat of the same kind gets the profile, and the block does not quote it again.
+    let fresh = json!({"model": "gpt-4o-mini", "tools": tools, "messages": [
+        {"role": "user", "content": "Am I vegetarian, and what should I cook?"}]});
+    let resp = app
+        .post("/v1/chat/completions")
+        .json(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = app.upstream_bodies().await.pop().unwrap();
+    let quoting: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .filter(|c| c.contains("I am vegetarian."))
+        .collect();
+    assert_eq!(quoting.len(), 1, "{sent}");
+    assert!(quoting[0].contains("<profile>"), "{sent}");
+    assert_eq!(
+        sent["tools"].as_array().unwrap().len(),
+        5,
+        "the tools go as sent"
+    );
+}

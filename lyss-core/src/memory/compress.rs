@@ -327,8 +327,9 @@ pub(crate) fn text_of(m: &Message) -> String {
 }
 
 /// The memory block: the best-ranked hits that fit in `budget` tokens, skipping what the kept
-/// history already says, shown in the order they were said and grouped by day (a date costs
-/// its tokens once per day, not once per line); `None` when nothing is recalled.
+/// history (and the profile) already says and saying each text once, shown in the order they
+/// were said and grouped by day (a date costs its tokens once per day, not once per line);
+/// `None` when nothing is recalled.
 pub(crate) fn render_block(
     hits: &[Hit],
     kept: &str,
@@ -341,7 +342,9 @@ pub(crate) fn render_block(
     let mut chosen: Vec<&Hit> = Vec::new();
     for h in hits {
         let m = &h.memory;
-        if kept.contains(&m.text) {
+        // Said already: in the prompt, or by a memory chosen before (a turn and the profile
+        // statement it made can be the same words).
+        if kept.contains(&m.text) || chosen.iter().any(|c| c.memory.text == m.text) {
             continue;
         }
         let day = m.occurred_at.map(|t| t.date());

@@ -10,7 +10,10 @@
 //!   would store every turn again; recalling into it would distort the title or the summary.
 //! - **agent** traffic: tools declared, tool calls and results, or instructions after the
 //!   newest user message (a coding agent's reminder of its edit format). Agents manage their
-//!   own context; rewriting it breaks them and saves little.
+//!   own context; rewriting it breaks them and saves little. lyss's own memory tools
+//!   ([`MEMORY_TOOLS`]) are the exception: a chat that offers only them (LobeChat with lyss's
+//!   memory installed as a plugin sends them with every message) is still a person talking,
+//!   and calling them acts on lyss, not on a machine.
 
 use crate::wire::{ChatRequest, Message, Role};
 
@@ -49,13 +52,60 @@ pub fn classify(req: &ChatRequest) -> Traffic {
     }
 }
 
+/// The tools of lyss's MCP memory server (`/mcp`), by name.
+pub const MEMORY_TOOLS: &[&str] = &[
+    "search_memories",
+    "remember",
+    "get_profile",
+    "correct_memory",
+    "forget_memory",
+];
+
+/// Whether a tool name, as an MCP client prefixes it with the server's name, is one of lyss's
+/// memory tools: `remember`, `mcp__lyss__remember` (Claude Code), `lyss-memory____remember____mcp`
+/// (LobeChat), `lyss_remember` (opencode).
+pub fn is_memory_tool(name: &str) -> bool {
+    MEMORY_TOOLS.iter().any(|tool| {
+        name == *tool
+            || name
+                .strip_suffix(tool)
+                .is_some_and(|server| server.ends_with('_'))
+            || name.split("__").any(|part| part.trim_matches('_') == *tool)
+    })
+}
+
 fn is_agent(req: &ChatRequest) -> bool {
-    let tools = req.tools.as_ref().is_some_and(|t| !t.is_empty())
+    // Calls of lyss's memory tools, by id: their results are part of the conversation.
+    let memory_calls: std::collections::HashSet<&str> = req
+        .messages
+        .iter()
+        .flat_map(|m| m.tool_calls.iter().flatten())
+        .filter(|c| {
+            c.function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
+                .is_some_and(is_memory_tool)
+        })
+        .filter_map(|c| c.id.as_deref())
+        .collect();
+    let tools = req
+        .tools
+        .iter()
+        .flatten()
+        .any(|t| !t.function.as_ref().is_some_and(|f| is_memory_tool(&f.name)))
         || req.extra.contains_key("functions")
         || req.messages.iter().any(|m| {
-            matches!(m.role, Role::Tool | Role::Function)
-                || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
-                || m.extra.contains_key("function_call")
+            let foreign_calls = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .any(|c| !c.id.as_deref().is_some_and(|id| memory_calls.contains(id)));
+            let foreign_result = matches!(m.role, Role::Tool | Role::Function)
+                && !m
+                    .tool_call_id
+                    .as_deref()
+                    .is_some_and(|id| memory_calls.contains(id));
+            foreign_calls || foreign_result || m.extra.contains_key("function_call")
         });
     // Instructions after the newest user message: the prompt ends in a reminder, not a turn
     // (aider's edit-format reminder) — the client composes its prompt itself.
@@ -199,5 +249,45 @@ mod tests {
             {"role": "user", "content": "What's the weather?"}
         ], "tools": [{"type": "function", "function": {"name": "weather", "parameters": {}}}]}));
         assert_eq!(classify(&tools), Traffic::Agent);
+    }
+
+    #[test]
+    fn a_chat_offering_only_lyss_memory_tools_stays_a_conversation() {
+        // LobeChat 1.143 with lyss's MCP server installed as a plugin: every message offers the
+        // five tools (names as LobeChat builds them), and a call and its result stay in the
+        // history of the chat.
+        let offered: Vec<serde_json::Value> = MEMORY_TOOLS
+            .iter()
+            .map(|t| serde_json::json!({"type": "function", "function": {"name": format!("lyss-memory____{t}____mcp"), "parameters": {}}}))
+            .collect();
+        let chat = req(serde_json::json!({"model": "m", "messages": [
+            {"role": "developer", "content": "<plugins description=\"The plugins you can use below\">…</plugins>"},
+            {"role": "user", "content": "Please remember that I am vegetarian."},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lyss-memory____remember____mcp", "arguments": "{\"text\": \"I am vegetarian\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Remembered (profile): I am vegetarian"},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "What should I cook tonight?"}
+        ], "tools": offered}));
+        assert_eq!(classify(&chat), Traffic::Conversation);
+        // Another tool beside them, or a call of another tool in the history: an agent.
+        let mut with_shell = chat.clone();
+        with_shell.tools.get_or_insert_default().push(
+            serde_json::from_value(serde_json::json!({"type": "function", "function": {"name": "shell", "parameters": {}}})).unwrap(),
+        );
+        assert_eq!(classify(&with_shell), Traffic::Agent);
+        let mut called_other = chat.clone();
+        called_other.messages[2].tool_calls.as_mut().unwrap()[0]
+            .function
+            .as_mut()
+            .unwrap()
+            .name = Some("shell".into());
+        assert_eq!(classify(&called_other), Traffic::Agent);
+        // How other MCP clients name them; names that only contain the words are not them.
+        for name in ["remember", "mcp__lyss__search_memories", "lyss_get_profile"] {
+            assert!(is_memory_tool(name), "{name}");
+        }
+        for name in ["remembered", "forget_memory_all", "shell", "x__rememberme"] {
+            assert!(!is_memory_tool(name), "{name}");
+        }
     }
 }

@@ -185,6 +185,8 @@ impl Lyss {
                 self.search(cx, query.clone(), true).await
             }
         };
+        // What the profile quotes is not quoted again.
+        let held = with_profile(held, profile.as_deref());
         let block = render_block(
             &gate.admit(&query, &hits),
             &held,
@@ -260,7 +262,10 @@ impl Lyss {
             return None;
         }
         let hits = self.search(cx, query, true).await;
-        let kept = prompt_text(&req.messages[window.keep_from..]);
+        let kept = with_profile(
+            prompt_text(&req.messages[window.keep_from..]),
+            profile.as_deref(),
+        );
         let block = render_block(&hits, &kept, &cx.model.upstream, block_tokens);
         let mut messages: Vec<Message> = req.messages[..window.lead].to_vec();
         messages.extend(profile.map(|p| Message::text(Role::User, p)));
@@ -497,6 +502,14 @@ impl Lyss {
 /// Whether `auto` compresses a conversation prompt — it is longer than memory's whole budget
 /// (history plus block), so compressing it can only make it smaller — with its prompt tokens
 /// when it does.
+/// What a prompt holds once the profile block is added to it.
+fn with_profile(held: String, profile: Option<&str>) -> String {
+    match profile {
+        Some(p) => format!("{held}\n{p}"),
+        None => held,
+    }
+}
+
 fn worth_compressing(req: &ChatRequest, upstream: &str, budgets: &MemoryBudgets) -> Option<u64> {
     let threshold = budgets.history_tokens + budgets.memory_tokens;
     // A token is at least one byte: a prompt this small needs no tokenizer to rule it out.

@@ -355,3 +355,25 @@ fn line(m: &Memory) -> String {
     }
     format!("[{}] {day}{who}: {text}", m.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryTools;
+
+    #[test]
+    fn memory_knows_these_tools_by_name() {
+        // A chat offering only these stays a conversation for memory (`memory::traffic`).
+        let mut served: Vec<String> = MemoryTools::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.into_owned())
+            .collect();
+        served.sort();
+        let mut known: Vec<String> = lyss_core::memory::traffic::MEMORY_TOOLS
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        known.sort();
+        assert_eq!(served, known);
+    }
+}

@@ -94,6 +94,29 @@ fn the_block_never_exceeds_its_budget() {
     }
 }
 
+#[test]
+fn the_block_says_each_text_once() {
+    // A turn and the profile statement it made: the same words, two memories.
+    let day = Some(datetime!(2024-05-08 0:00 UTC));
+    let hits = [
+        hit("turn", "I am vegetarian.", Some(TurnRole::User), day),
+        hit("fact", "I am vegetarian.", None, day),
+        hit("other", "I cycle to work.", Some(TurnRole::User), day),
+    ];
+    let block = render_block(&hits, "", MODEL, 1_000).unwrap();
+    assert_eq!(block.matches("I am vegetarian.").count(), 1, "{block}");
+    // Held by the prompt (or its profile block): not quoted at all.
+    let block = render_block(
+        &hits,
+        "<profile>\n- I am vegetarian.\n</profile>",
+        MODEL,
+        1_000,
+    )
+    .unwrap();
+    assert!(!block.contains("vegetarian"), "{block}");
+    assert!(block.contains("I cycle to work."));
+}
+
 fn request(messages: &[(Role, &str)]) -> ChatRequest {
     ChatRequest {
         model: MODEL.into(),
