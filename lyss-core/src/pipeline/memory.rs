@@ -499,9 +499,6 @@ impl Lyss {
     }
 }
 
-/// Whether `auto` compresses a conversation prompt — it is longer than memory's whole budget
-/// (history plus block), so compressing it can only make it smaller — with its prompt tokens
-/// when it does.
 /// What a prompt holds once the profile block is added to it.
 fn with_profile(held: String, profile: Option<&str>) -> String {
     match profile {
@@ -510,6 +507,9 @@ fn with_profile(held: String, profile: Option<&str>) -> String {
     }
 }
 
+/// Whether `auto` compresses a conversation prompt — it is longer than memory's whole budget
+/// (history plus block), so compressing it can only make it smaller — with its prompt tokens
+/// when it does.
 fn worth_compressing(req: &ChatRequest, upstream: &str, budgets: &MemoryBudgets) -> Option<u64> {
     let threshold = budgets.history_tokens + budgets.memory_tokens;
     // A token is at least one byte: a prompt this small needs no tokenizer to rule it out.
