@@ -853,13 +853,7 @@ async fn a_chat_offering_lyss_memory_tools_is_remembered_and_gets_the_profile_on
         .collect();
     let said = json!({"model": "gpt-4o-mini", "tools": tools, "messages": [
         {"role": "user", "content": "I am vegetarian."}]});
-    let resp = app
-        .post("/v1/chat/completions")
-        .json(&said)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.chat(&said).await.status(), 200);
     app.state.lyss.ingest_pending().await.unwrap();
     assert!(
         app.memories()
@@ -871,13 +865,7 @@ async fn a_chat_offering_lyss_memory_tools_is_remembered_and_gets_the_profile_on
     // A new chat of the same kind gets the profile, and the block does not quote it again.
     let fresh = json!({"model": "gpt-4o-mini", "tools": tools, "messages": [
         {"role": "user", "content": "Am I vegetarian, and what should I cook?"}]});
-    let resp = app
-        .post("/v1/chat/completions")
-        .json(&fresh)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.chat(&fresh).await.status(), 200);
     let sent = app.upstream_bodies().await.pop().unwrap();
     let quoting: Vec<&str> = sent["messages"]
         .as_array()

@@ -500,11 +500,12 @@ impl Lyss {
 }
 
 /// What a prompt holds once the profile block is added to it.
-fn with_profile(held: String, profile: Option<&str>) -> String {
-    match profile {
-        Some(p) => format!("{held}\n{p}"),
-        None => held,
+fn with_profile(mut held: String, profile: Option<&str>) -> String {
+    if let Some(p) = profile {
+        held.push('\n');
+        held.push_str(p);
     }
+    held
 }
 
 /// Whether `auto` compresses a conversation prompt — it is longer than memory's whole budget

@@ -21,8 +21,9 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct Sessions {
     key: [u8; 32],
-    /// What [`Sessions::seal`] encrypts with (another key derived from the admin token).
-    seal_key: [u8; 32],
+    /// What [`Sessions::seal`] encrypts with (another key derived from the admin token),
+    /// expanded once.
+    sealer: std::sync::Arc<lyss_core::secrets::MasterKey>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -39,7 +40,9 @@ impl Sessions {
         s.update(admin_token.as_bytes());
         Self {
             key: h.finalize().into(),
-            seal_key: s.finalize().into(),
+            sealer: std::sync::Arc::new(lyss_core::secrets::MasterKey::from_bytes(
+                &s.finalize().into(),
+            )),
         }
     }
 
@@ -76,17 +79,13 @@ impl Sessions {
     /// can be changed.
     pub fn seal(&self, purpose: &str, payload: &str) -> String {
         // AES-GCM refuses only messages of tens of GiB; an empty value would never unseal.
-        URL_SAFE_NO_PAD.encode(self.sealer().seal(purpose, payload).unwrap_or_default())
+        URL_SAFE_NO_PAD.encode(self.sealer.seal(purpose, payload).unwrap_or_default())
     }
 
     /// The payload of a value [`Sessions::seal`] made for `purpose` with this admin token.
     pub fn unseal(&self, purpose: &str, sealed: &str) -> Option<String> {
         let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        self.sealer().open(purpose, &bytes).ok()
-    }
-
-    fn sealer(&self) -> lyss_core::secrets::MasterKey {
-        lyss_core::secrets::MasterKey::from_bytes(&self.seal_key)
+        self.sealer.open(purpose, &bytes).ok()
     }
 
     /// The CSRF token of a session (a form field every POST must carry).
