@@ -5,14 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// What the fake upstream answers to everything.
-pub const FAKE_ANSWER: &str = "Noted.";
-
+pub use lyss_testkit::upstream::{ANSWER as FAKE_ANSWER, recording as fake_upstream};
 pub use lyss_testkit::{Server, free_port};
 
 /// Starts `binary --config DIR/lyss.toml --data-dir DIR/data` — the config binds `port` —
@@ -57,33 +54,6 @@ pub async fn admin(
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "{path}: {status} {body}");
     body
-}
-
-/// A fake OpenAI upstream on `port` (0: any): answers every chat request at once with
-/// [`FAKE_ANSWER`] and keeps its body. Returns its base URL (…/v1) and the bodies.
-pub async fn fake_upstream(port: u16) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let kept = bodies.clone();
-    let chat = move |axum::Json(body): axum::Json<Value>| {
-        let kept = kept.clone();
-        async move {
-            let model = body["model"].clone();
-            kept.lock().unwrap().push(body);
-            axum::Json(json!({
-                "id": "chatcmpl-replay", "object": "chat.completion", "created": 1, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": FAKE_ANSWER},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-            }))
-        }
-    };
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, bodies)
 }
 
 /// `given` (a benchmark's `--server`), else `lyss-server` built now beside the running

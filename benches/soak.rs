@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lyss_benches::{Server, free_port};
+use lyss_testkit::openai::{chunk, usage_chunk};
+use lyss_testkit::upstream;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "soak-admin-token";
@@ -91,35 +93,17 @@ async fn upstream() -> String {
             }))
             .into_response();
         }
-        let chunk = |delta: Value, finish: Value| {
-            json!({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        };
+        let event = |delta: Value, finish: Value| chunk("gpt-4o-mini", delta, finish).to_string();
         let mut events: Vec<String> = (0..8)
-            .map(|_| chunk(json!({"content": "word "}), Value::Null).to_string())
+            .map(|_| event(json!({"content": "word "}), Value::Null))
             .collect();
-        events.push(chunk(json!({}), json!("stop")).to_string());
-        events.push(
-            json!({"id": "chatcmpl-soak", "object": "chat.completion.chunk", "created": 1,
-                           "model": "gpt-4o-mini", "choices": [], "usage": usage})
-            .to_string(),
-        );
+        events.push(event(json!({}), json!("stop")));
+        events.push(usage_chunk("gpt-4o-mini", usage).to_string());
         events.push("[DONE]".into());
-        let stream = futures::stream::iter(events).then(|e| async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            Ok::<_, std::convert::Infallible>(format!("data: {e}\n\n"))
-        });
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(axum::body::Body::from_stream(stream))
-            .unwrap()
+        upstream::sse(futures::stream::iter(events), Duration::from_millis(5))
     }
-    use futures::StreamExt as _;
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    upstream::serve(app, 0).await
 }
 
 /// A fresh schema in Postgres (search_path in the URL), as the tests do.

@@ -35,6 +35,13 @@ pub fn chunk(model: &str, delta: Value, finish: Value) -> Value {
            "usage": null})
 }
 
+/// The last chunk of a stream asked for with `stream_options.include_usage`: no choices, the
+/// usage.
+pub fn usage_chunk(model: &str, usage: Value) -> Value {
+    json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+           "model": model, "system_fingerprint": "fp_44709d6fcb", "choices": [], "usage": usage})
+}
+
 /// An OpenAI SSE stream: role chunk, content chunks, finish chunk, usage chunk, `[DONE]`.
 pub fn sse(model: &str, parts: &[&str], usage: bool) -> String {
     sse_with_usage(model, parts, usage.then_some((9, 12)))
@@ -54,12 +61,11 @@ pub fn sse_with_usage(model: &str, parts: &[&str], usage: Option<(u64, u64)>) ->
     }
     push(chunk(model, json!({}), json!("stop")));
     if let Some((prompt, completion)) = usage {
-        push(
-            json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-                    "model": model, "system_fingerprint": "fp_44709d6fcb", "choices": [],
-                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion}}),
-        );
+        push(usage_chunk(
+            model,
+            json!({"prompt_tokens": prompt, "completion_tokens": completion,
+                   "total_tokens": prompt + completion}),
+        ));
     }
     out.push_str("data: [DONE]\n\n");
     out

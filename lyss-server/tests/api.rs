@@ -863,9 +863,7 @@ async fn slow_stream_upstream() -> (String, std::sync::Arc<std::sync::atomic::At
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = lyss_testkit::upstream::serve(app, 0).await;
     (url, dropped)
 }
 

@@ -179,9 +179,7 @@ async fn upstream(workspace: PathBuf) -> (String, Arc<Mutex<Vec<Value>>>) {
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(chat))
         .route("/v1/models", axum::routing::get(models));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = lyss_testkit::upstream::serve(app, 0).await;
     (url, bodies)
 }
 

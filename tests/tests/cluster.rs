@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use lyss_testkit::openai::{chunk, usage_chunk};
+use lyss_testkit::upstream;
 use lyss_tests::{Server, lyss, write_config};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -43,42 +45,19 @@ async fn upstream() -> String {
             .into_response();
         }
         let with_usage = body["stream_options"]["include_usage"] == json!(true);
-        let events = futures::stream::unfold(0u64, move |i| {
-            let usage = usage.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let chunk = |delta: Value, finish: Value| {
-                    json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-                };
-                let data = match i {
-                    i if i < completion => chunk(json!({"content": "x"}), Value::Null).to_string(),
-                    i if i == completion => chunk(json!({}), json!("length")).to_string(),
-                    i if i == completion + 1 && with_usage => {
-                        json!({"id": "c", "object": "chat.completion.chunk",
-                        "created": 1, "model": "gpt-4o-mini", "choices": [], "usage": usage})
-                        .to_string()
-                    }
-                    i if i <= completion + 2 => "[DONE]".to_string(),
-                    _ => return None,
-                };
-                let done = data == "[DONE]";
-                Some((
-                    Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
-                    if done { u64::MAX - 1 } else { i + 1 },
-                ))
-            }
-        });
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(axum::body::Body::from_stream(events))
-            .unwrap()
+        let event = |delta: Value, finish: Value| chunk("gpt-4o-mini", delta, finish).to_string();
+        let mut events: Vec<String> = (0..completion)
+            .map(|_| event(json!({"content": "x"}), Value::Null))
+            .collect();
+        events.push(event(json!({}), json!("length")));
+        if with_usage {
+            events.push(usage_chunk("gpt-4o-mini", usage).to_string());
+        }
+        events.push("[DONE]".into());
+        upstream::sse(futures::stream::iter(events), Duration::from_millis(5))
     }
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    upstream::serve(app, 0).await
 }
 
 struct Cluster {
@@ -345,9 +324,9 @@ fn sigkill(cluster: &Cluster, i: usize) {
     );
 }
 
-/// After the load (and the reaper): the ledger equals the budgets' spend, no budget is over
-/// its limit, nothing is reserved.
-async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)], counted: Counted) {
+/// After the load (and the reaper): nothing is reserved, the books balance
+/// ([`lyss_testkit::assert_books_balance`]), and Redis counts what Postgres does.
+async fn check_books(cluster: &Cluster, keys: &[(String, String)], counted: Counted) {
     let deadline = Instant::now() + Duration::from_secs(RESERVATION_TIMEOUT_SECS * 4 + 5);
     let counters = loop {
         let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations")
@@ -371,27 +350,28 @@ async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)], coun
             .fetch_one(&cluster.pool)
             .await
             .unwrap();
+    let by_key: HashMap<String, i64> = sqlx::query_as(
+        "SELECT key_id, COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT FROM usage_ledger GROUP BY key_id",
+    )
+    .fetch_all(&cluster.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
     let budgets = cluster.lyss(&["budget", "list"]);
-    let mut checked = 0;
-    for b in budgets.as_array().unwrap() {
-        let (limit, spent) = (b["limit"].as_i64().unwrap(), b["spent"].as_i64().unwrap());
-        assert!(spent <= limit, "budget {b} overspent");
-        let ledger = match b["scope"].as_str().unwrap() {
+    let checked =
+        lyss_testkit::assert_books_balance(&budgets, |b| match b["scope"].as_str().unwrap() {
             "workspace" => ledger_cost,
             "key" => {
                 let key = b["scope_id"].as_str().unwrap();
                 assert!(keys.iter().any(|(id, _)| id == key));
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0)::BIGINT FROM usage_ledger WHERE key_id = $1",
-                )
-                .bind(key)
-                .fetch_one(&cluster.pool)
-                .await
-                .unwrap()
+                by_key.get(key).copied().unwrap_or(0)
             }
             other => panic!("unexpected budget scope {other}"),
-        };
-        assert_eq!(spent, ledger, "budget {} and the ledger disagree", b["id"]);
+        });
+    assert_eq!(checked, keys.len() + 1);
+    for b in budgets.as_array().unwrap() {
+        let (limit, spent) = (b["limit"].as_i64().unwrap(), b["spent"].as_i64().unwrap());
         let id = b["id"].as_str().unwrap();
         let in_redis = counters.get(id).map_or(0, |c| c.0);
         match counted {
@@ -403,9 +383,7 @@ async fn assert_books_balance(cluster: &Cluster, keys: &[(String, String)], coun
                 "budget {id}: Redis counts {in_redis}, Postgres {spent} of {limit}"
             ),
         }
-        checked += 1;
     }
-    assert_eq!(checked, keys.len() + 1);
 }
 
 /// What the Redis counters must say of the spend once the load is over.
@@ -485,7 +463,7 @@ async fn three_replicas_under_load_never_overspend_and_the_books_balance() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_books_balance(&cluster, &keys, Counted::Exactly).await;
+    check_books(&cluster, &keys, Counted::Exactly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -505,7 +483,7 @@ async fn a_replica_killed_mid_load_leaves_nothing_reserved_and_nothing_double_co
         seen.get(&0).copied().unwrap_or(0) > 0,
         "the kill hit no request in flight: {seen:?}"
     );
-    assert_books_balance(&cluster, &keys, Counted::AtLeast).await;
+    check_books(&cluster, &keys, Counted::AtLeast).await;
 }
 
 /// Redis dies mid-load and comes back empty: while it is down requests are refused (503),
@@ -550,7 +528,7 @@ async fn redis_killed_mid_load_loses_every_counter_and_nothing_is_overspent() {
         seen.get(&429).copied().unwrap_or(0) > 0,
         "budgets never refused after Redis came back: {seen:?}"
     );
-    assert_books_balance(&cluster, &keys, Counted::Exactly).await;
+    check_books(&cluster, &keys, Counted::Exactly).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,6 @@ mod ledger;
 mod postgres;
 pub(crate) mod sql;
 mod sqlite;
-pub(crate) mod store;
 
 use std::time::Duration;
 

@@ -18,8 +18,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::mpsc;
 
+use super::budget::writer::Job;
 use super::sql::impl_sql_policy;
-use super::store::Job;
 use crate::error::{Error, Result};
 
 #[cfg(feature = "redis")]

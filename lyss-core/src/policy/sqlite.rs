@@ -18,8 +18,8 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::mpsc;
 
+use super::budget::writer::Job;
 use super::sql::impl_sql_policy;
-use super::store::Job;
 use crate::error::{Error, Result};
 
 use super::counters::in_process::{self, Books, Claim};

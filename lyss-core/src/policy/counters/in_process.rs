@@ -28,10 +28,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::policy::budget::state::{self, State, UsageKey};
+use crate::policy::budget::writer::{Job, submit};
 use crate::policy::budget::{Ask, BudgetStatus};
 use crate::policy::counters::{Counters, DefinitionCache, budgets_of};
-use crate::policy::store::{self, State, UsageKey};
-use crate::policy::store::{Job, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
 use crate::price::Price;
 
@@ -189,7 +189,7 @@ impl Counters for Books {
             }
         }
         let mut held = self.held();
-        let reserved = store::reserve_in(&mut held.state, budgets, payer, ask, now, ttl);
+        let reserved = state::reserve_in(&mut held.state, budgets, payer, ask, now, ttl);
         held.state.forget_changes();
         reserved
     }
@@ -197,7 +197,7 @@ impl Counters for Books {
     async fn top_up(&self, reservation: &Reservation, price: Price, want: u32) -> Result<u32> {
         self.open_for_spending()?;
         let mut held = self.held();
-        let granted = store::top_up_in(&mut held.state, reservation, &price, want);
+        let granted = state::top_up_in(&mut held.state, reservation, &price, want);
         held.state.forget_changes();
         Ok(granted)
     }
@@ -209,7 +209,7 @@ impl Counters for Books {
             let left = if again {
                 left_after(&held.state, reservation)
             } else {
-                store::settle_in(&mut held.state, reservation, entry)
+                state::settle_in(&mut held.state, reservation, entry)
             };
             held.state.forget_changes();
             let spend: Vec<(UsageKey, i64)> = reservation
@@ -217,7 +217,7 @@ impl Counters for Books {
                 .iter()
                 .map(|h| {
                     let key = (h.budget_id.clone(), h.period_start);
-                    (key, store::spend_on(h, entry))
+                    (key, state::spend_on(h, entry))
                 })
                 .collect();
             (again, left, spend)
@@ -264,7 +264,7 @@ impl Counters for Books {
                 )
             })
             .collect();
-        let released = store::reap_in(&mut held.state, &expired);
+        let released = state::reap_in(&mut held.state, &expired);
         held.state.forget_changes();
         Ok(released)
     }

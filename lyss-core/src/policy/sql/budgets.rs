@@ -46,10 +46,10 @@ macro_rules! impl_sql_budgets {
                     return counters.reserve(payer, ask, now, ttl).await;
                 }
                 self.may_reserve()?;
-                let payer = $crate::policy::store::OwnedPayer::from(payer);
+                let payer = $crate::policy::budget::writer::OwnedPayer::from(payer);
                 let ask = *ask;
-                $crate::policy::store::submit(&self.writer, |done| {
-                    $crate::policy::store::Job::Reserve {
+                $crate::policy::budget::writer::submit(&self.writer, |done| {
+                    $crate::policy::budget::writer::Job::Reserve {
                         payer,
                         ask,
                         now,
@@ -72,8 +72,8 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.top_up(reservation, price, want).await;
                 }
-                $crate::policy::store::submit(&self.writer, |done| {
-                    $crate::policy::store::Job::TopUp {
+                $crate::policy::budget::writer::submit(&self.writer, |done| {
+                    $crate::policy::budget::writer::Job::TopUp {
                         reservation: Box::new(reservation.clone()),
                         price,
                         want,
@@ -91,8 +91,8 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.settle(reservation, entry).await;
                 }
-                $crate::policy::store::submit(&self.writer, |done| {
-                    $crate::policy::store::Job::Settle {
+                $crate::policy::budget::writer::submit(&self.writer, |done| {
+                    $crate::policy::budget::writer::Job::Settle {
                         reservation: Box::new(reservation.clone()),
                         entry: Box::new(entry.clone()),
                         done,
@@ -105,8 +105,8 @@ macro_rules! impl_sql_budgets {
                 if let Some(counters) = self.counters() {
                     return counters.release_expired(now).await;
                 }
-                $crate::policy::store::submit(&self.writer, |done| {
-                    $crate::policy::store::Job::Reap { now, done }
+                $crate::policy::budget::writer::submit(&self.writer, |done| {
+                    $crate::policy::budget::writer::Job::Reap { now, done }
                 })
                 .await
             }

@@ -13,8 +13,8 @@
 //! so each admission sees the holds of the ones before it. Postgres row locks (taken by the
 //! usage upsert) serialize replicas; a deadlock between two replicas' batches is retried. A
 //! SQLite file's server decides reservations in memory and sends only settlements
-//! ([`Job::Persist`](super::store::Job::Persist)) through the writer. The writer's protocol —
-//! jobs, outcomes, submission — lives with the algorithm that runs the jobs ([`super::store`]).
+//! ([`Job::Persist`](super::budget::writer::Job::Persist)) through the writer. The writer's protocol —
+//! jobs, outcomes, submission — lives with the loop that runs them ([`super::budget::writer`]).
 
 pub(crate) mod budgets;
 pub(crate) mod conversations;

@@ -1,6 +1,6 @@
-//! The budget writer in SQL: the budget transaction ([`crate::policy::store::BudgetTx`]) and
+//! The budget writer in SQL: the budget transaction ([`crate::policy::budget::writer::BudgetTx`]) and
 //! the writer task that commits reservations and settlements in groups (the protocol and the
-//! algorithm it runs are in [`crate::policy::store`]).
+//! algorithm it runs are in [`crate::policy::budget::writer`] and [`crate::policy::budget::state`]).
 
 /// Implements the budget transaction and the writer task for a backend (`$begin` opens a write
 /// transaction; `$locks_rows`: other writers run at the same time, so reads lock their rows).
@@ -16,7 +16,7 @@ macro_rules! impl_sql_writer {
             ""
         };
 
-        impl $crate::policy::store::BudgetTx for Tx<'_> {
+        impl $crate::policy::budget::writer::BudgetTx for Tx<'_> {
             async fn budgets_for(
                 &mut self,
                 scope_ids: &[&str],
@@ -34,8 +34,8 @@ macro_rules! impl_sql_writer {
 
             async fn usage_rows(
                 &mut self,
-                keys: &[&$crate::policy::store::UsageKey],
-            ) -> $crate::Result<Vec<($crate::policy::store::UsageKey, (i64, i64))>> {
+                keys: &[&$crate::policy::budget::state::UsageKey],
+            ) -> $crate::Result<Vec<($crate::policy::budget::state::UsageKey, (i64, i64))>> {
                 // Creates missing rows and locks them (Postgres), in the order given.
                 let mut q =
                     sqlx::QueryBuilder::<$db>::new($crate::policy::sql::queries::LOCK_USAGE_ROWS);
@@ -55,7 +55,7 @@ macro_rules! impl_sql_writer {
 
             async fn write_back(
                 &mut self,
-                w: &$crate::policy::store::WriteBack<'_>,
+                w: &$crate::policy::budget::writer::WriteBack<'_>,
             ) -> $crate::Result<()> {
                 if $locks_rows {
                     // Postgres: one statement, one round trip — each write a data-modifying
@@ -123,7 +123,7 @@ macro_rules! impl_sql_writer {
             async fn holds_of(
                 &mut self,
                 reservation_ids: &[&str],
-            ) -> $crate::Result<Vec<$crate::policy::store::HoldRow>> {
+            ) -> $crate::Result<Vec<$crate::policy::budget::state::HoldRow>> {
                 let mut q =
                     sqlx::QueryBuilder::<$db>::new($crate::policy::sql::queries::HOLDS_BY_ID);
                 let mut ids = q.separated(", ");
@@ -140,7 +140,7 @@ macro_rules! impl_sql_writer {
                     .into_iter()
                     .map(
                         |(reservation_id, budget_id, period_start, amount, expires_at)| {
-                            $crate::policy::store::HoldRow {
+                            $crate::policy::budget::state::HoldRow {
                                 reservation_id,
                                 budget_id,
                                 period_start,
@@ -213,7 +213,7 @@ macro_rules! impl_sql_writer {
         /// Sets usage rows to these `(spent, reserved)`.
         fn push_usage<'a>(
             q: &mut sqlx::QueryBuilder<'a, $db>,
-            rows: &'a [(&'a $crate::policy::store::UsageKey, (i64, i64))],
+            rows: &'a [(&'a $crate::policy::budget::state::UsageKey, (i64, i64))],
         ) {
             q.push($crate::policy::sql::queries::SET_USAGE);
             q.push_values(rows, |mut row, ((budget_id, start), (spent, reserved))| {
@@ -244,7 +244,7 @@ macro_rules! impl_sql_writer {
         /// Inserts holds, or sets the amount of those already there.
         pub(crate) fn push_put_holds<'a>(
             q: &mut sqlx::QueryBuilder<'a, $db>,
-            holds: &'a [&'a $crate::policy::store::HoldRow],
+            holds: &'a [&'a $crate::policy::budget::state::HoldRow],
         ) {
             q.push($crate::policy::sql::queries::PUT_HOLDS);
             q.push_values(holds, |mut row, h| {
@@ -260,10 +260,9 @@ macro_rules! impl_sql_writer {
         /// Runs one batch in one transaction; outcomes are only valid if this returns `Ok`.
         async fn run_batch(
             pool: &$pool,
-            jobs: &[$crate::policy::store::Job],
-        ) -> $crate::Result<Vec<$crate::policy::store::Outcome>> {
-            use $crate::policy::store;
-            use $crate::policy::store::{Job, Outcome};
+            jobs: &[$crate::policy::budget::writer::Job],
+        ) -> $crate::Result<Vec<$crate::policy::budget::writer::Outcome>> {
+            use $crate::policy::budget::writer::{self, Job, Outcome};
             // Only ledger rows (requests without budgets): one multi-row INSERT, which is its
             // own transaction — no BEGIN/COMMIT round trips.
             let rows_only: Option<Vec<&$crate::policy::LedgerEntry>> = jobs
@@ -305,7 +304,7 @@ macro_rules! impl_sql_writer {
             }
             let mut conn = pool.acquire().await?;
             sqlx::query($begin).execute(&mut *conn).await?;
-            let result = store::run_jobs(&mut Tx(&mut *conn), jobs).await;
+            let result = writer::run_jobs(&mut Tx(&mut *conn), jobs).await;
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
                 // Never hand a connection in an unknown transaction state back to the pool.
@@ -315,7 +314,7 @@ macro_rules! impl_sql_writer {
             result
         }
 
-        /// Settlements decided outside the tables ([`Job::Persist`](crate::policy::store::Job)):
+        /// Settlements decided outside the tables ([`Job::Persist`](crate::policy::budget::writer::Job)):
         /// their spend added, their ledger rows appended and their hold rows deleted in one
         /// transaction sent as one call — on SQLite `BEGIN`, the statements and `COMMIT` in one
         /// trip to sqlx's worker thread; on Postgres one statement whose parts are `WITH`
@@ -325,13 +324,15 @@ macro_rules! impl_sql_writer {
         async fn persist(
             pool: &$pool,
             persisted: &[(
-                &Vec<($crate::policy::store::UsageKey, i64)>,
+                &Vec<($crate::policy::budget::state::UsageKey, i64)>,
                 &$crate::policy::LedgerEntry,
                 Option<&str>,
             )],
-        ) -> $crate::Result<Vec<$crate::policy::store::Outcome>> {
-            let mut spend: std::collections::BTreeMap<&$crate::policy::store::UsageKey, i64> =
-                std::collections::BTreeMap::new();
+        ) -> $crate::Result<Vec<$crate::policy::budget::writer::Outcome>> {
+            let mut spend: std::collections::BTreeMap<
+                &$crate::policy::budget::state::UsageKey,
+                i64,
+            > = std::collections::BTreeMap::new();
             for (key, spent) in persisted.iter().flat_map(|(s, _, _)| s.iter()) {
                 *spend.entry(key).or_default() += spent;
             }
@@ -387,16 +388,18 @@ macro_rules! impl_sql_writer {
             Ok(entries
                 .iter()
                 .map(|_| {
-                    $crate::policy::store::Outcome::Settled($crate::policy::BudgetLeft::default())
+                    $crate::policy::budget::writer::Outcome::Settled(
+                        $crate::policy::BudgetLeft::default(),
+                    )
                 })
                 .collect())
         }
 
         async fn writer(
             pool: $pool,
-            mut rx: tokio::sync::mpsc::Receiver<$crate::policy::store::Job>,
+            mut rx: tokio::sync::mpsc::Receiver<$crate::policy::budget::writer::Job>,
         ) {
-            use $crate::policy::store::{MAX_BATCH, retryable};
+            use $crate::policy::budget::writer::{MAX_BATCH, retryable};
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let mut attempt = 0;
@@ -435,8 +438,11 @@ macro_rules! impl_sql_writer {
         }
 
         impl $policy {
-            fn spawn_writer(pool: $pool) -> tokio::sync::mpsc::Sender<$crate::policy::store::Job> {
-                let (tx, rx) = tokio::sync::mpsc::channel(4 * $crate::policy::store::MAX_BATCH);
+            fn spawn_writer(
+                pool: $pool,
+            ) -> tokio::sync::mpsc::Sender<$crate::policy::budget::writer::Job> {
+                let (tx, rx) =
+                    tokio::sync::mpsc::channel(4 * $crate::policy::budget::writer::MAX_BATCH);
                 tokio::spawn(writer(pool, rx));
                 tx
             }

@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 
 use super::{ATTEMPTS, ROW_GRACE_SECS, RedisCounters, Said, field, not_ready, unavailable};
 use crate::error::{Error, Result};
+use crate::policy::budget::state::{self, HoldRow, State, UsageKey};
+use crate::policy::budget::writer::{Job, submit};
 use crate::policy::budget::{self, Ask, BudgetStatus};
 use crate::policy::counters::{Counters, budgets_of};
-use crate::policy::store::{self, HoldRow, Job, State, UsageKey, submit};
 use crate::policy::{BudgetLeft, LedgerEntry, Payer, Reservation};
 use crate::price::Price;
 
@@ -40,7 +41,7 @@ impl Counters for RedisCounters {
             })
             .collect();
         if keys.is_empty() {
-            return store::reserve_in(&mut State::default(), budgets, payer, ask, now, ttl);
+            return state::reserve_in(&mut State::default(), budgets, payer, ask, now, ttl);
         }
         let (mut counts, mut fresh) = match self.guess(&keys) {
             Some(c) => (c, false),
@@ -52,7 +53,7 @@ impl Counters for RedisCounters {
             state
                 .rows
                 .extend(keys.iter().cloned().zip(counts.iter().copied()));
-            let decided = store::reserve_in(&mut state, budgets.clone(), payer, ask, now, ttl);
+            let decided = state::reserve_in(&mut state, budgets.clone(), payer, ask, now, ttl);
             let mut reservation = match decided {
                 // Refused on counters last seen: ask Redis before saying no.
                 Err(Error::BudgetExceeded(_)) if !fresh => {
@@ -153,7 +154,7 @@ impl Counters for RedisCounters {
                     },
                 );
             }
-            let granted = store::top_up_in(&mut state, reservation, &price, want);
+            let granted = state::top_up_in(&mut state, reservation, &price, want);
             if granted == 0 {
                 return Ok(0);
             }
@@ -207,7 +208,7 @@ impl Counters for RedisCounters {
         let spend: Vec<i64> = reservation
             .holds
             .iter()
-            .map(|h| store::spend_on(h, entry))
+            .map(|h| state::spend_on(h, entry))
             .collect();
         let keyed: Vec<(UsageKey, i64)> = reservation
             .holds

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{HOLD_ROW_DEADLINE, RedisCounters};
 use crate::error::{Error, Result};
 use crate::policy::Reservation;
-use crate::policy::store::HoldRow;
+use crate::policy::budget::state::HoldRow;
 
 impl RedisCounters {
     /// Writes (or rewrites the amounts of) a reservation's hold rows, in the hold writer's

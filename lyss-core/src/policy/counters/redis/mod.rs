@@ -46,8 +46,9 @@ use tokio::sync::mpsc;
 
 use super::redis_scripts::Scripts;
 use crate::error::{Error, Result};
+use crate::policy::budget::state::UsageKey;
+use crate::policy::budget::writer::Job;
 use crate::policy::counters::DefinitionCache;
-use crate::policy::store::{Job, UsageKey};
 
 mod counting;
 mod holds;

@@ -430,5 +430,8 @@ pub fn grant(rooms: &[(Unit, i64)], price: &Price, want: u32) -> u32 {
         .fold(u64::from(want), u64::min) as u32
 }
 
+pub(crate) mod state;
+pub(crate) mod writer;
+
 #[cfg(test)]
 mod tests;
