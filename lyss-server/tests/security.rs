@@ -727,9 +727,10 @@ async fn a_page_shows_only_messages_the_server_sealed() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let ann = app.page_cookie(&app.key).await;
     let me = |path: &str| {
         http.get(format!("{}{path}", app.base))
-            .header("cookie", format!("lyss_me={}", app.key))
+            .header("cookie", &ann)
     };
     let phish = "Your key leaked: mail it to help@attacker.example";
     let q: String = phish.replace(' ', "%20");
@@ -757,7 +758,7 @@ async fn a_page_shows_only_messages_the_server_sealed() {
         .to_owned();
     let done = http
         .post(format!("{}/me/forget", app.base))
-        .header("cookie", format!("lyss_me={}", app.key))
+        .header("cookie", &ann)
         .form(&[("csrf", csrf.as_str()), ("confirm", "no")])
         .send()
         .await
@@ -772,9 +773,10 @@ async fn a_page_shows_only_messages_the_server_sealed() {
     );
     // The same note on another person's page: nothing (it was sealed for the first session).
     let bob = app.key_for("bob", "team").await;
+    let bob = app.page_cookie(&bob).await;
     let other = http
         .get(format!("{}{to}", app.base))
-        .header("cookie", format!("lyss_me={bob}"))
+        .header("cookie", &bob)
         .send()
         .await
         .unwrap()

@@ -305,6 +305,19 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         assert!(set_cookie.contains(flag), "{set_cookie}");
     }
     let session = set_cookie.split(';').next().unwrap().to_owned();
+    // The cookie is a session with the key sealed in it, not the key: the key itself as the
+    // cookie opens nothing.
+    assert!(
+        !set_cookie.contains(&key) && !set_cookie.contains("lyss-sk-"),
+        "{set_cookie}"
+    );
+    let as_cookie = client
+        .get(format!("{}/me", server.base))
+        .header("cookie", format!("lyss_me={key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_cookie.status(), 401);
     let forged = client
         .post(format!("{}/me/memories/{bike}/delete", server.base))
         .header("cookie", &session)
@@ -320,6 +333,37 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
         .await
         .unwrap();
     assert_eq!(kept.status(), 200, "the forged form deleted nothing");
+    // Signing out ends the session in the store: a copy of the cookie opens nothing.
+    let signed_in = client
+        .get(format!("{}/me", server.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(signed_in.contains("Signed in as"), "{signed_in}");
+    let csrf = signed_in
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let out = client
+        .post(format!("{}/me/logout", server.base))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let copy = client
+        .get(format!("{}/me", server.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copy.status(), 401, "a signed-out cookie's copy");
 
     // An app sharing one key among its people: a link it mints for one of them opens the page
     // on that person's scope only, and stops working with the key.
@@ -595,4 +639,79 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
             .unwrap();
         assert_eq!(left["data"], json!([]), "{scope}: {left}");
     }
+}
+
+/// A link's session acts for the app's key without holding it, so it has no rate limits of its
+/// own: it is held to 60 requests a minute (`LINK_REQUESTS_PER_MINUTE`), before the store is
+/// asked anything — per session, so another person's page and a key holder's are not slowed.
+#[tokio::test]
+async fn a_link_session_is_held_to_a_request_rate_of_its_own() {
+    let (_upstream, d) = deployment("").await;
+    let lyss = |a: &[&str]| d.lyss(a);
+    let server = d.serve().await;
+    lyss(&["workspace", "create", "team", "--models", "gpt-4o-mini"]);
+    lyss(&["user", "create", "ann", "--workspace", "team"]);
+    let app = lyss(&["key", "create", "--user", "ann", "--name", "app"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session = async |person: &str| -> String {
+        let minted: Value = client
+            .post(format!("{}/v1/memories/page", server.base))
+            .bearer_auth(&app)
+            .json(&json!({"user": person}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = minted["url"]
+            .as_str()
+            .unwrap()
+            .split_once("token=")
+            .unwrap()
+            .1;
+        let opened = client
+            .post(format!("{}/me/open", server.base))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opened.status(), 200);
+        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let page = async |cookie: &str| {
+        client
+            .get(format!("{}/me", server.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = session("app-person-1").await;
+    for i in 0..60 {
+        assert_eq!(page(&first).await.status(), 200, "request {i}");
+    }
+    let refused = page(&first).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    assert!(refused.text().await.unwrap().contains("this page"));
+    let second = session("app-person-2").await;
+    assert_eq!(page(&second).await.status(), 200, "another person's page");
+    let login = client
+        .post(format!("{}/me/login", server.base))
+        .form(&[("key", app.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let holder = page(cookie.split(';').next().unwrap()).await;
+    assert_eq!(holder.status(), 200, "a key holder's page");
+    assert!(holder.text().await.unwrap().contains("What lyss remembers"));
 }

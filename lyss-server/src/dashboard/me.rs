@@ -4,9 +4,11 @@
 //!
 //! Two ways in, each kept in a cookie of the page's own (HttpOnly, Secure, SameSite=Strict,
 //! `Path=/me`), every form with a CSRF token bound to it:
-//! - **their own key**: the cookie holds it until the browser closes, and it is checked on
-//!   every request (a revoked key signs out at once); the page reaches exactly what the key reaches through `/v1/memories` —
-//!   the key's own scope and each end-user scope a client named;
+//! - **their own key**: the cookie holds a session of the store with the key sealed in it (not
+//!   the key in the clear) until the browser closes or 8 hours pass; the key is checked on every
+//!   request (a revoked key signs out at once), signing out ends the session, and the page
+//!   reaches exactly what the key reaches through `/v1/memories` — the key's own scope and each
+//!   end-user scope a client named;
 //! - **a link** an app minted with its (shared) key for one of its end-users
 //!   (`POST /v1/memories/page`, valid 10 minutes): the page shows that end-user's scope only —
 //!   no other scope, and not the key's spend or budgets, which are the whole app's — for 8
@@ -24,6 +26,8 @@ use lyss_core::{Call, Error};
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::memories::{Forms, listed, table};
@@ -53,8 +57,23 @@ const LINK_SECS: i64 = 600;
 /// What a link, and the session it opens, are signed for.
 const LINK: &str = "me-link";
 const LINK_SESSION: &str = "me-link-session";
-/// The cookie value of a session opened by a link starts with this (a key never does).
+/// The cookie value of a session opened by a link starts with this.
 const LINK_PREFIX: &str = "link.";
+/// What a key's sign-in is sealed for, and how its cookie value starts.
+const KEY_SESSION: &str = "me-key-session";
+const KEY_PREFIX: &str = "key.";
+
+/// A key's sign-in, sealed into its cookie: the key (so that it is checked on every request
+/// and revoking it signs out, without a key lookup by id the Policy does not offer) and the id
+/// of a session of the store (so that signing out ends every copy of the cookie). The cookie
+/// never holds the key in the clear: one lifted from a browser opens this page until sign-out
+/// or [`LIFETIME_SECS`], but is not a key to chat or spend with.
+#[derive(serde::Serialize, Deserialize)]
+struct KeySession {
+    id: String,
+    key: String,
+    until: i64,
+}
 
 /// What a link and the session it opens carry: whose key minted it, for which end-user, until
 /// when, and a random id — the link's (opened once: its id becomes a row of the session store)
@@ -80,8 +99,12 @@ impl Link {
 
 /// Who the page is for.
 enum Signed {
-    /// Their own key: everything it reaches.
-    Key { key: String, who: Arc<Principal> },
+    /// Their own key: everything it reaches, in the session with this id.
+    Key {
+        key: String,
+        who: Arc<Principal>,
+        session: String,
+    },
     /// A link's end-user: that scope only, in the session with this id.
     Link { scope: MemoryScope, session: String },
 }
@@ -101,7 +124,12 @@ impl FromRequestParts<AppState> for Holder {
         };
         let csrf = csrf(state, &cookie);
         if let Some(sealed) = cookie.strip_prefix(LINK_PREFIX) {
-            let link = live_link(state, LINK_SESSION, sealed).await?;
+            let link = unseal_link(state, LINK_SESSION, sealed)
+                .ok_or_else(|| login_page(Some(LINK_GONE)))?;
+            if let Some(refused) = over_link_rate(&link.id) {
+                return Err(refused);
+            }
+            key_lives(state, &link).await?;
             let open = state
                 .lyss
                 .policy()
@@ -119,9 +147,29 @@ impl FromRequestParts<AppState> for Holder {
                 csrf,
             });
         }
-        match state.lyss.authenticate(&cookie).await {
+        let now = OffsetDateTime::now_utc();
+        let signed_in: KeySession = cookie
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|sealed| sessions(state).unseal(KEY_SESSION, sealed))
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .filter(|s: &KeySession| s.until > now.unix_timestamp())
+            .ok_or_else(|| login_page(Some(SIGNED_OUT)))?;
+        let open = state
+            .lyss
+            .policy()
+            .session_open(&signed_in.id, now)
+            .await
+            .map_err(|e| crate::error::status_and_message(&e).into_response())?;
+        if !open {
+            return Err(login_page(Some(SIGNED_OUT)));
+        }
+        match state.lyss.authenticate(&signed_in.key).await {
             Ok(who) => Ok(Holder {
-                signed: Signed::Key { key: cookie, who },
+                signed: Signed::Key {
+                    key: signed_in.key,
+                    who,
+                    session: signed_in.id,
+                },
                 csrf,
             }),
             Err(Error::Unauthenticated(_)) => Err(login_page(Some(
@@ -132,17 +180,66 @@ impl FromRequestParts<AppState> for Holder {
     }
 }
 
+const SIGNED_OUT: &str =
+    "You are signed out (or were never signed in here): sign in with your key.";
+
 const LINK_GONE: &str =
     "That link has expired, was used already or is not valid: ask the app for a new one.";
 
+/// Requests a link session may make per minute, in each process. A link session has no key
+/// of its own to hold rate limits (it acts for the app's key, whose secret it never sees), and
+/// each of its searches embeds a query: a script holding a session could otherwise keep a core
+/// of every replica busy. A person clicking through their page makes a few a minute.
+pub const LINK_REQUESTS_PER_MINUTE: u32 = 60;
+
+/// Requests per link session in the current minute (from its first), as the failed-key
+/// throttle counts failures.
+static LINK_REQUESTS: std::sync::LazyLock<moka::sync::Cache<String, Arc<AtomicU32>>> =
+    std::sync::LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(60))
+            .build()
+    });
+
+/// Counts a request of link session `id`; past [`LINK_REQUESTS_PER_MINUTE`], the 429 (with
+/// `Retry-After`) to answer, before the store is asked anything.
+fn over_link_rate(id: &str) -> Option<Response> {
+    let n = LINK_REQUESTS
+        .get_with(id.to_owned(), || Arc::new(AtomicU32::new(0)))
+        .fetch_add(1, Ordering::Relaxed);
+    if n < LINK_REQUESTS_PER_MINUTE {
+        return None;
+    }
+    let e = Error::RateLimited {
+        scope: format!("this page ({LINK_REQUESTS_PER_MINUTE} requests per minute)"),
+        retry_after: Duration::from_secs(60),
+    };
+    let mut resp = crate::error::status_and_message(&e).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    Some(resp)
+}
+
 /// A sealed link (or link session) that is unexpired and whose key still lives.
 async fn live_link(state: &AppState, purpose: &str, sealed: &str) -> Result<Link, Response> {
-    let now = OffsetDateTime::now_utc();
-    let link: Link = sessions(state)
+    let link = unseal_link(state, purpose, sealed).ok_or_else(|| login_page(Some(LINK_GONE)))?;
+    key_lives(state, &link).await?;
+    Ok(link)
+}
+
+/// A link (or link session) this server sealed for `purpose`, unexpired.
+fn unseal_link(state: &AppState, purpose: &str, sealed: &str) -> Option<Link> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    sessions(state)
         .unseal(purpose, sealed)
         .and_then(|p| serde_json::from_str(&p).ok())
-        .filter(|l: &Link| l.until > now.unix_timestamp())
-        .ok_or_else(|| login_page(Some(LINK_GONE)))?;
+        .filter(|l: &Link| l.until > now)
+}
+
+/// Refuses a link whose key was revoked or expired since it was minted.
+async fn key_lives(state: &AppState, link: &Link) -> Result<(), Response> {
+    let now = OffsetDateTime::now_utc();
     let keys = state
         .lyss
         .policy()
@@ -155,7 +252,7 @@ async fn live_link(state: &AppState, purpose: &str, sealed: &str) -> Result<Link
     if !live {
         return Err(login_page(Some(LINK_GONE)));
     }
-    Ok(link)
+    Ok(())
 }
 
 /// A link for one end-user of `who`'s key, valid [`LINK_SECS`]: the path to open it, and when
@@ -379,8 +476,27 @@ async fn login(
         }
         Err(e) => return crate::error::status_and_message(&e).into_response(),
     }
-    // Keys are `lyss-sk-` and URL-safe characters: a cookie value as they are.
-    with_cookie(Redirect::to("/me").into_response(), key, None)
+    let now = OffsetDateTime::now_utc();
+    let signed_in = KeySession {
+        id: lyss_core::policy::keys::random_token(32),
+        key: key.to_owned(),
+        until: now.unix_timestamp() + LIFETIME_SECS,
+    };
+    let expires = now + time::Duration::seconds(LIFETIME_SECS);
+    if let Err(e) = state
+        .lyss
+        .policy()
+        .open_session(&signed_in.id, expires)
+        .await
+    {
+        return crate::error::status_and_message(&e).into_response();
+    }
+    let payload = serde_json::to_string(&signed_in).unwrap_or_default();
+    let value = format!(
+        "{KEY_PREFIX}{}",
+        sessions(&state).seal(KEY_SESSION, &payload)
+    );
+    with_cookie(Redirect::to("/me").into_response(), &value, None)
 }
 
 #[derive(Deserialize)]
@@ -393,11 +509,9 @@ async fn logout(State(state): State<AppState>, holder: Holder, Form(f): Form<Csr
     if let Err(r) = holder.check(&f.csrf) {
         return *r;
     }
-    // A link's session ends in the store: a copy of the cookie stops working too. (A key's
-    // cookie is the key: it stops working when the key is revoked.)
-    if let Signed::Link { session, .. } = &holder.signed
-        && let Err(e) = state.lyss.policy().end_session(session).await
-    {
+    // The session ends in the store: a copy of the cookie stops working too.
+    let (Signed::Key { session, .. } | Signed::Link { session, .. }) = &holder.signed;
+    if let Err(e) = state.lyss.policy().end_session(session).await {
         return crate::error::status_and_message(&e).into_response();
     }
     let mut resp = Redirect::to("/me").into_response();

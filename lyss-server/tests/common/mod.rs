@@ -140,6 +140,22 @@ impl TestApp {
             .key
     }
 
+    /// `key` signed in on `/me`: the page's cookie (`lyss_me=…`) to send with later requests.
+    pub async fn page_cookie(&self, key: &str) -> String {
+        let once = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = once
+            .post(format!("{}/me/login", self.base))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .unwrap();
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()
     }
