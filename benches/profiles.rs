@@ -204,10 +204,12 @@ async fn main() {
         if !reached {
             misses.push(p["said"].as_str().unwrap().to_owned());
         }
+        // Another person's words, unless this person said them too ("vegetarian", "newborn").
+        let own = normalise(&format!("{} {}", p["said"], p["later"]));
         let leaked = evidence
             .iter()
             .enumerate()
-            .any(|(j, e)| j != i && hay.contains(e.as_str()));
+            .any(|(j, e)| j != i && hay.contains(e.as_str()) && !own.contains(e.as_str()));
         split.leaked += u64::from(leaked);
         split.later_added += tokens::count_request(MODEL, &sent) as i64
             - tokens::count_request(MODEL, &asked) as i64;

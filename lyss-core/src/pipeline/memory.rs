@@ -185,14 +185,15 @@ impl Lyss {
                 self.search(cx, query.clone(), true).await
             }
         };
-        // What the profile quotes is not quoted again.
-        let held = with_profile(held, profile.as_deref());
-        let block = render_block(
-            &gate.admit(&query, &hits),
-            &held,
-            &cx.model.upstream,
-            gate.tokens,
+        // The profile and the block share what a message may add: a person with a profile
+        // pays no more per turn than one without. What the profile quotes is not quoted again.
+        let room = gate.tokens.saturating_sub(
+            profile
+                .as_deref()
+                .map_or(0, |p| tokens::count_text(&cx.model.upstream, p)),
         );
+        let held = with_profile(held, profile.as_deref());
+        let block = render_block(&gate.admit(&query, &hits), &held, &cx.model.upstream, room);
         if block.is_none() && profile.is_none() {
             return None;
         }
