@@ -124,7 +124,11 @@ async fn events(app: &TestApp, id: &str) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn facts_are_added_updated_and_deleted_with_history_and_provenance() {
     let app = app(false).await;
-    let request_id = say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
+    let request_id = say(
+        &app,
+        "Just moved to Lyon, and the vegetarian food here is great.",
+    )
+    .await;
     assert_eq!(app.state.lyss.ingest_pending().await.unwrap(), 1);
     let first = memories(&app).await;
     let mut texts: Vec<&str> = first.iter().map(|m| m["text"].as_str().unwrap()).collect();
@@ -146,7 +150,11 @@ async fn facts_are_added_updated_and_deleted_with_history_and_provenance() {
     };
     let (lyon, veggie) = (id_of("Lives in Lyon"), id_of("Is vegetarian"));
 
-    say(&app, "Update: I live in Paris now, and I eat fish again.").await;
+    say(
+        &app,
+        "Update: moved again, Paris now, and fish is back on the menu.",
+    )
+    .await;
     app.state.lyss.ingest_pending().await.unwrap();
     let after = memories(&app).await;
     assert_eq!(after.len(), 1, "{after:?}");
@@ -239,7 +247,11 @@ async fn an_outage_keeps_the_turn_queued_and_an_unreadable_answer_stores_it_raw(
 async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_stored_raw() {
     let app = app(false).await;
     let budget = common::token_budget(&app, Scope::User, "ann", 1_000_000).await;
-    say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
+    say(
+        &app,
+        "Just moved to Lyon, and the vegetarian food here is great.",
+    )
+    .await;
     let (after_chat, _) = common::spent_reserved(&app, &budget).await;
     assert!(after_chat > 0);
 
@@ -256,7 +268,10 @@ async fn extraction_is_charged_to_the_budget_and_a_turn_it_cannot_pay_for_is_sto
     );
     let raw = memories(&app).await;
     assert_eq!(raw.len(), 1);
-    assert_eq!(raw[0]["text"], "I just moved to Lyon, and I'm vegetarian.");
+    assert_eq!(
+        raw[0]["text"],
+        "Just moved to Lyon, and the vegetarian food here is great."
+    );
     assert_eq!(common::spent_reserved(&app, &budget).await, (after_chat, 0));
     assert!(app.ledger().await.iter().all(|e| e.endpoint != "memory"));
 
@@ -300,7 +315,11 @@ async fn extraction_is_charged_to_the_key_the_turn_was_said_with() {
     );
 
     // The key's own limit holds for memory work too, whatever room its user has left.
-    say(&app, "I just moved to Lyon, and I'm vegetarian.").await;
+    say(
+        &app,
+        "Just moved to Lyon, and the vegetarian food here is great.",
+    )
+    .await;
     let (after_chat, _) = common::spent_reserved(&app, &budget).await;
     common::token_budget(&app, Scope::Key, &key_id, after_chat + 200).await;
     let asked = app.upstream.received_requests().await.unwrap().len();
@@ -308,7 +327,10 @@ async fn extraction_is_charged_to_the_key_the_turn_was_said_with() {
     assert_eq!(app.upstream.received_requests().await.unwrap().len(), asked);
     let raw = memories(&app).await;
     assert_eq!(raw.len(), 1);
-    assert_eq!(raw[0]["text"], "I just moved to Lyon, and I'm vegetarian.");
+    assert_eq!(
+        raw[0]["text"],
+        "Just moved to Lyon, and the vegetarian food here is great."
+    );
     assert_eq!(common::spent_reserved(&app, &budget).await, (after_chat, 0));
 }
 
@@ -338,7 +360,7 @@ async fn an_extraction_answer_without_usage_is_billed_what_lyss_counts() {
     );
 }
 
-const LYON: &str = "I just moved to Lyon, and I'm vegetarian.";
+const LYON: &str = "Just moved to Lyon, and the vegetarian food here is great.";
 
 /// A conversation that opens with [`LYON`], then `quarters` exchanges about the city.
 fn lyon_conversation(quarters: usize) -> Value {
