@@ -52,6 +52,35 @@ async fn deployment(extra: &str) -> (MockServer, Deployment) {
     (upstream, d)
 }
 
+/// A page link `key` mints for `person`, opened: the link session's cookie (`lyss_me=link.…`).
+async fn open_link(client: &reqwest::Client, base: &str, key: &str, person: &str) -> String {
+    let minted: Value = client
+        .post(format!("{base}/v1/memories/page"))
+        .bearer_auth(key)
+        .json(&json!({"user": person}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["url"]
+        .as_str()
+        .unwrap()
+        .split_once("token=")
+        .unwrap()
+        .1;
+    let opened = client
+        .post(format!("{base}/me/open"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200, "{minted}");
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn an_admin_signs_in_sees_charts_creates_and_revokes_keys() {
     let (_upstream, d) = deployment("[cache]\nmode = \"exact\"").await;
@@ -548,30 +577,7 @@ async fn a_key_holder_sees_and_steers_their_memory_on_their_page() {
     assert_eq!(out.status(), 303);
     assert!(as_person("/me").await.contains("That link has expired"));
     // A revoked key ends the pages of its links.
-    let minted: Value = client
-        .post(format!("{}/v1/memories/page", server.base))
-        .bearer_auth(&app)
-        .json(&json!({"user": "app-person-9"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = minted["url"]
-        .as_str()
-        .unwrap()
-        .split_once("token=")
-        .unwrap()
-        .1;
-    let opened = client
-        .post(format!("{}/me/open", server.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let second = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
-    let second = second.split(';').next().unwrap().to_owned();
+    let second = open_link(&client, &server.base, &app, "app-person-9").await;
     let page = async |cookie: &str| {
         client
             .get(format!("{}/me", server.base))
@@ -659,33 +665,6 @@ async fn a_link_session_is_held_to_a_request_rate_of_its_own() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let session = async |person: &str| -> String {
-        let minted: Value = client
-            .post(format!("{}/v1/memories/page", server.base))
-            .bearer_auth(&app)
-            .json(&json!({"user": person}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = minted["url"]
-            .as_str()
-            .unwrap()
-            .split_once("token=")
-            .unwrap()
-            .1;
-        let opened = client
-            .post(format!("{}/me/open", server.base))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(opened.status(), 200);
-        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
-        cookie.split(';').next().unwrap().to_owned()
-    };
     let page = async |cookie: &str| {
         client
             .get(format!("{}/me", server.base))
@@ -694,7 +673,7 @@ async fn a_link_session_is_held_to_a_request_rate_of_its_own() {
             .await
             .unwrap()
     };
-    let first = session("app-person-1").await;
+    let first = open_link(&client, &server.base, &app, "app-person-1").await;
     for i in 0..60 {
         assert_eq!(page(&first).await.status(), 200, "request {i}");
     }
@@ -702,7 +681,7 @@ async fn a_link_session_is_held_to_a_request_rate_of_its_own() {
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["retry-after"], "60");
     assert!(refused.text().await.unwrap().contains("this page"));
-    let second = session("app-person-2").await;
+    let second = open_link(&client, &server.base, &app, "app-person-2").await;
     assert_eq!(page(&second).await.status(), 200, "another person's page");
     let login = client
         .post(format!("{}/me/login", server.base))
