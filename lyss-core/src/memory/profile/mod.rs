@@ -190,7 +190,16 @@ fn about_me(lower: &str) -> bool {
         // "I have a golden retriever named Max".
         let named =
             rest.starts_with('a') && (rest.contains(" named ") || rest.contains("-year-old"));
-        return named || HAVE.iter().any(|h| rest.starts_with(h)) && !at_hand(rest);
+        // "I have two kids", "two young kids", "three cats and a rabbit".
+        let counted = NUMBERS
+            .iter()
+            .find_map(|n| rest.strip_prefix(n))
+            .is_some_and(|r| {
+                r.split(' ')
+                    .take(2)
+                    .any(|w| COUNTED.iter().any(|c| w.starts_with(c)))
+            });
+        return named || counted || HAVE.iter().any(|h| rest.starts_with(h)) && !at_hand(rest);
     }
     // What one's body does not take: "gluten makes me really sick".
     if [
@@ -402,11 +411,28 @@ fn standing_instruction(lower: &str, sentence: &str) -> bool {
         .iter()
         .any(|m| sentence.contains(m))
         && !instruction.contains("when you can");
+    // "Give me …" and "write …" open requests as often as standing instructions: only one about
+    // answers or all code ("give me answers in Celsius", "write all code examples in Kotlin")
+    // stands ("give me a short summary" does not).
+    let request_opening = ["give me ", "write "]
+        .iter()
+        .any(|o| instruction.starts_with(o))
+        && ![
+            "answers",
+            "replies",
+            "responses",
+            "all code",
+            "all examples",
+            "every answer",
+        ]
+        .iter()
+        .any(|w| instruction.contains(w));
     let standing = (to_me
         || marked
-        || INSTRUCTION_OPENINGS
-            .iter()
-            .any(|o| instruction.starts_with(o))
+        || !request_opening
+            && INSTRUCTION_OPENINGS
+                .iter()
+                .any(|o| instruction.starts_with(o))
             && ABOUT_ANSWERS.iter().any(|w| instruction.contains(w)))
         && !points_back;
     // "Short answers only, please", "concise replies work best for me".

@@ -70,6 +70,8 @@ fn lasting_facts_said_in_many_ways_are_profile() {
         "Spell out acronyms when you use them.",
         "Please format everything as Markdown tables where possible.",
         "For all code, use TypeScript.",
+        "Write all code examples in Kotlin for me.",
+        "Give me answers in Celsius and kilometres.",
         "Could you stop using so much jargon.",
         "I don't like long explanations, just give me the answer.",
         "Let's keep things brief, I read on my phone.",
@@ -109,6 +111,10 @@ fn questions_events_moods_and_requests_to_the_model_are_not() {
         "We're putting together a talent show for the kids next month.",
         "I'm trying to eat less sugar this week.",
         "I'm learning a lot from this.",
+        "I have two questions about my code.",
+        "I have 3 files to merge.",
+        "Give me a short summary of this article.",
+        "Write a brief reply to this email.",
     ] {
         assert!(
             statements(said).is_empty(),

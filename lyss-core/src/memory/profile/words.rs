@@ -230,15 +230,18 @@ pub(super) const HAVE: &[&str] = &[
     "no kids",
     "no children",
     "no car",
-    "two ",
-    "three ",
-    "four ",
-    "five ",
-    "six ",
-    "2 ",
-    "3 ",
-    "4 ",
-    "5 ",
+];
+
+/// How many, after "I have": counted only when what is counted is family, pets or the like
+/// ([`COUNTED`]) — "I have two kids", never "I have two questions".
+pub(super) const NUMBERS: &[&str] = &[
+    "two ", "three ", "four ", "five ", "six ", "seven ", "2 ", "3 ", "4 ", "5 ", "6 ",
+];
+
+/// What "I have two …" counts when it is about one's life.
+pub(super) const COUNTED: &[&str] = &[
+    "kid", "child", "son", "daughter", "boy", "girl", "teen", "toddler", "bab", "grand", "brother",
+    "sister", "sibling", "dog", "cat", "pet", "horse", "rabbit", "bird", "job", "car",
 ];
 
 /// Verbs of a habit or a lasting aversion after "I" (and an optional "only", "mostly" …): "I
