@@ -117,7 +117,7 @@ fn clauses(lower: &str) -> impl Iterator<Item = &str> {
 
 /// One way of saying each thing: "I've got" is "I have", "I've been a nurse for years" is
 /// "I'm a nurse for years", "let's keep it brief" is "keep it brief".
-fn normalise(clause: &str) -> String {
+fn normalise(clause: &str) -> std::borrow::Cow<'_, str> {
     for (from, to) in [
         ("i've got ", "i have "),
         ("i have got ", "i have "),
@@ -133,10 +133,10 @@ fn normalise(clause: &str) -> String {
         ("let us ", ""),
     ] {
         if let Some(rest) = clause.strip_prefix(from) {
-            return format!("{to}{rest}");
+            return format!("{to}{rest}").into();
         }
     }
-    clause.to_owned()
+    clause.into()
 }
 
 /// Whether a clause (lower-case, lead-in stripped) is a statement about oneself or a standing
@@ -345,13 +345,10 @@ fn lasting_trait(lower: &str) -> bool {
 /// answer") rather than a lasting object.
 fn at_hand(object: &str) -> bool {
     AT_HAND.iter().any(|w| object.starts_with(w))
-        || ["keep getting", "keep having", "keep seeing"]
-            .iter()
-            .any(|w| object.starts_with(w))
 }
 
 /// A standing instruction about answers: "keep answers short", "please use metric units",
-/// "answer with bullet points whenever you can", "I don't like long explanations".
+/// "answer with bullet points whenever you can", "short answers only".
 fn standing_instruction(lower: &str, sentence: &str) -> bool {
     let instruction = lower.strip_prefix("please ").unwrap_or(lower);
     // One-off requests point at something already said ("use the example you gave").
@@ -450,17 +447,10 @@ fn standing_instruction(lower: &str, sentence: &str) -> bool {
         ]
         .iter()
         .any(|w| instruction.contains(w));
-    let wants = [
-        "i like my answers",
-        "i want answers",
-        "i like short",
-        "i like concise",
-        "i don't like long",
-        "i don't like lengthy",
-        "i prefer short",
-    ]
-    .iter()
-    .any(|o| lower.starts_with(o));
+    // ("I prefer short …", "I don't like long …" and "I want answers …" are taken above.)
+    let wants = ["i like my answers", "i like short", "i like concise"]
+        .iter()
+        .any(|o| lower.starts_with(o));
     standing || styled || wants
 }
 
