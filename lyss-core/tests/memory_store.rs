@@ -126,3 +126,70 @@ async fn a_crash_between_the_answer_and_ingestion_loses_no_turn() {
         "taken exactly once"
     );
 }
+
+/// The embedder's inputs, recorded (a real embedder underneath).
+struct Recording {
+    inner: lyss_core::embed::HashEmbedder,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl lyss_core::embed::Embedder for Recording {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    async fn embed(&self, texts: &[String]) -> lyss_core::Result<Vec<Vec<f32>>> {
+        self.seen.lock().unwrap().extend_from_slice(texts);
+        self.inner.embed(texts).await
+    }
+}
+
+#[tokio::test]
+async fn a_search_embeds_its_query_without_the_words_most_memories_say_once_prepared_ahead() {
+    use lyss_core::embed::{CachedEmbedder, HashEmbedder};
+    use lyss_core::memory::{
+        MemoryScope, MemoryStore as _, NewMemory, SearchQuery, SqliteMemoryStore,
+    };
+    use std::sync::Arc;
+    let recording = Arc::new(Recording {
+        inner: HashEmbedder::new(256),
+        seen: Default::default(),
+    });
+    let store = SqliteMemoryStore::connect(
+        "sqlite::memory:",
+        Some(Arc::new(CachedEmbedder::new(recording.clone(), 1 << 20))),
+    )
+    .await
+    .unwrap();
+    let ann = MemoryScope::user("ws", "ann");
+    for i in 0..60 {
+        let text = if i == 30 {
+            "We went camping with the kids".to_string()
+        } else {
+            format!("Thanks, Caroline! That was note {i}")
+        };
+        let new = NewMemory {
+            text,
+            ..NewMemory::default()
+        };
+        store.add(&ann, &new).await.unwrap();
+    }
+    let asked = "What does Caroline do with her kids?";
+    recording.seen.lock().unwrap().clear();
+    store.prepare_search(&ann, asked).await.unwrap();
+    // "Caroline" is in 59 of 60 memories: left out of what is embedded.
+    let embedded = vec!["What does  do with her kids?".to_owned()];
+    assert_eq!(*recording.seen.lock().unwrap(), embedded);
+    let q = SearchQuery {
+        text: asked.into(),
+        limit: 3,
+        min_similarity: 0.0,
+    };
+    let hits = store.search(&ann, &q).await.unwrap();
+    // The search found the vector ready; its keywords still count every word.
+    assert_eq!(*recording.seen.lock().unwrap(), embedded);
+    assert_eq!(hits[0].memory.text, "We went camping with the kids");
+}

@@ -41,6 +41,12 @@ const NEIGHBOUR_SHARE: f32 = 0.7;
 /// vector into the answer's gained nothing.
 const CONTEXT_SHARE: f32 = 0.5;
 
+/// A word in more than this share of a scope's memories is left out of the query recall
+/// embeds ([`ScopeIndex::meaning_query`]).
+const COMMON_SHARE: f32 = 0.2;
+/// Memories a scope needs before any of its words counts as common (in a small one, every
+/// word is rare; as for BM25's skip).
+const COMMON_MIN_ROWS: usize = 50;
 /// Words too common to say anything about a memory.
 const STOPWORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "did", "do", "does", "for", "from",
@@ -215,6 +221,54 @@ impl ScopeIndex {
         ranked
     }
 
+    /// What of `text` recall should embed: without the words that more than [`COMMON_SHARE`]
+    /// of a large scope's memories say (`None` when there are none, or nothing else is left).
+    /// Such a word (the name of the one the memories are said to, the project all of them are
+    /// about) tells no memory from another by meaning, yet MiniLM weighs a name heavily: the
+    /// query's vector lands near every memory that says it rather than the one that answers
+    /// ("What activities has Melanie done with her family?": the turns naming Melanie are her
+    /// friend's). The keyword side still counts it, at its small idf (left out there too, a
+    /// name no longer tells whose turn a match is about). LOCOMO dev through the server:
+    /// whole history 80.9% → 81.5–81.7% evidence reach, last 20 messages 66.1% → 67.4%, fresh
+    /// chats 64.0% → 65.8%, at the same tokens.
+    pub fn meaning_query(&self, text: &str) -> Option<String> {
+        let rows = self.len();
+        if rows < COMMON_MIN_ROWS {
+            return None;
+        }
+        // Rows whose own text holds the word (a word of the turn a memory answers weighs
+        // less than 1 there).
+        let common = |word: &str| {
+            terms(word).iter().any(|t| {
+                self.postings.get(t).is_some_and(|posts| {
+                    posts.iter().filter(|(_, tf)| *tf >= 1.0).count() as f32
+                        > COMMON_SHARE * rows as f32
+                })
+            })
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut dropped = false;
+        let mut word_start = None;
+        for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+            if c.is_alphanumeric() {
+                word_start.get_or_insert(at);
+                continue;
+            }
+            if let Some(start) = word_start.take() {
+                let word = &text[start..at];
+                if common(word) {
+                    dropped = true;
+                } else {
+                    out.push_str(word);
+                }
+            }
+            if at < text.len() {
+                out.push(c);
+            }
+        }
+        (dropped && !terms(&out).is_empty()).then_some(out)
+    }
+
     /// The best rows for a query: vector neighbours at or above `floor` similarity and BM25
     /// keyword matches, fused by reciprocal rank. Either side may be absent.
     pub fn search(
@@ -303,6 +357,30 @@ mod tests {
         // "peanuts" is in 100 of 101 memories: it no longer ranks anything by itself.
         assert!(idx.search("peanuts", None, 5, 0.0).is_empty());
         assert_eq!(idx.search("peanuts violin", None, 5, 0.0)[0].row, 100);
+    }
+
+    #[test]
+    fn the_meaning_query_leaves_out_what_a_large_share_of_memories_say() {
+        let mut idx = ScopeIndex::new();
+        for i in 0..49 {
+            idx.add(&format!("Thanks, Caroline! Note {i}"), None);
+        }
+        // A small scope: every word still counts.
+        assert_eq!(idx.meaning_query("What does Caroline paint?"), None);
+        idx.add("We went camping with the kids", None);
+        assert_eq!(
+            idx.meaning_query("What does Caroline paint?").as_deref(),
+            Some("What does  paint?")
+        );
+        // Nothing common in it, or nothing but: the query as asked.
+        assert_eq!(idx.meaning_query("Where did we go camping?"), None);
+        assert_eq!(idx.meaning_query("Caroline?"), None);
+        // A word only the answered turns say (context) is no memory's own.
+        let mut ctx = ScopeIndex::new();
+        for i in 0..60 {
+            ctx.add_in_context(&format!("answer {i}"), Some("Melanie asks"), None);
+        }
+        assert_eq!(ctx.meaning_query("What did Melanie say?"), None);
     }
 
     #[test]

@@ -301,6 +301,12 @@ pub trait MemoryStore: Outbox + Send + Sync {
     /// The scope's profile statements ([`Memory::profile`]), oldest first.
     async fn profile(&self, scope: &MemoryScope) -> Result<Vec<Memory>>;
     async fn search(&self, scope: &MemoryScope, query: &SearchQuery) -> Result<Vec<Hit>>;
+    /// Readies a search for `text` ahead of it (while the request does other work): loads the
+    /// scope and embeds what the search will embed, so that `search` finds its vector cached.
+    /// Never waits for a model still loading. By default nothing: `search` embeds itself.
+    async fn prepare_search(&self, _scope: &MemoryScope, _text: &str) -> Result<()> {
+        Ok(())
+    }
     /// Oldest first.
     async fn history(&self, scope: &MemoryScope, id: &str) -> Result<Vec<HistoryEntry>>;
     async fn forget(&self, scope: &MemoryScope) -> Result<u64>;

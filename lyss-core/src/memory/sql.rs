@@ -181,18 +181,24 @@ macro_rules! impl_sql_memory {
                 Ok(profile)
             }
 
+            async fn prepare_search(&self, scope: &MemoryScope, text: &str) -> $crate::Result<()> {
+                if self.embedder.as_ref().is_some_and(|e| e.ready()) {
+                    let loaded = self.scope(scope).await?;
+                    self.query_vector(&loaded, text).await?;
+                }
+                Ok(())
+            }
+
             async fn search(
                 &self,
                 scope: &MemoryScope,
                 query: &SearchQuery,
             ) -> $crate::Result<Vec<Hit>> {
                 let loaded = self.scope(scope).await?;
-                // A model still loading is not waited for: keywords alone rank until it is.
-                let vector = match &self.embedder {
-                    Some(e) if e.ready() && query.min_similarity <= 1.0 => {
-                        self.embed_one(&query.text).await?
-                    }
-                    _ => None,
+                let vector = if query.min_similarity <= 1.0 {
+                    self.query_vector(&loaded, &query.text).await?
+                } else {
+                    None
                 };
                 let (text, limit, floor) = (query.text.clone(), query.limit, query.min_similarity);
                 tokio::task::spawn_blocking(move || {

@@ -15,6 +15,25 @@ macro_rules! impl_sql_rows {
                 }
             }
 
+            /// The vector a search of `loaded` for `text` ranks by: the embedding of what the
+            /// index says to embed of it ([`crate::memory::index::ScopeIndex::meaning_query`]).
+            /// A model still loading is not waited for: keywords alone rank until it is.
+            async fn query_vector(
+                &self,
+                loaded: &Mutex<Loaded>,
+                text: &str,
+            ) -> $crate::Result<Option<Vec<f32>>> {
+                if !self.embedder.as_ref().is_some_and(|e| e.ready()) {
+                    return Ok(None);
+                }
+                let meaning = loaded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .index
+                    .meaning_query(text);
+                self.embed_one(meaning.as_deref().unwrap_or(text)).await
+            }
+
             fn embedder_name(&self) -> Option<&str> {
                 self.embedder.as_ref().map(|e| e.name())
             }

@@ -169,7 +169,7 @@ impl Lyss {
         let (_, _, profile) = tokio::join!(
             async {
                 if asks {
-                    self.embed_ahead(&query).await
+                    self.embed_ahead(cx, &query).await
                 }
             },
             self.remember(cx, req, &window, false),
@@ -255,7 +255,7 @@ impl Lyss {
         // embedder keeps the vector, so the search finds it ready.
         let held = prompt_text(&req.messages);
         let (_, remembered, profile) = tokio::join!(
-            self.embed_ahead(&query),
+            self.embed_ahead(cx, &query),
             self.remember(cx, req, &window, true),
             self.profile(cx, &held),
         );
@@ -450,13 +450,10 @@ impl Lyss {
         plan.complete
     }
 
-    /// Embeds the query with the embedder already loaded (never loads one, nor waits for a
-    /// load), so the store's search finds its vector cached.
-    async fn embed_ahead(&self, query: &str) {
-        if let Some(Some(embedder)) = self.embedder.get()
-            && embedder.ready()
-            && !query.trim().is_empty()
-            && let Err(e) = embedder.embed(&[query.to_owned()]).await
+    /// Has the store embed the query ahead of its search ([`MemoryStore::prepare_search`]).
+    async fn embed_ahead(&self, cx: &Ctx<'_>, query: &str) {
+        if !query.trim().is_empty()
+            && let Err(e) = cx.store.prepare_search(&cx.scope, query).await
         {
             tracing::debug!(error = %e, "query embedding failed; the search will say why");
         }
