@@ -182,10 +182,22 @@ macro_rules! impl_sql_memory {
             }
 
             async fn prepare_search(&self, scope: &MemoryScope, text: &str) -> $crate::Result<()> {
-                if self.embedder.as_ref().is_some_and(|e| e.ready()) {
-                    let loaded = self.scope(scope).await?;
-                    self.query_vector(&loaded, text).await?;
+                if !self.embedder.as_ref().is_some_and(|e| e.ready()) {
+                    return Ok(());
                 }
+                // The scope as this process holds it, without asking the database whether it
+                // is current (the search does): which words are common barely moves between
+                // versions, and a query the search shortens otherwise is embedded again.
+                let slot = self.scopes.lock().await.get(&scope.key()).cloned();
+                let held = match slot {
+                    Some(slot) => slot.lock().await.clone(),
+                    None => None,
+                };
+                let loaded = match held {
+                    Some(loaded) => loaded,
+                    None => self.scope(scope).await?,
+                };
+                self.query_vector(&loaded, text).await?;
                 Ok(())
             }
 
