@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use lyss_core::embed::{Embedder as _, LocalEmbedder};
-use lyss_core::memory::index::ScopeIndex;
+use lyss_core::memory::index::{IndexRow, ScopeIndex};
 
 fn unit(rng: &mut impl rand::Rng, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
@@ -51,7 +51,12 @@ async fn main() {
                     words[i % 10],
                     words[(i / 10) % 10]
                 );
-                (text, None, Some(unit(&mut rng, 384)))
+                IndexRow {
+                    text,
+                    context: None,
+                    speaker: None,
+                    vector: Some(unit(&mut rng, 384)),
+                }
             })
             .collect();
         // As a store loads a scope: all rows at once.

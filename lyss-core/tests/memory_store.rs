@@ -193,3 +193,52 @@ async fn a_search_embeds_its_query_without_the_words_most_memories_say_once_prep
     assert_eq!(*recording.seen.lock().unwrap(), embedded);
     assert_eq!(hits[0].memory.text, "We went camping with the kids");
 }
+
+#[tokio::test]
+async fn a_question_naming_one_side_ranks_that_sides_turns_as_stored_and_after_a_restart() {
+    use lyss_core::memory::{
+        MemoryScope, MemoryStore as _, NewMemory, SearchQuery, SqliteMemoryStore, TurnRole,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lyss.db").display());
+    let ann = MemoryScope::user("ws", "ann");
+    // The assistant praises Melanie's painting every fifth turn (the name and the word: the
+    // best keyword matches); she says once what she painted.
+    let mut turns = Vec::new();
+    for i in 0..50_u32 {
+        let said = match i {
+            22 => "I painted a sunrise over the lake".to_owned(),
+            _ => format!("note {i} about my day"),
+        };
+        let answer = match i {
+            _ if i % 5 == 0 => format!("Wow, Melanie! Your painting {i} is lovely"),
+            _ => format!("Reply {i} about your day"),
+        };
+        for (role, text) in [(TurnRole::User, said), (TurnRole::Assistant, answer)] {
+            turns.push(NewMemory {
+                text,
+                role: Some(role),
+                position: Some(turns.len() as u32),
+                ..NewMemory::default()
+            });
+        }
+    }
+    let q = SearchQuery {
+        text: "What did Melanie paint?".into(),
+        limit: 5,
+        min_similarity: 2.0,
+    };
+    let roles =
+        |hits: Vec<lyss_core::memory::Hit>| hits.iter().map(|h| h.memory.role).collect::<Vec<_>>();
+    let before = {
+        let store = SqliteMemoryStore::connect(&url, None).await.unwrap();
+        store.add_turns(&ann, &turns).await.unwrap();
+        roles(store.search(&ann, &q).await.unwrap())
+    };
+    let store = SqliteMemoryStore::connect(&url, None).await.unwrap();
+    let after = roles(store.search(&ann, &q).await.unwrap());
+    // Melanie's own turns first: the one that says what she painted, and those that answer the
+    // praise (they hold its words as context).
+    assert_eq!(before[..3], [Some(TurnRole::User); 3], "{before:?}");
+    assert_eq!(after, before);
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::Memory;
-use super::index::ScopeIndex;
+use super::index::{IndexRow, ScopeIndex};
 
 /// A scope's place in a store's map of scopes: locked while the scope is looked up or (re)built,
 /// empty until its first build.
@@ -37,7 +37,7 @@ impl Loaded {
         let context = context_of(self.memories.last(), &memory).map(str::to_owned);
         let row = self
             .index
-            .add_in_context(&memory.text, context.as_deref(), vector);
+            .add_turn(&memory.text, context.as_deref(), memory.role, vector);
         self.rows.insert(memory.id.clone(), row);
         self.memories.push(memory);
     }
@@ -49,7 +49,12 @@ impl Loaded {
         for (i, (memory, vector)) in entries.into_iter().enumerate() {
             self.rows.insert(memory.id.clone(), first + i);
             let context = context_of(self.memories.last(), &memory).map(str::to_owned);
-            rows.push((memory.text.clone(), context, vector));
+            rows.push(IndexRow {
+                text: memory.text.clone(),
+                context,
+                speaker: memory.role,
+                vector,
+            });
             self.memories.push(memory);
         }
         self.index.extend(rows);
