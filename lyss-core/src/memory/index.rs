@@ -337,7 +337,14 @@ impl ScopeIndex {
     /// other calls them by (see [`ADDRESS_MIN_SHARE`]): the name's turns are nearly all one
     /// side's, so it names the other. `None` when it names neither, or both.
     pub fn addressed(&self, text: &str) -> Option<TurnRole> {
+        self.names(text).map(|(whom, _)| whom)
+    }
+
+    /// [`Self::addressed`], with the terms of the name (which the search leaves out of the
+    /// keywords: it tells whose turn, which the speakers say, not what about).
+    fn names(&self, text: &str) -> Option<(TurnRole, Vec<String>)> {
         let mut named = None;
+        let mut said = Vec::new();
         let mut sentence_start = true;
         for word in text.split_whitespace() {
             let starts =
@@ -346,13 +353,17 @@ impl ScopeIndex {
             if starts || !word.chars().next().is_some_and(char::is_uppercase) {
                 continue;
             }
-            for whom in terms(word).iter().filter_map(|t| self.addressee(t)) {
+            for t in terms(word) {
+                let Some(whom) = self.addressee(&t) else {
+                    continue;
+                };
                 if named.replace(whom).is_some_and(|before| before != whom) {
                     return None;
                 }
+                said.push(t);
             }
         }
-        named
+        named.map(|whom| (whom, said))
     }
 
     /// The best rows for a query: vector neighbours at or above `floor` similarity and BM25
@@ -382,7 +393,12 @@ impl ScopeIndex {
                 e.similarity = Some(sim);
             }
         }
-        for (rank, (row, bm25)) in self.bm25(&terms(text), pool).into_iter().enumerate() {
+        let named = self.names(text);
+        let mut words = terms(text);
+        if let Some((_, name)) = &named {
+            words.retain(|w| !name.contains(w));
+        }
+        for (rank, (row, bm25)) in self.bm25(&words, pool).into_iter().enumerate() {
             let e = fused.entry(row).or_insert(Scored {
                 row,
                 score: 0.0,
@@ -403,7 +419,7 @@ impl ScopeIndex {
                     .filter_map(|n| base.get(&n))
                     .sum::<f32>();
         }
-        if let Some(whom) = self.addressed(text) {
+        if let Some((whom, _)) = named {
             for (row, e) in &mut fused {
                 if self.speakers[*row].is_some_and(|s| s != whom) {
                     e.score *= ADDRESSER_WEIGHT;
@@ -520,6 +536,8 @@ mod tests {
         assert_eq!(idx.addressed("What about Painted things?"), None);
         let hits = idx.search("What did Melanie paint?", None, 5, 0.0);
         assert_eq!(hits[0].row, by_user, "{hits:?}");
+        // Nor is the name a keyword: only the two turns that say what was painted match.
+        assert_eq!(hits.len(), 2, "{hits:?}");
         // The same turns without who said them: the one that says the name and the word wins.
         let (anonymous, _, _) = chat_naming_the_user(false);
         assert_eq!(anonymous.addressed("What did Melanie paint?"), None);
