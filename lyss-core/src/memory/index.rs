@@ -265,16 +265,7 @@ impl ScopeIndex {
         if rows < COMMON_MIN_ROWS {
             return None;
         }
-        // Rows whose own text holds the word (a word of the turn a memory answers weighs
-        // less than 1 there).
-        let common = |word: &str| {
-            terms(word).iter().any(|t| {
-                self.postings.get(t).is_some_and(|posts| {
-                    posts.iter().filter(|(_, tf)| *tf >= 1.0).count() as f32
-                        > COMMON_SHARE * rows as f32
-                })
-            })
-        };
+        let common = |t: &String| self.own_rows(t).count() as f32 > COMMON_SHARE * rows as f32;
         let mut out = String::with_capacity(text.len());
         let mut dropped = false;
         let mut word_start = None;
@@ -287,9 +278,10 @@ impl ScopeIndex {
                 let word = &text[start..at];
                 // A name the other side calls one by (at a sentence's start too: left out of
                 // the vector, it costs little) pulls the vector to the turns saying it.
+                let ts = terms(word);
                 let name = word.chars().next().is_some_and(char::is_uppercase)
-                    && terms(word).iter().any(|t| self.addressee(t).is_some());
-                if name || common(word) {
+                    && ts.iter().any(|t| self.addressee(t).is_some());
+                if name || ts.iter().any(common) {
                     dropped = true;
                 } else {
                     out.push_str(word);
@@ -302,19 +294,26 @@ impl ScopeIndex {
         (dropped && !terms(&out).is_empty()).then_some(out)
     }
 
+    /// The live rows whose own text holds `term` (a word of the turn a memory answers weighs
+    /// less than 1 there).
+    fn own_rows<'a>(&'a self, term: &str) -> impl Iterator<Item = usize> + 'a {
+        self.postings
+            .get(term)
+            .into_iter()
+            .flatten()
+            .filter(|&&(row, tf)| tf >= 1.0 && !self.dead.contains(&row))
+            .map(|&(row, _)| row)
+    }
+
     /// Whom `term` names, when at least [`ADDRESS_MIN_SHARE`] of a large scope's turns say it
     /// and nearly all of them are the other side's.
     fn addressee(&self, term: &str) -> Option<TurnRole> {
         let rows = self.len();
-        let posts = self
-            .postings
-            .get(term)
-            .filter(|_| rows >= COMMON_MIN_ROWS)?;
+        if rows < COMMON_MIN_ROWS {
+            return None;
+        }
         let (mut by_user, mut by_assistant) = (0.0_f32, 0.0_f32);
-        for &(row, tf) in posts {
-            if tf < 1.0 || self.dead.contains(&row) {
-                continue;
-            }
+        for row in self.own_rows(term) {
             match self.speakers[row] {
                 Some(TurnRole::User) => by_user += 1.0,
                 Some(TurnRole::Assistant) => by_assistant += 1.0,
